@@ -1,0 +1,304 @@
+"""Server addresses: redis-py style URLs and ``(host, port)`` tuples.
+
+``redis://[[user]:password@]host[:port][/db][?option=value...]``,
+``rediss://...`` for TLS (certificate verification on by default) and
+``unix://[[user]:password@]/path/to/redis.sock[?db=N]``.
+
+Query options: ``db``, ``protocol`` (2 or 3), ``client_name``,
+``ssl_cert_reqs`` (``required`` (default), ``optional`` or ``none``),
+``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``.
+redis-py options that have no meaning here (``socket_timeout``,
+``health_check_interval``...) are accepted and ignored, so URLs can be shared.
+Passwords never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .exceptions import ConfigurationError
+
+__all__ = ["ServerSpec", "parse_server"]
+
+DEFAULT_PORT = 6379
+
+# redis-py URL options that configure things this library does its own way.
+_IGNORED_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "retry_on_timeout",
+        "health_check_interval",
+        "max_connections",
+        "decode_responses",
+        "encoding",
+        "encoding_errors",
+        "single_connection_client",
+    }
+)
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Where one Redis server is and how to greet it.
+
+    Attributes:
+        host: Host name or IP address (``None`` for a unix socket).
+        port: TCP port.
+        path: Unix socket path, or ``None`` for TCP.
+        tls: Whether to speak TLS.
+        username: ACL user name, if any.
+        password: Password, if any. Never shown in ``repr``.
+        db: Database number selected on connect.
+        protocol: RESP version, 2 or 3.
+        client_name: Sent with ``CLIENT SETNAME`` (or ``HELLO ... SETNAME``).
+        ssl_context: TLS settings; verification is on unless the URL turned it off.
+    """
+
+    host: str | None = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    path: str | None = None
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    protocol: int = 2
+    client_name: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The address as a URL without credentials, for logs and status."""
+        if self.path is not None:
+            base = f"unix://{self.path}"
+            return base if not self.db else f"{base}?db={self.db}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        scheme = "rediss" if self.tls else "redis"
+        base = f"{scheme}://{host}:{self.port}"
+        return base if not self.db else f"{base}/{self.db}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    def with_options(self, **changes: Any) -> ServerSpec:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def _flag(name: str, value: str) -> bool:
+    v = value.lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigurationError(f"option {name} must be true or false, got {value!r}")
+
+
+def _int_option(name: str, value: str, low: int, high: int) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigurationError(f"option {name} must be an integer, got {value!r}") from None
+    if not low <= n <= high:
+        raise ConfigurationError(f"option {name} must be in {low}..{high}, got {n}")
+    return n
+
+
+def make_ssl_context(
+    *,
+    cert_reqs: str = "required",
+    ca_certs: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    check_hostname: bool | None = None,
+) -> ssl.SSLContext:
+    """Build a client TLS context; verification is on unless asked otherwise."""
+    ctx = ssl.create_default_context(cafile=ca_certs)
+    reqs = cert_reqs.lower()
+    if reqs == "none":
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif reqs == "optional":
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    elif reqs != "required":
+        raise ConfigurationError(
+            f"ssl_cert_reqs must be required, optional or none, got {cert_reqs!r}"
+        )
+    if check_hostname is not None and ctx.verify_mode != ssl.CERT_NONE:
+        ctx.check_hostname = check_hostname
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid server URL {_redact(url)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"unsupported URL scheme {parts.scheme!r} in {_redact(url)!r}: "
+            "use redis://, rediss:// or unix://"
+        )
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    options: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ConfigurationError(f"invalid query string in {_redact(url)!r}") from None
+    for key, value in pairs:
+        options[key.lower()] = value
+    db = 0
+    if "db" in options:
+        db = _int_option("db", options.pop("db"), 0, 1 << 20)
+    path_db = parts.path.lstrip("/") if scheme != "unix" else ""
+    if path_db:
+        try:
+            db = int(path_db)
+        except ValueError:
+            raise ConfigurationError(
+                f"the path of {_redact(url)!r} must be a database number"
+            ) from None
+    protocol = (
+        _int_option("protocol", options.pop("protocol"), 2, 3) if "protocol" in options else 2
+    )
+    client_name = options.pop("client_name", None) or None
+    tls_opts = {k: options.pop(k) for k in list(options) if k.startswith("ssl_")}
+    for key in list(options):
+        if key in _IGNORED_OPTIONS:
+            options.pop(key)
+    if options:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(sorted(options))} in {_redact(url)!r}"
+        )
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"{_redact(url)!r} names no socket path")
+        return ServerSpec(
+            host=None,
+            port=0,
+            path=parts.path,
+            username=username,
+            password=password,
+            db=db,
+            protocol=protocol,
+            client_name=client_name,
+        )
+    host = parts.hostname
+    if not host:
+        raise ConfigurationError(f"{_redact(url)!r} names no host")
+    tls = scheme == "rediss"
+    ctx = None
+    if tls:
+        unknown = set(tls_opts) - {
+            "ssl_cert_reqs",
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_check_hostname",
+        }
+        if unknown:
+            raise ConfigurationError(f"unknown TLS option(s) {', '.join(sorted(unknown))}")
+        if ssl_context is not None and not tls_opts:
+            ctx = ssl_context
+        else:
+            ctx = make_ssl_context(
+                cert_reqs=tls_opts.get("ssl_cert_reqs", "required"),
+                ca_certs=tls_opts.get("ssl_ca_certs") or None,
+                certfile=tls_opts.get("ssl_certfile") or None,
+                keyfile=tls_opts.get("ssl_keyfile") or None,
+                check_hostname=(
+                    _flag("ssl_check_hostname", tls_opts["ssl_check_hostname"])
+                    if "ssl_check_hostname" in tls_opts
+                    else None
+                ),
+            )
+    elif tls_opts:
+        raise ConfigurationError(f"TLS options need a rediss:// URL: {_redact(url)!r}")
+    return ServerSpec(
+        host=host,
+        port=port if port is not None else DEFAULT_PORT,
+        tls=tls,
+        username=username,
+        password=password,
+        db=db,
+        protocol=protocol,
+        client_name=client_name,
+        ssl_context=ctx,
+    )
+
+
+def _redact(url: str) -> str:
+    """Return the URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def parse_server(
+    server: str | tuple[str, int] | ServerSpec,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    **overrides: Any,
+) -> ServerSpec:
+    """Turn a URL, a ``(host, port)`` tuple or a :class:`ServerSpec` into a spec.
+
+    Args:
+        server: The address.
+        ssl_context: TLS context for ``rediss://`` URLs that carry no ``ssl_*``
+            options (for example one that trusts a private CA).
+        **overrides: Fields to set on every spec (``password``, ``protocol``...),
+            applied where the address itself does not set them.
+
+    Raises:
+        ConfigurationError: The address is malformed; the message never contains
+            the password.
+    """
+    if isinstance(server, ServerSpec):
+        spec = server
+    elif isinstance(server, str):
+        spec = _parse_url(server, ssl_context)
+    elif (
+        isinstance(server, tuple)
+        and len(server) == 2
+        and isinstance(server[0], str)
+        and isinstance(server[1], int)
+        and not isinstance(server[1], bool)
+    ):
+        host, port = server
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"port must be in 1..65535, got {port!r}")
+        spec = ServerSpec(host=host, port=port)
+    else:
+        raise ConfigurationError(
+            f"a server is a URL string or a (host, port) tuple, got {type(server).__name__}"
+        )
+    if overrides:
+        defaults = ServerSpec()
+        changes = {
+            k: v
+            for k, v in overrides.items()
+            if v is not None and getattr(spec, k) == getattr(defaults, k)
+        }
+        if changes:
+            spec = replace(spec, **changes)
+    if spec.protocol not in (2, 3):
+        raise ConfigurationError(f"protocol must be 2 or 3, got {spec.protocol!r}")
+    return spec

@@ -1,0 +1,693 @@
+"""One multiplexed, cancellation-safe connection to one Redis server.
+
+Many tasks share one connection. A caller's command is queued *synchronously*:
+its request slot joins the FIFO of outstanding replies in the same step as its
+bytes join the output, so the order of slots always matches the order of bytes
+on the wire, whatever happens to the caller afterwards. One reader task hands
+each reply to the slot at the head of the FIFO. A caller that is cancelled
+before, during or after the send simply stops waiting: its slot stays in the
+FIFO, its reply is read and dropped, and no other caller can ever receive it
+(redis-py's CVE-2023-28858/28859 came from breaking exactly this invariant).
+
+When the connection is idle the caller sends its bytes itself with a
+non-blocking ``send`` (no task switch); under load, commands queued while a
+send is in progress are joined into one ``send`` by the writer task
+(auto-pipelining).
+
+A connection whose server stops answering (the oldest outstanding reply is
+older than ``stall_timeout``) is closed; when a connection breaks every waiter
+gets an error at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+
+from .config import ServerSpec, parse_server
+from .exceptions import (
+    PoolClosed,
+    ProtocolError,
+    RedisHAError,
+    ReplyError,
+    ServerTimeout,
+    ServerUnavailable,
+)
+from .resp import NEED_DATA, DEFAULT_LIMITS, Limits, Parser, Push, encode_command, make_parser
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = [
+    "AuthenticationError",
+    "Connection",
+    "connect",
+    "open_connection",
+]
+
+logger = logging.getLogger("trio_redisha.connection")
+
+RECEIVE_SIZE: Final = 65536
+#: Outstanding requests allowed on one connection before callers must wait.
+DEFAULT_MAX_PENDING: Final = 16384
+#: A server that has not answered the oldest outstanding request for this long is
+#: considered gone and its connection is closed (and rebuilt by the pool).
+DEFAULT_STALL_TIMEOUT: Final = 5.0
+
+
+class AuthenticationError(ServerUnavailable):
+    """The server refused the credentials (the message never includes them)."""
+
+
+# Slot states
+_WAITING, _DONE, _FAILED = 0, 1, 2
+
+
+class Slot:
+    """The place where one command's reply lands.
+
+    Attributes:
+        state: ``0`` waiting, ``1`` done (``value`` holds the reply), ``2`` failed
+            (``value`` holds the exception).
+        value: The reply or the exception.
+        waiter: Told when the slot is filled (``None`` once nobody waits).
+        sent_at: ``trio.current_time()`` when it was queued.
+        done_at: When it was filled.
+    """
+
+    __slots__ = ("done_at", "index", "sent_at", "state", "value", "waiter")
+
+    def __init__(self, waiter: Waiter | None, index: int, now: float) -> None:
+        self.state = _WAITING
+        self.value: Any = None
+        self.waiter = waiter
+        self.index = index
+        self.sent_at = now
+        self.done_at = 0.0
+
+
+class Waiter:
+    """Wakes one task when enough of its slots are filled.
+
+    One waiter serves a whole fan-out: the reader of each connection calls
+    :meth:`slot_filled`, and the task is rescheduled once ``need`` successful
+    replies arrived or every slot is filled, whichever comes first. Waking goes
+    through :func:`trio.lowlevel.reschedule`; no task or event is created per
+    server.
+    """
+
+    __slots__ = ("_task", "filled", "need", "ok", "outstanding")
+
+    def __init__(self, outstanding: int, need: int) -> None:
+        self.outstanding = outstanding
+        self.need = need
+        self.ok = 0
+        self.filled = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def slot_filled(self, success: bool) -> None:
+        self.outstanding -= 1
+        if success:
+            self.ok += 1
+        if not self.filled and (self.outstanding <= 0 or self.ok >= self.need):
+            self.filled = True
+            task = self._task
+            if task is not None:
+                self._task = None
+                trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Wait until enough slots are filled (a checkpoint either way)."""
+        if self.filled:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class _Transport:
+    """Byte transport beneath a connection."""
+
+    __slots__ = ()
+
+    def send_nowait(self, data: bytes) -> int:
+        """Send what can be sent without blocking; return the count sent."""
+        return 0
+
+    async def send_all(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def receive_some(self) -> bytes:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def close_now(self) -> None:
+        """Close without waiting (used when a connection breaks)."""
+
+
+class _SocketTransport(_Transport):
+    """A plain TCP or unix socket driven directly with trio's I/O primitives.
+
+    Owning the non-blocking socket lets a caller on an idle connection send its
+    command synchronously, saving a task switch on every sequential command.
+    """
+
+    __slots__ = ("_closed", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._closed = False
+
+    def send_nowait(self, data: bytes) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        sock = self._sock
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            view = view[sent:]
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def receive_some(self) -> bytes:
+        sock = self._sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+
+    def close_now(self) -> None:
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+
+    async def aclose(self) -> None:
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+
+class _StreamTransport(_Transport):
+    """Any trio stream, used for TLS."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def receive_some(self) -> bytes:
+        return bytes(await self._stream.receive_some(RECEIVE_SIZE))
+
+    def close_now(self) -> None:
+        # SSLStream has no synchronous close; closing the socket beneath is enough.
+        stream: Any = self._stream
+        inner = getattr(stream, "transport_stream", stream)
+        sock = getattr(inner, "socket", None)
+        if sock is not None:
+            try:
+                trio.lowlevel.notify_closing(sock)
+            except Exception:  # pragma: no cover - best effort
+                pass
+            sock.close()
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._stream)
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def _broken_error(label: str, cause: BaseException | str) -> ServerUnavailable:
+    return ServerUnavailable(f"connection to {label} lost: {cause}")
+
+
+class Connection:
+    """A multiplexed connection; create it with :func:`connect` or :func:`open_connection`.
+
+    Concurrent tasks may call :meth:`execute` at once; their commands are
+    pipelined on the one socket. Run :meth:`run` in a nursery to start the
+    reader and writer tasks (:func:`open_connection` does that for you).
+    """
+
+    def __init__(
+        self,
+        transport: _Transport,
+        parser: Parser,
+        spec: ServerSpec,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    ) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self._transport = transport
+        self._parser = parser
+        self._pending: deque[Slot] = deque()
+        self._wbuf: list[bytes] = []
+        self._writing = False
+        self._writer_task: trio.lowlevel.Task | None = None
+        self._error: ServerUnavailable | None = None
+        self._max_pending = max_pending
+        self._stall_timeout = stall_timeout
+        self._space = trio.lowlevel.ParkingLot()
+        self._cancel_scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+        self.on_push: Callable[[Push], None] | None = None
+
+    # -- state
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed or broken."""
+        return self._error is not None
+
+    @property
+    def pending(self) -> int:
+        """How many replies are outstanding."""
+        return len(self._pending)
+
+    @property
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest outstanding request was queued (0 if none)."""
+        if not self._pending:
+            return 0.0
+        return trio.current_time() - self._pending[0].sent_at
+
+    def __repr__(self) -> str:
+        state = "closed" if self._error is not None else "open"
+        return f"<Connection {self.label} {state} pending={len(self._pending)}>"
+
+    # -- submitting
+
+    def submit(self, data: bytes, waiter: Waiter | None, index: int = 0) -> Slot:
+        """Queue an encoded command without blocking and return its slot.
+
+        The slot is in the reply FIFO and its bytes are on their way before this
+        returns; nothing the caller does afterwards can misalign the stream. If
+        the connection is broken or full, the slot comes back already failed.
+        """
+        slot = Slot(waiter, index, trio.current_time())
+        if self._error is not None:
+            slot.state = _FAILED
+            slot.value = self._error
+            return slot
+        pending = self._pending
+        if len(pending) >= self._max_pending:
+            slot.state = _FAILED
+            slot.value = ServerUnavailable(
+                f"{self.label}: {len(pending)} requests outstanding (backlog full)"
+            )
+            return slot
+        idle = not pending
+        pending.append(slot)
+        if idle and not self._writing and not self._wbuf:
+            try:
+                sent = self._transport.send_nowait(data)
+            except OSError as exc:
+                self._break(_broken_error(self.label, exc))
+                return slot
+            if sent == len(data):
+                return slot
+            data = data[sent:]
+        self._wbuf.append(data)
+        task = self._writer_task
+        if task is not None:
+            self._writer_task = None
+            trio.lowlevel.reschedule(task)
+        return slot
+
+    async def execute(self, *args: Any, timeout: float | None = None) -> Any:
+        """Run one command and return its reply.
+
+        Args:
+            *args: The command and its arguments.
+            timeout: Seconds to wait for the reply (``None``: no limit beyond the
+                connection's stall detection).
+
+        Raises:
+            ReplyError: The server answered with an error.
+            ServerTimeout: No reply before ``timeout``; the reply will be discarded.
+            ServerUnavailable: The connection is closed or broke.
+        """
+        data = encode_command(args)
+        while len(self._pending) >= self._max_pending and self._error is None:
+            await self._space.park()
+        waiter = Waiter(1, 1)
+        slot = self.submit(data, waiter)
+        if slot.state == _WAITING:
+            if timeout is None:
+                await waiter.wait()
+            else:
+                with trio.move_on_after(timeout):
+                    await waiter.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        if slot.state == _DONE:
+            value = slot.value
+            if isinstance(value, ReplyError):
+                raise value
+            return value
+        if slot.state == _FAILED:
+            raise slot.value
+        slot.waiter = None
+        raise ServerTimeout(f"{self.label} did not reply within {timeout} s")
+
+    # -- running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the reader and writer until the connection closes or breaks.
+
+        Returns normally when closed with :meth:`aclose`; raises
+        :class:`ServerUnavailable` (or :class:`ProtocolError`) when the
+        connection broke. Every outstanding slot is failed before it returns.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                if self._error is not None:
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._watchdog)
+                task_status.started()
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                self._break(PoolClosed(f"connection to {self.label} closed"))
+                raise
+            err = _first_redisha_error(exc)
+            self._break(err if err is not None else _broken_error(self.label, exc))
+            if err is not None:
+                raise err from None
+            raise
+        finally:
+            self._break(PoolClosed(f"connection to {self.label} closed"))
+            self._transport.close_now()
+            self._done.set()
+        if self._error is not None and not isinstance(self._error, PoolClosed):
+            raise self._error
+
+    def _break(self, error: ServerUnavailable) -> None:
+        """Fail every outstanding slot at once and stop the tasks."""
+        if self._error is None:
+            self._error = error
+        pending = self._pending
+        while pending:
+            slot = pending.popleft()
+            slot.state = _FAILED
+            exc = ServerUnavailable(str(self._error))
+            exc.sent = True  # type: ignore[attr-defined]
+            slot.value = exc
+            waiter = slot.waiter
+            if waiter is not None:
+                waiter.slot_filled(False)
+        self._wbuf.clear()
+        self._space.unpark_all()
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def close_now(self) -> None:
+        """Close immediately: waiters get :class:`PoolClosed`."""
+        self._break(PoolClosed(f"connection to {self.label} closed"))
+        self._transport.close_now()
+
+    async def aclose(self) -> None:
+        """Close the connection; outstanding callers get :class:`PoolClosed`."""
+        self.close_now()
+        await trio.lowlevel.checkpoint()
+
+    async def _reader(self) -> None:
+        transport = self._transport
+        parser = self._parser
+        pending = self._pending
+        space = self._space
+        while True:
+            try:
+                data = await transport.receive_some()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _broken_error(self.label, exc) from None
+            if not data:
+                raise _broken_error(self.label, "closed by the server")
+            parser.feed(data)
+            now = trio.current_time()
+            while True:
+                reply = parser.next_reply()  # ProtocolError propagates and breaks us
+                if reply is NEED_DATA:
+                    break
+                if type(reply) is Push:
+                    if self.on_push is not None:
+                        self.on_push(reply)
+                    continue
+                if not pending:
+                    raise ProtocolError(f"{self.label} sent a reply nobody asked for")
+                slot = pending.popleft()
+                slot.value = reply
+                slot.state = _DONE
+                slot.done_at = now
+                waiter = slot.waiter
+                if waiter is not None:
+                    waiter.slot_filled(type(reply) is not ReplyError)
+            if space.statistics().tasks_waiting and len(pending) < self._max_pending:
+                space.unpark_all()
+
+    async def _writer(self) -> None:
+        transport = self._transport
+        while True:
+            if not self._wbuf:
+                self._writer_task = trio.lowlevel.current_task()
+
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    self._writer_task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                continue
+            data = self._wbuf[0] if len(self._wbuf) == 1 else b"".join(self._wbuf)
+            self._wbuf.clear()
+            self._writing = True
+            try:
+                await transport.send_all(data)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _broken_error(self.label, exc) from None
+            finally:
+                self._writing = False
+
+    async def _watchdog(self) -> None:
+        limit = self._stall_timeout
+        while True:
+            await trio.sleep(limit / 4)
+            age = self.oldest_pending_age
+            if age > limit:
+                raise ServerTimeout(
+                    f"{self.label} has not answered for {age:.1f} s; closing the connection"
+                )
+
+
+def _first_redisha_error(exc: BaseException) -> ServerUnavailable | None:
+    """Find the error that broke a connection inside a (possibly grouped) exception."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _first_redisha_error(sub)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, ServerUnavailable):
+        return exc
+    if isinstance(exc, RedisHAError):
+        err = ServerUnavailable(f"{type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+    return None
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def _handshake_commands(spec: ServerSpec) -> list[tuple[str, Sequence[Any]]]:
+    """The commands sent on every (re)connect, each with a label for errors."""
+    commands: list[tuple[str, Sequence[Any]]] = []
+    if spec.protocol == 3:
+        hello: list[Any] = ["HELLO", 3]
+        if spec.password is not None:
+            hello += ["AUTH", spec.username or "default", spec.password]
+        if spec.client_name:
+            hello += ["SETNAME", spec.client_name]
+        commands.append(("HELLO", hello))
+    else:
+        if spec.password is not None:
+            if spec.username:
+                commands.append(("AUTH", ["AUTH", spec.username, spec.password]))
+            else:
+                commands.append(("AUTH", ["AUTH", spec.password]))
+        if spec.client_name:
+            commands.append(("CLIENT SETNAME", ["CLIENT", "SETNAME", spec.client_name]))
+    if spec.db:
+        commands.append(("SELECT", ["SELECT", spec.db]))
+    # A PING proves the server is alive: the kernel accepts TCP connections for
+    # a frozen (SIGSTOP'd) process, so a bare connect proves nothing.
+    commands.append(("PING", ["PING"]))
+    return commands
+
+
+async def _open_transport(spec: ServerSpec) -> _Transport:
+    if spec.path is not None:
+        stream = await trio.open_unix_socket(spec.path)
+    else:
+        assert spec.host is not None
+        stream = await trio.open_tcp_stream(spec.host, spec.port)
+    if spec.tls:
+        ctx = spec.ssl_context or ssl.create_default_context()
+        ssl_stream = trio.SSLStream(stream, ctx, server_hostname=spec.host)
+        try:
+            await ssl_stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(ssl_stream)
+            raise
+        return _StreamTransport(ssl_stream)
+    tsock = stream.socket
+    family, type_, proto = tsock.family, tsock.type, tsock.proto
+    fd = tsock.detach()
+    return _SocketTransport(socket.socket(family, type_, proto, fileno=fd))
+
+
+async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) -> None:
+    commands = _handshake_commands(spec)
+    await transport.send_all(b"".join(encode_command(args) for _, args in commands))
+    replies: list[Any] = []
+    while len(replies) < len(commands):
+        data = await transport.receive_some()
+        if not data:
+            raise ServerUnavailable(f"{spec.label} closed the connection during the handshake")
+        parser.feed(data)
+        while len(replies) < len(commands):
+            reply = parser.next_reply()
+            if reply is NEED_DATA:
+                break
+            if type(reply) is Push:
+                continue
+            replies.append(reply)
+    for (name, _), reply in zip(commands, replies, strict=True):
+        if isinstance(reply, ReplyError):
+            if name in ("AUTH", "HELLO") and reply.code in ("WRONGPASS", "NOAUTH", "NOPERM"):
+                raise AuthenticationError(f"{spec.label} refused the credentials: {reply.code}")
+            if name == "HELLO" and reply.code == "NOPROTO":
+                raise ServerUnavailable(f"{spec.label} does not speak RESP3 (HELLO failed)")
+            raise ServerUnavailable(f"{spec.label}: {name} failed during the handshake: {reply}")
+    if spec.protocol == 2 and spec.password is None:
+        ping = replies[-1]
+        if isinstance(ping, ReplyError):  # pragma: no cover - handled above
+            raise ping
+
+
+async def connect(
+    server: str | tuple[str, int] | ServerSpec,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    use_hiredis: bool | None = None,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    **spec_options: Any,
+) -> Connection:
+    """Open a socket to one server and run the handshake (HELLO/AUTH/SELECT/SETNAME/PING).
+
+    The returned connection does nothing until :meth:`Connection.run` runs in a
+    nursery. Most code wants :func:`open_connection` or a pool instead.
+
+    Raises:
+        ServerUnavailable: The server refused, closed, or failed the handshake
+            (:class:`AuthenticationError` for bad credentials).
+        ConfigurationError: The address is malformed.
+    """
+    spec = parse_server(server, **spec_options)
+    try:
+        transport = await _open_transport(spec)
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise ServerUnavailable(f"cannot connect: {_describe(exc)}") from None
+    parser = make_parser(limits, use_hiredis=use_hiredis)
+    try:
+        await _handshake(transport, parser, spec)
+    except BaseException as exc:
+        transport.close_now()
+        if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
+            raise ServerUnavailable(f"handshake failed: {_describe(exc)}") from None
+        raise
+    return Connection(transport, parser, spec, max_pending=max_pending, stall_timeout=stall_timeout)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short cause such as "Connection refused", digging into trio's grouped errors."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        for sub in cause.exceptions:
+            return _describe(sub)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+@asynccontextmanager
+async def open_connection(
+    server: str | tuple[str, int] | ServerSpec,
+    *,
+    connect_timeout: float = 5.0,
+    **options: Any,
+) -> AsyncIterator[Connection]:
+    """Connect to one server and run the connection for the block's duration.
+
+    Example::
+
+        async with open_connection("redis://localhost:6379") as conn:
+            await conn.execute("SET", "k", "v")
+
+    Args:
+        server: A URL or ``(host, port)``.
+        connect_timeout: Seconds allowed for connecting and the handshake.
+        **options: Passed to :func:`connect`.
+    """
+    with trio.fail_after(connect_timeout):
+        conn = await connect(server, **options)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_run_quietly, conn)
+        try:
+            yield conn
+        finally:
+            conn.close_now()
+            nursery.cancel_scope.cancel()
+
+
+async def _run_quietly(conn: Connection) -> None:
+    try:
+        await conn.run()
+    except RedisHAError as exc:
+        logger.warning("%s", exc)

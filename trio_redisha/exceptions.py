@@ -1,0 +1,161 @@
+"""Every exception this library raises, in one hierarchy under :class:`RedisHAError`.
+
+The families follow where a failure comes from:
+
+* the server is unreachable or too slow (:class:`ServerUnavailable`,
+  :class:`ServerTimeout`);
+* the server answered with an error reply (:class:`ReplyError`);
+* the server broke the protocol (:class:`ProtocolError`);
+* too few servers succeeded (:class:`QuorumError`);
+* the caller misused the library (:class:`ConfigurationError`,
+  :class:`CommandEncodeError`, :class:`UnsupportedCommand`, :class:`PoolClosed`);
+* a stored value is not what this library wrote (:class:`ForeignValueError`,
+  :class:`CodecError`).
+
+This module imports nothing from trio so that the sans-I/O codec can use it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .replies import Replies
+
+__all__ = [
+    "CodecError",
+    "CommandEncodeError",
+    "ConfigurationError",
+    "ForeignValueError",
+    "PoolClosed",
+    "ProtocolError",
+    "QuorumError",
+    "RedisHAError",
+    "ReplyError",
+    "ServerTimeout",
+    "ServerUnavailable",
+    "UnsupportedCommand",
+]
+
+
+class RedisHAError(Exception):
+    """Base class of every exception raised by trio-redisha."""
+
+
+class ServerUnavailable(RedisHAError):
+    """The server could not be used: refused, down, disconnected or its circuit is open.
+
+    In a :class:`~trio_redisha.Replies` list this stands in the place of a server that
+    gave no reply. The command was either not sent or its connection broke before the
+    reply arrived; in the second case the server may have applied it.
+    """
+
+
+class ServerTimeout(RedisHAError):
+    """The server did not reply before the deadline.
+
+    The command was sent and may have been applied; its late reply is read and
+    discarded, never handed to another caller.
+    """
+
+
+class ReplyError(RedisHAError):
+    """An error reply sent by the server, such as ``WRONGTYPE ...`` or ``ERR ...``.
+
+    The parser returns these as values rather than raising them, so that one
+    server's error never aborts a fan-out.
+
+    Attributes:
+        code: The first word of the message (``"WRONGTYPE"``, ``"ERR"``, ``"NOSCRIPT"``).
+        message: The whole message as the server sent it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        head = message.split(" ", 1)[0]
+        self.code = head if head.isupper() else "ERR"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.message == self.message
+
+    def __hash__(self) -> int:
+        return hash(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message,))
+
+
+class ProtocolError(RedisHAError):
+    """The server sent bytes that are not valid RESP, or that exceed a safety limit.
+
+    The connection that received them is closed and rebuilt; it is never
+    resynchronised.
+    """
+
+
+class QuorumError(RedisHAError):
+    """Fewer servers succeeded than the quorum asked for.
+
+    Attributes:
+        replies: The per-server :class:`~trio_redisha.Replies` of the attempt.
+        required: The quorum that was asked for.
+        succeeded: How many servers succeeded.
+        may_have_applied: For a write, whether some server may have applied it
+            anyway (a server acknowledged, or timed out or disconnected after the
+            command was sent). ``False`` means no server can have applied it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        replies: Replies,
+        required: int,
+        succeeded: int,
+        may_have_applied: bool,
+    ) -> None:
+        super().__init__(message)
+        self.replies = replies
+        self.required = required
+        self.succeeded = succeeded
+        self.may_have_applied = may_have_applied
+
+
+class ConfigurationError(RedisHAError, ValueError):
+    """An invalid argument or server address, such as a malformed URL."""
+
+
+class CommandEncodeError(RedisHAError, TypeError):
+    """A command argument that cannot be sent (only str, bytes, int and float can)."""
+
+
+class UnsupportedCommand(RedisHAError):
+    """A command that would change the state of a shared connection.
+
+    Blocking commands (``BLPOP``...), ``SUBSCRIBE``, ``MULTI``/``EXEC``, ``WATCH``,
+    ``SELECT``, ``CLIENT REPLY`` and the like cannot run on a multiplexed
+    connection without corrupting it for every other caller.
+    """
+
+
+class PoolClosed(ServerUnavailable):
+    """The pool or connection was closed while the call was waiting, or before it."""
+
+
+class ForeignValueError(RedisHAError):
+    """A key holds a value that this library did not write (or of another type).
+
+    The value is left untouched.
+
+    Attributes:
+        key: The key, as given.
+    """
+
+    def __init__(self, message: str, *, key: str | bytes) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class CodecError(RedisHAError, ValueError):
+    """A value could not be encoded for storage, or a stored value could not be decoded."""

@@ -1,0 +1,98 @@
+"""The per-server result of one fanned-out command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .exceptions import QuorumError, ReplyError, ServerTimeout, ServerUnavailable
+
+__all__ = ["Replies"]
+
+
+class Replies(list[Any]):
+    """One entry per server, in the order the servers were given to the pool.
+
+    Each entry is the server's decoded reply, or an exception *instance* where the
+    server gave none: :class:`~trio_redisha.ServerUnavailable`,
+    :class:`~trio_redisha.ServerTimeout` or :class:`~trio_redisha.ReplyError`.
+    Nothing is raised because some servers failed; compare it with a plain list::
+
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+
+    Attributes:
+        servers: The labels of the servers, in the same order (passwords removed).
+    """
+
+    __slots__ = ("servers",)
+
+    def __init__(self, entries: Iterable[Any] = (), servers: tuple[str, ...] = ()) -> None:
+        super().__init__(entries)
+        self.servers = servers
+
+    @property
+    def values(self) -> list[Any]:
+        """The successful replies, in server order."""
+        return [r for r in self if not isinstance(r, BaseException)]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """The failures, in server order."""
+        return [r for r in self if isinstance(r, BaseException)]
+
+    @property
+    def ok_count(self) -> int:
+        """How many servers replied with something other than an error."""
+        return sum(1 for r in self if not isinstance(r, BaseException))
+
+    def first(self) -> Any:
+        """Return the first successful reply.
+
+        Raises:
+            ServerUnavailable: No server replied successfully (chained from one of
+                the failures).
+        """
+        for r in self:
+            if not isinstance(r, BaseException):
+                return r
+        raise ServerUnavailable(f"no server replied: {self!r}")
+
+    def may_have_applied(self) -> bool:
+        """Whether a write may have reached some server.
+
+        True when a server acknowledged it, or timed out or disconnected after it
+        was sent; False when every server refused it before sending or answered
+        with an error.
+        """
+        for r in self:
+            if not isinstance(r, BaseException):
+                return True
+            if isinstance(r, ServerTimeout):
+                return True
+            if isinstance(r, ServerUnavailable) and getattr(r, "sent", False):
+                return True
+        return False
+
+    def check_quorum(self, quorum: int | None) -> Replies:
+        """Return ``self``, or raise :class:`QuorumError` if fewer than ``quorum`` succeeded."""
+        if quorum is None:
+            return self
+        ok = self.ok_count
+        if ok < quorum:
+            applied = self.may_have_applied()
+            raise QuorumError(
+                f"{ok} of {len(self)} servers succeeded, {quorum} required"
+                + ("; the write may have been applied on some" if applied else ""),
+                replies=self,
+                required=quorum,
+                succeeded=ok,
+                may_have_applied=applied,
+            )
+        return self
+
+    def __repr__(self) -> str:
+        return f"Replies({list.__repr__(self)})"
+
+
+# ReplyError is part of what a Replies may hold; re-exported here for the type checker.
+_ = ReplyError
