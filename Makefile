@@ -1,0 +1,56 @@
+# trio-redisha developer commands. `make test` sets up everything on a fresh
+# Debian machine: the virtualenv, the package with its dev extra, and
+# redis-server from Debian's packages when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: test lint typecheck pytest venv redis-server demo bench docs clean
+
+test: venv redis-server lint typecheck pytest
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,hiredis,cli,docs]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Tests run real redis-server processes. Install Debian's package when it is
+# missing and we are root; otherwise say exactly what to install.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server from Debian's packages"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	  else \
+	    echo "redis-server is missing: run 'sudo apt-get install redis-server'" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv redis-server
+	$(BIN)/pytest -q
+
+demo: venv redis-server
+	$(BIN)/trio-redisha demo
+
+bench: venv redis-server
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_parser.py
+	$(BIN)/python benchmarks/bench_clients.py
+
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache
