@@ -21,6 +21,7 @@ gets an error at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -41,7 +42,7 @@ from .exceptions import (
     ServerTimeout,
     ServerUnavailable,
 )
-from .resp import NEED_DATA, DEFAULT_LIMITS, Limits, Parser, Push, encode_command, make_parser
+from .resp import DEFAULT_LIMITS, NEED_DATA, Limits, Parser, Push, encode_command, make_parser
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -118,6 +119,15 @@ class Waiter:
         if success:
             self.ok += 1
         if not self.filled and (self.outstanding <= 0 or self.ok >= self.need):
+            self.filled = True
+            task = self._task
+            if task is not None:
+                self._task = None
+                trio.lowlevel.reschedule(task)
+
+    def expire(self) -> None:
+        """The deadline passed: wake the task with whatever has arrived."""
+        if not self.filled:
             self.filled = True
             task = self._task
             if task is not None:
@@ -235,10 +245,8 @@ class _StreamTransport(_Transport):
         inner = getattr(stream, "transport_stream", stream)
         sock = getattr(inner, "socket", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort: it may not be registered
                 trio.lowlevel.notify_closing(sock)
-            except Exception:  # pragma: no cover - best effort
-                pass
             sock.close()
 
     async def aclose(self) -> None:

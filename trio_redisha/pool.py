@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import trio
 
+from ._deadlines import Deadlines
 from .config import ServerSpec, parse_server
 from .connection import (
     DEFAULT_MAX_PENDING,
@@ -395,6 +396,7 @@ class Pool:
         self._background_idle = trio.Event()
         self._background_idle.set()
         self._stopped = trio.Event()
+        self._deadlines = Deadlines()
 
     # -- introspection
 
@@ -445,6 +447,7 @@ class Pool:
                 self._run_scope = nursery.cancel_scope
                 if self._closing:
                     nursery.cancel_scope.cancel()
+                nursery.start_soon(self._deadlines.run, name="redisha-deadlines")
                 for server in self._servers:
                     nursery.start_soon(self._upkeep, server, name=f"redisha-upkeep {server.label}")
                 task_status.started(self)
@@ -718,8 +721,10 @@ class Pool:
             slots.append(slot)
         start = trio.current_time()
         if live and waiter.outstanding > 0 and waiter.ok < waiter.need:
-            with trio.move_on_at(deadline):
-                await waiter.wait()
+            # One timer task expires waiters for the whole pool: cheaper than a
+            # cancel scope per call (see _deadlines.py).
+            self._deadlines.add(deadline, waiter)
+            await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
         if self._closed:
