@@ -15,7 +15,7 @@ Passwords never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -38,8 +38,11 @@ _IGNORED_OPTIONS = frozenset(
         "encoding",
         "encoding_errors",
         "single_connection_client",
+        "timeout",
+        "readonly",
     }
 )
+_MAX_DB = 1 << 20
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
@@ -89,6 +92,9 @@ class ServerSpec:
     def with_options(self, **changes: Any) -> ServerSpec:
         """Return a copy with some fields replaced."""
         return replace(self, **changes)
+
+
+_SPEC_FIELDS = frozenset(f.name for f in fields(ServerSpec))
 
 
 def _flag(name: str, value: str) -> bool:
@@ -143,7 +149,13 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigurationError(f"invalid server URL {_redact(url)!r}: {exc}") from None
+        # urllib's message quotes the text it failed on, which can be part of a
+        # password that was not percent-encoded: give it only without credentials.
+        redacted = _redact(url)
+        detail = f": {exc}" if redacted == url else ""
+        raise ConfigurationError(f"invalid server URL {redacted!r}{detail}") from None
+    if port == 0:
+        raise ConfigurationError(f"port must be in 1..65535 in {_redact(url)!r}")
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(
@@ -160,16 +172,18 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     for key, value in pairs:
         options[key.lower()] = value
     db = 0
-    if "db" in options:
-        db = _int_option("db", options.pop("db"), 0, 1 << 20)
     path_db = parts.path.lstrip("/") if scheme != "unix" else ""
     if path_db:
         try:
             db = int(path_db)
         except ValueError:
+            db = -1
+        if not 0 <= db <= _MAX_DB:
             raise ConfigurationError(
-                f"the path of {_redact(url)!r} must be a database number"
-            ) from None
+                f"the path of {_redact(url)!r} must be a database number in 0..{_MAX_DB}"
+            )
+    if "db" in options:  # as in redis-py, ?db= wins over the path
+        db = _int_option("db", options.pop("db"), 0, _MAX_DB)
     protocol = (
         _int_option("protocol", options.pop("protocol"), 2, 3) if "protocol" in options else 2
     )
@@ -240,16 +254,26 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
 
 
 def _redact(url: str) -> str:
-    """Return the URL with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    """Return the URL with any password replaced by ``***``.
+
+    Works on the raw text rather than on :func:`urlsplit`'s view of it: a password
+    holding an unencoded ``/``, ``?`` or ``#`` ends urllib's netloc early, and must
+    be hidden all the same. ``password``-like query options are hidden too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials, _, rest = rest.rpartition("@")
+        user, colon, _ = credentials.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest}"
+    if "?" in rest:
+        rest, _, query = rest.partition("?")
+        query, hash_, fragment = query.partition("#")
+        shown = []
+        for item in query.split("&"):
+            name, eq, _ = item.partition("=")
+            shown.append(f"{name}=***" if eq and "pass" in name.lower() else item)
+        rest = f"{rest}?{'&'.join(shown)}{hash_}{fragment}"
+    return f"{scheme}{sep}{rest}"
 
 
 def parse_server(
@@ -291,6 +315,9 @@ def parse_server(
             f"a server is a URL string or a (host, port) tuple, got {type(server).__name__}"
         )
     if overrides:
+        unknown = set(overrides) - _SPEC_FIELDS
+        if unknown:
+            raise ConfigurationError(f"unknown server option(s) {', '.join(sorted(unknown))}")
         defaults = ServerSpec()
         changes = {
             k: v

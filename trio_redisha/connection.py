@@ -200,6 +200,8 @@ class _SocketTransport(_Transport):
             try:
                 sent = sock.send(view)
             except BlockingIOError:
+                if self._closed:  # trio cannot wait on a closed socket (ValueError)
+                    raise trio.ClosedResourceError("the connection was closed") from None
                 await trio.lowlevel.wait_writable(sock)
                 continue
             view = view[sent:]
@@ -208,6 +210,8 @@ class _SocketTransport(_Transport):
     async def receive_some(self) -> bytes:
         sock = self._sock
         while True:
+            if self._closed:  # trio cannot wait on a closed socket (ValueError)
+                raise trio.ClosedResourceError("the connection was closed")
             await trio.lowlevel.wait_readable(sock)
             try:
                 return sock.recv(RECEIVE_SIZE)
@@ -369,6 +373,9 @@ class Connection:
             ServerUnavailable: The connection is closed or broke.
         """
         data = encode_command(args)
+        # Trio's rule: a call that raises Cancelled did nothing. Past this point
+        # the command is queued, and a cancellation only stops the waiting.
+        await trio.lowlevel.checkpoint_if_cancelled()
         while len(self._pending) >= self._max_pending and self._error is None:
             await self._space.park()
         waiter = Waiter(1, 1)
@@ -413,11 +420,14 @@ class Connection:
             if isinstance(exc, trio.Cancelled):
                 self._break(PoolClosed(f"connection to {self.label} closed"))
                 raise
+            # Closed on purpose: the tasks' failures on the closed socket are expected.
+            closed = isinstance(self._error, PoolClosed)
             err = _first_redisha_error(exc)
             self._break(err if err is not None else _broken_error(self.label, exc))
-            if err is not None:
+            if err is None:
+                raise
+            if not closed:
                 raise err from None
-            raise
         finally:
             self._break(PoolClosed(f"connection to {self.label} closed"))
             self._transport.close_now()
@@ -433,7 +443,8 @@ class Connection:
         while pending:
             slot = pending.popleft()
             slot.state = _FAILED
-            exc = ServerUnavailable(str(self._error))
+            error_type = PoolClosed if isinstance(self._error, PoolClosed) else ServerUnavailable
+            exc = error_type(str(self._error))
             exc.sent = True  # type: ignore[attr-defined]
             slot.value = exc
             waiter = slot.waiter
@@ -606,7 +617,9 @@ async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) ->
             replies.append(reply)
     for (name, _), reply in zip(commands, replies, strict=True):
         if isinstance(reply, ReplyError):
-            if name in ("AUTH", "HELLO") and reply.code in ("WRONGPASS", "NOAUTH", "NOPERM"):
+            if reply.code == "NOAUTH" or (
+                name in ("AUTH", "HELLO") and reply.code in ("WRONGPASS", "NOPERM")
+            ):
                 raise AuthenticationError(f"{spec.label} refused the credentials: {reply.code}")
             if name == "HELLO" and reply.code == "NOPROTO":
                 raise ServerUnavailable(f"{spec.label} does not speak RESP3 (HELLO failed)")
@@ -661,6 +674,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc)
+    if not text and cause is not None:  # e.g. BrokenResourceError from a TLS failure
+        return _describe(cause)
     return text or type(exc).__name__
 
 
@@ -682,16 +697,32 @@ async def open_connection(
         server: A URL or ``(host, port)``.
         connect_timeout: Seconds allowed for connecting and the handshake.
         **options: Passed to :func:`connect`.
+
+    Raises:
+        ServerUnavailable: As :func:`connect`, or no answer within ``connect_timeout``.
     """
-    with trio.fail_after(connect_timeout):
-        conn = await connect(server, **options)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_run_quietly, conn)
-        try:
-            yield conn
-        finally:
-            conn.close_now()
-            nursery.cancel_scope.cancel()
+    try:
+        with trio.fail_after(connect_timeout):
+            conn = await connect(server, **options)
+    except trio.TooSlowError:
+        raise ServerUnavailable(f"cannot connect: no answer within {connect_timeout} s") from None
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run_quietly, conn)
+            try:
+                yield conn
+            finally:
+                conn.close_now()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps an exception of the block in a group: hand the caller
+        # back their own exception (raised outside this handler, so unchained).
+        if len(group.exceptions) != 1:
+            raise
+        error = group.exceptions[0]
+    if error is not None:
+        raise error
 
 
 async def _run_quietly(conn: Connection) -> None:

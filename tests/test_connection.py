@@ -1,0 +1,848 @@
+"""One multiplexed connection against real redis-server processes (and hostile fakes).
+
+The heart of this file is cancellation safety: a caller may be cancelled at any
+point (before its command is sent, right after, in the middle of its reply) and no
+other caller may ever receive its reply (redis-py's CVE-2023-28858/28859), while the
+connection stays up and aligned.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+import trustme
+
+from tests.conftest import RedisFactory
+from tests.harness.hostile import (
+    HostileConnection,
+    answer_handshake,
+    never_reply,
+    open_hostile_server,
+    reply_with,
+)
+from tests.harness.redis_server import RedisServer, decode_reply, free_port, open_raw_connection
+from tests.harness.tls import TLSFiles
+from trio_redisha import (
+    AuthenticationError,
+    Connection,
+    PoolClosed,
+    ProtocolError,
+    RedisHAError,
+    ReplyError,
+    ServerTimeout,
+    ServerUnavailable,
+    connect,
+    open_connection,
+)
+from trio_redisha.connection import _Transport
+
+#: Upper bound for anything that should happen "promptly"; generous for a loaded CI box.
+PROMPT = 3.0
+SECRET = "Pw-Distinctive-8Jq2"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` every 2 ms until it holds; TooSlowError after ``timeout``."""
+    with trio.fail_after(timeout):
+        # The state polled lives in plain attributes with no event to wait on.
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.002)
+
+
+async def run_many(fn: Callable[[int], Awaitable[None]], n: int) -> None:
+    """Run ``fn(0)`` ... ``fn(n - 1)`` concurrently and wait for all of them."""
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(fn, i)
+
+
+def count_tasks() -> int:
+    """How many tasks exist in this trio run (a leak shows up as a larger count)."""
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)
+
+
+async def client_names(server: RedisServer) -> list[str]:
+    """Names of the clients connected to ``server`` ("" if unnamed), the asker excluded."""
+    raw = await server.acommand("CLIENT", "LIST")
+    listing = decode_reply(raw)
+    assert isinstance(listing, bytes)
+    names = []
+    for line in listing.decode().splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("cmd") != "client|list":
+            names.append(fields.get("name", ""))
+    return names
+
+
+async def other_clients(server: RedisServer) -> int:
+    """Clients connected to ``server``, not counting the one asking."""
+    return len(await client_names(server))
+
+
+async def wait_for_no_clients(server: RedisServer, timeout: float = 5.0) -> None:
+    """Wait until the server sees no client but the one asking."""
+    with trio.fail_after(timeout):
+        while await other_clients(server):  # noqa: ASYNC110 - state lives in the server
+            await trio.sleep(0.01)
+
+
+def error_text(exc: BaseException) -> str:
+    """Everything a user could see of an exception."""
+    return f"{exc}\n{exc!r}\n{exc.args!r}\n{exc.__cause__!r}"
+
+
+# --------------------------------------------------------------------------- basics
+
+
+async def test_set_get_incr(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url) as conn:
+        assert isinstance(conn, Connection)
+        assert await conn.execute("PING") == "PONG"
+        assert await conn.execute("SET", "greeting", "hello") == "OK"
+        assert await conn.execute("GET", "greeting") == b"hello"
+        assert await conn.execute("GET", "missing") is None
+        assert await conn.execute("INCR", "n") == 1
+        assert await conn.execute("INCRBY", "n", 41) == 42
+        assert await conn.execute("SET", b"bin\x00key", b"\x00\xff\r\n") == "OK"
+        assert await conn.execute("GET", b"bin\x00key") == b"\x00\xff\r\n"
+        assert await conn.execute("SET", "f", 1.5) == "OK"
+        assert await conn.execute("INCRBYFLOAT", "f", 1) == b"2.5"
+        assert conn.pending == 0
+    assert decode_reply(await redis_server.acommand("GET", "n")) == b"42"
+
+
+async def test_unicode_keys_and_values_use_byte_lengths(redis_server: RedisServer) -> None:
+    key = "ключ:🔑:日本語"
+    value = "значение ✓ 😀 ünïcödé 漢字"
+    encoded = value.encode()
+    assert len(encoded) > len(value)  # multibyte: bytes and characters differ
+    async with open_connection(redis_server.url) as conn:
+        assert await conn.execute("SET", key, value) == "OK"
+        assert await conn.execute("GET", key) == encoded
+        assert await conn.execute("STRLEN", key) == len(encoded)
+        assert await conn.execute("APPEND", key, "€") == len(encoded) + 3
+        # The stream is still aligned after those multibyte frames.
+        assert await conn.execute("ECHO", "après") == "après".encode()
+        assert await conn.execute("PING") == "PONG"
+    raw = await redis_server.acommand("GET", key)
+    assert decode_reply(raw) == (value + "€").encode()
+    assert decode_reply(await redis_server.acommand("STRLEN", key)) == len(encoded) + 3
+
+
+async def test_reply_error_keeps_connection_usable(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url) as conn:
+        assert await conn.execute("RPUSH", "a-list", "x") == 1
+        with pytest.raises(ReplyError) as info:
+            await conn.execute("GET", "a-list")
+        assert info.value.code == "WRONGTYPE"
+        assert isinstance(info.value, RedisHAError)
+        with pytest.raises(ReplyError) as info:
+            await conn.execute("NOSUCHCOMMAND", "x")
+        assert info.value.code == "ERR"
+        # Errors interleaved with good commands from other tasks stay with their callers.
+        results: dict[int, Any] = {}
+
+        async def call(i: int) -> None:
+            try:
+                results[i] = await conn.execute("GET" if i % 3 else "INCR", "a-list")
+            except ReplyError as exc:
+                results[i] = exc.code
+
+        await run_many(call, 30)
+        assert all(results[i] == "WRONGTYPE" for i in range(30))
+        assert not conn.is_closed
+        assert await conn.execute("LRANGE", "a-list", 0, -1) == [b"x"]
+        assert await conn.execute("PING") == "PONG"
+
+
+async def test_exceptions_from_the_block_are_not_wrapped(redis_server: RedisServer) -> None:
+    with pytest.raises(ReplyError):
+        async with open_connection(redis_server.url) as conn:
+            await conn.execute("SET", "s", "not a number")
+            await conn.execute("INCR", "s")
+    with pytest.raises(KeyError):
+        async with open_connection(redis_server.url):
+            raise KeyError("mine")
+
+
+async def test_many_tasks_share_one_connection(redis_server: RedisServer) -> None:
+    n_tasks, n_ops = 50, 40
+    async with open_connection(redis_server.url) as conn:
+
+        async def worker(t: int) -> None:
+            for j in range(n_ops):
+                key = f"w{t}:{j}"
+                value = f"value of {key} " * (1 + (t * j) % 7)
+                assert await conn.execute("SET", key, value) == "OK"
+                assert await conn.execute("INCR", f"count:{t}") == j + 1
+                assert await conn.execute("GET", key) == value.encode()
+                assert await conn.execute("INCR", "total") > 0
+
+        await run_many(worker, n_tasks)
+        assert await conn.execute("GET", "total") == str(n_tasks * n_ops).encode()
+        counts = await conn.execute("MGET", *[f"count:{t}" for t in range(n_tasks)])
+        assert counts == [str(n_ops).encode()] * n_tasks
+        assert conn.pending == 0
+        assert not conn.is_closed
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+async def test_cancellation_storm_never_misroutes_a_reply(redis_server: RedisServer) -> None:
+    """>= 5,000 GETs, many cancelled at random instants; every reply reaches its own caller."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    n_keys, n_tasks, n_ops = 200, 40, 150
+    values: dict[str, bytes] = {}
+    for i in range(n_keys):
+        size = 70_000 if i % 25 == 0 else rng.randrange(0, 200)  # some span many reads
+        values[f"key:{i}"] = f"<{i}>".encode() + rng.randbytes(size) + f"</{i}>".encode()
+    assert len(set(values.values())) == n_keys
+    keys = list(values)
+    stats = {"done": 0, "done_under_deadline": 0, "cancelled": 0, "timeouts": 0}
+    async with open_connection(redis_server.url) as conn:
+        for key, value in values.items():
+            assert await conn.execute("SET", key, value) == "OK"
+        clients_before = await other_clients(redis_server)
+
+        async def worker(wid: int) -> None:
+            r = random.Random(seed + wid)
+            for _ in range(n_ops):
+                key = r.choice(keys)
+                mode = r.random()
+                if mode < 0.45:
+                    got: Any = None
+                    with trio.move_on_after(r.uniform(0, 0.001)) as scope:
+                        got = await conn.execute("GET", key)
+                    if scope.cancelled_caught:
+                        stats["cancelled"] += 1
+                        continue
+                    stats["done_under_deadline"] += 1
+                elif mode < 0.55:
+                    try:
+                        got = await conn.execute("GET", key, timeout=r.uniform(0, 0.001))
+                    except ServerTimeout:
+                        stats["timeouts"] += 1
+                        continue
+                else:
+                    got = await conn.execute("GET", key)
+                assert got == values[key], f"seed={seed}: {key} got another key's value"
+                stats["done"] += 1
+
+        await run_many(worker, n_tasks)
+        total = stats["done"] + stats["cancelled"] + stats["timeouts"]
+        assert total == n_tasks * n_ops >= 5000
+        assert stats["cancelled"] + stats["timeouts"] > 0, stats
+        assert stats["done"] > 0, stats
+        # Still the same, healthy connection: no reconnect, nothing left in flight.
+        await wait_until(lambda: conn.pending == 0)
+        assert not conn.is_closed
+        assert await conn.execute("PING") == "PONG"
+        for key in rng.sample(keys, 20):
+            assert await conn.execute("GET", key) == values[key]
+        assert await other_clients(redis_server) == clients_before == 1
+
+
+async def test_cancelled_before_send_does_nothing(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url) as conn:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await conn.execute("INCR", "counter")
+        assert scope.cancelled_caught
+        assert conn.pending == 0  # nothing was queued...
+        assert await conn.execute("GET", "counter") is None  # ...nor applied
+        with trio.move_on_at(trio.current_time() - 1) as scope:  # deadline already past
+            await conn.execute("INCR", "counter")
+        assert scope.cancelled_caught
+        assert await conn.execute("INCR", "counter") == 1
+        assert not conn.is_closed
+
+
+async def test_cancelled_right_after_submit(redis_server: RedisServer) -> None:
+    """Callers cancelled while their command is queued: the others still get their own."""
+    async with open_connection(redis_server.url) as conn:
+        for i in range(10):
+            await conn.execute("SET", f"k{i}", f"v{i}")
+        await redis_server.afreeze()  # commands reach the kernel buffer, no reply yet
+        try:
+            scopes = [trio.CancelScope() for _ in range(10)]
+            results: dict[int, Any] = {}
+
+            async def getter(i: int) -> None:
+                with scopes[i]:
+                    results[i] = await conn.execute("GET", f"k{i}")
+
+            async with trio.open_nursery() as nursery:
+                for i in range(10):
+                    nursery.start_soon(getter, i)
+                await wait_until(lambda: conn.pending == 10)
+                for i in range(0, 10, 2):
+                    scopes[i].cancel()
+                # The cancelled callers return at once although their replies are owed.
+                await wait_until(lambda: all(scopes[i].cancelled_caught for i in range(0, 10, 2)))
+                assert conn.pending == 10
+                await redis_server.athaw()
+        finally:
+            if redis_server.frozen:
+                await redis_server.athaw()
+        assert results == {i: f"v{i}".encode() for i in range(1, 10, 2)}
+        await wait_until(lambda: conn.pending == 0)
+        assert await conn.execute("GET", "k0") == b"v0"
+        assert await conn.execute("GET", "k7") == b"v7"
+        assert not conn.is_closed
+
+
+class ChunkSpy(_Transport):
+    """Wraps a connection's transport to see each chunk the reader receives."""
+
+    def __init__(self, inner: _Transport) -> None:
+        self.inner = inner
+        self.on_chunk: Callable[[bytes], None] | None = None
+
+    def send_nowait(self, data: bytes) -> int:
+        return self.inner.send_nowait(data)
+
+    async def send_all(self, data: bytes) -> None:
+        await self.inner.send_all(data)
+
+    async def receive_some(self) -> bytes:
+        data = await self.inner.receive_some()
+        if self.on_chunk is not None:
+            self.on_chunk(data)
+        return data
+
+    def close_now(self) -> None:
+        self.inner.close_now()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_cancelled_in_the_middle_of_a_large_reply(redis_server: RedisServer) -> None:
+    """Cancel a GET of a few MB after its reply started arriving, at varying depths."""
+    big = random.Random(7).randbytes(6 * 1024 * 1024)
+    conn = await connect(redis_server.url)
+    spy = ChunkSpy(conn._transport)
+    conn._transport = spy  # before run(): the reader reads through the spy
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        assert await conn.execute("SET", "big", big) == "OK"
+        assert await conn.execute("SET", "small", "tiny") == "OK"
+        for after_chunks in (1, 2, 5, 20, 60):
+            scope = trio.CancelScope()
+            received = 0
+            cancelled_mid_reply = False
+
+            def on_chunk(
+                data: bytes, scope: trio.CancelScope = scope, n: int = after_chunks
+            ) -> None:
+                nonlocal received, cancelled_mid_reply
+                received += 1
+                if received == n:
+                    assert conn.pending == 1  # the reply is not complete yet
+                    cancelled_mid_reply = True
+                    scope.cancel()
+
+            async def fetch(scope: trio.CancelScope = scope) -> None:
+                with scope:
+                    await conn.execute("GET", "big")
+                    raise AssertionError("the big GET was not cancelled")
+
+            spy.on_chunk = on_chunk
+            with trio.fail_after(PROMPT):
+                await fetch()
+            spy.on_chunk = None
+            assert cancelled_mid_reply and scope.cancelled_caught
+            # The rest of the big reply is read and dropped; the next caller gets its own.
+            with trio.fail_after(PROMPT):
+                assert await conn.execute("GET", "small") == b"tiny"
+            assert conn.pending == 0
+        # Two big replies pipelined, the first one cancelled part way: the second is intact.
+        first = trio.CancelScope()
+        got: list[bytes] = []
+
+        async def cancelled_fetch() -> None:
+            with first:
+                await conn.execute("GET", "big")
+
+        async def full_fetch() -> None:
+            got.append(await conn.execute("GET", "big"))
+
+        count = 0
+
+        def cancel_on_third(data: bytes) -> None:
+            nonlocal count
+            assert conn.pending == 2  # the first reply is still incomplete
+            count += 1
+            if count == 3:
+                first.cancel()
+                spy.on_chunk = None
+
+        await redis_server.afreeze()  # both GETs are queued before any reply starts
+        try:
+            with trio.fail_after(PROMPT):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(cancelled_fetch)
+                    await wait_until(lambda: conn.pending == 1)
+                    inner.start_soon(full_fetch)
+                    await wait_until(lambda: conn.pending == 2)
+                    spy.on_chunk = cancel_on_third
+                    await redis_server.athaw()
+        finally:
+            if redis_server.frozen:
+                await redis_server.athaw()
+        assert count == 3
+        assert first.cancelled_caught
+        assert got == [big]
+        assert await conn.execute("GET", "big") == big
+        assert not conn.is_closed
+        await conn.aclose()
+    assert conn.is_closed
+
+
+async def test_close_while_the_reader_holds_part_of_a_reply(redis_server: RedisServer) -> None:
+    """close_now() while the reader is mid-reply: waiters get PoolClosed, run() returns."""
+    big = b"z" * (2 * 1024 * 1024)
+    conn = await connect(redis_server.url)
+    spy = ChunkSpy(conn._transport)
+    conn._transport = spy
+    outcome: list[BaseException] = []
+    with trio.fail_after(PROMPT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)  # must return normally: the close was deliberate
+            assert await conn.execute("SET", "big", big) == "OK"
+            spy.on_chunk = lambda data: conn.close_now()  # in the reader, between two reads
+
+            async def getter() -> None:
+                try:
+                    await conn.execute("GET", "big")
+                except PoolClosed as exc:
+                    outcome.append(exc)
+
+            nursery.start_soon(getter)
+    assert len(outcome) == 1
+    assert conn.is_closed
+
+
+# --------------------------------------------------------------------------- transports
+
+
+async def test_unix_socket(redis_factory: RedisFactory) -> None:
+    server = redis_factory(unix_socket=True)
+    async with open_connection(server.unix_url + "?db=2") as conn:
+        assert conn.spec.path == server.unix_path
+        assert await conn.execute("SET", "over-unix", "yes") == "OK"
+        assert await conn.execute("GET", "over-unix") == b"yes"
+        info = await conn.execute("CLIENT", "INFO")
+        assert b"db=2" in info
+    assert "db2" in server.info("keyspace")
+    assert "db0" not in server.info("keyspace")
+
+
+async def test_missing_unix_socket_is_unavailable(tmp_path: Any) -> None:
+    with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+        await connect(f"unix://{tmp_path}/nothing-here.sock")
+
+
+async def test_tls_with_the_harness_ca(tls_redis_server: RedisServer, tls_files: TLSFiles) -> None:
+    server = tls_redis_server
+    assert server.url.startswith("rediss://")
+    async with open_connection(server.url, ssl_context=tls_files.client_context()) as conn:
+        assert await conn.execute("SET", "secure", "yes") == "OK"
+        assert await conn.execute("GET", "secure") == b"yes"
+        big = b"t" * 300_000  # many TLS records
+        assert await conn.execute("SET", "big", big) == "OK"
+        got = await conn.execute("GET", "big")
+        assert got == big
+        # Many tasks over TLS: the writer task path (TLS cannot send without blocking).
+        results = {}
+
+        async def incr(i: int) -> None:
+            results[i] = await conn.execute("INCR", f"c{i % 5}")
+
+        await run_many(incr, 100)
+        assert sorted(results.values()) == sorted(list(range(1, 21)) * 5)
+    # The CA file given in the URL works as well, and localhost matches the certificate.
+    url = f"rediss://localhost:{server.port}?ssl_ca_certs={tls_files.ca_file}"
+    async with open_connection(url) as conn:
+        assert await conn.execute("GET", "secure") == b"yes"
+
+
+async def test_tls_rejects_untrusted_certificates(tls_redis_server: RedisServer) -> None:
+    server = tls_redis_server
+    # Default verification (system CAs): the harness's private CA is not trusted.
+    with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable) as info:
+        await connect(server.url)
+    assert "certificate" in error_text(info.value).lower()
+    # A context trusting some other CA is refused too.
+    stranger = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    stranger.load_verify_locations(cadata=trustme.CA().cert_pem.bytes().decode())
+    with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+        await connect(server.url, ssl_context=stranger)
+    # Plain text against the TLS port fails rather than hangs.
+    with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+        async with open_connection(f"redis://127.0.0.1:{server.port}", connect_timeout=1.0) as conn:
+            await conn.execute("PING")
+    # Verification off only when asked for explicitly.
+    async with open_connection(server.url + "?ssl_cert_reqs=none") as conn:
+        assert await conn.execute("PING") == "PONG"
+
+
+def _ipv6_loopback_works() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback_works(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_loopback(redis_factory: RedisFactory) -> None:
+    # The harness binds 127.0.0.1 only; a later --bind replaces it with both addresses.
+    server = redis_factory(extra_args=["--bind", "127.0.0.1", "::1"])
+    async with open_connection(f"redis://[::1]:{server.port}") as conn:
+        assert conn.label == f"redis://[::1]:{server.port}"
+        assert await conn.execute("SET", "v6", "yes") == "OK"
+        assert await conn.execute("GET", "v6") == b"yes"
+        assert b"::1" in await conn.execute("CLIENT", "INFO")
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+async def test_password(redis_factory: RedisFactory) -> None:
+    server = redis_factory(password=SECRET)
+    for protocol in (2, 3):
+        url = f"redis://:{SECRET}@127.0.0.1:{server.port}?protocol={protocol}"
+        async with open_connection(url) as conn:
+            assert await conn.execute("SET", "authed", protocol) == "OK"
+            assert await conn.execute("GET", "authed") == str(protocol).encode()
+        # The password given as an option works as well.
+        async with open_connection(server.url, password=SECRET, protocol=protocol) as conn:
+            assert await conn.execute("PING") == "PONG"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_wrong_or_missing_password(redis_factory: RedisFactory, protocol: int) -> None:
+    server = redis_factory(password=SECRET)
+    wrong = "Wrong-Guess-77Xp"
+    with trio.fail_after(PROMPT), pytest.raises(AuthenticationError) as info:
+        await connect(f"redis://:{wrong}@127.0.0.1:{server.port}?protocol={protocol}")
+    assert isinstance(info.value, ServerUnavailable)
+    for secret in (wrong, SECRET):
+        assert secret not in error_text(info.value)
+    with trio.fail_after(PROMPT), pytest.raises(AuthenticationError) as info:
+        async with open_connection(f"{server.url}?protocol={protocol}"):
+            pass
+    assert SECRET not in error_text(info.value)
+    await wait_for_no_clients(server)
+
+
+async def test_acl_user(redis_factory: RedisFactory) -> None:
+    password = "Alice-Pw-31337"
+    server = redis_factory(acl_users=[f"alice on >{password} ~* +@all"])
+    for protocol in (2, 3):
+        url = f"redis://alice:{password}@127.0.0.1:{server.port}?protocol={protocol}"
+        async with open_connection(url) as conn:
+            assert await conn.execute("ACL", "WHOAMI") in (b"alice", "alice")
+            assert await conn.execute("SET", "by-alice", "1") == "OK"
+        with trio.fail_after(PROMPT), pytest.raises(AuthenticationError) as info:
+            await connect(f"redis://alice:nope-Wr0ng@127.0.0.1:{server.port}?protocol={protocol}")
+        assert "nope-Wr0ng" not in error_text(info.value)
+        assert password not in error_text(info.value)
+
+
+async def test_select_db_from_url(redis_server: RedisServer) -> None:
+    async with open_connection(f"{redis_server.url}/5") as conn:
+        assert conn.spec.db == 5
+        assert await conn.execute("SET", "in-db-5", "here") == "OK"
+        assert await conn.execute("GET", "in-db-5") == b"here"
+    # Invisible in db 0, visible in db 5 (checked with the harness's raw client).
+    assert decode_reply(await redis_server.acommand("GET", "in-db-5")) is None
+    async with await open_raw_connection(redis_server.host, redis_server.port) as raw:
+        assert await raw.call("SELECT", "5") == b"+OK\r\n"
+        assert decode_reply(await raw.call("GET", "in-db-5")) == b"here"
+    async with open_connection(f"{redis_server.url}?db=5&protocol=3") as conn:
+        assert await conn.execute("GET", "in-db-5") == b"here"
+
+
+async def test_client_name(redis_server: RedisServer) -> None:
+    async with (
+        open_connection(f"{redis_server.url}?client_name=worker-resp2") as c2,
+        open_connection(f"{redis_server.url}?client_name=worker-resp3&protocol=3") as c3,
+    ):
+        assert await c2.execute("CLIENT", "GETNAME") == b"worker-resp2"
+        assert await c3.execute("CLIENT", "GETNAME") == b"worker-resp3"
+        names = await client_names(redis_server)
+        assert sorted(names) == ["worker-resp2", "worker-resp3"]
+
+
+async def test_resp3(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url + "?protocol=3") as conn:
+        assert conn.spec.protocol == 3
+        assert b"resp=3" in await conn.execute("CLIENT", "INFO")
+        await conn.execute("HSET", "h", "f1", "v1", "f2", "v2")
+        assert await conn.execute("HGETALL", "h") == {b"f1": b"v1", b"f2": b"v2"}
+        await conn.execute("SADD", "s", "a", "b")
+        assert await conn.execute("SMEMBERS", "s") == {b"a", b"b"}
+        assert await conn.execute("GET", "nothing") is None
+        assert await conn.execute("SET", "n", 5) == "OK"
+        assert await conn.execute("GET", "n") == b"5"
+        with pytest.raises(ReplyError):
+            await conn.execute("HGETALL", "n")
+        assert await conn.execute("PING") == "PONG"
+    async with open_connection(redis_server.url) as conn:
+        assert await conn.execute("HGETALL", "h") in (
+            [b"f1", b"v1", b"f2", b"v2"],
+            [b"f2", b"v2", b"f1", b"v1"],
+        )
+
+
+# --------------------------------------------------------------------------- hostile peers
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"$99999999999\r\n",  # a bulk string bigger than any limit
+        b"*4294967295\r\n",  # an array bigger than any limit
+        b"?what is this\r\n",  # not a RESP type byte
+        b"*1\r\n" * 500 + b":1\r\n",  # nesting bomb
+        b":not-a-number\r\n",
+    ],
+    ids=["huge-bulk", "huge-array", "garbage-type", "deep-nesting", "bad-integer"],
+)
+async def test_hostile_replies_fail_the_caller_and_close(raw: bytes) -> None:
+    async with (
+        open_hostile_server(reply_with(raw)) as hostile,
+        open_connection(hostile.url) as conn,
+    ):
+        errors: list[BaseException] = []
+
+        async def call(i: int) -> None:
+            try:
+                await conn.execute("GET", f"k{i}")
+            except (ServerUnavailable, ProtocolError) as exc:
+                errors.append(exc)
+
+        with trio.fail_after(PROMPT):
+            await run_many(call, 5)
+        assert len(errors) == 5
+        await wait_until(lambda: conn.is_closed, PROMPT)
+        with pytest.raises(ServerUnavailable):
+            await conn.execute("PING")
+
+
+async def test_server_closing_mid_reply_fails_every_waiter_at_once() -> None:
+    n = 20
+
+    async def handler(hc: HostileConnection) -> None:
+        await answer_handshake(hc)  # returns the first GET, unanswered
+        for _ in range(n - 1):
+            await hc.read_command()
+        await hc.send(b"$1000\r\n" + b"x" * 100)  # part of the first reply...
+        hc.close()  # ...then goodbye
+
+    async with open_hostile_server(handler) as hostile, open_connection(hostile.url) as conn:
+        failed_at: list[float] = []
+
+        async def call(i: int) -> None:
+            with pytest.raises(ServerUnavailable):
+                await conn.execute("GET", f"k{i}")
+            failed_at.append(trio.current_time())
+
+        with trio.fail_after(PROMPT):
+            await run_many(call, n)
+        assert len(failed_at) == n
+        assert max(failed_at) - min(failed_at) < 0.5
+        assert conn.is_closed
+        assert conn.pending == 0
+
+
+async def test_stall_detection_on_a_frozen_server(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url, stall_timeout=0.5) as conn:
+        assert await conn.execute("SET", "k", "v") == "OK"
+        await redis_server.afreeze()
+        try:
+            outcomes: list[BaseException] = []
+
+            async def call(i: int) -> None:
+                try:
+                    await conn.execute("GET", "k")  # no timeout: only stall detection helps
+                except ServerUnavailable as exc:
+                    outcomes.append(exc)
+
+            with trio.fail_after(PROMPT):
+                await run_many(call, 10)
+            assert len(outcomes) == 10
+            assert conn.is_closed
+            with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+                await conn.execute("GET", "k")
+        finally:
+            await redis_server.athaw()
+
+
+async def test_per_call_timeout_then_late_reply_is_dropped(redis_server: RedisServer) -> None:
+    async with open_connection(redis_server.url) as conn:
+        await conn.execute("SET", "a", "A")
+        await conn.execute("SET", "b", "B")
+        await redis_server.afreeze()
+        try:
+            with pytest.raises(ServerTimeout):
+                await conn.execute("GET", "a", timeout=0.05)
+        finally:
+            await redis_server.athaw()
+        assert await conn.execute("GET", "b") == b"B"
+        assert conn.pending == 0
+
+
+async def test_connect_to_a_frozen_server_times_out(redis_server: RedisServer) -> None:
+    await redis_server.afreeze()
+    try:
+        with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+            async with open_connection(redis_server.url, connect_timeout=0.3):
+                pass
+    finally:
+        await redis_server.athaw()
+
+
+async def test_hung_peer_never_blocks_forever() -> None:
+    async with (
+        open_hostile_server(never_reply()) as hostile,
+        open_connection(hostile.url, stall_timeout=0.4) as conn,
+    ):
+        with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+            await conn.execute("GET", "k")
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+async def test_backpressure_callers_wait_instead_of_queueing(redis_server: RedisServer) -> None:
+    limit = 4
+    async with open_connection(redis_server.url, max_pending=limit) as conn:
+        await redis_server.afreeze()
+        try:
+            done: list[int] = []
+
+            async def incr() -> None:
+                done.append(await conn.execute("INCR", "ctr"))
+
+            async with trio.open_nursery() as callers:
+                for _ in range(20):
+                    callers.start_soon(incr)
+                await wait_until(lambda: conn.pending == limit)
+                # Let every caller run until all are blocked: none may go past the limit.
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                assert conn.pending == limit
+                assert not done
+                await redis_server.athaw()
+        finally:
+            if redis_server.frozen:
+                await redis_server.athaw()
+        assert sorted(done) == list(range(1, 21))
+        assert not conn.is_closed
+
+        # Under real load as well.
+        async def worker(i: int) -> None:
+            for _ in range(50):
+                await conn.execute("INCR", "load")
+                assert conn.pending <= limit
+
+        await run_many(worker, 30)
+        assert await conn.execute("GET", "load") == b"1500"
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+async def test_refused_port_is_unavailable_quickly() -> None:
+    port = free_port()
+    start = trio.current_time()
+    with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable) as info:
+        async with open_connection(f"redis://127.0.0.1:{port}"):
+            pass
+    assert trio.current_time() - start < 1.0
+    assert not isinstance(info.value, AuthenticationError)
+
+
+async def test_no_leaks_after_the_block(redis_server: RedisServer) -> None:
+    before = count_tasks()
+    async with open_connection(redis_server.url) as conn:
+        assert count_tasks() > before  # the reader, writer and watchdog run meanwhile
+        assert await conn.execute("PING") == "PONG"
+        assert await other_clients(redis_server) == 1
+    assert conn.is_closed
+    assert count_tasks() == before
+    await wait_for_no_clients(redis_server)
+    with pytest.raises(PoolClosed):
+        await conn.execute("PING")
+    # Same after the connection broke inside the block.
+    async with open_connection(redis_server.url, stall_timeout=0.3) as conn:
+        await redis_server.afreeze()
+        try:
+            with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable):
+                await conn.execute("PING")
+        finally:
+            await redis_server.athaw()
+    assert count_tasks() == before
+
+
+async def test_connect_and_run_by_hand(redis_server: RedisServer) -> None:
+    conn = await connect(redis_server.url)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        assert await conn.execute("SET", "manual", "1") == "OK"
+        waiting: list[BaseException] = []
+        await redis_server.afreeze()
+        try:
+
+            async def blocked() -> None:
+                try:
+                    await conn.execute("GET", "manual")
+                except PoolClosed as exc:
+                    waiting.append(exc)
+
+            nursery.start_soon(blocked)
+            await wait_until(lambda: conn.pending == 1)
+            await conn.aclose()  # outstanding callers get PoolClosed; run() returns
+        finally:
+            await redis_server.athaw()
+    assert len(waiting) == 1
+    assert conn.is_closed
+    assert "closed" in repr(conn)
+
+
+async def test_run_quietly_logs_a_broken_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_redisha.connection")
+    async with (
+        open_hostile_server(reply_with(b"?bad\r\n")) as hostile,
+        open_connection(hostile.url) as conn,
+    ):
+        with pytest.raises((ServerUnavailable, ProtocolError)):
+            await conn.execute("GET", "k")
+        await wait_until(lambda: any(r.name == "trio_redisha.connection" for r in caplog.records))
