@@ -1,0 +1,584 @@
+"""Counter, HashMap and Set through a real pool on three real redis-servers.
+
+Failures that need a server to really miss a write (a partition) are in
+``test_crdt_faults.py``; here the servers are healthy, killed, restarted empty
+or hold foreign values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trio_redisha
+from tests.harness.redis_server import RedisServer, decode_reply
+from trio_redisha import (
+    CodecError,
+    ConfigurationError,
+    Counter,
+    ForeignValueError,
+    HashMap,
+    Pool,
+    QuorumError,
+    Set,
+)
+from trio_redisha.crdt import (
+    MARKER_FIELD,
+    BytesCodec,
+    JSONCodec,
+    StrCodec,
+    detect_type,
+    repair_key,
+)
+
+DEADLINE = 5.0
+
+
+@asynccontextmanager
+async def pool_on(*servers: RedisServer, **options: Any) -> AsyncIterator[Pool]:
+    options.setdefault("timeout", 0.5)
+    options.setdefault("backoff_cap", 0.05)
+    options.setdefault("connect_timeout", 0.5)
+    async with trio_redisha.open_pool(*(s.url for s in servers), **options) as pool:
+        yield pool
+
+
+async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
+    flat = decode_reply(await server.acommand("HGETALL", key))
+    assert isinstance(flat, list)
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until true, failing after DEADLINE seconds."""
+    with trio.move_on_after(DEADLINE):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.01)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def evalsha_calls(server: RedisServer) -> int:
+    """Scripts run so far (EVALSHA + EVAL): how many writes and repairs it got."""
+    info = decode_reply(await server.acommand("INFO", "commandstats"))
+    assert isinstance(info, bytes)
+    n = 0
+    for line in info.decode().splitlines():
+        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
+            n += int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return n
+
+
+# --- the seed's examples --------------------------------------------------------
+
+
+async def test_readme_examples(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, "my-counter")
+        await ctr.set(3)
+        await ctr.incr()
+        assert await ctr.get() == 4
+        await ctr.incr(2)
+        await ctr.decr()
+        await ctr.decr(5)
+        assert await ctr.get() == 0
+        await ctr.set(-7)
+        assert await ctr.get() == -7
+
+        m = HashMap(pool, "my-hashmap")
+        await m.set({"fnord": 1, "fubar": 2})
+        assert await m.get() == {"fnord": 1, "fubar": 2}
+        await m.delete("fnord")
+        assert await m.get() == {"fubar": 2}
+
+        s = Set(pool, "my-set")
+        await s.add("fnord", "bar")
+        await s.rem("bar")
+        assert await s.get() == {"fnord"}
+
+    for server in redis_servers:
+        stored = await raw_hash(server, "my-counter")
+        actor = pool.actor_id.encode()
+        assert stored == {MARKER_FIELD: b"counter:1", b"p:" + actor: b"6", b"n:" + actor: b"13"}
+        stored = await raw_hash(server, "my-hashmap")
+        assert stored[MARKER_FIELD] == b"map:1"
+        assert stored[b"f:fubar"].endswith(b":" + actor + b":+2")
+        assert stored[b"f:fnord"].endswith(b":" + actor + b":-")
+        stored = await raw_hash(server, "my-set")
+        assert stored[MARKER_FIELD] == b"set:1"
+        assert stored[b"m:fnord"].endswith(b":+")
+        assert stored[b"m:bar"].endswith(b":-")
+
+
+async def test_absent_keys_are_empty(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        assert await Counter(pool, "none").get() == 0
+        assert await HashMap(pool, "none").get() == {}
+        assert await Set(pool, "none").get() == set()
+        # No-op writes send nothing and create nothing.
+        await HashMap(pool, "none").set({})
+        await HashMap(pool, "none").delete()
+        await Set(pool, "none").add()
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("EXISTS", "none")) == 0
+
+
+async def test_later_write_wins_and_survives_other_fields(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as a, pool_on(*redis_servers) as b:
+        ma, mb = HashMap(a, "m"), HashMap(b, "m")
+        await ma.set({"x": 1, "y": 1})
+        await mb.get()  # b's clock moves past a's writes
+        await mb.set({"x": 2})
+        await ma.set({"y": 3})
+        assert await ma.get() == await mb.get() == {"x": 2, "y": 3}
+        await ma.delete("x")
+        await mb.set({"z": None})
+        assert await mb.get() == {"y": 3, "z": None}
+        sa, sb = Set(a, "s"), Set(b, "s")
+        await sa.add("p")
+        await sb.rem("p")
+        await sa.add("p")
+        assert await sb.get() == {"p"}
+
+
+# --- codecs ------------------------------------------------------------------------
+
+
+async def test_codecs(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "json")
+        value = {"list": [1, 2.5, None, True], "text": "h\u00e9\u2603\U0001f600", "n": -3}
+        await m.set({"a": value, "\u00fc": "x"})
+        assert await m.get() == {"a": value, "\u00fc": "x"}
+        raw = await raw_hash(redis_servers[0], "json")
+        assert raw["f:\u00fc".encode()].endswith(b':+"x"')
+
+        b = HashMap(pool, "bytes", codec=BytesCodec())
+        await b.set({"blob": bytes(range(256)), "e": b""})
+        assert await b.get() == {"blob": bytes(range(256)), "e": b""}
+
+        t = HashMap(pool, "str", codec=StrCodec())
+        await t.set({"a": "\u2603"})
+        assert await t.get() == {"a": "\u2603"}
+
+        s = Set(pool, "bset", codec=BytesCodec())
+        await s.add(b"\x00", b"\xff")
+        await s.rem(b"\x00")
+        assert await s.get() == {b"\xff"}
+
+        j = Set(pool, "jset", codec=JSONCodec())
+        await j.add(1, "1", 2)
+        assert await j.get() == {1, "1", 2}
+
+
+@pytest.mark.parametrize(
+    ("codec", "good", "bad"),
+    [
+        (JSONCodec(), "x", object()),
+        (JSONCodec(), "x", math.nan),
+        (JSONCodec(), "x", "\ud800"),
+        (BytesCodec(), b"x", "text"),
+        (StrCodec(), "x", b"bytes"),
+    ],
+)
+async def test_unencodable_value_sends_nothing(
+    redis_servers: list[RedisServer], codec: Any, good: Any, bad: Any
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m", codec=codec)
+        with pytest.raises(CodecError):
+            await m.set({"ok": good, "bad": bad})
+        with pytest.raises(CodecError):
+            await m.set({1: good})  # type: ignore[arg-type]
+        s = Set(pool, "s", codec=codec)
+        with pytest.raises(CodecError):
+            await s.add(good, bad)
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+async def test_undecodable_stored_value_raises_codec_error(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "m", codec=BytesCodec()).set({"a": b"\xff not json"})
+        with pytest.raises(CodecError, match="'a'"):
+            await HashMap(pool, "m").get()
+
+
+async def test_custom_codec(redis_servers: list[RedisServer]) -> None:
+    class Upper:
+        def encode(self, value: Any) -> str:
+            return json.dumps(value).upper()
+
+        def decode(self, data: bytes) -> Any:
+            return json.loads(data.lower())
+
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m", codec=Upper())
+        await m.set({"a": "xy"})
+        assert (await raw_hash(redis_servers[1], "m"))[b"f:a"].endswith(b'+"XY"')
+        assert await m.get() == {"a": "xy"}
+
+
+# --- counters: concurrency and actors ----------------------------------------------
+
+
+async def test_concurrent_increments_are_all_counted(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as p1, pool_on(*redis_servers) as p2:
+        counters = [Counter(p1, "c"), Counter(p1, "c"), Counter(p2, "c")]
+        async with trio.open_nursery() as nursery:
+            for i in range(60):
+                ctr = counters[i % 3]
+                nursery.start_soon(ctr.incr if i % 4 else ctr.decr, 2)
+        assert await Counter(p2, "c").get() == 2 * (45 - 15)
+    # Two actors, each with its own totals, identical on every server.
+    stored = [await raw_hash(s, "c") for s in redis_servers]
+    assert stored[0] == stored[1] == stored[2]
+    assert len(stored[0]) == 5
+
+
+async def test_counter_arguments(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, b"bytes-key")
+        await ctr.incr(-3)
+        await ctr.decr(-1)
+        assert await ctr.get() == -2
+        await ctr.incr(0)  # re-sends the totals, changes nothing
+        assert await ctr.get() == -2
+        with pytest.raises(TypeError):
+            await ctr.incr(1.5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await ctr.incr(True)
+        with pytest.raises(CodecError):
+            await ctr.incr(10**19)
+        assert await ctr.get() == -2
+        for bad in ({"ttl": 0}, {"ttl": -1.0}, {"write_quorum": 4}, {"read_quorum": 0}):
+            with pytest.raises(ConfigurationError):
+                Counter(pool, "k", **bad)
+        with pytest.raises(ConfigurationError):
+            HashMap(pool, "k", tombstone_grace=-1)
+        with pytest.raises(ConfigurationError):
+            Set(pool, "")
+        assert Counter(pool, "k").write_quorum == pool.write_quorum
+        assert Counter(pool, "k", write_quorum=3).write_quorum == 3
+        assert repr(Counter(pool, "k")) == "<Counter 'k'>"
+
+
+# --- quorum and unavailable servers -------------------------------------------------
+
+
+async def test_no_server_answering_raises(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        ctr, m, s = Counter(pool, "c"), HashMap(pool, "m"), Set(pool, "s")
+        await ctr.incr(5)
+        for server in redis_servers:
+            await server.akill()
+        for read in (ctr.get, m.get, s.get):
+            with pytest.raises(QuorumError) as info:
+                await read()
+            assert info.value.succeeded == 0
+        with pytest.raises(QuorumError) as info:
+            await ctr.incr(100)
+        assert info.value.may_have_applied is False
+        with pytest.raises(QuorumError):
+            await m.set({"a": 1})
+        with pytest.raises(QuorumError):
+            await s.add("a")
+        with pytest.raises(QuorumError):
+            await repair_key(pool, "c")
+
+
+async def test_quorums(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers, write_quorum=2) as pool:
+        ctr = Counter(pool, "c")
+        await ctr.incr()
+        await redis_servers[2].akill()
+        await ctr.incr()  # 2 of 3: the pool's quorum is met
+        with pytest.raises(QuorumError) as info:
+            await Counter(pool, "c", write_quorum=3).incr()
+        assert info.value.may_have_applied is True and info.value.succeeded == 2
+        # The increment was applied where it arrived: it counts.
+        assert await ctr.get() == 3
+        assert await Counter(pool, "c", read_quorum=2).get() == 3
+        with pytest.raises(QuorumError):
+            await Counter(pool, "c", read_quorum=3).get()
+        with pytest.raises(QuorumError):
+            await HashMap(pool, "m", write_quorum=3).set({"a": 1})
+        assert await HashMap(pool, "m").get() == {"a": 1}
+
+
+# --- TTL ---------------------------------------------------------------------------
+
+
+async def pttls(servers: list[RedisServer], key: str) -> list[int]:
+    return [int(decode_reply(await s.acommand("PTTL", key))) for s in servers]  # type: ignore[call-overload]
+
+
+async def test_ttl_set_and_refreshed(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        objs: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        ctr = Counter(pool, "c", ttl=30)
+        m = HashMap(pool, "m", ttl=30)
+        s = Set(pool, "s", ttl=30.0)
+        objs = [("c", ctr.incr), ("m", lambda: m.set({"a": 1})), ("s", lambda: s.add("a"))]
+        for key, write in objs:
+            await write()
+            assert all(29_000 < t <= 30_000 for t in await pttls(redis_servers, key))
+            for server in redis_servers:
+                await server.acommand("PEXPIRE", key, 1000)
+            await write()  # refreshes even when nothing changes (the set's add)
+            assert all(29_000 < t <= 30_000 for t in await pttls(redis_servers, key))
+        # Without ttl= the expiry is left as it is, on writes and repairs.
+        await Counter(pool, "c").incr()
+        assert all(20_000 < t <= 30_000 for t in await pttls(redis_servers, "c"))
+        await Counter(pool, "plain").incr()
+        assert await pttls(redis_servers, "plain") == [-1, -1, -1]
+
+
+async def test_ttl_expires(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        s = Set(pool, "s", ttl=0.05)
+        await s.add("a")
+        assert await s.get() == {"a"}
+
+        async def gone() -> bool:
+            return await s.get() == set()
+
+        await eventually(gone, "the key to expire")
+
+
+# --- foreign values ----------------------------------------------------------------
+
+
+FOREIGN_SETUPS = [
+    ("SET", "k", "someone else's"),
+    ("HSET", "k", "field", "value"),
+    ("HSET", "k", "__redisha__", "map:9", "f:a", "1:x:+1"),
+    ("SADD", "k", "member"),
+]
+
+
+@pytest.mark.parametrize("setup", FOREIGN_SETUPS, ids=["string", "hash", "version", "set"])
+@pytest.mark.parametrize("cls", [Counter, HashMap, Set])
+async def test_foreign_value(
+    redis_servers: list[RedisServer], cls: type[Any], setup: tuple[str, ...]
+) -> None:
+    target = redis_servers[1]  # only one server holds it: still refused
+    await target.acommand(*setup)
+    before = await target.acommand("DUMP", "k")
+    async with pool_on(*redis_servers) as pool:
+        obj = cls(pool, "k")
+        with pytest.raises(ForeignValueError) as info:
+            await obj.get()
+        assert info.value.key == "k" and "'k'" in str(info.value)
+        with pytest.raises(ForeignValueError):
+            if cls is Counter:
+                await obj.incr()
+            elif cls is HashMap:
+                await obj.set({"a": 1})
+            else:
+                await obj.add("a")
+        with pytest.raises(ForeignValueError):
+            await repair_key(pool, "k")
+    assert await target.acommand("DUMP", "k") == before
+
+
+async def test_other_crdt_type_is_foreign(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "k").set({"a": 1})
+        with pytest.raises(ForeignValueError, match="map:1"):
+            await Set(pool, "k").get()
+        with pytest.raises(ForeignValueError):
+            await Counter(pool, "k").incr()
+        assert await HashMap(pool, "k").get() == {"a": 1}
+
+
+# --- read repair -------------------------------------------------------------------
+
+
+async def test_restarted_empty_server_is_refilled_by_reads(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        ctr, m, s = Counter(pool, "c", ttl=60), HashMap(pool, "m"), Set(pool, "s")
+        await ctr.incr(7)
+        await m.set({"a": [1]})
+        await m.delete("b")
+        await s.add("x")
+        before = {k: await raw_hash(redis_servers[0], k) for k in ("c", "m", "s")}
+        victim = redis_servers[0]
+        await victim.arestart_empty()
+        assert decode_reply(await victim.acommand("DBSIZE")) == 0
+
+        async def back() -> bool:
+            return pool.status()[0].available
+
+        await eventually(back, "the pool to reconnect")
+        assert await ctr.get() == 7
+        assert await m.get() == {"a": [1]}
+        assert await s.get() == {"x"}
+
+        async def refilled() -> bool:
+            return all([await raw_hash(victim, k) == before[k] for k in before])
+
+        await eventually(refilled, "read repair to refill the server")
+        assert 59_000 < (await pttls([victim], "c"))[0] <= 60_000
+    # The writer's totals never went back: the next increment is counted once.
+    async with pool_on(*redis_servers) as other:
+        assert await Counter(other, "c").get() == 7
+
+
+async def test_agreeing_replicas_trigger_no_repair(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        ctr, m, s = Counter(pool, "c"), HashMap(pool, "m"), Set(pool, "s")
+        await ctr.incr()
+        await m.set({"a": 1})
+        await m.delete("b")
+        await s.add("x")
+        await s.rem("y")
+        before = [await evalsha_calls(srv) for srv in redis_servers]
+        for _ in range(20):
+            await ctr.get()
+            await m.get()
+            await s.get()
+            assert await repair_key(pool, "m") is False
+    # aclose waited for any background repair: there was none.
+    assert [await evalsha_calls(srv) for srv in redis_servers] == before
+
+
+async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers, repair_rate=1) as pool:
+        ctr = Counter(pool, "c")
+        await ctr.incr()
+        # Take the only token; the server behind stays behind until the next one.
+        assert pool.repair_allowed()
+        await redis_servers[2].acommand("DEL", "c")
+        before = await evalsha_calls(redis_servers[2])
+        assert await ctr.get() == 1
+        assert await evalsha_calls(redis_servers[2]) == before
+
+
+async def test_tombstones_are_purged_after_the_grace(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m", tombstone_grace=0)
+        await m.set({"a": 1, "b": 2})
+        await m.delete("a")
+        assert await m.get() == {"b": 2}
+
+        async def purged() -> bool:
+            return all([b"f:a" not in await raw_hash(srv, "m") for srv in redis_servers])
+
+        await eventually(purged, "the tombstone to be purged")
+        s = Set(pool, "s", tombstone_grace=0)
+        await s.add("x")
+        await s.rem("x")
+        assert await s.get() == set()
+
+        async def key_gone() -> bool:
+            return all([await srv.acommand("EXISTS", "s") == b":0\r\n" for srv in redis_servers])
+
+        await eventually(key_gone, "an all-tombstone set to be deleted")
+        # A long grace keeps them.
+        m7 = HashMap(pool, "m7")
+        await m7.set({"a": 1})
+        await m7.delete("a")
+        assert await m7.get() == {}
+    assert b"f:a" in await raw_hash(redis_servers[0], "m7")
+
+
+# --- the clock ---------------------------------------------------------------------
+
+
+async def test_reads_pull_the_clock_forward_within_the_skew_bound(
+    redis_servers: list[RedisServer],
+) -> None:
+    ahead = int((time.time() + 60) * 1_000_000)  # a writer whose clock is 1 min fast
+    far = int((time.time() + 10 * 365 * 86400) * 1_000_000)  # ten years: refused
+    for srv in redis_servers:
+        await srv.acommand(
+            "HSET", "m", "__redisha__", "map:1", "f:a", b"%d:fast:+1" % ahead,
+            "f:b", b"%d:broken:+1" % far,
+        )  # fmt: skip
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        assert await m.get() == {"a": 1, "b": 1}
+        assert ahead < pool.clock.now() < far
+        await m.set({"a": 2})  # ordered after what we read: wins
+        assert (await m.get())["a"] == 2
+
+
+# --- repair_key and detect_type -----------------------------------------------------
+
+
+async def test_repair_key(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await Counter(pool, "c").incr(4)
+        await HashMap(pool, "m").set({"a": 1})
+        await Set(pool, "s").add("x")
+        for key in ("c", "m", "s"):
+            await redis_servers[0].acommand("DEL", key)
+            await redis_servers[1].acommand("PEXPIRE", key, 50_000)
+            await redis_servers[2].acommand("PEXPIRE", key, 80_000)
+            assert await repair_key(pool, key) is True
+            assert await repair_key(pool, key) is False
+            stored = [await raw_hash(srv, key) for srv in redis_servers]
+            assert stored[0] == stored[1] == stored[2]
+            assert detect_type(stored[0]) == {"c": "counter", "m": "map", "s": "set"}[key]
+            assert 70_000 < (await pttls(redis_servers, key))[0] <= 80_000
+        assert await repair_key(pool, "absent") is False
+        replies = await pool.execute("HGETALL", "m")
+        assert [detect_type(r) for r in replies] == ["map"] * 3
+        # Different types on different servers: not merged.
+        await redis_servers[0].acommand("DEL", "c")
+        await redis_servers[0].acommand("HSET", "c", "__redisha__", "set:1")
+        with pytest.raises(ForeignValueError, match="different types"):
+            await repair_key(pool, "c")
+
+
+# --- pool options and exports ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options", [{"protocol": 3}, {"decode_responses": True}], ids=["resp3", "decoded"]
+)
+async def test_pool_reply_options(redis_servers: list[RedisServer], options: Any) -> None:
+    async with pool_on(*redis_servers, **options) as pool:
+        ctr = Counter(pool, "c")
+        await ctr.set(3)
+        await ctr.incr()
+        assert await ctr.get() == 4
+        m = HashMap(pool, "m")
+        await m.set({"fnord": 1, "fubar": "\u2603"})
+        await m.delete("fnord")
+        assert await m.get() == {"fubar": "\u2603"}
+        s = Set(pool, "s")
+        await s.add("fnord", "bar")
+        await s.rem("bar")
+        assert await s.get() == {"fnord"}
+        await redis_servers[0].acommand("DEL", "c", "m", "s")
+        for key, name in (("c", "counter"), ("m", "map"), ("s", "set")):
+            assert await repair_key(pool, key) is True
+            assert [detect_type(r) for r in await pool.execute("HGETALL", key)] == [name] * 3
+        assert await ctr.get() == 4
+
+
+def test_exports() -> None:
+    import trio_redisha.crdt as crdt
+
+    for name in crdt.__all__:
+        assert getattr(crdt, name) is not None
+    for name in ("Counter", "HashMap", "Set", "JSONCodec", "BytesCodec", "StrCodec",
+                 "repair_key", "detect_type"):  # fmt: skip
+        assert name in crdt.__all__
+    assert trio_redisha.Counter is crdt.Counter
+    assert trio_redisha.HashMap is crdt.HashMap
+    assert trio_redisha.Set is crdt.Set

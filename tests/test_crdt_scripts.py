@@ -1,0 +1,208 @@
+"""The CRDT Lua scripts, run directly on a real redis-server.
+
+Each script is checked against its Python twin (``_storage.apply_*_fields``) on
+arbitrary stored hashes and arbitrary incoming fields, malformed ones and ties
+included, so the server, the client-side merge and read repair share one rule.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.harness.redis_server import (
+    Arg,
+    RedisServer,
+    RespError,
+    decode_reply,
+    encode_command,
+    reply_end,
+)
+from trio_redisha.crdt._scripts import COUNTER_MERGE, FOREIGN_CODE, LWW_MERGE, PURGE
+from trio_redisha.crdt._state import Entry
+from trio_redisha.crdt._storage import MARKER_FIELD, apply_counter_fields, apply_lww_fields
+from trio_redisha.scripts import Script
+
+
+class Client:
+    """A blocking RESP client on one socket (hypothesis examples run synchronously)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = bytearray()
+
+    def __call__(self, *args: Arg) -> Any:
+        self.sock.sendall(encode_command(*args))
+        while (end := reply_end(self.buf)) is None:
+            chunk = self.sock.recv(65536)
+            assert chunk, "server closed the connection"
+            self.buf += chunk
+        raw = bytes(self.buf[:end])
+        del self.buf[:end]
+        return decode_reply(raw)
+
+    def script(self, script: Script, key: bytes, *args: Arg) -> Any:
+        return self("EVAL", script.source, 1, key, *args)
+
+    def hash(self, key: bytes) -> dict[bytes, bytes]:
+        flat = self("HGETALL", key)
+        return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    def load(self, key: bytes, stored: dict[bytes, bytes]) -> None:
+        self("DEL", key)
+        if stored:
+            self("HSET", key, *[x for kv in stored.items() for x in kv])
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[Client]:
+    c = Client(redis_server.port)
+    yield c
+    c.sock.close()
+
+
+KEY = b"k"
+fuzz = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+actors = st.sampled_from([b"a", b"ab", b"B", b"\xff", b"z\x00"])
+names = st.sampled_from([b"f:x", b"f:y", b"f:", b"f:\x00z"])
+good_entries = st.builds(
+    Entry,
+    ts=st.sampled_from([0, 1, 2, 9, 10, 10**18, 10**19 - 1]),
+    actor=actors,
+    deleted=st.booleans(),
+    payload=st.sampled_from([b"", b"1", b"2", b"\x00", b"\xff\xfe", b"a:b", b"\r\n-"]),
+).map(Entry.encode)
+bad_entries = st.sampled_from(
+    [b"", b"01:a:+", b"1::+", b"1:a:?", b"x:a:+", b"1" * 20 + b":a:+", b"-1:a:+", b"1:a"]
+)
+raw_entries = st.one_of(good_entries, good_entries, bad_entries)
+raw_totals = st.one_of(
+    st.integers(0, 12).map(lambda n: b"%d" % n),
+    st.sampled_from([b"9" * 19, b"1" + b"0" * 18, b"1" + b"0" * 19, b"01", b"-1", b"", b"1.5"]),
+)
+counter_fields = st.sampled_from([b"p:a", b"p:ab", b"n:a", b"n:\xff"])
+
+
+@fuzz
+@given(
+    stored=st.dictionaries(names, raw_entries, max_size=4),
+    incoming=st.lists(st.tuples(names, raw_entries), min_size=1, max_size=5),
+)
+def test_lww_script_matches_twin(
+    client: Client, stored: dict[bytes, bytes], incoming: list[tuple[bytes, bytes]]
+) -> None:
+    stored = {MARKER_FIELD: b"map:1", **stored}
+    client.load(KEY, stored)
+    flat = [x for kv in incoming for x in kv]
+    reply = client.script(LWW_MERGE, KEY, b"map:1", 0, *flat)
+    assert isinstance(reply, int)
+    assert client.hash(KEY) == apply_lww_fields(stored, b"map:1", incoming)
+    # Replaying the same write changes nothing.
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, *flat) == 0
+
+
+@fuzz
+@given(
+    stored=st.dictionaries(counter_fields, raw_totals, max_size=4),
+    incoming=st.lists(st.tuples(counter_fields, raw_totals), min_size=1, max_size=4),
+)
+def test_counter_script_matches_twin(
+    client: Client, stored: dict[bytes, bytes], incoming: list[tuple[bytes, bytes]]
+) -> None:
+    stored = {MARKER_FIELD: b"counter:1", **stored}
+    client.load(KEY, stored)
+    reply = client.script(COUNTER_MERGE, KEY, b"counter:1", 0, *[x for kv in incoming for x in kv])
+    twin = apply_counter_fields(stored, b"counter:1", incoming)
+    assert twin is not None
+    assert client.hash(KEY) == twin[0]
+    assert reply == twin[1]
+
+
+def test_scripts_create_the_marker(client: Client) -> None:
+    assert client.script(COUNTER_MERGE, KEY, b"counter:1", 0, b"p:a", b"3") == [b"3"]
+    assert client.hash(KEY) == {MARKER_FIELD: b"counter:1", b"p:a": b"3"}
+    assert client.script(COUNTER_MERGE, KEY, b"counter:1", 0, b"p:a", b"2") == [b"3"]
+    assert client.script(LWW_MERGE, b"m", b"set:1", 0, b"m:x", b"5:a:+") == 1
+    assert client.hash(b"m") == {MARKER_FIELD: b"set:1", b"m:x": b"5:a:+"}
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        (COUNTER_MERGE, [b"counter:1", 0, b"p:a", b"1"]),
+        (LWW_MERGE, [b"map:1", 0, b"f:a", b"1:a:+1"]),
+        (LWW_MERGE, [b"set:1", 0, b"m:a", b"1:a:+"]),
+        (PURGE, [b"set:1", b"m:a", b"1:a:-"]),
+    ],
+    ids=["counter", "map", "set", "purge"],
+)
+@pytest.mark.parametrize(
+    "setup",
+    [
+        ["SET", KEY, "plain value"],
+        ["RPUSH", KEY, "a", "b"],
+        ["HSET", KEY, "m:a", "1:a:-", "f:a", "1:a:-", "p:a", "1"],  # no marker
+        ["HSET", KEY, "__redisha__", "other:1", "m:a", "1:a:-"],
+        ["HSET", KEY, "__redisha__", "counter:2", "m:a", "1:a:-"],  # a future version
+    ],
+    ids=["string", "list", "unmarked-hash", "other-marker", "other-version"],
+)
+def test_foreign_value_is_refused_and_left_untouched(
+    client: Client, script: Script, args: list[Arg], setup: list[Arg]
+) -> None:
+    client(*setup)
+    client("PEXPIRE", KEY, 100_000)
+    before = client("DUMP", KEY)
+    reply = client.script(script, KEY, *args)
+    assert isinstance(reply, RespError)
+    assert str(reply).startswith(FOREIGN_CODE + " ")
+    assert client("DUMP", KEY) == before
+    assert 0 < client("PTTL", KEY) <= 100_000
+
+
+def test_other_types_marker_is_foreign(client: Client) -> None:
+    client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"1:a:+1")
+    reply = client.script(LWW_MERGE, KEY, b"set:1", 0, b"m:a", b"1:a:+")
+    assert isinstance(reply, RespError)
+    assert "map:1" in str(reply)
+
+
+def test_expiry_is_set_refreshed_or_left_alone(client: Client) -> None:
+    client.script(LWW_MERGE, KEY, b"map:1", 5000, b"f:a", b"1:a:+1")
+    assert 4000 < client("PTTL", KEY) <= 5000
+    # Refreshed even when the write changes nothing (a replayed write or repair).
+    client.script(LWW_MERGE, KEY, b"map:1", 60000, b"f:a", b"1:a:+1")
+    assert 59000 < client("PTTL", KEY) <= 60000
+    client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"2:a:+1")  # 0: leave expiry alone
+    assert 59000 < client("PTTL", KEY) <= 60000
+    client.script(COUNTER_MERGE, b"c", b"counter:1", 0, b"p:a", b"1")
+    assert client("PTTL", b"c") == -1
+    client.script(COUNTER_MERGE, b"c", b"counter:1", 7000, b"p:a", b"1")
+    assert 6000 < client("PTTL", b"c") <= 7000
+
+
+def test_purge_deletes_exact_tombstones_only(client: Client) -> None:
+    client.script(LWW_MERGE, KEY, b"set:1", 0, b"m:a", b"1:a:-", b"m:b", b"3:a:-", b"m:c", b"1:a:+")
+    # m:b was overwritten since the read that saw "2:a:-": it stays.
+    assert client.script(PURGE, KEY, b"set:1", b"m:a", b"1:a:-", b"m:b", b"2:a:-") == 1
+    assert client.hash(KEY) == {MARKER_FIELD: b"set:1", b"m:b": b"3:a:-", b"m:c": b"1:a:+"}
+    assert client.script(PURGE, KEY, b"set:1", b"m:b", b"3:a:-") == 1
+    assert client.script(PURGE, KEY, b"set:1", b"m:c", b"1:a:+") == 1
+    # Nothing but the marker left: the key goes.
+    assert client("EXISTS", KEY) == 0
+    assert client.script(PURGE, KEY, b"set:1", b"m:c", b"1:a:+") == 0
+
+
+def test_binary_safe(client: Client) -> None:
+    value = bytes(range(256))
+    entry = Entry(7, b"\x01\xfe", False, value).encode()
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:\x00\r\n", entry) == 1
+    assert client.hash(KEY)[b"f:\x00\r\n"] == entry

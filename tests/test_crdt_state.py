@@ -1,0 +1,393 @@
+"""Property tests of the pure CRDT layer: states, merge, storage, repair planning.
+
+Timestamps and actor ids are drawn from tiny ranges on purpose, so that ties
+(equal timestamps, equal actors, one actor id a prefix of another) are common:
+that is where Roshi's two tie rules diverged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trio_redisha.crdt._base import plan_repair
+from trio_redisha.crdt._state import (
+    CounterState,
+    Entry,
+    LWWState,
+    MapState,
+    Mergeable,
+    SetState,
+    merge_all,
+    merge_entries,
+    parse_total,
+)
+from trio_redisha.crdt._storage import (
+    COUNTER,
+    MAP,
+    MARKER_FIELD,
+    SET,
+    CRDTType,
+    Fields,
+    apply_counter_fields,
+    apply_lww_fields,
+    detect_type,
+    hash_fields,
+)
+
+S = TypeVar("S", bound=Mergeable)
+
+# The convergence properties draw whole histories: fewer, larger examples keep
+# the suite fast; the tiny alphabets below make each one dense in ties.
+histories = settings(max_examples=50, deadline=None)
+
+actors = st.sampled_from([b"a", b"ab", b"b", b"z9", b"\xff"])
+names = st.sampled_from([b"x", b"y", b"", b"z:z", b"\x00"])
+small_ts = st.integers(min_value=0, max_value=4)
+entries = st.builds(
+    Entry,
+    ts=small_ts,
+    actor=actors,
+    deleted=st.booleans(),
+    payload=st.sampled_from([b"", b"1", b"2", b'"a"', b"\x00\xff"]),
+)
+set_entries = st.builds(Entry, ts=small_ts, actor=actors, deleted=st.booleans())
+totals = st.dictionaries(actors, st.integers(min_value=0, max_value=50), max_size=4)
+counter_states = st.builds(CounterState, p=totals, n=totals)
+map_states = st.builds(MapState, st.dictionaries(names, entries, max_size=4))
+set_states = st.builds(SetState, st.dictionaries(names, set_entries, max_size=4))
+any_states = st.one_of(
+    st.tuples(st.just(COUNTER), counter_states, counter_states, counter_states),
+    st.tuples(st.just(MAP), map_states, map_states, map_states),
+    st.tuples(st.just(SET), set_states, set_states, set_states),
+)
+
+
+# --- merge laws ------------------------------------------------------------------
+
+
+@given(any_states)
+def test_merge_is_commutative_associative_idempotent(
+    case: tuple[CRDTType[Any], Any, Any, Any],
+) -> None:
+    _, a, b, c = case
+    assert a.merge(b) == b.merge(a)
+    assert a.merge(b).merge(c) == a.merge(b.merge(c))
+    assert a.merge(a) == a
+    assert a.merge(b).merge(b) == a.merge(b)
+    assert hash(a.merge(b)) == hash(b.merge(a))
+
+
+@given(entries, entries, entries)
+def test_entry_order_is_a_total_order(a: Entry, b: Entry, c: Entry) -> None:
+    assert merge_entries(a, b) == merge_entries(b, a)
+    assert merge_entries(a, b) in (a, b)
+    assert merge_entries(merge_entries(a, b), c) == merge_entries(a, merge_entries(b, c))
+    if a != b:
+        assert a.order_key() != b.order_key()  # every input decides: no unordered pair
+
+
+def test_tie_rule() -> None:
+    live = Entry(5, b"a", False, b"1")
+    dead = Entry(5, b"a", True)
+    assert merge_entries(live, dead) == dead  # same stamp: the tombstone wins
+    assert merge_entries(Entry(5, b"b", False), dead) == Entry(5, b"b", False)  # actor decides
+    assert merge_entries(Entry(6, b"a", False), Entry(5, b"z", True)).ts == 6  # time decides
+    assert merge_entries(Entry(10, b"a", False), Entry(9, b"z", False)).ts == 10  # numerically
+
+
+def test_counter_value() -> None:
+    s = CounterState({b"a": 5, b"b": 2}, {b"a": 3})
+    assert s.value == 4
+    assert s.merge(CounterState({b"a": 4}, {b"a": 4, b"c": 1})).value == 7 - 5
+
+
+# --- storage encoding -----------------------------------------------------------
+
+
+@given(entries)
+def test_entry_round_trip(e: Entry) -> None:
+    assert Entry.decode(e.encode()) == e
+
+
+@given(st.binary(max_size=30))
+def test_entry_decode_is_exact_or_none(raw: bytes) -> None:
+    e = Entry.decode(raw)
+    if e is not None:
+        assert e.encode() == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"007:a:+",
+        b"1::+",
+        b"1:a:x",
+        b"-1:a:+",
+        b"1:a",
+        b"a:b:+",
+        b"1 :a:+",
+        b"1" * 20 + b":a:+",
+    ],
+)
+def test_malformed_entries(raw: bytes) -> None:
+    assert Entry.decode(raw) is None
+
+
+def test_entry_decode_edge_cases() -> None:
+    assert Entry.decode(b"0:a:+") == Entry(0, b"a")
+    assert Entry.decode(b"9" * 19 + b":a:-x") == Entry(10**19 - 1, b"a", True, b"x")
+    assert Entry.decode(b"1:a:+b:c\n") == Entry(1, b"a", False, b"b:c\n")
+    with pytest.raises(ValueError):
+        Entry(1, b"a:b")
+    with pytest.raises(ValueError):
+        Entry(-1, b"a")
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [(b"0", 0), (b"12", 12), (b"01", None), (b"-1", None), (b"", None), (b"1 ", None),
+     (b"9" * 19, 10**19 - 1), (b"1" + b"0" * 19, None), (b"\xd9\xa1", None)],
+)  # fmt: skip
+def test_parse_total(raw: bytes, value: int | None) -> None:
+    assert parse_total(raw) == value
+
+
+@given(any_states)
+def test_fields_round_trip(case: tuple[CRDTType[Any], Any, Any, Any]) -> None:
+    kind, a, _, _ = case
+    stored = {MARKER_FIELD: kind.marker, **dict(kind.fields(a))}
+    assert kind.parse(stored) == a
+    assert detect_type(stored) == kind.name
+    flat = [x for pair in stored.items() for x in pair]
+    assert hash_fields(flat) == stored
+    assert detect_type(flat) == kind.name
+
+
+def test_detect_type() -> None:
+    assert detect_type([]) is None
+    assert detect_type({b"a": b"b"}) is None
+    assert detect_type({MARKER_FIELD: b"map:2"}) is None  # a future format: not ours to touch
+    assert detect_type({"__redisha__": "set:1"}) == "set"  # decode_responses pools
+    assert detect_type([b"__redisha__", b"counter:1", b"p:a", b"1"]) == "counter"
+
+
+def test_parse_ignores_unknown_and_malformed_fields() -> None:
+    stored = {
+        MARKER_FIELD: b"counter:1",
+        b"p:a": b"3",
+        b"p:b": b"x",
+        b"n:a": b"01",
+        b"q:a": b"9",
+        b"p:": b"4",
+    }
+    assert COUNTER.parse(stored) == CounterState({b"a": 3}, {})
+    assert MAP.parse({b"f:a": b"1:x:+1", b"f:b": b"junk", b"m:c": b"1:x:+"}) == MapState(
+        {b"a": Entry(1, b"x", False, b"1")}
+    )
+
+
+# --- the Python twins of the scripts agree with merge ------------------------------
+
+
+def _twin(kind: CRDTType[Any], stored: Mapping[bytes, bytes], fields: Fields) -> dict[bytes, bytes]:
+    if kind is COUNTER:
+        out = apply_counter_fields(stored, kind.marker, fields)
+        assert out is not None
+        return out[0]
+    res = apply_lww_fields(stored, kind.marker, fields)
+    assert res is not None
+    return res
+
+
+@given(any_states)
+def test_script_twin_equals_merge(case: tuple[CRDTType[Any], Any, Any, Any]) -> None:
+    kind, a, b, _ = case
+    stored = {MARKER_FIELD: kind.marker, **dict(kind.fields(a))}
+    after = _twin(kind, stored, kind.fields(b))
+    assert kind.parse(after) == a.merge(b)
+    # ... and applying it again changes nothing (idempotent).
+    assert _twin(kind, after, kind.fields(b)) == after
+
+
+def test_twins_refuse_foreign_hashes() -> None:
+    assert apply_lww_fields({b"a": b"b"}, b"map:1", [(b"f:x", b"1:a:+")]) is None
+    assert apply_lww_fields({MARKER_FIELD: b"set:1"}, b"map:1", []) is None
+    assert apply_counter_fields({MARKER_FIELD: b"map:1"}, b"counter:1", []) is None
+    new = apply_counter_fields({}, b"counter:1", [(b"p:a", b"3"), (b"n:a", b"x")])
+    assert new == ({MARKER_FIELD: b"counter:1", b"p:a": b"3"}, [b"3", b"0"])
+
+
+# --- convergence: any delivery order, with duplicates -----------------------------
+
+
+def _counter_writes(ops: list[tuple[bytes, int, int]]) -> tuple[list[Fields], int]:
+    """What Counter sends for each op: absolute per-actor totals. And the true value."""
+    known: dict[bytes, list[int]] = {}
+    writes: list[Fields] = []
+    for actor, dp, dn in ops:
+        k = known.setdefault(actor, [0, 0])
+        k[0] += dp
+        k[1] += dn
+        writes.append([(b"p:" + actor, b"%d" % k[0]), (b"n:" + actor, b"%d" % k[1])])
+    return writes, sum(dp - dn for _, dp, dn in ops)
+
+
+counter_ops = st.lists(
+    st.tuples(actors, st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12
+)
+
+
+@histories
+@given(counter_ops, st.data())
+def test_counter_converges_under_any_delivery(
+    ops: list[tuple[bytes, int, int]], data: st.DataObject
+) -> None:
+    writes, expected = _counter_writes(ops)
+    replicas = []
+    for _ in range(3):
+        # Each replica gets every write, in any order, some of them twice.
+        order = data.draw(st.permutations(writes + data.draw(st.lists(st.sampled_from(writes)))))
+        stored: dict[bytes, bytes] = {}
+        for w in order:
+            stored = _twin(COUNTER, stored, w)
+        replicas.append(COUNTER.parse(stored))
+    assert all(r == replicas[0] for r in replicas)
+    assert replicas[0].value == expected
+
+
+@histories
+@given(counter_ops, st.data())
+def test_counter_partial_delivery_counts_each_actors_last_write(
+    ops: list[tuple[bytes, int, int]], data: st.DataObject
+) -> None:
+    """Each write reaches some replicas only; the merged read still counts everything
+    up to each actor's last write that reached anyone (the gem's max lost increments)."""
+    writes, _ = _counter_writes(ops)
+    stored: list[dict[bytes, bytes]] = [{}, {}, {}]
+    delivered: list[bool] = []
+    for w in writes:
+        targets = data.draw(st.sets(st.integers(0, 2)))
+        for t in targets:
+            stored[t] = _twin(COUNTER, stored[t], w)
+        delivered.append(bool(targets))
+    merged = merge_all((COUNTER.parse(s) for s in stored), COUNTER.empty)
+    last: dict[bytes, int] = {}
+    for i, ((actor, _, _), ok) in enumerate(zip(ops, delivered, strict=True)):
+        if ok:
+            last[actor] = i
+    expected = 0
+    for actor, i in last.items():
+        mine = [(dp, dn) for a, dp, dn in ops[: i + 1] if a == actor]
+        expected += sum(dp - dn for dp, dn in mine)
+    assert merged.value == expected
+
+
+lww_ops = st.lists(st.tuples(names, entries), min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("kind", [MAP, SET], ids=["map", "set"])
+@histories
+@given(ops=lww_ops, data=st.data())
+def test_lww_converges_under_any_delivery(
+    kind: CRDTType[Any], ops: list[tuple[bytes, Entry]], data: st.DataObject
+) -> None:
+    prefix = b"f:" if kind is MAP else b"m:"
+    if kind is SET:
+        ops = [(n, Entry(e.ts, e.actor, e.deleted)) for n, e in ops]
+    writes: list[Fields] = [[(prefix + n, e.encode())] for n, e in ops]
+    winners: dict[bytes, Entry] = {}
+    for n, e in ops:
+        winners[n] = merge_entries(winners[n], e) if n in winners else e
+    replicas = []
+    for _ in range(3):
+        order = data.draw(st.permutations(writes + data.draw(st.lists(st.sampled_from(writes)))))
+        stored: dict[bytes, bytes] = {}
+        for w in order:
+            stored = _twin(kind, stored, w)
+        replicas.append(kind.parse(stored))
+    assert all(r == replicas[0] for r in replicas)
+    assert replicas[0].entries == winners
+
+
+# --- read repair: the plan brings every replica to the merge, then stops ----------
+
+
+def _purge_twin(stored: dict[bytes, bytes], tombstones: Fields) -> dict[bytes, bytes]:
+    out = dict(stored)
+    for f, v in tombstones:
+        if out.get(f) == v:
+            del out[f]
+    return {} if len(out) <= 1 else out
+
+
+@given(any_states, st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_repair_converges_and_then_stops(
+    case: tuple[CRDTType[Any], Any, Any, Any], purge_all: bool
+) -> None:
+    kind, a, b, c = case
+    stored = [{MARKER_FIELD: kind.marker, **dict(kind.fields(s))} if s != kind.empty else {}
+              for s in (a, b, c)]  # fmt: skip
+    # purge_before beyond every timestamp: every tombstone is past its grace.
+    purge_before = 10**6 if purge_all else 0
+    states = [(i, kind.parse(s)) for i, s in enumerate(stored)]
+    merged = merge_all((s for _, s in states), kind.empty)
+    before = _visible(merged)
+    plan = plan_repair(kind, states, merged, purge_before)
+    if plan.behind:
+        assert plan.fields
+        for i in plan.behind:
+            stored[i] = _twin(kind, stored[i], plan.fields)
+    if plan.purge:
+        assert plan.tombstones
+        for i in plan.purge:
+            stored[i] = _purge_twin(stored[i], plan.tombstones)
+    states = [(i, kind.parse(s)) for i, s in enumerate(stored)]
+    merged2 = merge_all((s for _, s in states), kind.empty)
+    assert _visible(merged2) == before
+    if not purge_all:
+        assert all(s == merged for _, s in states)
+    # Replicas that agree trigger nothing more (a replica repaired with a tombstone
+    # that is already expired gets purged by the next read, and then all is quiet).
+    plan2 = plan_repair(kind, states, merged2, purge_before)
+    assert not plan2.behind
+    if plan2.purge:
+        assert plan2.tombstones
+        for i in plan2.purge:
+            stored[i] = _purge_twin(stored[i], plan2.tombstones)
+        states = [(i, kind.parse(s)) for i, s in enumerate(stored)]
+        merged3 = merge_all((s for _, s in states), kind.empty)
+        assert _visible(merged3) == before
+        assert not plan_repair(kind, states, merged3, purge_before)
+
+
+def _visible(state: Any) -> Any:
+    if isinstance(state, CounterState):
+        return state.value
+    if isinstance(state, LWWState):
+        return {k: e.payload for k, e in state.entries.items() if not e.deleted}
+    raise AssertionError(state)
+
+
+def test_repair_of_agreeing_replicas_is_empty() -> None:
+    s = MapState({b"a": Entry(3, b"x", False, b"1"), b"b": Entry(4, b"x", True)})
+    assert not plan_repair(MAP, [(0, s), (1, s), (2, s)], s, 0)
+
+
+def test_expired_tombstone_is_not_repaired_onto_a_replica_without_it() -> None:
+    dead = MapState({b"a": Entry(3, b"x", True)})
+    old = MapState({b"a": Entry(2, b"x", False, b"1")})
+    plan = plan_repair(MAP, [(0, dead), (1, MAP.empty)], dead, purge_before=10)
+    assert plan.behind == () and plan.purge == (0,)
+    # Not every server answered: nothing is purged (the silent one may hold a value).
+    plan = plan_repair(MAP, [(0, dead), (1, MAP.empty)], dead, purge_before=10, complete=False)
+    assert not plan
+    # A replica with an older value still gets the tombstone, expired or not.
+    plan = plan_repair(MAP, [(0, dead), (1, old)], dead, purge_before=10)
+    assert plan.behind == (1,) and plan.fields == [(b"f:a", b"3:x:-")]

@@ -1,0 +1,49 @@
+"""Conflict-free replicated data types stored on every server of a pool.
+
+:class:`Counter` (a PN-counter), :class:`HashMap` (last-writer-wins fields)
+and :class:`Set` (an LWW-element set) read from every server, merge, repair
+the servers found behind, and write with idempotent Lua scripts. See
+``docs/consistency.md`` for the model and the storage layout.
+
+A repair walker needs only :func:`detect_type` and :func:`repair_key`.
+"""
+
+from __future__ import annotations
+
+from ._base import DEFAULT_TOMBSTONE_GRACE as DEFAULT_TOMBSTONE_GRACE
+from ._state import CounterState as CounterState
+from ._state import Entry as Entry
+from ._state import MapState as MapState
+from ._state import SetState as SetState
+from ._storage import MARKER_FIELD as MARKER_FIELD
+from ._storage import REGISTRY as REGISTRY
+from ._storage import CRDTType as CRDTType
+from ._storage import detect_type as detect_type
+from .codecs import BytesCodec as BytesCodec
+from .codecs import Codec as Codec
+from .codecs import JSONCodec as JSONCodec
+from .codecs import StrCodec as StrCodec
+from .counter import Counter as Counter
+from .hashmap import HashMap as HashMap
+from .repair import repair_key as repair_key
+from .set import Set as Set
+
+__all__ = [
+    "DEFAULT_TOMBSTONE_GRACE",
+    "MARKER_FIELD",
+    "REGISTRY",
+    "BytesCodec",
+    "CRDTType",
+    "Codec",
+    "Counter",
+    "CounterState",
+    "Entry",
+    "HashMap",
+    "JSONCodec",
+    "MapState",
+    "Set",
+    "SetState",
+    "StrCodec",
+    "detect_type",
+    "repair_key",
+]

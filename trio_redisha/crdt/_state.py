@@ -1,0 +1,267 @@
+"""The CRDT states as plain values, and their merge: pure functions, no I/O.
+
+Three types are built from two primitives:
+
+* a **PN-counter** (:class:`CounterState`): for every actor (writer) an
+  absolute total of increments ``P`` and of decrements ``N``; merge takes the
+  per-actor maximum of each, the value is ``sum(P) - sum(N)``;
+* a map of **last-writer-wins registers** (:class:`Entry`): the hash map
+  (:class:`MapState`) keeps one register per field, the set (:class:`SetState`)
+  one per member, whose payload is empty and whose flag says *added* or
+  *removed*.
+
+There is exactly one order on registers, :meth:`Entry.order_key`, and every
+place that decides between two registers uses it: :func:`merge_entries` here,
+the Lua scripts on the servers (``_scripts.py``), their Python twin
+(:func:`trio_redisha.crdt._storage.apply_lww_fields`) and read repair. SoundCloud
+Roshi resolved equal timestamps one way in its script and the other way in its
+repair, and never converged; that cannot happen when there is only one rule.
+
+The rule: the larger timestamp wins; on equal timestamps the larger actor id
+(compared as bytes) wins; on equal actor ids the larger ``flag + payload``
+(bytes) wins, so a tombstone (flag ``-``, 0x2D) beats a value (flag ``+``,
+0x2B) written by the same actor at the same instant. Every input decides, so
+the order is total and merge is commutative, associative and idempotent.
+
+Everything here is keyed by ``bytes`` (field names, members, actor ids) exactly
+as stored, so a repair walker can merge a key without knowing how its values
+were encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+__all__ = [
+    "FLAG_LIVE",
+    "FLAG_TOMBSTONE",
+    "CounterState",
+    "Entry",
+    "LWWState",
+    "MapState",
+    "Mergeable",
+    "SetState",
+    "merge_all",
+    "merge_entries",
+    "observe_all",
+    "parse_total",
+]
+
+#: Flag byte of a register holding a value (map) or a present member (set).
+FLAG_LIVE = b"+"
+#: Flag byte of a tombstone: a deleted field or a removed member. It sorts after
+#: :data:`FLAG_LIVE`, so at an exact tie of timestamp and actor the delete wins.
+FLAG_TOMBSTONE = b"-"
+
+# A canonical non-negative decimal: no sign, no leading zero, at most 19 digits
+# (10**19 > 2**63, so every total and timestamp fits). The Lua scripts apply the
+# very same test; anything else is malformed and treated as absent everywhere.
+_DECIMAL = rb"(?:0|[1-9][0-9]{0,18})"
+_TOTAL_RE = re.compile(rb"\A" + _DECIMAL + rb"\Z")
+_ENTRY_RE = re.compile(rb"\A(" + _DECIMAL + rb"):([^:]+):([+-])(.*)\Z", re.DOTALL)
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def parse_total(raw: bytes) -> int | None:
+    """Parse a stored counter total, or return ``None`` if it is malformed."""
+    if _TOTAL_RE.match(raw) is None:
+        return None
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One last-writer-wins register: who wrote what, when.
+
+    Stored as ``<ts>:<actor>:<flag><payload>``; :meth:`encode` and
+    :meth:`decode` are exact inverses for every well-formed value, so states
+    read from two replicas compare equal exactly when the stored bytes do.
+
+    Attributes:
+        ts: Hybrid-logical-clock timestamp, microseconds since the epoch.
+        actor: Id of the writer (never contains ``:``).
+        deleted: True for a tombstone (map delete, set remove).
+        payload: The encoded value (empty for set members and tombstones).
+    """
+
+    ts: int
+    actor: bytes
+    deleted: bool = False
+    payload: bytes = b""
+
+    @property
+    def flag(self) -> bytes:
+        """The stored flag byte: :data:`FLAG_TOMBSTONE` or :data:`FLAG_LIVE`."""
+        return FLAG_TOMBSTONE if self.deleted else FLAG_LIVE
+
+    def order_key(self) -> tuple[int, bytes, bytes]:
+        """The key of the one order on registers: ``(ts, actor, flag + payload)``."""
+        return (self.ts, self.actor, self.flag + self.payload)
+
+    def encode(self) -> bytes:
+        """Return the stored form, ``<ts>:<actor>:<flag><payload>``."""
+        return b"%d:%b:%b%b" % (self.ts, self.actor, self.flag, self.payload)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry | None:
+        """Parse a stored register, or return ``None`` if it is malformed."""
+        m = _ENTRY_RE.match(raw)
+        if m is None:
+            return None
+        # The pattern guarantees what __post_init__ checks; skip it (hot path:
+        # one call per field per read).
+        e = _new(cls)
+        _set(e, "ts", int(m[1]))
+        _set(e, "actor", m[2])
+        _set(e, "deleted", m[3] == FLAG_TOMBSTONE)
+        _set(e, "payload", m[4])
+        return e
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ts < 10**19:
+            raise ValueError(f"timestamp out of range: {self.ts!r}")
+        if not self.actor or b":" in self.actor:
+            raise ValueError(f"invalid actor id: {self.actor!r}")
+
+
+def merge_entries(a: Entry, b: Entry) -> Entry:
+    """Return the winner of two registers under the one order (see the module doc)."""
+    return a if a.order_key() >= b.order_key() else b
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A PN-counter: per-actor absolute totals of increments and decrements.
+
+    A writer only ever raises its own totals, so merging by per-actor maximum
+    never counts an increment twice, whatever the order, duplication or replay
+    of the writes.
+
+    Attributes:
+        p: Actor id to total of increments (treat as read-only).
+        n: Actor id to total of decrements (treat as read-only).
+    """
+
+    p: Mapping[bytes, int] = field(default_factory=dict)
+    n: Mapping[bytes, int] = field(default_factory=dict)
+
+    @property
+    def value(self) -> int:
+        """The counter's value, ``sum(P) - sum(N)``."""
+        return sum(self.p.values()) - sum(self.n.values())
+
+    def merge(self, other: CounterState) -> CounterState:
+        """Return the least upper bound of two states (per-actor maxima)."""
+        return CounterState(_max_merge(self.p, other.p), _max_merge(self.n, other.n))
+
+    def __hash__(self) -> int:
+        return hash((frozenset(self.p.items()), frozenset(self.n.items())))
+
+
+def _max_merge(a: Mapping[bytes, int], b: Mapping[bytes, int]) -> dict[bytes, int]:
+    out = dict(a)
+    for k, v in b.items():
+        if v > out.get(k, -1):
+            out[k] = v
+    return out
+
+
+_L = TypeVar("_L", bound="LWWState")
+
+
+@dataclass(frozen=True, slots=True)
+class LWWState:
+    """A map of last-writer-wins registers, keyed by stored name (base of map and set).
+
+    Attributes:
+        entries: Field name (or set member) to its register, tombstones
+            included (treat as read-only).
+    """
+
+    entries: Mapping[bytes, Entry] = field(default_factory=dict)
+
+    def merge(self: _L, other: _L) -> _L:
+        """Return the least upper bound of two states (per-name winner)."""
+        if other is self or other.entries is self.entries:
+            return self
+        out = dict(self.entries)
+        for k, e in other.entries.items():
+            mine = out.get(k)
+            if mine is None:
+                out[k] = e
+            elif mine is not e and mine != e:
+                out[k] = merge_entries(mine, e)
+        return type(self)(out)
+
+    def timestamps(self) -> set[int]:
+        """Every timestamp held, for the clock to observe."""
+        return {e.ts for e in self.entries.values()}
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.entries.items()))
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class MapState(LWWState):
+    """A map of LWW registers: field name to encoded value or tombstone."""
+
+    def live(self) -> dict[bytes, bytes]:
+        """The fields that exist, name to encoded payload."""
+        return {k: e.payload for k, e in self.entries.items() if not e.deleted}
+
+    __hash__ = LWWState.__hash__
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class SetState(LWWState):
+    """An LWW-element set: member to its last add or remove."""
+
+    def members(self) -> set[bytes]:
+        """The members present (last operation an add)."""
+        return {k for k, e in self.entries.items() if not e.deleted}
+
+    __hash__ = LWWState.__hash__
+
+
+class _Clock(Protocol):
+    def observe(self, ts: int, /) -> None: ...
+
+
+def observe_all(clock: _Clock, state: LWWState) -> None:
+    """Let ``clock`` observe every timestamp of ``state``.
+
+    Each one, not just the largest: the clock ignores a timestamp beyond its
+    skew bound, and the largest plausible one must still pull it forward.
+    """
+    for ts in state.timestamps():
+        clock.observe(ts)
+
+
+class Mergeable(Protocol):
+    """What every state type offers: a merge with another state of its type."""
+
+    def merge(self: _M, other: _M, /) -> _M: ...
+
+
+_M = TypeVar("_M", bound=Mergeable)
+
+
+def merge_all(states: Iterable[_M], empty: _M) -> _M:
+    """Fold ``merge`` over ``states``; ``empty`` if there are none.
+
+    Replicas in agreement are often the very same parsed object: merging one
+    with itself is skipped.
+    """
+    out: _M | None = None
+    for s in states:
+        if out is None:
+            out = s
+        elif s is not out:
+            out = out.merge(s)
+    return empty if out is None else out

@@ -1,0 +1,330 @@
+"""How each CRDT state is stored in a Redis hash, and the registry of types.
+
+Every CRDT key is a Redis HASH that describes itself: the field
+``__redisha__`` holds ``<type>:<format version>`` (``counter:1``, ``map:1``,
+``set:1``), and the other fields hold the state:
+
+=========  ==================  ==============================================
+type       field               value
+=========  ==================  ==============================================
+counter    ``p:<actor>``       total of the actor's increments (decimal)
+counter    ``n:<actor>``       total of the actor's decrements (decimal)
+map        ``f:<name>``        ``<ts>:<actor>:+<encoded value>`` or a
+                               tombstone ``<ts>:<actor>:-``
+set        ``m:<member>``      ``<ts>:<actor>:+`` (added) or ``<ts>:<actor>:-``
+                               (removed)
+=========  ==================  ==============================================
+
+So given nothing but a key's ``HGETALL`` from several servers, a repair walker
+can tell the type (:func:`detect_type`), merge and write back; see
+:func:`trio_redisha.crdt.repair_key`. Malformed values and unknown fields are
+ignored by the parsers here and treated as absent (lower than anything) by the
+scripts, so they never make replicas look different from each other.
+
+This module also holds the Python twins of the Lua scripts
+(:func:`apply_counter_fields`, :func:`apply_lww_fields`), used by the tests to
+check that the server and the client agree on every input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ..exceptions import ForeignValueError, ProtocolError
+from ..scripts import Script
+from ._scripts import COUNTER_MERGE, LWW_MERGE
+from ._state import CounterState, Entry, MapState, Mergeable, SetState, parse_total
+
+__all__ = [
+    "COUNTER",
+    "MAP",
+    "MARKER_FIELD",
+    "REGISTRY",
+    "SET",
+    "CRDTType",
+    "apply_counter_fields",
+    "apply_lww_fields",
+    "check_marker",
+    "detect_type",
+    "hash_fields",
+    "marker_error",
+]
+
+#: The field that marks a hash as a trio-redisha CRDT: ``<type>:<version>``.
+MARKER_FIELD = b"__redisha__"
+
+Fields = list[tuple[bytes, bytes]]
+S = TypeVar("S", bound=Mergeable)
+
+
+def hash_fields(reply: Any) -> dict[bytes, bytes]:
+    """Turn an ``HGETALL`` reply (RESP2 flat list or RESP3 map) into a dict.
+
+    Raises:
+        ProtocolError: The reply is not a list of pairs or a map of bytes.
+    """
+    if type(reply) is list and len(reply) % 2 == 0 and all(type(x) is bytes for x in reply):
+        it = iter(reply)
+        return dict(zip(it, it, strict=True))  # the common case, at C speed
+    if isinstance(reply, Mapping):
+        items: Iterable[tuple[Any, Any]] = reply.items()
+    elif isinstance(reply, list) and len(reply) % 2 == 0:
+        items = zip(reply[0::2], reply[1::2], strict=True)
+    else:
+        raise ProtocolError(f"not an HGETALL reply: {reply!r}")
+    out: dict[bytes, bytes] = {}
+    for k, v in items:
+        if isinstance(k, str):
+            k = k.encode()
+        if isinstance(v, str):
+            v = v.encode()
+        if not isinstance(k, bytes) or not isinstance(v, bytes):
+            raise ProtocolError(f"not an HGETALL reply: {reply!r}")
+        out[k] = v
+    return out
+
+
+def _prefixed(fields: Mapping[bytes, bytes], prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
+    n = len(prefix)
+    for k, v in fields.items():
+        if k.startswith(prefix):
+            yield k[n:], v
+
+
+# --- counter -----------------------------------------------------------------
+
+
+def _counter_parse(fields: Mapping[bytes, bytes]) -> CounterState:
+    sides: dict[bytes, dict[bytes, int]] = {b"p:": {}, b"n:": {}}
+    for prefix, side in sides.items():
+        for actor, raw in _prefixed(fields, prefix):
+            total = parse_total(raw)
+            if total is not None and actor:
+                side[actor] = total
+    return CounterState(sides[b"p:"], sides[b"n:"])
+
+
+def _counter_fields(state: CounterState) -> Fields:
+    return [(b"p:" + a, b"%d" % t) for a, t in sorted(state.p.items())] + [
+        (b"n:" + a, b"%d" % t) for a, t in sorted(state.n.items())
+    ]
+
+
+def _counter_needs(replica: CounterState, merged: CounterState, purge_before: int) -> Fields:
+    if replica is merged:
+        return []
+    return [
+        (b"%b:%b" % (side, a), b"%d" % t)
+        for side, mine, theirs in ((b"p", replica.p, merged.p), (b"n", replica.n, merged.n))
+        for a, t in sorted(theirs.items())
+        if mine.get(a, -1) < t
+    ]
+
+
+def _counter_expired(state: CounterState, before: int) -> Fields:
+    return []
+
+
+# --- maps and sets -----------------------------------------------------------
+
+_L = TypeVar("_L", MapState, SetState)
+
+
+def _lww_parser(prefix: bytes, cls: type[_L]) -> Callable[[Mapping[bytes, bytes]], _L]:
+    def parse(fields: Mapping[bytes, bytes]) -> _L:
+        entries: dict[bytes, Entry] = {}
+        for name, raw in _prefixed(fields, prefix):
+            e = Entry.decode(raw)
+            if e is not None:
+                entries[name] = e
+        return cls(entries)
+
+    return parse
+
+
+def _lww_fielder(prefix: bytes) -> Callable[[Any], Fields]:
+    def fields(state: MapState | SetState) -> Fields:
+        return [(prefix + k, e.encode()) for k, e in sorted(state.entries.items())]
+
+    return fields
+
+
+def _lww_needer(prefix: bytes) -> Callable[[Any, Any, int], Fields]:
+    def needs(
+        replica: MapState | SetState, merged: MapState | SetState, purge_before: int
+    ) -> Fields:
+        if replica is merged:
+            return []
+        out: Fields = []
+        for k, e in merged.entries.items():
+            mine = replica.entries.get(k)
+            if mine == e:
+                continue
+            # A tombstone past its grace is being purged: a replica that no
+            # longer has the field is not behind (else purge and repair would
+            # chase each other forever). One that still holds an older value
+            # is behind, and gets the tombstone so the value cannot come back.
+            if mine is None and e.deleted and e.ts < purge_before:
+                continue
+            out.append((prefix + k, e.encode()))
+        out.sort()
+        return out
+
+    return needs
+
+
+def _lww_expirer(prefix: bytes) -> Callable[[Any, int], Fields]:
+    def expired(state: MapState | SetState, before: int) -> Fields:
+        return sorted(
+            (prefix + k, e.encode())
+            for k, e in state.entries.items()
+            if e.deleted and e.ts < before
+        )
+
+    return expired
+
+
+@dataclass(frozen=True, slots=True)
+class CRDTType(Generic[S]):
+    """What a repair walker needs to know about one stored CRDT type.
+
+    Attributes:
+        name: ``"counter"``, ``"map"`` or ``"set"``.
+        marker: The value of the marker field, ``<name>:<version>``.
+        empty: The state of an absent key.
+        script: The merge script that writes fields of this type.
+        parse: Stored fields (marker included) to state; ignores what it
+            does not recognise.
+        fields: State to the fields that store it.
+        needs: ``needs(replica, merged, purge_before)``: the fields a replica
+            holding ``replica`` must be sent to reach ``merged``; empty exactly
+            when it is up to date.
+        expired: ``expired(state, before)``: tombstones older than ``before``
+            (microseconds), as fields with their exact stored value.
+    """
+
+    name: str
+    marker: bytes
+    empty: S
+    script: Script
+    parse: Callable[[Mapping[bytes, bytes]], S]
+    fields: Callable[[S], Fields]
+    needs: Callable[[S, S, int], Fields]
+    expired: Callable[[S, int], Fields]
+
+
+COUNTER: CRDTType[CounterState] = CRDTType(
+    "counter",
+    b"counter:1",
+    CounterState(),
+    COUNTER_MERGE,
+    _counter_parse,
+    _counter_fields,
+    _counter_needs,
+    _counter_expired,
+)
+MAP: CRDTType[MapState] = CRDTType(
+    "map",
+    b"map:1",
+    MapState(),
+    LWW_MERGE,
+    _lww_parser(b"f:", MapState),
+    _lww_fielder(b"f:"),
+    _lww_needer(b"f:"),
+    _lww_expirer(b"f:"),
+)
+SET: CRDTType[SetState] = CRDTType(
+    "set",
+    b"set:1",
+    SetState(),
+    LWW_MERGE,
+    _lww_parser(b"m:", SetState),
+    _lww_fielder(b"m:"),
+    _lww_needer(b"m:"),
+    _lww_expirer(b"m:"),
+)
+
+#: Marker value to type, for everything a repair walker may meet.
+REGISTRY: dict[bytes, CRDTType[Any]] = {t.marker: t for t in (COUNTER, MAP, SET)}
+
+
+def detect_type(raw_hash: Any) -> str | None:
+    """Tell which CRDT type a stored hash is, from its data alone.
+
+    Args:
+        raw_hash: A key's ``HGETALL`` reply (flat list or map) or a dict of
+            its fields.
+
+    Returns:
+        ``"counter"``, ``"map"`` or ``"set"``; ``None`` if the hash has no
+        trio-redisha marker or one of an unknown type or format version (not
+        ours to merge), or is empty (no key).
+    """
+    marker = hash_fields(raw_hash).get(MARKER_FIELD)
+    t = None if marker is None else REGISTRY.get(marker)
+    return None if t is None else t.name
+
+
+def marker_error(key: str | bytes, marker: bytes | None, expected: str) -> ForeignValueError:
+    """The error for a hash whose marker is ``marker`` where ``expected`` was wanted."""
+    if marker is None:
+        why = "a hash without the trio-redisha marker"
+    else:
+        why = f"a hash marked {marker.decode(errors='replace')!r}"
+    return ForeignValueError(f"key {key!r} holds {why}, not {expected}; left untouched", key=key)
+
+
+def check_marker(fields: Mapping[bytes, bytes], kind: CRDTType[Any], key: str | bytes) -> None:
+    """Raise :class:`ForeignValueError` unless ``fields`` is absent or ours of ``kind``."""
+    if not fields:
+        return
+    marker = fields.get(MARKER_FIELD)
+    if marker != kind.marker:
+        raise marker_error(key, marker, f"a {kind.marker.decode()}")
+
+
+# --- the Python twins of the scripts ----------------------------------------
+
+
+def _foreign(stored: Mapping[bytes, bytes], marker: bytes) -> bool:
+    return bool(stored) and stored.get(MARKER_FIELD) != marker
+
+
+def apply_counter_fields(
+    stored: Mapping[bytes, bytes], marker: bytes, incoming: Fields
+) -> tuple[dict[bytes, bytes], list[bytes]] | None:
+    """What :data:`COUNTER_MERGE` does to a hash: ``(new hash, reply)``, or ``None`` if foreign."""
+    if _foreign(stored, marker):
+        return None
+    out = dict(stored)
+    out[MARKER_FIELD] = marker
+    reply: list[bytes] = []
+    for f, v in incoming:
+        cur = out.get(f)
+        new = parse_total(v)
+        old = None if cur is None else parse_total(cur)
+        if new is not None and (old is None or new > old):
+            out[f] = cur = v
+        reply.append(b"0" if cur is None else cur)
+    return out, reply
+
+
+def apply_lww_fields(
+    stored: Mapping[bytes, bytes], marker: bytes, incoming: Fields
+) -> dict[bytes, bytes] | None:
+    """What :data:`LWW_MERGE` does to a hash: the new hash, or ``None`` if foreign."""
+    if _foreign(stored, marker):
+        return None
+    out = dict(stored)
+    out[MARKER_FIELD] = marker
+    for f, v in incoming:
+        new = Entry.decode(v)
+        if new is None:
+            continue
+        cur = out.get(f)
+        old = None if cur is None else Entry.decode(cur)
+        if old is None or new.order_key() > old.order_key():
+            out[f] = v
+    return out

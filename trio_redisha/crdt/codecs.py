@@ -1,0 +1,152 @@
+"""How map values and set members become bytes: JSON, raw bytes, text. Never pickle.
+
+A codec is any object with ``encode(value) -> bytes | str`` and
+``decode(data: bytes) -> value``. Encoding happens before anything is sent,
+so a value that cannot be encoded raises :class:`~trio_redisha.CodecError` and
+no server is touched. Decoding bytes read from a server never runs code:
+unpickling network data (as the Ruby gem's ``Marshal.load`` did) would let
+whoever can write to one Redis server run code in every client.
+
+A set member's encoding is its identity, so a codec used for sets must be
+deterministic and injective (two equal members, one encoding).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from ..exceptions import CodecError
+
+__all__ = ["BytesCodec", "Codec", "JSONCodec", "StrCodec", "encode_value"]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes for storage and back."""
+
+    def encode(self, value: Any) -> bytes | str:
+        """Return the stored form of ``value`` (``str`` is stored as UTF-8)."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Return the value stored as ``data``."""
+        ...
+
+
+class JSONCodec:
+    """JSON text, UTF-8 (the default for :class:`~trio_redisha.HashMap`).
+
+    Keys are sorted so that equal values have equal encodings. ``NaN`` and the
+    infinities are refused: they are not JSON and other languages cannot read
+    them.
+    """
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> bytes:
+        """Encode ``value`` as compact JSON.
+
+        Raises:
+            CodecError: ``value`` is not JSON-serialisable.
+        """
+        try:
+            text = json.dumps(
+                value, ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+            )
+            return text.encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
+            # UnicodeEncodeError (a lone surrogate) is a ValueError too.
+            raise CodecError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
+
+    def decode(self, data: bytes) -> Any:
+        """Decode JSON text.
+
+        Raises:
+            CodecError: ``data`` is not UTF-8 JSON.
+        """
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise CodecError(f"stored value is not JSON: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return "JSONCodec()"
+
+
+class BytesCodec:
+    """Raw bytes, stored as they are (``bytes``, ``bytearray`` or ``memoryview`` in)."""
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> bytes:
+        """Return ``value`` as bytes.
+
+        Raises:
+            CodecError: ``value`` is not bytes-like.
+        """
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise CodecError(f"BytesCodec needs bytes, not {type(value).__name__}")
+
+    def decode(self, data: bytes) -> bytes:
+        """Return ``data``."""
+        return bytes(data)
+
+    def __repr__(self) -> str:
+        return "BytesCodec()"
+
+
+class StrCodec:
+    """Text, stored as UTF-8 (the default for :class:`~trio_redisha.Set`)."""
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> bytes:
+        """Return ``value`` encoded as UTF-8.
+
+        Raises:
+            CodecError: ``value`` is not a ``str`` (or holds lone surrogates).
+        """
+        if not isinstance(value, str):
+            raise CodecError(f"StrCodec needs str, not {type(value).__name__}")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CodecError(f"cannot encode {value!r} as UTF-8: {exc}") from exc
+
+    def decode(self, data: bytes) -> str:
+        """Decode UTF-8.
+
+        Raises:
+            CodecError: ``data`` is not UTF-8.
+        """
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"stored value is not UTF-8: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return "StrCodec()"
+
+
+def encode_value(codec: Codec, value: Any) -> bytes:
+    """Encode with ``codec``, checking what it returns.
+
+    Raises:
+        CodecError: The codec failed, or returned neither bytes nor str.
+    """
+    try:
+        out = codec.encode(value)
+    except CodecError:
+        raise
+    except Exception as exc:
+        raise CodecError(f"{codec!r} cannot encode {type(value).__name__}: {exc}") from exc
+    if isinstance(out, str):
+        try:
+            return out.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CodecError(f"{codec!r} returned text that is not UTF-8: {exc}") from exc
+    if isinstance(out, (bytes, bytearray, memoryview)):
+        return bytes(out)
+    raise CodecError(f"{codec!r} returned {type(out).__name__}, not bytes or str")

@@ -1,0 +1,196 @@
+"""A PN-counter replicated on every server of a pool.
+
+Each writer (actor: ``pool.actor_id``, random per pool) stores on every server
+the *absolute* totals of its increments (``p:<actor>``) and decrements
+(``n:<actor>``). A write sends the new totals and the server keeps the larger
+of what it has and what it gets, so retrying, replaying or repairing a write
+never counts it twice. The value is, per actor, the largest total any replica
+holds, summed: ``P - N``. An increment made while server A was cut off and one
+made on A alone are both counted (the Ruby gem, taking the maximum of one
+integer per server, lost one of them), and a decrement a server missed is
+repaired rather than undone.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from ..exceptions import CodecError, QuorumError, RedisHAError
+from ._base import CRDTBase
+from ._state import CounterState, parse_total
+from ._storage import COUNTER
+
+if TYPE_CHECKING:
+    from ..pool import Pool
+
+__all__ = ["Counter"]
+
+# The totals this process's actors have written (or reserved), per pool and key:
+# ``[P, N]``. Shared by every Counter object on the same pool and key, so two
+# objects never send the same total for different increments. Held weakly, so a
+# closed and dropped pool takes its totals with it (its actor id dies with it).
+#: Totals are stored as decimals of at most 19 digits (see ``_state``).
+_MAX_TOTAL = 10**19
+
+_KNOWN: weakref.WeakKeyDictionary[Pool, dict[bytes, list[int]]] = weakref.WeakKeyDictionary()
+
+
+class Counter(CRDTBase[CounterState]):
+    """A counter that survives servers missing writes, restarting empty, or lagging.
+
+    Example::
+
+        ctr = trio_redisha.Counter(pool, "my-counter")
+        await ctr.set(3)
+        await ctr.incr()
+        assert await ctr.get() == 4
+
+    **An increment whose outcome is unknown** (it timed out after it was sent,
+    or fewer than ``write_quorum`` servers acknowledged) is *kept*: this
+    writer's totals already include it and never go back, so it is counted
+    wherever it arrived, and the next write of this counter from the same
+    pool carries it to every server that write reaches. Do not call
+    :meth:`incr` again to "retry" it: that is a second increment. To push it
+    out explicitly, call ``incr(0)``, which re-sends the current totals. Only
+    when no server can have received it (:attr:`QuorumError.may_have_applied`
+    is false) is it rolled back.
+
+    Args:
+        pool: The pool whose servers hold the replicas.
+        key: The Redis key (a hash on each server).
+        ttl: Seconds before the key expires; every write and repair refreshes it.
+        write_quorum: Acknowledgements a write needs (``None``: the pool's).
+        read_quorum: Servers that must answer a read (default 1).
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+    """
+
+    _kind = COUNTER
+    __slots__ = ("_known",)
+
+    def __init__(
+        self,
+        pool: Pool,
+        key: str | bytes,
+        *,
+        ttl: float | None = None,
+        write_quorum: int | None = None,
+        read_quorum: int = 1,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            pool,
+            key,
+            ttl=ttl,
+            write_quorum=write_quorum,
+            read_quorum=read_quorum,
+            timeout=timeout,
+        )
+        per_pool = _KNOWN.setdefault(pool, {})
+        bkey = key.encode() if isinstance(key, str) else key
+        self._known = per_pool.setdefault(bkey, [0, 0])
+
+    async def get(self) -> int:
+        """Return the counter's value, merged from every server that answered in time.
+
+        An absent key counts as 0 (the servers answered and hold nothing).
+
+        Raises:
+            QuorumError: Fewer than ``read_quorum`` servers answered.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        state = await self._read()
+        self._learn(state.p.get(self._actor, 0), state.n.get(self._actor, 0))
+        return state.value
+
+    async def incr(self, amount: int = 1) -> None:
+        """Add ``amount`` (a negative amount subtracts).
+
+        Raises:
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged; see
+                the class documentation for what happens to the increment.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        amount = _check_int(amount)
+        if amount >= 0:
+            await self._add(amount, 0)
+        else:
+            await self._add(0, -amount)
+
+    async def decr(self, amount: int = 1) -> None:
+        """Subtract ``amount`` (a negative amount adds).
+
+        Raises:
+            QuorumError: See :meth:`incr`.
+            ForeignValueError: See :meth:`incr`.
+        """
+        await self.incr(-_check_int(amount))
+
+    async def set(self, value: int) -> None:
+        """Make the value ``value`` by adding ``value - get()``.
+
+        This is a read then an increment, not an atomic assignment: increments
+        made concurrently by other writers are kept, on top of ``value``.
+
+        Raises:
+            QuorumError: The read or the write missed its quorum.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        delta = _check_int(value) - await self.get()
+        if delta:
+            await self.incr(delta)
+
+    def _learn(self, p: int, n: int) -> None:
+        known = self._known
+        if p > known[0]:
+            known[0] = p
+        if n > known[1]:
+            known[1] = n
+
+    async def _add(self, dp: int, dn: int) -> None:
+        known = self._known
+        # Reserve the new totals before sending, synchronously: a total that may
+        # have reached a server is never used again for another increment, even
+        # if this call fails, is cancelled, or a replica that saw it restarts.
+        p, n = known[0] + dp, known[1] + dn
+        if p >= _MAX_TOTAL or n >= _MAX_TOTAL:
+            raise CodecError(f"counter {self._key!r}: totals beyond 19 digits cannot be stored")
+        known[0], known[1] = p, n
+        actor = self._actor
+        replies = await self._pool.execute_script(
+            COUNTER.script,
+            [self._key],
+            [COUNTER.marker, self._pttl_ms, b"p:" + actor, p, b"n:" + actor, n],
+            timeout=self._timeout,
+        )
+        for r in replies.values:
+            # The script answers the stored totals; never go below them.
+            if isinstance(r, list) and len(r) == 2:
+                self._learn(*(_total(x) for x in r))
+        try:
+            self._check_write(replies)
+        except RedisHAError as exc:
+            if not replies.may_have_applied():
+                if known[0] == p and known[1] == n:
+                    # Nobody can have it, and no later increment includes it.
+                    known[0], known[1] = p - dp, n - dn
+                elif isinstance(exc, QuorumError):
+                    # A later write of ours carries this total: it will count.
+                    exc.may_have_applied = True
+            raise
+
+
+def _check_int(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a counter takes int amounts, not {type(value).__name__}")
+    return value
+
+
+def _total(raw: object) -> int:
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if isinstance(raw, bytes):
+        return parse_total(raw) or 0
+    if isinstance(raw, int):
+        return raw
+    return 0

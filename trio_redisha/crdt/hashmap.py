@@ -1,0 +1,149 @@
+"""A map of last-writer-wins fields replicated on every server of a pool.
+
+Each field is stamped with a hybrid-logical-clock timestamp and the writer's
+actor id; the later stamp wins, per field, on every server and in every merge.
+A delete writes a tombstone, so a server that missed the delete cannot bring
+the field back (the Ruby gem stored the whole map in one string and lost
+concurrent updates of different fields, and deletes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import CodecError
+from ._base import DEFAULT_TOMBSTONE_GRACE, CRDTBase
+from ._state import Entry, MapState, observe_all
+from ._storage import MAP
+from .codecs import Codec, JSONCodec, encode_value
+
+if TYPE_CHECKING:
+    from ..pool import Pool
+
+__all__ = ["HashMap"]
+
+
+def _name(name: str | bytes) -> bytes:
+    if isinstance(name, str):
+        return name.encode("utf-8", "surrogateescape")
+    if isinstance(name, bytes):
+        return name
+    raise CodecError(f"map field names are str or bytes, not {type(name).__name__}")
+
+
+class HashMap(CRDTBase[MapState]):
+    """A dict whose fields are last-writer-wins registers.
+
+    Example::
+
+        m = trio_redisha.HashMap(pool, "my-hashmap")
+        await m.set({"fnord": 1, "fubar": 2})
+        await m.delete("fnord")
+        assert await m.get() == {"fubar": 2}
+
+    Concurrent writes of the same field: the later timestamp wins (ties: the
+    larger actor id), so a writer whose clock runs behind by more than the time
+    between two writes loses to the earlier write. Timestamps come from the
+    pool's hybrid logical clock, which never runs backwards and moves past
+    every timestamp it reads, so one writer's own writes, and writes after a
+    read that saw another's, are always ordered correctly.
+
+    Args:
+        pool: The pool whose servers hold the replicas.
+        key: The Redis key (a hash on each server).
+        ttl: Seconds before the key expires; every write and repair refreshes it.
+        codec: Encodes values (default :class:`JSONCodec`); never pickle.
+        write_quorum: Acknowledgements a write needs (``None``: the pool's).
+        read_quorum: Servers that must answer a read (default 1).
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+        tombstone_grace: Seconds a delete's tombstone is kept before it may be
+            purged. A server cut off for longer may bring the field back.
+    """
+
+    _kind = MAP
+    __slots__ = ("_codec",)
+
+    def __init__(
+        self,
+        pool: Pool,
+        key: str | bytes,
+        *,
+        ttl: float | None = None,
+        codec: Codec | None = None,
+        write_quorum: int | None = None,
+        read_quorum: int = 1,
+        timeout: float | None = None,
+        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+    ) -> None:
+        super().__init__(
+            pool,
+            key,
+            ttl=ttl,
+            write_quorum=write_quorum,
+            read_quorum=read_quorum,
+            timeout=timeout,
+            tombstone_grace=tombstone_grace,
+        )
+        self._codec: Codec = JSONCodec() if codec is None else codec
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of the values."""
+        return self._codec
+
+    async def get(self) -> dict[str, Any]:
+        """Return the map, merged from every server that answered in time.
+
+        An absent key is an empty map (the servers answered and hold nothing).
+
+        Raises:
+            QuorumError: Fewer than ``read_quorum`` servers answered.
+            ForeignValueError: The key holds something this library did not write.
+            CodecError: A stored value cannot be decoded by the codec.
+        """
+        state = await self._read()
+        out: dict[str, Any] = {}
+        for name, payload in sorted(state.live().items()):
+            text = name.decode("utf-8", "surrogateescape")
+            try:
+                out[text] = self._codec.decode(payload)
+            except Exception as exc:
+                raise CodecError(f"{self._key!r} field {text!r}: {exc}") from exc
+        return out
+
+    async def set(self, fields: Mapping[str, Any] | Mapping[bytes, Any]) -> None:
+        """Write the given fields (others are left as they are).
+
+        Every value is encoded before anything is sent.
+
+        Raises:
+            CodecError: A value cannot be encoded; nothing was sent.
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in fields.items()]
+        if not encoded:
+            return
+        ts = self._pool.clock.check(self._pool.clock.now())
+        await self._write(
+            [(b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded]
+        )
+
+    async def delete(self, *names: str | bytes) -> None:
+        """Delete fields, leaving a tombstone so that no server brings them back.
+
+        Raises:
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        encoded = [_name(n) for n in names]
+        if not encoded:
+            return
+        ts = self._pool.clock.check(self._pool.clock.now())
+        await self._write(
+            [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in encoded]
+        )
+
+    def _observe(self, merged: MapState) -> None:
+        observe_all(self._pool.clock, merged)

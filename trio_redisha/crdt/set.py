@@ -1,0 +1,133 @@
+"""An LWW-element set replicated on every server of a pool.
+
+Each member carries its last add or remove, stamped with a hybrid-logical-clock
+timestamp and the writer's actor id; the later stamp wins, with the same one
+rule as the map (a remove beats an add only by being later, or at an exact tie
+of timestamp and actor). So a remove is safe: a server that missed it is
+repaired, instead of the member coming back forever (the Ruby gem merged sets
+by union, and its README said "delete is not safe").
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import CodecError
+from ._base import DEFAULT_TOMBSTONE_GRACE, CRDTBase
+from ._state import Entry, SetState, observe_all
+from ._storage import SET
+from .codecs import Codec, StrCodec, encode_value
+
+if TYPE_CHECKING:
+    from ..pool import Pool
+
+__all__ = ["Set"]
+
+
+class Set(CRDTBase[SetState]):
+    """A set whose members are added and removed with last-writer-wins.
+
+    Example::
+
+        s = trio_redisha.Set(pool, "my-set")
+        await s.add("fnord", "bar")
+        await s.rem("bar")
+        assert await s.get() == {"fnord"}
+
+    An add and a remove of the same member by different writers: the later
+    timestamp wins (see :class:`~trio_redisha.HashMap` on clocks).
+
+    Args:
+        pool: The pool whose servers hold the replicas.
+        key: The Redis key (a hash on each server).
+        ttl: Seconds before the key expires; every write and repair refreshes it.
+        codec: Encodes members (default :class:`StrCodec`); its encoding is the
+            member's identity, so it must be deterministic.
+        write_quorum: Acknowledgements a write needs (``None``: the pool's).
+        read_quorum: Servers that must answer a read (default 1).
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+        tombstone_grace: Seconds a remove's tombstone is kept before it may be
+            purged. A server cut off for longer may bring the member back.
+    """
+
+    _kind = SET
+    __slots__ = ("_codec",)
+
+    def __init__(
+        self,
+        pool: Pool,
+        key: str | bytes,
+        *,
+        ttl: float | None = None,
+        codec: Codec | None = None,
+        write_quorum: int | None = None,
+        read_quorum: int = 1,
+        timeout: float | None = None,
+        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+    ) -> None:
+        super().__init__(
+            pool,
+            key,
+            ttl=ttl,
+            write_quorum=write_quorum,
+            read_quorum=read_quorum,
+            timeout=timeout,
+            tombstone_grace=tombstone_grace,
+        )
+        self._codec: Codec = StrCodec() if codec is None else codec
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of the members."""
+        return self._codec
+
+    async def get(self) -> builtins.set[Any]:
+        """Return the members, merged from every server that answered in time.
+
+        An absent key is an empty set (the servers answered and hold nothing).
+
+        Raises:
+            QuorumError: Fewer than ``read_quorum`` servers answered.
+            ForeignValueError: The key holds something this library did not write.
+            CodecError: A stored member cannot be decoded by the codec.
+        """
+        state = await self._read()
+        out: builtins.set[Any] = builtins.set()
+        for raw in state.members():
+            try:
+                out.add(self._codec.decode(raw))
+            except Exception as exc:
+                raise CodecError(f"{self._key!r} member {raw!r}: {exc}") from exc
+        return out
+
+    async def add(self, *members: Any) -> None:
+        """Add members.
+
+        Raises:
+            CodecError: A member cannot be encoded; nothing was sent.
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        await self._mark(members, deleted=False)
+
+    async def rem(self, *members: Any) -> None:
+        """Remove members, leaving a tombstone so that no server brings them back.
+
+        Raises:
+            CodecError: A member cannot be encoded; nothing was sent.
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        await self._mark(members, deleted=True)
+
+    async def _mark(self, members: tuple[Any, ...], *, deleted: bool) -> None:
+        encoded = {encode_value(self._codec, m) for m in members}
+        if not encoded:
+            return
+        ts = self._pool.clock.check(self._pool.clock.now())
+        entry = Entry(ts, self._actor, deleted).encode()
+        await self._write([(b"m:" + raw, entry) for raw in sorted(encoded)])
+
+    def _observe(self, merged: SetState) -> None:
+        observe_all(self._pool.clock, merged)
