@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import trio
 
+from ._util import is_cancellation, sole_exception
 from .config import ServerSpec, parse_server
 from .exceptions import (
     PoolClosed,
@@ -417,7 +418,7 @@ class Connection:
                 nursery.start_soon(self._watchdog)
                 task_status.started()
         except BaseException as exc:
-            if isinstance(exc, trio.Cancelled):
+            if is_cancellation(exc):
                 self._break(PoolClosed(f"connection to {self.label} closed"))
                 raise
             # Closed on purpose: the tasks' failures on the closed socket are expected.
@@ -718,9 +719,9 @@ async def open_connection(
     except BaseExceptionGroup as group:
         # The nursery wraps an exception of the block in a group: hand the caller
         # back their own exception (raised outside this handler, so unchained).
-        if len(group.exceptions) != 1:
+        error = sole_exception(group)
+        if error is None:
             raise
-        error = group.exceptions[0]
     if error is not None:
         raise error
 

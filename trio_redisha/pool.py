@@ -32,6 +32,7 @@ import math
 import random
 import secrets
 import ssl
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from typing import Any, Final
 import trio
 
 from ._deadlines import Deadlines
+from ._util import sole_exception
 from .config import ServerSpec, parse_server
 from .connection import (
     DEFAULT_MAX_PENDING,
@@ -63,6 +65,9 @@ from .hlc import HybridLogicalClock
 from .replies import Replies
 from .resp import DEFAULT_LIMITS, Limits, encode_command
 from .scripts import Script
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["Pool", "ServerState", "ServerStatus", "open_pool"]
 
@@ -392,6 +397,9 @@ class Pool:
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
         self._closed = False
+        #: Until then, calls wait (within their deadline) for servers whose first
+        #: connection attempt is still under way; set when the pool starts.
+        self._first_connect_until = 0.0
         self._background = 0
         self._background_idle = trio.Event()
         self._background_idle.set()
@@ -437,7 +445,10 @@ class Pool:
 
         Start it with ``await nursery.start(pool.run)``; it reports the pool as
         started at once, without waiting for any server ("connect does not
-        block"): a server not connected yet counts as unavailable.
+        block"). Calls made during the first ``timeout`` seconds wait, within
+        their own deadline, for a first connection attempt still under way;
+        after that a server not connected yet counts as unavailable at once, so
+        a server that hangs on connect costs at most one deadline.
         """
         if self._nursery is not None or self._closed:
             raise RuntimeError("a Pool can be run only once")
@@ -445,6 +456,7 @@ class Pool:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._run_scope = nursery.cancel_scope
+                self._first_connect_until = trio.current_time() + self.timeout
                 if self._closing:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._deadlines.run, name="redisha-deadlines")
@@ -454,15 +466,24 @@ class Pool:
         finally:
             self._shutdown()
 
-    def _shutdown(self) -> None:
+    def _close_connections(self) -> None:
+        """Mark the pool closed and close every connection, synchronously.
+
+        Calls waiting for replies or for a first connection are woken and raise
+        :class:`PoolClosed`.
+        """
         self._closing = True
         self._closed = True
         for server in self._servers:
             server.state = ServerState.CLOSED
+            server.settled.set()
             conn = server.conn
             server.conn = None
             if conn is not None:
                 conn.close_now()
+
+    def _shutdown(self) -> None:
+        self._close_connections()
         self._stopped.set()
 
     async def aclose(self) -> None:
@@ -478,6 +499,9 @@ class Pool:
             with trio.move_on_after(self._close_timeout):
                 await self._background_idle.wait()
         if self._run_scope is not None:
+            # Close the connections before cancelling their tasks, so that calls in
+            # flight see a closed pool and every slot fails with PoolClosed.
+            self._close_connections()
             self._run_scope.cancel()
             with trio.CancelScope(shield=True):
                 await self._stopped.wait()
@@ -519,6 +543,12 @@ class Pool:
                 await conn.run()
             except RedisHAError as exc:
                 error = exc
+            except BaseException:
+                # Only the pool's shutdown cancels this task (the nursery running
+                # the pool was cancelled). Calls that the connection's teardown
+                # just woke must see a closed pool.
+                self._closing = self._closed = True
+                raise
             finally:
                 conn.close_now()
                 server.conn = None
@@ -695,13 +725,21 @@ class Pool:
         if self._closing:
             raise PoolClosed("the pool is closed")
         servers = self._servers
-        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
-        for idx in targets:
-            if servers[idx].state is ServerState.CONNECTING:
-                # Entering the pool does not wait for connections; the first calls
-                # wait for a first attempt still under way, within their deadline.
-                await self._await_first_connect(targets, deadline)
-                break
+        now = trio.current_time()
+        deadline = now + (self.timeout if timeout is None else timeout)
+        if now < self._first_connect_until:
+            for idx in targets:
+                if servers[idx].state is ServerState.CONNECTING:
+                    # Entering the pool does not wait for connections; calls made
+                    # during the first `timeout` seconds wait for a first attempt
+                    # still under way, within their deadline. After that a server
+                    # hanging on connect costs nothing.
+                    await self._await_first_connect(
+                        targets, min(deadline, self._first_connect_until)
+                    )
+                    if self._closing:
+                        raise PoolClosed("the pool was closed during the call")
+                    break
         n = len(targets)
         waiter = Waiter(n, wait_for if wait_for is not None else n)
         slots: list[Slot | ServerUnavailable] = []
@@ -719,7 +757,6 @@ class Pool:
             else:
                 live += 1
             slots.append(slot)
-        start = trio.current_time()
         if live and waiter.outstanding > 0 and waiter.ok < waiter.need:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
@@ -752,7 +789,7 @@ class Pool:
                 slot.waiter = None
                 if hedged:
                     out.append(ServerTimeout(f"{server.label}: not awaited (hedged read)"))
-                    self._watch_late(server, slot, start, timeout)
+                    self._watch_late(server, slot, deadline)
                 else:
                     out.append(
                         ServerTimeout(
@@ -769,19 +806,27 @@ class Pool:
             for idx in targets:
                 await self._servers[idx].settled.wait()
 
-    def _watch_late(self, server: _Server, slot: Slot, start: float, timeout: float | None) -> None:
-        """After a hedged return, still judge the server by its late reply."""
-        deadline = start + (self.timeout if timeout is None else timeout)
-        self.start_background(self._late_reply, server, slot, deadline)
+    def _watch_late(self, server: _Server, slot: Slot, deadline: float) -> None:
+        """After a hedged return, still judge the server by its late reply.
+
+        The watcher is bookkeeping only: it runs in the pool's nursery but is not
+        background work that closing waits for; closing cancels it.
+        """
+        if self._nursery is not None and not self._closing:
+            self._nursery.start_soon(
+                self._late_reply, server, slot, deadline, name=f"redisha-late {server.label}"
+            )
 
     async def _late_reply(self, server: _Server, slot: Slot, deadline: float) -> None:
         waiter = Waiter(1, 1)
         slot.waiter = waiter
         if slot.state != 0:
             waiter.filled = True
-        with trio.move_on_at(deadline):
-            await waiter.wait()
-        slot.waiter = None
+        try:
+            with trio.move_on_at(deadline):
+                await waiter.wait()
+        finally:
+            slot.waiter = None
         if slot.state == 1:
             server.replies += 1
             server.latencies.append(slot.done_at - slot.sent_at)
@@ -860,10 +905,19 @@ async def open_pool(
         **options: See :class:`Pool`.
     """
     pool = Pool(*servers, timeout=timeout, **options)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        try:
-            yield pool
-        finally:
-            with trio.CancelScope(shield=True):
-                await pool.aclose()
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pool.run)
+            try:
+                yield pool
+            finally:
+                with trio.CancelScope(shield=True):
+                    await pool.aclose()
+    except BaseExceptionGroup as group:
+        # Hand the caller back the exception its block raised, not a group.
+        error = sole_exception(group)
+        if error is None:
+            raise
+    if error is not None:
+        raise error

@@ -1,0 +1,678 @@
+"""The HA pool against real redis-server processes: API, errors, auth, logs, status.
+
+Failure injection under load (hung servers, reconnects, faults during a workload,
+hedged reads, closing under load) is in ``test_pool_faults.py``; the helpers
+both modules use live here.
+
+Every wait for a state change polls with a deadline; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+from tests.conftest import RedisFactory
+from tests.harness.hostile import (
+    SETUP_COMMANDS,
+    HostileConnection,
+    answer_handshake,
+    open_hostile_server,
+)
+from tests.harness.redis_server import RedisServer, decode_reply, free_port
+from trio_redisha import (
+    Pool,
+    PoolClosed,
+    QuorumError,
+    Replies,
+    ReplyError,
+    Script,
+    ServerState,
+    ServerUnavailable,
+    UnsupportedCommand,
+    open_pool,
+)
+
+#: How often state is polled.
+POLL = 0.01
+#: "Used again within 5 s with defaults"; also the bound of other state polls.
+RECOVERY = 5.0
+#: "Within milliseconds", with room for a loaded 2-core machine.
+FAST = 0.2
+#: Slack allowed beyond a deadline before a call counts as having waited too long.
+SLACK = 0.3
+
+PONG3 = ["PONG", "PONG", "PONG"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, what: str, deadline: float = RECOVERY
+) -> float:
+    """Poll ``predicate`` until it holds; return the seconds it took.
+
+    Raises:
+        AssertionError: It did not hold within ``deadline`` seconds.
+    """
+    start = trio.current_time()
+    with trio.move_on_after(deadline):
+        # Polling is the point: the state lives in other processes, no event exists.
+        while not await predicate():  # noqa: ASYNC110
+            await trio.sleep(POLL)
+        return trio.current_time() - start
+    raise AssertionError(f"{what}: not within {deadline} s")
+
+
+def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """Make a synchronous check usable with :func:`wait_until`."""
+
+    async def predicate() -> bool:
+        return check()
+
+    return predicate
+
+
+async def timed(call: Awaitable[Replies]) -> tuple[Replies, float]:
+    """Await a pool call; return its replies and how long it took."""
+    start = trio.current_time()
+    replies = await call
+    return replies, trio.current_time() - start
+
+
+async def answers(pool: Pool, index: int) -> bool:
+    """Whether server ``index`` answers a PING through the pool right now."""
+    replies = await pool.ping()
+    return bool(replies[index] == "PONG")
+
+
+async def info(server: RedisServer, section: str) -> dict[str, str]:
+    """``INFO section`` over a raw socket (never blocks the trio run)."""
+    value = decode_reply(await server.acommand("INFO", section))
+    assert isinstance(value, bytes), value
+    fields: dict[str, str] = {}
+    for line in value.decode().splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, val = line.partition(":")
+            fields[key] = val
+    return fields
+
+
+async def client_count(server: RedisServer) -> int:
+    """Clients connected to ``server``, not counting the one asking."""
+    return int((await info(server, "clients"))["connected_clients"]) - 1
+
+
+async def command_calls(server: RedisServer, name: str) -> int:
+    """How many times ``server`` ran the command ``name`` (from INFO commandstats)."""
+    stats = await info(server, "commandstats")
+    entry = stats.get(f"cmdstat_{name.lower()}")
+    if entry is None:
+        return 0
+    fields = dict(part.split("=", 1) for part in entry.split(","))
+    return int(fields["calls"])
+
+
+async def wait_no_clients(servers: Iterable[RedisServer]) -> None:
+    """Poll until no server has a client connection left (the pool's are closed)."""
+    for server in servers:
+
+        async def gone(server: RedisServer = server) -> bool:
+            return await client_count(server) == 0
+
+        await wait_until(gone, what=f"{server!r} still has client connections")
+
+
+@asynccontextmanager
+async def ready_pool(*servers: str | tuple[str, int], **options: Any) -> AsyncIterator[Pool]:
+    """:func:`open_pool`, then wait until every server is connected.
+
+    For tests about something other than start-up: on a loaded machine a first
+    connect may take longer than the start-up grace of one ``timeout``.
+    """
+    async with open_pool(*servers, **options) as pool:
+        await wait_until(holds(lambda: pool.available == len(pool)), what="all connected")
+        yield pool
+
+
+async def wait_ready(pool: Pool) -> None:
+    """Wait until every server of a pool started by hand is connected."""
+    await wait_until(holds(lambda: pool.available == len(pool)), what="all connected")
+
+
+def fd_count() -> int:
+    """File descriptors open in this process."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def tasks_living() -> int:
+    """Tasks alive in this trio run."""
+    return trio.lowlevel.current_statistics().tasks_living
+
+
+def urls(servers: Iterable[RedisServer]) -> list[str]:
+    return [s.url for s in servers]
+
+
+# --------------------------------------------------------------------------- the seed
+
+
+async def test_seed_examples(redis_servers: list[RedisServer]) -> None:
+    # The first call right after entering waits for the first connects (within
+    # one timeout); 2 s leaves room for a loaded machine.
+    async with open_pool(*urls(redis_servers), timeout=2.0) as pool:
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+        assert await pool.setnx("fnord", 1) == [1, 1, 1]
+        assert await pool.setnx("fnord", 2) == [0, 0, 0]
+        replies = await pool.get("fnord")
+        assert isinstance(replies, Replies)
+        assert isinstance(replies, list)
+        assert replies == [b"1", b"1", b"1"]
+        assert replies.servers == pool.servers == tuple(urls(redis_servers))
+        # Any command as a method, as in the seed.
+        assert await pool.hset("h", "f", "v") == [1, 1, 1]
+        assert await pool.hget("h", "f") == [b"v", b"v", b"v"]
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("GET", "fnord")) == b"1"
+
+
+async def test_entries_follow_server_order_urls_and_tuples(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A different value on each server, written behind the pool's back.
+    for i, server in enumerate(redis_servers):
+        await server.acommand("SET", "who", f"server{i}")
+    a, b, c = redis_servers
+    async with ready_pool(a.url, (b.host, b.port), c.url) as pool:
+        assert await pool.get("who") == [b"server0", b"server1", b"server2"]
+    async with ready_pool((c.host, c.port), a.url, (b.host, b.port)) as pool:
+        assert await pool.get("who") == [b"server2", b"server0", b"server1"]
+        assert pool.servers == (c.url, a.url, b.url)
+        # execute_on runs on the listed servers only, in that order.
+        assert await pool.execute_on([2, 0], "GET", "who") == [b"server1", b"server2"]
+
+
+async def test_decode_responses(redis_servers: list[RedisServer]) -> None:
+    async with ready_pool(*urls(redis_servers), decode_responses=True) as pool:
+        await pool.set("k", "vé")
+        assert await pool.get("k") == ["vé", "vé", "vé"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+async def test_refused_server_is_unavailable_within_milliseconds(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    nothing = f"redis://127.0.0.1:{free_port()}"
+    async with open_pool(a.url, nothing, b.url) as pool:
+        await wait_until(
+            holds(lambda: all(st.state is not ServerState.CONNECTING for st in pool.status())),
+            what="every server tried",
+        )
+        for _ in range(20):
+            replies, took = await timed(pool.ping())
+            assert took < FAST
+            assert replies[0] == replies[2] == "PONG"
+            assert isinstance(replies[1], ServerUnavailable)
+        assert pool.status()[1].state is ServerState.DOWN
+        assert pool.status()[1].last_error
+
+    # A server that dies while the pool is connected: its entry is an error at
+    # once, and no later call waits for it.
+    async with ready_pool(a.url, b.url, c.url) as pool:
+        assert await pool.ping() == PONG3
+        await b.akill()
+        for _ in range(20):
+            replies, took = await timed(pool.ping())
+            assert took < FAST
+            assert replies[0] == replies[2] == "PONG"
+            assert isinstance(replies[1], ServerUnavailable)
+
+
+async def test_quorum(redis_servers: list[RedisServer]) -> None:
+    a, b, c = redis_servers
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.set("q", "1", quorum=3) == ["OK", "OK", "OK"]
+        await c.akill()
+        replies = await pool.set("q", "2", quorum=2)
+        assert replies[:2] == ["OK", "OK"]
+        assert isinstance(replies[2], ServerUnavailable)
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute("SET", "q", "3", quorum=3)
+        err = caught.value
+        assert err.required == 3
+        assert err.succeeded == 2
+        assert err.may_have_applied  # two servers took it
+        assert err.replies[:2] == ["OK", "OK"]
+        assert isinstance(err.replies[2], ServerUnavailable)
+        await a.akill()
+        await b.akill()
+        await wait_until(holds(lambda: pool.available == 0), what="all servers seen down")
+        with pytest.raises(QuorumError) as caught:
+            await pool.set("q", "4", quorum=1)
+        # Nothing was sent anywhere: the write cannot have been applied.
+        assert caught.value.succeeded == 0
+        assert not caught.value.may_have_applied
+
+
+async def test_reply_error_on_one_server_does_not_raise(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    await a.acommand("RPUSH", "wt", "x")  # a list on server 0 only
+    await b.acommand("SET", "wt", "v")
+    await c.acommand("SET", "wt", "v")
+    async with ready_pool(*urls(redis_servers)) as pool:
+        replies = await pool.get("wt")
+        assert isinstance(replies[0], ReplyError)
+        assert replies[0].code == "WRONGTYPE"
+        assert replies[1:] == [b"v", b"v"]
+        assert replies.values == [b"v", b"v"]
+        assert await pool.get("wt", timeout=1.0) == replies  # ReplyError compares by message
+        await pool.execute("GET", "wt", quorum=2)  # two successes: no raise
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute("GET", "wt", quorum=3)
+        assert caught.value.replies[0].code == "WRONGTYPE"
+        # The connection that carried the error reply keeps working.
+        assert await pool.ping() == PONG3
+
+
+# --------------------------------------------------------------------------- refused commands
+
+_STATEFUL_COMMANDS: list[tuple[Any, ...]] = [
+    ("BLPOP", "l", 0),
+    ("brpop", "l", 0),
+    (b"BLMOVE", b"a", b"b", b"LEFT", b"RIGHT", b"0"),
+    ("BZPOPMIN", "z", 0),
+    ("SUBSCRIBE", "ch"),
+    ("PSUBSCRIBE", "ch*"),
+    ("MONITOR",),
+    ("MULTI",),
+    ("EXEC",),
+    ("DISCARD",),
+    ("WATCH", "k"),
+    ("UNWATCH",),
+    ("SELECT", 1),
+    ("CLIENT", "REPLY", "OFF"),
+    ("client", "reply", "skip"),
+    (b"CLIENT", b"TRACKING", b"ON"),
+    ("XREAD", "BLOCK", 0, "STREAMS", "s", "$"),
+    ("xreadgroup", "GROUP", "g", "c", "block", "0", "STREAMS", "s", ">"),
+    ("WAIT", 1, 0),
+    ("HELLO", 3),
+    ("AUTH", "x"),
+    ("QUIT",),
+    ("RESET",),
+]
+
+
+async def test_stateful_commands_are_refused_and_connection_keeps_working(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with ready_pool(*urls(redis_servers)) as pool:
+        await pool.set("k", "v")
+        for command in _STATEFUL_COMMANDS:
+            with pytest.raises(UnsupportedCommand):
+                await pool.execute(*command)
+            with pytest.raises(UnsupportedCommand):
+                await pool.execute_on([0], *command)
+            assert await pool.get("k") == [b"v", b"v", b"v"], command
+        with pytest.raises(UnsupportedCommand):
+            await pool.blpop("l", 0)
+        with pytest.raises(UnsupportedCommand):
+            await pool.execute()
+        # Non-blocking forms of the same families still run.
+        assert (await pool.execute("XREAD", "COUNT", 1, "STREAMS", "s", "0")) == [None] * 3
+        assert await pool.client_getname() == [None] * 3
+        assert await pool.ping() == PONG3
+    # Nothing of the refused commands reached any server.
+    for server in redis_servers:
+        for name in ("blpop", "subscribe", "multi", "exec", "select", "watch", "hello"):
+            assert await command_calls(server, name) == 0, (server, name)
+        assert await command_calls(server, "client|reply") == 0
+
+
+# --------------------------------------------------------------------------- auth
+
+SECRET = "Pa55-w0rd-xyzzy-61"
+ALICE_SECRET = "al1ce-Secret-quux-7"
+
+
+async def test_auth_url_password_option_and_acl_user(redis_factory: RedisFactory) -> None:
+    with_pass = redis_factory(password=SECRET)
+    with_acl = redis_factory(acl_users=[f"alice on >{ALICE_SECRET} ~* +@all"])
+    h = with_pass.host
+    async with ready_pool(
+        f"redis://:{SECRET}@{h}:{with_pass.port}",
+        f"redis://alice:{ALICE_SECRET}@{h}:{with_acl.port}",
+    ) as pool:
+        assert await pool.ping() == ["PONG", "PONG"]
+        assert await pool.acl_whoami() == [b"default", b"alice"]
+        assert SECRET not in repr(pool) and ALICE_SECRET not in repr(pool)
+        assert all(SECRET not in s and ALICE_SECRET not in s for s in pool.servers)
+    async with ready_pool((h, with_pass.port), with_pass.url, password=SECRET) as pool:
+        assert await pool.ping() == ["PONG", "PONG"]
+    async with ready_pool((h, with_acl.port), username="alice", password=ALICE_SECRET) as pool:
+        assert await pool.acl_whoami() == [b"alice"]
+    # RESP3 greets with HELLO ... AUTH instead.
+    async with ready_pool(f"redis://alice:{ALICE_SECRET}@{h}:{with_acl.port}?protocol=3") as pool:
+        assert await pool.acl_whoami() == [b"alice"]
+
+
+def _texts_of(pool: Pool, *replies: Replies) -> list[str]:
+    out = [repr(pool)]
+    for st in pool.status():
+        out += [repr(st), str(st.last_error)]
+    for r in replies:
+        out.append(repr(r))
+        for entry in r:
+            out += [str(entry), repr(entry)]
+            if isinstance(entry, BaseException):
+                cause = entry.__cause__ or entry.__context__
+                if cause is not None:
+                    out += [str(cause), repr(cause)]
+    return out
+
+
+async def test_password_never_leaks(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = redis_factory(password=SECRET)
+    wrong = redis_factory(password="something-else")
+    acl = redis_factory(acl_users=[f"alice on >{ALICE_SECRET} ~* +@all"])
+    h = good.host
+    seen: list[str] = []
+    async with open_pool(
+        f"redis://:{SECRET}@{h}:{good.port}",
+        f"redis://:{SECRET}@{h}:{wrong.port}",  # refused credentials
+        f"redis://alice:{SECRET}@{h}:{acl.port}",  # wrong ACL password
+        f"redis://bob:{ALICE_SECRET}@{h}:{acl.port}",  # no such user
+        timeout=1.0,
+    ) as pool:
+        await wait_until(
+            holds(lambda: all(st.state is not ServerState.CONNECTING for st in pool.status())),
+            what="every server tried",
+        )
+        replies, took = await timed(pool.ping())
+        assert took < FAST
+        assert replies[0] == "PONG"
+        for i in (1, 2, 3):
+            assert isinstance(replies[i], ServerUnavailable), replies[i]
+            assert "WRONGPASS" in str(replies[i])
+            assert pool.status()[i].state is ServerState.DOWN
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute("PING", quorum=4)
+        seen += [str(caught.value), repr(caught.value)]
+        seen += _texts_of(pool, replies, caught.value.replies)
+        # The good server goes down too: its error text and log lines are clean.
+        await good.akill()
+        await wait_until(
+            holds(lambda: pool.status()[0].state is ServerState.DOWN), what="server 0 down"
+        )
+        seen += _texts_of(pool, await pool.ping())
+    seen.append(repr(pool))
+    for record in caplog.records:
+        seen.append(record.getMessage())
+        if record.exc_info:
+            seen.append(logging.Formatter().formatException(record.exc_info))
+    seen.append(caplog.text)
+    assert any("WRONGPASS" in t for t in seen)
+    for text in seen:
+        assert SECRET not in text
+        assert ALICE_SECRET not in text
+
+
+# --------------------------------------------------------------------------- logging, status
+
+
+def _records_about(caplog: pytest.LogCaptureFixture, label: str, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("trio_redisha") and r.levelno >= level and label in r.getMessage()
+    ]
+
+
+async def test_down_and_back_up_logged_once_each(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_redisha")
+    victim = redis_servers[1]
+    async with ready_pool(*urls(redis_servers)) as pool:
+        label = pool.servers[1]
+        assert await pool.ping() == PONG3
+        caplog.clear()
+        await victim.akill()
+        await wait_until(
+            holds(lambda: pool.status()[1].state is ServerState.DOWN), what="victim seen down"
+        )
+        down = _records_about(caplog, label, logging.WARNING)
+        assert len(down) == 1, down
+        assert "down" in down[0]
+        # Many calls (and reconnect attempts) while it is down add no log line.
+        before = len(_records_about(caplog, label, logging.INFO))
+        start = trio.current_time()
+        calls = 0
+        while calls < 200 or trio.current_time() - start < 0.5:
+            replies = await pool.ping()
+            assert isinstance(replies[1], ServerUnavailable)
+            calls += 1
+        assert len(_records_about(caplog, label, logging.INFO)) == before
+        await victim.astart()
+        await wait_until(lambda: answers(pool, 1), what="victim used again")
+        for _ in range(50):
+            assert await pool.ping() == PONG3
+    lines = _records_about(caplog, label, logging.WARNING)
+    assert len(lines) == 2, lines
+    assert "down" in lines[0]
+    assert "back" in lines[1] or "up" in lines[1]
+
+
+async def test_status_and_repr(redis_servers: list[RedisServer]) -> None:
+    _, b, c = redis_servers
+    async with ready_pool(*urls(redis_servers), timeout=0.3) as pool:
+        for _ in range(10):
+            assert await pool.ping() == PONG3
+        for st, url in zip(pool.status(), urls(redis_servers), strict=True):
+            assert st.label == url
+            assert st.state is ServerState.UP and st.available
+            assert st.last_error is None
+            assert st.latency_p50 is not None and st.latency_p99 is not None
+            assert 0 < st.latency_p50 <= st.latency_p99 < 1.0
+            assert st.replies >= 10
+            assert st.consecutive_timeouts == 0
+        text = repr(pool)
+        assert "3/3 up" in text
+        for url in urls(redis_servers):
+            assert f"{url} up" in text
+        assert "p50=" in text
+
+        await b.akill()
+        await wait_until(
+            holds(lambda: pool.status()[1].state is ServerState.DOWN), what="b seen down"
+        )
+        st = pool.status()[1]
+        assert not st.available
+        assert st.last_error
+        assert pool.available == 2
+        text = repr(pool)
+        assert "2/3 up" in text
+        assert f"{b.url} down" in text
+        assert st.last_error in text
+
+        await c.afreeze()
+        try:
+            replies = await pool.ping()
+            assert replies[0] == "PONG"
+            st = pool.status()[2]
+            assert st.state is ServerState.SUSPECT
+            assert st.consecutive_timeouts >= 1
+            assert st.last_error == "timed out"
+            text = repr(pool)
+            assert "1/3 up" in text
+            assert f"{c.url} suspect" in text
+        finally:
+            await c.athaw()
+    assert "closed" in repr(pool)
+    assert all(st.state is ServerState.CLOSED for st in pool.status())
+
+
+# --------------------------------------------------------------------------- hostile server
+
+
+async def _hostile_ping(conn: HostileConnection) -> None:
+    """Answer the handshake (its PING too) like Redis; answer later PINGs with a lie."""
+    await answer_handshake(conn, SETUP_COMMANDS)  # returns the handshake's PING
+    await conn.send(b"+PONG\r\n")
+    while True:
+        await conn.read_command()
+        await conn.send(b"$99999999999\r\n")
+
+
+async def test_hostile_server_is_an_error_entry_and_is_reconnected(
+    redis_factory: RedisFactory,
+) -> None:
+    a, b = redis_factory.many(2)
+    async with (
+        open_hostile_server(_hostile_ping) as hostile,
+        ready_pool(a.url, hostile.url, b.url) as pool,
+    ):
+        for round_ in range(3):
+            await wait_until(
+                holds(lambda: pool.status()[1].state is ServerState.UP),
+                what="hostile server connected",
+            )
+            accepted = hostile.accepted_total
+            replies, took = await timed(pool.ping())
+            assert took < FAST
+            assert replies[0] == replies[2] == "PONG", replies
+            assert isinstance(replies[1], ServerUnavailable), replies
+            # The other servers are unaffected meanwhile.
+            assert (await pool.set("k", round_))[0::2] == ["OK", "OK"]
+            assert (await pool.get("k"))[0::2] == [str(round_).encode()] * 2
+            # The pool drops the corrupt connection and reconnects by itself.
+            await wait_until(
+                holds(lambda n=accepted: hostile.accepted_total > n),  # type: ignore[misc]
+                what="reconnect",
+            )
+        assert pool.status()[0].state is ServerState.UP
+        assert pool.status()[2].state is ServerState.UP
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+async def test_execute_script_falls_back_after_script_flush(
+    redis_servers: list[RedisServer],
+) -> None:
+    script = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    _, b, c = redis_servers
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute_script(script, ["n"], [1]) == [1, 1, 1]
+        assert await pool.execute_script(script, ["n"], [1]) == [2, 2, 2]
+        assert [await command_calls(s, "eval") for s in redis_servers] == [1, 1, 1]
+        await b.acommand("SCRIPT", "FLUSH")
+        assert await pool.execute_script(script, ["n"], [1], quorum=3) == [3, 3, 3]
+        # Only the flushed server needed EVAL again.
+        assert [await command_calls(s, "eval") for s in redis_servers] == [1, 2, 1]
+        assert [await command_calls(s, "evalsha") for s in redis_servers] == [3, 3, 3]
+        assert await pool.execute_script(script, ["n"], [1], servers=[2, 0]) == [4, 4]
+        # A server that is down is an entry, not an exception.
+        await c.akill()
+        replies = await pool.execute_script(script, ["n"], [1])
+        assert replies[:2] == [5, 4]
+        assert isinstance(replies[2], ServerUnavailable)
+        with pytest.raises(QuorumError):
+            await pool.execute_script(script, ["n"], [1], quorum=3)
+        # A script error is a ReplyError entry.
+        bad = Script("return redis.call('NOSUCHCOMMAND')")
+        replies = await pool.execute_script(bad)
+        assert isinstance(replies[0], ReplyError)
+
+
+# --------------------------------------------------------------------------- running it
+
+
+async def test_second_tier_nursery_start_and_aclose(redis_servers: list[RedisServer]) -> None:
+    pool = Pool(*urls(redis_servers))
+    assert "Pool" in repr(pool)
+    async with trio.open_nursery() as nursery:
+        started = await nursery.start(pool.run)
+        assert started is pool
+        await wait_ready(pool)
+        assert await pool.ping() == PONG3
+        await pool.aclose()
+    with pytest.raises(PoolClosed):
+        await pool.ping()
+    await pool.aclose()  # idempotent
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(RuntimeError):
+            await nursery.start(pool.run)  # a pool runs once
+    await wait_no_clients(redis_servers)
+
+    # Cancelling the nursery that runs the pool closes it too.
+    pool = Pool(*urls(redis_servers))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        await wait_ready(pool)
+        assert await pool.ping() == PONG3
+        nursery.cancel_scope.cancel()
+    with pytest.raises(PoolClosed):
+        await pool.ping()
+    await wait_no_clients(redis_servers)
+
+    # aclose before running: nothing to stop, later calls refused.
+    pool = Pool(*urls(redis_servers))
+    await pool.aclose()
+    with pytest.raises(PoolClosed):
+        await pool.ping()
+
+
+def test_works_inside_anyio_task_group_on_trio(redis_servers: list[RedisServer]) -> None:
+    addresses = urls(redis_servers)
+    victim = redis_servers[2]
+
+    async def main() -> None:
+        with anyio.fail_after(20):
+            async with open_pool(*addresses) as pool:
+                while pool.available < len(pool):  # noqa: ASYNC110 - polling by design
+                    await anyio.sleep(POLL)
+                results: list[Replies] = []
+
+                async def incr() -> None:
+                    results.append(await pool.execute("INCR", "anyio"))
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(20):
+                        tg.start_soon(incr)
+                assert sorted(r[0] for r in results) == list(range(1, 21))
+                assert all(r[0] == r[1] == r[2] for r in results)
+                victim.kill()
+                replies = await pool.ping()
+                assert replies[:2] == ["PONG", "PONG"]
+                # Cancelling a call from an anyio scope leaves the pool usable.
+                with anyio.move_on_after(0):
+                    await pool.ping()
+                assert (await pool.ping())[:2] == ["PONG", "PONG"]
+
+            # The second tier through an anyio task group.
+            pool2 = Pool(*addresses[:2])
+            async with anyio.create_task_group() as tg:
+                await tg.start(pool2.run)
+                while pool2.available < len(pool2):  # noqa: ASYNC110 - polling by design
+                    await anyio.sleep(POLL)
+                assert await pool2.ping() == ["PONG", "PONG"]
+                await pool2.aclose()
+
+    anyio.run(main, backend="trio")

@@ -1,0 +1,428 @@
+"""The HA pool under failures: hung servers, reconnects, faults during a workload,
+hedged reads, and closing the pool under load. Real redis-server processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
+from tests.harness.redis_server import RedisServer
+from tests.test_pool import (
+    FAST,
+    PONG3,
+    RECOVERY,
+    SLACK,
+    answers,
+    fd_count,
+    holds,
+    ready_pool,
+    tasks_living,
+    timed,
+    urls,
+    wait_no_clients,
+    wait_ready,
+    wait_until,
+)
+from trio_redisha import (
+    Pool,
+    PoolClosed,
+    ServerState,
+    ServerTimeout,
+    ServerUnavailable,
+    open_pool,
+)
+
+TIMEOUT = 0.5  # the pool's default deadline
+
+
+@asynccontextmanager
+async def proxied(server: RedisServer) -> AsyncIterator[FaultProxy]:
+    async with open_fault_proxy(server.host, server.port) as proxy:
+        yield proxy
+
+
+# --------------------------------------------------------------------------- entering
+
+
+async def test_entering_never_waits_for_a_blackholed_server(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    async with proxied(c) as proxy:
+        proxy.blackhole()  # connects are accepted, then nothing ever answers
+        start = trio.current_time()
+        async with open_pool(a.url, b.url, proxy.url) as pool:
+            assert trio.current_time() - start < FAST
+            # The first call waits at most one deadline for the hung server.
+            replies, took = await timed(pool.ping())
+            assert took < TIMEOUT + SLACK
+            assert isinstance(replies[2], (ServerUnavailable, ServerTimeout))
+            await wait_until(
+                holds(lambda: [st.state for st in pool.status()][:2] == [ServerState.UP] * 2),
+                what="a and b up",
+            )
+            # Later calls do not wait for it at all.
+            for _ in range(20):
+                replies, took = await timed(pool.ping())
+                assert took < FAST
+                assert replies[:2] == ["PONG", "PONG"]
+                assert isinstance(replies[2], ServerUnavailable)
+            proxy.heal()
+            await wait_until(lambda: answers(pool, 2), what="healed server used")
+            assert await pool.ping() == PONG3
+
+
+# --------------------------------------------------------------------------- hung servers
+
+
+async def _check_hung_then_recovers(pool: Pool, index: int) -> None:
+    """Server ``index`` just hung: one call waits, later ones skip it at once."""
+    replies, took = await timed(pool.ping())
+    assert TIMEOUT - 0.05 <= took < TIMEOUT + SLACK
+    assert isinstance(replies[index], ServerTimeout)
+    assert [r for i, r in enumerate(replies) if i != index] == ["PONG", "PONG"]
+    assert pool.status()[index].state is ServerState.SUSPECT
+    for _ in range(20):
+        replies, took = await timed(pool.ping())
+        assert took < FAST
+        assert isinstance(replies[index], ServerUnavailable)
+        assert "circuit open" in str(replies[index])
+        assert [r for i, r in enumerate(replies) if i != index] == ["PONG", "PONG"]
+
+
+async def test_frozen_server_costs_one_deadline_then_recovers(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_redisha")
+    victim = redis_servers[1]
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.ping() == PONG3
+        await victim.afreeze()
+        try:
+            await _check_hung_then_recovers(pool, 1)
+        finally:
+            await victim.athaw()
+        took = await wait_until(lambda: answers(pool, 1), what="thawed server used again")
+        assert took < RECOVERY
+        assert pool.status()[1].state is ServerState.UP
+        assert await pool.ping() == PONG3
+    label = pool.servers[1]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [line for line in lines if label in line and "timed out" in line] != []
+    assert len([line for line in lines if label in line]) == 2, lines
+
+
+async def test_blackholed_server_costs_one_deadline_then_recovers(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    async with proxied(b) as proxy, ready_pool(a.url, proxy.url, c.url) as pool:
+        assert await pool.ping() == PONG3
+        proxy.blackhole()
+        await _check_hung_then_recovers(pool, 1)
+        proxy.heal()
+        await wait_until(lambda: answers(pool, 1), what="healed server used again")
+        assert await pool.ping() == PONG3
+
+
+async def test_killed_server_restarted_is_used_again_within_5s(
+    redis_servers: list[RedisServer],
+) -> None:
+    victim = redis_servers[0]
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.ping() == PONG3
+        await victim.akill()
+        await wait_until(
+            holds(lambda: pool.status()[0].state is ServerState.DOWN), what="seen down"
+        )
+        # Stay down long enough for the reconnect backoff to grow.
+        start = trio.current_time()
+        while trio.current_time() - start < 1.0:
+            replies, took = await timed(pool.ping())
+            assert took < FAST
+            assert isinstance(replies[0], ServerUnavailable)
+        await victim.astart()  # same port, empty
+        took = await wait_until(lambda: answers(pool, 0), what="restarted server used")
+        assert took < RECOVERY
+        assert await pool.setnx("after", 1) == [1, 1, 1]
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass
+class Workload:
+    """20 tasks doing SET/GET of their own keys; every reply checked."""
+
+    pool: Pool
+    victim: int
+    tasks: int = 20
+    ops: int = 0
+    victim_errors: int = 0
+    victim_ok: int = 0
+    slowest: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    stop: trio.Event = field(default_factory=trio.Event)
+
+    def _check(self, what: str, replies: list[object], expected: object, mine: bytes) -> None:
+        for i, entry in enumerate(replies):
+            if i != self.victim:
+                if entry != expected:
+                    self.problems.append(f"healthy server {i}: {what} gave {entry!r}")
+            elif isinstance(entry, (ServerUnavailable, ServerTimeout)):
+                self.victim_errors += 1
+            elif entry == expected:
+                self.victim_ok += 1
+            elif entry is None or (isinstance(entry, bytes) and entry.startswith(mine)):
+                pass  # a write it missed (restart) or one still in flight (hang)
+            else:
+                self.problems.append(f"victim: {what} gave {entry!r}")
+
+    async def worker(self, n: int) -> None:
+        key = f"wl:{n}"
+        mine = f"{n}:".encode()
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            value = mine + str(i).encode()
+            start = trio.current_time()
+            replies = await self.pool.set(key, value)
+            self._check(f"SET {key}", replies, "OK", mine)
+            replies = await self.pool.get(key)
+            self._check(f"GET {key}", replies, value, mine)
+            self.slowest = max(self.slowest, (trio.current_time() - start) / 2)
+            self.ops += 1
+
+    async def more_ops(self, n: int) -> None:
+        target = self.ops + n
+        await wait_until(holds(lambda: self.ops >= target), what=f"{n} more operations")
+
+    async def victim_used(self) -> None:
+        before = self.victim_ok
+        await wait_until(holds(lambda: self.victim_ok > before + 100), what="victim used again")
+
+
+@pytest.mark.parametrize("fault", ["kill", "freeze", "blackhole", "restart_empty"])
+async def test_one_server_fails_during_concurrent_workload(
+    redis_servers: list[RedisServer], fault: str
+) -> None:
+    a, b, victim = redis_servers
+    async with proxied(victim) as proxy, ready_pool(a.url, b.url, proxy.url) as pool:
+        work = Workload(pool, victim=2)
+        async with trio.open_nursery() as nursery:
+            for n in range(work.tasks):
+                nursery.start_soon(work.worker, n)
+            await work.more_ops(200)
+            assert work.victim_errors == 0
+            assert work.victim_ok > 0
+            if fault == "kill":
+                await victim.akill()
+            elif fault == "freeze":
+                await victim.afreeze()
+            elif fault == "blackhole":
+                proxy.blackhole()
+            else:
+                await victim.arestart_empty()
+            if fault != "restart_empty":
+                await wait_until(holds(lambda: work.victim_errors > 0), what="the fault is noticed")
+                await work.more_ops(200)  # the healthy servers keep serving
+                if fault == "kill":
+                    await victim.astart()
+                elif fault == "freeze":
+                    await victim.athaw()
+                else:
+                    proxy.heal()
+            await work.victim_used()
+            await work.more_ops(200)
+            work.stop.set()
+        assert work.problems == [], work.problems[:10]
+        # No call waited for the failed server longer than about one deadline.
+        assert work.slowest < TIMEOUT + 2 * SLACK
+        assert await pool.ping() == PONG3
+
+
+# --------------------------------------------------------------------------- hedged reads
+
+
+async def test_hedged_read_returns_on_first_reply_and_leaks_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    victim = redis_servers[2]
+    outside = tasks_living()
+    async with ready_pool(*urls(redis_servers), timeout=2.0) as pool:
+        await pool.set("h", "v")
+        assert await pool.execute("GET", "h", wait_for=1) != []
+        baseline = tasks_living()
+        await victim.afreeze()
+        try:
+            for _ in range(5):
+                replies, took = await timed(pool.execute("GET", "h", wait_for=1))
+                assert took < FAST  # did not wait for the frozen server's 2 s
+                assert b"v" in replies[:2]
+                for entry in replies[:2]:
+                    assert entry == b"v" or isinstance(entry, ServerTimeout)
+                assert isinstance(replies[2], ServerTimeout)
+                assert "hedged" in str(replies[2])
+            replies = await pool.execute("GET", "h", wait_for=2)
+            assert replies[:2] == [b"v", b"v"]
+            before = pool.status()[2].replies
+        finally:
+            await victim.athaw()
+        # The late replies still arrive and feed the health figures ...
+        await wait_until(
+            holds(lambda: pool.status()[2].replies >= before + 6), what="late replies counted"
+        )
+        assert pool.status()[2].state is ServerState.UP
+        # ... and the tasks watching for them are gone.
+        await wait_until(holds(lambda: tasks_living() <= baseline), what="watchers gone")
+        assert await pool.execute("GET", "h", wait_for=3) == [b"v", b"v", b"v"]
+
+        # Leaving the pool right after a hedged read on a hung server does not wait
+        # for the hung server's deadline.
+        await victim.afreeze()
+        try:
+            replies = await pool.execute("GET", "h", wait_for=1)
+            assert isinstance(replies[2], ServerTimeout)
+            leaving = trio.current_time()
+        except BaseException:
+            await victim.athaw()
+            raise
+    try:
+        assert trio.current_time() - leaving < FAST
+        assert tasks_living() == outside
+    finally:
+        await victim.athaw()
+
+
+# --------------------------------------------------------------------------- closing
+
+
+async def _incr_until_closed(
+    pool: Pool, n: int, progress: list[int], outcome: Counter[str]
+) -> None:
+    """Run INCR until the pool closes; record how the end was reported."""
+    while True:
+        try:
+            replies = await pool.execute("INCR", f"c:{n}")
+        except PoolClosed as exc:
+            outcome["in flight" if "during" in str(exc) else "after close"] += 1
+            return
+        if any(isinstance(r, PoolClosed) for r in replies):
+            outcome["closed entries instead of PoolClosed"] += 1
+        elif not all(isinstance(r, int) for r in replies):
+            outcome[f"bad replies {replies!r}"] += 1
+        progress[0] += 1
+
+
+async def test_open_close_100_times_under_load_leaks_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    addresses = urls(redis_servers)
+    fds = fd_count()
+    tasks = tasks_living()
+    outcome: Counter[str] = Counter()
+    for _ in range(100):
+        progress = [0]
+        with trio.fail_after(10):
+            # Leaving the block closes the pool first, while the workers' calls are
+            # in flight: each gets PoolClosed and returns, so the nursery's exit
+            # does not hang.
+            async with trio.open_nursery() as workers, ready_pool(*addresses) as pool:
+                for n in range(5):
+                    workers.start_soon(_incr_until_closed, pool, n, progress, outcome)
+                await wait_until(
+                    holds(lambda p=progress: p[0] >= 10),  # type: ignore[misc]
+                    what="workload running",
+                )
+    assert set(outcome) <= {"in flight", "after close"}, outcome
+    assert outcome["in flight"] > 0
+    assert sum(outcome.values()) == 500
+    assert tasks_living() == tasks
+    assert fd_count() == fds
+    await wait_no_clients(redis_servers)
+
+
+async def test_cancelling_the_nursery_running_the_pool_fails_calls_with_pool_closed(
+    redis_servers: list[RedisServer],
+) -> None:
+    addresses = urls(redis_servers)
+    fds = fd_count()
+    tasks = tasks_living()
+    outcome: Counter[str] = Counter()
+    for _ in range(20):
+        progress = [0]
+        with trio.fail_after(10):
+            async with trio.open_nursery() as workers:
+                pool = Pool(*addresses)
+                async with trio.open_nursery() as runner:
+                    await runner.start(pool.run)
+                    await wait_ready(pool)
+                    for n in range(5):
+                        workers.start_soon(_incr_until_closed, pool, n, progress, outcome)
+                    await wait_until(
+                        holds(lambda p=progress: p[0] >= 10),  # type: ignore[misc]
+                        what="workload running",
+                    )
+                    runner.cancel_scope.cancel()  # no aclose(): the second tier's other exit
+    assert set(outcome) <= {"in flight", "after close"}, outcome
+    assert outcome["in flight"] > 0
+    assert sum(outcome.values()) == 100
+    assert tasks_living() == tasks
+    assert fd_count() == fds
+    await wait_no_clients(redis_servers)
+
+
+async def test_pool_closed_while_waiting_for_first_connect(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    async with proxied(c) as proxy:
+        proxy.blackhole()
+        async with trio.open_nursery() as nursery:
+            result: list[BaseException] = []
+
+            async def call(pool: Pool) -> None:
+                try:
+                    await pool.ping(timeout=10.0)
+                except PoolClosed as exc:
+                    result.append(exc)
+
+            async with open_pool(a.url, b.url, proxy.url) as pool:
+                nursery.start_soon(call, pool)
+                await trio.testing.wait_all_tasks_blocked()
+            closed_at = trio.current_time()
+        # The call got PoolClosed as soon as the pool closed, not at its deadline.
+        assert trio.current_time() - closed_at < FAST
+        assert len(result) == 1
+
+
+async def test_call_waiting_on_hung_server_gets_pool_closed_at_close(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    async with proxied(c) as proxy, trio.open_nursery() as nursery:
+        errors: list[BaseException] = []
+
+        async def call(pool: Pool) -> None:
+            try:
+                await pool.ping(timeout=10.0)
+            except PoolClosed as exc:
+                errors.append(exc)
+
+        async with ready_pool(a.url, b.url, proxy.url) as pool:
+            assert await pool.ping() == PONG3
+            proxy.blackhole()
+            nursery.start_soon(call, pool)
+            await trio.testing.wait_all_tasks_blocked()
+            closing = trio.current_time()
+        assert trio.current_time() - closing < FAST
+        await wait_until(holds(lambda: len(errors) == 1), what="PoolClosed", deadline=FAST)
