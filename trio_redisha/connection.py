@@ -288,6 +288,7 @@ class Connection:
         self._parser = parser
         self._pending: deque[Slot] = deque()
         self._wbuf: list[bytes] = []
+        self._unsent = 0  # slots at the tail of _pending whose bytes are still in _wbuf
         self._writing = False
         self._writer_task: trio.lowlevel.Task | None = None
         self._error: ServerUnavailable | None = None
@@ -354,6 +355,7 @@ class Connection:
                 return slot
             data = data[sent:]
         self._wbuf.append(data)
+        self._unsent += 1
         task = self._writer_task
         if task is not None:
             self._writer_task = None
@@ -441,12 +443,16 @@ class Connection:
         if self._error is None:
             self._error = error
         pending = self._pending
+        # Slots whose bytes never left the write buffer cannot have been applied.
+        sent_count = len(pending) - self._unsent
+        self._unsent = 0
+        error_type = PoolClosed if isinstance(self._error, PoolClosed) else ServerUnavailable
         while pending:
             slot = pending.popleft()
             slot.state = _FAILED
-            error_type = PoolClosed if isinstance(self._error, PoolClosed) else ServerUnavailable
             exc = error_type(str(self._error))
-            exc.sent = True  # type: ignore[attr-defined]
+            exc.sent = sent_count > 0  # type: ignore[attr-defined]
+            sent_count -= 1
             slot.value = exc
             waiter = slot.waiter
             if waiter is not None:
@@ -514,6 +520,7 @@ class Connection:
                 continue
             data = self._wbuf[0] if len(self._wbuf) == 1 else b"".join(self._wbuf)
             self._wbuf.clear()
+            self._unsent = 0
             self._writing = True
             try:
                 await transport.send_all(data)
