@@ -1,0 +1,386 @@
+"""The price of high availability: trio-redisha's CRDTs against bare Redis commands.
+
+One run starts its own throwaway ``redis-server`` processes (see ``_servers.py``)
+and measures, in the same run:
+
+* the CRDTs over a pool of 3 servers: ``Counter.incr``, ``Set.add``,
+  ``HashMap.set``, ``Counter.get`` and ``HashMap.get`` (each a Lua script or an
+  ``HGETALL`` on every server, merged);
+* the bare single-server commands through redis-py asyncio: ``HINCRBY``,
+  ``SADD``, ``HSET`` and ``HGETALL``;
+
+as throughput, one task at a time (sequential) and with 50 tasks (concurrent),
+median over interleaved rounds, with the ratio CRDT / bare; and the time to read
+a 1,000-member ``Set`` merged from 3 servers (against ``SMEMBERS`` of the same
+1,000 members on one server).
+
+Usage::
+
+    python benchmarks/bench_crdt.py           # full run
+    python benchmarks/bench_crdt.py --quick   # a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _servers import find_redis_server, is_interrupt, redis_servers, server_version
+
+import trio_redisha
+
+SERVERS = 3
+SET_SIZE = 1000
+MAP_FIELDS = 10
+MEMBERS = 1000  # Set.add / SADD cycle through this many members
+FIELDS = 100  # HashMap.set / HSET cycle through this many fields
+
+#: An operation: called with the running op number, returns an awaitable.
+Op = Callable[[int], Awaitable[Any]]
+#: name -> op, opened once per round on one side (CRDT or bare).
+Ops = dict[str, Op]
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int
+    seq_ops: int
+    tasks: int
+    per_task: int
+    set_reads: int
+    quick: bool
+
+    @classmethod
+    def make(cls, quick: bool, rounds: int | None) -> Config:
+        if quick:
+            return cls(rounds or 2, 150, 50, 10, 5, True)
+        return cls(rounds or 5, 1000, 50, 40, 30, False)
+
+
+# (label, CRDT op name, bare op name)
+PAIRS = [
+    ("incr", "Counter.incr(1)", "HINCRBY"),
+    ("add", "Set.add(member)", "SADD"),
+    ("map set", "HashMap.set({field: value})", "HSET"),
+    ("counter get", "Counter.get()", "HGETALL (1 field)"),
+    ("map get", f"HashMap.get() ({MAP_FIELDS} fields)", f"HGETALL ({MAP_FIELDS} fields)"),
+]
+
+
+@dataclass
+class Figures:
+    seq: dict[str, list[float]] = field(default_factory=dict)
+    conc: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, seq: float, conc: float) -> None:
+        self.seq.setdefault(name, []).append(seq)
+        self.conc.setdefault(name, []).append(conc)
+
+
+def _crdt_classes() -> tuple[Any, Any, Any] | str:
+    """(Counter, Set, HashMap), or why they cannot be used."""
+    try:
+        from trio_redisha.crdt import Counter, HashMap, Set
+    except ImportError as exc:
+        return f"trio_redisha.crdt is not available yet ({exc})"
+    return Counter, Set, HashMap
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+@asynccontextmanager
+async def crdt_ops(urls: Sequence[str], prefix: str) -> AsyncIterator[Ops]:
+    classes = _crdt_classes()
+    if isinstance(classes, str):
+        raise RuntimeError(classes)
+    counter_cls, set_cls, map_cls = classes
+    async with trio_redisha.open_pool(*urls) as pool:
+        with trio.fail_after(10):
+            while pool.available < len(urls):  # noqa: ASYNC110 - no "connected" event
+                await trio.sleep(0.005)
+        counter = counter_cls(pool, f"{prefix}:counter")
+        members = set_cls(pool, f"{prefix}:set")
+        hmap = map_cls(pool, f"{prefix}:map")
+        small_map = map_cls(pool, f"{prefix}:map-read")
+        await small_map.set({f"f{i}": f"value-{i}" for i in range(MAP_FIELDS)})
+        await counter.incr(1)
+        yield {
+            "incr": lambda i: counter.incr(1),
+            "add": lambda i: members.add(f"member-{i % MEMBERS}"),
+            "map set": lambda i: hmap.set({f"f{i % FIELDS}": f"value-{i}"}),
+            "counter get": lambda i: counter.get(),
+            "map get": lambda i: small_map.get(),
+        }
+
+
+@asynccontextmanager
+async def bare_ops(urls: Sequence[str], prefix: str) -> AsyncIterator[Ops]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(urls[0])
+    try:
+        await client.hset(f"{prefix}:hash-read", mapping={f"f{i}": i for i in range(MAP_FIELDS)})
+        await client.hincrby(f"{prefix}:counter", "c", 1)
+        counter, members, hmap = f"{prefix}:counter", f"{prefix}:set", f"{prefix}:map"
+        hash_read = f"{prefix}:hash-read"
+        yield {
+            "incr": lambda i: client.hincrby(counter, "c", 1),
+            "add": lambda i: client.sadd(members, f"member-{i % MEMBERS}"),
+            "map set": lambda i: client.hset(hmap, f"f{i % FIELDS}", f"value-{i}"),
+            "counter get": lambda i: client.hgetall(counter),
+            "map get": lambda i: client.hgetall(hash_read),
+        }
+    finally:
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+async def _trio_measure(ops: Ops, cfg: Config, out: Figures, suffix: str) -> None:
+    # Warm the concurrent path first (peers open their extra pooled connections).
+    warm = ops["counter get"]
+    async with trio.open_nursery() as nursery:
+        for t in range(cfg.tasks):
+            nursery.start_soon(warm, t)
+    for name, op in ops.items():
+        for i in range(20):
+            await op(i)
+        t0 = time.perf_counter()
+        for i in range(cfg.seq_ops):
+            await op(i)
+        seq = cfg.seq_ops / (time.perf_counter() - t0)
+
+        async def worker(base: int, op: Op = op) -> None:
+            for i in range(base, base + cfg.per_task):
+                await op(i)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for t in range(cfg.tasks):
+                nursery.start_soon(worker, t * cfg.per_task)
+        conc = cfg.tasks * cfg.per_task / (time.perf_counter() - t0)
+        out.add(name + suffix, seq, conc)
+
+
+async def _asyncio_measure(ops: Ops, cfg: Config, out: Figures, suffix: str) -> None:
+    warm = ops["counter get"]
+    await asyncio.gather(*(warm(t) for t in range(cfg.tasks)))
+    for name, op in ops.items():
+        for i in range(20):
+            await op(i)
+        t0 = time.perf_counter()
+        for i in range(cfg.seq_ops):
+            await op(i)
+        seq = cfg.seq_ops / (time.perf_counter() - t0)
+
+        async def worker(base: int, op: Op = op) -> None:
+            for i in range(base, base + cfg.per_task):
+                await op(i)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(t * cfg.per_task) for t in range(cfg.tasks)))
+        conc = cfg.tasks * cfg.per_task / (time.perf_counter() - t0)
+        out.add(name + suffix, seq, conc)
+
+
+def run_crdt_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> None:
+    async def main() -> None:
+        async with crdt_ops(urls, f"crdt{rnd}") as ops:
+            await _trio_measure(ops, cfg, out, "/crdt")
+
+    trio.run(main)
+
+
+def run_bare_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> None:
+    async def main() -> None:
+        async with bare_ops(urls, f"bare{rnd}") as ops:
+            await _asyncio_measure(ops, cfg, out, "/bare")
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the big set
+
+
+def big_set_read(urls: Sequence[str], cfg: Config) -> tuple[list[float], int]:
+    """Seconds per ``Set.get()`` of SET_SIZE members merged from every server."""
+
+    async def main() -> tuple[list[float], int]:
+        classes = _crdt_classes()
+        assert not isinstance(classes, str)
+        set_cls = classes[1]
+        async with trio_redisha.open_pool(*urls) as pool:
+            with trio.fail_after(10):
+                while pool.available < len(urls):  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            big = set_cls(pool, "bigset")
+            members = [f"member-{i:05d}" for i in range(SET_SIZE)]
+            for start in range(0, SET_SIZE, 250):
+                await big.add(*members[start : start + 250])
+            size = len(await big.get())
+            times = []
+            for _ in range(cfg.set_reads):
+                t0 = time.perf_counter()
+                await big.get()
+                times.append(time.perf_counter() - t0)
+            return times, size
+
+    return trio.run(main)
+
+
+def big_set_bare(url: str, cfg: Config) -> list[float]:
+    """Seconds per redis-py ``SMEMBERS`` of SET_SIZE members on one server."""
+
+    async def main() -> list[float]:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(url)
+        try:
+            await client.sadd("bigset-bare", *[f"member-{i:05d}" for i in range(SET_SIZE)])
+            await client.smembers("bigset-bare")
+            times = []
+            for _ in range(cfg.set_reads):
+                t0 = time.perf_counter()
+                await client.smembers("bigset-bare")
+                times.append(time.perf_counter() - t0)
+            return times
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _med(values: Sequence[float] | None) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _num(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+def print_report(
+    figs: Figures,
+    cfg: Config,
+    big: tuple[list[float], int] | None,
+    big_bare: list[float] | None,
+) -> None:
+    print(
+        f"| op | trio-redisha CRDT, {SERVERS} servers | bare command, redis-py asyncio, 1 server "
+        f"| sequential ops/s CRDT / bare | ratio | {cfg.tasks} tasks ops/s CRDT / bare | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for key, crdt_name, bare_name in PAIRS:
+        cs, bs = _med(figs.seq.get(key + "/crdt")), _med(figs.seq.get(key + "/bare"))
+        cc, bc = _med(figs.conc.get(key + "/crdt")), _med(figs.conc.get(key + "/bare"))
+        print(
+            f"| {key} | {crdt_name} | {bare_name} | {_num(cs)} / {_num(bs)} | {_ratio(cs, bs)} | "
+            f"{_num(cc)} / {_num(bc)} | {_ratio(cc, bc)} |"
+        )
+    print(
+        "\nratio: CRDT throughput / bare throughput (1.00 = free; 0.25 = HA costs 4x). Each CRDT "
+        f"op runs on all {SERVERS} servers (a Lua merge script for writes, HGETALL + merge for "
+        "reads); the bare command runs once, on one server."
+    )
+    if big is not None:
+        times, size = big
+        line = (
+            f"\nSet.get() of a {size}-member Set merged from {SERVERS} servers: "
+            f"median {statistics.median(times) * 1000:.2f} ms, "
+            f"min {min(times) * 1000:.2f} ms over {len(times)} reads"
+        )
+        if big_bare:
+            med_bare = statistics.median(big_bare)
+            line += (
+                f"; redis-py SMEMBERS of {SET_SIZE} members on 1 server: median "
+                f"{med_bare * 1000:.2f} ms ({statistics.median(times) / med_bare:.1f}x)"
+            )
+        print(line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for development")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    cfg = Config.make(args.quick, args.rounds)
+
+    exe = find_redis_server()
+    if exe is None:
+        print("redis-server not found: apt-get install redis-server", file=sys.stderr)
+        return 1
+    classes = _crdt_classes()
+    crdt_missing = classes if isinstance(classes, str) else None
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        bare_missing: str | None = "redis-py not installed"
+    else:
+        bare_missing = None
+
+    started = time.perf_counter()
+    with redis_servers(SERVERS, exe) as servers:
+        urls = [s.url for s in servers]
+        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+        print("# bench_crdt: the price of high availability")
+        print(
+            f"Python {platform.python_version()}, trio {trio.__version__}, "
+            f"redis-server {server_version(exe)}, {os.cpu_count()} CPUs, load average "
+            f"{load[0]:.2f} at start; {'quick' if cfg.quick else 'full'} run: {cfg.rounds} "
+            f"interleaved rounds, {cfg.seq_ops} sequential ops and {cfg.tasks}x{cfg.per_task} "
+            "concurrent ops per op and round; figures are medians over rounds.\n",
+            flush=True,
+        )
+        if crdt_missing:
+            print(f"CRDT side skipped: {crdt_missing}")
+        if bare_missing:
+            print(f"bare side skipped: {bare_missing}")
+        figs = Figures()
+        for rnd in range(cfg.rounds):
+            sides: list[Callable[[Sequence[str], Config, Figures, int], None]] = []
+            if not crdt_missing:
+                sides.append(run_crdt_round)
+            if not bare_missing:
+                sides.append(run_bare_round)
+            if rnd % 2:
+                sides.reverse()
+            for side in sides:
+                side(urls, cfg, figs, rnd)
+            print(f"round {rnd + 1}/{cfg.rounds} done", file=sys.stderr, flush=True)
+        big = None if crdt_missing else big_set_read(urls, cfg)
+        big_bare = None if bare_missing else big_set_bare(urls[0], cfg)
+        print_report(figs, cfg, big, big_bare)
+        print(f"\n(total {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BaseException as exc:
+        if is_interrupt(exc):
+            print("interrupted; the redis-server processes were stopped", file=sys.stderr)
+            sys.exit(130)
+        raise
