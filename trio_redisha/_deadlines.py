@@ -8,8 +8,8 @@ deadline has passed. Calls with the pool's default timeout have increasing
 deadlines, so they go into a FIFO (O(1)); others into a heap. Finished waiters
 are dropped lazily when they reach the front.
 
-A deadline may fire up to :data:`GRANULARITY` late: the timer never wakes more
-often than that, however many calls are in flight.
+A deadline may fire up to ``granularity`` late (at most :data:`GRANULARITY`):
+the timer never wakes more often than that, however many calls are in flight.
 """
 
 from __future__ import annotations
@@ -25,16 +25,18 @@ from .connection import Waiter
 
 __all__ = ["GRANULARITY", "Deadlines"]
 
-#: The timer wakes at most this often; deadlines fire at most this late.
+#: The timer's default resolution: it wakes at most this often, and deadlines
+#: fire at most this late. Pools with short timeouts use a finer one.
 GRANULARITY: Final = 0.002
 
 
 class Deadlines:
     """Expires :class:`~trio_redisha.connection.Waiter` objects at their deadlines."""
 
-    __slots__ = ("_fifo", "_heap", "_scope", "_seq")
+    __slots__ = ("_fifo", "_granularity", "_heap", "_scope", "_seq")
 
-    def __init__(self) -> None:
+    def __init__(self, *, granularity: float = GRANULARITY) -> None:
+        self._granularity = granularity
         self._fifo: deque[tuple[float, Waiter]] = deque()
         self._heap: list[tuple[float, int, Waiter]] = []
         self._seq = 0
@@ -53,7 +55,7 @@ class Deadlines:
             heapq.heappush(self._heap, (deadline, self._seq, waiter))
         scope = self._scope
         if scope is not None and deadline < scope.deadline:
-            scope.deadline = max(deadline, trio.current_time() + GRANULARITY)
+            scope.deadline = max(deadline, trio.current_time() + self._granularity)
 
     def _expire_due(self, now: float) -> float:
         """Wake every waiter whose deadline passed; return the next deadline."""
@@ -87,7 +89,7 @@ class Deadlines:
         while True:
             now = trio.current_time()
             nxt = self._expire_due(now)
-            with trio.CancelScope(deadline=max(nxt, now + GRANULARITY)) as scope:
+            with trio.CancelScope(deadline=max(nxt, now + self._granularity)) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import trio
 
-from ._deadlines import Deadlines
+from ._deadlines import GRANULARITY, Deadlines
 from ._util import sole_exception
 from .config import ServerSpec, parse_server
 from .connection import (
@@ -404,7 +404,7 @@ class Pool:
         self._background_idle = trio.Event()
         self._background_idle.set()
         self._stopped = trio.Event()
-        self._deadlines = Deadlines()
+        self._deadlines = Deadlines(granularity=min(GRANULARITY, timeout / 50))
 
     # -- introspection
 
@@ -739,6 +739,7 @@ class Pool:
                     )
                     if self._closing:
                         raise PoolClosed("the pool was closed during the call")
+                    now = trio.current_time()
                     break
         n = len(targets)
         waiter = Waiter(n, wait_for if wait_for is not None else n)
@@ -751,7 +752,7 @@ class Pool:
                 slots.append(server.unavailable_error())
                 waiter.outstanding -= 1
                 continue
-            slot = conn.submit(data, waiter, idx)
+            slot = conn.submit(data, waiter, idx, now)
             if slot.state == 2:  # failed at once: broken connection or full backlog
                 waiter.outstanding -= 1
             else:
@@ -798,7 +799,8 @@ class Pool:
                         )
                     )
                     self._trip(server)
-        replies = Replies(out, tuple(self._labels[i] for i in targets))
+        labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
+        replies = Replies(out, labels)
         return replies.check_quorum(quorum) if quorum is not None else replies
 
     async def _await_first_connect(self, targets: tuple[int, ...], deadline: float) -> None:
