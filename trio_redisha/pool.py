@@ -8,8 +8,9 @@ by :meth:`Pool.execute`:
 1. its bytes are encoded once and queued on every chosen server's connection
    synchronously (a server that is not connected, or whose circuit is open,
    gets :class:`ServerUnavailable` at once and costs nothing);
-2. the caller waits under one ``move_on_after(timeout)`` for the replies, which
-   each connection's reader delivers straight into the caller's slots;
+2. the caller parks once; each connection's reader delivers its reply
+   straight into the caller's slot, and one timer task per pool wakes the
+   caller at the deadline if replies are missing (``_deadlines.py``);
 3. whatever arrived before the deadline becomes the :class:`Replies`; a server
    that missed the deadline gets :class:`ServerTimeout` and, after
    ``trip_after`` consecutive timeouts, an open circuit: later calls skip it at
@@ -17,11 +18,15 @@ by :meth:`Pool.execute`:
 
 The design card's shape is "a nursery per command with a task per server, each
 in ``move_on_after``". All servers of one command share one start time and
-one deadline, so one cancel scope around one wait gives exactly the same
-per-server deadlines without spawning a task per server; the benchmark in
-``benchmarks/`` shows the task-per-server version costs about a third more per
-fan-out. Work that must outlive a call (the rest of a hedged read, read repair)
-runs in the pool's own nursery, so nothing outlives the pool.
+one deadline, so one wait with one deadline gives exactly the same
+per-server deadlines without spawning a task per server or entering a cancel
+scope per call. Both cost more than the rest of a fan-out together: the
+throwaway prototype in REFERENCES.md measured ~43,000 fan-out ops/s without a
+task per server against ~8,000-9,400 with one, and replacing the per-call
+cancel scope with the timer task took the one-server pool from ~1.45x to
+~1.07x a bare connection's latency. Work that must outlive a call (the rest
+of a hedged read, read repair) runs in the pool's own nursery, so nothing
+outlives the pool.
 """
 
 from __future__ import annotations
@@ -317,8 +322,11 @@ class Pool:
         decode_responses: Decode bulk strings to ``str`` (UTF-8).
         repair_rate: Read repairs allowed per second (token bucket).
         close_timeout: How long leaving the pool waits for started repairs.
-        password, username, protocol, client_name, ssl_context: Defaults for
-            servers whose URL does not set them.
+        password: Password for servers whose URL sets none.
+        username: ACL user name for servers whose URL sets none.
+        protocol: RESP version (2 or 3) for servers whose URL sets none.
+        client_name: Name sent with ``CLIENT SETNAME`` by servers whose URL sets none.
+        ssl_context: TLS context for ``rediss://`` URLs that carry no ``ssl_*`` option.
         limits: Parser safety limits.
         use_hiredis: Parser choice; ``None`` uses hiredis when installed.
     """
