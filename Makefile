@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: test lint typecheck pytest venv redis-server demo bench docs clean
 
-test: venv redis-server lint typecheck pytest
+test: venv redis-server lint typecheck pytest docs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ bench: venv redis-server
 	$(BIN)/python benchmarks/bench_clients.py
 
 docs: venv
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $${TMPDIR:-/tmp}/trio-redisha-site
 
 clean:
 	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache
