@@ -1,0 +1,10 @@
+"""``python -m trio_redisha``: the same command line as ``trio-redisha``."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
