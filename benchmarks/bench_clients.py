@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import io
@@ -267,6 +268,39 @@ def redisha_pool(servers: int) -> OpFactory:
     return factory
 
 
+def design_card_fanout(servers: int) -> OpFactory:
+    """The design card's literal shape, for comparison with the pool's fan-out.
+
+    A nursery per command and a task per server connection, each in
+    ``move_on_after``: the same per-server deadlines as ``Pool.execute``, which
+    instead parks one waiter under one timer-task deadline.
+    """
+
+    @asynccontextmanager
+    async def factory(urls: Sequence[str]) -> AsyncIterator[Op]:
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(trio_redisha.open_connection(u))
+                for u in urls[:servers]
+            ]
+
+            async def op() -> list[Any]:
+                out: list[Any] = [None] * len(conns)
+
+                async def one(i: int, conn: trio_redisha.Connection) -> None:
+                    with trio.move_on_after(0.5):
+                        out[i] = await conn.execute("GET", KEY)
+
+                async with trio.open_nursery() as nursery:
+                    for i, conn in enumerate(conns):
+                        nursery.start_soon(one, i, conn)
+                return out
+
+            yield op
+
+    return factory
+
+
 async def _wait_available(pool: trio_redisha.Pool, servers: int) -> None:
     # The pool exposes no event for "connected"; poll its public counter.
     with trio.fail_after(10):
@@ -401,6 +435,13 @@ def make_rows() -> list[Row]:
             "trio",
             FANOUT,
             _trio_runner(redisha_pool(FANOUT), [VALUE] * FANOUT),
+        ),
+        Row(
+            "card-3",
+            "design card: nursery + task per server (3 Connections)",
+            "trio",
+            FANOUT,
+            _trio_runner(design_card_fanout(FANOUT), [VALUE] * FANOUT),
         ),
         Row(
             "redis-py-gather",
