@@ -31,6 +31,7 @@ outlives the pool.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import math
@@ -77,6 +78,12 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["Pool", "ServerState", "ServerStatus", "open_pool"]
 
 logger = logging.getLogger("trio_redisha.pool")
+
+#: True in tasks started by Pool.start_background: their calls may still run
+#: while aclose() waits for them.
+_IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trio_redisha_in_background", default=False
+)
 
 #: Default per-command deadline; the seed gem's read_timeout.
 DEFAULT_TIMEOUT: Final = 0.5
@@ -171,7 +178,6 @@ class _Server:
         "latencies",
         "probing",
         "replies",
-        "settled",
         "spec",
         "state",
     )
@@ -188,8 +194,6 @@ class _Server:
         self.last_error: str | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.replies = 0
-        #: Set once the first connection attempt has ended, either way.
-        self.settled = trio.Event()
 
     def usable(self) -> Connection | None:
         if self.circuit_open:
@@ -208,7 +212,6 @@ class _Server:
     def connected(self, conn: Connection) -> bool:
         """Record a new connection; return whether this is a recovery."""
         recovered = self.state in (ServerState.DOWN, ServerState.SUSPECT)
-        self.settled.set()
         self.conn = conn
         self.state = ServerState.UP
         self.circuit_open = False
@@ -218,7 +221,6 @@ class _Server:
     def disconnected(self, error: BaseException | str) -> bool:
         """Record a lost connection or failed attempt; return whether it was news."""
         self.conn = None
-        self.settled.set()
         self.last_error = str(error)
         news = self.state in (ServerState.UP, ServerState.SUSPECT, ServerState.CONNECTING)
         self.state = ServerState.DOWN
@@ -408,6 +410,7 @@ class Pool:
         #: Until then, calls wait (within their deadline) for servers whose first
         #: connection attempt is still under way; set when the pool starts.
         self._first_connect_until = 0.0
+        self._settled_any = trio.Event()  # set (and replaced) when a server connects or fails
         self._background = 0
         self._background_idle = trio.Event()
         self._background_idle.set()
@@ -482,9 +485,9 @@ class Pool:
         """
         self._closing = True
         self._closed = True
+        self._notify_settled()
         for server in self._servers:
             server.state = ServerState.CLOSED
-            server.settled.set()
             conn = server.conn
             server.conn = None
             if conn is not None:
@@ -536,13 +539,16 @@ class Pool:
                     )
             except (RedisHAError, trio.TooSlowError, OSError) as exc:
                 text = "connect timed out" if isinstance(exc, trio.TooSlowError) else str(exc)
+                self._notify_settled()
                 if server.disconnected(text):
                     logger.warning("redis server %s is down: %s", server.label, text)
                 await trio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
             attempt = 0
-            if server.connected(conn):
+            recovered = server.connected(conn)
+            self._notify_settled()
+            if recovered:
                 logger.warning("redis server %s is back up", server.label)
             else:
                 logger.info("connected to redis server %s", server.label)
@@ -611,6 +617,7 @@ class Pool:
         return True
 
     async def _background_task(self, async_fn: Callable[..., Awaitable[Any]], args: Any) -> None:
+        _IN_BACKGROUND.set(True)  # this task's context only: see _fanout
         try:
             await async_fn(*args)
         except Exception:
@@ -730,33 +737,31 @@ class Pool:
         quorum: int | None,
         wait_for: int | None,
     ) -> Replies:
-        if self._closing:
+        if self._closing and not _IN_BACKGROUND.get():
+            # Background work started before the close (read repair) may finish
+            # its calls while aclose() waits for it; nothing else may start.
             raise PoolClosed("the pool is closed")
         servers = self._servers
         now = trio.current_time()
         deadline = now + (self.timeout if timeout is None else timeout)
-        if now < self._first_connect_until:
-            for idx in targets:
-                if servers[idx].state is ServerState.CONNECTING:
-                    # Entering the pool does not wait for connections; calls made
-                    # during the first `timeout` seconds wait for a first attempt
-                    # still under way, within their deadline. After that a server
-                    # hanging on connect costs nothing.
-                    await self._await_first_connect(
-                        targets, min(deadline, self._first_connect_until)
-                    )
-                    if self._closing:
-                        raise PoolClosed("the pool was closed during the call")
-                    now = trio.current_time()
-                    break
         n = len(targets)
         waiter = Waiter(n, wait_for if wait_for is not None else n)
-        slots: list[Slot | ServerUnavailable] = []
+        slots: list[Slot | ServerUnavailable | None] = []
         live = 0
+        connecting = False
+        early = now < self._first_connect_until
         for idx in targets:
             server = servers[idx]
             conn = server.usable()
             if conn is None:
+                if early and server.state is ServerState.CONNECTING:
+                    # Entering the pool does not wait for connections; calls in
+                    # its first `timeout` seconds wait for a first attempt still
+                    # under way, within their deadline, while the connected
+                    # servers already work on the command.
+                    slots.append(None)
+                    connecting = True
+                    continue
                 slots.append(server.unavailable_error())
                 waiter.outstanding -= 1
                 continue
@@ -766,6 +771,8 @@ class Pool:
             else:
                 live += 1
             slots.append(slot)
+        if connecting:
+            live += await self._submit_when_connected(data, targets, slots, waiter, deadline)
         if live and waiter.outstanding > 0 and waiter.ok < waiter.need:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
@@ -811,10 +818,52 @@ class Pool:
         replies = Replies(out, labels)
         return replies.check_quorum(quorum) if quorum is not None else replies
 
-    async def _await_first_connect(self, targets: tuple[int, ...], deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            for idx in targets:
-                await self._servers[idx].settled.wait()
+    def _notify_settled(self) -> None:
+        self._settled_any.set()
+        self._settled_any = trio.Event()
+
+    async def _submit_when_connected(
+        self,
+        data: bytes,
+        targets: tuple[int, ...],
+        slots: list[Slot | ServerUnavailable | None],
+        waiter: Waiter,
+        deadline: float,
+    ) -> int:
+        """Send to servers still on their first connect as each one connects.
+
+        Fills the ``None`` entries of ``slots``; returns how many were sent.
+        """
+        servers = self._servers
+        limit = min(deadline, self._first_connect_until)
+        sent = 0
+        waiting = [pos for pos, slot in enumerate(slots) if slot is None]
+        while True:
+            now = trio.current_time()
+            still = []
+            for pos in waiting:
+                server = servers[targets[pos]]
+                if server.state is ServerState.CONNECTING and now < limit:
+                    still.append(pos)
+                    continue
+                conn = server.usable()
+                if conn is None or now >= deadline:
+                    slots[pos] = server.unavailable_error()
+                    waiter.outstanding -= 1
+                    continue
+                slot = conn.submit(data, waiter, targets[pos], now)
+                if slot.state == 2:
+                    waiter.outstanding -= 1
+                else:
+                    sent += 1
+                slots[pos] = slot
+            waiting = still
+            if not waiting:
+                return sent
+            with trio.move_on_at(limit):
+                await self._settled_any.wait()
+            if self._closing and not _IN_BACKGROUND.get():
+                raise PoolClosed("the pool was closed during the call")
 
     def _watch_late(self, server: _Server, slot: Slot, deadline: float) -> None:
         """After a hedged return, still judge the server by its late reply.
