@@ -25,7 +25,13 @@ from tests.harness.redis_server import (
 )
 from trio_redisha.crdt._scripts import COUNTER_MERGE, FOREIGN_CODE, LWW_MERGE, PURGE
 from trio_redisha.crdt._state import Entry
-from trio_redisha.crdt._storage import MARKER_FIELD, apply_counter_fields, apply_lww_fields
+from trio_redisha.crdt._storage import (
+    CLEAR_FIELD,
+    MAP,
+    MARKER_FIELD,
+    apply_counter_fields,
+    apply_lww_fields,
+)
 from trio_redisha.scripts import Script
 
 
@@ -107,6 +113,67 @@ def test_lww_script_matches_twin(
     assert client.hash(KEY) == apply_lww_fields(stored, b"map:1", incoming)
     # Replaying the same write changes nothing.
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, *flat) == 0
+
+
+# With clear stamps: the c: field among the names, bare tombstones common among
+# the values (as stamps and as fields: ties), and malformed stamps too.
+clear_stamps = st.builds(
+    Entry, ts=st.sampled_from([0, 1, 2, 9, 10, 10**18]), actor=actors, deleted=st.just(True)
+).map(Entry.encode)
+clear_raw = st.one_of(clear_stamps, clear_stamps, good_entries, bad_entries)
+clear_names = st.sampled_from([CLEAR_FIELD, b"f:x", b"f:y", b"f:", b"c:x", b"m:x"])
+
+
+@fuzz
+@given(
+    stored=st.dictionaries(clear_names, clear_raw, max_size=5),
+    incoming=st.lists(st.tuples(clear_names, clear_raw), min_size=1, max_size=6),
+)
+def test_lww_script_with_clears_matches_twin(
+    client: Client, stored: dict[bytes, bytes], incoming: list[tuple[bytes, bytes]]
+) -> None:
+    stored = {MARKER_FIELD: b"map:1", **stored}
+    client.load(KEY, stored)
+    flat = [x for kv in incoming for x in kv]
+    reply = client.script(LWW_MERGE, KEY, b"map:1", 0, *flat)
+    assert isinstance(reply, int)
+    after = client.hash(KEY)
+    assert after == apply_lww_fields(stored, b"map:1", incoming)
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, *flat) == 0
+    # The merged state is the state merge: the server and the client agree.
+    incoming_state = MAP.parse({MARKER_FIELD: b"map:1", **dict(incoming)})
+    if len({f for f, _ in incoming}) == len(incoming):  # no field given twice
+        assert MAP.parse(after) == MAP.parse(stored).merge(incoming_state)
+
+
+def test_clear_deletes_what_it_kills_and_refuses_older_writes(client: Client) -> None:
+    fields = [b"f:a", b"3:x:+1", b"f:b", b"5:x:-", b"f:c", b"9:x:+3", b"f:d", b"6:a:+4"]
+    client.script(LWW_MERGE, KEY, b"map:1", 0, *fields)
+    # A clear at 6 by actor "b": kills 3 and 5, and 6 by the smaller actor "a".
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"6:b:-") == 4
+    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"6:b:-", b"f:c": b"9:x:+3"}
+    # A write that was concurrent with the clear but earlier is refused, however late.
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"4:z:+late", b"f:e", b"6:b:+") == 0
+    # An older clear changes nothing; a later one and a later field do.
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"2:x:-") == 0
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"7:z:+new") == 1
+    assert client.hash(KEY) == {
+        MARKER_FIELD: b"map:1",
+        CLEAR_FIELD: b"6:b:-",
+        b"f:a": b"7:z:+new",
+        b"f:c": b"9:x:+3",
+    }
+    # The stamp is a tombstone like the others: PURGE drops it, and the key with it.
+    assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"10:b:-") == 3
+    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"10:b:-"}
+    assert client.script(PURGE, KEY, b"map:1", CLEAR_FIELD, b"10:b:-") == 1
+    assert client("EXISTS", KEY) == 0
+
+
+def test_clear_refreshes_expiry_and_creates_the_marker(client: Client) -> None:
+    assert client.script(LWW_MERGE, KEY, b"map:1", 5000, CLEAR_FIELD, b"4:a:-") == 1
+    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"4:a:-"}
+    assert 4000 < client("PTTL", KEY) <= 5000
 
 
 @fuzz

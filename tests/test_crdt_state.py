@@ -22,11 +22,13 @@ from trio_redisha.crdt._state import (
     MapState,
     Mergeable,
     SetState,
+    cleared_by,
     merge_all,
     merge_entries,
     parse_total,
 )
 from trio_redisha.crdt._storage import (
+    CLEAR_FIELD,
     COUNTER,
     MAP,
     MARKER_FIELD,
@@ -60,10 +62,19 @@ totals = st.dictionaries(actors, st.integers(min_value=0, max_value=50), max_siz
 counter_states = st.builds(CounterState, p=totals, n=totals)
 map_states = st.builds(MapState, st.dictionaries(names, entries, max_size=4))
 set_states = st.builds(SetState, st.dictionaries(names, set_entries, max_size=4))
+# Clear stamps: tombstone registers, on the same tiny alphabets (ties with fields).
+clears = st.builds(Entry, ts=small_ts, actor=actors, deleted=st.just(True))
+maybe_clears = st.one_of(st.none(), clears)
+cleared_map_states = st.builds(MapState, st.dictionaries(names, entries, max_size=4), maybe_clears)
+cleared_set_states = st.builds(
+    SetState, st.dictionaries(names, set_entries, max_size=4), maybe_clears
+)
 any_states = st.one_of(
     st.tuples(st.just(COUNTER), counter_states, counter_states, counter_states),
     st.tuples(st.just(MAP), map_states, map_states, map_states),
     st.tuples(st.just(SET), set_states, set_states, set_states),
+    st.tuples(st.just(MAP), cleared_map_states, cleared_map_states, cleared_map_states),
+    st.tuples(st.just(SET), cleared_set_states, cleared_set_states, cleared_set_states),
 )
 
 
@@ -98,6 +109,42 @@ def test_tie_rule() -> None:
     assert merge_entries(Entry(5, b"b", False), dead) == Entry(5, b"b", False)  # actor decides
     assert merge_entries(Entry(6, b"a", False), Entry(5, b"z", True)).ts == 6  # time decides
     assert merge_entries(Entry(10, b"a", False), Entry(9, b"z", False)).ts == 10  # numerically
+
+
+def test_clear_tie_rule() -> None:
+    """A clear stamp is the tombstone ``ts:actor:-`` on every field: the same one order."""
+    c = Entry(5, b"b", True)
+    assert cleared_by(Entry(4, b"z", False, b"1"), c)  # earlier: dead, whatever the actor
+    assert cleared_by(Entry(5, b"a", False, b"1"), c)  # same instant, smaller actor
+    assert cleared_by(Entry(5, b"b", False, b"\xff"), c)  # same actor and instant: clear wins
+    assert cleared_by(Entry(5, b"b", True), c)  # the same tombstone: subsumed
+    assert not cleared_by(Entry(5, b"ba", False), c)  # larger actor id
+    assert not cleared_by(Entry(5, b"c", False), c)
+    assert not cleared_by(Entry(6, b"a", False), c)  # later: survives
+    assert not cleared_by(Entry(10, b"a", False), Entry(9, b"z", True))  # numerically
+    assert not cleared_by(Entry(0, b"a", False), None)
+
+
+@given(st.dictionaries(names, entries, max_size=4), clears)
+def test_states_are_normalised_by_their_clear(raw: dict[bytes, Entry], clear: Entry) -> None:
+    s = MapState(raw, clear)
+    assert s.entries == {k: e for k, e in raw.items() if not cleared_by(e, clear)}
+    # Exactly the merge of the uncleared state with a bare clear stamp.
+    assert MapState(raw).merge(MapState({}, clear)) == s
+    assert s.merge(MapState(raw)) == s  # the fields it killed never come back
+    assert s.timestamps() == {e.ts for e in s.entries.values()} | {clear.ts}
+
+
+def test_clear_stamp_must_be_a_bare_tombstone() -> None:
+    with pytest.raises(ValueError):
+        MapState({}, Entry(3, b"a", False))
+    with pytest.raises(ValueError):
+        MapState({}, Entry(3, b"a", True, b"x"))
+    # In storage such a value is malformed: treated as absent.
+    stored = {MARKER_FIELD: b"map:1", b"f:a": b"1:x:+1"}
+    for bad in (b"3:a:+", b"3:a:-x", b"03:a:-", b"junk"):
+        assert MAP.parse({**stored, CLEAR_FIELD: bad}) == MAP.parse(stored)
+        assert apply_lww_fields(stored, b"map:1", [(CLEAR_FIELD, bad)]) == stored
 
 
 def test_counter_value() -> None:
@@ -315,6 +362,98 @@ def test_lww_converges_under_any_delivery(
     assert replicas[0].entries == winners
 
 
+# A history of map writes and clears: ("f", name, register) or ("c", b"", stamp).
+map_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("f"), names, entries),
+        st.tuples(st.just("c"), st.just(b""), clears),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _op_fields(op: tuple[str, bytes, Entry]) -> Fields:
+    kind, name, e = op
+    return [(CLEAR_FIELD, e.encode())] if kind == "c" else [(b"f:" + name, e.encode())]
+
+
+def _model(ops: list[tuple[str, bytes, Entry]]) -> MapState:
+    """The expected map: per-field winner, minus whatever the latest clear kills."""
+    winners: dict[bytes, Entry] = {}
+    clear: Entry | None = None
+    for kind, n, e in ops:
+        if kind == "c":
+            clear = e if clear is None else merge_entries(clear, e)
+        else:
+            winners[n] = merge_entries(winners[n], e) if n in winners else e
+    return MapState({n: e for n, e in winners.items() if not cleared_by(e, clear)}, clear)
+
+
+def _assert_physically_clean(stored: Mapping[bytes, bytes]) -> None:
+    """No stored register is one the stored clear stamp kills (the script deleted it)."""
+    clear = MAP.parse(stored).cleared
+    for f, v in stored.items():
+        if f.startswith(b"f:"):
+            e = Entry.decode(v)
+            assert e is not None and not cleared_by(e, clear), (f, v, clear)
+
+
+@histories
+@given(ops=map_ops, data=st.data())
+def test_clears_converge_under_any_delivery(
+    ops: list[tuple[str, bytes, Entry]], data: st.DataObject
+) -> None:
+    """Writes and clears in any order, duplicated: one state, the model's, everywhere."""
+    writes = [_op_fields(op) for op in ops]
+    expected = _model(ops)
+    for _ in range(3):
+        order = data.draw(st.permutations(writes + data.draw(st.lists(st.sampled_from(writes)))))
+        stored: dict[bytes, bytes] = {}
+        for w in order:
+            stored = _twin(MAP, stored, w)
+        assert MAP.parse(stored) == expected
+        _assert_physically_clean(stored)
+
+
+@histories
+@given(ops=map_ops, data=st.data(), purge_all=st.booleans())
+def test_a_replica_that_missed_a_clear_never_brings_fields_back(
+    ops: list[tuple[str, bytes, Entry]], data: st.DataObject, purge_all: bool
+) -> None:
+    """Each write or clear reaches only some replicas. The merged read, read repair
+    and a second read all show exactly the model of what was delivered: a field a
+    delivered clear kills never shows again, from whichever replica holds it."""
+    stored: list[dict[bytes, bytes]] = [{}, {}, {}]
+    delivered = []
+    for op in ops:
+        targets = data.draw(st.sets(st.integers(0, 2)))
+        for t in targets:
+            stored[t] = _twin(MAP, stored[t], _op_fields(op))
+        if targets:
+            delivered.append(op)
+    expected = _model(delivered) if delivered else MAP.empty
+    purge_before = 10**6 if purge_all else 0
+    for _ in range(3):  # read, repair, read again: stable
+        states = [(i, MAP.parse(s)) for i, s in enumerate(stored)]
+        merged = merge_all((s for _, s in states), MAP.empty)
+        assert merged.live() == expected.live()
+        if not purge_all:
+            assert merged == expected
+        plan = plan_repair(MAP, states, merged, purge_before)
+        if plan.behind:
+            assert plan.fields
+            for i in plan.behind:
+                stored[i] = _twin(MAP, stored[i], plan.fields)
+        if plan.purge:
+            assert plan.tombstones
+            for i in plan.purge:
+                stored[i] = _purge_twin(stored[i], plan.tombstones)
+        for s in stored:
+            _assert_physically_clean(s)
+            assert MAP.parse(s).live() == expected.live()
+
+
 # --- read repair: the plan brings every replica to the merge, then stops ----------
 
 
@@ -391,3 +530,41 @@ def test_expired_tombstone_is_not_repaired_onto_a_replica_without_it() -> None:
     # A replica with an older value still gets the tombstone, expired or not.
     plan = plan_repair(MAP, [(0, dead), (1, old)], dead, purge_before=10)
     assert plan.behind == (1,) and plan.fields == [(b"f:a", b"3:x:-")]
+
+
+def test_repair_sends_the_clear_to_a_replica_that_missed_it() -> None:
+    clear = Entry(5, b"x", True)
+    cleared = MapState({b"b": Entry(7, b"x", False, b"2")}, clear)
+    missed = MapState({b"a": Entry(3, b"y", False, b"1"), b"b": Entry(4, b"y", False, b"1")})
+    merged = cleared.merge(missed)
+    assert merged == cleared
+    plan = plan_repair(MAP, [(0, cleared), (1, missed)], merged, purge_before=0)
+    assert plan.behind == (1,)
+    assert plan.fields == [(CLEAR_FIELD, b"5:x:-"), (b"f:b", b"7:x:+2")]
+    stored = {MARKER_FIELD: b"map:1", **dict(MAP.fields(missed))}
+    after = _twin(MAP, stored, plan.fields)
+    assert after == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"5:x:-", b"f:b": b"7:x:+2"}
+    # An older clear stamp is replaced, expired or not.
+    older = MapState({}, Entry(2, b"x", True))
+    plan = plan_repair(MAP, [(0, cleared), (1, older)], merged, purge_before=10)
+    assert plan.behind == (1,) and (CLEAR_FIELD, b"5:x:-") in (plan.fields or [])
+
+
+def test_expired_clear_is_purged_like_a_tombstone() -> None:
+    clear = Entry(5, b"x", True)
+    cleared = MapState({}, clear)
+    holder = MapState({b"a": Entry(3, b"y", False, b"1")})
+    # Past its grace: not sent to a replica holding nothing it kills; purged where held.
+    plan = plan_repair(MAP, [(0, cleared), (1, MAP.empty)], cleared, purge_before=10)
+    assert plan.behind == () and plan.purge == (0,)
+    assert plan.tombstones == [(CLEAR_FIELD, b"5:x:-")]
+    # ... but a replica still holding a field it kills gets it, expired or not
+    # (run_repair purges the other copies only once that write succeeded).
+    plan = plan_repair(MAP, [(0, cleared), (1, holder)], cleared, purge_before=10)
+    assert plan.behind == (1,) and plan.fields == [(CLEAR_FIELD, b"5:x:-")]
+    assert plan.purge == (0,)
+    # Not every server answered: nothing is purged.
+    plan = plan_repair(
+        MAP, [(0, cleared), (1, MAP.empty)], cleared, purge_before=10, complete=False
+    )
+    assert not plan

@@ -72,3 +72,10 @@ try:  # pragma: no cover - import-time wiring
     __all__ += ["Counter", "HashMap", "Set"]
 except ImportError:  # pragma: no cover
     pass
+
+try:  # pragma: no cover - import-time wiring
+    from .session import SessionStore as SessionStore
+
+    __all__ += ["SessionStore"]
+except ImportError:  # pragma: no cover
+    pass

@@ -41,6 +41,7 @@ __all__ = [
     "RepairPlan",
     "foreign_error",
     "is_foreign_reply",
+    "longest_ttl",
     "now_us",
     "plan_repair",
     "run_repair",
@@ -192,6 +193,35 @@ async def run_repair(
     return changed
 
 
+async def longest_ttl(
+    pool: Pool, key: str | bytes, holders: Sequence[int], timeout: float | None
+) -> int | None:
+    """The expiry (ms) a repair should give: the longest remaining one among the holders.
+
+    A repair makes a replica look like the others, expiry included (the longest
+    TTL wins, as in Redis Active-Active); it never gives the key a fresh life,
+    or a read that lands just as the key expires on one server and not yet on
+    another would revive it for a whole TTL.
+
+    Args:
+        pool: The pool.
+        key: The key.
+        holders: Indices of the servers whose read found the key.
+        timeout: Deadline in seconds (``None``: the pool's).
+
+    Returns:
+        The longest remaining expiry in milliseconds; ``0`` (leave expiry
+        alone) if a holder keeps the key forever; ``None`` if no holder still
+        has the key (it expired since the read) or none answered: then
+        nothing must be written, lest the key come back without an expiry.
+    """
+    replies = await pool.execute_on(holders, "PTTL", key, timeout=timeout)
+    ttls = [r for r in replies if isinstance(r, int) and not isinstance(r, bool) and r != -2]
+    if any(t < 0 for t in ttls):  # -1: that holder keeps it forever
+        return 0
+    return max(ttls) if ttls else None
+
+
 def _raise_foreign(key: str | bytes, replies: Replies) -> None:
     for r in replies:
         if is_foreign_reply(r):
@@ -309,6 +339,7 @@ class CRDTBase(Generic[S]):
         key = self._key
         replies = await self._pool.execute("HGETALL", key, timeout=self._timeout)
         states: list[tuple[int, S]] = []
+        holders: list[int] = []
         # Replicas in agreement (the common case) are parsed once and share
         # one state object, which makes merging and comparing them free.
         seen: list[tuple[Any, dict[bytes, bytes], S]] = []
@@ -326,6 +357,8 @@ class CRDTBase(Generic[S]):
                     state = kind.parse(fields)
                 seen.append((r, fields, state))
             states.append((i, state))
+            if r:
+                holders.append(i)
         if len(states) < self._read_quorum:
             raise QuorumError(
                 f"read of {key!r}: {len(states)} of {len(replies)} servers answered, "
@@ -345,15 +378,22 @@ class CRDTBase(Generic[S]):
             complete=len(states) == len(self._pool),
         )
         if plan and self._pool.repair_allowed():
-            self._pool.start_background(self._repair, plan)
+            self._pool.start_background(self._repair, plan, tuple(holders))
         return merged
 
     def _observe(self, merged: S) -> None:
         """Let the pool's clock see the timestamps read (LWW types)."""
 
-    async def _repair(self, plan: RepairPlan) -> None:
+    async def _repair(self, plan: RepairPlan, holders: Sequence[int] = ()) -> None:
         try:
-            await run_repair(self._pool, self._kind, self._key, plan, self._pttl_ms, self._timeout)
+            pttl = self._pttl_ms
+            if pttl and plan.behind and holders:
+                # The holders' remaining expiry, not a fresh ttl (see longest_ttl).
+                found = await longest_ttl(self._pool, self._key, holders, self._timeout)
+                if found is None:
+                    return  # expired since the read: nothing to restore
+                pttl = found
+            await run_repair(self._pool, self._kind, self._key, plan, pttl, self._timeout)
         except RedisHAError as exc:
             logger.debug("read repair of %r failed: %s", self._key, exc)
 

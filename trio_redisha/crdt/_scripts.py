@@ -105,12 +105,16 @@ return out
 """
 )
 
-#: Merge last-writer-wins registers (map fields, set members).
+#: Merge last-writer-wins registers (map fields, set members) and clear stamps.
 #:
 #: ``KEYS[1]``: the key. ``ARGV``: marker, expiry in ms (``0``: leave it), then
 #: ``field, register`` pairs, each register ``<ts>:<actor>:<flag><payload>``.
 #: A register replaces the stored one only if it is larger in the one order:
-#: timestamp, then actor, then flag and payload. Answers how many fields changed.
+#: timestamp, then actor, then flag and payload; and it is refused if the
+#: stored clear stamp (field ``c:``) is not smaller than it. A clear stamp
+#: ``<ts>:<actor>:-`` under ``c:`` replaces a smaller stored one and then
+#: deletes every field holding a register it kills. Answers how many fields
+#: changed (written or deleted).
 LWW_MERGE = Script(
     _PRELUDE
     + r"""
@@ -129,14 +133,42 @@ local function cmp(a, b)
   return bytecmp(a[3], b[3])
 end
 
+-- A well-formed clear stamp '<ts>:<actor>:-', or nil (as _state.is_clear_stamp).
+local function parse_clear(e)
+  if not e then return nil end
+  local r = parse(e)
+  if r and r[3] == '-' then return r end
+  return nil
+end
+
 local why = check()
 if why then return foreign(why) end
 if why == nil then redis.call('HSET', key, '__redisha__', marker) end
+local clear = parse_clear(redis.call('HGET', key, 'c:'))
 local changed = 0
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local new = parse(v)
-  if new then
+  if f == 'c:' then
+    new = parse_clear(v)
+    if new and (not clear or cmp(new, clear) > 0) then
+      redis.call('HSET', key, f, v)
+      clear = new
+      changed = changed + 1
+      -- Delete what it kills: every register not larger than the stamp.
+      local all = redis.call('HGETALL', key)
+      for j = 1, #all, 2 do
+        local g = all[j]
+        if g ~= 'c:' and g ~= '__redisha__' then
+          local old = parse(all[j + 1])
+          if old and cmp(old, clear) <= 0 then
+            redis.call('HDEL', key, g)
+            changed = changed + 1
+          end
+        end
+      end
+    end
+  elseif new and (not clear or cmp(new, clear) > 0) then
     local cur = redis.call('HGET', key, f)
     local old = cur and parse(cur)
     if not old or cmp(new, old) > 0 then

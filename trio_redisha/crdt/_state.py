@@ -23,6 +23,16 @@ The rule: the larger timestamp wins; on equal timestamps the larger actor id
 0x2B) written by the same actor at the same instant. Every input decides, so
 the order is total and merge is commutative, associative and idempotent.
 
+**Clearing.** A map (or set) may also hold one *clear stamp*, a tombstone
+register ``<ts>:<actor>:-`` that stands for "every field was deleted at this
+instant" (:meth:`~trio_redisha.HashMap.clear`). It is the same tombstone
+written to every field at once, judged by the same one order: a field whose
+register is *not larger* than the clear stamp (:func:`cleared_by`) is dead, on
+every replica, in every merge, whoever wrote it and whenever it arrives; a
+field written later survives. Clear stamps merge by that order too (the larger
+wins), and a state never keeps a field its clear stamp kills, so two states
+are equal exactly when they mean the same thing.
+
 Everything here is keyed by ``bytes`` (field names, members, actor ids) exactly
 as stored, so a repair walker can merge a key without knowing how its values
 were encoded.
@@ -44,6 +54,8 @@ __all__ = [
     "MapState",
     "Mergeable",
     "SetState",
+    "cleared_by",
+    "is_clear_stamp",
     "merge_all",
     "merge_entries",
     "observe_all",
@@ -135,6 +147,23 @@ def merge_entries(a: Entry, b: Entry) -> Entry:
     return a if a.order_key() >= b.order_key() else b
 
 
+def cleared_by(entry: Entry, clear: Entry | None) -> bool:
+    """Whether ``clear`` (a clear stamp) kills ``entry``: not larger in the one order.
+
+    The clear stamp ``<ts>:<actor>:-`` acts as that tombstone written to every
+    field at once, so a field loses to it exactly as it would lose to the
+    tombstone: an earlier timestamp, or the same one from a smaller actor id, or
+    the same actor and instant (a tombstone beats a value). The Lua merge
+    script applies the very same comparison.
+    """
+    return clear is not None and entry.order_key() <= clear.order_key()
+
+
+def is_clear_stamp(entry: Entry | None) -> bool:
+    """Whether a register is a well-formed clear stamp: a tombstone, no payload."""
+    return entry is not None and entry.deleted and not entry.payload
+
+
 @dataclass(frozen=True, slots=True)
 class CounterState:
     """A PN-counter: per-actor absolute totals of increments and decrements.
@@ -179,16 +208,37 @@ _L = TypeVar("_L", bound="LWWState")
 class LWWState:
     """A map of last-writer-wins registers, keyed by stored name (base of map and set).
 
+    A state is always normalised: the constructor drops every register that
+    ``cleared`` kills, so equal states mean equal contents and the merge is a
+    least upper bound (per-name maximum, and maximum of the clear stamps).
+
     Attributes:
         entries: Field name (or set member) to its register, tombstones
             included (treat as read-only).
+        cleared: The clear stamp, ``None`` if the map was never cleared (or
+            the stamp was purged): a tombstone register that kills every entry
+            not larger than itself (:func:`cleared_by`).
+
+    Raises:
+        ValueError: ``cleared`` is not a tombstone without payload.
     """
 
     entries: Mapping[bytes, Entry] = field(default_factory=dict)
+    cleared: Entry | None = None
+
+    def __post_init__(self) -> None:
+        c = self.cleared
+        if c is None:
+            return
+        if not is_clear_stamp(c):
+            raise ValueError(f"a clear stamp is a tombstone without payload, not {c!r}")
+        key = c.order_key()
+        if any(e.order_key() <= key for e in self.entries.values()):
+            _set(self, "entries", {k: e for k, e in self.entries.items() if e.order_key() > key})
 
     def merge(self: _L, other: _L) -> _L:
-        """Return the least upper bound of two states (per-name winner)."""
-        if other is self or other.entries is self.entries:
+        """Return the least upper bound of two states (per-name winner, later clear)."""
+        if other is self or (other.entries is self.entries and other.cleared == self.cleared):
             return self
         out = dict(self.entries)
         for k, e in other.entries.items():
@@ -197,14 +247,19 @@ class LWWState:
                 out[k] = e
             elif mine is not e and mine != e:
                 out[k] = merge_entries(mine, e)
-        return type(self)(out)
+        a, b = self.cleared, other.cleared
+        clear = b if a is None else a if b is None else merge_entries(a, b)
+        return type(self)(out, clear)
 
     def timestamps(self) -> set[int]:
-        """Every timestamp held, for the clock to observe."""
-        return {e.ts for e in self.entries.values()}
+        """Every timestamp held, the clear stamp's included, for the clock to observe."""
+        out = {e.ts for e in self.entries.values()}
+        if self.cleared is not None:
+            out.add(self.cleared.ts)
+        return out
 
     def __hash__(self) -> int:
-        return hash(frozenset(self.entries.items()))
+        return hash((frozenset(self.entries.items()), self.cleared))
 
 
 @dataclass(frozen=True, slots=True, eq=True)

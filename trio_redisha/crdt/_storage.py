@@ -11,9 +11,20 @@ counter    ``p:<actor>``       total of the actor's increments (decimal)
 counter    ``n:<actor>``       total of the actor's decrements (decimal)
 map        ``f:<name>``        ``<ts>:<actor>:+<encoded value>`` or a
                                tombstone ``<ts>:<actor>:-``
+map        ``c:``              the clear stamp ``<ts>:<actor>:-`` (at most
+                               one; absent if never cleared)
 set        ``m:<member>``      ``<ts>:<actor>:+`` (added) or ``<ts>:<actor>:-``
                                (removed)
 =========  ==================  ==============================================
+
+The clear stamp (:data:`CLEAR_FIELD`, written by
+:meth:`~trio_redisha.HashMap.clear`) kills every register not larger than
+itself in the one order (:func:`~trio_redisha.crdt._state.cleared_by`): the
+parsers drop such registers, and the merge script refuses them and deletes
+them physically when it stores a later clear stamp. The field is part of the
+``map:1`` format (and understood in ``set:1`` hashes too, which share the
+script); anything in it other than a well-formed ``<ts>:<actor>:-`` is
+malformed and treated as absent.
 
 So given nothing but a key's ``HGETALL`` from several servers, a repair walker
 can tell the type (:func:`detect_type`), merge and write back; see
@@ -35,9 +46,19 @@ from typing import Any, Generic, TypeVar
 from ..exceptions import ForeignValueError, ProtocolError
 from ..scripts import Script
 from ._scripts import COUNTER_MERGE, LWW_MERGE
-from ._state import CounterState, Entry, MapState, Mergeable, SetState, parse_total
+from ._state import (
+    CounterState,
+    Entry,
+    MapState,
+    Mergeable,
+    SetState,
+    cleared_by,
+    is_clear_stamp,
+    parse_total,
+)
 
 __all__ = [
+    "CLEAR_FIELD",
     "COUNTER",
     "MAP",
     "MARKER_FIELD",
@@ -54,6 +75,8 @@ __all__ = [
 
 #: The field that marks a hash as a trio-redisha CRDT: ``<type>:<version>``.
 MARKER_FIELD = b"__redisha__"
+#: The field of a map's (or set's) clear stamp, ``<ts>:<actor>:-``.
+CLEAR_FIELD = b"c:"
 
 Fields = list[tuple[bytes, bytes]]
 S = TypeVar("S", bound=Mergeable)
@@ -132,6 +155,14 @@ def _counter_expired(state: CounterState, before: int) -> Fields:
 _L = TypeVar("_L", MapState, SetState)
 
 
+def _clear_stamp(raw: bytes | None) -> Entry | None:
+    """The clear stamp stored as ``raw``, or ``None`` if absent or malformed."""
+    if raw is None:
+        return None
+    e = Entry.decode(raw)
+    return e if is_clear_stamp(e) else None
+
+
 def _lww_parser(prefix: bytes, cls: type[_L]) -> Callable[[Mapping[bytes, bytes]], _L]:
     def parse(fields: Mapping[bytes, bytes]) -> _L:
         entries: dict[bytes, Entry] = {}
@@ -139,14 +170,18 @@ def _lww_parser(prefix: bytes, cls: type[_L]) -> Callable[[Mapping[bytes, bytes]
             e = Entry.decode(raw)
             if e is not None:
                 entries[name] = e
-        return cls(entries)
+        return cls(entries, _clear_stamp(fields.get(CLEAR_FIELD)))
 
     return parse
 
 
 def _lww_fielder(prefix: bytes) -> Callable[[Any], Fields]:
     def fields(state: MapState | SetState) -> Fields:
-        return [(prefix + k, e.encode()) for k, e in sorted(state.entries.items())]
+        out = [(prefix + k, e.encode()) for k, e in state.entries.items()]
+        if state.cleared is not None:
+            out.append((CLEAR_FIELD, state.cleared.encode()))
+        out.sort()
+        return out
 
     return fields
 
@@ -158,6 +193,21 @@ def _lww_needer(prefix: bytes) -> Callable[[Any, Any, int], Fields]:
         if replica is merged:
             return []
         out: Fields = []
+        clear = merged.cleared
+        # Like a field's tombstone (below): a clear stamp past its grace is not
+        # sent to a replica that never had one and holds nothing it kills; a
+        # replica holding something it kills, or an older clear stamp, gets it
+        # (and the script then deletes what it kills).
+        if (
+            clear is not None
+            and replica.cleared != clear
+            and (
+                replica.cleared is not None
+                or clear.ts >= purge_before
+                or any(cleared_by(e, clear) for e in replica.entries.values())
+            )
+        ):
+            out.append((CLEAR_FIELD, clear.encode()))
         for k, e in merged.entries.items():
             mine = replica.entries.get(k)
             if mine == e:
@@ -177,11 +227,15 @@ def _lww_needer(prefix: bytes) -> Callable[[Any, Any, int], Fields]:
 
 def _lww_expirer(prefix: bytes) -> Callable[[Any, int], Fields]:
     def expired(state: MapState | SetState, before: int) -> Fields:
-        return sorted(
+        out = [
             (prefix + k, e.encode())
             for k, e in state.entries.items()
             if e.deleted and e.ts < before
-        )
+        ]
+        if state.cleared is not None and state.cleared.ts < before:
+            out.append((CLEAR_FIELD, state.cleared.encode()))
+        out.sort()
+        return out
 
     return expired
 
@@ -314,14 +368,38 @@ def apply_counter_fields(
 def apply_lww_fields(
     stored: Mapping[bytes, bytes], marker: bytes, incoming: Fields
 ) -> dict[bytes, bytes] | None:
-    """What :data:`LWW_MERGE` does to a hash: the new hash, or ``None`` if foreign."""
+    """What :data:`LWW_MERGE` does to a hash: the new hash, or ``None`` if foreign.
+
+    Each incoming register replaces the stored one of its field only if it is
+    larger in the one order and not killed by the stored clear stamp. An
+    incoming clear stamp (field :data:`CLEAR_FIELD`) larger than the stored one
+    replaces it, and then every other field whose value is a register it kills
+    is deleted.
+    """
     if _foreign(stored, marker):
         return None
     out = dict(stored)
     out[MARKER_FIELD] = marker
+    clear = _clear_stamp(out.get(CLEAR_FIELD))
     for f, v in incoming:
         new = Entry.decode(v)
         if new is None:
+            continue
+        if f == CLEAR_FIELD:
+            if not is_clear_stamp(new) or (
+                clear is not None and new.order_key() <= clear.order_key()
+            ):
+                continue
+            out[f] = v
+            clear = new
+            for g, raw in list(out.items()):
+                if g in (MARKER_FIELD, CLEAR_FIELD):
+                    continue
+                old = Entry.decode(raw)
+                if old is not None and cleared_by(old, clear):
+                    del out[g]
+            continue
+        if cleared_by(new, clear):
             continue
         cur = out.get(f)
         old = None if cur is None else Entry.decode(cur)

@@ -4,18 +4,19 @@ Each field is stamped with a hybrid-logical-clock timestamp and the writer's
 actor id; the later stamp wins, per field, on every server and in every merge.
 A delete writes a tombstone, so a server that missed the delete cannot bring
 the field back (the Ruby gem stored the whole map in one string and lost
-concurrent updates of different fields, and deletes).
+concurrent updates of different fields, and deletes). A clear writes one
+map-level stamp that acts as a tombstone on every field at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
 from ._base import DEFAULT_TOMBSTONE_GRACE, CRDTBase
 from ._state import Entry, MapState, observe_all
-from ._storage import MAP
+from ._storage import CLEAR_FIELD, MAP, Fields
 from .codecs import Codec, JSONCodec, encode_value
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class HashMap(CRDTBase[MapState]):
         await m.set({"fnord": 1, "fubar": 2})
         await m.delete("fnord")
         assert await m.get() == {"fubar": 2}
+        await m.clear()
+        assert await m.get() == {}
 
     Concurrent writes of the same field: the later timestamp wins (ties: the
     larger actor id), so a writer whose clock runs behind by more than the time
@@ -144,6 +147,65 @@ class HashMap(CRDTBase[MapState]):
         await self._write(
             [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in encoded]
         )
+
+    async def update(
+        self,
+        fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        *,
+        delete: Iterable[str | bytes] = (),
+    ) -> None:
+        """Write some fields and delete others in one write (one timestamp).
+
+        :meth:`set` and :meth:`delete` together, in one round trip per server;
+        fields not named are left as they are.
+
+        Args:
+            fields: Fields to write.
+            delete: Names of fields to delete (tombstones).
+
+        Raises:
+            CodecError: A value cannot be encoded, or a name is both written
+                and deleted; nothing was sent.
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in (fields or {}).items()]
+        dead = [_name(n) for n in delete]
+        both = {n for n, _ in encoded}.intersection(dead)
+        if both:
+            raise CodecError(f"fields both written and deleted: {sorted(both)!r}")
+        if not encoded and not dead:
+            return
+        ts = self._pool.clock.check(self._pool.clock.now())
+        out: Fields = [
+            (b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded
+        ]
+        out += [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in dead]
+        await self._write(out)
+
+    async def clear(self) -> None:
+        """Delete every field, with one map-level stamp: a tombstone for all of them.
+
+        Writes the clear stamp ``c:`` = ``<ts>:<actor>:-``. Every field whose
+        register is not later than the stamp (in the one order: timestamp,
+        then actor id) is dead from then on, in every merge, on every server:
+        a server that missed the clear cannot bring any of them back, nor can
+        a write made concurrently with an earlier timestamp, however late it
+        arrives. Fields written later survive. Each server that applies the
+        stamp deletes the fields it kills; the stamp stays as a tombstone, and
+        is purged after ``tombstone_grace`` like the others.
+
+        The stamp comes from the pool's clock, which is past every timestamp
+        this pool has read or written: read the map first (as a session store
+        does before a delete) to be sure to kill fields another writer wrote
+        with a clock running ahead of this one.
+
+        Raises:
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        ts = self._pool.clock.check(self._pool.clock.now())
+        await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
 
     def _observe(self, merged: MapState) -> None:
         observe_all(self._pool.clock, merged)

@@ -21,6 +21,7 @@ from ._base import (
     DEFAULT_TOMBSTONE_GRACE,
     foreign_error,
     is_foreign_reply,
+    longest_ttl,
     now_us,
     plan_repair,
     run_repair,
@@ -50,6 +51,8 @@ async def repair_key(
     was brought up to date. Expiry: if every server holding the key
     has one, the longest remaining one is given to the servers written (the
     longest TTL wins, as in Redis Active-Active); otherwise it is left alone.
+    If the key expired on every holder since it was read, nothing is written
+    (it would come back without an expiry).
 
     Args:
         pool: The pool.
@@ -102,20 +105,7 @@ async def repair_key(
     )
     if not plan:
         return False
-    pttl = await _longest_ttl(pool, key, [i for i, _ in holders], timeout)
+    pttl = await longest_ttl(pool, key, [i for i, _ in holders], timeout)
+    if pttl is None:
+        return False  # expired everywhere since the read: writing would revive it forever
     return await run_repair(pool, kind, key, plan, pttl, timeout)
-
-
-async def _longest_ttl(
-    pool: Pool, key: str | bytes, holders: list[int], timeout: float | None
-) -> int:
-    """The longest remaining expiry (ms) among the servers holding the key; 0: leave it."""
-    replies = await pool.execute("PTTL", key, timeout=timeout)
-    ttls: list[int] = []
-    for i in holders:
-        r = replies[i]
-        if isinstance(r, int) and r != -2:  # -2: expired or deleted since
-            ttls.append(r)
-    if not ttls or any(t < 0 for t in ttls):  # -1: one holder keeps it forever
-        return 0
-    return max(ttls)

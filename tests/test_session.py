@@ -1,0 +1,511 @@
+"""SessionStore (and the HashMap.clear under its delete) on real redis-servers.
+
+Servers that must really miss a write (the delete) are reached through a fault
+proxy, whose ``partition()`` drops the bytes in flight; "two app processes" are
+two pools, each with its own actor id and clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trio_redisha
+from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
+from tests.harness.redis_server import RedisServer, decode_reply
+from trio_redisha import (
+    CodecError,
+    ConfigurationError,
+    HashMap,
+    HybridLogicalClock,
+    Pool,
+    QuorumError,
+    SessionStore,
+)
+from trio_redisha.crdt import MARKER_FIELD, Entry, detect_type, repair_key
+from trio_redisha.session import DEFAULT_TTL, Session
+
+DEADLINE = 5.0
+FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+
+
+@asynccontextmanager
+async def pool_on(*urls: str, clock_offset: float = 0.0, **options: Any) -> AsyncIterator[Pool]:
+    """A pool ("an app process") on the given servers; ``clock_offset`` skews its clock."""
+    async with trio_redisha.open_pool(*urls, **{**FAST, **options}) as pool:
+        if clock_offset:
+            pool.clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
+        yield pool
+
+
+def urls(servers: list[RedisServer]) -> list[str]:
+    return [s.url for s in servers]
+
+
+async def raw(server: RedisServer, *args: Any) -> Any:
+    return decode_reply(await server.acommand(*args))
+
+
+async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
+    flat = await raw(server, "HGETALL", key)
+    assert isinstance(flat, list)
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+async def eventually(check: Callable[[], Any], what: str) -> None:
+    """Poll ``check`` (sync or async) until true; fail after DEADLINE seconds."""
+    with trio.move_on_after(DEADLINE):
+        while True:
+            result = check()
+            if isinstance(result, Awaitable):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.01)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def load_alone(server: RedisServer, sid: str) -> dict[str, Any]:
+    """What one server holds for a session, by itself."""
+    async with pool_on(server.url) as pool:
+        return await SessionStore(pool).load(sid)
+
+
+# --- ids ---------------------------------------------------------------------------
+
+
+def test_new_ids_are_unique_long_and_valid() -> None:
+    ids = {SessionStore.new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for sid in list(ids)[:50]:
+        assert len(sid) == 43
+        assert len(base64.urlsafe_b64decode(sid + "=")) == 32  # 256 random bits
+        assert SessionStore.is_valid_id(sid)
+
+
+INVALID_IDS: list[Any] = [
+    "",
+    "short",
+    "a" * 21,  # < 128 bits
+    "a" * 129,  # too long
+    "a" * 10_000,
+    "abc/def" + "a" * 30,
+    "../../etc/passwd" + "a" * 20,
+    "a" * 30 + " ",
+    "a" * 30 + "\n",
+    "a" * 30 + "*",  # a glob character
+    "é" * 30,
+    None,
+    b"a" * 43,
+    43,
+]
+
+
+async def test_invalid_ids_are_unknown_and_never_sent(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        for server in redis_servers:
+            server.kill()
+        # Every server is down: anything sent would raise QuorumError.
+        with pytest.raises(QuorumError):
+            await store.load(store.new_id())
+        for sid in INVALID_IDS:
+            assert await store.load(sid) == {}
+            await store.delete(sid)
+            await store.touch(sid)
+            with pytest.raises(ConfigurationError):
+                await store.save(sid, {"a": 1})
+    assert SessionStore.is_valid_id("a" * 22) and SessionStore.is_valid_id("-_" * 64)
+
+
+# --- save and load --------------------------------------------------------------------
+
+
+async def test_round_trip(redis_servers: list[RedisServer]) -> None:
+    data = {"user": "alice", "n": 1, "cart": ["a", "b"], "prefs": {"x": None, "y": 1.5}}
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool, prefix="app:s:")
+        assert store.ttl == DEFAULT_TTL == 14 * 24 * 3600
+        sid = store.new_id()
+        assert await store.load(sid) == {}
+        await store.save(sid, data)
+        loaded = await store.load(sid)
+        assert loaded == data and isinstance(loaded, dict) and loaded.sid == sid
+    for server in redis_servers:
+        stored = await raw_hash(server, "app:s:" + sid)
+        assert stored[MARKER_FIELD] == b"map:1"
+        assert stored[b"f:user"].endswith(b':+"alice"')
+        assert detect_type(stored) == "map"
+
+
+async def test_save_writes_only_what_changed(redis_servers: list[RedisServer]) -> None:
+    server = redis_servers[0]
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        key = store.key(sid)
+        await store.save(sid, {"user": "alice", "n": 1, "cart": ["a"], "tmp": 0})
+        before = await raw_hash(server, key)
+        session = await store.load(sid)
+        session["n"] += 1
+        session["cart"].append("b")  # changed in place: still seen
+        del session["tmp"]
+        await store.save(sid, session)
+        after = await raw_hash(server, key)
+        assert after[b"f:user"] == before[b"f:user"]  # untouched: not rewritten
+        assert after[b"f:n"] != before[b"f:n"] and after[b"f:cart"].endswith(b':+["a","b"]')
+        assert after[b"f:tmp"].endswith(b":-")  # a tombstone
+        assert await store.load(sid) == {"user": "alice", "n": 2, "cart": ["a", "b"]}
+        # Saving again without changes sends no merge script (only a TTL refresh).
+        await store.save(sid, session)
+        assert await raw_hash(server, key) == after
+        # A plain mapping writes every key it has, deletes none.
+        await store.save(sid, {"n": 2})
+        assert (await raw_hash(server, key))[b"f:n"] != after[b"f:n"]
+        assert await store.load(sid) == {"user": "alice", "n": 2, "cart": ["a", "b"]}
+        # Keys are str; values must encode (nothing is sent otherwise).
+        with pytest.raises(CodecError):
+            await store.save(sid, {"n": 3, 1: "x"})  # type: ignore[dict-item]
+        with pytest.raises(CodecError):
+            await store.save(sid, {"n": 3, "x": object()})
+        assert (await store.load(sid))["n"] == 2
+
+
+async def test_concurrent_requests_keep_each_others_changes(
+    redis_servers: list[RedisServer],
+) -> None:
+    """Two app processes change different keys of one session at once: both survive.
+
+    Had each written its whole dict, the later one's stale copy of the other key
+    would have won."""
+    async with (
+        pool_on(*urls(redis_servers)) as app1,
+        pool_on(*urls(redis_servers)) as app2,
+        pool_on(*urls(redis_servers)) as reader,
+    ):
+        one, two = SessionStore(app1), SessionStore(app2)
+        sid = one.new_id()
+        await one.save(sid, {"user": "alice", "cart": [], "theme": "light", "visits": 1})
+        for round_ in range(5):
+            s1 = await one.load(sid)
+            s2 = await two.load(sid)
+            s1["cart"] = [*s1["cart"], f"item{round_}"]
+            s2["theme"] = f"dark{round_}"
+            s2["visits"] += 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one.save, sid, s1)
+                nursery.start_soon(two.save, sid, s2)
+        assert await SessionStore(reader).load(sid) == {
+            "user": "alice",
+            "cart": [f"item{i}" for i in range(5)],
+            "theme": "dark4",
+            "visits": 6,
+        }
+
+
+# --- expiry ------------------------------------------------------------------------------
+
+
+async def pttls(servers: list[RedisServer], key: str) -> list[int]:
+    return [await raw(s, "PTTL", key) for s in servers]
+
+
+async def test_ttl_is_set_on_every_server_and_slides_with_touch_and_save(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool, ttl=3.0)
+        sid = store.new_id()
+        key = store.key(sid)
+        await store.save(sid, {"user": "alice"})
+        assert all(2500 < t <= 3000 for t in await pttls(redis_servers, key))
+
+        async def aged() -> bool:
+            return all(0 < t < 2600 for t in await pttls(redis_servers, key))
+
+        await eventually(aged, "the expiry to run down")
+        await store.touch(sid)
+        assert all(2800 < t <= 3000 for t in await pttls(redis_servers, key))
+        await eventually(aged, "the expiry to run down")
+        await store.save(sid, await store.load(sid))  # nothing changed: still refreshed
+        assert all(2800 < t <= 3000 for t in await pttls(redis_servers, key))
+        await eventually(aged, "the expiry to run down")
+        session = await store.load(sid)
+        session["n"] = 1
+        await store.save(sid, session)
+        assert all(2800 < t <= 3000 for t in await pttls(redis_servers, key))
+        # The default: two weeks.
+        sid2 = store.new_id()
+        await SessionStore(pool).save(sid2, {"a": 1})
+        assert all(
+            DEFAULT_TTL * 1000 - 5000 < t <= DEFAULT_TTL * 1000
+            for t in await pttls(redis_servers, store.key(sid2))
+        )
+
+
+async def test_expired_session_is_empty(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool, ttl=0.3)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice"})
+        assert await store.load(sid) == {"user": "alice"}
+
+        async def gone() -> bool:
+            return await store.load(sid) == {}
+
+        await eventually(gone, "the session to expire")
+        for server in redis_servers:
+            assert await raw(server, "EXISTS", store.key(sid)) == 0
+        await store.touch(sid)  # touching an expired session does not revive it
+        assert await store.load(sid) == {}
+
+
+async def test_loads_never_give_an_expiring_session_a_new_life(
+    redis_servers: list[RedisServer],
+) -> None:
+    """Server 0's copy expires first (as if it had missed the last refresh). Loads in
+    between find it behind and repair it, with the others' remaining expiry, never a
+    fresh ttl: else every load would revive the session, and it would never expire."""
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool, ttl=0.6)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice"})
+        await raw(redis_servers[0], "PEXPIRE", store.key(sid), 100)
+        start = trio.current_time()
+
+        async def gone() -> bool:
+            return await store.load(sid) == {}
+
+        await eventually(gone, "the session to expire despite the loads")
+        assert trio.current_time() - start < 1.0
+        for server in redis_servers:
+            assert await raw(server, "EXISTS", store.key(sid)) == 0
+
+
+# --- delete --------------------------------------------------------------------------------
+
+
+class Cluster:
+    """Three servers, each behind a fault proxy; ``urls`` go through the proxies."""
+
+    def __init__(self, servers: list[RedisServer], proxies: list[FaultProxy]) -> None:
+        self.servers = servers
+        self.proxies = proxies
+        self.urls = [p.url for p in proxies]
+
+
+@asynccontextmanager
+async def cluster(servers: list[RedisServer]) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        proxies = [
+            await stack.enter_async_context(open_fault_proxy(s.host, s.port)) for s in servers
+        ]
+        yield Cluster(servers, proxies)
+
+
+async def partition(pool: Pool, proxy: FaultProxy, i: int) -> None:
+    proxy.partition()
+    await eventually(lambda: not pool.status()[i].available, "the pool to notice the partition")
+
+
+async def heal(pool: Pool, proxy: FaultProxy, i: int) -> None:
+    proxy.heal()
+    await eventually(lambda: pool.status()[i].available, "the pool to reconnect")
+
+
+async def test_delete_missed_by_a_partitioned_server_never_comes_back(
+    redis_servers: list[RedisServer],
+) -> None:
+    """Server 0 misses the logout, and meanwhile another app process, whose clock lags,
+    writes the session on server 0 alone (it had loaded it before the logout): older
+    timestamps than the delete. After healing, one load through the pool shows
+    nothing and repairs server 0, which then holds nothing of the session either."""
+    s0 = redis_servers[0]
+    async with (
+        cluster(redis_servers) as c,
+        pool_on(*c.urls) as app,
+        pool_on(s0.url, clock_offset=-30.0) as laggard,
+    ):
+        store = SessionStore(app)
+        sid = store.new_id()
+        key = store.key(sid)
+        await store.save(sid, {"user": "alice", "cart": ["book"], "csrf": "t0k3n"})
+        stale = await SessionStore(laggard).load(sid)  # the other request's copy
+
+        await partition(app, c.proxies[0], 0)
+        await store.delete(sid)  # logout: servers 1 and 2 only
+        stale["cart"] = ["book", "pen"]
+        stale["late"] = True
+        await SessionStore(laggard).save(sid, stale)  # server 0 only, concurrently
+
+        clear = Entry.decode((await raw_hash(redis_servers[1], key))[b"c:"])
+        late = Entry.decode((await raw_hash(s0, key))[b"f:late"])
+        assert clear is not None and late is not None
+        assert late.ts < clear.ts  # the racing write is older than the delete
+        assert await load_alone(s0, sid) == {
+            "user": "alice",
+            "cart": ["book", "pen"],
+            "csrf": "t0k3n",
+            "late": True,
+        }
+
+        await heal(app, c.proxies[0], 0)
+        assert await store.load(sid) == {}  # merged: the clear kills everything
+
+        async def s0_clean() -> bool:
+            return await raw_hash(s0, key) == {MARKER_FIELD: b"map:1", b"c:": clear.encode()}
+
+        await eventually(s0_clean, "server 0 to be repaired")  # fields physically gone
+        assert await load_alone(s0, sid) == {}
+        # Nothing brings them back: not the laggard re-sending its whole stale copy
+        # (its clock is still behind the delete), not repair walks, not more reads.
+        await SessionStore(laggard).save(sid, dict(stale))
+        assert await repair_key(app, key) is False
+        assert await store.load(sid) == {}
+        for server in redis_servers:
+            assert await load_alone(server, sid) == {}
+
+        # A later save creates a fresh session under the same id.
+        await store.save(sid, {"user": "bob"})
+        assert await store.load(sid) == {"user": "bob"}
+        assert await load_alone(s0, sid) == {"user": "bob"}
+
+
+async def test_writes_later_than_the_delete_survive_it(redis_servers: list[RedisServer]) -> None:
+    """A request writing after the logout (a later timestamp) keeps what it wrote, and
+    only that: the keys written before the delete stay dead."""
+    s0 = redis_servers[0]
+    async with (
+        cluster(redis_servers) as c,
+        pool_on(*c.urls) as app,
+        pool_on(s0.url, clock_offset=+30.0) as ahead,
+    ):
+        store = SessionStore(app)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice", "cart": ["book"]})
+        await partition(app, c.proxies[0], 0)
+        await store.delete(sid)
+        await SessionStore(ahead).save(sid, {"flash": "bye"})  # server 0, later stamp
+        await heal(app, c.proxies[0], 0)
+        assert await store.load(sid) == {"flash": "bye"}
+        for server in redis_servers:
+
+            async def repaired(server: RedisServer = server) -> bool:
+                return await load_alone(server, sid) == {"flash": "bye"}
+
+            await eventually(repaired, f"{server!r} to be repaired")
+
+
+async def test_delete_reads_first_so_it_kills_what_it_can_see(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A session written by a process whose clock runs ahead is still deleted: the
+    delete reads first, and its clock moves past every timestamp it saw."""
+    async with (
+        pool_on(*urls(redis_servers)) as app,
+        pool_on(*urls(redis_servers), clock_offset=+30.0) as ahead,
+    ):
+        store = SessionStore(app)
+        sid = store.new_id()
+        await SessionStore(ahead).save(sid, {"user": "alice"})
+        await store.delete(sid)
+        assert await store.load(sid) == {}
+        assert await SessionStore(ahead).load(sid) == {}
+
+
+async def test_load_raises_when_no_server_answers(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice"})
+        redis_servers[0].kill()
+        redis_servers[1].kill()
+        assert await store.load(sid) == {"user": "alice"}  # one server is enough
+        redis_servers[2].kill()
+        with pytest.raises(QuorumError) as info:
+            await store.load(sid)
+        assert info.value.may_have_applied is False
+        for op in (store.save(sid, {"a": 1}), store.delete(sid), store.touch(sid)):
+            with pytest.raises(QuorumError):
+                await op
+
+
+async def test_store_arguments(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        bad: Any
+        for bad in (0, -1, float("inf"), float("nan"), True, "60"):
+            with pytest.raises(ConfigurationError):
+                SessionStore(pool, ttl=bad)
+        with pytest.raises(ConfigurationError):
+            SessionStore(pool, prefix=b"s:")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError):
+            SessionStore(pool, write_quorum=4)
+        with pytest.raises(ConfigurationError):
+            SessionStore(pool, read_quorum=0)
+        store = SessionStore(pool, 60, "s:", write_quorum=3, read_quorum=3)
+        assert store.prefix == "s:" and store.ttl == 60.0 and store.pool is pool
+        sid = store.new_id()
+        await store.save(sid, {"a": 1})
+        redis_servers[0].kill()
+        with pytest.raises(QuorumError):
+            await store.load(sid)  # read_quorum=3
+        with pytest.raises(QuorumError):
+            await store.save(sid, {"a": 2})  # write_quorum=3
+        assert repr(store).startswith("<SessionStore prefix='s:' ttl=60s")
+
+
+def test_session_is_a_dict() -> None:
+    s = Session({"a": 1})
+    assert s == {"a": 1} and isinstance(s, dict) and s.sid is None
+
+
+# --- HashMap.clear, underneath -----------------------------------------------------------------
+
+
+async def test_map_clear_and_update(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        m = HashMap(pool, "m")
+        await m.set({"a": 1, "b": 2})
+        await m.delete("b")
+        await m.clear()
+        assert await m.get() == {}
+        for server in redis_servers:
+            stored = await raw_hash(server, "m")
+            assert set(stored) == {MARKER_FIELD, b"c:"}  # the fields and tombstone dropped
+            assert stored[b"c:"].endswith(b":" + pool.actor_id.encode() + b":-")
+        await m.update({"c": 3, "d": 4}, delete=["e"])
+        await m.update({"c": 5}, delete=["d"])
+        await m.update()
+        assert await m.get() == {"c": 5}
+        with pytest.raises(CodecError):
+            await m.update({"c": 1}, delete=["c"])
+        await m.clear()
+        await m.clear()  # a second clear is a later stamp: fine
+        assert await m.get() == {}
+
+
+async def test_repair_key_spreads_a_clear(redis_servers: list[RedisServer]) -> None:
+    """A repair walk gives the clear to a server that missed it (fields a late, older
+    write left there included), with the others' remaining expiry."""
+    s0 = redis_servers[0]
+    async with pool_on(*urls(redis_servers)) as pool:
+        m = HashMap(pool, "m", ttl=60)
+        await m.set({"a": 1})
+        await m.clear()
+        await raw(s0, "DEL", "m")
+        await raw(s0, "HSET", "m", "__redisha__", "map:1", "f:a", b"1:zz:+1", "f:b", b"2:zz:+2")
+        await raw(s0, "PEXPIRE", "m", 10_000)  # an older expiry, from an older write
+        assert await repair_key(pool, "m") is True
+        assert await repair_key(pool, "m") is False
+        stored = [await raw_hash(s, "m") for s in redis_servers]
+        assert stored[0] == stored[1] == stored[2]
+        assert set(stored[0]) == {MARKER_FIELD, b"c:"}
+        assert detect_type(stored[0]) == "map"
+        assert all(50_000 < t <= 60_000 for t in await pttls(redis_servers, "m"))
+        assert await m.get() == {}

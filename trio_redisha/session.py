@@ -1,0 +1,354 @@
+"""A highly available web session store: one :class:`~trio_redisha.HashMap` per session.
+
+What the seed gem was built for: "a highly available session store on top of
+redis; it writes and reads the data to multiple instances and merges the
+responses after every read". Each session is a map stored on every server of
+the pool, so:
+
+* a session survives any server being down, restarted empty or cut off (reads
+  merge what the others hold and repair the one behind);
+* two requests of one session that change *different* keys concurrently both
+  keep their change: :meth:`SessionStore.save` writes only the keys that
+  changed since :meth:`SessionStore.load` (last writer wins per key, not per
+  session);
+* :meth:`SessionStore.delete` (logout) clears the map with one stamp: no server
+  that missed it, and no request racing it with an earlier timestamp, can bring
+  any of the session's data back.
+
+Example::
+
+    store = SessionStore(pool, ttl=3600)
+    sid = request_cookie or store.new_id()
+    session = await store.load(sid)          # {} if unknown, expired or invalid
+    session["visits"] = session.get("visits", 0) + 1
+    await store.save(sid, session)           # writes "visits" only; refreshes the TTL
+    ...
+    await store.delete(sid)                  # logout
+
+Values are encoded with a codec, JSON by default: session data must be
+JSON-serialisable (never pickle: whoever can write to one Redis server must not
+be able to run code in every web worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from .crdt import BytesCodec, Codec, HashMap, JSONCodec
+from .crdt._base import DEFAULT_TOMBSTONE_GRACE
+from .crdt.codecs import encode_value
+from .exceptions import CodecError, ConfigurationError, QuorumError
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+__all__ = [
+    "DEFAULT_TTL",
+    "ID_BYTES",
+    "MAX_ID_LENGTH",
+    "MIN_ID_LENGTH",
+    "Session",
+    "SessionStore",
+]
+
+#: Default session lifetime: two weeks, Django's ``SESSION_COOKIE_AGE``
+#: (1 209 600 s). Every save and every touch gives the session this long again.
+DEFAULT_TTL: Final = 14 * 24 * 3600.0
+#: Random bytes in an id made by :meth:`SessionStore.new_id` (256 bits; the
+#: id is their URL-safe base64, 43 characters).
+ID_BYTES: Final = 32
+#: The shortest id accepted: 22 URL-safe base64 characters carry 132 bits.
+MIN_ID_LENGTH: Final = 22
+#: The longest id accepted; anything longer is treated as unknown.
+MAX_ID_LENGTH: Final = 128
+
+_ID_RE: Final = re.compile(rf"\A[A-Za-z0-9_-]{{{MIN_ID_LENGTH},{MAX_ID_LENGTH}}}\Z")
+_RAW: Final = BytesCodec()
+
+
+class Session(dict[str, Any]):
+    """A session's data, as :meth:`SessionStore.load` returns it: a plain ``dict``
+    that also remembers what it held when loaded.
+
+    :meth:`SessionStore.save` compares the dict with that snapshot (by encoded
+    value, so changes made in place to a nested list or dict count) and writes
+    only the keys that changed, and deletes the keys removed. A copy made with
+    ``dict(session)`` is a plain dict and is saved whole.
+    """
+
+    __slots__ = ("_loaded", "_sid")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The id it was loaded under (``None``: not loaded from the store).
+        self._sid: str | None = None
+        #: Key to encoded value, as loaded or last saved.
+        self._loaded: dict[str, bytes] = {}
+
+    @property
+    def sid(self) -> str | None:
+        """The session id this data was loaded (or last saved) under, if any."""
+        return self._sid
+
+
+def _check_key(name: object) -> str:
+    if not isinstance(name, str):
+        raise CodecError(f"session keys are str, not {type(name).__name__}")
+    return name
+
+
+class SessionStore:
+    """Web sessions on every server of a pool, merged per key, deleted safely.
+
+    Each session ``sid`` is a :class:`~trio_redisha.HashMap` under the key
+    ``prefix + sid``, with an expiry of ``ttl`` seconds refreshed by every
+    :meth:`save` and :meth:`touch` (sliding expiry).
+
+    Args:
+        pool: The pool whose servers hold the sessions.
+        ttl: Seconds a session lives after its last save or touch. Default
+            :data:`DEFAULT_TTL`, two weeks (Django's default).
+        prefix: Prepended to the session id to make the Redis key.
+        codec: Encodes session values (default :class:`~trio_redisha.crdt.JSONCodec`).
+        write_quorum: Servers that must acknowledge a save, touch or delete
+            (``None``: the pool's ``write_quorum``).
+        read_quorum: Servers that must answer a load (default 1). With three
+            servers, ``read_quorum=2`` and ``write_quorum=2`` make every load
+            see every acknowledged save.
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+        tombstone_grace: Seconds a deleted key's or a deleted session's
+            tombstone is kept before it may be purged (see
+            ``docs/consistency.md``).
+
+    Raises:
+        ConfigurationError: An argument is out of range.
+    """
+
+    __slots__ = (
+        "_codec",
+        "_grace",
+        "_pool",
+        "_prefix",
+        "_read_quorum",
+        "_timeout",
+        "_ttl",
+        "_write_quorum",
+    )
+
+    def __init__(
+        self,
+        pool: Pool,
+        ttl: float = DEFAULT_TTL,
+        prefix: str = "session:",
+        *,
+        codec: Codec | None = None,
+        write_quorum: int | None = None,
+        read_quorum: int = 1,
+        timeout: float | None = None,
+        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+    ) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if not math.isfinite(ttl):
+            raise ConfigurationError(f"ttl must be finite, got {ttl!r}")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
+        self._pool = pool
+        self._ttl = float(ttl)
+        self._prefix = prefix
+        self._codec: Codec = JSONCodec() if codec is None else codec
+        self._write_quorum = write_quorum
+        self._read_quorum = read_quorum
+        self._timeout = timeout
+        self._grace = tombstone_grace
+        self._map("x" * MIN_ID_LENGTH)  # checks the quorums, timeout and grace now
+
+    # -- configuration
+
+    @property
+    def pool(self) -> Pool:
+        """The pool."""
+        return self._pool
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a session lives after its last save or touch."""
+        return self._ttl
+
+    @property
+    def prefix(self) -> str:
+        """Prepended to session ids to make Redis keys."""
+        return self._prefix
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of session values."""
+        return self._codec
+
+    def __repr__(self) -> str:
+        return f"<SessionStore prefix={self._prefix!r} ttl={self._ttl:g}s on {self._pool!r}>"
+
+    # -- ids
+
+    @staticmethod
+    def new_id() -> str:
+        """Return a new, unguessable session id.
+
+        :data:`ID_BYTES` (32) bytes from :mod:`secrets`, as URL-safe base64
+        (43 characters of ``A-Z a-z 0-9 - _``): safe in a cookie and a Redis key.
+        """
+        return secrets.token_urlsafe(ID_BYTES)
+
+    @staticmethod
+    def is_valid_id(sid: object) -> bool:
+        """Whether ``sid`` looks like a session id.
+
+        A ``str`` of :data:`MIN_ID_LENGTH` to :data:`MAX_ID_LENGTH` URL-safe
+        base64 characters. Anything else (too short, too long, other
+        characters, not a str) is treated as an unknown session and never sent
+        to Redis.
+        """
+        return isinstance(sid, str) and _ID_RE.match(sid) is not None
+
+    def key(self, sid: str) -> str:
+        """The Redis key of session ``sid``.
+
+        Raises:
+            ConfigurationError: ``sid`` is not a valid session id.
+        """
+        if not self.is_valid_id(sid):
+            # Never echo the id: it may be (close to) a secret.
+            what = f"{len(sid)} characters" if isinstance(sid, str) else type(sid).__name__
+            raise ConfigurationError(f"not a valid session id ({what})")
+        return self._prefix + sid
+
+    def _map(self, sid: str) -> HashMap:
+        # Values are encoded here (the store needs the encoded bytes to tell
+        # what changed), so the map itself stores bytes as they are.
+        return HashMap(
+            self._pool,
+            self._prefix + sid,
+            ttl=self._ttl,
+            codec=_RAW,
+            write_quorum=self._write_quorum,
+            read_quorum=self._read_quorum,
+            timeout=self._timeout,
+            tombstone_grace=self._grace,
+        )
+
+    # -- operations
+
+    async def load(self, sid: str) -> Session:
+        """Return the data of session ``sid``, merged from every server that answered.
+
+        An unknown, expired or deleted session, and an invalid id (which is not
+        sent to Redis), are an empty session: ``{}``. The servers found behind
+        are repaired in the background.
+
+        Returns:
+            A :class:`Session` (a ``dict``) to change and pass to :meth:`save`.
+
+        Raises:
+            QuorumError: Fewer than ``read_quorum`` servers answered (never
+                ``{}`` in place of a session that could not be read).
+            ForeignValueError: The key holds something this library did not write.
+            CodecError: A stored value cannot be decoded by the codec.
+        """
+        session = Session()
+        if not self.is_valid_id(sid):
+            return session
+        raw: dict[str, bytes] = await self._map(sid).get()
+        for name, data in raw.items():
+            try:
+                session[name] = self._codec.decode(data)
+            except Exception as exc:
+                raise CodecError(f"session key {name!r}: {exc}") from exc  # id not logged
+        session._sid = sid
+        session._loaded = raw
+        return session
+
+    async def save(self, sid: str, data: Mapping[str, Any]) -> None:
+        """Write the changes of session ``sid`` and give it ``ttl`` seconds of life again.
+
+        Given the :class:`Session` that :meth:`load` returned for ``sid``, only
+        the keys whose value changed since are written and the keys removed
+        are deleted, so a concurrent request changing other keys of the same
+        session keeps its changes (per key, the later write wins). Given any
+        other mapping, every key in it is written and no key is deleted. The
+        expiry is refreshed on every server the write reaches (or, when
+        nothing changed, on every server holding the session).
+
+        Every value is encoded before anything is sent.
+
+        Raises:
+            ConfigurationError: ``sid`` is not a valid session id.
+            CodecError: A key is not a str or a value cannot be encoded; nothing
+                was sent.
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        self.key(sid)
+        encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
+        before = data._loaded if isinstance(data, Session) and data._sid == sid else None
+        if before is None:
+            changed, removed = encoded, []
+        else:
+            changed = {k: v for k, v in encoded.items() if before.get(k) != v}
+            removed = [k for k in before if k not in encoded]
+        if changed or removed:
+            await self._map(sid).update(changed, delete=removed)
+        else:
+            await self.touch(sid)
+        if isinstance(data, Session):
+            data._sid = sid
+            data._loaded = encoded
+
+    async def delete(self, sid: str) -> None:
+        """Delete session ``sid`` on every server, for good.
+
+        Reads the session first, so the pool's clock is past every timestamp
+        the servers hold, then clears the map (:meth:`HashMap.clear`): every
+        key written before is dead on every merge, so a server that missed the
+        delete, or a request that wrote a key concurrently with an earlier
+        timestamp, can never bring the session or any of its keys back. A
+        later :meth:`save` under the same id starts a fresh session (holding
+        only what that save writes). An invalid id is ignored.
+
+        Raises:
+            QuorumError: Fewer than ``write_quorum`` servers acknowledged.
+            ForeignValueError: The key holds something this library did not write.
+        """
+        if not self.is_valid_id(sid):
+            return
+        m = self._map(sid)
+        # Observe every timestamp held, so the clear is later than all of them.
+        # If no server answers, the clear below says so (QuorumError).
+        with contextlib.suppress(QuorumError):
+            await m.get()
+        await m.clear()
+
+    async def touch(self, sid: str) -> None:
+        """Give session ``sid`` ``ttl`` seconds of life again (sliding expiry).
+
+        Runs ``PEXPIRE`` on every server: each one holding the session gets the
+        new expiry; the others are left as they are (a later read repairs
+        them). An invalid id is ignored.
+
+        Raises:
+            QuorumError: Fewer than ``write_quorum`` servers answered.
+        """
+        if not self.is_valid_id(sid):
+            return
+        replies = await self._pool.execute(
+            "PEXPIRE",
+            self._prefix + sid,
+            max(1, math.ceil(self._ttl * 1000)),
+            timeout=self._timeout,
+        )
+        quorum = self._pool.write_quorum if self._write_quorum is None else self._write_quorum
+        replies.check_quorum(quorum)
