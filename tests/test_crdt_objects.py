@@ -571,6 +571,18 @@ async def test_pool_reply_options(redis_servers: list[RedisServer], options: Any
         assert await ctr.get() == 4
 
 
+async def test_binary_values_survive_a_decoding_pool(redis_servers: list[RedisServer]) -> None:
+    # CRDT reads ask the pool for raw bytes whatever its decode_responses says.
+    from trio_redisha.crdt import BytesCodec
+
+    blob = bytes(range(256))
+    async with pool_on(*redis_servers, decode_responses=True) as pool:
+        m = HashMap(pool, "bin", codec=BytesCodec())
+        await m.set({"blob": blob})
+        assert await m.get() == {"blob": blob}
+        assert await pool.execute("PING") == ["PONG"] * 3
+
+
 def test_exports() -> None:
     import trio_redisha.crdt as crdt
 

@@ -655,6 +655,7 @@ class Pool:
         timeout: float | None = None,
         quorum: int | None = None,
         wait_for: int | None = None,
+        decode: bool | None = None,
     ) -> Replies:
         """Run one command on every server at once.
 
@@ -666,6 +667,8 @@ class Pool:
                 successfully; the other replies still arrive in the background
                 and feed the health figures. Their entries are
                 :class:`ServerTimeout` instances saying they were not awaited.
+            decode: Decode bulk strings to ``str`` for this call (``None``: the
+                pool's ``decode_responses``; ``False`` for binary values).
 
         Returns:
             One entry per server, in order: its reply, or an exception instance.
@@ -678,7 +681,7 @@ class Pool:
         """
         _check_command(args)
         return await self._fanout(
-            encode_command(args), self.targets(args), timeout, quorum, wait_for
+            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode
         )
 
     async def execute_on(
@@ -736,6 +739,7 @@ class Pool:
         timeout: float | None,
         quorum: int | None,
         wait_for: int | None,
+        decode: bool | None = None,
     ) -> Replies:
         if self._closing and not _IN_BACKGROUND.get():
             # Background work started before the close (read repair) may finish
@@ -783,7 +787,8 @@ class Pool:
         if self._closed:
             raise PoolClosed("the pool was closed during the call")
         hedged = wait_for is not None
-        decode = self._decode
+        if decode is None:
+            decode = self._decode
         out: list[Any] = []
         for idx, entry in zip(targets, slots, strict=True):
             if not isinstance(entry, Slot):

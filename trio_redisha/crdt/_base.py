@@ -337,7 +337,7 @@ class CRDTBase(Generic[S]):
         """
         kind = self._kind
         key = self._key
-        replies = await self._pool.execute("HGETALL", key, timeout=self._timeout)
+        replies = await self._pool.execute("HGETALL", key, timeout=self._timeout, decode=False)
         states: list[tuple[int, S]] = []
         holders: list[int] = []
         # Replicas in agreement (the common case) are parsed once and share

@@ -70,7 +70,7 @@ async def repair_key(
             different types on different servers). Nothing is written.
         QuorumError: No server answered.
     """
-    replies = await pool.execute("HGETALL", key, timeout=timeout)
+    replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
     answered: list[tuple[int, dict[bytes, bytes]]] = []
     for i, r in enumerate(replies):
         if is_foreign_reply(r):
