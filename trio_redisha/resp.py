@@ -14,7 +14,7 @@ simple string ``+``  :class:`str`
 error ``-``, ``!``   :class:`~trio_redisha.ReplyError` (returned, not raised)
 integer ``:``        :class:`int`
 bulk string ``$``    :class:`bytes`
-null ``_``, ``$-1``  ``None``
+null ``_``, ``$-1``  ``None`` (``*-1`` too)
 array ``*``          :class:`list`
 map ``%``            :class:`dict` (list keys become tuples)
 set ``~``            :class:`set` (list members become tuples)
@@ -26,24 +26,40 @@ push ``>``           :class:`Push` (a list subclass)
 attribute ``|``      discarded; the reply it annotates is returned
 ===================  =========================================================
 
+Two parsers return exactly the same values and refuse exactly the same bytes:
+:class:`RespParser`, in pure Python, and :class:`HiredisParser`, which puts the
+optional hiredis C parser behind a framing guard; :func:`make_parser` picks one.
+
 Error replies are values so that one server's error never aborts a fan-out.
-Anything malformed, or beyond one of the :class:`Limits`, raises
+Lengths and integers must be canonical decimal (no sign but ``-``, no space, no
+leading zero; integers within 64 bits) and simple strings may hold no CR or LF,
+as hiredis requires. Anything malformed, or beyond one of the :class:`Limits`, raises
 :class:`~trio_redisha.ProtocolError` and leaves the parser broken: the caller
 must close the connection, never try to resynchronise it.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final, Protocol
 
-from .exceptions import CommandEncodeError, ProtocolError, ReplyError
+from .exceptions import CommandEncodeError, ConfigurationError, ProtocolError, ReplyError
+
+_hiredis: ModuleType | None
+try:
+    _hiredis = importlib.import_module("hiredis")
+except ImportError:  # the optional C parser is not installed
+    _hiredis = None
 
 __all__ = [
-    "NEED_DATA",
     "DEFAULT_LIMITS",
+    "NEED_DATA",
     "CommandArg",
     "HiredisParser",
     "Limits",
@@ -197,7 +213,7 @@ class Parser(Protocol):
         """Return the next whole reply, or :data:`NEED_DATA`."""
 
 
-# Frame kinds on the stack of partly built aggregates.
+# Frame kinds on the pure parser's stack of partly built aggregates.
 _ARRAY, _MAP, _SET, _PUSH, _ATTR = range(5)
 # Pending bulk payload kinds.
 _BULK, _VERBATIM, _BLOB_ERROR = range(3)
@@ -211,247 +227,123 @@ _AGG_KINDS: Final = {
     ord("|"): _ATTR,
 }
 
+_INT64_MAX: Final = (1 << 63) - 1
+_INT64_MIN: Final = -(1 << 63)
+# The longest decimal text of a non-negative int64 has 19 digits; checking the
+# length first keeps int() from ever converting a megabyte of digits.
+_MAX_DIGITS: Final = 19
+
+# Doubles: a subset of what both Python's float() and hiredis accept, so that both
+# parsers agree on every input (no "+", "_", spaces, hex or "infinity"; hiredis
+# rejects lines of 326 bytes or more).
+_DOUBLE_RE: Final = re.compile(rb"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE][-+]?[0-9]+)?")
+_DOUBLE_WORDS: Final = {
+    b"inf": math.inf,
+    b"-inf": -math.inf,
+    b"nan": math.nan,
+    b"-nan": math.nan,
+}
+_MAX_DOUBLE_LINE: Final = 325
+# Bulk lengths met most often, parsed by one dict look-up (canonical text only).
+_SMALL_LENGTHS: Final = {b"%d" % i: i for i in range(4096)}
+_BIGNUM_RE: Final = re.compile(rb"-?[0-9]+")
+
 
 def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
+    """Turn an unhashable map key or set member into an equivalent tuple."""
+    if isinstance(value, (list, set)):
         return tuple(_hashable(v) for v in value)
-    if isinstance(value, (set, dict)):
-        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((_hashable(k), _hashable(v)) for k, v in value.items())
     return value
 
 
-def _parse_int(line: bytes, what: str) -> int:
-    try:
+def _invalid(what: str, line: bytes) -> ProtocolError:
+    return ProtocolError(f"invalid {what} {line[:40]!r}")
+
+
+def _parse_length(line: bytes, what: str) -> int:
+    """Parse a length: canonical decimal (no sign, no leading zero), or ``-1``."""
+    if line.isdigit() and len(line) <= _MAX_DIGITS and (line[0] != 48 or len(line) == 1):
         return int(line)
-    except ValueError:
-        raise ProtocolError(f"invalid {what} {bytes(line)[:40]!r}") from None
+    if line == b"-1":
+        return -1
+    raise _invalid(what, line)
+
+
+def _parse_integer(line: bytes) -> int:
+    """Parse an integer reply: canonical decimal int64, exactly as hiredis accepts it."""
+    digits = line[1:] if line[:1] == b"-" else line
+    if (
+        digits.isdigit()
+        and len(digits) <= _MAX_DIGITS
+        and (digits[0] != 48 or len(line) == 1)  # "0" only; no "01", no "-0"
+    ):
+        value = int(line)
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+    raise _invalid("integer", line)
 
 
 def _parse_double(line: bytes) -> float:
-    text = bytes(line).lower()
-    try:
-        return float(text)
-    except ValueError:
-        raise ProtocolError(f"invalid double {bytes(line)[:40]!r}") from None
+    special = _DOUBLE_WORDS.get(line.lower())
+    if special is not None:
+        return special
+    match = _DOUBLE_RE.fullmatch(line) if len(line) <= _MAX_DOUBLE_LINE else None
+    if match is not None:
+        value = float(line)
+        # Overflow to infinity, or underflow of a non-zero mantissa to zero, is a
+        # corrupt double (hiredis rejects both too).
+        if not math.isinf(value) and (value != 0.0 or not match[1].strip(b"-0.")):
+            return value
+    raise _invalid("double", line)
 
 
-class RespParser:
-    """An incremental RESP2/RESP3 reply parser in pure Python.
-
-    It keeps partly built aggregates on an explicit stack and remembers how far
-    it searched for a line end, so input that trickles in one byte at a time is
-    parsed in linear time, and nesting costs no Python recursion.
-
-    Args:
-        limits: Safety bounds; see :class:`Limits`.
-    """
-
-    __slots__ = (
-        "_base",
-        "_broken",
-        "_buf",
-        "_bulk_kind",
-        "_bulk_len",
-        "_limits",
-        "_pos",
-        "_reply_origin",
-        "_search",
-        "_stack",
-    )
-
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
-        self._buf = bytearray()
-        self._pos = 0  # start of the unparsed bytes in _buf
-        self._search = 0  # where the search for the next CRLF resumes
-        self._base = 0  # bytes dropped from the front of _buf so far
-        self._reply_origin = 0  # absolute offset where the current reply began
-        self._stack: list[list[Any]] = []  # [kind, items, remaining]
-        self._bulk_len = -1  # >= 0 while waiting for a bulk payload
-        self._bulk_kind = _BULK
-        self._broken: ProtocolError | None = None
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes received from the server."""
-        buf = self._buf
-        pos = self._pos
-        if pos:
-            if pos >= len(buf):
-                self._base += pos
-                buf.clear()
-                self._search = self._pos = 0
-            elif pos > 65536:
-                self._base += pos
-                del buf[:pos]
-                self._search -= pos
-                self._pos = 0
-        buf += data
-
-    @property
-    def buffered(self) -> int:
-        """How many received bytes are not yet consumed by a whole reply."""
-        return self._base + len(self._buf) - self._reply_origin
-
-    def _fail(self, message: str) -> ProtocolError:
-        self._broken = ProtocolError(message)
-        return self._broken
-
-    def next_reply(self) -> Any:
-        """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
-
-        Raises:
-            ProtocolError: The bytes are not valid RESP or exceed a limit. The
-                parser stays broken afterwards.
-        """
-        if self._broken is not None:
-            raise self._broken
+def _parse_bignum(line: bytes) -> int:
+    if _BIGNUM_RE.fullmatch(line):
         try:
-            return self._next()
-        except ProtocolError as exc:
-            self._broken = exc
-            raise
-        except (ValueError, IndexError, OverflowError, UnicodeError, MemoryError) as exc:
-            # Defence in depth: nothing but ProtocolError may leave the parser.
-            raise self._fail(f"malformed reply: {exc}") from exc
+            return int(line)
+        except ValueError:  # beyond sys.get_int_max_str_digits()
+            pass
+    raise _invalid("big number", line)
 
-    def _need_data(self) -> _NeedData:
-        limits = self._limits
-        if self._base + len(self._buf) - self._reply_origin > limits.max_incomplete_bytes:
-            raise self._fail(
-                f"incomplete reply larger than {limits.max_incomplete_bytes} bytes"
-            )
-        return NEED_DATA
 
-    def _next(self) -> Any:  # noqa: C901 - one dispatch loop, kept flat for speed
-        buf = self._buf
-        limits = self._limits
-        stack = self._stack
-        while True:
-            if not stack and self._bulk_len < 0:
-                self._reply_origin = self._base + self._pos
-            pos = self._pos
-            if self._bulk_len >= 0:
-                # Waiting for the payload of a bulk string.
-                end = pos + self._bulk_len
-                if len(buf) < end + 2:
-                    return self._need_data()
-                if buf[end] != 13 or buf[end + 1] != 10:
-                    raise self._fail("bulk string not terminated by CRLF")
-                raw = bytes(buf[pos:end])
-                self._pos = self._search = end + 2
-                self._bulk_len = -1
-                kind = self._bulk_kind
-                if kind == _BULK:
-                    value: Any = raw
-                elif kind == _VERBATIM:
-                    if len(raw) < 4 or raw[3] != 58:  # b":"
-                        raise self._fail("verbatim string without a format prefix")
-                    value = raw[4:]
-                else:
-                    value = ReplyError(raw.decode("utf-8", "replace"))
-            else:
-                start = self._search
-                if start < pos:
-                    start = pos
-                idx = buf.find(b"\r\n", start)
-                if idx < 0:
-                    if len(buf) - pos > limits.max_line_length:
-                        raise self._fail(
-                            f"line longer than {limits.max_line_length} bytes without CRLF"
-                        )
-                    self._search = len(buf) - 1 if len(buf) > pos else pos
-                    return self._need_data()
-                if idx - pos > limits.max_line_length:
-                    raise self._fail(f"line longer than {limits.max_line_length} bytes")
-                if idx == pos:
-                    raise self._fail("empty line where a reply type was expected")
-                tag = buf[pos]
-                line = bytes(buf[pos + 1 : idx])
-                self._pos = self._search = idx + 2
-                if tag == 36:  # $ bulk string
-                    n = _parse_int(line, "bulk length")
-                    if n < 0:
-                        if n != -1:
-                            raise self._fail(f"negative bulk length {n}")
-                        value = None
-                    else:
-                        if n > limits.max_bulk_length:
-                            raise self._fail(
-                                f"bulk length {n} exceeds the limit of "
-                                f"{limits.max_bulk_length}"
-                            )
-                        self._bulk_len = n
-                        self._bulk_kind = _BULK
-                        continue
-                elif tag == 43:  # + simple string
-                    value = line.decode("utf-8", "replace")
-                elif tag == 58:  # : integer
-                    value = _parse_int(line, "integer")
-                elif tag == 45:  # - error
-                    value = ReplyError(line.decode("utf-8", "replace"))
-                elif tag in _AGG_KINDS:
-                    kind = _AGG_KINDS[tag]
-                    n = _parse_int(line, "aggregate length")
-                    if n < 0:
-                        if n != -1 or kind != _ARRAY:
-                            raise self._fail(f"negative aggregate length {n}")
-                        value = None
-                    elif n > limits.max_aggregate_length:
-                        raise self._fail(
-                            f"aggregate length {n} exceeds the limit of "
-                            f"{limits.max_aggregate_length}"
-                        )
-                    else:
-                        if kind == _MAP or kind == _ATTR:
-                            n *= 2
-                        if n == 0:
-                            value = _finish(kind, [])
-                        else:
-                            if len(stack) >= limits.max_depth:
-                                raise self._fail(
-                                    f"replies nested deeper than {limits.max_depth}"
-                                )
-                            stack.append([kind, [], n])
-                            continue
-                elif tag == 95:  # _ null
-                    if line:
-                        raise self._fail("null with a payload")
-                    value = None
-                elif tag == 44:  # , double
-                    value = _parse_double(line)
-                elif tag == 35:  # # boolean
-                    if line == b"t":
-                        value = True
-                    elif line == b"f":
-                        value = False
-                    else:
-                        raise self._fail(f"invalid boolean {line[:40]!r}")
-                elif tag == 40:  # ( big number
-                    value = _parse_int(line, "big number")
-                elif tag == 61 or tag == 33:  # = verbatim, ! blob error
-                    n = _parse_int(line, "bulk length")
-                    if n < 0 or n > limits.max_bulk_length:
-                        raise self._fail(f"invalid bulk length {n}")
-                    self._bulk_len = n
-                    self._bulk_kind = _VERBATIM if tag == 61 else _BLOB_ERROR
-                    continue
-                else:
-                    raise self._fail(f"unknown reply type byte {bytes([tag])!r}")
-            # A value is complete: hand it to the aggregate being built, if any.
-            while stack:
-                frame = stack[-1]
-                if value is not _NOTHING:
-                    frame[1].append(value)
-                    frame[2] -= 1
-                    if frame[2]:
-                        break
-                else:
-                    break
-                stack.pop()
-                value = _finish(frame[0], frame[1])
-            else:
-                if value is not _NOTHING:
-                    return value
+def _simple(line: bytes) -> bytes:
+    """Check a simple string or error: it may hold no CR or LF (hiredis agrees)."""
+    if 13 in line or 10 in line:
+        raise _invalid("simple string", line)
+    return line
+
+
+def _scalar(tag: int, line: bytes) -> Any:
+    """Return the value of a one-line reply (every type but bulks and aggregates)."""
+    if tag == 43:  # + simple string
+        return _simple(line).decode("utf-8", "replace")
+    if tag == 58:  # : integer
+        return _parse_integer(line)
+    if tag == 45:  # - error
+        return ReplyError(_simple(line).decode("utf-8", "replace"))
+    if tag == 95:  # _ null
+        if line:
+            raise ProtocolError("null with a payload")
+        return None
+    if tag == 44:  # , double
+        return _parse_double(line)
+    if tag == 35:  # # boolean
+        if line == b"t":
+            return True
+        if line == b"f":
+            return False
+        raise _invalid("boolean", line)
+    if tag == 40:  # ( big number
+        return _parse_bignum(line)
+    raise ProtocolError(f"unknown reply type byte {bytes([tag])!r}")
+
+
+def _verbatim(raw: bytes) -> bytes:
+    if len(raw) < 4 or raw[3] != 58:  # b":" after the three-letter format
+        raise ProtocolError("verbatim string without a format prefix")
+    return raw[4:]
 
 
 def _finish(kind: int, items: list[Any]) -> Any:
@@ -474,8 +366,959 @@ def _finish(kind: int, items: list[Any]) -> Any:
     return _NOTHING  # an attribute: dropped
 
 
+class RespParser:
+    """An incremental RESP2/RESP3 reply parser in pure Python.
+
+    It keeps partly built aggregates on an explicit stack and remembers how far
+    it searched for a line end, so input that trickles in one byte at a time is
+    parsed in linear time, and nesting costs no Python recursion.
+
+    Args:
+        limits: Safety bounds; see :class:`Limits`.
+    """
+
+    __slots__ = (
+        "_base",
+        "_broken",
+        "_buf",
+        "_bulk_kind",
+        "_bulk_len",
+        "_chunks",
+        "_chunks_len",
+        "_idle",
+        "_limits",
+        "_max_agg",
+        "_max_bulk",
+        "_max_line",
+        "_pos",
+        "_reply_origin",
+        "_search",
+        "_stack",
+    )
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        # Lengths beyond int64 are corrupt whatever the limits say (hiredis agrees).
+        self._max_bulk = min(limits.max_bulk_length, _INT64_MAX)
+        self._max_agg = min(limits.max_aggregate_length, _INT64_MAX)
+        self._max_line = limits.max_line_length
+        # An immutable buffer: slicing a bulk payload out of it gives the bytes
+        # value directly, and a received chunk becomes the buffer without a copy
+        # when everything before it was consumed (the common case).
+        self._buf = b""
+        self._pos = 0  # start of the unparsed bytes in _buf
+        self._search = 0  # where the search for the next CRLF resumes; always >= _pos
+        self._base = 0  # stream offset of _buf[0]
+        # Bytes received that cannot complete anything yet, kept aside until they
+        # can: appending each to _buf would copy it whole every time, which is
+        # quadratic when a large reply trickles in.
+        self._chunks: list[bytes] = []
+        self._chunks_len = 0
+        self._reply_origin = 0  # stream offset where the current reply began
+        self._stack: list[list[Any]] = []  # [kind, items, remaining]
+        self._bulk_len = -1  # >= 0 while waiting for a bulk payload
+        self._bulk_kind = _BULK
+        self._broken: ProtocolError | None = None
+        self._idle = True  # between two replies and not broken: the fast path applies
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the server."""
+        if self._broken is not None or not data:
+            return  # once broken, the connection is being dropped: hoard nothing
+        if type(data) is not bytes:
+            data = bytes(data)
+        buf = self._buf
+        pos = self._pos
+        chunks = self._chunks
+        if not chunks and pos >= len(buf):
+            self._base += len(buf)
+            self._buf = data
+            self._pos = self._search = 0
+            return
+        # Every element ends with a CRLF, so nothing can complete until one
+        # arrives; a pending bulk payload, which may hold CRLFs, needs all its bytes.
+        if self._bulk_len >= 0:
+            useful = self._chunks_len + len(data) >= pos + self._bulk_len + 2 - len(buf)
+        else:
+            useful = b"\r\n" in data or (
+                data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
+            )
+        chunks.append(data)
+        if useful:
+            chunks.insert(0, buf[pos:])
+            self._buf = b"".join(chunks)
+            self._base += pos
+            self._search -= pos
+            self._pos = 0
+            chunks.clear()
+            self._chunks_len = 0
+        else:
+            self._chunks_len += len(data)
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet consumed by a whole reply."""
+        if not self._stack and self._bulk_len < 0:
+            return len(self._buf) - self._pos + self._chunks_len  # between replies
+        return self._base + len(self._buf) + self._chunks_len - self._reply_origin
+
+    def _fail(self, message: str) -> ProtocolError:
+        self._broken = ProtocolError(message)
+        return self._broken
+
+    def next_reply(self) -> Any:
+        """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
+
+        Raises:
+            ProtocolError: The bytes are not valid RESP or exceed a limit. The
+                parser stays broken afterwards.
+        """
+        if self._idle:
+            # Fast path: a top-level simple string, integer or bulk string whose
+            # bytes are all buffered (most replies). Anything else, including every
+            # error, falls through to the general loop, which re-reads the line.
+            buf = self._buf
+            pos = self._pos
+            idx = buf.find(b"\r\n", self._search)
+            if pos < idx <= pos + self._max_line:
+                tag = buf[pos]
+                if tag == 36:  # $
+                    n = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
+                    if n is not None and n <= self._max_bulk:
+                        end = idx + 2 + n
+                        if end + 2 <= len(buf) and buf[end] == 13 and buf[end + 1] == 10:
+                            self._pos = self._search = end + 2
+                            return buf[idx + 2 : end]
+                elif tag == 43:  # +
+                    line = buf[pos + 1 : idx]
+                    if 13 not in line and 10 not in line:
+                        self._pos = self._search = idx + 2
+                        return line.decode("utf-8", "replace")
+                elif tag == 58 and idx - pos <= _MAX_DIGITS + 1:  # :
+                    line = buf[pos + 1 : idx]
+                    if line.isdigit() and (line[0] != 48 or idx == pos + 2):
+                        value = int(line)
+                        if value <= _INT64_MAX:
+                            self._pos = self._search = idx + 2
+                            return value
+        elif self._broken is not None:
+            raise self._broken
+        try:
+            reply = self._next()
+        except ProtocolError as exc:
+            self._broken = exc
+            self._idle = False
+            raise
+        except (ValueError, IndexError, OverflowError, UnicodeError, MemoryError) as exc:
+            # Defence in depth: nothing but ProtocolError may leave the parser.
+            self._idle = False
+            raise self._fail(f"malformed reply: {exc}") from exc
+        self._idle = not self._stack and self._bulk_len < 0
+        return reply
+
+    def _need_data(self) -> _NeedData:
+        limits = self._limits
+        held = self._base + len(self._buf) + self._chunks_len - self._reply_origin
+        if held > limits.max_incomplete_bytes:
+            raise self._fail(f"incomplete reply larger than {limits.max_incomplete_bytes} bytes")
+        return NEED_DATA
+
+    def _next(self) -> Any:
+        """The general loop: every type, nesting, partial input and every error."""
+        buf = self._buf
+        n = len(buf)
+        find = buf.find
+        small = _SMALL_LENGTHS.get
+        stack = self._stack
+        max_line = self._max_line
+        max_bulk = self._max_bulk
+        pos = self._pos
+        value: Any = _NOTHING  # _NOTHING: no element complete yet
+        if self._bulk_len >= 0:
+            # Resume a bulk payload whose header arrived before its bytes.
+            end = pos + self._bulk_len
+            if n < end + 2:
+                return self._need_data()
+            if buf[end] != 13 or buf[end + 1] != 10:
+                raise ProtocolError("bulk string not terminated by CRLF")
+            raw = buf[pos:end]
+            pos = self._pos = self._search = end + 2
+            self._bulk_len = -1
+            kind = self._bulk_kind
+            if kind == _BULK:
+                value = raw
+            elif kind == _VERBATIM:
+                value = _verbatim(raw)
+            else:
+                value = ReplyError(raw.decode("utf-8", "replace"))
+        search = self._search
+        while True:
+            if value is _NOTHING and stack and pos < n and buf[pos] == 36:
+                # Shortcut for a run of bulk strings inside an aggregate (MGET,
+                # LRANGE, HGETALL...), each wholly buffered. Anything unusual
+                # (an error included) stops the run and is left to the code below.
+                frame = stack[-1]
+                items = frame[1]
+                append = items.append
+                left = frame[2]
+                while True:
+                    # A bulk header is at most 22 bytes: the search stays O(1).
+                    idx = find(b"\r\n", pos + 1, pos + 22)
+                    if idx < 0:
+                        break
+                    length = small(buf[pos + 1 : idx])
+                    if length is None:
+                        break  # a large or invalid length: the code below decides
+                    start = idx + 2
+                    end = start + length
+                    if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
+                        break
+                    append(buf[start:end])
+                    pos = search = end + 2
+                    left -= 1
+                    if not left or pos >= n or buf[pos] != 36:
+                        break
+                frame[2] = left
+                if not left:
+                    stack.pop()
+                    value = items if frame[0] == _ARRAY else _finish(frame[0], items)
+            if value is _NOTHING:
+                if not stack:
+                    self._reply_origin = self._base + pos
+                idx = find(b"\r\n", search)
+                if idx < 0:
+                    if n - pos + self._chunks_len > max_line:
+                        raise ProtocolError(f"line longer than {max_line} bytes without CRLF")
+                    # Resume the search at the last byte: it may be the CR of a CRLF.
+                    self._pos = pos
+                    self._search = n - 1 if n > pos else pos
+                    return self._need_data()
+                if idx - pos > max_line:
+                    raise ProtocolError(f"line longer than {max_line} bytes")
+                if idx == pos:
+                    raise ProtocolError("empty line where a reply type was expected")
+                tag = buf[pos]
+                line = buf[pos + 1 : idx]
+                pos = search = idx + 2
+                if tag == 36 or tag == 61 or tag == 33:  # $ bulk, = verbatim, ! blob error
+                    length = small(line)
+                    if length is None:
+                        length = _parse_length(line, "bulk length")
+                    if length > max_bulk:
+                        raise ProtocolError(f"bulk length {length} exceeds the limit of {max_bulk}")
+                    if length < 0:
+                        if tag != 36:
+                            raise ProtocolError(f"negative length for {bytes([tag])!r}")
+                        value = None
+                    else:
+                        end = pos + length
+                        if n < end + 2:
+                            self._pos = self._search = pos
+                            self._bulk_len = length
+                            self._bulk_kind = (
+                                _BULK if tag == 36 else _VERBATIM if tag == 61 else _BLOB_ERROR
+                            )
+                            return self._need_data()
+                        if buf[end] != 13 or buf[end + 1] != 10:
+                            raise ProtocolError("bulk string not terminated by CRLF")
+                        raw = buf[pos:end]
+                        pos = search = end + 2
+                        if tag == 36:
+                            value = raw
+                        elif tag == 61:
+                            value = _verbatim(raw)
+                        else:
+                            value = ReplyError(raw.decode("utf-8", "replace"))
+                elif tag == 58:  # : integer
+                    value = _parse_integer(line)
+                elif tag in _AGG_KINDS:
+                    kind = _AGG_KINDS[tag]
+                    length = small(line)
+                    if length is None:
+                        length = _parse_length(line, "aggregate length")
+                    if length < 0:
+                        if kind != _ARRAY:
+                            raise ProtocolError(f"negative length for {bytes([tag])!r}")
+                        value = None
+                    elif length > self._max_agg:
+                        raise ProtocolError(
+                            f"aggregate length {length} exceeds the limit of {self._max_agg}"
+                        )
+                    elif length == 0:
+                        value = _finish(kind, [])
+                    else:
+                        if len(stack) >= self._limits.max_depth:
+                            raise ProtocolError(
+                                f"replies nested deeper than {self._limits.max_depth}"
+                            )
+                        stack.append([kind, [], 2 * length if kind in (_MAP, _ATTR) else length])
+                        continue
+                else:
+                    value = _scalar(tag, line)
+            # A value is complete: hand it to the aggregate being built, if any.
+            while stack:
+                if value is _NOTHING:
+                    break  # an attribute inside an aggregate is not one of its items
+                frame = stack[-1]
+                frame[1].append(value)
+                frame[2] -= 1
+                if frame[2]:
+                    break
+                stack.pop()
+                value = frame[1] if frame[0] == _ARRAY else _finish(frame[0], frame[1])
+            else:
+                if value is not _NOTHING:
+                    self._pos = self._search = pos
+                    return value
+            value = _NOTHING
+
+
+# --------------------------------------------------------------------------- hiredis
+
+# What the framing guard must do to a hiredis value, at a path of child indices
+# (a map that holds a fix-up is fed to hiredis as a flat array, so every step of
+# a path indexes a list).
+_FIX_STR, _FIX_VALUE, _FIX_SET, _FIX_PUSH, _FIX_MAP = range(5)
+_HIREDIS_REPLY: Final = object()  # queued: the next hiredis reply, used as is
+
+
+class _Fixups(list[tuple[tuple[int, ...], int, Any]]):
+    """Queued for a hiredis reply that needs fix-ups, in post-order (children first)."""
+
+    __slots__ = ()
+
+
+def _apply_fixups(root: Any, fixups: _Fixups) -> Any:
+    """Apply the guard's fix-ups to the reply hiredis built; return the result.
+
+    Children come before their parents, so every node a path goes through is
+    still the list hiredis made (a map among them was fed as an array).
+    """
+    for path, op, arg in fixups:
+        parent: Any = None
+        node = root
+        for index in path:
+            parent = node
+            node = node[index]
+        if op == _FIX_STR:
+            node = node.decode("utf-8", "replace")
+        elif op == _FIX_VALUE:
+            node = arg
+        elif op == _FIX_SET:
+            node = _finish(_SET, node)
+        elif op == _FIX_PUSH:
+            node = Push(node)
+        else:
+            node = _finish(_MAP, node)
+        if parent is None:
+            root = node
+        else:
+            parent[path[-1]] = node
+    return root
+
+
+_LINE_TAGS: Final = frozenset(b"+-:,#_(")
+_AGG_TAGS: Final = frozenset(b"*%~>|")
+_NULL_PLACEHOLDER: Final = b"_\r\n"  # stands in for a blob error, which hiredis rejects
+_FAST_TAGS: Final = frozenset(b"$+:")  # top-level replies next_reply's fast path takes
+
+
 class HiredisParser:
-    """Placeholder replaced below when hiredis is importable."""
+    """A reply parser built on ``hiredis.Reader``, with results identical to :class:`RespParser`.
+
+    hiredis alone is unsafe and maps some types differently, so a light framing
+    guard written in Python reads every header before hiredis sees it:
+
+    * it enforces the :class:`Limits` exactly as :class:`RespParser` does. hiredis
+      only parses when asked for a reply, and it is asked only for whole replies
+      the guard has checked, so it never meets a dangerous header (it would
+      preallocate a list from ``*4294967295`` alone, 32 GiB, and nests without
+      bound);
+    * it skips bulk payloads in O(1) and resumes where it stopped, so input
+      trickling in byte by byte is scanned in linear time;
+    * it returns top-level scalars (``+OK``, integers, bulk strings...) itself:
+      for them hiredis would only add a call;
+    * it checks every line as RespParser does, so a malformed reply fails as
+      soon as its bad line arrives, not once (if ever) it is whole; hiredis is
+      moreover laxer about doubles, booleans and big numbers;
+    * it strips attributes, replaces blob errors (unknown to hiredis) with a null
+      placeholder, and records the fix-ups a reply needs (a simple string hiredis
+      returns as bytes, a big number, a set or push it returns as a list, a map
+      holding any of those or an unhashable key, which it receives as a flat
+      array), applied once hiredis built the reply; a reply needing none is
+      returned as hiredis built it.
+
+    The guard costs a good part of what parsing in Python costs, so this parser
+    gains most on large aggregates of bulk strings, and loses on replies full of
+    fix-ups (an array of many simple strings).
+
+    Args:
+        limits: Safety bounds; see :class:`Limits`.
+
+    Raises:
+        ConfigurationError: hiredis is not installed.
+    """
+
+    __slots__ = (
+        "_attr",
+        "_base",
+        "_broken",
+        "_buf",
+        "_bulk_end",
+        "_bulk_start",
+        "_bulk_tag",
+        "_chunks",
+        "_chunks_len",
+        "_feed_from",
+        "_fix",
+        "_frames",
+        "_idle",
+        "_limits",
+        "_max_agg",
+        "_max_bulk",
+        "_max_depth",
+        "_max_incomplete",
+        "_max_line",
+        "_origin",
+        "_out",
+        "_pos",
+        "_reader",
+        "_ready",
+        "_rem",
+        "_search",
+        "_unset",
+    )
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        if _hiredis is None:
+            raise ConfigurationError(
+                "hiredis is not installed: pip install 'trio-redisha[hiredis]', "
+                "or use the pure-Python parser"
+            )
+        self._limits = limits
+        self._max_bulk = min(limits.max_bulk_length, _INT64_MAX)
+        self._max_agg = min(limits.max_aggregate_length, _INT64_MAX)
+        self._max_line = limits.max_line_length
+        self._max_depth = limits.max_depth
+        self._max_incomplete = limits.max_incomplete_bytes
+        # A sentinel of our own: hiredis returns False both for "no reply yet" and
+        # for a RESP3 false, and the guard already knows a reply is there.
+        self._unset = object()
+        self._reader: Any = _hiredis.Reader(replyError=ReplyError, notEnoughData=self._unset)
+        # The buffer works as RespParser's does: immutable, replaced by the next
+        # chunk when all of it was used, bytes that cannot complete anything kept
+        # aside in _chunks. Positions are relative to _buf, but _base and _origin.
+        self._buf = b""
+        self._base = 0  # stream offset of _buf[0]
+        self._chunks: list[bytes] = []
+        self._chunks_len = 0
+        self._pos = 0  # where the guard resumes scanning
+        self._search = 0  # where the search for the next CRLF resumes; always >= _pos
+        self._origin = 0  # stream offset where the current reply began
+        # Bytes before _feed_from were fed to hiredis, queued in _out, or skipped.
+        self._feed_from = 0
+        # The current reply's bytes for hiredis, once it needs splicing (a map
+        # header may still be rewritten) or spans several chunks.
+        self._out: list[bytes] = []
+        self._rem: list[int] = []  # elements still expected by each open aggregate
+        # Per open aggregate: [tag, total elements, index in _out of a map's header,
+        # flagged], flagged meaning a fix-up lies inside (a map then goes to hiredis
+        # as an array: its children can be fixed in place, unhashable keys too).
+        self._frames: list[list[Any]] = []
+        self._attr = 0  # how many of the open aggregates are attributes
+        self._bulk_end = -1  # >= 0: end of a bulk payload not fully received yet
+        self._bulk_start = 0  # start of that bulk's header
+        self._bulk_tag = 0
+        self._fix: _Fixups | None = None  # fix-ups of the reply being scanned
+        # Whole replies scanned but not returned yet: a top-level scalar's value,
+        # _HIREDIS_REPLY, or the _Fixups of the next hiredis reply.
+        self._ready: deque[Any] = deque()
+        self._broken: ProtocolError | None = None
+        # Between two replies with nothing pending (and not broken): a top-level
+        # scalar can then be returned at once, as RespParser's fast path does.
+        # While idle, _feed_from and _origin are stale: they equal _pos.
+        self._idle = True
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the server."""
+        if self._broken is not None or not data:
+            return  # once broken, the connection is being dropped: hoard nothing
+        if type(data) is not bytes:
+            data = bytes(data)
+        buf = self._buf
+        pos = self._pos
+        chunks = self._chunks
+        bulk = self._bulk_end >= 0
+        if not chunks and not bulk and pos >= len(buf) and (self._idle or self._feed_from >= pos):
+            self._base += len(buf)
+            self._buf = data
+            self._pos = self._search = self._feed_from = 0
+            return
+        if bulk:
+            useful = self._chunks_len + len(data) >= self._bulk_end + 2 - len(buf)
+        else:
+            useful = b"\r\n" in data or (
+                data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
+            )
+        chunks.append(data)
+        if not useful:
+            self._chunks_len += len(data)
+            return
+        # Keep only the element being scanned; what precedes it goes to _out
+        # (or nowhere, inside an attribute), each byte once.
+        cut = self._bulk_start if bulk else pos
+        if not self._idle and self._feed_from < cut and not self._attr:
+            self._emit(self._feed_from, cut, self._origin)
+        chunks.insert(0, buf[cut:])
+        self._buf = b"".join(chunks)
+        chunks.clear()
+        self._chunks_len = 0
+        self._base += cut
+        self._pos = pos - cut
+        self._search -= cut
+        self._feed_from = 0
+        if bulk:
+            self._bulk_end -= cut
+            self._bulk_start = 0
+
+    def next_reply(self) -> Any:
+        """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
+
+        Raises:
+            ProtocolError: The bytes are not valid RESP or exceed a limit. The
+                parser stays broken afterwards.
+        """
+        ready = self._ready
+        if not ready:
+            if self._idle:
+                # Fast path: a top-level simple string, integer or bulk string whose
+                # bytes are all buffered. Anything else goes to the guard's scan.
+                buf = self._buf
+                pos = self._pos
+                idx = buf.find(b"\r\n", self._search)
+                if pos < idx <= pos + self._max_line:
+                    tag = buf[pos]
+                    if tag == 36:  # $
+                        length = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
+                        if length is not None and length <= self._max_bulk:
+                            end = idx + 2 + length
+                            if end + 2 <= len(buf) and buf[end] == 13 and buf[end + 1] == 10:
+                                self._pos = self._search = end + 2
+                                return buf[idx + 2 : end]
+                    elif tag == 43:  # +
+                        line = buf[pos + 1 : idx]
+                        if 13 not in line and 10 not in line:
+                            self._pos = self._search = idx + 2
+                            return line.decode("utf-8", "replace")
+                    elif tag == 58 and idx - pos <= _MAX_DIGITS + 1:  # :
+                        line = buf[pos + 1 : idx]
+                        if line.isdigit() and (line[0] != 48 or idx == pos + 2):
+                            value = int(line)
+                            if value <= _INT64_MAX:
+                                self._pos = self._search = idx + 2
+                                return value
+            elif self._broken is not None:
+                raise self._broken
+            self._scan()
+            if not ready:
+                if self._broken is not None:
+                    raise self._broken
+                return NEED_DATA
+        item = ready.popleft()
+        if item is not _HIREDIS_REPLY and type(item) is not _Fixups:
+            return item  # a top-level scalar
+        try:
+            value = self._reader.gets()
+        except Exception as exc:
+            # hiredis.ProtocolError (an integer it rejects...), or anything else:
+            # only ProtocolError may leave a parser.
+            raise self._fail_now(f"malformed reply: {exc}") from exc
+        if value is self._unset:  # the guard and hiredis disagree on framing
+            raise self._fail_now("hiredis found no reply where one was framed")
+        if type(item) is _Fixups:
+            return _apply_fixups(value, item)
+        return value
+
+    def _fail_now(self, message: str) -> ProtocolError:
+        """Break the parser for good, dropping every reply still queued."""
+        self._idle = False
+        self._ready.clear()
+        self._broken = ProtocolError(message)
+        self._buf = b""
+        self._chunks.clear()
+        self._out.clear()
+        return self._broken
+
+    def _scan(self) -> None:
+        """Scan the new bytes; queue each whole reply and feed hiredis its bytes."""
+        if self._idle:
+            self._feed_from = self._pos
+            self._origin = self._base + self._pos
+        buf = self._buf
+        n = len(buf)
+        base = self._base
+        pos = self._pos
+        search = self._search
+        origin = self._origin
+        feed_from = self._feed_from
+        out = self._out
+        rem = self._rem
+        frames = self._frames
+        ready = self._ready
+        feed = self._reader.feed
+        find = buf.find
+        small = _SMALL_LENGTHS.get
+        max_line = self._max_line
+        max_bulk = self._max_bulk
+        max_agg = self._max_agg
+        bulk_end = self._bulk_end
+        attr = self._attr
+        hi_end = -1  # end of the last whole reply for hiredis not fed yet
+        starved = True  # the scan stopped for want of bytes (not to leave a scalar)
+        value: Any
+        try:
+            while True:
+                special = False  # a nested element hiredis cannot take as it is
+                if bulk_end >= 0:
+                    # A bulk payload announced earlier: is it all here now?
+                    if n < bulk_end + 2:
+                        break
+                    if buf[bulk_end] != 13 or buf[bulk_end + 1] != 10:
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    tag = self._bulk_tag
+                    start = self._bulk_start
+                    body = pos  # the payload starts where the header ended
+                    pos = search = bulk_end + 2
+                    bulk_end = -1
+                    special = tag != 36
+                else:
+                    tag = -1
+                    if rem and pos < n and buf[pos] == 36:
+                        # Shortcut for a run of bulk strings inside an aggregate
+                        # (MGET, LRANGE, HGETALL...), each wholly buffered: check and
+                        # skip them. Anything unusual is left to the code below.
+                        left = rem[-1]
+                        start = body = pos
+                        while True:
+                            # A bulk header is at most 22 bytes: the search is O(1).
+                            idx = find(b"\r\n", pos + 1, pos + 22)
+                            if idx < 0:
+                                break
+                            length = small(buf[pos + 1 : idx])
+                            if length is None:
+                                break
+                            end = idx + 2 + length
+                            if (
+                                end + 2 > n
+                                or length > max_bulk
+                                or buf[end] != 13
+                                or buf[end + 1] != 10
+                            ):
+                                break
+                            pos = end + 2
+                            left -= 1
+                            if not left or pos >= n or buf[pos] != 36:
+                                break
+                        if pos != start:
+                            search = pos
+                            if left:
+                                rem[-1] = left
+                                continue
+                            # The run ended its aggregate: let the code below count
+                            # its last element, which closes the aggregate.
+                            rem[-1] = 1
+                            tag = 36
+                    if tag < 0:
+                        idx = find(b"\r\n", search)
+                        if idx < 0:
+                            if n - pos + self._chunks_len > max_line:
+                                raise ProtocolError(
+                                    f"line longer than {max_line} bytes without CRLF"
+                                )
+                            # Resume at the last byte: it may be the CR of a CRLF.
+                            search = n - 1 if n > pos else pos
+                            break
+                        if idx - pos > max_line:
+                            raise ProtocolError(f"line longer than {max_line} bytes")
+                        if idx == pos:
+                            raise ProtocolError("empty line where a reply type was expected")
+                        start = pos
+                        tag = buf[pos]
+                        body = pos + 1
+                        if tag == 36 or tag == 61 or tag == 33:  # $ bulk, = verbatim, ! blob
+                            line = buf[body:idx]
+                            length = small(line)
+                            if length is None:
+                                length = _parse_length(line, "bulk length")
+                            if length >= 0:
+                                if length > max_bulk:
+                                    raise ProtocolError(
+                                        f"bulk length {length} exceeds the limit of {max_bulk}"
+                                    )
+                                body = idx + 2
+                                end = body + length
+                                if n < end + 2:
+                                    # Skip the payload without waiting on it byte by byte.
+                                    bulk_end = end
+                                    self._bulk_tag = tag
+                                    self._bulk_start = start
+                                    pos = search = body
+                                    break
+                                if buf[end] != 13 or buf[end + 1] != 10:
+                                    raise ProtocolError("bulk string not terminated by CRLF")
+                                pos = search = end + 2
+                                special = tag != 36
+                            elif tag == 36:
+                                body = -1  # a null bulk string
+                                pos = search = idx + 2
+                            else:
+                                raise ProtocolError(f"negative length for {bytes([tag])!r}")
+                        elif tag in _LINE_TAGS:
+                            pos = search = idx + 2
+                            if tag == 58:
+                                # hiredis checks integers the same way, but only once
+                                # the reply is whole: RespParser fails at once.
+                                line = buf[body:idx]
+                                if not (
+                                    line.isdigit()
+                                    and idx - body < _MAX_DIGITS
+                                    and (line[0] != 48 or idx == body + 1)
+                                ):
+                                    _parse_integer(line)  # negative, long, or invalid
+                            else:
+                                special = True
+                        elif tag in _AGG_TAGS:
+                            count = small(buf[body:idx])
+                            if count is None:
+                                count = _parse_length(buf[body:idx], "aggregate length")
+                            if count > max_agg:
+                                raise ProtocolError(
+                                    f"aggregate length {count} exceeds the limit of {max_agg}"
+                                )
+                            if count < 0 and tag != 42:
+                                raise ProtocolError(f"negative length for {bytes([tag])!r}")
+                            pos = search = idx + 2
+                            if rem and not attr and tag != 124 and count >= 0:
+                                # An aggregate as a map key: hiredis would hash it.
+                                parent = frames[-1]
+                                if parent[0] == 37 and not (parent[1] - rem[-1]) & 1:
+                                    self._flag_frames()
+                            if count > 0:
+                                if len(rem) >= self._max_depth:
+                                    raise ProtocolError(
+                                        f"replies nested deeper than {self._max_depth}"
+                                    )
+                                header = -1
+                                if tag == 124:  # an attribute: none of it reaches hiredis
+                                    if not attr:
+                                        self._emit(feed_from, start, origin)
+                                        feed_from = pos
+                                    attr += 1
+                                    self._attr = attr
+                                elif tag == 37 and not attr:
+                                    # Its header gets a piece of its own in _out, to be
+                                    # rewritten as an array's if a fix-up turns up inside.
+                                    self._emit(feed_from, start, origin)
+                                    header = len(out)
+                                    out.append(buf[start:pos])
+                                    feed_from = pos
+                                total = 2 * count if tag == 37 or tag == 124 else count
+                                rem.append(total)
+                                frames.append([tag, total, header, False])
+                                continue
+                            if tag == 124:
+                                # An empty attribute: no element at all.
+                                if not attr:
+                                    self._emit(feed_from, start, origin)
+                                    feed_from = pos
+                                if not rem:
+                                    origin = base + pos
+                                continue
+                            special = True
+                        else:
+                            raise ProtocolError(f"unknown reply type byte {bytes([tag])!r}")
+
+                # ---- one element is complete: [start, pos)
+                if not rem:
+                    # A top-level scalar: its value, computed as RespParser does.
+                    if tag == 36:
+                        value = buf[body : pos - 2] if body >= 0 else None
+                    elif tag == 43:
+                        value = _simple(buf[body : pos - 2]).decode("utf-8", "replace")
+                    elif tag == 58 and pos - body <= _MAX_DIGITS + 2 and buf[body] != 48:
+                        line = buf[body : pos - 2]
+                        value = int(line) if line.isdigit() else _parse_integer(line)
+                        if value > _INT64_MAX:
+                            raise _invalid("integer", line)
+                    else:
+                        value = self._top_scalar(tag, body, pos)
+                    if start > feed_from:
+                        feed(buf, feed_from, start - feed_from)
+                    feed_from = pos
+                    origin = base + pos
+                    ready.append(value)
+                    if pos < n and buf[pos] in _FAST_TAGS:
+                        starved = False  # leave it to the fast path
+                        break
+                    continue
+                if special or attr:
+                    self._nested(tag, body, pos)
+                    if tag == 33 and not attr:
+                        # A blob error: hiredis gets a null in its place.
+                        self._emit(feed_from, start, origin)
+                        out.append(_NULL_PLACEHOLDER)
+                        feed_from = pos
+                # Count it in its aggregate, closing every aggregate it completes.
+                while True:
+                    left = rem[-1] - 1
+                    if left:
+                        rem[-1] = left
+                        break
+                    rem.pop()
+                    frame = frames.pop()
+                    kind = frame[0]
+                    if kind == 124:  # an attribute: dropped, and not an element
+                        attr -= 1
+                        self._attr = attr
+                        if not attr:
+                            feed_from = pos
+                            if not rem:
+                                origin = base + pos
+                        break
+                    if kind != 42 and not attr:
+                        if kind == 37:
+                            if frame[3]:
+                                out[frame[2]] = b"*%d\r\n" % frame[1]
+                                self._add_fixup(_FIX_MAP, None)
+                        elif kind == 126:
+                            self._add_fixup(_FIX_SET, None)
+                        else:
+                            self._add_fixup(_FIX_PUSH, None)
+                    if not rem:
+                        # A whole top-level aggregate, for hiredis to build.
+                        fix = self._fix
+                        if fix is None:
+                            ready.append(_HIREDIS_REPLY)
+                        else:
+                            ready.append(fix)
+                            self._fix = None
+                        if out:
+                            if pos > feed_from:
+                                out.append(buf[feed_from:pos])
+                            for piece in out:
+                                feed(piece)
+                            out.clear()
+                            feed_from = pos
+                        hi_end = pos
+                        origin = base + pos
+                        if pos < n and buf[pos] in _FAST_TAGS:
+                            starved = False  # leave the scalar to the fast path
+                        break
+                if not starved:
+                    break
+            # Out of bytes in the middle of a reply (or between two).
+            if starved and base + n + self._chunks_len - origin > self._max_incomplete:
+                raise ProtocolError(f"incomplete reply larger than {self._max_incomplete} bytes")
+        except ProtocolError as exc:
+            self._broken = exc
+        except (ValueError, IndexError, OverflowError, UnicodeError, MemoryError) as exc:
+            self._broken = ProtocolError(f"malformed reply: {exc}")
+        if hi_end > feed_from:
+            feed(buf, feed_from, hi_end - feed_from)
+            feed_from = hi_end
+        if self._broken is not None:
+            self._idle = False
+            self._buf = b""
+            self._chunks.clear()
+            self._out.clear()
+            return
+        self._idle = not rem and bulk_end < 0 and feed_from == pos
+        self._pos = pos
+        self._search = search
+        self._origin = origin
+        self._feed_from = feed_from
+        self._bulk_end = bulk_end
+
+    def _emit(self, feed_from: int, end: int, origin: int) -> None:
+        """Pass on the bytes from ``feed_from`` to ``end``, before a splice.
+
+        Whole replies among them go to hiredis at once (it may be asked for them
+        before the current reply is complete); the current reply's own bytes are
+        queued in _out, which is fed when the reply is complete.
+        """
+        first = origin - self._base  # where the current reply starts in _buf
+        if feed_from < first:
+            self._reader.feed(self._buf, feed_from, first - feed_from)
+            feed_from = first
+        if end > feed_from:
+            self._out.append(self._buf[feed_from:end])
+
+    def _top_scalar(self, tag: int, body: int, end: int) -> Any:
+        """The value of a top-level reply other than a bulk or simple string."""
+        buf = self._buf
+        if tag == 61:
+            return _verbatim(buf[body : end - 2])
+        if tag == 33:
+            return ReplyError(buf[body : end - 2].decode("utf-8", "replace"))
+        if tag in _AGG_TAGS:  # an empty or null aggregate
+            if buf[body] == 45:  # b"-": "*-1", the null array
+                return None
+            return _finish(_AGG_KINDS[tag], [])
+        return _scalar(tag, buf[body : end - 2])
+
+    def _nested(self, tag: int, body: int, end: int) -> None:
+        """Check a nested element as RespParser would, and record its fix-up if any."""
+        if tag == 36:
+            return  # a bulk string inside an attribute: its framing was checked
+        buf = self._buf
+        if tag in _AGG_TAGS:  # an empty or null aggregate
+            if not self._attr and buf[body] != 45:
+                if tag == 126:
+                    self._add_fixup(_FIX_SET, None)
+                elif tag == 62:
+                    self._add_fixup(_FIX_PUSH, None)
+            return
+        raw = buf[body : end - 2]
+        if tag == 43 or tag == 45:
+            # hiredis would check these too, but only once the reply is whole.
+            _simple(raw)
+            if tag == 43 and not self._attr:
+                self._add_fixup(_FIX_STR, None)
+        elif tag == 40:
+            number = _parse_bignum(raw)
+            if not self._attr:
+                self._add_fixup(_FIX_VALUE, number)
+        elif tag == 33:
+            if not self._attr:
+                self._add_fixup(_FIX_VALUE, ReplyError(raw.decode("utf-8", "replace")))
+        elif tag == 61:
+            _verbatim(raw)
+        else:
+            # Doubles, booleans and nulls, which hiredis accepts too readily, and
+            # anything inside an attribute, which hiredis never sees.
+            _scalar(tag, raw)
+
+    def _add_fixup(self, op: int, arg: Any) -> None:
+        """Record a fix-up for the node the guard is at (child of the open frames)."""
+        frames = self._frames
+        path = tuple([frame[1] - left for frame, left in zip(frames, self._rem, strict=True)])
+        fix = self._fix
+        if fix is None:
+            fix = self._fix = _Fixups()
+        fix.append((path, op, arg))
+        self._flag_frames()
+
+    def _flag_frames(self) -> None:
+        """Flag every open aggregate: some fix-up lies inside (or a map has an
+        aggregate for a key), so the maps among them must reach hiredis as arrays.
+
+        Flags are set from the innermost frame outwards, so the first flagged
+        frame met has all its ancestors flagged already.
+        """
+        for frame in reversed(self._frames):
+            if frame[3]:
+                break
+            frame[3] = True
 
 
 def make_parser(limits: Limits = DEFAULT_LIMITS, *, use_hiredis: bool | None = None) -> Parser:
@@ -485,5 +1328,10 @@ def make_parser(limits: Limits = DEFAULT_LIMITS, *, use_hiredis: bool | None = N
         limits: Safety bounds, enforced by either parser.
         use_hiredis: ``True`` to require hiredis, ``False`` to use the pure-Python
             parser, ``None`` (the default) to use hiredis when it is installed.
+
+    Raises:
+        ConfigurationError: ``use_hiredis=True`` but hiredis is not installed.
     """
-    return RespParser(limits)
+    if use_hiredis is False or (use_hiredis is None and _hiredis is None):
+        return RespParser(limits)
+    return HiredisParser(limits)
