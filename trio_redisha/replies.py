@@ -90,8 +90,8 @@ class Replies(list[Any]):
             )
         return self
 
-    def __repr__(self) -> str:
-        return f"Replies({list.__repr__(self)})"
+    # repr is the plain list's, so that printing a result reads as in the seed
+    # gem's examples: ['PONG', 'PONG', 'PONG'].
 
 
 # ReplyError is part of what a Replies may hold; re-exported here for the type checker.
