@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -31,6 +31,7 @@ from ..replies import Replies
 from ._scripts import FOREIGN_CODE, PURGE
 from ._state import Mergeable, merge_all
 from ._storage import CRDTType, Fields, check_marker, hash_fields
+from .codecs import Codec
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -422,3 +423,43 @@ class CRDTBase(Generic[S]):
             if is_foreign_reply(r):
                 raise foreign_error(self._key, r)
         replies.check_quorum(self.write_quorum)
+
+
+class CodecCRDT(CRDTBase[S]):
+    """Base of the types that store encoded values: :class:`HashMap` and :class:`Set`.
+
+    Takes the arguments of :class:`CRDTBase` plus ``codec``: how values are
+    turned into stored bytes and back (never pickle). ``None`` selects the
+    type's default codec.
+    """
+
+    _default_codec: ClassVar[Callable[[], Codec]]
+    __slots__ = ("_codec",)
+
+    def __init__(
+        self,
+        pool: Pool,
+        key: str | bytes,
+        *,
+        ttl: float | None = None,
+        codec: Codec | None = None,
+        write_quorum: int | None = None,
+        read_quorum: int = 1,
+        timeout: float | None = None,
+        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+    ) -> None:
+        super().__init__(
+            pool,
+            key,
+            ttl=ttl,
+            write_quorum=write_quorum,
+            read_quorum=read_quorum,
+            timeout=timeout,
+            tombstone_grace=tombstone_grace,
+        )
+        self._codec: Codec = type(self)._default_codec() if codec is None else codec
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of the stored values."""
+        return self._codec

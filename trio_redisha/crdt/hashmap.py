@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
-from ._base import DEFAULT_TOMBSTONE_GRACE, CRDTBase
+from ._base import CodecCRDT
 from ._state import Entry, MapState, observe_all
 from ._storage import CLEAR_FIELD, MAP, Fields
-from .codecs import Codec, JSONCodec, encode_value
+from .codecs import JSONCodec, encode_value
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    pass
 
 __all__ = ["HashMap"]
 
@@ -33,7 +33,7 @@ def _name(name: str | bytes) -> bytes:
     raise CodecError(f"map field names are str or bytes, not {type(name).__name__}")
 
 
-class HashMap(CRDTBase[MapState]):
+class HashMap(CodecCRDT[MapState]):
     """A dict whose fields are last-writer-wins registers.
 
     Example::
@@ -65,35 +65,8 @@ class HashMap(CRDTBase[MapState]):
     """
 
     _kind = MAP
-    __slots__ = ("_codec",)
-
-    def __init__(
-        self,
-        pool: Pool,
-        key: str | bytes,
-        *,
-        ttl: float | None = None,
-        codec: Codec | None = None,
-        write_quorum: int | None = None,
-        read_quorum: int = 1,
-        timeout: float | None = None,
-        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
-    ) -> None:
-        super().__init__(
-            pool,
-            key,
-            ttl=ttl,
-            write_quorum=write_quorum,
-            read_quorum=read_quorum,
-            timeout=timeout,
-            tombstone_grace=tombstone_grace,
-        )
-        self._codec: Codec = JSONCodec() if codec is None else codec
-
-    @property
-    def codec(self) -> Codec:
-        """The codec of the values."""
-        return self._codec
+    _default_codec = JSONCodec
+    __slots__ = ()
 
     async def get(self) -> dict[str, Any]:
         """Return the map, merged from every server that answered in time.

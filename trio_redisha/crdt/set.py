@@ -14,18 +14,18 @@ import builtins
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
-from ._base import DEFAULT_TOMBSTONE_GRACE, CRDTBase
+from ._base import CodecCRDT
 from ._state import Entry, SetState, observe_all
 from ._storage import SET
-from .codecs import Codec, StrCodec, encode_value
+from .codecs import StrCodec, encode_value
 
 if TYPE_CHECKING:
-    from ..pool import Pool
+    pass
 
 __all__ = ["Set"]
 
 
-class Set(CRDTBase[SetState]):
+class Set(CodecCRDT[SetState]):
     """A set whose members are added and removed with last-writer-wins.
 
     Example::
@@ -52,35 +52,8 @@ class Set(CRDTBase[SetState]):
     """
 
     _kind = SET
-    __slots__ = ("_codec",)
-
-    def __init__(
-        self,
-        pool: Pool,
-        key: str | bytes,
-        *,
-        ttl: float | None = None,
-        codec: Codec | None = None,
-        write_quorum: int | None = None,
-        read_quorum: int = 1,
-        timeout: float | None = None,
-        tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
-    ) -> None:
-        super().__init__(
-            pool,
-            key,
-            ttl=ttl,
-            write_quorum=write_quorum,
-            read_quorum=read_quorum,
-            timeout=timeout,
-            tombstone_grace=tombstone_grace,
-        )
-        self._codec: Codec = StrCodec() if codec is None else codec
-
-    @property
-    def codec(self) -> Codec:
-        """The codec of the members."""
-        return self._codec
+    _default_codec = StrCodec
+    __slots__ = ()
 
     async def get(self) -> builtins.set[Any]:
         """Return the members, merged from every server that answered in time.
