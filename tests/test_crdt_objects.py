@@ -594,3 +594,17 @@ def test_exports() -> None:
     assert trio_redisha.Counter is crdt.Counter
     assert trio_redisha.HashMap is crdt.HashMap
     assert trio_redisha.Set is crdt.Set
+
+
+async def test_repair_ttl_of_a_key_in_its_last_millisecond() -> None:
+    # PTTL answers 0 when less than a millisecond is left. Repair must still give
+    # the copies it writes an expiry (1 ms), never 0, which the merge script reads
+    # as "leave the expiry alone": the repaired copy would then live forever.
+    from tests.harness.hostile import open_hostile_server, reply_with
+    from trio_redisha.crdt._base import longest_ttl
+
+    async with (
+        open_hostile_server(reply_with(b":0\r\n")) as server,
+        trio_redisha.open_pool(server.url, timeout=2.0) as pool,
+    ):
+        assert await longest_ttl(pool, "k", [0], None) == 1

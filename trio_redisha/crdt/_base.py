@@ -220,7 +220,10 @@ async def longest_ttl(
     ttls = [r for r in replies if isinstance(r, int) and not isinstance(r, bool) and r != -2]
     if any(t < 0 for t in ttls):  # -1: that holder keeps it forever
         return 0
-    return max(ttls) if ttls else None
+    # PTTL answers 0 for a key with less than a millisecond left; 0 would mean
+    # "leave the expiry alone" to the script and the repaired copy would never
+    # expire, so round it up.
+    return max(1, max(ttls)) if ttls else None
 
 
 def _raise_foreign(key: str | bytes, replies: Replies) -> None:
