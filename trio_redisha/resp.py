@@ -215,8 +215,6 @@ class Parser(Protocol):
 
 # Frame kinds on the pure parser's stack of partly built aggregates.
 _ARRAY, _MAP, _SET, _PUSH, _ATTR = range(5)
-# Pending bulk payload kinds.
-_BULK, _VERBATIM, _BLOB_ERROR = range(3)
 _NOTHING: Final = object()  # an attribute completed: nothing to hand to the parent
 
 _AGG_KINDS: Final = {
@@ -260,15 +258,6 @@ def _hashable(value: Any) -> Any:
 
 def _invalid(what: str, line: bytes) -> ProtocolError:
     return ProtocolError(f"invalid {what} {line[:40]!r}")
-
-
-def _parse_length(line: bytes, what: str) -> int:
-    """Parse a length: canonical decimal (no sign, no leading zero), or ``-1``."""
-    if line.isdigit() and len(line) <= _MAX_DIGITS and (line[0] != 48 or len(line) == 1):
-        return int(line)
-    if line == b"-1":
-        return -1
-    raise _invalid(what, line)
 
 
 def _parse_integer(line: bytes) -> int:
@@ -346,6 +335,116 @@ def _verbatim(raw: bytes) -> bytes:
     return raw[4:]
 
 
+def _bulk_value(tag: int, raw: bytes) -> Any:
+    """Return the value of a whole bulk payload: ``$`` bulk, ``=`` verbatim or ``!`` error."""
+    if tag == 36:
+        return raw
+    if tag == 61:
+        return _verbatim(raw)
+    return ReplyError(raw.decode("utf-8", "replace"))
+
+
+def _header_length(tag: int, line: bytes, what: str, limit: int) -> int:
+    """Parse and check the length in a bulk or aggregate header.
+
+    The callers first look the length up in ``_SMALL_LENGTHS`` themselves, and
+    call this only when that fails or the length exceeds ``limit``.
+
+    Args:
+        tag: The header's type byte: only ``$`` and ``*`` may be null (``-1``).
+        line: The header after its type byte.
+        what: ``"bulk"`` or ``"aggregate"``, for the error messages.
+        limit: The largest length allowed.
+
+    Returns:
+        The length: canonical decimal (no sign, no leading zero), or -1.
+
+    Raises:
+        ProtocolError: The length is malformed, beyond ``limit``, or null for a
+            type that cannot be.
+    """
+    length = _SMALL_LENGTHS.get(line)
+    if length is None:
+        if line.isdigit() and len(line) <= _MAX_DIGITS and (line[0] != 48 or len(line) == 1):
+            length = int(line)
+        elif line == b"-1":
+            length = -1
+        else:
+            raise _invalid(f"{what} length", line)
+    if length > limit:
+        raise ProtocolError(f"{what} length {length} exceeds the limit of {limit}")
+    if length < 0 and tag != 36 and tag != 42:
+        raise ProtocolError(f"negative length for {bytes([tag])!r}")
+    return length
+
+
+def _bulk_arrived(buf: bytes, end: int) -> bool:
+    """Whether the bulk payload ending at ``end`` is buffered, with its CRLF.
+
+    Raises:
+        ProtocolError: The payload is followed by something else than CRLF.
+    """
+    if len(buf) < end + 2:
+        return False
+    if buf[end] != 13 or buf[end + 1] != 10:
+        raise ProtocolError("bulk string not terminated by CRLF")
+    return True
+
+
+def _bulk_run(
+    buf: bytes, pos: int, left: int, max_bulk: int, items: list[Any] | None
+) -> tuple[int, int]:
+    """Go over a run of wholly buffered bulk strings inside an aggregate.
+
+    The shortcut for the commonest nested elements (MGET, LRANGE, HGETALL...).
+    The run stops at the end of the aggregate, and at anything unusual (a large
+    or invalid length, a payload not all here, another type, an error), which is
+    left to the caller's general code: that code re-reads it and decides.
+
+    Args:
+        buf: The buffer.
+        pos: Where the run starts, at a ``$``.
+        left: How many elements the aggregate still expects (at least one).
+        max_bulk: The largest bulk length allowed.
+        items: Where to append the payloads, or None to only check and skip them.
+
+    Returns:
+        Where the run stopped, and how many elements the aggregate still expects.
+    """
+    n = len(buf)
+    find = buf.find
+    small = _SMALL_LENGTHS.get
+    append = None if items is None else items.append
+    while True:
+        # A bulk header is at most 22 bytes: the search stays O(1).
+        idx = find(b"\r\n", pos + 1, pos + 22)
+        if idx < 0:
+            break
+        length = small(buf[pos + 1 : idx])
+        if length is None:
+            break  # a large or invalid length: the general code decides
+        start = idx + 2
+        end = start + length
+        if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
+            break
+        if append is not None:
+            append(buf[start:end])
+        pos = end + 2
+        left -= 1
+        if not left or pos >= n or buf[pos] != 36:
+            break
+    return pos, left
+
+
+# What a parser bug or an unforeseen input might raise instead of ProtocolError:
+# defence in depth turns it into one, since nothing else may leave a parser.
+_UNEXPECTED: Final = (ValueError, IndexError, OverflowError, UnicodeError, MemoryError)
+
+
+def _malformed(exc: BaseException) -> ProtocolError:
+    return ProtocolError(f"malformed reply: {exc}")
+
+
 def _finish(kind: int, items: list[Any]) -> Any:
     if kind == _ARRAY:
         return items
@@ -366,12 +465,18 @@ def _finish(kind: int, items: list[Any]) -> Any:
     return _NOTHING  # an attribute: dropped
 
 
-class RespParser:
-    """An incremental RESP2/RESP3 reply parser in pure Python.
+class _BufferedParser:
+    """What both parsers share: the buffer, the limits, the broken state, the fast path.
 
-    It keeps partly built aggregates on an explicit stack and remembers how far
-    it searched for a line end, so input that trickles in one byte at a time is
-    parsed in linear time, and nesting costs no Python recursion.
+    The buffer is immutable: slicing a bulk payload out of it gives the bytes
+    value directly, and a received chunk becomes the buffer without a copy when
+    everything before it was consumed (the common case). Bytes received that
+    cannot complete anything yet are kept aside until they can: appending each
+    to the buffer would copy it whole every time, which is quadratic when a
+    large reply trickles in.
+
+    A subclass parses in :meth:`_next_slow` whatever the fast path leaves, and
+    keeps :attr:`_idle` true only when that path may run.
 
     Args:
         limits: Safety bounds; see :class:`Limits`.
@@ -381,43 +486,37 @@ class RespParser:
         "_base",
         "_broken",
         "_buf",
-        "_bulk_kind",
-        "_bulk_len",
+        "_bulk_end",
+        "_bulk_tag",
         "_chunks",
         "_chunks_len",
         "_idle",
-        "_limits",
         "_max_agg",
         "_max_bulk",
+        "_max_depth",
+        "_max_incomplete",
         "_max_line",
+        "_origin",
         "_pos",
-        "_reply_origin",
         "_search",
-        "_stack",
     )
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
+    def __init__(self, limits: Limits) -> None:
         # Lengths beyond int64 are corrupt whatever the limits say (hiredis agrees).
         self._max_bulk = min(limits.max_bulk_length, _INT64_MAX)
         self._max_agg = min(limits.max_aggregate_length, _INT64_MAX)
         self._max_line = limits.max_line_length
-        # An immutable buffer: slicing a bulk payload out of it gives the bytes
-        # value directly, and a received chunk becomes the buffer without a copy
-        # when everything before it was consumed (the common case).
+        self._max_depth = limits.max_depth
+        self._max_incomplete = limits.max_incomplete_bytes
         self._buf = b""
         self._pos = 0  # start of the unparsed bytes in _buf
         self._search = 0  # where the search for the next CRLF resumes; always >= _pos
         self._base = 0  # stream offset of _buf[0]
-        # Bytes received that cannot complete anything yet, kept aside until they
-        # can: appending each to _buf would copy it whole every time, which is
-        # quadratic when a large reply trickles in.
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = []  # received, kept aside (see the class docstring)
         self._chunks_len = 0
-        self._reply_origin = 0  # stream offset where the current reply began
-        self._stack: list[list[Any]] = []  # [kind, items, remaining]
-        self._bulk_len = -1  # >= 0 while waiting for a bulk payload
-        self._bulk_kind = _BULK
+        self._origin = 0  # stream offset where the current reply began
+        self._bulk_end = -1  # >= 0: end in _buf of a bulk payload not all received yet
+        self._bulk_tag = 0  # the type byte of that bulk
         self._broken: ProtocolError | None = None
         self._idle = True  # between two replies and not broken: the fast path applies
 
@@ -428,43 +527,33 @@ class RespParser:
         if type(data) is not bytes:
             data = bytes(data)
         buf = self._buf
-        pos = self._pos
         chunks = self._chunks
-        if not chunks and pos >= len(buf):
-            self._base += len(buf)
+        cut = self._keep_from()
+        if not chunks and cut >= len(buf):
             self._buf = data
-            self._pos = self._search = 0
-            return
-        # Every element ends with a CRLF, so nothing can complete until one
-        # arrives; a pending bulk payload, which may hold CRLFs, needs all its bytes.
-        if self._bulk_len >= 0:
-            useful = self._chunks_len + len(data) >= pos + self._bulk_len + 2 - len(buf)
         else:
-            useful = b"\r\n" in data or (
-                data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
-            )
-        chunks.append(data)
-        if useful:
-            chunks.insert(0, buf[pos:])
+            # Every element ends with a CRLF, so nothing can complete until one
+            # arrives; a pending bulk payload, which may hold CRLFs, needs all its bytes.
+            if self._bulk_end >= 0:
+                useful = self._chunks_len + len(data) >= self._bulk_end + 2 - len(buf)
+            else:
+                useful = b"\r\n" in data or (
+                    data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
+                )
+            chunks.append(data)
+            if not useful:
+                self._chunks_len += len(data)
+                return
+            chunks.insert(0, buf[cut:])
             self._buf = b"".join(chunks)
-            self._base += pos
-            self._search -= pos
-            self._pos = 0
             chunks.clear()
             self._chunks_len = 0
-        else:
-            self._chunks_len += len(data)
-
-    @property
-    def buffered(self) -> int:
-        """How many received bytes are not yet consumed by a whole reply."""
-        if not self._stack and self._bulk_len < 0:
-            return len(self._buf) - self._pos + self._chunks_len  # between replies
-        return self._base + len(self._buf) + self._chunks_len - self._reply_origin
-
-    def _fail(self, message: str) -> ProtocolError:
-        self._broken = ProtocolError(message)
-        return self._broken
+        self._base += cut
+        self._pos -= cut
+        self._search -= cut
+        if self._bulk_end >= 0:
+            self._bulk_end -= cut
+        self._rebased(cut)
 
     def next_reply(self) -> Any:
         """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
@@ -476,7 +565,7 @@ class RespParser:
         if self._idle:
             # Fast path: a top-level simple string, integer or bulk string whose
             # bytes are all buffered (most replies). Anything else, including every
-            # error, falls through to the general loop, which re-reads the line.
+            # error, falls through to the general code, which re-reads the line.
             buf = self._buf
             pos = self._pos
             idx = buf.find(b"\r\n", self._search)
@@ -501,30 +590,92 @@ class RespParser:
                         if value <= _INT64_MAX:
                             self._pos = self._search = idx + 2
                             return value
-        elif self._broken is not None:
-            raise self._broken
-        try:
-            reply = self._next()
-        except ProtocolError as exc:
-            self._broken = exc
-            self._idle = False
-            raise
-        except (ValueError, IndexError, OverflowError, UnicodeError, MemoryError) as exc:
-            # Defence in depth: nothing but ProtocolError may leave the parser.
-            self._idle = False
-            raise self._fail(f"malformed reply: {exc}") from exc
-        self._idle = not self._stack and self._bulk_len < 0
-        return reply
+        # Kept out of the fast path: a call there would cost every reply.
+        return self._next_slow()
+
+    def _next_slow(self) -> Any:
+        """Return what :meth:`next_reply` returns, for what the fast path left."""
+        raise NotImplementedError
+
+    def _keep_from(self) -> int:
+        """Return where the bytes still needed start in the buffer (at most ``_pos``).
+
+        :meth:`feed` drops what precedes it, so a subclass that needs earlier bytes
+        must pass them on first.
+        """
+        return self._pos
+
+    def _rebased(self, cut: int) -> None:
+        """Shift the subclass's own buffer positions: the first ``cut`` bytes went."""
+
+    def _break(self, exc: ProtocolError) -> ProtocolError:
+        """Leave the parser broken for good with ``exc``; return ``exc``, to raise."""
+        self._broken = exc
+        self._idle = False
+        return exc
+
+    def _check_unended(self, pos: int, idx: int) -> None:
+        """Check a line with no CRLF where one may end it, for want of bytes or not.
+
+        The callers search for the CRLF themselves, and call this only when it is
+        not within ``max_line`` bytes after the line's type byte at ``pos``.
+
+        Args:
+            pos: Where the line starts.
+            idx: Where its CRLF was found, or -1.
+
+        Raises:
+            ProtocolError: The line is empty, or longer than the limit. Otherwise
+                its CRLF has not arrived yet.
+        """
+        max_line = self._max_line
+        if idx < 0:
+            if len(self._buf) - pos + self._chunks_len > max_line:
+                raise ProtocolError(f"line longer than {max_line} bytes without CRLF")
+        elif idx == pos:
+            raise ProtocolError("empty line where a reply type was expected")
+        else:
+            raise ProtocolError(f"line longer than {max_line} bytes")
+
+    def _check_incomplete(self, origin: int) -> None:
+        """Fail if the incomplete reply begun at stream offset ``origin`` is too large."""
+        if self._base + len(self._buf) + self._chunks_len - origin > self._max_incomplete:
+            raise ProtocolError(f"incomplete reply larger than {self._max_incomplete} bytes")
+
+
+class RespParser(_BufferedParser):
+    """An incremental RESP2/RESP3 reply parser in pure Python.
+
+    It keeps partly built aggregates on an explicit stack and remembers how far
+    it searched for a line end, so input that trickles in one byte at a time is
+    parsed in linear time, and nesting costs no Python recursion.
+
+    Args:
+        limits: Safety bounds; see :class:`Limits`.
+    """
+
+    __slots__ = ("_stack",)
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
+        self._stack: list[list[Any]] = []  # [kind, items, remaining]
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet consumed by a whole reply."""
+        if not self._stack and self._bulk_end < 0:
+            return len(self._buf) - self._pos + self._chunks_len  # between replies
+        return self._base + len(self._buf) + self._chunks_len - self._origin
 
     def _need_data(self) -> _NeedData:
-        limits = self._limits
-        held = self._base + len(self._buf) + self._chunks_len - self._reply_origin
-        if held > limits.max_incomplete_bytes:
-            raise self._fail(f"incomplete reply larger than {limits.max_incomplete_bytes} bytes")
+        self._check_incomplete(self._origin)
+        self._idle = not self._stack and self._bulk_end < 0
         return NEED_DATA
 
-    def _next(self) -> Any:
+    def _next_slow(self) -> Any:
         """The general loop: every type, nesting, partial input and every error."""
+        if self._broken is not None:
+            raise self._broken
         buf = self._buf
         n = len(buf)
         find = buf.find
@@ -532,145 +683,103 @@ class RespParser:
         stack = self._stack
         max_line = self._max_line
         max_bulk = self._max_bulk
+        max_agg = self._max_agg
         pos = self._pos
         value: Any = _NOTHING  # _NOTHING: no element complete yet
-        if self._bulk_len >= 0:
-            # Resume a bulk payload whose header arrived before its bytes.
-            end = pos + self._bulk_len
-            if n < end + 2:
-                return self._need_data()
-            if buf[end] != 13 or buf[end + 1] != 10:
-                raise ProtocolError("bulk string not terminated by CRLF")
-            raw = buf[pos:end]
-            pos = self._pos = self._search = end + 2
-            self._bulk_len = -1
-            kind = self._bulk_kind
-            if kind == _BULK:
-                value = raw
-            elif kind == _VERBATIM:
-                value = _verbatim(raw)
-            else:
-                value = ReplyError(raw.decode("utf-8", "replace"))
-        search = self._search
-        while True:
-            if value is _NOTHING and stack and pos < n and buf[pos] == 36:
-                # Shortcut for a run of bulk strings inside an aggregate (MGET,
-                # LRANGE, HGETALL...), each wholly buffered. Anything unusual
-                # (an error included) stops the run and is left to the code below.
-                frame = stack[-1]
-                items = frame[1]
-                append = items.append
-                left = frame[2]
-                while True:
-                    # A bulk header is at most 22 bytes: the search stays O(1).
-                    idx = find(b"\r\n", pos + 1, pos + 22)
-                    if idx < 0:
-                        break
-                    length = small(buf[pos + 1 : idx])
-                    if length is None:
-                        break  # a large or invalid length: the code below decides
-                    start = idx + 2
-                    end = start + length
-                    if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
-                        break
-                    append(buf[start:end])
-                    pos = search = end + 2
-                    left -= 1
-                    if not left or pos >= n or buf[pos] != 36:
-                        break
-                frame[2] = left
-                if not left:
-                    stack.pop()
-                    value = items if frame[0] == _ARRAY else _finish(frame[0], items)
-            if value is _NOTHING:
-                if not stack:
-                    self._reply_origin = self._base + pos
-                idx = find(b"\r\n", search)
-                if idx < 0:
-                    if n - pos + self._chunks_len > max_line:
-                        raise ProtocolError(f"line longer than {max_line} bytes without CRLF")
-                    # Resume the search at the last byte: it may be the CR of a CRLF.
-                    self._pos = pos
-                    self._search = n - 1 if n > pos else pos
+        end = self._bulk_end
+        try:
+            if end >= 0:
+                # Resume a bulk payload whose header arrived before its bytes.
+                if not _bulk_arrived(buf, end):
                     return self._need_data()
-                if idx - pos > max_line:
-                    raise ProtocolError(f"line longer than {max_line} bytes")
-                if idx == pos:
-                    raise ProtocolError("empty line where a reply type was expected")
-                tag = buf[pos]
-                line = buf[pos + 1 : idx]
-                pos = search = idx + 2
-                if tag == 36 or tag == 61 or tag == 33:  # $ bulk, = verbatim, ! blob error
-                    length = small(line)
-                    if length is None:
-                        length = _parse_length(line, "bulk length")
-                    if length > max_bulk:
-                        raise ProtocolError(f"bulk length {length} exceeds the limit of {max_bulk}")
-                    if length < 0:
-                        if tag != 36:
-                            raise ProtocolError(f"negative length for {bytes([tag])!r}")
-                        value = None
-                    else:
-                        end = pos + length
-                        if n < end + 2:
-                            self._pos = self._search = pos
-                            self._bulk_len = length
-                            self._bulk_kind = (
-                                _BULK if tag == 36 else _VERBATIM if tag == 61 else _BLOB_ERROR
-                            )
-                            return self._need_data()
-                        if buf[end] != 13 or buf[end + 1] != 10:
-                            raise ProtocolError("bulk string not terminated by CRLF")
-                        raw = buf[pos:end]
-                        pos = search = end + 2
-                        if tag == 36:
-                            value = raw
-                        elif tag == 61:
-                            value = _verbatim(raw)
-                        else:
-                            value = ReplyError(raw.decode("utf-8", "replace"))
-                elif tag == 58:  # : integer
-                    value = _parse_integer(line)
-                elif tag in _AGG_KINDS:
-                    kind = _AGG_KINDS[tag]
-                    length = small(line)
-                    if length is None:
-                        length = _parse_length(line, "aggregate length")
-                    if length < 0:
-                        if kind != _ARRAY:
-                            raise ProtocolError(f"negative length for {bytes([tag])!r}")
-                        value = None
-                    elif length > self._max_agg:
-                        raise ProtocolError(
-                            f"aggregate length {length} exceeds the limit of {self._max_agg}"
-                        )
-                    elif length == 0:
-                        value = _finish(kind, [])
-                    else:
-                        if len(stack) >= self._limits.max_depth:
-                            raise ProtocolError(
-                                f"replies nested deeper than {self._limits.max_depth}"
-                            )
-                        stack.append([kind, [], 2 * length if kind in (_MAP, _ATTR) else length])
-                        continue
-                else:
-                    value = _scalar(tag, line)
-            # A value is complete: hand it to the aggregate being built, if any.
-            while stack:
+                value = _bulk_value(self._bulk_tag, buf[pos:end])
+                pos = self._pos = self._search = end + 2
+                self._bulk_end = -1
+            search = self._search
+            while True:
+                if value is _NOTHING and stack and pos < n and buf[pos] == 36:
+                    # Take a run of bulk strings inside an aggregate in one go.
+                    frame = stack[-1]
+                    items = frame[1]
+                    left = frame[2]
+                    pos, rest = _bulk_run(buf, pos, left, max_bulk, items)
+                    if rest != left:
+                        search = pos
+                        frame[2] = rest
+                        if not rest:
+                            stack.pop()
+                            value = items if frame[0] == _ARRAY else _finish(frame[0], items)
                 if value is _NOTHING:
-                    break  # an attribute inside an aggregate is not one of its items
-                frame = stack[-1]
-                frame[1].append(value)
-                frame[2] -= 1
-                if frame[2]:
-                    break
-                stack.pop()
-                value = frame[1] if frame[0] == _ARRAY else _finish(frame[0], frame[1])
-            else:
-                if value is not _NOTHING:
-                    self._pos = self._search = pos
-                    return value
-            value = _NOTHING
+                    if not stack:
+                        self._origin = self._base + pos
+                    idx = find(b"\r\n", search)
+                    if not pos < idx <= pos + max_line:
+                        self._check_unended(pos, idx)
+                        # Resume the search at the last byte: it may be the CR of a CRLF.
+                        self._pos = pos
+                        self._search = n - 1 if n > pos else pos
+                        return self._need_data()
+                    tag = buf[pos]
+                    line = buf[pos + 1 : idx]
+                    pos = search = idx + 2
+                    if tag == 36 or tag == 61 or tag == 33:  # $ bulk, = verbatim, ! blob error
+                        length = small(line)
+                        if length is None or length > max_bulk:
+                            length = _header_length(tag, line, "bulk", max_bulk)
+                        if length < 0:
+                            value = None
+                        else:
+                            end = pos + length
+                            if not _bulk_arrived(buf, end):
+                                self._pos = self._search = pos
+                                self._bulk_end = end
+                                self._bulk_tag = tag
+                                return self._need_data()
+                            value = _bulk_value(tag, buf[pos:end])
+                            pos = search = end + 2
+                    elif tag == 58:  # : integer
+                        value = _parse_integer(line)
+                    elif tag in _AGG_KINDS:
+                        kind = _AGG_KINDS[tag]
+                        length = small(line)
+                        if length is None or length > max_agg:
+                            length = _header_length(tag, line, "aggregate", max_agg)
+                        if length < 0:
+                            value = None
+                        elif length == 0:
+                            value = _finish(kind, [])
+                        else:
+                            if len(stack) >= self._max_depth:
+                                raise ProtocolError(f"replies nested deeper than {self._max_depth}")
+                            stack.append(
+                                [kind, [], 2 * length if kind in (_MAP, _ATTR) else length]
+                            )
+                            continue
+                    else:
+                        value = _scalar(tag, line)
+                # A value is complete: hand it to the aggregate being built, if any.
+                while stack:
+                    if value is _NOTHING:
+                        break  # an attribute inside an aggregate is not one of its items
+                    frame = stack[-1]
+                    frame[1].append(value)
+                    frame[2] -= 1
+                    if frame[2]:
+                        break
+                    stack.pop()
+                    value = frame[1] if frame[0] == _ARRAY else _finish(frame[0], frame[1])
+                else:
+                    if value is not _NOTHING:
+                        self._pos = self._search = pos
+                        self._idle = True  # between two replies
+                        return value
+                value = _NOTHING
+        except ProtocolError as exc:
+            self._break(exc)
+            raise
+        except _UNEXPECTED as exc:
+            # Defence in depth: nothing but ProtocolError may leave the parser.
+            raise self._break(_malformed(exc)) from exc
 
 
 # --------------------------------------------------------------------------- hiredis
@@ -723,7 +832,7 @@ _NULL_PLACEHOLDER: Final = b"_\r\n"  # stands in for a blob error, which hiredis
 _FAST_TAGS: Final = frozenset(b"$+:")  # top-level replies next_reply's fast path takes
 
 
-class HiredisParser:
+class HiredisParser(_BufferedParser):
     """A reply parser built on ``hiredis.Reader``, with results identical to :class:`RespParser`.
 
     hiredis alone is unsafe and maps some types differently, so a light framing
@@ -761,31 +870,15 @@ class HiredisParser:
 
     __slots__ = (
         "_attr",
-        "_base",
-        "_broken",
-        "_buf",
-        "_bulk_end",
         "_bulk_start",
-        "_bulk_tag",
-        "_chunks",
-        "_chunks_len",
         "_feed_from",
         "_fix",
         "_frames",
-        "_idle",
-        "_limits",
-        "_max_agg",
-        "_max_bulk",
-        "_max_depth",
-        "_max_incomplete",
-        "_max_line",
-        "_origin",
         "_out",
-        "_pos",
         "_reader",
         "_ready",
         "_rem",
-        "_search",
+        "_settled",
         "_unset",
     )
 
@@ -795,26 +888,13 @@ class HiredisParser:
                 "hiredis is not installed: pip install 'trio-redisha[hiredis]', "
                 "or use the pure-Python parser"
             )
-        self._limits = limits
-        self._max_bulk = min(limits.max_bulk_length, _INT64_MAX)
-        self._max_agg = min(limits.max_aggregate_length, _INT64_MAX)
-        self._max_line = limits.max_line_length
-        self._max_depth = limits.max_depth
-        self._max_incomplete = limits.max_incomplete_bytes
+        super().__init__(limits)
         # A sentinel of our own: hiredis returns False both for "no reply yet" and
         # for a RESP3 false, and the guard already knows a reply is there.
         self._unset = object()
         self._reader: Any = _hiredis.Reader(replyError=ReplyError, notEnoughData=self._unset)
-        # The buffer works as RespParser's does: immutable, replaced by the next
-        # chunk when all of it was used, bytes that cannot complete anything kept
-        # aside in _chunks. Positions are relative to _buf, but _base and _origin.
-        self._buf = b""
-        self._base = 0  # stream offset of _buf[0]
-        self._chunks: list[bytes] = []
-        self._chunks_len = 0
-        self._pos = 0  # where the guard resumes scanning
-        self._search = 0  # where the search for the next CRLF resumes; always >= _pos
-        self._origin = 0  # stream offset where the current reply began
+        # Positions are relative to _buf, but _base and _origin; _pos is where the
+        # guard resumes scanning.
         # Bytes before _feed_from were fed to hiredis, queued in _out, or skipped.
         self._feed_from = 0
         # The current reply's bytes for hiredis, once it needs splicing (a map
@@ -826,98 +906,47 @@ class HiredisParser:
         # as an array: its children can be fixed in place, unhashable keys too).
         self._frames: list[list[Any]] = []
         self._attr = 0  # how many of the open aggregates are attributes
-        self._bulk_end = -1  # >= 0: end of a bulk payload not fully received yet
-        self._bulk_start = 0  # start of that bulk's header
-        self._bulk_tag = 0
+        self._bulk_start = 0  # start of the header of the bulk pending (see _bulk_end)
         self._fix: _Fixups | None = None  # fix-ups of the reply being scanned
         # Whole replies scanned but not returned yet: a top-level scalar's value,
         # _HIREDIS_REPLY, or the _Fixups of the next hiredis reply.
         self._ready: deque[Any] = deque()
-        self._broken: ProtocolError | None = None
-        # Between two replies with nothing pending (and not broken): a top-level
-        # scalar can then be returned at once, as RespParser's fast path does.
-        # While idle, _feed_from and _origin are stale: they equal _pos.
-        self._idle = True
+        # _idle (when the fast path may run) is also false while _ready holds
+        # replies, which come first; _settled says the scan stopped between two
+        # replies, so that _idle becomes true once they are returned. While idle,
+        # _feed_from and _origin are stale: they equal _pos.
+        self._settled = True
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes received from the server."""
-        if self._broken is not None or not data:
-            return  # once broken, the connection is being dropped: hoard nothing
-        if type(data) is not bytes:
-            data = bytes(data)
-        buf = self._buf
-        pos = self._pos
-        chunks = self._chunks
-        bulk = self._bulk_end >= 0
-        if not chunks and not bulk and pos >= len(buf) and (self._idle or self._feed_from >= pos):
-            self._base += len(buf)
-            self._buf = data
-            self._pos = self._search = self._feed_from = 0
-            return
-        if bulk:
-            useful = self._chunks_len + len(data) >= self._bulk_end + 2 - len(buf)
-        else:
-            useful = b"\r\n" in data or (
-                data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
-            )
-        chunks.append(data)
-        if not useful:
-            self._chunks_len += len(data)
-            return
-        # Keep only the element being scanned; what precedes it goes to _out
-        # (or nowhere, inside an attribute), each byte once.
-        cut = self._bulk_start if bulk else pos
-        if not self._idle and self._feed_from < cut and not self._attr:
-            self._emit(self._feed_from, cut, self._origin)
-        chunks.insert(0, buf[cut:])
-        self._buf = b"".join(chunks)
-        chunks.clear()
-        self._chunks_len = 0
-        self._base += cut
-        self._pos = pos - cut
-        self._search -= cut
-        self._feed_from = 0
-        if bulk:
-            self._bulk_end -= cut
-            self._bulk_start = 0
+    def _keep_from(self) -> int:
+        """Pass on the bytes before the element being scanned; return where it starts.
 
-    def next_reply(self) -> Any:
-        """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
-
-        Raises:
-            ProtocolError: The bytes are not valid RESP or exceed a limit. The
-                parser stays broken afterwards.
+        They go to _out (or nowhere, inside an attribute), each byte once.
         """
+        cut = self._bulk_start if self._bulk_end >= 0 else self._pos
+        feed_from = self._feed_from
+        if not self._idle and feed_from < cut:
+            if not self._attr:
+                self._emit(feed_from, cut, self._origin)
+            self._feed_from = cut
+        return cut
+
+    def _rebased(self, cut: int) -> None:
+        self._feed_from -= cut
+        self._bulk_start -= cut
+
+    def _break(self, exc: ProtocolError) -> ProtocolError:
+        """Leave the parser broken for good, releasing its buffers; return ``exc``."""
+        self._settled = False
+        self._buf = b""
+        self._chunks.clear()
+        self._out.clear()
+        return super()._break(exc)
+
+    def _next_slow(self) -> Any:
+        """Return the next queued reply, scanning for more if none is queued."""
         ready = self._ready
         if not ready:
-            if self._idle:
-                # Fast path: a top-level simple string, integer or bulk string whose
-                # bytes are all buffered. Anything else goes to the guard's scan.
-                buf = self._buf
-                pos = self._pos
-                idx = buf.find(b"\r\n", self._search)
-                if pos < idx <= pos + self._max_line:
-                    tag = buf[pos]
-                    if tag == 36:  # $
-                        length = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
-                        if length is not None and length <= self._max_bulk:
-                            end = idx + 2 + length
-                            if end + 2 <= len(buf) and buf[end] == 13 and buf[end + 1] == 10:
-                                self._pos = self._search = end + 2
-                                return buf[idx + 2 : end]
-                    elif tag == 43:  # +
-                        line = buf[pos + 1 : idx]
-                        if 13 not in line and 10 not in line:
-                            self._pos = self._search = idx + 2
-                            return line.decode("utf-8", "replace")
-                    elif tag == 58 and idx - pos <= _MAX_DIGITS + 1:  # :
-                        line = buf[pos + 1 : idx]
-                        if line.isdigit() and (line[0] != 48 or idx == pos + 2):
-                            value = int(line)
-                            if value <= _INT64_MAX:
-                                self._pos = self._search = idx + 2
-                                return value
-            elif self._broken is not None:
+            if self._broken is not None:
                 raise self._broken
             self._scan()
             if not ready:
@@ -925,6 +954,8 @@ class HiredisParser:
                     raise self._broken
                 return NEED_DATA
         item = ready.popleft()
+        if not ready:
+            self._idle = self._settled
         if item is not _HIREDIS_REPLY and type(item) is not _Fixups:
             return item  # a top-level scalar
         try:
@@ -932,22 +963,17 @@ class HiredisParser:
         except Exception as exc:
             # hiredis.ProtocolError (an integer it rejects...), or anything else:
             # only ProtocolError may leave a parser.
-            raise self._fail_now(f"malformed reply: {exc}") from exc
+            raise self._fail_now(_malformed(exc)) from exc
         if value is self._unset:  # the guard and hiredis disagree on framing
-            raise self._fail_now("hiredis found no reply where one was framed")
+            raise self._fail_now(ProtocolError("hiredis found no reply where one was framed"))
         if type(item) is _Fixups:
             return _apply_fixups(value, item)
         return value
 
-    def _fail_now(self, message: str) -> ProtocolError:
+    def _fail_now(self, exc: ProtocolError) -> ProtocolError:
         """Break the parser for good, dropping every reply still queued."""
-        self._idle = False
         self._ready.clear()
-        self._broken = ProtocolError(message)
-        self._buf = b""
-        self._chunks.clear()
-        self._out.clear()
-        return self._broken
+        return self._break(exc)
 
     def _scan(self) -> None:
         """Scan the new bytes; queue each whole reply and feed hiredis its bytes."""
@@ -975,16 +1001,14 @@ class HiredisParser:
         attr = self._attr
         hi_end = -1  # end of the last whole reply for hiredis not fed yet
         starved = True  # the scan stopped for want of bytes (not to leave a scalar)
-        value: Any
+        broken: ProtocolError | None = None
         try:
             while True:
                 special = False  # a nested element hiredis cannot take as it is
                 if bulk_end >= 0:
                     # A bulk payload announced earlier: is it all here now?
-                    if n < bulk_end + 2:
+                    if not _bulk_arrived(buf, bulk_end):
                         break
-                    if buf[bulk_end] != 13 or buf[bulk_end + 1] != 10:
-                        raise ProtocolError("bulk string not terminated by CRLF")
                     tag = self._bulk_tag
                     start = self._bulk_start
                     body = pos  # the payload starts where the header ended
@@ -994,31 +1018,9 @@ class HiredisParser:
                 else:
                     tag = -1
                     if rem and pos < n and buf[pos] == 36:
-                        # Shortcut for a run of bulk strings inside an aggregate
-                        # (MGET, LRANGE, HGETALL...), each wholly buffered: check and
-                        # skip them. Anything unusual is left to the code below.
-                        left = rem[-1]
+                        # Check and skip a run of bulk strings, for hiredis to build.
                         start = body = pos
-                        while True:
-                            # A bulk header is at most 22 bytes: the search is O(1).
-                            idx = find(b"\r\n", pos + 1, pos + 22)
-                            if idx < 0:
-                                break
-                            length = small(buf[pos + 1 : idx])
-                            if length is None:
-                                break
-                            end = idx + 2 + length
-                            if (
-                                end + 2 > n
-                                or length > max_bulk
-                                or buf[end] != 13
-                                or buf[end + 1] != 10
-                            ):
-                                break
-                            pos = end + 2
-                            left -= 1
-                            if not left or pos >= n or buf[pos] != 36:
-                                break
+                        pos, left = _bulk_run(buf, pos, rem[-1], max_bulk, None)
                         if pos != start:
                             search = pos
                             if left:
@@ -1030,49 +1032,34 @@ class HiredisParser:
                             tag = 36
                     if tag < 0:
                         idx = find(b"\r\n", search)
-                        if idx < 0:
-                            if n - pos + self._chunks_len > max_line:
-                                raise ProtocolError(
-                                    f"line longer than {max_line} bytes without CRLF"
-                                )
+                        if not pos < idx <= pos + max_line:
+                            self._check_unended(pos, idx)
                             # Resume at the last byte: it may be the CR of a CRLF.
                             search = n - 1 if n > pos else pos
                             break
-                        if idx - pos > max_line:
-                            raise ProtocolError(f"line longer than {max_line} bytes")
-                        if idx == pos:
-                            raise ProtocolError("empty line where a reply type was expected")
                         start = pos
                         tag = buf[pos]
                         body = pos + 1
                         if tag == 36 or tag == 61 or tag == 33:  # $ bulk, = verbatim, ! blob
                             line = buf[body:idx]
                             length = small(line)
-                            if length is None:
-                                length = _parse_length(line, "bulk length")
+                            if length is None or length > max_bulk:
+                                length = _header_length(tag, line, "bulk", max_bulk)
                             if length >= 0:
-                                if length > max_bulk:
-                                    raise ProtocolError(
-                                        f"bulk length {length} exceeds the limit of {max_bulk}"
-                                    )
                                 body = idx + 2
                                 end = body + length
-                                if n < end + 2:
+                                if not _bulk_arrived(buf, end):
                                     # Skip the payload without waiting on it byte by byte.
                                     bulk_end = end
                                     self._bulk_tag = tag
                                     self._bulk_start = start
                                     pos = search = body
                                     break
-                                if buf[end] != 13 or buf[end + 1] != 10:
-                                    raise ProtocolError("bulk string not terminated by CRLF")
                                 pos = search = end + 2
                                 special = tag != 36
-                            elif tag == 36:
+                            else:
                                 body = -1  # a null bulk string
                                 pos = search = idx + 2
-                            else:
-                                raise ProtocolError(f"negative length for {bytes([tag])!r}")
                         elif tag in _LINE_TAGS:
                             pos = search = idx + 2
                             if tag == 58:
@@ -1088,15 +1075,10 @@ class HiredisParser:
                             else:
                                 special = True
                         elif tag in _AGG_TAGS:
-                            count = small(buf[body:idx])
-                            if count is None:
-                                count = _parse_length(buf[body:idx], "aggregate length")
-                            if count > max_agg:
-                                raise ProtocolError(
-                                    f"aggregate length {count} exceeds the limit of {max_agg}"
-                                )
-                            if count < 0 and tag != 42:
-                                raise ProtocolError(f"negative length for {bytes([tag])!r}")
+                            line = buf[body:idx]
+                            count = small(line)
+                            if count is None or count > max_agg:
+                                count = _header_length(tag, line, "aggregate", max_agg)
                             pos = search = idx + 2
                             if rem and not attr and tag != 124 and count >= 0:
                                 # An aggregate as a map key: hiredis would hash it.
@@ -1141,17 +1123,7 @@ class HiredisParser:
                 # ---- one element is complete: [start, pos)
                 if not rem:
                     # A top-level scalar: its value, computed as RespParser does.
-                    if tag == 36:
-                        value = buf[body : pos - 2] if body >= 0 else None
-                    elif tag == 43:
-                        value = _simple(buf[body : pos - 2]).decode("utf-8", "replace")
-                    elif tag == 58 and pos - body <= _MAX_DIGITS + 2 and buf[body] != 48:
-                        line = buf[body : pos - 2]
-                        value = int(line) if line.isdigit() else _parse_integer(line)
-                        if value > _INT64_MAX:
-                            raise _invalid("integer", line)
-                    else:
-                        value = self._top_scalar(tag, body, pos)
+                    value = self._top_scalar(tag, body, pos)
                     if start > feed_from:
                         feed(buf, feed_from, start - feed_from)
                     feed_from = pos
@@ -1216,23 +1188,21 @@ class HiredisParser:
                         break
                 if not starved:
                     break
-            # Out of bytes in the middle of a reply (or between two).
-            if starved and base + n + self._chunks_len - origin > self._max_incomplete:
-                raise ProtocolError(f"incomplete reply larger than {self._max_incomplete} bytes")
+            if starved:  # out of bytes in the middle of a reply (or between two)
+                self._check_incomplete(origin)
         except ProtocolError as exc:
-            self._broken = exc
-        except (ValueError, IndexError, OverflowError, UnicodeError, MemoryError) as exc:
-            self._broken = ProtocolError(f"malformed reply: {exc}")
+            broken = exc
+        except _UNEXPECTED as exc:
+            broken = _malformed(exc)
         if hi_end > feed_from:
             feed(buf, feed_from, hi_end - feed_from)
             feed_from = hi_end
-        if self._broken is not None:
-            self._idle = False
-            self._buf = b""
-            self._chunks.clear()
-            self._out.clear()
+        if broken is not None:
+            self._break(broken)
             return
-        self._idle = not rem and bulk_end < 0 and feed_from == pos
+        settled = not rem and bulk_end < 0 and feed_from == pos
+        self._settled = settled
+        self._idle = settled and not ready
         self._pos = pos
         self._search = search
         self._origin = origin
@@ -1254,12 +1224,10 @@ class HiredisParser:
             self._out.append(self._buf[feed_from:end])
 
     def _top_scalar(self, tag: int, body: int, end: int) -> Any:
-        """The value of a top-level reply other than a bulk or simple string."""
+        """The value of a top-level reply other than an aggregate hiredis builds."""
         buf = self._buf
-        if tag == 61:
-            return _verbatim(buf[body : end - 2])
-        if tag == 33:
-            return ReplyError(buf[body : end - 2].decode("utf-8", "replace"))
+        if tag == 36 or tag == 61 or tag == 33:
+            return None if body < 0 else _bulk_value(tag, buf[body : end - 2])
         if tag in _AGG_TAGS:  # an empty or null aggregate
             if buf[body] == 45:  # b"-": "*-1", the null array
                 return None
@@ -1288,11 +1256,10 @@ class HiredisParser:
             number = _parse_bignum(raw)
             if not self._attr:
                 self._add_fixup(_FIX_VALUE, number)
-        elif tag == 33:
-            if not self._attr:
-                self._add_fixup(_FIX_VALUE, ReplyError(raw.decode("utf-8", "replace")))
-        elif tag == 61:
-            _verbatim(raw)
+        elif tag == 33 or tag == 61:
+            value = _bulk_value(tag, raw)  # checks a verbatim string's prefix
+            if tag == 33 and not self._attr:
+                self._add_fixup(_FIX_VALUE, value)
         else:
             # Doubles, booleans and nulls, which hiredis accepts too readily, and
             # anything inside an attribute, which hiredis never sees.
