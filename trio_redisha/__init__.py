@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from .config import ServerSpec as ServerSpec
 from .config import parse_server as parse_server
-from .connection import AuthenticationError as AuthenticationError
 from .connection import Connection as Connection
 from .connection import connect as connect
 from .connection import open_connection as open_connection
+from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import CodecError as CodecError
 from .exceptions import CommandEncodeError as CommandEncodeError
 from .exceptions import ConfigurationError as ConfigurationError

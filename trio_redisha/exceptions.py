@@ -3,7 +3,7 @@
 The families follow where a failure comes from:
 
 * the server is unreachable or too slow (:class:`ServerUnavailable`,
-  :class:`ServerTimeout`);
+  :class:`ServerTimeout`), or refused our credentials (:class:`AuthenticationError`);
 * the server answered with an error reply (:class:`ReplyError`);
 * the server broke the protocol (:class:`ProtocolError`);
 * too few servers succeeded (:class:`QuorumError`);
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .replies import Replies
 
 __all__ = [
+    "AuthenticationError",
     "CodecError",
     "CommandEncodeError",
     "ConfigurationError",
@@ -48,7 +49,17 @@ class ServerUnavailable(RedisHAError):
     In a :class:`~trio_redisha.Replies` list this stands in the place of a server that
     gave no reply. The command was either not sent or its connection broke before the
     reply arrived; in the second case the server may have applied it.
+
+    Attributes:
+        sent: Whether the command had left for the server when its connection broke
+            (so the server may have applied it). False when it was never sent.
     """
+
+    sent: bool = False
+
+
+class AuthenticationError(ServerUnavailable):
+    """The server refused the credentials (the message never includes them)."""
 
 
 class ServerTimeout(RedisHAError):
