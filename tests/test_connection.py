@@ -846,3 +846,31 @@ async def test_run_quietly_logs_a_broken_connection(
         with pytest.raises((ServerUnavailable, ProtocolError)):
             await conn.execute("GET", "k")
         await wait_until(lambda: any(r.name == "trio_redisha.connection" for r in caplog.records))
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_handshake_error_that_echoes_the_command_shows_no_credentials(
+    protocol: int,
+) -> None:
+    # Redis before 6 answers HELLO (and other commands it does not know) with
+    # "unknown command ..., with args beginning with: ..." quoting the arguments.
+    async def echo_handshake(conn: HostileConnection) -> None:
+        while True:
+            command = await conn.read_command()
+            args = " ".join(f"'{a.decode()}'" for a in command[1:])
+            await conn.send(
+                f"-ERR unknown command '{command[0].decode()}', "
+                f"with args beginning with: {args}\r\n".encode()
+            )
+
+    async with open_hostile_server(echo_handshake) as srv:
+        url = srv.url.replace("redis://", f"redis://alice:{SECRET}@") + f"?protocol={protocol}"
+        with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable) as caught:
+            await connect(url)
+    seen = [str(caught.value), repr(caught.value)]
+    cause = caught.value.__cause__ or caught.value.__context__
+    while cause is not None:
+        seen += [str(cause), repr(cause)]
+        cause = cause.__cause__ or cause.__context__
+    assert all(SECRET not in text for text in seen), seen
+    assert "ERR" in seen[0]

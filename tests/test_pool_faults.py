@@ -396,7 +396,7 @@ async def test_pool_closed_while_waiting_for_first_connect(
                 except PoolClosed as exc:
                     result.append(exc)
 
-            async with open_pool(a.url, b.url, proxy.url) as pool:
+            async with open_pool(a.url, b.url, proxy.url, stall_timeout=20.0) as pool:
                 nursery.start_soon(call, pool)
                 await trio.testing.wait_all_tasks_blocked()
             closed_at = trio.current_time()
@@ -418,7 +418,7 @@ async def test_call_waiting_on_hung_server_gets_pool_closed_at_close(
             except PoolClosed as exc:
                 errors.append(exc)
 
-        async with ready_pool(a.url, b.url, proxy.url) as pool:
+        async with ready_pool(a.url, b.url, proxy.url, stall_timeout=20.0) as pool:
             assert await pool.ping() == PONG3
             proxy.blackhole()
             nursery.start_soon(call, pool)
