@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import trio
 
-from ._util import is_cancellation, sole_exception
+from ._util import is_cancellation, open_owned_nursery
 from .config import ServerSpec, parse_server
 from .exceptions import (
     AuthenticationError,
@@ -827,23 +827,13 @@ async def open_connection(
             conn = await connect(server, **options)
     except trio.TooSlowError:
         raise ServerUnavailable(f"cannot connect: no answer within {connect_timeout} s") from None
-    error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_quietly, conn)
-            try:
-                yield conn
-            finally:
-                conn.close_now()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The nursery wraps an exception of the block in a group: hand the caller
-        # back their own exception (raised outside this handler, so unchained).
-        error = sole_exception(group)
-        if error is None:
-            raise
-    if error is not None:
-        raise error
+    async with open_owned_nursery() as nursery:
+        nursery.start_soon(_run_quietly, conn)
+        try:
+            yield conn
+        finally:
+            conn.close_now()
+            nursery.cancel_scope.cancel()
 
 
 async def _run_quietly(conn: Connection) -> None:
