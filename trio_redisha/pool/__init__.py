@@ -17,9 +17,10 @@ from ._pool import open_pool as open_pool
 from ._server import LATENCY_SAMPLES as LATENCY_SAMPLES
 from ._server import ServerState as ServerState
 from ._server import ServerStatus as ServerStatus
+from ._stats import PoolStats as PoolStats
 from ._upkeep import DEFAULT_BACKOFF_BASE as DEFAULT_BACKOFF_BASE
 from ._upkeep import DEFAULT_BACKOFF_CAP as DEFAULT_BACKOFF_CAP
 from ._upkeep import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._upkeep import DEFAULT_TRIP_AFTER as DEFAULT_TRIP_AFTER
 
-__all__ = ["Pool", "ServerState", "ServerStatus", "open_pool"]
+__all__ = ["Pool", "PoolStats", "ServerState", "ServerStatus", "open_pool"]

@@ -32,7 +32,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -50,6 +50,7 @@ from ..connection import (
 from ..exceptions import (
     ConfigurationError,
     PoolClosed,
+    QuorumError,
     ReplyError,
     ServerTimeout,
     ServerUnavailable,
@@ -60,6 +61,7 @@ from ..resp import DEFAULT_LIMITS, Limits, encode_command
 from ..scripts import Script
 from ._guard import check_command
 from ._server import Server, ServerState, ServerStatus
+from ._stats import PoolStats
 from ._upkeep import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_CAP,
@@ -68,6 +70,9 @@ from ._upkeep import (
     Connector,
     Upkeep,
 )
+
+if TYPE_CHECKING:
+    from ..otel import PoolMetrics
 
 __all__ = ["Pool", "open_pool"]
 
@@ -159,6 +164,12 @@ class Pool:
             :func:`~trio_redisha.connection.connect_stream`); ``None`` connects
             over the network. For tests and custom transports, as httpcore's
             ``network_backend``.
+        meter_provider: An OpenTelemetry ``MeterProvider``: report the metrics of
+            :mod:`trio_redisha.otel` through it (needs the ``otel`` extra).
+            ``None`` (the default) records nothing.
+
+    Attributes:
+        stats: Running totals (:class:`~trio_redisha.pool.PoolStats`).
     """
 
     def __init__(
@@ -184,6 +195,7 @@ class Pool:
         limits: Limits = DEFAULT_LIMITS,
         use_hiredis: bool | None = None,
         connector: Connector | None = None,
+        meter_provider: Any = None,
     ) -> None:
         if not servers:
             raise ConfigurationError("a pool needs at least one server")
@@ -257,6 +269,12 @@ class Pool:
         self._background_idle.set()
         self._stopped = trio.Event()
         self._deadlines = Deadlines(granularity=min(GRANULARITY, timeout / 50))
+        self.stats = PoolStats()
+        self._metrics: PoolMetrics | None = None
+        if meter_provider is not None:
+            from ..otel import PoolMetrics
+
+            self._metrics = PoolMetrics(self, meter_provider)
 
     # -- introspection
 
@@ -447,7 +465,7 @@ class Pool:
         """
         check_command(args)
         return await self._fanout(
-            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode
+            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode, args[0]
         )
 
     async def execute_on(
@@ -456,7 +474,7 @@ class Pool:
         """Run one command on the listed servers only (by index, in that order)."""
         check_command(args)
         return await self._fanout(
-            encode_command(args), self._check_indices(servers), timeout, None, None
+            encode_command(args), self._check_indices(servers), timeout, None, None, None, args[0]
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -485,7 +503,9 @@ class Pool:
         if quorum is not None:
             _count("quorum", quorum, len(targets))
         head: list[Any] = ["EVALSHA", script.sha, len(keys), *keys, *args]
-        replies = await self._fanout(encode_command(head), targets, timeout, None, None)
+        replies = await self._fanout(
+            encode_command(head), targets, timeout, None, None, None, "EVALSHA"
+        )
         missing = [
             pos
             for pos, r in enumerate(replies)
@@ -494,11 +514,22 @@ class Pool:
         if missing:
             head[0:2] = ["EVAL", script.source]
             again = await self._fanout(
-                encode_command(head), tuple(targets[p] for p in missing), timeout, None, None
-            )
+                encode_command(head), tuple(targets[p] for p in missing), timeout, None, None,
+                None, "EVAL",
+            )  # fmt: skip
             for pos, r in zip(missing, again, strict=True):
                 replies[pos] = r
-        return replies.check_quorum(quorum)
+        return self._check_quorum(replies, quorum)
+
+    def _check_quorum(self, replies: Replies, quorum: int | None) -> Replies:
+        """``replies.check_quorum(quorum)``, counting failures in :attr:`stats`."""
+        if quorum is None:
+            return replies
+        try:
+            return replies.check_quorum(quorum)
+        except QuorumError:
+            self.stats.quorum_failures += 1
+            raise
 
     def _call_timeout(self, timeout: float | None) -> float:
         if timeout is None:
@@ -519,6 +550,7 @@ class Pool:
         quorum: int | None,
         wait_for: int | None,
         decode: bool | None = None,
+        op: Any = None,
     ) -> Replies:
         n = len(targets)
         if timeout is not None:
@@ -570,12 +602,14 @@ class Pool:
             raise PoolClosed("the pool was closed during the call")
         decoding = self._decode if decode is None else decode
         out: list[Any] = []
+        received = 0
         for idx, entry in zip(targets, slots, strict=True):
             if type(entry) is not Slot:
                 out.append(entry)
                 continue
             state = entry.state
             if state is DONE:
+                received += 1
                 servers[idx].replied(entry)
                 value = entry.value
                 out.append(_decode(value) if decoding else value)
@@ -584,9 +618,14 @@ class Pool:
             else:
                 entry.detach()
                 out.append(self._missed(servers[idx], entry, deadline, wait_for, timeout))
+        stats = self.stats
+        stats.replies_expected += n
+        stats.replies_received += received
+        if self._metrics is not None:
+            self._metrics.fanout(op, targets, slots, trio.current_time(), wait_for is not None)
         labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
         replies = Replies(out, labels)
-        return replies.check_quorum(quorum) if quorum is not None else replies
+        return self._check_quorum(replies, quorum) if quorum is not None else replies
 
     def _missed(
         self,

@@ -177,7 +177,7 @@ class Server:
     def replied(self, slot: Slot) -> None:
         """A reply arrived in ``slot`` (an error reply counts: the server answered)."""
         self.replies += 1
-        self.latencies.append(slot.latency)
+        self.latencies.append(slot.done_at - slot.sent_at)
         if self.consecutive_timeouts:
             self.consecutive_timeouts = 0
 
