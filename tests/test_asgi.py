@@ -388,8 +388,7 @@ async def test_configuration_is_checked(redis_servers: list[RedisServer]) -> Non
         with pytest.raises(ConfigurationError, match="SessionStore"):
             SessionMiddleware(app, object())  # type: ignore[arg-type]
         middleware = SessionMiddleware(app, store, max_age=0, same_site="strict", domain="a.b")
-        assert (
-            middleware.set_cookie("x")
-            == b"session=x; Path=/; Domain=a.b; HttpOnly; SameSite=Strict; Secure"
+        assert middleware.cookie.set_cookie("x") == (
+            "session=x; Path=/; Domain=a.b; HttpOnly; SameSite=Strict; Secure"
         )
         assert "SameSite=Strict" in repr(middleware)

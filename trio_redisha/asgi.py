@@ -58,7 +58,10 @@ __all__ = [
     "DEFAULT_COOKIE_NAME",
     "ROTATE_KEY",
     "UNAVAILABLE",
+    "SessionCookie",
     "SessionMiddleware",
+    "commit_session",
+    "load_session",
     "rotate_session",
 ]
 
@@ -137,6 +140,160 @@ class _State:
         self.loaded = loaded
 
 
+class SessionCookie:
+    """The session cookie: its name and flags, checked once; parsing and formatting.
+
+    Shared by :class:`SessionMiddleware` and the Quart session interface. The
+    arguments are those of :class:`SessionMiddleware` (``name`` is its
+    ``cookie_name``).
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        name: str = DEFAULT_COOKIE_NAME,
+        max_age: int | None = None,
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool = True,
+        same_site: str = "lax",
+        http_only: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
+            raise ConfigurationError(f"cookie_name must be a cookie token, got {name!r}")
+        if max_age is None:
+            max_age = math.ceil(store.ttl)
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+            raise ConfigurationError(f"max_age must be an int >= 0 or None, got {max_age!r}")
+        for what, value in (("path", path), ("domain", domain)):
+            if value is not None and (
+                not isinstance(value, str) or any(c in value for c in ";,\r\n\x00 ")
+            ):
+                raise ConfigurationError(f"{what} must be a plain str, got {value!r}")
+        if not path.startswith("/"):
+            raise ConfigurationError(f"path must start with '/', got {path!r}")
+        flag = _SAME_SITE.get(same_site.lower()) if isinstance(same_site, str) else None
+        if flag is None:
+            raise ConfigurationError(
+                f"same_site must be 'lax', 'strict' or 'none', got {same_site!r}"
+            )
+        if flag == "None" and not secure:
+            raise ConfigurationError("same_site='none' needs secure=True (browsers require it)")
+        #: The cookie's name.
+        self.name = name
+        #: Its ``Max-Age`` (0: none, a browser-session cookie).
+        self.max_age = max_age
+        attributes = [f"Path={path}"]
+        if domain is not None:
+            attributes.append(f"Domain={domain}")
+        if http_only:
+            attributes.append("HttpOnly")
+        attributes.append(f"SameSite={flag}")
+        if secure:
+            attributes.append("Secure")
+        self._attributes = "; ".join(attributes)
+        self._name_bytes = name.encode("ascii")
+
+    def __repr__(self) -> str:
+        return f"<SessionCookie {self.name!r} {self._attributes}>"
+
+    def ids(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        """The values of the session cookie in request headers, in order (unchecked)."""
+        found: list[str] = []
+        for name, value in headers:
+            if name.lower() != b"cookie":
+                continue
+            for pair in value.split(b";"):
+                key, sep, val = pair.partition(b"=")
+                if sep and key.strip() == self._name_bytes:
+                    found.append(val.strip().strip(b'"').decode("latin-1"))
+        return found
+
+    def set_cookie(self, sid: str) -> str:
+        """The ``Set-Cookie`` header value carrying session id ``sid``."""
+        age = f"; Max-Age={self.max_age}" if self.max_age else ""
+        return f"{self.name}={sid}{age}; {self._attributes}"
+
+    def expire_cookie(self) -> str:
+        """The ``Set-Cookie`` header value removing the session cookie."""
+        return f'{self.name}=""; Max-Age=0; {_EXPIRED}; {self._attributes}'
+
+
+async def load_session(store: SessionStore, ids: Iterable[str]) -> tuple[str | None, Session]:
+    """The session of the first of ``ids`` that the store knows, with its id.
+
+    Ids that do not look like session ids are skipped without touching Redis.
+    None known (or none given): ``(None, Session())``, a new session that gets
+    a new id once it holds something (never one the client chose). A session
+    that is not this store's to read is replaced by a new one (logged).
+
+    Raises:
+        QuorumError: The store could not be read (see :data:`UNAVAILABLE`).
+    """
+    for sid in ids:
+        if not store.is_valid_id(sid):
+            continue  # never sent to Redis
+        try:
+            session = await store.load(sid)
+        except (ForeignValueError, CodecError) as exc:
+            logger.warning("unreadable session replaced by a new one: %s", exc)
+            continue
+        if session:
+            return sid, session
+    return None, Session()
+
+
+async def commit_session(
+    store: SessionStore,
+    cookie: SessionCookie,
+    sid: str | None,
+    session: Session,
+    *,
+    rotate: bool = False,
+) -> str | None:
+    """Save what a request did to ``session`` (loaded under ``sid``); the Set-Cookie to send.
+
+    * A new session (``sid`` None) left empty: nothing stored, no cookie.
+    * A new session with data: stored whole under a new id; its cookie.
+    * A loaded session left empty (``clear()``): deleted on every server;
+      the cookie expired.
+    * ``rotate``: stored whole under a new id, the old id deleted; the new cookie.
+    * Otherwise the changed fields are written and the removed ones deleted;
+      unchanged, only the expiry is refreshed (a failure to refresh it is
+      logged, not raised: nothing is lost). The cookie, for its ``Max-Age``.
+
+    Raises:
+        QuorumError: A write did not reach its quorum (see :data:`UNAVAILABLE`).
+        CodecError: A value cannot be encoded; nothing was sent.
+    """
+    if sid is None:
+        if not session:
+            return None
+        new = store.new_id()
+        await store.save(new, dict(session))
+        return cookie.set_cookie(new)
+    if not session:
+        await store.delete(sid)  # logout: gone on every server, for good
+        return cookie.expire_cookie()
+    if rotate:
+        new = store.new_id()
+        await store.save(new, dict(session))  # the whole session, under the new id
+        await store.delete(sid)
+        return cookie.set_cookie(new)
+    if _changed(store, session):
+        await store.save(sid, session)  # only the changed and removed fields
+    else:
+        try:
+            await store.touch(sid)  # sliding expiry
+        except UNAVAILABLE as exc:
+            logger.warning("session expiry not refreshed: %s", exc)
+    return cookie.set_cookie(sid)
+
+
 class SessionMiddleware:
     """ASGI middleware keeping each request's session in a :class:`SessionStore`.
 
@@ -187,69 +344,23 @@ class SessionMiddleware:
     ) -> None:
         if not isinstance(store, SessionStore):
             raise ConfigurationError(f"store must be a SessionStore, got {store!r}")
-        if not isinstance(cookie_name, str) or not _TOKEN_RE.match(cookie_name):
-            raise ConfigurationError(f"cookie_name must be a cookie token, got {cookie_name!r}")
-        if max_age is None:
-            max_age = math.ceil(store.ttl)
-        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
-            raise ConfigurationError(f"max_age must be an int >= 0 or None, got {max_age!r}")
-        for what, value in (("path", path), ("domain", domain)):
-            if value is not None and (
-                not isinstance(value, str) or any(c in value for c in ";,\r\n\x00 ")
-            ):
-                raise ConfigurationError(f"{what} must be a plain str, got {value!r}")
-        if not path.startswith("/"):
-            raise ConfigurationError(f"path must start with '/', got {path!r}")
-        flag = _SAME_SITE.get(same_site.lower()) if isinstance(same_site, str) else None
-        if flag is None:
-            raise ConfigurationError(
-                f"same_site must be 'lax', 'strict' or 'none', got {same_site!r}"
-            )
-        if flag == "None" and not secure:
-            raise ConfigurationError("same_site='none' needs secure=True (browsers require it)")
         self.app = app
         self.store = store
-        self.cookie_name = cookie_name
-        self.max_age = max_age
+        #: The cookie's name, flags and formatting.
+        self.cookie = SessionCookie(
+            store,
+            name=cookie_name,
+            max_age=max_age,
+            path=path,
+            domain=domain,
+            secure=secure,
+            same_site=same_site,
+            http_only=http_only,
+        )
         self._on_unavailable: ASGIApp = on_unavailable or _unavailable
-        attributes = [f"Path={path}"]
-        if domain is not None:
-            attributes.append(f"Domain={domain}")
-        if http_only:
-            attributes.append("HttpOnly")
-        attributes.append(f"SameSite={flag}")
-        if secure:
-            attributes.append("Secure")
-        self._attributes = "; ".join(attributes)
-        self._cookie_bytes = cookie_name.encode("ascii")
 
     def __repr__(self) -> str:
-        return (
-            f"<SessionMiddleware cookie={self.cookie_name!r} {self._attributes} on {self.store!r}>"
-        )
-
-    # -- cookies
-
-    def cookie_ids(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
-        """The values of the session cookie in request headers, in order."""
-        found: list[str] = []
-        for name, value in headers:
-            if name.lower() != b"cookie":
-                continue
-            for pair in value.split(b";"):
-                key, sep, val = pair.partition(b"=")
-                if sep and key.strip() == self._cookie_bytes:
-                    found.append(val.strip().strip(b'"').decode("latin-1"))
-        return found
-
-    def set_cookie(self, sid: str) -> bytes:
-        """The ``Set-Cookie`` header value carrying session id ``sid``."""
-        age = f"; Max-Age={self.max_age}" if self.max_age else ""
-        return f"{self.cookie_name}={sid}{age}; {self._attributes}".encode("latin-1")
-
-    def expire_cookie(self) -> bytes:
-        """The ``Set-Cookie`` header value removing the session cookie."""
-        return f'{self.cookie_name}=""; Max-Age=0; {_EXPIRED}; {self._attributes}'.encode("latin-1")
+        return f"<SessionMiddleware {self.cookie!r} on {self.store!r}>"
 
     # -- ASGI
 
@@ -301,20 +412,8 @@ class SessionMiddleware:
         await self.app(scope, receive, send_wrapper)
 
     async def _load(self, headers: Iterable[tuple[bytes, bytes]]) -> _State:
-        for sid in self.cookie_ids(headers):
-            if not self.store.is_valid_id(sid):
-                continue  # never sent to Redis
-            try:
-                session = await self.store.load(sid)
-            except (ForeignValueError, CodecError) as exc:
-                # Not a session this store can read: start afresh, under a new id.
-                logger.warning("unreadable session replaced by a new one: %s", exc)
-                continue
-            if session:
-                return _State(sid, session)
-        # No cookie, or ids the store does not know: a new session, and a new
-        # id once it holds something (never the client's id).
-        return _State(None, Session())
+        sid, session = await load_session(self.store, self.cookie.ids(headers))
+        return _State(sid, session)
 
     async def _save(self, scope: Scope, state: _State, status: int) -> bytes | None:
         """Write what the request changed; the Set-Cookie value to send, if any."""
@@ -327,30 +426,9 @@ class SessionMiddleware:
         if data is not session:  # the app replaced the dict: compare with what was loaded
             session.clear()
             session.update(data)
-        old = state.sid
-        if old is None:
-            if not session:
-                return None  # empty and untouched, or emptied: nothing to store
-            sid = self.store.new_id()
-            await self.store.save(sid, dict(session))
-            return self.set_cookie(sid)
-        if not session:
-            await self.store.delete(old)  # logout: gone on every server, for good
-            return self.expire_cookie()
-        if scope.get(ROTATE_KEY):
-            sid = self.store.new_id()
-            await self.store.save(sid, dict(session))  # the whole session, under the new id
-            await self.store.delete(old)
-            return self.set_cookie(sid)
-        if _changed(self.store, session):
-            await self.store.save(old, session)  # only the changed and removed fields
-        else:
-            try:
-                await self.store.touch(old)  # sliding expiry
-            except UNAVAILABLE as exc:
-                # Only the expiry refresh failed: the data is there; serve the answer.
-                logger.warning("session expiry not refreshed: %s", exc)
-        return self.set_cookie(old)
+        rotate = bool(scope.get(ROTATE_KEY))
+        cookie = await commit_session(self.store, self.cookie, state.sid, session, rotate=rotate)
+        return None if cookie is None else cookie.encode("latin-1")
 
 
 def _changed(store: SessionStore, session: Session) -> bool:
