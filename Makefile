@@ -64,6 +64,7 @@ bench: venv redis-server
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_parser.py
 	$(BIN)/python benchmarks/bench_clients.py
+	$(BIN)/python benchmarks/bench_web.py
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $${TMPDIR:-/tmp}/trio-redisha-site
