@@ -310,6 +310,7 @@ def report(figures: Figures, rounds: int) -> None:
         )
     medians = {m: statistics.median(r.rps for r in rs) for m, rs in figures.results.items()}
     peer = "starsessions+RedisStore"
+    print()
     if peer in medians:
         for mode, value in medians.items():
             if mode != peer:

@@ -84,8 +84,15 @@ class RedisHASessionInterface(SessionInterface):
 
     Args:
         store: Where the sessions live.
-        cookie_name, max_age, path, domain, secure, same_site, http_only: The
-            cookie, as for :class:`trio_redisha.asgi.SessionMiddleware`.
+        cookie_name: The cookie holding the session id.
+        max_age: The cookie's ``Max-Age`` (``None``: the store's ``ttl``; ``0``:
+            a browser-session cookie).
+        path: The cookie's ``Path``.
+        domain: The cookie's ``Domain`` (``None``: the host only).
+        secure: Mark the cookie ``Secure`` (HTTPS only, and ``http://localhost``
+            in browsers).
+        same_site: ``"lax"``, ``"strict"`` or ``"none"`` (which needs ``secure``).
+        http_only: Mark the cookie ``HttpOnly``.
 
     Raises:
         ConfigurationError: An argument is invalid.
