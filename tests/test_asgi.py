@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 import trio_redisha
 from tests.harness.asgi_server import serve_asgi
+from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
 from tests.harness.redis_server import RedisServer
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.asgi import SessionMiddleware, rotate_session
@@ -221,6 +222,22 @@ async def test_a_client_chosen_id_is_never_adopted(
         assert await store.load(sid) == {"a": "1"}
     for server in redis_servers:
         assert await server.acommand("EXISTS", "session:" + "A" * 43) == b":0\r\n"
+
+
+async def test_a_malformed_cookie_never_reaches_redis() -> None:
+    # A fake server recording every command: only the handshake may arrive.
+    async with (
+        open_hostile_server(reply_with(b"*0\r\n")) as fake,
+        trio_redisha.open_pool(fake.url, **FAST) as pool,
+        serve_asgi(starlette_app(SessionStore(pool))) as base,
+    ):
+        for cookie in ("bad id!", "x" * 500, "../etc/passwd", "A" * 21, '"quoted"'):
+            async with client_with(base, cookie) as client:
+                assert (await client.get("/")).json() == {}
+        assert set(fake.command_names()) <= HANDSHAKE_COMMANDS
+        async with client_with(base, "A" * 43) as client:  # well-formed: looked up
+            assert (await client.get("/")).json() == {}
+        assert set(fake.command_names()) - HANDSHAKE_COMMANDS
 
 
 async def test_logout_deletes_the_session_everywhere_and_expires_the_cookie(
