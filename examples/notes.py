@@ -80,10 +80,20 @@ def note_fields(session: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(notes, key=lambda kv: (kv[1].get("at", 0), kv[0]))
 
 
+async def _body(request: Request, limit: int = 8 * MAX_NOTE) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes (never read whole into memory)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def _form(request: Request) -> dict[str, str]:
     """The request's url-encoded form, first value of each field (small bodies only)."""
-    body = await request.body()
-    if len(body) > 4 * MAX_NOTE:
+    body = await _body(request)
+    if body is None:
         return {}
     pairs = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
     return {k: v[0] for k, v in pairs.items()}
@@ -208,7 +218,9 @@ def create_app(
         if "user" not in session:
             return JSONResponse({"error": "log in first"}, status_code=401)
         if request.method == "POST":
-            field = _add_note(session, (await request.body()).decode("utf-8", "replace"))
+            body = await _body(request)
+            text = "" if body is None else body.decode("utf-8", "replace")
+            field = _add_note(session, text)
             if field is None:
                 return JSONResponse({"error": "empty, too long, or too many"}, status_code=400)
             return JSONResponse({"id": field}, status_code=201)
@@ -321,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     servers = args.servers or os.environ.get("REDISHA_SERVERS", "").replace(",", " ").split()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("hypercorn.error").propagate = False  # it has its own handler
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: a clean exit
         trio.run(_run, args, servers)
     return 0
