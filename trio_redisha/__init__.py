@@ -16,6 +16,7 @@ from .connection import open_connection as open_connection
 from .exceptions import CodecError as CodecError
 from .exceptions import CommandEncodeError as CommandEncodeError
 from .exceptions import ConfigurationError as ConfigurationError
+from .exceptions import CrossSlotError as CrossSlotError
 from .exceptions import ForeignValueError as ForeignValueError
 from .exceptions import PoolClosed as PoolClosed
 from .exceptions import ProtocolError as ProtocolError
@@ -41,6 +42,7 @@ __all__ = [
     "CommandEncodeError",
     "ConfigurationError",
     "Connection",
+    "CrossSlotError",
     "ForeignValueError",
     "HybridLogicalClock",
     "Pool",

@@ -62,18 +62,25 @@ import ipaddress
 import os.path
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
+from ._commands import command_keys
 from .config import ServerSpec, parse_server
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, CrossSlotError
 
 __all__ = [
     "PARTITIONS",
     "Placement",
+    "Targets",
     "canonical_identity",
+    "command_partition",
     "key_partition",
     "moved_fraction",
+    "read_targets",
+    "route",
+    "write_targets",
 ]
 
 #: The number of partitions: Redis Cluster's hash slots, so that a partition is
@@ -303,3 +310,187 @@ def moved_fraction(old: Placement, new: Placement) -> float:
         before = set(old.owner_identities(p))
         moved += sum(1 for ident in new.owner_identities(p) if ident not in before)
     return moved / (PARTITIONS * new.replicas)
+
+
+# ------------------------------------------------------------------ routing
+
+
+def command_partition(
+    placement: Placement, args: Sequence[object], previous: Placement | None = None
+) -> int | None:
+    """Return the partition a command goes to, or None for a keyless command.
+
+    Every key of a multi-key command must have the same owners, in the same
+    order, as the first key (keys in one partition always do; keys in
+    different partitions may by chance, and then may stop doing so when the
+    servers change: a hash tag is the reliable way). During a migration the
+    keys must also share their owners in ``previous``.
+
+    Args:
+        placement: The placement the command is routed by.
+        args: The command: its name and its arguments.
+        previous: The layout being moved away from, if any.
+
+    Returns:
+        The first key's partition; None when the command has no keys (it goes
+        to every server).
+
+    Raises:
+        CrossSlotError: The keys do not all share their owners; nothing is sent.
+        UnsupportedCommand: The command's keys cannot be found (see
+            ``command_keys``).
+    """
+    keys = command_keys(args)
+    if not keys:
+        return None
+    first = key_partition(keys[0])
+    if len(keys) == 1:
+        return first
+    table = placement._owners
+    old = previous._owners if previous is not None else None
+    for position, key in enumerate(keys[1:], start=2):
+        p = key_partition(key)
+        if p == first:
+            continue
+        if table[p] != table[first]:
+            layout = ""
+        elif old is not None and old[p] != old[first]:
+            layout = " in the previous layout"
+        else:
+            continue
+        name = args[0].decode("latin-1") if isinstance(args[0], bytes) else str(args[0])
+        raise CrossSlotError(
+            f"{name.upper()}: key {position} of {len(keys)} has other owners{layout} than "
+            "the first key; give the keys one hash tag, e.g. {user42}:a and {user42}:b",
+            command=name.upper(),
+        )
+    return first
+
+
+def route(
+    placement: Placement, args: Sequence[object], previous: Placement | None = None
+) -> tuple[int, ...] | None:
+    """Return the indices of the owners a command goes to, or None for every server.
+
+    See :func:`command_partition`, which this wraps.
+
+    Raises:
+        CrossSlotError: The keys do not all share their owners; nothing is sent.
+        UnsupportedCommand: The command's keys cannot be found.
+    """
+    p = command_partition(placement, args, previous)
+    return None if p is None else placement._owners[p]
+
+
+# ------------------------------------------------------------ sloppy quorum
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """The servers one call goes to: every owner, then the fallbacks chosen.
+
+    Attributes:
+        owners: Every owner of the key, in preference order, usable or not (an
+            unusable one is reported as unavailable, not skipped silently).
+        fallbacks: Further servers, in the order they were chosen.
+    """
+
+    owners: tuple[int, ...]
+    fallbacks: tuple[int, ...]
+
+    @property
+    def servers(self) -> tuple[int, ...]:
+        """Owners then fallbacks: the order of the call's replies."""
+        return self.owners + self.fallbacks
+
+
+def _check_usable(preference: Sequence[int], usable: Sequence[bool]) -> None:
+    if len(usable) < len(preference):
+        raise ConfigurationError(f"usable has {len(usable)} entries for {len(preference)} servers")
+
+
+def write_targets(
+    preference: Sequence[int], replicas: int, write_quorum: int, usable: Sequence[bool]
+) -> Targets:
+    """Choose where a write goes: the owners, and fallbacks if too few are usable.
+
+    Dynamo's sloppy quorum: when fewer than ``write_quorum`` owners are usable,
+    the write goes on along the preference order to the next usable servers
+    until ``write_quorum`` usable ones are reached. A fallback therefore holds
+    a copy only while owners are down; it is handed back when they return.
+
+    Args:
+        preference: The key's preference order (owners first), as server indices.
+        replicas: N, how many of ``preference`` are owners.
+        write_quorum: W, the acknowledgements the write needs (1..N).
+        usable: Whether each server (by index) can be used now.
+
+    Returns:
+        Every owner, and the fallbacks to add. Fewer than W usable servers in
+        all means the quorum cannot be met; the caller decides what to do.
+
+    Raises:
+        ConfigurationError: W or N is out of range.
+    """
+    if not 1 <= replicas <= len(preference):
+        raise ConfigurationError(f"replicas must be in 1..{len(preference)}, got {replicas}")
+    if not 1 <= write_quorum <= replicas:
+        raise ConfigurationError(
+            f"write_quorum must be in 1..{replicas} (the owners of a key), got {write_quorum}"
+        )
+    _check_usable(preference, usable)
+    owners = tuple(preference[:replicas])
+    missing = write_quorum - sum(1 for i in owners if usable[i])
+    return Targets(owners, _first_usable(preference[replicas:], usable, missing))
+
+
+def read_targets(
+    preference: Sequence[int],
+    replicas: int,
+    usable: Sequence[bool],
+    also: Iterable[int] = (),
+) -> Targets:
+    """Choose where a read goes: the owners, a fallback per unusable owner, and ``also``.
+
+    A write that found k owners unusable used at most the first k usable
+    fallbacks, so a read made while the same owners are unusable includes all
+    of them and sees that write.
+
+    Args:
+        preference: The key's preference order (owners first), as server indices.
+        replicas: N, how many of ``preference`` are owners.
+        usable: Whether each server (by index) can be used now.
+        also: More servers to read from after those: the previous layout's
+            owners during a migration, fallbacks known to hold copies not yet
+            handed back. Owners and servers already chosen are skipped.
+
+    Returns:
+        Every owner, then the fallbacks and the ``also`` servers to add.
+
+    Raises:
+        ConfigurationError: N is out of range.
+    """
+    if not 1 <= replicas <= len(preference):
+        raise ConfigurationError(f"replicas must be in 1..{len(preference)}, got {replicas}")
+    _check_usable(preference, usable)
+    owners = tuple(preference[:replicas])
+    down = sum(1 for i in owners if not usable[i])
+    fallbacks = list(_first_usable(preference[replicas:], usable, down))
+    chosen = set(owners).union(fallbacks)
+    for i in also:
+        if i not in chosen:
+            chosen.add(i)
+            fallbacks.append(i)
+    return Targets(owners, tuple(fallbacks))
+
+
+def _first_usable(candidates: Sequence[int], usable: Sequence[bool], count: int) -> tuple[int, ...]:
+    if count <= 0:
+        return ()
+    out: list[int] = []
+    for i in candidates:
+        if usable[i]:
+            out.append(i)
+            if len(out) == count:
+                break
+    return tuple(out)
