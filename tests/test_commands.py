@@ -165,6 +165,9 @@ CASES: list[tuple[list[Any], list[bytes] | None]] = [
     (["EVAL", "return 1", 0, "arg"], []),
     (["EVAL", "return 1", 3, "k1"], []),  # too few keys: the server finds none
     (["EVALSHA", "a" * 40, 1, "k"], [b"k"]),
+    (["EVAL", "s", -1, "k"], []),
+    (["ZUNIONSTORE", "d", -1, "k"], None),
+    (["ZUNIONSTORE", "d", 1 << 64, "k"], None),
     (["EVAL_RO", "s", 1, "k"], [b"k"]),
     (["FCALL", "f", 2, "a", "b"], [b"a", b"b"]),
     (["FCALL_RO", "f", 0], []),
@@ -248,7 +251,7 @@ def test_unknown_and_malformed_commands_raise() -> None:
     with pytest.raises(CommandEncodeError):
         command_keys([3, "k"])
     with pytest.raises(CommandEncodeError):
-        command_keys(["MSET", "a", object()])
+        command_keys(["MSET", object(), "v"])
 
 
 # ------------------------------------------------ generated from COMMAND DOCS

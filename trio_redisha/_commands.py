@@ -69,6 +69,8 @@ class CommandInfo:
     tips: tuple[str, ...]
     group: str
     key_specs: tuple[Spec, ...]
+    #: The key specs compiled for :func:`command_keys`.
+    compiled: tuple[Compiled, ...]
     #: The one key's position when the command has a single fixed key (GET, HSET...).
     single_key: int
     #: Whether the command may have keys at all.
@@ -98,26 +100,41 @@ def _cdiv(a: int, b: int) -> int:
     return q if (a >= 0) == (b >= 0) else -q
 
 
-def _specs_positions(specs: tuple[Spec, ...], argv: Sequence[bytes]) -> Positions | None:
+# A key spec compiled for the hot path: (skip, incomplete, begin kind, begin
+# argument, keyword, find kind, and find's three numbers). Kinds: 0 unknown,
+# 1 index / range, 2 keyword / keynum.
+Compiled = tuple[bool, bool, int, int, bytes, int, int, int, int]
+
+
+def _compile(spec: Spec) -> Compiled:
+    flags, bs, fk = spec
+    bs_kind = {"index": 1, "keyword": 2}.get(str(bs[0]), 0)
+    bs_arg = int(bs[1]) if bs_kind == 1 else int(bs[2]) if bs_kind == 2 else 0
+    keyword = str(bs[1]).upper().encode() if bs_kind == 2 else b""
+    fk_kind = {"range": 1, "keynum": 2}.get(str(fk[0]), 0)
+    a, b, c = (int(fk[1]), int(fk[2]), int(fk[3])) if fk_kind else (0, 0, 0)
+    return ("not_key" in flags, "incomplete" in flags, bs_kind, bs_arg, keyword, fk_kind, a, b, c)
+
+
+def _specs_positions(specs: tuple[Compiled, ...], args: Sequence[object]) -> Positions | None:
     """Redis's getKeysUsingKeySpecs: the key positions, or None when a spec fails."""
-    argc = len(argv)
+    argc = len(args)
     out: Positions = []
-    for flags, bs, fk in specs:
-        if "not_key" in flags:
+    for skip, incomplete, bs_kind, bs_arg, keyword, fk_kind, a, b, c in specs:
+        if skip:
             continue
-        if bs[0] == "index":
-            first = int(bs[1])
-        elif bs[0] == "keyword":
-            keyword, startfrom = str(bs[1]).encode(), int(bs[2])
-            start = startfrom if startfrom > 0 else argc + startfrom
-            end = argc - 1 if startfrom > 0 else 1
+        if bs_kind == 1:
+            first = bs_arg
+        elif bs_kind == 2:
+            start = bs_arg if bs_arg > 0 else argc + bs_arg
+            end = argc - 1 if bs_arg > 0 else 1
             step = 1 if start <= end else -1
             first = 0
             i = start
             while i != end:
                 if i >= argc or i < 1:
                     break
-                if argv[i].upper() == keyword:
+                if _arg_bytes(i, args[i]).upper() == keyword:  # ASCII-only, as strcasecmp
                     first = i + 1
                     break
                 i += step
@@ -125,29 +142,31 @@ def _specs_positions(specs: tuple[Spec, ...], argv: Sequence[bytes]) -> Position
                 continue  # keyword absent: this spec names no key
         else:
             return None
-        if fk[0] == "range":
-            lastkey, keystep, limit = int(fk[1]), int(fk[2]), int(fk[3])
-            if lastkey >= 0:
-                last = first + lastkey
-            elif not limit:
-                last = argc + lastkey
+        if fk_kind == 1:  # range: a = lastkey, b = keystep, c = limit
+            keystep = b
+            if a >= 0:
+                last = first + a
+            elif not c:
+                last = argc + a
             else:
-                last = first + _cdiv(argc - first, limit) + lastkey
-        elif fk[0] == "keynum":
-            keynumidx, firstkey, keystep = int(fk[1]), int(fk[2]), int(fk[3])
-            if first + keynumidx >= argc:
+                last = first + _cdiv(argc - first, c) + a
+        elif fk_kind == 2:  # keynum: a = keynumidx, b = firstkey, c = keystep
+            keystep = c
+            if first + a >= argc:
                 return None
-            numkeys = _strict_int(argv[first + keynumidx])
-            if numkeys is None or numkeys < 0:
+            count = args[first + a]
+            # An int is sent as its decimal text, which string2ll reads back as is.
+            numkeys = count if type(count) is int else _strict_int(_arg_bytes(first + a, count))
+            if numkeys is None or not 0 <= numkeys <= _INT64_MAX:
                 return None
-            first += firstkey
+            first += b
             last = first + numkeys - 1
         else:
             return None
         if last >= argc or last < first or first >= argc:
             return None
         out.extend(range(first, last + 1, keystep))
-        if "incomplete" in flags:
+        if incomplete:
             return None
     return out
 
@@ -271,6 +290,7 @@ def _build(name: str, entry: Entry) -> CommandInfo:
         tips=tuple(tips),
         group=group,
         key_specs=specs_t,
+        compiled=tuple(_compile(spec) for spec in specs_t),
         single_key=single,
         has_keys=any("not_key" not in s[0] for s in specs_t) or name in _FALLBACKS,
         fallback=_FALLBACKS.get(name),
@@ -351,16 +371,15 @@ def command_keys(args: Sequence[object]) -> list[bytes]:
         return [_arg_bytes(single, args[single])]
     if not info.has_keys:
         return []
-    argv = [_arg_bytes(i, a) for i, a in enumerate(args)]
-    positions = _specs_positions(info.key_specs, argv)
+    positions = _specs_positions(info.compiled, args)
     if positions is None:
         if info.fallback is None:
             raise UnsupportedCommand(f"cannot find the keys of this {info.name!r} command")
-        positions = info.fallback(argv)
+        positions = info.fallback([_arg_bytes(i, a) for i, a in enumerate(args)])
     if not positions:
         if "no_mandatory_keys" in info.flags:
             return []
         raise UnsupportedCommand(
             f"cannot find the keys of this {info.name!r} command: Redis would reject its arguments"
         )
-    return [argv[i] for i in positions]
+    return [_arg_bytes(i, args[i]) for i in positions]
