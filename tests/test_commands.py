@@ -250,6 +250,8 @@ def test_unknown_and_malformed_commands_raise() -> None:
         command_keys([])
     with pytest.raises(CommandEncodeError):
         command_keys([3, "k"])
+    with pytest.raises(UnsupportedCommand, match="unknown subcommand '5'"):
+        command_keys(["CONFIG", 5])
     with pytest.raises(CommandEncodeError):
         command_keys(["MSET", object(), "v"])
 

@@ -19,7 +19,13 @@ from tests.harness.redis_server import (
     free_port,
     reply_end,
 )
-from trio_redisha import ConfigurationError, CrossSlotError, ServerSpec, UnsupportedCommand
+from trio_redisha import (
+    CommandEncodeError,
+    ConfigurationError,
+    CrossSlotError,
+    ServerSpec,
+    UnsupportedCommand,
+)
 from trio_redisha.placement import (
     PARTITIONS,
     Placement,
@@ -179,6 +185,8 @@ def test_bad_configurations_are_refused() -> None:
         Placement([], 1)
     with pytest.raises(ConfigurationError):
         Placement(["http://x"], 1)
+    with pytest.raises(CommandEncodeError, match="a key is str or bytes"):
+        Placement(servers(3), 1).owners(42)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------- shape and balance

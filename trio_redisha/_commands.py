@@ -328,12 +328,11 @@ def command_info(args: Sequence[object]) -> CommandInfo:
         raise UnsupportedCommand("empty command")
     name = _name(args[0])
     if name in CONTAINERS and len(args) > 1:
-        full = f"{name}|{_name(args[1])}"
-        info = COMMANDS.get(full)
+        sub = _arg_bytes(1, args[1]).decode("latin-1").lower()
+        info = COMMANDS.get(f"{name}|{sub}")
         if info is None:
             raise UnsupportedCommand(
-                f"unknown subcommand {_name(args[1])!r} of {name.upper()} "
-                f"(Redis {REDIS_VERSION}'s table)"
+                f"unknown subcommand {sub!r} of {name.upper()} (Redis {REDIS_VERSION}'s table)"
             )
     else:
         info = COMMANDS.get(name)

@@ -137,7 +137,9 @@ class UnsupportedCommand(RedisHAError):
 
     Blocking commands (``BLPOP``...), ``SUBSCRIBE``, ``MULTI``/``EXEC``, ``WATCH``,
     ``SELECT``, ``CLIENT REPLY`` and the like cannot run on a multiplexed
-    connection without corrupting it for every other caller.
+    connection without corrupting it for every other caller. With placement,
+    a command whose keys cannot be found (unknown to Redis's command table,
+    or with arguments that leave its keys undefined) cannot be routed either.
     """
 
 

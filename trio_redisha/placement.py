@@ -68,7 +68,7 @@ from typing import Final
 
 from ._commands import command_keys
 from .config import ServerSpec, parse_server
-from .exceptions import ConfigurationError, CrossSlotError
+from .exceptions import CommandEncodeError, ConfigurationError, CrossSlotError
 
 __all__ = [
     "PARTITIONS",
@@ -101,7 +101,7 @@ def _key_bytes(key: str | bytes) -> bytes:
         return bytes(key)
     if isinstance(key, str):
         return str(key).encode()
-    raise ConfigurationError(f"a key is str or bytes, got {type(key).__name__}")
+    raise CommandEncodeError(f"a key is str or bytes, got {type(key).__name__}")
 
 
 def key_partition(key: str | bytes) -> int:
