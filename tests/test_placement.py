@@ -162,6 +162,14 @@ def test_order_and_spelling_do_not_change_placement() -> None:
     assert b.labels == tuple(u.replace(":6379", ":6379") for u in b.labels)
 
 
+def test_servers_are_found_by_any_spelling() -> None:
+    p = Placement(["redis://127.0.0.1:7001", "redis://localhost:7002/"], 1)
+    assert p.index_of("redis://localhost:7001/0") == 0
+    assert p.index_of(("127.0.0.1", 7002)) == 1
+    with pytest.raises(KeyError, match=r"127\.0\.0\.1:7003/0"):
+        p.index_of("redis://127.0.0.1:7003")
+
+
 def test_placement_is_pinned() -> None:
     # Every process, in every version, must compute the same owners: a change of
     # scheme must be deliberate (a new weight tag), never an accident.

@@ -264,6 +264,19 @@ class Placement:
             self._fallbacks[partition] = order
         return order
 
+    def index_of(self, server: str | tuple[str, int] | ServerSpec) -> int:
+        """Return the index of a server, given in any spelling of its address.
+
+        Raises:
+            KeyError: The server is not in this placement.
+            ConfigurationError: The address is malformed.
+        """
+        identity = canonical_identity(server)
+        try:
+            return self.identities.index(identity)
+        except ValueError:
+            raise KeyError(f"{identity} is not a server of this placement") from None
+
     def partitions_of(self, server: int) -> list[int]:
         """Return the partitions that the server (an index) owns, in ascending order."""
         if not 0 <= server < len(self.labels):
