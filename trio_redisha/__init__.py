@@ -19,6 +19,7 @@ from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import CodecError as CodecError
 from .exceptions import CommandEncodeError as CommandEncodeError
 from .exceptions import ConfigurationError as ConfigurationError
+from .exceptions import CrossSlotError as CrossSlotError
 from .exceptions import ForeignValueError as ForeignValueError
 from .exceptions import PoolClosed as PoolClosed
 from .exceptions import ProtocolError as ProtocolError
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigurationError",
     "Connection",
     "Counter",
+    "CrossSlotError",
     "ForeignValueError",
     "HashMap",
     "HybridLogicalClock",
