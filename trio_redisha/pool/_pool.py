@@ -26,6 +26,7 @@ outlives the pool.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import logging
 import math
 import secrets
@@ -36,7 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .._commands import command_info, command_keys
+from .._commands import COMMANDS as _COMMAND_TABLE
+from .._commands import CONTAINERS as _CONTAINERS
+from .._commands import REDIS_VERSION, command_info, command_keys
 from .._deadlines import GRANULARITY, Deadlines
 from .._util import open_owned_nursery
 from ..config import ServerSpec, parse_server
@@ -971,18 +974,94 @@ class Pool:
         return await self.execute("DEL", *keys, timeout=timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
-        """Any other command as a method, as in the seed: ``await pool.hset(k, f, v)``."""
-        if name.startswith("_") or not name.isidentifier():
-            raise AttributeError(name)
-        words = name.upper().split("_")
+        """Any other Redis command as a method, as in the seed: ``await pool.hset(k, f, v)``.
+
+        Only names of Redis's command table (:func:`command_method` maps them):
+        ``pool.hset`` is ``HSET``, ``pool.sort_ro`` is ``SORT_RO``, and a
+        container's subcommand joins the two names with an underscore:
+        ``pool.client_list()`` is ``CLIENT LIST``, ``pool.config_get("maxmemory")``
+        is ``CONFIG GET maxmemory``, ``pool.client_no_evict("on")`` is
+        ``CLIENT NO-EVICT on``. Any other name raises :class:`AttributeError`, so
+        a typo (``pool.pign``) fails at once and ``pool.close()`` is not sent to
+        Redis as a command (use :meth:`aclose`). A real command that cannot run
+        on shared connections (``pool.blpop``) raises :class:`UnsupportedCommand`
+        when called, as :meth:`execute` does.
+
+        Raises:
+            AttributeError: The name is no Redis command.
+        """
+        words = command_method(name)
+        if words is None:
+            raise AttributeError(_no_command(self, name), name=name, obj=self)
 
         async def command(
-            *args: Any, timeout: float | None = None, quorum: int | None = None
+            *args: Any,
+            timeout: float | None = None,
+            quorum: int | None = None,
+            wait_for: int | None = None,
+            decode: bool | None = None,
         ) -> Replies:
-            return await self.execute(*words, *args, timeout=timeout, quorum=quorum)
+            return await self.execute(
+                *words, *args, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+            )
 
         command.__name__ = name
+        command.__qualname__ = f"Pool.{name}"
+        command.__doc__ = f"Run ``{' '.join(words)}`` (see :meth:`Pool.execute`)."
         return command
+
+
+def command_method(name: str) -> tuple[str, ...] | None:
+    """Map a method name to the Redis command words it runs, or None.
+
+    The name is lower case: a command's name (``hset``, ``sort_ro``), or a
+    container and its subcommand joined by ``_`` (``client_list``,
+    ``config_get``), where a ``-`` of the subcommand is written ``_``
+    (``client_no_evict``: ``CLIENT NO-EVICT``). A container alone
+    (``pool.client("LIST")``) is its command too.
+
+    Args:
+        name: An attribute name.
+
+    Returns:
+        The command's words (``("CLIENT", "LIST")``), or None when the name is
+        no command of Redis's table.
+    """
+    if not name.isidentifier() or name.startswith("_") or name != name.lower():
+        return None
+    if name in _COMMAND_TABLE:
+        return (name.upper(),)
+    head, _, sub = name.partition("_")
+    if sub and head in _CONTAINERS:
+        for candidate in (sub, sub.replace("_", "-")):
+            if f"{head}|{candidate}" in _COMMAND_TABLE:
+                return (head.upper(), candidate.upper())
+    dashed = name.replace("_", "-")
+    if dashed in _COMMAND_TABLE and "|" not in dashed:
+        return (dashed.upper(),)
+    return None
+
+
+def _method_names() -> list[str]:
+    return [n.replace("|", "_").replace("-", "_") for n in _COMMAND_TABLE]
+
+
+def _no_command(pool: Pool, name: str) -> str:
+    """A helpful AttributeError message for a name that is no Redis command."""
+    text = f"'Pool' object has no attribute {name!r}"
+    if name.startswith("_") or not name.isidentifier():
+        return text
+    if name == "close":
+        return text + ": to close the pool, use 'await pool.aclose()'"
+    if name != name.lower() and command_method(name.lower()) is not None:
+        return text + f": command methods are lower case, 'pool.{name.lower()}'"
+    names = {n for n in dir(pool) if not n.startswith("_")}.union(_method_names())
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"{text} (not a Redis {REDIS_VERSION} command; a subcommand is written"
+        f" container_sub, as pool.client_list()){hint}"
+    )
 
 
 def _check_distinct(specs: Sequence[ServerSpec]) -> list[str]:
