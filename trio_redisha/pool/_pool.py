@@ -60,7 +60,14 @@ from ..exceptions import (
     ServerUnavailable,
 )
 from ..hlc import HybridLogicalClock
-from ..placement import Placement, canonical_identity, keys_partition, read_targets, write_targets
+from ..placement import (
+    Placement,
+    canonical_identity,
+    key_partition,
+    keys_partition,
+    read_targets,
+    write_targets,
+)
 from ..replies import Replies
 from ..resp import DEFAULT_LIMITS, Limits, _arg_bytes, encode_command
 from ..scripts import Script
@@ -83,6 +90,8 @@ if TYPE_CHECKING:
 __all__ = ["Pool", "open_pool"]
 
 logger = logging.getLogger("trio_redisha.pool")
+
+_UP: Final = ServerState.UP
 
 #: True in tasks started by Pool._start_background: their calls may still run
 #: while aclose() waits for them.
@@ -541,12 +550,49 @@ class Pool:
         placement = self._placement
         if placement is None:
             return self._all
+        if quorum is not None:
+            _count("quorum", quorum, placement.replicas)
+        # The common case, one fixed key (GET, SET, HSET...): a cached lookup,
+        # one CRC16, and a look at the owners' states.
+        name = args[0] if args else None
+        fast = _SINGLE_KEY.get(name) if type(name) is str or type(name) is bytes else None
+        if fast is None:
+            return self._targets_slow(args, quorum)
+        position, arity, readonly = fast
+        argc = len(args)
+        if position >= argc or (argc != arity if arity > 0 else argc < -arity):
+            return self._targets_slow(args, quorum)  # the slow path reports it
+        key = args[position]
+        kb = key if type(key) is bytes else _arg_bytes(position, key)
+        partition = key_partition(kb)
+        owners = placement._owners[partition]
+        servers = self._servers
+        if readonly:
+            if self._previous is None and not self._hints:
+                for i in owners:
+                    if servers[i].state is not _UP:
+                        break
+                else:
+                    return owners
+            return self._read_partition(partition, (kb,))
+        need = self.write_quorum if quorum is None else quorum
+        for i in owners:
+            if servers[i].state is _UP:
+                need -= 1
+        if need <= 0:
+            return owners
+        return self._write_partition(partition, (kb,), quorum)
+
+    def _targets_slow(self, args: Sequence[Any], quorum: int | None) -> tuple[int, ...]:
+        """:meth:`targets` for every command: keys from the key specs, cross-slot check."""
+        placement = self._placement
+        assert placement is not None
         keys = command_keys(args)
         if not keys:
             return self._all
         partition = keys_partition(placement, keys, args[0], self._previous)
-        if quorum is not None:
-            _count("quorum", quorum, placement.replicas)
+        if len(keys) == 1 and isinstance(args[0], (str, bytes)):
+            _remember_single_key(args[0])
         if "readonly" in command_info(args).flags:
             return self._read_partition(partition, keys)
         return self._write_partition(partition, keys, quorum)
@@ -567,7 +613,7 @@ class Pool:
         owners = placement._owners[partition]
         need = self.write_quorum if quorum is None else quorum
         servers = self._servers
-        if sum(1 for i in owners if servers[i].usable() is not None) >= need:
+        if sum(1 for i in owners if servers[i].state is _UP) >= need:
             return owners
         chosen = write_targets(
             placement.preference_of_partition(partition),
@@ -1062,6 +1108,22 @@ def _no_command(pool: Pool, name: str) -> str:
         f"{text} (not a Redis {REDIS_VERSION} command; a subcommand is written"
         f" container_sub, as pool.client_list()){hint}"
     )
+
+
+#: Routing facts of commands with one fixed key, by the name as given (``"SET"``,
+#: ``b"get"``): (the key's position, arity, readonly). Filled on first use by
+#: the slow path; bounded, since a name may be spelled in many cases.
+_SINGLE_KEY: dict[str | bytes, tuple[int, int, bool]] = {}
+_SINGLE_KEY_MAX: Final = 4096
+
+
+def _remember_single_key(name: str | bytes) -> None:
+    lower = (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+    info = _COMMAND_TABLE.get(lower)
+    if info is None or lower in _CONTAINERS or not info.single_key:
+        return
+    if len(_SINGLE_KEY) < _SINGLE_KEY_MAX:
+        _SINGLE_KEY[name] = (info.single_key, info.arity, "readonly" in info.flags)
 
 
 def _check_distinct(specs: Sequence[ServerSpec]) -> list[str]:
