@@ -100,6 +100,22 @@ def test_one_identity_rule_for_duplicates(pair: tuple[str, str], replicas: int |
         Pool(*pair, replicas=replicas)
 
 
+def test_every_spelling_of_a_command_routes_alike() -> None:
+    pool = Pool(*[f"redis://127.0.0.1:{p}" for p in range(7001, 7010)], replicas=3)
+    assert pool.placement is not None
+    owners = pool.placement.owners(b"k1")
+    for args in (["GET", "k1"], [b"get", b"k1"], ["Get", bytearray(b"k1")], ["SET", "k1", 1]):
+        assert pool.targets(args) == owners, args
+    assert pool.targets(["GET", 42]) == pool.placement.owners(b"42")
+    # Multi-key and container commands take the slow path, to the same owners.
+    assert pool.targets(["MGET", "{k1}a", "{k1}b"]) == pool.placement.owners(b"k1")
+    assert pool.targets(["OBJECT", "ENCODING", "k1"]) == owners
+    with pytest.raises(UnsupportedCommand, match="wrong number of arguments"):
+        pool.targets(["GET"])
+    with pytest.raises(UnsupportedCommand, match="wrong number of arguments"):
+        pool.targets(["GET", "k1", "extra"])
+
+
 def test_owners_are_the_same_in_any_order_and_spelling() -> None:
     ports = range(7001, 7010)
     a = Pool(*[f"redis://localhost:{p}" for p in ports], replicas=3)
@@ -183,6 +199,10 @@ async def test_keyless_commands_go_to_every_server(nine: list[RedisServer]) -> N
         await pool.set("x", 1)
         sizes = await pool.execute("DBSIZE")
         assert sizes.servers == pool.servers and sorted(sizes) == [0] * 6 + [1] * 3
+        # A keyless command's quorum counts every server, a keyed one's the owners.
+        assert (await pool.execute("PING", quorum=9)).ok_count == 9
+        with pytest.raises(ConfigurationError, match=r"quorum must be an int in 1\.\.3"):
+            await pool.execute("MGET", "x", quorum=5)
         # EVAL with no keys is keyless too.
         assert await pool.execute("EVAL", "return 7", 0) == [7] * 9
         assert await pool.execute("FLUSHALL") == ["OK"] * 9

@@ -550,8 +550,6 @@ class Pool:
         placement = self._placement
         if placement is None:
             return self._all
-        if quorum is not None:
-            _count("quorum", quorum, placement.replicas)
         # The common case, one fixed key (GET, SET, HSET...): a cached lookup,
         # one CRC16, and a look at the owners' states.
         name = args[0] if args else None
@@ -562,6 +560,8 @@ class Pool:
         argc = len(args)
         if position >= argc or (argc != arity if arity > 0 else argc < -arity):
             return self._targets_slow(args, quorum)  # the slow path reports it
+        if quorum is not None:
+            _count("quorum", quorum, placement.replicas)
         key = args[position]
         kb = key if type(key) is bytes else _arg_bytes(position, key)
         partition = key_partition(kb)
@@ -591,6 +591,8 @@ class Pool:
         if not keys:
             return self._all
         partition = keys_partition(placement, keys, args[0], self._previous)
+        if quorum is not None:
+            _count("quorum", quorum, placement.replicas)
         if len(keys) == 1 and isinstance(args[0], (str, bytes)):
             _remember_single_key(args[0])
         if "readonly" in command_info(args).flags:
@@ -599,7 +601,7 @@ class Pool:
 
     def _usable_flags(self) -> list[bool]:
         """Whether each server can take a command now (or will, on its first connect)."""
-        early = trio.current_time() < self._first_connect_until
+        early = self._nursery is not None and trio.current_time() < self._first_connect_until
         return [
             s.usable() is not None or (early and s.state is ServerState.CONNECTING)
             for s in self._servers
