@@ -698,14 +698,16 @@ class Pool:
         wait_for: int | None = None,
         decode: bool | None = None,
     ) -> Replies:
-        """Run one command on every server at once.
+        """Run one command on its servers at once: every server, or with placement its keys' owners.
 
         Args:
             *args: The command and its arguments (str, bytes, int, float).
             timeout: Deadline in seconds for this call (default: the pool's; at
                 most the pool's ``stall_timeout``).
             quorum: Raise :class:`QuorumError` if fewer servers succeed (1 up to
-                the number of servers).
+                the number of servers; with placement, up to N for a keyed
+                command, and a write goes to fallbacks when fewer than this many
+                owners are usable).
             wait_for: Hedged read: return as soon as this many servers (and at
                 least ``quorum``) replied successfully; the other replies still
                 arrive in the background and feed the health figures. Their
@@ -715,13 +717,17 @@ class Pool:
                 pool's ``decode_responses``; ``False`` for binary values).
 
         Returns:
-            One entry per server, in order: its reply, or an exception instance.
+            One entry per server the command went to (see :meth:`targets`), named
+            in the same order by ``Replies.servers``: its reply, or an exception
+            instance.
 
         Raises:
             QuorumError: ``quorum`` was given and not met.
+            CrossSlotError: With placement, the keys do not share their owners.
             ConfigurationError: ``timeout``, ``quorum`` or ``wait_for`` is out of range.
             CommandEncodeError: An argument cannot be sent.
-            UnsupportedCommand: The command blocks or changes connection state.
+            UnsupportedCommand: The command blocks or changes connection state;
+                with placement, also a command whose keys cannot be found.
             PoolClosed: The pool is closed.
         """
         check_command(args)
@@ -1157,6 +1163,8 @@ async def open_pool(
     **options: Any,
 ) -> AsyncIterator[Pool]:
     """Open a pool over several Redis servers; every command runs on all of them.
+
+    With ``replicas=N``, each key lives on N of them instead (see :class:`Pool`).
 
     Entering never waits for a server: one not connected yet counts as
     unavailable. Leaving waits (bounded) for started read repairs, then cancels
