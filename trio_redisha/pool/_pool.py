@@ -1178,7 +1178,9 @@ async def open_pool(
     Args:
         *servers: URLs in redis-py's syntax or ``(host, port)`` tuples.
         timeout: Default per-command deadline, in seconds.
-        **options: See :class:`Pool`.
+        **options: See :class:`Pool`: among them ``replicas`` (``None``: every
+            key on every server; N: each key on N of them) and ``previous``
+            (with ``replicas``, the servers of the layout being moved away from).
     """
     pool = Pool(*servers, timeout=timeout, **options)
     async with open_owned_nursery() as nursery:
