@@ -601,7 +601,7 @@ async def test_repair_ttl_of_a_key_in_its_last_millisecond() -> None:
     # the copies it writes an expiry (1 ms), never 0, which the merge script reads
     # as "leave the expiry alone": the repaired copy would then live forever.
     from tests.harness.hostile import open_hostile_server, reply_with
-    from trio_redisha.crdt._base import longest_ttl
+    from trio_redisha.crdt._plan import longest_ttl
 
     async with (
         open_hostile_server(reply_with(b":0\r\n")) as server,

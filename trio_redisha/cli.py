@@ -26,17 +26,21 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, Final, NoReturn
 
 import trio
 
 from .config import ServerSpec, parse_server
-from .crdt import repair_key
+from .crdt import RepairReport, repair_all
+from .crdt.repair import (
+    DEFAULT_REPAIR_CONCURRENCY,
+    DEFAULT_REPAIR_RATE,
+    DEFAULT_SCAN_COUNT,
+)
 from .exceptions import (
     CommandEncodeError,
     ConfigurationError,
-    ForeignValueError,
     RedisHAError,
     ReplyError,
     ServerTimeout,
@@ -51,13 +55,11 @@ __all__ = [
     "ENV_PASSWORD",
     "ENV_SERVERS",
     "CommandError",
-    "RepairReport",
     "ServerReport",
     "UsageError",
     "build_parser",
     "format_reply",
     "main",
-    "repair_all",
     "resolve_servers",
     "server_status",
 ]
@@ -77,18 +79,6 @@ EXIT_TERMINATED: Final = 143  # 128 + SIGTERM
 #: Default per-command deadline of the CLI. Longer than the library's 0.5 s:
 #: an interactive command waits for a first connection as well.
 DEFAULT_CLI_TIMEOUT: Final = 1.0
-#: Keys per second the anti-entropy walker repairs by default: Roshi's walker
-#: and read-repair default, gentle enough to run against a live cluster.
-DEFAULT_REPAIR_RATE: Final = 1000.0
-#: SCAN COUNT hint (Redis's own default is 10; larger batches mean fewer round trips).
-DEFAULT_SCAN_COUNT: Final = 100
-#: Keys repaired concurrently by the walker.
-DEFAULT_REPAIR_CONCURRENCY: Final = 8
-#: Attempts per SCAN page before a server is given up as unreachable.
-SCAN_ATTEMPTS: Final = 3
-#: Error messages kept in a repair report (the count is always exact).
-MAX_ERROR_MESSAGES: Final = 20
-
 _EPILOG = f"""\
 servers:
   Give each server as --server URL (repeatable): redis://[[user]:password@]host[:port][/db],
@@ -629,179 +619,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 # --- repair --------------------------------------------------------------------
-
-
-@dataclass
-class RepairReport:
-    """The outcome of an anti-entropy pass.
-
-    Attributes:
-        servers: How many servers the pool has.
-        scanned: Distinct hash keys found by SCAN on any server.
-        processed: Keys whose repair has finished, whatever its outcome.
-        repaired: Keys that were behind on some server and were written back.
-        skipped: Hashes that are not trio-redisha CRDTs (left untouched).
-        errors: Keys whose repair failed.
-        unreachable: Servers that could not be scanned to the end.
-        messages: The first error messages (at most :data:`MAX_ERROR_MESSAGES`).
-        elapsed: Seconds the pass took.
-    """
-
-    servers: int = 0
-    scanned: int = 0
-    processed: int = 0
-    repaired: int = 0
-    skipped: int = 0
-    errors: int = 0
-    unreachable: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    elapsed: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Whether every key was examined on every server without an error."""
-        return self.errors == 0 and not self.unreachable
-
-    def summary(self) -> str:
-        """One line: keys scanned, repaired, skipped, errors, elapsed time."""
-        text = (
-            f"repair: {self.scanned} keys scanned, {self.repaired} repaired, "
-            f"{self.skipped} skipped (not CRDTs), {self.errors} errors "
-            f"on {self.servers} servers in {self.elapsed:.1f} s"
-        )
-        if self.unreachable:
-            text += f"; not scanned to the end: {', '.join(self.unreachable)}"
-        return text
-
-    def note(self, message: str) -> None:
-        """Keep an error message (the first few only)."""
-        if len(self.messages) < MAX_ERROR_MESSAGES:
-            self.messages.append(" ".join(message.split()))
-
-
-class _Pacer:
-    """Spaces calls evenly at ``rate`` per second, shared by several tasks."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            await trio.lowlevel.checkpoint()
-            return
-        slot = max(trio.current_time(), self.next)
-        self.next = slot + self.interval
-        await trio.sleep_until(slot)
-
-
-async def _scan_server(
-    pool: Pool,
-    index: int,
-    match: str,
-    count: int,
-    report: RepairReport,
-    seen: set[bytes],
-    send: trio.MemorySendChannel[bytes],
-) -> None:
-    """SCAN one server to the end, sending each new hash key to the workers."""
-    label = pool.servers[index]
-    cursor: bytes | str | int = b"0"
-    while True:
-        reply: Any = None
-        for attempt in range(SCAN_ATTEMPTS):
-            replies = await pool.execute_on(
-                [index], "SCAN", cursor, "MATCH", match, "COUNT", count, "TYPE", "hash"
-            )
-            reply = replies[0]
-            if not isinstance(reply, BaseException):
-                break
-            if isinstance(reply, ReplyError):
-                break
-            await trio.sleep(0.05 * 2**attempt)
-        if isinstance(reply, BaseException):
-            report.unreachable.append(label)
-            report.note(f"{label}: SCAN failed: {type(reply).__name__}: {reply}")
-            return
-        try:
-            cursor, keys = reply[0], reply[1]
-        except (TypeError, IndexError, KeyError):
-            report.unreachable.append(label)
-            report.note(f"{label}: unexpected SCAN reply {reply!r:.80}")
-            return
-        for key in keys:
-            k = key.encode() if isinstance(key, str) else bytes(key)
-            if k not in seen:
-                seen.add(k)
-                report.scanned += 1
-                await send.send(k)
-        if cursor in (b"0", "0", 0):
-            return
-
-
-async def repair_all(
-    pool: Pool,
-    *,
-    match: str = "*",
-    rate: float = DEFAULT_REPAIR_RATE,
-    count: int = DEFAULT_SCAN_COUNT,
-    concurrency: int = DEFAULT_REPAIR_CONCURRENCY,
-    on_progress: Callable[[RepairReport], None] | None = None,
-) -> RepairReport:
-    """Anti-entropy: merge every CRDT key of every server and write it back.
-
-    Every server is walked with ``SCAN ... TYPE hash``; each distinct key is
-    handed to :func:`trio_redisha.crdt.repair_key`, which merges the key's state
-    from all servers and writes the result where it is behind. A server
-    restarted empty gets every key back.
-
-    Args:
-        pool: An open pool over the servers.
-        match: SCAN MATCH pattern.
-        rate: Keys repaired per second at most (0: no limit).
-        count: SCAN COUNT hint.
-        concurrency: Keys repaired at once.
-        on_progress: Called after every key with the report so far.
-
-    Returns:
-        The counts; see :class:`RepairReport`.
-    """
-    report = RepairReport(servers=len(pool))
-    start = trio.current_time()
-    seen: set[bytes] = set()
-    pacer = _Pacer(rate)
-    send, receive = trio.open_memory_channel[bytes](concurrency * 4)
-
-    async def scanner() -> None:
-        async with send:
-            for index in range(len(pool)):
-                await _scan_server(pool, index, match, count, report, seen, send)
-
-    async def worker(receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        async with receive:
-            async for key in receive:
-                await pacer.wait()
-                try:
-                    changed = await repair_key(pool, key)
-                except ForeignValueError:
-                    report.skipped += 1
-                except RedisHAError as exc:
-                    report.errors += 1
-                    report.note(f"{_text(key)}: {type(exc).__name__}: {exc}")
-                else:
-                    if changed:
-                        report.repaired += 1
-                report.processed += 1
-                if on_progress is not None:
-                    on_progress(report)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(scanner)
-        async with receive:
-            for _ in range(concurrency):
-                nursery.start_soon(worker, receive.clone())
-    report.elapsed = trio.current_time() - start
-    return report
 
 
 async def _estimate_keys(pool: Pool) -> int | None:

@@ -39,8 +39,7 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .crdt import BytesCodec, Codec, HashMap, JSONCodec
-from .crdt._base import DEFAULT_TOMBSTONE_GRACE
+from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, ConfigurationError, QuorumError
 

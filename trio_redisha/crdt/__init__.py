@@ -5,7 +5,9 @@ and :class:`Set` (an LWW-element set) read from every server, merge, repair
 the servers found behind, and write with idempotent Lua scripts. See
 ``docs/consistency.md`` for the model and the storage layout.
 
-A repair walker needs only :func:`detect_type` and :func:`repair_key`.
+Anti-entropy: :func:`repair_key` merges one key across the servers and writes
+it back where it is behind; :func:`repair_all` walks every key (what
+``trio-redisha repair`` runs) and returns a :class:`RepairReport`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .codecs import JSONCodec as JSONCodec
 from .codecs import StrCodec as StrCodec
 from .counter import Counter as Counter
 from .hashmap import HashMap as HashMap
+from .repair import RepairReport as RepairReport
+from .repair import repair_all as repair_all
 from .repair import repair_key as repair_key
 from .set import Set as Set
 
@@ -41,9 +45,11 @@ __all__ = [
     "HashMap",
     "JSONCodec",
     "MapState",
+    "RepairReport",
     "Set",
     "SetState",
     "StrCodec",
     "detect_type",
+    "repair_all",
     "repair_key",
 ]

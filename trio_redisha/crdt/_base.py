@@ -1,11 +1,11 @@
-"""What every CRDT object shares: fan-out read, merge, read repair, quorum write.
+"""What every CRDT object shares: its arguments, the read with read repair, the write.
 
-A read runs ``HGETALL`` on every server at once and merges whatever arrived
-before the deadline. Each replica's own state is compared *exactly* with the
-merged one (:attr:`CRDTType.needs`); the fields a replica lacks are written
-back in the pool's nursery, so the read never waits for its repair, and only
-when the pool's token bucket allows (:meth:`Pool.repair_allowed`). Replicas
-that agree cost nothing: no repair write, so no repair storm.
+A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once,
+merged from whatever arrived before the deadline. When a replica that
+answered is behind (:mod:`._plan` compares each one *exactly* with the merge),
+the repair runs in the pool's nursery, so the read never waits for it, and
+only when the read-repair token bucket allows. Replicas that agree cost
+nothing: no repair write, so no repair storm.
 
 A write is one merge script per server (EVALSHA, one round trip), succeeding
 when at least ``write_quorum`` servers acknowledged it.
@@ -15,38 +15,23 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from ..exceptions import (
-    ConfigurationError,
-    ForeignValueError,
-    QuorumError,
-    RedisHAError,
-    ReplyError,
-)
+from ..exceptions import ConfigurationError, RedisHAError
 from ..replies import Replies
-from ._scripts import FOREIGN_CODE, PURGE
-from ._state import Mergeable, merge_all
-from ._storage import CRDTType, Fields, check_marker, hash_fields
+from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us
+from ._read import Snapshot, read_key
+from ._state import Mergeable
+from ._storage import Fields
 from .codecs import Codec
 
 if TYPE_CHECKING:
     from ..pool import Pool
+    from ._plan import RepairPlan
+    from ._storage import CRDTType
 
-__all__ = [
-    "DEFAULT_TOMBSTONE_GRACE",
-    "CRDTBase",
-    "RepairPlan",
-    "foreign_error",
-    "is_foreign_reply",
-    "longest_ttl",
-    "now_us",
-    "plan_repair",
-    "run_repair",
-]
+__all__ = ["DEFAULT_TOMBSTONE_GRACE", "CRDTBase", "CodecCRDT"]
 
 logger = logging.getLogger("trio_redisha.crdt")
 
@@ -56,180 +41,6 @@ logger = logging.getLogger("trio_redisha.crdt")
 DEFAULT_TOMBSTONE_GRACE = 7 * 24 * 3600.0
 
 S = TypeVar("S", bound=Mergeable)
-
-
-def _flatten(fields: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-    out: list[bytes] = []
-    for f, v in fields:
-        out.append(f)
-        out.append(v)
-    return out
-
-
-def now_us() -> int:
-    """The wall clock in microseconds (what tombstone ages are measured against)."""
-    return int(time.time() * 1_000_000)
-
-
-def foreign_error(key: str | bytes, reply: ReplyError) -> ForeignValueError:
-    """Turn a WRONGTYPE or foreign-marker error reply into :class:`ForeignValueError`."""
-    why = reply.message
-    if reply.code == FOREIGN_CODE:
-        why = why[len(FOREIGN_CODE) :].strip()
-    return ForeignValueError(
-        f"key {key!r} is not a trio-redisha value of the expected type ({why}); left untouched",
-        key=key,
-    )
-
-
-def is_foreign_reply(reply: object) -> bool:
-    """Whether a reply entry says the key holds something that is not ours."""
-    return isinstance(reply, ReplyError) and reply.code in (FOREIGN_CODE, "WRONGTYPE")
-
-
-@dataclass(frozen=True, slots=True)
-class RepairPlan:
-    """The writes that bring the replicas that answered a read up to the merged state.
-
-    Attributes:
-        behind: Indices of the servers missing something.
-        fields: The fields to send them (the union of what each one lacks;
-            the merge script ignores what a server already has).
-        purge: Indices of the servers holding tombstones past their grace.
-        tombstones: Those tombstones, with their exact stored value.
-    """
-
-    behind: tuple[int, ...] = ()
-    fields: Fields | None = None
-    purge: tuple[int, ...] = ()
-    tombstones: Fields | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.behind or self.purge)
-
-
-def plan_repair(
-    kind: CRDTType[S],
-    states: Sequence[tuple[int, S]],
-    merged: S,
-    purge_before: int,
-    *,
-    complete: bool = True,
-) -> RepairPlan:
-    """Compare each replica's state with the merged one; say what to write where.
-
-    Args:
-        kind: The stored type.
-        states: ``(server index, state)`` of each server that answered.
-        merged: Their merge.
-        purge_before: Tombstones older than this (microseconds) may be purged.
-        complete: Whether every server of the pool answered. Tombstones are
-            purged only then: a server that did not answer may still hold the
-            value the tombstone deletes, and would bring it back.
-
-    Returns:
-        An empty (false) plan when every replica that answered is up to date.
-    """
-    behind: list[int] = []
-    wanted: dict[bytes, bytes] = {}
-    for i, state in states:
-        need = kind.needs(state, merged, purge_before)
-        if need:
-            behind.append(i)
-            wanted.update(need)
-    expired = kind.expired(merged, purge_before) if complete else []
-    purge: list[int] = []
-    if expired:
-        exp = dict(expired)
-        for i, state in states:
-            mine = kind.fields(state)
-            if any(exp.get(f) == v for f, v in mine):
-                purge.append(i)
-    return RepairPlan(
-        tuple(behind),
-        sorted(wanted.items()) if behind else None,
-        tuple(purge),
-        expired if purge else None,
-    )
-
-
-async def run_repair(
-    pool: Pool,
-    kind: CRDTType[Any],
-    key: str | bytes,
-    plan: RepairPlan,
-    pttl_ms: int,
-    timeout: float | None,
-) -> bool:
-    """Carry out a :class:`RepairPlan`; return whether any server changed.
-
-    Failures of single servers are ignored (the next read or walk retries);
-    a foreign value met meanwhile raises :class:`ForeignValueError`. The
-    tombstones are purged only if every server behind was repaired: else one
-    still holding an old value would bring it back.
-    """
-    changed = False
-    repaired = True
-    if plan.behind and plan.fields:
-        replies = await pool.execute_script(
-            kind.script,
-            [key],
-            [kind.marker, pttl_ms, *_flatten(plan.fields)],
-            timeout=timeout,
-            servers=plan.behind,
-        )
-        _raise_foreign(key, replies)
-        changed = replies.ok_count > 0
-        repaired = replies.ok_count == len(replies)
-    if repaired and plan.purge and plan.tombstones:
-        replies = await pool.execute_script(
-            PURGE,
-            [key],
-            [kind.marker, *_flatten(plan.tombstones)],
-            timeout=timeout,
-            servers=plan.purge,
-        )
-        _raise_foreign(key, replies)
-        changed = changed or any(isinstance(r, int) and r > 0 for r in replies)
-    return changed
-
-
-async def longest_ttl(
-    pool: Pool, key: str | bytes, holders: Sequence[int], timeout: float | None
-) -> int | None:
-    """The expiry (ms) a repair should give: the longest remaining one among the holders.
-
-    A repair makes a replica look like the others, expiry included (the longest
-    TTL wins, as in Redis Active-Active); it never gives the key a fresh life,
-    or a read that lands just as the key expires on one server and not yet on
-    another would revive it for a whole TTL.
-
-    Args:
-        pool: The pool.
-        key: The key.
-        holders: Indices of the servers whose read found the key.
-        timeout: Deadline in seconds (``None``: the pool's).
-
-    Returns:
-        The longest remaining expiry in milliseconds; ``0`` (leave expiry
-        alone) if a holder keeps the key forever; ``None`` if no holder still
-        has the key (it expired since the read) or none answered: then
-        nothing must be written, lest the key come back without an expiry.
-    """
-    replies = await pool.execute_on(holders, "PTTL", key, timeout=timeout)
-    ttls = [r for r in replies if isinstance(r, int) and not isinstance(r, bool) and r != -2]
-    if any(t < 0 for t in ttls):  # -1: that holder keeps it forever
-        return 0
-    # PTTL answers 0 for a key with less than a millisecond left; 0 would mean
-    # "leave the expiry alone" to the script and the repaired copy would never
-    # expire, so round it up.
-    return max(1, max(ttls)) if ttls else None
-
-
-def _raise_foreign(key: str | bytes, replies: Replies) -> None:
-    for r in replies:
-        if is_foreign_reply(r):
-            raise foreign_error(key, r)
 
 
 class CRDTBase(Generic[S]):
@@ -332,74 +143,21 @@ class CRDTBase(Generic[S]):
     # -- reading
 
     async def _read(self) -> S:
-        """Fan out, merge, observe the clock, start a repair if a replica is behind.
+        """Read and merge; start a repair in the background if a replica is behind.
 
         Raises:
             ForeignValueError: A server holds something else under the key.
             QuorumError: Fewer than ``read_quorum`` servers answered (never
                 an empty value in place of an unknown one).
         """
-        kind = self._kind
-        key = self._key
-        replies = await self._pool.execute("HGETALL", key, timeout=self._timeout, decode=False)
-        states: list[tuple[int, S]] = []
-        holders: list[int] = []
-        # Replicas in agreement (the common case) are parsed once and share
-        # one state object, which makes merging and comparing them free.
-        seen: list[tuple[Any, dict[bytes, bytes], S]] = []
-        for i, r in enumerate(replies):
-            if is_foreign_reply(r):
-                raise foreign_error(key, r)
-            if isinstance(r, BaseException):
-                continue
-            state = next((st for raw, _, st in seen if raw == r), None)
-            if state is None:
-                fields = hash_fields(r)
-                state = next((st for _, f, st in seen if f == fields), None)
-                if state is None:
-                    check_marker(fields, kind, key)
-                    state = kind.parse(fields)
-                seen.append((r, fields, state))
-            states.append((i, state))
-            if r:
-                holders.append(i)
-        if len(states) < self._read_quorum:
-            raise QuorumError(
-                f"read of {key!r}: {len(states)} of {len(replies)} servers answered, "
-                f"{self._read_quorum} required",
-                replies=replies,
-                required=self._read_quorum,
-                succeeded=len(states),
-                may_have_applied=False,
-            )
-        merged: S = merge_all((s for _, s in states), kind.empty)
-        self._observe(merged)
-        plan = plan_repair(
-            kind,
-            states,
-            merged,
-            now_us() - self._grace_us,
-            complete=len(states) == len(self._pool),
+        snap = await read_key(
+            self._pool, self._key, self._kind, timeout=self._timeout, read_quorum=self._read_quorum
         )
+        plan = snap.plan(now_us() - self._grace_us)
         if plan and self._pool.repair_allowed():
-            self._pool.start_background(self._repair, plan, tuple(holders))
+            self._pool.start_background(_read_repair, self._pool, snap, plan, self._timeout)
+        merged: S = snap.merged
         return merged
-
-    def _observe(self, merged: S) -> None:
-        """Let the pool's clock see the timestamps read (LWW types)."""
-
-    async def _repair(self, plan: RepairPlan, holders: Sequence[int] = ()) -> None:
-        try:
-            pttl = self._pttl_ms
-            if pttl and plan.behind and holders:
-                # The holders' remaining expiry, not a fresh ttl (see longest_ttl).
-                found = await longest_ttl(self._pool, self._key, holders, self._timeout)
-                if found is None:
-                    return  # expired since the read: nothing to restore
-                pttl = found
-            await run_repair(self._pool, self._kind, self._key, plan, pttl, self._timeout)
-        except RedisHAError as exc:
-            logger.debug("read repair of %r failed: %s", self._key, exc)
 
     # -- writing
 
@@ -415,7 +173,7 @@ class CRDTBase(Generic[S]):
         replies = await self._pool.execute_script(
             kind.script,
             [self._key],
-            [kind.marker, self._pttl_ms, *_flatten(fields)],
+            [kind.marker, self._pttl_ms, *flatten(fields)],
             timeout=self._timeout,
         )
         self._check_write(replies)
@@ -466,3 +224,13 @@ class CodecCRDT(CRDTBase[S]):
     def codec(self) -> Codec:
         """The codec of the stored values."""
         return self._codec
+
+
+async def _read_repair(
+    pool: Pool, snap: Snapshot[Any], plan: RepairPlan, timeout: float | None
+) -> None:
+    """Read repair, in the pool's nursery: failures are left to the next read or walk."""
+    try:
+        await carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
+    except RedisHAError as exc:
+        logger.debug("read repair of %r failed: %s", snap.key, exc)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
 from ._base import CodecCRDT
-from ._state import Entry, MapState, observe_all
+from ._state import Entry, MapState
 from ._storage import CLEAR_FIELD, MAP, Fields
 from .codecs import JSONCodec, encode_value
 
@@ -179,6 +179,3 @@ class HashMap(CodecCRDT[MapState]):
         """
         ts = self._pool.clock.check(self._pool.clock.now())
         await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
-
-    def _observe(self, merged: MapState) -> None:
-        observe_all(self._pool.clock, merged)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
 from ._base import CodecCRDT
-from ._state import Entry, SetState, observe_all
+from ._state import Entry, SetState
 from ._storage import SET
 from .codecs import StrCodec, encode_value
 
@@ -101,6 +101,3 @@ class Set(CodecCRDT[SetState]):
         ts = self._pool.clock.check(self._pool.clock.now())
         entry = Entry(ts, self._actor, deleted).encode()
         await self._write([(b"m:" + raw, entry) for raw in sorted(encoded)])
-
-    def _observe(self, merged: SetState) -> None:
-        observe_all(self._pool.clock, merged)
