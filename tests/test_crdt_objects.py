@@ -34,6 +34,7 @@ from trio_redisha.crdt import (
     BytesCodec,
     JSONCodec,
     StrCodec,
+    context_for,
     detect_type,
     repair_key,
 )
@@ -106,7 +107,7 @@ async def test_readme_examples(redis_servers: list[RedisServer]) -> None:
 
     for server in redis_servers:
         stored = await raw_hash(server, "my-counter")
-        actor = pool.actor_id.encode()
+        actor = context_for(pool).actor
         assert stored == {MARKER_FIELD: b"counter:1", b"p:" + actor: b"6", b"n:" + actor: b"13"}
         stored = await raw_hash(server, "my-hashmap")
         assert stored[MARKER_FIELD] == b"map:1"
@@ -268,7 +269,7 @@ async def test_counter_arguments(redis_servers: list[RedisServer]) -> None:
             HashMap(pool, "k", tombstone_grace=-1)
         with pytest.raises(ConfigurationError):
             Set(pool, "")
-        assert Counter(pool, "k").write_quorum == pool.write_quorum
+        assert Counter(pool, "k").write_quorum == context_for(pool).write_quorum == 1
         assert Counter(pool, "k", write_quorum=3).write_quorum == 3
         assert repr(Counter(pool, "k")) == "<Counter 'k'>"
 
@@ -460,7 +461,7 @@ async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:
         ctr = Counter(pool, "c")
         await ctr.incr()
         # Take the only token; the server behind stays behind until the next one.
-        assert pool.repair_allowed()
+        assert context_for(pool).repair_allowed()
         await redis_servers[2].acommand("DEL", "c")
         before = await evalsha_calls(redis_servers[2])
         assert await ctr.get() == 1
@@ -511,7 +512,7 @@ async def test_reads_pull_the_clock_forward_within_the_skew_bound(
     async with pool_on(*redis_servers) as pool:
         m = HashMap(pool, "m")
         assert await m.get() == {"a": 1, "b": 1}
-        assert ahead < pool.clock.now() < far
+        assert ahead < context_for(pool).clock.now() < far
         await m.set({"a": 2})  # ordered after what we read: wins
         assert (await m.get())["a"] == 2
 

@@ -28,7 +28,7 @@ from trio_redisha import (
     QuorumError,
     SessionStore,
 )
-from trio_redisha.crdt import MARKER_FIELD, Entry, detect_type, repair_key
+from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
 from trio_redisha.session import DEFAULT_TTL, Session
 
 DEADLINE = 5.0
@@ -40,7 +40,7 @@ async def pool_on(*urls: str, clock_offset: float = 0.0, **options: Any) -> Asyn
     """A pool ("an app process") on the given servers; ``clock_offset`` skews its clock."""
     async with trio_redisha.open_pool(*urls, **{**FAST, **options}) as pool:
         if clock_offset:
-            pool.clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
+            context_for(pool).clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
         yield pool
 
 
@@ -478,7 +478,7 @@ async def test_map_clear_and_update(redis_servers: list[RedisServer]) -> None:
         for server in redis_servers:
             stored = await raw_hash(server, "m")
             assert set(stored) == {MARKER_FIELD, b"c:"}  # the fields and tombstone dropped
-            assert stored[b"c:"].endswith(b":" + pool.actor_id.encode() + b":-")
+            assert stored[b"c:"].endswith(b":" + context_for(pool).actor + b":-")
         await m.update({"c": 3, "d": 4}, delete=["e"])
         await m.update({"c": 5}, delete=["d"])
         await m.update()

@@ -36,7 +36,6 @@ import enum
 import logging
 import math
 import random
-import secrets
 import ssl
 import sys
 from collections import deque
@@ -67,7 +66,6 @@ from .exceptions import (
     ServerUnavailable,
     UnsupportedCommand,
 )
-from .hlc import HybridLogicalClock
 from .replies import Replies
 from .resp import DEFAULT_LIMITS, Limits, encode_command
 from .scripts import Script
@@ -79,7 +77,7 @@ __all__ = ["Pool", "ServerState", "ServerStatus", "open_pool"]
 
 logger = logging.getLogger("trio_redisha.pool")
 
-#: True in tasks started by Pool.start_background: their calls may still run
+#: True in tasks started by Pool._start_background: their calls may still run
 #: while aclose() waits for them.
 _IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trio_redisha_in_background", default=False
@@ -386,9 +384,6 @@ class Pool:
         self._all = tuple(range(len(specs)))
         self.timeout = float(timeout)
         self.write_quorum = write_quorum
-        self.clock = HybridLogicalClock()
-        #: This pool's CRDT actor id: random, so two pools never share totals.
-        self.actor_id = secrets.token_hex(8)
         self._connect_timeout = connect_timeout
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -401,8 +396,6 @@ class Pool:
         self._use_hiredis = use_hiredis
         self._close_timeout = close_timeout
         self._repair_rate = repair_rate
-        self._repair_tokens = repair_rate
-        self._repair_stamp = 0.0
         self._nursery: trio.Nursery | None = None
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
@@ -602,7 +595,7 @@ class Pool:
 
     # -- background work
 
-    def start_background(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+    def _start_background(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run ``async_fn(*args)`` in the pool's nursery; return False if closing.
 
         Leaving the pool waits (up to ``close_timeout``) for work started here.
@@ -626,18 +619,6 @@ class Pool:
             self._background -= 1
             if not self._background:
                 self._background_idle.set()
-
-    def repair_allowed(self) -> bool:
-        """Take one token of the read-repair rate limit; False when exhausted."""
-        now = trio.current_time()
-        self._repair_tokens = min(
-            self._repair_rate, self._repair_tokens + (now - self._repair_stamp) * self._repair_rate
-        )
-        self._repair_stamp = now
-        if self._repair_tokens >= 1:
-            self._repair_tokens -= 1
-            return True
-        return False
 
     # -- commands
 

@@ -39,7 +39,7 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec
+from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, ConfigurationError, QuorumError
 
@@ -349,5 +349,7 @@ class SessionStore:
             max(1, math.ceil(self._ttl * 1000)),
             timeout=self._timeout,
         )
-        quorum = self._pool.write_quorum if self._write_quorum is None else self._write_quorum
+        quorum = self._write_quorum
+        if quorum is None:
+            quorum = context_for(self._pool).write_quorum
         replies.check_quorum(quorum)

@@ -13,6 +13,8 @@ it back where it is behind; :func:`repair_all` walks every key (what
 from __future__ import annotations
 
 from ._base import DEFAULT_TOMBSTONE_GRACE as DEFAULT_TOMBSTONE_GRACE
+from ._context import CRDTContext as CRDTContext
+from ._context import context_for as context_for
 from ._state import CounterState as CounterState
 from ._state import Entry as Entry
 from ._state import MapState as MapState
@@ -37,6 +39,7 @@ __all__ = [
     "MARKER_FIELD",
     "REGISTRY",
     "BytesCodec",
+    "CRDTContext",
     "CRDTType",
     "Codec",
     "Counter",
@@ -49,6 +52,7 @@ __all__ = [
     "Set",
     "SetState",
     "StrCodec",
+    "context_for",
     "detect_type",
     "repair_all",
     "repair_key",

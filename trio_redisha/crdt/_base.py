@@ -4,7 +4,8 @@ A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once,
 merged from whatever arrived before the deadline. When a replica that
 answered is behind (:mod:`._plan` compares each one *exactly* with the merge),
 the repair runs in the pool's nursery, so the read never waits for it, and
-only when the read-repair token bucket allows. Replicas that agree cost
+only when the pool's read-repair token bucket allows
+(:meth:`~._context.CRDTContext.repair_allowed`). Replicas that agree cost
 nothing: no repair write, so no repair storm.
 
 A write is one merge script per server (EVALSHA, one round trip), succeeding
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ..exceptions import ConfigurationError, RedisHAError
 from ..replies import Replies
+from ._context import context_for
 from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us
 from ._read import Snapshot, read_key
 from ._state import Mergeable
@@ -60,13 +62,12 @@ class CRDTBase(Generic[S]):
             (maps and sets).
 
     Raises:
-        ConfigurationError: An argument is out of range, or the pool's actor id
-            cannot be stored (it must be non-empty and free of ``:``).
+        ConfigurationError: An argument is out of range.
     """
 
     _kind: ClassVar[CRDTType[Any]]
-    __slots__ = ("_actor", "_grace_us", "_key", "_pool", "_read_quorum", "_timeout", "_ttl",
-                 "_write_quorum")  # fmt: skip
+    __slots__ = ("_actor", "_ctx", "_grace_us", "_key", "_pool", "_read_quorum", "_timeout",
+                 "_ttl", "_write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -96,9 +97,7 @@ class CRDTBase(Generic[S]):
             raise ConfigurationError(
                 f"tombstone_grace must be >= 0 seconds, got {tombstone_grace!r}"
             )
-        actor = pool.actor_id.encode("utf-8")
-        if not actor or b":" in actor:
-            raise ConfigurationError(f"actor id {pool.actor_id!r} must be non-empty, without ':'")
+        self._ctx = context_for(pool)
         self._pool = pool
         self._key = key
         self._ttl = ttl
@@ -106,7 +105,7 @@ class CRDTBase(Generic[S]):
         self._read_quorum = read_quorum
         self._timeout = timeout
         self._grace_us = int(tombstone_grace * 1_000_000)
-        self._actor = actor
+        self._actor = self._ctx.actor
 
     @property
     def pool(self) -> Pool:
@@ -126,7 +125,7 @@ class CRDTBase(Generic[S]):
     @property
     def write_quorum(self) -> int:
         """Acknowledgements a write needs (this object's, else the pool's)."""
-        return self._pool.write_quorum if self._write_quorum is None else self._write_quorum
+        return self._ctx.write_quorum if self._write_quorum is None else self._write_quorum
 
     @property
     def read_quorum(self) -> int:
@@ -154,8 +153,8 @@ class CRDTBase(Generic[S]):
             self._pool, self._key, self._kind, timeout=self._timeout, read_quorum=self._read_quorum
         )
         plan = snap.plan(now_us() - self._grace_us)
-        if plan and self._pool.repair_allowed():
-            self._pool.start_background(_read_repair, self._pool, snap, plan, self._timeout)
+        if plan and self._ctx.repair_allowed():
+            self._pool._start_background(_read_repair, self._pool, snap, plan, self._timeout)
         merged: S = snap.merged
         return merged
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ..exceptions import ForeignValueError, QuorumError
+from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
 from ._state import LWWState, Mergeable, merge_all, observe_all
 from ._storage import MARKER_FIELD, REGISTRY, CRDTType, check_marker, hash_fields, marker_error
@@ -172,7 +173,7 @@ async def read_key(
     states = [(i, entry[2]) for i, entry in answered]
     merged = merge_all((s for _, s in states), kind.empty)
     if isinstance(merged, LWWState):
-        observe_all(pool.clock, merged)
+        observe_all(context_for(pool).clock, merged)
     return Snapshot(key, kind, merged, tuple(states), holders, asked, replies)
 
 

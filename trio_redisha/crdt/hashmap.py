@@ -101,7 +101,7 @@ class HashMap(CodecCRDT[MapState]):
         encoded = [(_name(k), encode_value(self._codec, v)) for k, v in fields.items()]
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write(
             [(b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded]
         )
@@ -116,7 +116,7 @@ class HashMap(CodecCRDT[MapState]):
         encoded = [_name(n) for n in names]
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write(
             [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in encoded]
         )
@@ -149,7 +149,7 @@ class HashMap(CodecCRDT[MapState]):
             raise CodecError(f"fields both written and deleted: {sorted(both)!r}")
         if not encoded and not dead:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         out: Fields = [
             (b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded
         ]
@@ -177,5 +177,5 @@ class HashMap(CodecCRDT[MapState]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])

@@ -98,6 +98,6 @@ class Set(CodecCRDT[SetState]):
         encoded = {encode_value(self._codec, m) for m in members}
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         entry = Entry(ts, self._actor, deleted).encode()
         await self._write([(b"m:" + raw, entry) for raw in sorted(encoded)])
