@@ -504,3 +504,14 @@ def test_demo_interrupted_leaves_nothing_behind(
     assert err.strip() == message
     assert redis_processes_in(workdir) == []
     assert not os.path.exists(workdir)
+
+
+def test_the_demo_and_the_library_do_not_import_the_command_line() -> None:
+    code = (
+        "import sys, trio_redisha, trio_redisha._demo, trio_redisha.crdt; "
+        "print(sorted(m for m in sys.modules if m.startswith('trio_redisha.cli')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,185 @@
+"""``trio-redisha status``: each server's state, latency, version, memory and keys."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+
+from ..config import ServerSpec
+from ..exceptions import ReplyError, ServerTimeout
+from ..pool import Pool, ServerState, ServerStatus, open_pool
+from ._common import (
+    EPILOG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_server_options,
+    out,
+    pool_options,
+    print_table,
+    resolve_servers,
+    wrap,
+)
+
+__all__ = ["STATUS_PINGS", "ServerReport", "add_parser", "run", "server_status"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "status",
+        help="show each server's state, latency, version, memory and keys",
+        description=wrap(
+            "Show, per server: up, down or hung; PING latency; Redis version; used "
+            "memory; number of keys. Exit non-zero if every server is down."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_server_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object per server")
+    p.set_defaults(handler=run)
+
+
+#: Pings whose median is reported as a server's latency.
+STATUS_PINGS: Final = 3
+
+
+@dataclass
+class ServerReport:
+    """What ``trio-redisha status`` found out about one server.
+
+    Attributes:
+        server: The server's URL without credentials.
+        state: ``"up"``, ``"down"`` (unreachable), ``"hung"`` (accepts but does not
+            answer) or ``"error"`` (answers with an error, e.g. NOAUTH).
+        latency_ms: Median PING round trip in milliseconds, when up.
+        version: ``redis_version`` from INFO.
+        used_memory: ``used_memory`` in bytes.
+        used_memory_human: ``used_memory_human`` from INFO (e.g. ``"1.02M"``).
+        keys: DBSIZE of the selected database.
+        role: ``master`` or ``slave``.
+        error: Why the server is not up.
+    """
+
+    server: str
+    state: str
+    latency_ms: float | None = None
+    version: str | None = None
+    used_memory: int | None = None
+    used_memory_human: str | None = None
+    keys: int | None = None
+    role: str | None = None
+    error: str | None = None
+
+
+def _parse_info(raw: Any) -> dict[str, str]:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _state_of(exc: BaseException, status: ServerStatus) -> str:
+    """Tell a server that refuses (down) from one that accepts but never answers (hung)."""
+    if isinstance(exc, ReplyError):
+        return "error"
+    if (
+        isinstance(exc, ServerTimeout)
+        or status.state in (ServerState.CONNECTING, ServerState.SUSPECT)
+        or "timed out" in (status.last_error or "")
+    ):
+        return "hung"
+    return "down"
+
+
+def _short_error(report: ServerReport) -> str:
+    text = " ".join((report.error or "").split())
+    return text.removeprefix(report.server).lstrip(": ").removeprefix("is down: ")
+
+
+async def server_status(pool: Pool) -> list[ServerReport]:
+    """Probe every server of a pool: PING (latency), INFO and DBSIZE.
+
+    Args:
+        pool: An open pool.
+
+    Returns:
+        One report per server, in the pool's order.
+    """
+    reports = [ServerReport(server=label, state="up") for label in pool.servers]
+    failures: dict[int, BaseException] = {}
+    for _ in range(STATUS_PINGS):
+        pings = await pool.ping()
+        for i, entry in enumerate(pings):
+            if isinstance(entry, BaseException):
+                failures.setdefault(i, entry)
+        if len(failures) == len(reports):
+            break
+    for i, (report, st) in enumerate(zip(reports, pool.status(), strict=True)):
+        if i in failures:
+            report.state = _state_of(failures[i], st)
+            report.error = str(failures[i])
+            if report.state == "hung":
+                report.error = f"accepts connections but did not answer within {pool.timeout:g} s"
+        elif st.latency_p50 is not None:
+            report.latency_ms = st.latency_p50 * 1000
+    info = await pool.execute("INFO")
+    dbsize = await pool.execute("DBSIZE")
+    for report, i_entry, d_entry in zip(reports, info, dbsize, strict=True):
+        if report.state != "up":
+            continue
+        if isinstance(i_entry, BaseException):
+            report.error = str(i_entry)
+        else:
+            fields = _parse_info(i_entry)
+            report.version = fields.get("redis_version")
+            report.used_memory_human = fields.get("used_memory_human")
+            report.role = fields.get("role")
+            with contextlib.suppress(KeyError, ValueError):
+                report.used_memory = int(fields["used_memory"])
+        if isinstance(d_entry, int):
+            report.keys = d_entry
+    return reports
+
+
+async def _status(specs: Sequence[ServerSpec], timeout: float) -> list[ServerReport]:
+    async with open_pool(*specs, **pool_options(timeout)) as pool:
+        return await server_status(pool)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``status``; return the exit code."""
+    specs = resolve_servers(args.server)
+    reports = trio.run(_status, specs, args.timeout)
+    stdout = out()
+    if args.json:
+        for r in reports:
+            print(json.dumps(dataclasses.asdict(r), ensure_ascii=False), file=stdout)
+    else:
+        rows = [["SERVER", "STATE", "LATENCY", "VERSION", "MEMORY", "KEYS", ""]]
+        for r in reports:
+            rows.append(
+                [
+                    r.server,
+                    r.state,
+                    f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-",
+                    r.version or "-",
+                    r.used_memory_human or "-",
+                    str(r.keys) if r.keys is not None else "-",
+                    _short_error(r) if r.state != "up" else "",
+                ]
+            )
+        print_table(rows, stdout)
+        up = sum(1 for r in reports if r.state == "up")
+        print(f"{up} of {len(reports)} servers up", file=stdout)
+    return EXIT_OK if any(r.state == "up" for r in reports) else EXIT_FAILURE
