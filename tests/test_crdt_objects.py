@@ -609,3 +609,46 @@ async def test_repair_ttl_of_a_key_in_its_last_millisecond() -> None:
         trio_redisha.open_pool(server.url, timeout=2.0) as pool,
     ):
         assert await longest_ttl(pool, "k", [0], None) == 1
+
+
+# --- a replica answering nonsense -------------------------------------------------
+
+WRONG_SHAPES = [
+    b":1\r\n",  # an integer
+    b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",  # a flat list of odd length
+    b"*2\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n",  # nested arrays
+    b"%1\r\n$11\r\n__redisha__\r\n*1\r\n:1\r\n",  # a map holding an array
+    b"$-1\r\n",  # nil
+]
+
+
+@pytest.mark.parametrize("raw", WRONG_SHAPES, ids=["int", "odd", "nested", "map", "nil"])
+async def test_a_replica_of_the_wrong_shape_costs_only_its_own_entry(
+    redis_servers: list[RedisServer], raw: bytes
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    a, b, _ = redis_servers
+    async with pool_on(a, b) as healthy:
+        await Counter(healthy, "c").incr(3)
+        await HashMap(healthy, "m").set({"x": 1})
+        await Set(healthy, "s").add("y")
+    async with (
+        open_hostile_server(reply_with(raw)) as hostile,
+        trio_redisha.open_pool(a.url, b.url, hostile.url, timeout=0.5) as pool,
+    ):
+        # Delete one healthy copy, so that the read finds a replica behind.
+        for key in ("c", "m", "s"):
+            await b.acommand("DEL", key)
+        assert await repair_key(pool, "m") is True  # the walker's read
+        assert await Counter(pool, "c").get() == 3  # reads, and read repair
+        assert await HashMap(pool, "m").get() == {"x": 1}
+        assert await Set(pool, "s").get() == {"y"}
+        with pytest.raises(QuorumError):
+            await HashMap(pool, "m", read_quorum=3).get()
+        await pool.aclose()  # waits for the background repairs
+        # The healthy replica behind was repaired; the broken one was never written.
+        for key in ("c", "m", "s"):
+            assert (await raw_hash(b, key)) == (await raw_hash(a, key))
+        assert b"EVALSHA" not in hostile.command_names()
+        assert b"EVAL" not in hostile.command_names()

@@ -3,18 +3,20 @@
 Object reads (:meth:`Counter.get` and the others) and repair
 (:func:`~trio_redisha.crdt.repair_key`, the walker) read through
 :func:`read_key`, so both judge replicas alike: a foreign value anywhere
-refuses the key, a server that did not answer costs only its own entry, the
+refuses the key, a server that did not answer (or answered something that is
+not a hash, which is treated alike) costs only its own entry, the
 merge observes the clock, and the result (:class:`Snapshot`) says exactly
 which servers answered what, for :mod:`._plan` to compare.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from ..exceptions import ForeignValueError, QuorumError
+from ..exceptions import ForeignValueError, ProtocolError, QuorumError
 from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
 from ._state import LWWState, Mergeable, merge_all, observe_all
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from ..replies import Replies
 
 __all__ = ["Snapshot", "read_key"]
+
+logger = logging.getLogger("trio_redisha.crdt")
 
 S = TypeVar("S", bound=Mergeable)
 
@@ -140,14 +144,22 @@ async def read_key(
     # object, which makes merging and comparing them free.
     distinct: list[list[Any]] = []  # [raw reply, fields, state or None]
     answered: list[tuple[int, list[Any]]] = []
-    for i, r in zip(asked, replies, strict=True):
+    for pos, (i, r) in enumerate(zip(asked, replies, strict=True)):
         if is_foreign_reply(r):
             raise foreign_error(key, r)
         if isinstance(r, BaseException):
             continue
         entry = next((d for d in distinct if d[0] == r), None)
         if entry is None:
-            entry = [r, hash_fields(r), None]
+            try:
+                entry = [r, hash_fields(r), None]
+            except ProtocolError as exc:
+                # Valid RESP of the wrong shape: this server failed this read,
+                # as if it had not answered. It is not a replica we know the
+                # state of, so nothing is planned for it (never written blindly).
+                logger.debug("%s: %s", replies.servers[pos] if replies.servers else i, exc)
+                replies[pos] = ProtocolError(f"HGETALL {key!r}: {exc}")
+                continue
             distinct.append(entry)
         answered.append((i, entry))
     if len(answered) < read_quorum:
