@@ -515,3 +515,52 @@ def test_the_demo_and_the_library_do_not_import_the_command_line() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- bad text
+
+
+def test_argument_that_is_not_text_is_one_line_exit_2_and_nothing_sent(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What Python makes of the byte 0xff on a command line: a lone surrogate.
+    for argv in (
+        ["exec", "--server", redis_server.url, "SET", "k", "\udcff"],
+        ["exec", "--server", redis_server.url, "SET", "\ud800", "v"],
+        ["repair", "--server", redis_server.url, "--match", "\udcff*"],
+        ["status", "--server", "redis://user:s3cr3t\udcff@127.0.0.1:1"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert out == []
+        assert_one_line_error(err, "not valid UTF-8 text", "nothing was sent")
+        assert "s3cr3t" not in err[0]
+    assert decode_reply(redis_server.command("DBSIZE")) == 0
+    stats = decode_reply(redis_server.command("INFO", "commandstats"))
+    assert isinstance(stats, bytes) and b"cmdstat_set:" not in stats
+
+
+def test_password_from_the_environment_that_is_not_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cli.ENV_PASSWORD, "s3cr3t\udcff")
+    code, out, err = run(capsys, "status", "--server", "redis://127.0.0.1:1")
+    assert code == 2 and out == []
+    assert_one_line_error(err, cli.ENV_PASSWORD, "not valid UTF-8 text")
+    assert "s3cr3t" not in err[0]
+
+
+def test_non_utf8_argument_in_a_real_process_exits_2_without_traceback(
+    redis_server: RedisServer,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trio_redisha", "exec", "-s", redis_server.url, "SET", "k", b"\xff"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "argument 6 is not valid UTF-8 text" in proc.stderr
+    assert decode_reply(redis_server.command("EXISTS", "k")) == 0

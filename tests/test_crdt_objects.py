@@ -652,3 +652,51 @@ async def test_a_replica_of_the_wrong_shape_costs_only_its_own_entry(
             assert (await raw_hash(b, key)) == (await raw_hash(a, key))
         assert b"EVALSHA" not in hostile.command_names()
         assert b"EVAL" not in hostile.command_names()
+
+
+# --- text that cannot be sent -----------------------------------------------------
+
+#: Lone surrogates: what json.loads gives for "\udcff", and os.fsdecode for b"\xff".
+UNENCODABLE = ["\udcff", "\ud800", "ok\udc80"]
+
+
+@pytest.mark.parametrize("bad", UNENCODABLE)
+async def test_unencodable_names_keys_and_members_send_nothing(
+    redis_servers: list[RedisServer], bad: str
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        writes: list[Callable[[], Awaitable[None]]] = [
+            lambda: m.set({"ok": 1, bad: 2}),
+            lambda: m.delete("ok", bad),
+            lambda: m.update({"ok": 1}, delete=[bad]),
+            lambda: m.update({bad: 1}),
+            lambda: Set(pool, "s").add("ok", bad),
+            lambda: Set(pool, "s").rem(bad),
+            lambda: HashMap(pool, "m", codec=StrCodec()).set({"ok": bad}),
+        ]
+        for write in writes:
+            with pytest.raises(CodecError):
+                await write()
+        for cls in (Counter, HashMap, Set):
+            with pytest.raises(ConfigurationError, match="UTF-8"):
+                cls(pool, bad)
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            await repair_key(pool, bad)
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+async def test_map_arguments_of_the_wrong_kind_send_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        with pytest.raises(CodecError, match="single"):
+            await m.update({"a": 1}, delete="abc")  # not the fields "a", "b", "c"
+        with pytest.raises(CodecError, match="single"):
+            await m.update(delete=b"abc")  # type: ignore[arg-type]
+        with pytest.raises(CodecError, match="mapping"):
+            await m.set([("a", 1)])  # type: ignore[arg-type]
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0

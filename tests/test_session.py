@@ -509,3 +509,24 @@ async def test_repair_key_spreads_a_clear(redis_servers: list[RedisServer]) -> N
         assert detect_type(stored[0]) == "map"
         assert all(50_000 < t <= 60_000 for t in await pttls(redis_servers, "m"))
         assert await m.get() == {}
+
+
+@pytest.mark.parametrize("bad", ["\udcff", "\ud800"])
+async def test_unencodable_session_keys_and_prefixes_send_nothing(
+    redis_servers: list[RedisServer], bad: str
+) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        with pytest.raises(CodecError):
+            await store.save(sid, {"user": "alice", bad: 1})  # e.g. from json.loads
+        session = await store.load(sid)
+        session[bad] = 1
+        with pytest.raises(CodecError):
+            await store.save(sid, session)
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            SessionStore(pool, prefix=bad)
+        with pytest.raises(CodecError, match="mapping"):
+            await store.save(sid, [("user", "alice")])  # type: ignore[arg-type]
+    for server in redis_servers:
+        assert await raw(server, "DBSIZE") == 0

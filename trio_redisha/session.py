@@ -98,6 +98,11 @@ class Session(dict[str, Any]):
 def _check_key(name: object) -> str:
     if not isinstance(name, str):
         raise CodecError(f"session keys are str, not {type(name).__name__}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate, as json.loads gives for "\udcff": never sent.
+        raise CodecError(f"session key {name!r} is not valid UTF-8 text: {exc.reason}") from None
     return name
 
 
@@ -157,6 +162,12 @@ class SessionStore:
             raise ConfigurationError(f"ttl must be finite, got {ttl!r}")
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"prefix {prefix!r} is not valid UTF-8 text: {exc.reason}"
+            ) from None
         self._pool = pool
         self._ttl = float(ttl)
         self._prefix = prefix
@@ -286,12 +297,14 @@ class SessionStore:
 
         Raises:
             ConfigurationError: ``sid`` is not a valid session id.
-            CodecError: A key is not a str or a value cannot be encoded; nothing
-                was sent.
+            CodecError: ``data`` is not a mapping, a key is not a str (or not
+                valid UTF-8 text), or a value cannot be encoded; nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
         self.key(sid)
+        if not isinstance(data, Mapping):
+            raise CodecError(f"session data must be a mapping, not {type(data).__name__}")
         encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
         before = data._loaded if isinstance(data, Session) and data._sid == sid else None
         if before is None:

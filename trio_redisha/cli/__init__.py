@@ -22,6 +22,7 @@ library's :func:`trio_redisha.crdt.repair_all`.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 
 from . import _demo, _exec, _repair, _status
@@ -32,6 +33,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     Parser,
+    check_text,
     err_line,
     exit_code_for,
     logging_to_stderr,
@@ -93,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code (see the module docstring).
     """
     parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
     try:
+        check_text(argv)
         args = parser.parse_args(argv)
     except UsageError as exc:
         err_line(str(exc), exc.prog)

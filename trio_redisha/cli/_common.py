@@ -53,6 +53,7 @@ __all__ = [
     "UsageError",
     "add_server_options",
     "add_verbose",
+    "check_text",
     "err_line",
     "exit_code_for",
     "format_reply",
@@ -256,7 +257,36 @@ def print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
 # --- servers -------------------------------------------------------------------
 
 
+def check_text(argv: Sequence[str]) -> None:
+    """Refuse arguments that cannot be sent: text that is not valid UTF-8.
+
+    Python turns bytes of the command line (and of the environment) that are
+    not valid in the locale's encoding into lone surrogates (``"\\udcff"``);
+    they cannot be sent to Redis as text, so they are refused before anything
+    is sent. The argument is named by its position only: it may be a password.
+
+    Raises:
+        UsageError: An argument is not valid UTF-8 text.
+    """
+    for n, arg in enumerate(argv, 1):
+        if not _is_text(arg):
+            raise UsageError(
+                f"argument {n} is not valid UTF-8 text (it holds bytes the locale cannot "
+                "decode); nothing was sent"
+            )
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_one(url: str) -> ServerSpec:
+    if not _is_text(url):
+        raise ConfigurationError("invalid server URL: not valid UTF-8 text")
     if "://" not in url:
         # Never echo something that may hold a password we cannot locate.
         shown = f" {url!r}" if "@" not in url else ""
@@ -285,6 +315,8 @@ def resolve_servers(given: Sequence[str] | None) -> list[ServerSpec]:
     if not urls:
         raise UsageError(f"no server given: use --server URL (repeatable) or set ${ENV_SERVERS}")
     password = os.environ.get(ENV_PASSWORD) or None
+    if password is not None and not _is_text(password):
+        raise ConfigurationError(f"${ENV_PASSWORD} is not valid UTF-8 text")
     specs = []
     seen: set[str] = set()
     for url in urls:

@@ -25,7 +25,7 @@ from ._context import context_for
 from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us
 from ._read import Snapshot, read_key
 from ._state import Mergeable
-from ._storage import Fields
+from ._storage import Fields, check_key
 from .codecs import Codec
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ class CRDTBase(Generic[S]):
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     ) -> None:
-        if not isinstance(key, (str, bytes)) or not key:
-            raise ConfigurationError(f"key must be a non-empty str or bytes, got {key!r}")
+        check_key(key)
         n = len(pool)
         if ttl is not None and (isinstance(ttl, bool) or not ttl > 0 or not math.isfinite(ttl)):
             raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
-from ._storage import COUNTER
+from ._storage import COUNTER, check_key
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -81,8 +81,7 @@ class Counter(CRDTBase[CounterState]):
         )
         # The totals this writer has written or reserved for the key, shared by
         # every Counter of the pool's context (see CRDTContext.totals).
-        bkey = key.encode() if isinstance(key, str) else key
-        self._known = self._ctx.totals.setdefault(bkey, [0, 0])
+        self._known = self._ctx.totals.setdefault(check_key(key), [0, 0])
 
     async def get(self) -> int:
         """Return the counter's value, merged from every server that answered in time.

@@ -27,6 +27,7 @@ from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, Re
 from ._base import DEFAULT_TOMBSTONE_GRACE
 from ._plan import carry_out, now_us
 from ._read import read_key
+from ._storage import check_key
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -95,11 +96,14 @@ async def repair_key(
         everywhere or the servers that answered already agree.
 
     Raises:
+        ConfigurationError: ``key`` is not a non-empty str or bytes, or not
+            valid UTF-8 text; nothing was sent.
         ForeignValueError: The key is not a trio-redisha CRDT (a plain value,
             a hash without the marker, an unknown type or format version, or
             different types on different servers). Nothing is written.
         QuorumError: No server answered.
     """
+    check_key(key)
     servers: Sequence[int] | None = sources
     if targets is not None:
         base = range(len(pool)) if sources is None else sources
@@ -296,8 +300,15 @@ async def repair_all(
     _check_servers(pool, "sources", sources)
     if targets is not None and not callable(targets):
         _check_servers(pool, "targets", targets)
-    if not isinstance(match, (str, bytes)):
-        raise ConfigurationError(f"match must be a str or bytes pattern, got {match!r}")
+    if not isinstance(match, (str, bytes)) or not match:
+        raise ConfigurationError(f"match must be a non-empty str or bytes pattern, got {match!r}")
+    if isinstance(match, str):
+        try:
+            match = match.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"match {match!r} is not valid UTF-8 text: {exc.reason}"
+            ) from None
     scan = tuple(range(len(pool))) if sources is None else tuple(sources)
     report = RepairReport(servers=len(scan))
     start = trio.current_time()
@@ -318,10 +329,10 @@ async def repair_all(
                     await _scan_server(pool, index, match, count, report, found)
             elif isinstance(keys, AsyncIterable):
                 async for k in keys:
-                    await found(k.encode() if isinstance(k, str) else bytes(k))
+                    await found(check_key(k))
             else:
                 for k in keys:
-                    await found(k.encode() if isinstance(k, str) else bytes(k))
+                    await found(check_key(k))
 
     async def worker(receive: trio.MemoryReceiveChannel[bytes]) -> None:
         async with receive:
