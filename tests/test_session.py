@@ -530,3 +530,37 @@ async def test_unencodable_session_keys_and_prefixes_send_nothing(
             await store.save(sid, [("user", "alice")])  # type: ignore[arg-type]
     for server in redis_servers:
         assert await raw(server, "DBSIZE") == 0
+
+
+async def test_a_session_carried_into_another_store_is_saved_whole(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A session loaded from one store and saved into another (another prefix, or
+    another pool) is saved whole there: what it held when loaded was the first
+    store's, not the second's, so diffing against it would drop unchanged keys."""
+    s0, s1, _ = redis_servers
+    data = {"user": "alice", "cart": ["book"], "theme": "light"}
+    async with pool_on(s0.url) as p0, pool_on(s1.url) as p1:
+        old, new = SessionStore(p0, prefix="old:"), SessionStore(p0, prefix="new:")
+        elsewhere = SessionStore(p1, prefix="old:")
+        sid = old.new_id()
+        await old.save(sid, data)
+        session = await old.load(sid)
+        session["theme"] = "dark"
+        await new.save(sid, session)  # a migration to a new prefix
+        assert await new.load(sid) == {**data, "theme": "dark"}
+        await elsewhere.save(sid, session)  # same prefix, another pool
+        assert await elsewhere.load(sid) == {**data, "theme": "dark"}
+        # It now belongs to the last store: saved back into the first, it is written
+        # whole again, like any mapping (every key written, none deleted).
+        session["theme"] = "blue"
+        del session["cart"]
+        await old.save(sid, session)
+        assert await old.load(sid) == {**data, "theme": "blue"}
+        assert await elsewhere.load(sid) == {**data, "theme": "dark"}
+        # A second store over the same pool and prefix holds the same data: diffs are fine.
+        again = await old.load(sid)
+        again["n"] = 1
+        del again["cart"]
+        await SessionStore(p0, prefix="old:").save(sid, again)
+        assert await old.load(sid) == {"user": "alice", "theme": "blue", "n": 1}

@@ -76,16 +76,20 @@ class Session(dict[str, Any]):
 
     :meth:`SessionStore.save` compares the dict with that snapshot (by encoded
     value, so changes made in place to a nested list or dict count) and writes
-    only the keys that changed, and deletes the keys removed. A copy made with
-    ``dict(session)`` is a plain dict and is saved whole.
+    only the keys that changed, and deletes the keys removed. The snapshot
+    belongs to where the session was loaded or last saved (that pool, that
+    Redis key): saved anywhere else (another id, prefix or pool), or copied
+    with ``dict(session)``, it is saved whole, like any mapping.
     """
 
-    __slots__ = ("_loaded", "_sid")
+    __slots__ = ("_loaded", "_origin", "_sid")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The id it was loaded under (``None``: not loaded from the store).
         self._sid: str | None = None
+        #: The pool and Redis key the snapshot belongs to.
+        self._origin: tuple[Pool, str] | None = None
         #: Key to encoded value, as loaded or last saved.
         self._loaded: dict[str, bytes] = {}
 
@@ -279,17 +283,20 @@ class SessionStore:
             except Exception as exc:
                 raise CodecError(f"session key {name!r}: {exc}") from exc  # id not logged
         session._sid = sid
+        session._origin = (self._pool, self._prefix + sid)
         session._loaded = raw
         return session
 
     async def save(self, sid: str, data: Mapping[str, Any]) -> None:
         """Write the changes of session ``sid`` and give it ``ttl`` seconds of life again.
 
-        Given the :class:`Session` that :meth:`load` returned for ``sid``, only
-        the keys whose value changed since are written and the keys removed
-        are deleted, so a concurrent request changing other keys of the same
-        session keeps its changes (per key, the later write wins). Given any
-        other mapping, every key in it is written and no key is deleted. The
+        Given the :class:`Session` that :meth:`load` returned for ``sid`` (from
+        this pool and prefix), only the keys whose value changed since are
+        written and the keys removed are deleted, so a concurrent request
+        changing other keys of the same session keeps its changes (per key, the
+        later write wins). Given any other mapping, or a session loaded from
+        another store or under another id, every key in it is written and no
+        key is deleted. The
         expiry is refreshed on every server the write reaches (or, when
         nothing changed, on every server holding the session).
 
@@ -306,7 +313,9 @@ class SessionStore:
         if not isinstance(data, Mapping):
             raise CodecError(f"session data must be a mapping, not {type(data).__name__}")
         encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
-        before = data._loaded if isinstance(data, Session) and data._sid == sid else None
+        here = (self._pool, self._prefix + sid)
+        # The snapshot says what *this* key held only if it was taken here.
+        before = data._loaded if isinstance(data, Session) and data._origin == here else None
         if before is None:
             changed, removed = encoded, []
         else:
@@ -318,6 +327,7 @@ class SessionStore:
             await self.touch(sid)
         if isinstance(data, Session):
             data._sid = sid
+            data._origin = here
             data._loaded = encoded
 
     async def delete(self, sid: str) -> None:
