@@ -8,6 +8,7 @@ Ctrl-C on the demo is a real SIGINT to a real process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -288,6 +289,33 @@ def test_status_all_down_exits_non_zero(
     code, out, _ = run(capsys, "status", "--timeout", TIMEOUT, *server_args(redis_servers))
     assert code == 1
     assert out[-1] == "0 of 3 servers up"
+
+
+def test_status_reports_refused_credentials_as_auth_failed(
+    redis_server: RedisServer, redis_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = redis_factory(password="hunter2")
+    wrong = f"redis://:s3cr3t@{locked.host}:{locked.port}"
+    for url, why in ((wrong, "wrong user name or password"), (locked.url, "got none")):
+        code, out, err = run(capsys, "status", "--server", url, "--server", redis_server.url)
+        assert code == 0, err  # one server is up
+        row = line_of(out, locked)
+        assert row.split()[1] == "auth-failed"
+        assert "authentication failed" in row and why in row
+        assert "s3cr3t" not in "".join(out + err)
+        assert line_of(out, redis_server).split()[1] == "up"
+        # Alone, a server refusing the credentials is a usage mistake: exit 2.
+        code, out, err = run(capsys, "status", "--json", "--server", url)
+        assert code == 2
+        (record,) = [json.loads(line) for line in out]
+        assert record["state"] == "auth-failed"
+        assert record["error"].startswith("authentication failed: ")
+        assert "s3cr3t" not in record["error"]
+    # The right password: up.
+    code, out, _ = run(
+        capsys, "status", "--server", f"redis://:hunter2@{locked.host}:{locked.port}"
+    )
+    assert code == 0 and line_of(out, locked).split()[1] == "up"
 
 
 # --------------------------------------------------------------------------- repair

@@ -13,12 +13,14 @@ from typing import Any, Final
 import trio
 
 from ..config import ServerSpec
-from ..exceptions import ReplyError, ServerTimeout
+from ..connection import AuthenticationError, connect
+from ..exceptions import RedisHAError, ReplyError, ServerTimeout
 from ..pool import Pool, ServerState, ServerStatus, open_pool
 from ._common import (
     EPILOG,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     add_server_options,
     out,
     pool_options,
@@ -37,7 +39,9 @@ def add_parser(sub: Any) -> None:
         help="show each server's state, latency, version, memory and keys",
         description=wrap(
             "Show, per server: up, down or hung; PING latency; Redis version; used "
-            "memory; number of keys. Exit non-zero if every server is down."
+            "memory; number of keys. A server that refuses the credentials is shown as "
+            "auth-failed. Exit 0 if a server is up, 2 if none is and every one "
+            "refused the credentials (a usage mistake), else 1."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,7 +62,8 @@ class ServerReport:
     Attributes:
         server: The server's URL without credentials.
         state: ``"up"``, ``"down"`` (unreachable), ``"hung"`` (accepts but does not
-            answer) or ``"error"`` (answers with an error, e.g. NOAUTH).
+            answer), ``"auth-failed"`` (refuses our credentials, or wants some
+            and got none) or ``"error"`` (answers PING with an error).
         latency_ms: Median PING round trip in milliseconds, when up.
         version: ``redis_version`` from INFO.
         used_memory: ``used_memory`` in bytes.
@@ -103,15 +108,53 @@ def _state_of(exc: BaseException, status: ServerStatus) -> str:
 
 
 def _short_error(report: ServerReport) -> str:
-    text = " ".join((report.error or "").split())
-    return text.removeprefix(report.server).lstrip(": ").removeprefix("is down: ")
+    return _without_label(report.error or "", report.server)
 
 
-async def server_status(pool: Pool) -> list[ServerReport]:
+def _without_label(text: str, label: str) -> str:
+    """An error's text without the server's URL, which the table already shows."""
+    text = " ".join(text.split())
+    while text.startswith(label):
+        text = text.removeprefix(label).lstrip(": ").removeprefix("is down: ")
+    return text
+
+
+def _auth_failure(exc: AuthenticationError, label: str) -> str:
+    text = _without_label(str(exc), label)
+    if "NOAUTH" in text:
+        return f"authentication failed: the server wants credentials and got none ({text})"
+    return f"authentication failed: wrong user name or password ({text})"
+
+
+async def _diagnose(spec: ServerSpec, report: ServerReport, timeout: float) -> None:
+    """One direct connection attempt to a server found down: does it refuse our credentials?
+
+    The pool keeps only the text of a failed connection; the connection's own
+    exception says exactly whether the handshake was refused
+    (:class:`~trio_redisha.AuthenticationError`, never holding the password).
+    """
+    with trio.move_on_after(timeout):
+        try:
+            conn = await connect(spec)
+        except AuthenticationError as exc:
+            report.state = "auth-failed"
+            report.error = _auth_failure(exc, report.server)
+        except (RedisHAError, OSError):
+            pass
+        else:
+            conn.close_now()
+
+
+async def server_status(
+    pool: Pool, *, specs: Sequence[ServerSpec] | None = None
+) -> list[ServerReport]:
     """Probe every server of a pool: PING (latency), INFO and DBSIZE.
 
     Args:
         pool: An open pool.
+        specs: The pool's servers, as given to it. With them, a server found
+            down gets one direct connection attempt, to tell a server that
+            refuses the credentials (``"auth-failed"``) from one that is down.
 
     Returns:
         One report per server, in the pool's order.
@@ -133,6 +176,11 @@ async def server_status(pool: Pool) -> list[ServerReport]:
                 report.error = f"accepts connections but did not answer within {pool.timeout:g} s"
         elif st.latency_p50 is not None:
             report.latency_ms = st.latency_p50 * 1000
+    if specs is not None:
+        async with trio.open_nursery() as nursery:
+            for spec, report in zip(specs, reports, strict=True):
+                if report.state == "down":
+                    nursery.start_soon(_diagnose, spec, report, pool.timeout)
     info = await pool.execute("INFO")
     dbsize = await pool.execute("DBSIZE")
     for report, i_entry, d_entry in zip(reports, info, dbsize, strict=True):
@@ -154,7 +202,7 @@ async def server_status(pool: Pool) -> list[ServerReport]:
 
 async def _status(specs: Sequence[ServerSpec], timeout: float) -> list[ServerReport]:
     async with open_pool(*specs, **pool_options(timeout)) as pool:
-        return await server_status(pool)
+        return await server_status(pool, specs=specs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,4 +230,8 @@ def run(args: argparse.Namespace) -> int:
         print_table(rows, stdout)
         up = sum(1 for r in reports if r.state == "up")
         print(f"{up} of {len(reports)} servers up", file=stdout)
-    return EXIT_OK if any(r.state == "up" for r in reports) else EXIT_FAILURE
+    if any(r.state == "up" for r in reports):
+        return EXIT_OK
+    if all(r.state == "auth-failed" for r in reports):
+        return EXIT_USAGE  # the credentials given are wrong: a usage mistake
+    return EXIT_FAILURE
