@@ -592,3 +592,62 @@ def test_non_utf8_argument_in_a_real_process_exits_2_without_traceback(
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "argument 6 is not valid UTF-8 text" in proc.stderr
     assert decode_reply(redis_server.command("EXISTS", "k")) == 0
+
+
+# --------------------------------------------------------------------------- Valkey
+
+VALKEY_INFO = (
+    b"# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n"
+    b"redis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\n"
+    b"used_memory_human:1.00M\r\n\r\n# Replication\r\nrole:master\r\n"
+)
+
+
+def valkey_handler() -> Any:
+    from tests.harness.hostile import HostileConnection, answer_handshake
+
+    async def handler(conn: HostileConnection) -> None:
+        command = await answer_handshake(conn)
+        while True:
+            name = command[0].upper()
+            if name == b"INFO":
+                await conn.send(b"$%d\r\n%s\r\n" % (len(VALKEY_INFO), VALKEY_INFO))
+            elif name == b"DBSIZE":
+                await conn.send(b":3\r\n")
+            else:
+                await conn.send(b"-ERR unknown command\r\n")
+            command = await conn.read_command()
+
+    return handler
+
+
+def test_parse_info_tells_valkey_from_redis() -> None:
+    from trio_redisha._info import parse_info
+
+    valkey = parse_info(VALKEY_INFO)
+    assert (valkey.software, valkey.version, valkey.label) == ("valkey", "8.0.1", "valkey-8.0.1")
+    assert valkey.get("used_memory_human") == "1.00M" and valkey.get("nothing") is None
+    redis = parse_info("# Server\nredis_version:7.0.15\nredis_mode:standalone\n")  # RESP3 text
+    assert (redis.software, redis.version, redis.label) == ("redis", "7.0.15", "7.0.15")
+    assert parse_info(b"").version is None and parse_info(b"").label is None
+
+
+async def test_status_reports_a_valkey_server_as_valkey(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.harness.hostile import open_hostile_server
+
+    async with open_hostile_server(valkey_handler()) as fake:
+        servers = ["--server", fake.url, "--server", redis_server.url]
+        code = await trio.to_thread.run_sync(main, ["status", *servers])
+        table = capsys.readouterr().out.splitlines()
+        await trio.to_thread.run_sync(main, ["status", "--json", *servers])
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    row = next(line for line in table if line.startswith(fake.url + " ")).split()
+    assert row[1] == "up" and row[4] == "valkey-8.0.1" and row[5] == "1.00M" and row[6] == "3"
+    redis_row = line_of(table, redis_server).split()
+    assert redis_row[4] == redis_server.info("server")["redis_version"]
+    assert records[0]["software"] == "valkey" and records[0]["version"] == "8.0.1"
+    assert records[0]["used_memory"] == 1048576 and records[0]["role"] == "master"
+    assert records[1]["software"] == "redis"

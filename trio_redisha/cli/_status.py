@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import trio
 
+from .._info import ServerInfo, parse_info
 from ..config import ServerSpec
 from ..connection import AuthenticationError, connect
 from ..exceptions import RedisHAError, ReplyError, ServerTimeout
@@ -65,12 +66,15 @@ class ServerReport:
             answer), ``"auth-failed"`` (refuses our credentials, or wants some
             and got none) or ``"error"`` (answers PING with an error).
         latency_ms: Median PING round trip in milliseconds, when up.
-        version: ``redis_version`` from INFO.
+        version: The server software's version: ``valkey_version`` for Valkey (whose
+            ``redis_version`` stays at 7.2.4), ``redis_version`` for Redis.
         used_memory: ``used_memory`` in bytes.
         used_memory_human: ``used_memory_human`` from INFO (e.g. ``"1.02M"``).
         keys: DBSIZE of the selected database.
         role: ``master`` or ``slave``.
         error: Why the server is not up.
+        software: ``"redis"``, ``"valkey"``..., from INFO's ``server_name``
+            (Redis sends none).
     """
 
     server: str
@@ -82,16 +86,7 @@ class ServerReport:
     keys: int | None = None
     role: str | None = None
     error: str | None = None
-
-
-def _parse_info(raw: Any) -> dict[str, str]:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
-    return fields
+    software: str | None = None
 
 
 def _state_of(exc: BaseException, status: ServerStatus) -> str:
@@ -105,6 +100,15 @@ def _state_of(exc: BaseException, status: ServerStatus) -> str:
     ):
         return "hung"
     return "down"
+
+
+def _version_label(report: ServerReport) -> str:
+    """``7.0.15`` for Redis; ``valkey-8.0.1`` for another server software (one cell)."""
+    if report.version is None:
+        return "-"
+    if report.software in (None, "redis"):
+        return report.version
+    return ServerInfo(report.software, report.version).label or "-"
 
 
 def _short_error(report: ServerReport) -> str:
@@ -189,12 +193,13 @@ async def server_status(
         if isinstance(i_entry, BaseException):
             report.error = str(i_entry)
         else:
-            fields = _parse_info(i_entry)
-            report.version = fields.get("redis_version")
-            report.used_memory_human = fields.get("used_memory_human")
-            report.role = fields.get("role")
+            parsed = parse_info(i_entry)
+            report.software = parsed.software
+            report.version = parsed.version
+            report.used_memory_human = parsed.get("used_memory_human")
+            report.role = parsed.get("role")
             with contextlib.suppress(KeyError, ValueError):
-                report.used_memory = int(fields["used_memory"])
+                report.used_memory = int(parsed.fields["used_memory"])
         if isinstance(d_entry, int):
             report.keys = d_entry
     return reports
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                     r.server,
                     r.state,
                     f"{r.latency_ms:.2f} ms" if r.latency_ms is not None else "-",
-                    r.version or "-",
+                    _version_label(r),
                     r.used_memory_human or "-",
                     str(r.keys) if r.keys is not None else "-",
                     _short_error(r) if r.state != "up" else "",
