@@ -700,3 +700,42 @@ async def test_map_arguments_of_the_wrong_kind_send_nothing(
             await m.set([("a", 1)])  # type: ignore[arg-type]
     for server in redis_servers:
         assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+BAD_OPTIONS: list[dict[str, Any]] = [
+    {"write_quorum": True},
+    {"read_quorum": True},
+    {"timeout": "1"},
+    {"timeout": True},
+    {"timeout": math.inf},
+    {"tombstone_grace": "1"},
+    {"tombstone_grace": math.inf},
+    {"ttl": "1"},
+    {"ttl": 1e300},  # every server would refuse the expiry
+    {"codec": object()},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=lambda o: f"{o}")
+async def test_bad_options_are_configuration_errors(
+    redis_servers: list[RedisServer], bad: dict[str, Any]
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        for cls in (HashMap, Set):
+            with pytest.raises(ConfigurationError):
+                cls(pool, "k", **bad)
+        if "codec" not in bad and "tombstone_grace" not in bad:
+            with pytest.raises(ConfigurationError):
+                Counter(pool, "k", **bad)
+        store_bad = {k: v for k, v in bad.items() if k != "ttl"}
+        with pytest.raises(ConfigurationError):
+            trio_redisha.SessionStore(pool, **({"ttl": bad["ttl"]} if "ttl" in bad else store_bad))
+        if "timeout" in bad or "tombstone_grace" in bad:
+            with pytest.raises(ConfigurationError):
+                await repair_key(pool, "k", **bad)
+            with pytest.raises(ConfigurationError):
+                await trio_redisha.crdt.repair_all(pool, **bad)
+        with pytest.raises(ConfigurationError, match="single key"):
+            await trio_redisha.crdt.repair_all(pool, keys="abc")
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0

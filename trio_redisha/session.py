@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
+from .crdt._base import check_codec, check_ttl
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, ConfigurationError, QuorumError
 
@@ -160,10 +161,7 @@ class SessionStore:
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        if not math.isfinite(ttl):
-            raise ConfigurationError(f"ttl must be finite, got {ttl!r}")
+        check_ttl(ttl)
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
         try:
@@ -175,6 +173,8 @@ class SessionStore:
         self._pool = pool
         self._ttl = float(ttl)
         self._prefix = prefix
+        if codec is not None:
+            check_codec(codec)
         self._codec: Codec = JSONCodec() if codec is None else codec
         self._write_quorum = write_quorum
         self._read_quorum = read_quorum

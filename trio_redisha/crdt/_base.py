@@ -42,7 +42,75 @@ logger = logging.getLogger("trio_redisha.crdt")
 #: delayed write. Purging also needs every server to answer (docs/consistency.md).
 DEFAULT_TOMBSTONE_GRACE = 7 * 24 * 3600.0
 
+#: The longest ``ttl`` accepted: a century, longer than any real expiry and far
+#: below what Redis refuses (an expiry beyond 2**63 ms since the epoch).
+MAX_TTL = 100 * 365 * 24 * 3600.0
+
 S = TypeVar("S", bound=Mergeable)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_ttl(ttl: object) -> float:
+    """Return ``ttl`` if it is a number of seconds in (0, :data:`MAX_TTL`].
+
+    Raises:
+        ConfigurationError: It is not.
+    """
+    if not _is_number(ttl) or not 0 < ttl <= MAX_TTL:  # type: ignore[operator]
+        raise ConfigurationError(
+            f"ttl must be a positive number of seconds up to {MAX_TTL:.0f}, got {ttl!r}"
+        )
+    return float(ttl)  # type: ignore[arg-type]
+
+
+def check_quorum(name: str, value: object, n: int) -> int:
+    """Return a quorum ``value`` if it is an int in ``1..n``.
+
+    Raises:
+        ConfigurationError: It is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+        raise ConfigurationError(f"{name} must be an int in 1..{n}, got {value!r}")
+    return value
+
+
+def check_timeout(timeout: object) -> float | None:
+    """Return ``timeout`` if it is ``None`` or a positive finite number of seconds.
+
+    Raises:
+        ConfigurationError: It is not.
+    """
+    if timeout is None:
+        return None
+    if not _is_number(timeout) or not 0 < timeout < math.inf:  # type: ignore[operator]
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)  # type: ignore[arg-type]
+
+
+def check_grace(grace: object) -> float:
+    """Return a ``tombstone_grace`` if it is a finite number of seconds >= 0.
+
+    Raises:
+        ConfigurationError: It is not.
+    """
+    if not _is_number(grace) or not 0 <= grace < math.inf:  # type: ignore[operator]
+        raise ConfigurationError(f"tombstone_grace must be >= 0 seconds, got {grace!r}")
+    return float(grace)  # type: ignore[arg-type]
+
+
+def check_codec(codec: object) -> None:
+    """Refuse a codec that lacks ``encode`` or ``decode``.
+
+    Raises:
+        ConfigurationError: ``codec`` is not a :class:`~trio_redisha.crdt.Codec`.
+    """
+    if not isinstance(codec, Codec):
+        raise ConfigurationError(
+            f"codec must have encode() and decode() methods, got {type(codec).__name__}"
+        )
 
 
 class CRDTBase(Generic[S]):
@@ -82,20 +150,13 @@ class CRDTBase(Generic[S]):
     ) -> None:
         check_key(key)
         n = len(pool)
-        if ttl is not None and (isinstance(ttl, bool) or not ttl > 0 or not math.isfinite(ttl)):
-            raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        if write_quorum is not None and (
-            not isinstance(write_quorum, int) or not 1 <= write_quorum <= n
-        ):
-            raise ConfigurationError(f"write_quorum must be in 1..{n}, got {write_quorum!r}")
-        if not isinstance(read_quorum, int) or not 1 <= read_quorum <= n:
-            raise ConfigurationError(f"read_quorum must be in 1..{n}, got {read_quorum!r}")
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
-        if not tombstone_grace >= 0 or not math.isfinite(tombstone_grace):
-            raise ConfigurationError(
-                f"tombstone_grace must be >= 0 seconds, got {tombstone_grace!r}"
-            )
+        if ttl is not None:
+            check_ttl(ttl)
+        if write_quorum is not None:
+            check_quorum("write_quorum", write_quorum, n)
+        check_quorum("read_quorum", read_quorum, n)
+        check_timeout(timeout)
+        check_grace(tombstone_grace)
         self._ctx = context_for(pool)
         self._pool = pool
         self._key = key
@@ -216,6 +277,8 @@ class CodecCRDT(CRDTBase[S]):
             timeout=timeout,
             tombstone_grace=tombstone_grace,
         )
+        if codec is not None:
+            check_codec(codec)
         self._codec: Codec = type(self)._default_codec() if codec is None else codec
 
     @property

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
-from ._base import DEFAULT_TOMBSTONE_GRACE
+from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._plan import carry_out, now_us
 from ._read import read_key
 from ._storage import check_key
@@ -104,6 +104,8 @@ async def repair_key(
         QuorumError: No server answered.
     """
     check_key(key)
+    check_grace(tombstone_grace)
+    check_timeout(timeout)
     servers: Sequence[int] | None = sources
     if targets is not None:
         base = range(len(pool)) if sources is None else sources
@@ -295,6 +297,10 @@ async def repair_all(
         raise ConfigurationError(f"rate must be a number >= 0, got {rate!r}")
     if math.isinf(rate):
         rate = 0.0
+    check_grace(tombstone_grace)
+    check_timeout(timeout)
+    if isinstance(keys, (str, bytes)):
+        raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
     count = _positive_int("count", count)
     concurrency = _positive_int("concurrency", concurrency)
     _check_servers(pool, "sources", sources)
