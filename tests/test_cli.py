@@ -651,3 +651,33 @@ async def test_status_reports_a_valkey_server_as_valkey(
     assert records[0]["software"] == "valkey" and records[0]["version"] == "8.0.1"
     assert records[0]["used_memory"] == 1048576 and records[0]["role"] == "master"
     assert records[1]["software"] == "redis"
+
+
+# --------------------------------------------------------------------------- hostile text
+
+
+async def test_a_server_never_writes_control_characters_to_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    evil = b"line1\r\n\x1b]0;pwned\x07\x1b[2J\r\nline3"
+    async with open_hostile_server(reply_with(b"$%d\r\n%s\r\n" % (len(evil), evil))) as bulk:
+        code = await trio.to_thread.run_sync(main, ["exec", "-s", bulk.url, "GET", "k"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "\x1b" not in out and "\x07" not in out
+        assert "line1" in out and "line3" in out and "\\x1b]0;pwned\\x07" in out
+    async with open_hostile_server(reply_with(b"-ERR bad\x1b[2Jthing\r\n")) as err:
+        for command in (["exec", "-s", err.url, "GET", "k"], ["status", "--json", "-s", err.url]):
+            await trio.to_thread.run_sync(main, command)
+            captured = capsys.readouterr()
+            assert "\x1b" not in captured.out + captured.err
+            assert "[2Jthing" in captured.out + captured.err  # escaped, not sent
+
+
+@pytest.mark.parametrize("option", ["--count", "--concurrency"])
+def test_integer_options_are_bounded(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    code, out, err = run(capsys, "repair", "-s", "redis://127.0.0.1:1", option, str(10**9))
+    assert code == 2 and out == []
+    assert_one_line_error(err, option, "1..100000")

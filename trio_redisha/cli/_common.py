@@ -48,6 +48,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "MAX_INT_OPTION",
     "CommandError",
     "Parser",
     "UsageError",
@@ -60,6 +61,7 @@ __all__ = [
     "jsonable",
     "logging_to_stderr",
     "non_negative_float",
+    "one_line",
     "out",
     "pool_options",
     "positive_float",
@@ -132,13 +134,18 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+#: The largest integer option accepted (--count, --concurrency, --clients): far
+#: beyond any useful value, and short of tasks or buffers that exhaust memory.
+MAX_INT_OPTION: Final = 100_000
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    if not 1 <= value <= MAX_INT_OPTION:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..{MAX_INT_OPTION}, got {text!r}")
     return value
 
 
@@ -184,8 +191,22 @@ def out() -> IO[str]:
 
 def err_line(message: str, prog: str = "trio-redisha") -> None:
     """Print one error line on stderr (newlines folded, so it stays one line)."""
-    text = " ".join(str(message).split())
-    print(f"{prog}: error: {text}", file=sys.stderr)
+    print(f"{prog}: error: {one_line(str(message))}", file=sys.stderr)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, whitespace folded and other control characters escaped.
+
+    Error messages quote what servers sent; a terminal must never receive a
+    server's escape sequences from them.
+    """
+    return _printable(" ".join(text.split()))
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def text_of(value: bytes) -> str:
@@ -208,7 +229,7 @@ def jsonable(value: Any) -> Any:
 
 
 def _describe_error(exc: BaseException) -> str:
-    return f"error: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    return f"error: {type(exc).__name__}: {one_line(str(exc))}"
 
 
 def format_reply(value: Any) -> str:
@@ -238,7 +259,9 @@ def format_reply(value: Any) -> str:
         value = text_of(value)
     if isinstance(value, str):
         if "\n" in value and value.strip():  # INFO, CLIENT LIST...: a block of lines
-            return "\n".join(line.rstrip("\r") for line in value.strip("\r\n").split("\n"))
+            lines = [line.rstrip("\r") for line in value.strip("\r\n").split("\n")]
+            # Never a server's escape sequences to the terminal: such lines are escaped.
+            return "\n".join(_printable(line) for line in lines)
         if value == "" or value != value.strip() or not value.isprintable():
             return json.dumps(value, ensure_ascii=False)
         return value
@@ -248,6 +271,7 @@ def format_reply(value: Any) -> str:
 
 
 def print_table(rows: Sequence[Sequence[str]], out: IO[str]) -> None:
+    rows = [[one_line(c) for c in row] for row in rows]  # cells may quote a server
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]

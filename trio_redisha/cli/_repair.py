@@ -23,6 +23,7 @@ from ._common import (
     EXIT_OK,
     add_server_options,
     non_negative_float,
+    one_line,
     out,
     pool_options,
     positive_int,
@@ -148,6 +149,6 @@ def run(args: argparse.Namespace) -> int:
     specs = resolve_servers(args.server)
     report = trio.run(_repair, args, specs)
     for message in report.messages:
-        print(f"trio-redisha: {message}", file=sys.stderr)
+        print(f"trio-redisha: {one_line(message)}", file=sys.stderr)
     print(report.summary(), file=out())
     return EXIT_OK if report.ok else EXIT_FAILURE
