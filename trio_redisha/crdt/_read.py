@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from ..exceptions import ForeignValueError, ProtocolError, QuorumError
+from ..exceptions import ConfigurationError, ForeignValueError, ProtocolError, QuorumError
+from ..replies import Replies
 from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
 from ._state import LWWState, Mergeable, merge_all, observe_all
@@ -24,7 +25,6 @@ from ._storage import MARKER_FIELD, REGISTRY, CRDTType, check_marker, hash_field
 
 if TYPE_CHECKING:
     from ..pool import Pool
-    from ..replies import Replies
 
 __all__ = ["Snapshot", "read_key"]
 
@@ -133,12 +133,18 @@ async def read_key(
         QuorumError: Fewer than ``read_quorum`` servers answered (never an
             empty value in place of an unknown one).
     """
+    # Always raw bytes: a pool with decode_responses=True would hand back text
+    # decoded with replacement characters, and a repair would spread them.
+    replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
     if servers is None:
-        replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
         asked = tuple(range(len(replies)))
     else:
+        # Pool.execute_on cannot be told not to decode yet: every server is
+        # read, and only the ones asked for are kept.
         asked = tuple(servers)
-        replies = await pool.execute_on(asked, "HGETALL", key, timeout=timeout)
+        if not all(isinstance(i, int) and 0 <= i < len(replies) for i in asked):
+            raise ConfigurationError(f"servers must be indices in 0..{len(replies) - 1}")
+        replies = Replies([replies[i] for i in asked], tuple(replies.servers[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
     # one is turned into fields and parsed once, and they share one state
     # object, which makes merging and comparing them free.
