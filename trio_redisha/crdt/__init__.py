@@ -8,6 +8,10 @@ the servers found behind, and write with idempotent Lua scripts. See
 Anti-entropy: :func:`repair_key` merges one key across the servers and writes
 it back where it is behind; :func:`repair_all` walks every key (what
 ``trio-redisha repair`` runs) and returns a :class:`RepairReport`.
+
+What the objects on one pool share (its clock, actor id, default write
+quorum, read-repair budget, counter totals) is the pool's
+:class:`CRDTContext`, from :func:`context_for`.
 """
 
 from __future__ import annotations

@@ -126,13 +126,24 @@ async def read_key(
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
 
+    A server whose reply is not a hash at all (valid RESP of the wrong shape)
+    counts as one that did not answer: its entry in :attr:`Snapshot.replies`
+    becomes a :class:`~trio_redisha.ProtocolError`.
+
     Raises:
+        ConfigurationError: ``servers`` holds something that is not a server
+            index; nothing was sent.
         ForeignValueError: A server holds something else under the key (a
             plain value, a hash without our marker, another CRDT type, an
             unknown format version, or different types on different servers).
         QuorumError: Fewer than ``read_quorum`` servers answered (never an
             empty value in place of an unknown one).
     """
+    n = len(pool)
+    if servers is not None:
+        asked = tuple(servers)
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in asked):
+            raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
@@ -141,9 +152,6 @@ async def read_key(
     else:
         # Pool.execute_on cannot be told not to decode yet: every server is
         # read, and only the ones asked for are kept.
-        asked = tuple(servers)
-        if not all(isinstance(i, int) and 0 <= i < len(replies) for i in asked):
-            raise ConfigurationError(f"servers must be indices in 0..{len(replies) - 1}")
         replies = Replies([replies[i] for i in asked], tuple(replies.servers[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
     # one is turned into fields and parsed once, and they share one state
