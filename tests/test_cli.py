@@ -681,3 +681,16 @@ def test_integer_options_are_bounded(capsys: pytest.CaptureFixture[str], option:
     code, out, err = run(capsys, "repair", "-s", "redis://127.0.0.1:1", option, str(10**9))
     assert code == 2 and out == []
     assert_one_line_error(err, option, "1..100000")
+
+
+async def test_exec_json_is_valid_json_for_infinite_doubles(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    async with open_hostile_server(reply_with(b"*3\r\n,inf\r\n,-inf\r\n,nan\r\n")) as fake:
+        code = await trio.to_thread.run_sync(main, ["exec", "--json", "-s", fake.url, "X"])
+        out = capsys.readouterr().out
+    assert code == 0
+    record = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert record["reply"] == ["inf", "-inf", "nan"]

@@ -217,6 +217,14 @@ def text_of(value: bytes) -> str:
 
 
 def jsonable(value: Any) -> Any:
+    """A reply as plain JSON data: text for bytes, lists for sets, strings for inf/nan.
+
+    RESP3 doubles may be infinite or NaN, which JSON cannot hold (``json.dumps``
+    would write ``Infinity``, which no JSON parser reads): they become the text
+    ``"inf"``, ``"-inf"`` or ``"nan"``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, (list, tuple, set, frozenset)):
