@@ -147,12 +147,21 @@ async def read_key(
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
+    # Entries are matched to servers by label, not by position: the pool may
+    # send a keyed command to some servers only (its owners, with placement).
+    index = {label: i for i, label in enumerate(pool.servers)}
+    got = dict(zip((index[label] for label in replies.servers), replies, strict=True))
     if servers is None:
-        asked = tuple(range(len(replies)))
+        asked = tuple(got)
     else:
-        # Pool.execute_on cannot be told not to decode yet: every server is
-        # read, and only the ones asked for are kept.
-        replies = Replies([replies[i] for i in asked], tuple(replies.servers[i] for i in asked))
+        missing = [i for i in asked if i not in got]
+        if missing:
+            # Servers the pool did not send it to. Pool.execute_on cannot be
+            # told not to decode yet; with full replication this never runs.
+            more = await pool.execute_on(missing, "HGETALL", key, timeout=timeout)
+            got.update(zip(missing, more, strict=True))
+    labels = pool.servers
+    replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
     # one is turned into fields and parsed once, and they share one state
     # object, which makes merging and comparing them free.
