@@ -1,6 +1,6 @@
-"""The RESP codec: both reply parsers give the same values, refuse the same bytes
-with ProtocolError, stay within bounded memory on hostile input and parse input
-that trickles in byte by byte in linear time; the encoder sends what it should.
+"""The RESP reply parsers: both give the same values, refuse the same bytes with
+ProtocolError, stay within bounded memory on hostile input and parse input that
+trickles in byte by byte in linear time.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from trio_redisha import resp
 from trio_redisha.exceptions import (
-    CommandEncodeError,
     ConfigurationError,
     ProtocolError,
     ReplyError,
@@ -32,8 +31,6 @@ from trio_redisha.resp import (
     Parser,
     Push,
     RespParser,
-    encode_command,
-    encode_commands,
     make_parser,
 )
 
@@ -436,14 +433,6 @@ def test_limits_are_enforced(factory: ParserFactory) -> None:
             parse_all(parser)
 
 
-def test_limits_validation() -> None:
-    with pytest.raises(ValueError):
-        Limits(max_depth=0)
-    with pytest.raises(ValueError):
-        Limits(max_bulk_length=-1)
-    assert DEFAULT_LIMITS.max_bulk_length == 512 * 1024 * 1024
-
-
 def _peak_while(run: Callable[[], None]) -> int:
     gc.collect()
     tracemalloc.start()
@@ -567,7 +556,7 @@ def test_make_parser_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     if HAVE_HIREDIS:
         assert type(make_parser()) is HiredisParser
         assert type(make_parser(limits, use_hiredis=True)) is HiredisParser
-    monkeypatch.setattr(resp, "_hiredis", None)
+    monkeypatch.setattr(resp._hiredis_parser, "_hiredis", None)
     assert type(make_parser()) is RespParser
     assert type(make_parser(limits, use_hiredis=False)) is RespParser
     with pytest.raises(ConfigurationError, match="hiredis"):
@@ -596,64 +585,6 @@ def test_buffered_counts_unconsumed_bytes() -> None:
     parser.feed(b"\r\n:2\r\n")
     assert parser.next_reply() == [1, 2]
     assert parser.buffered == 0
-
-
-# --------------------------------------------------------------------------- encoder
-
-
-def test_encode_command_types() -> None:
-    assert encode_command(["SET", "k", "v"]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
-    # str is UTF-8 and the length counts bytes, not characters.
-    assert encode_command(["ECHO", "é✓"]) == b"*2\r\n$4\r\nECHO\r\n$5\r\n\xc3\xa9\xe2\x9c\x93\r\n"
-    assert encode_command([b"GET", bytearray(b"a\r\nb"), memoryview(b"\x00")]) == (
-        b"*3\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n$1\r\n\x00\r\n"
-    )
-    assert encode_command(["INCRBY", "k", -17]) == b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$3\r\n-17\r\n"
-    assert encode_command(["X", 2**70]) == b"*2\r\n$1\r\nX\r\n$22\r\n1180591620717411303424\r\n"
-    assert encode_command(["X", 1.5, 1e100, -0.0, math.inf]) == (
-        b"*5\r\n$1\r\nX\r\n$3\r\n1.5\r\n$6\r\n1e+100\r\n$4\r\n-0.0\r\n$3\r\ninf\r\n"
-    )
-    assert encode_command(["X", b""]) == b"*2\r\n$1\r\nX\r\n$0\r\n\r\n"
-    assert encode_commands([["PING"], ["GET", "k"]]) == (
-        b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-    )
-
-
-def test_encode_command_subclasses() -> None:
-    import enum
-
-    class Color(enum.IntEnum):
-        RED = 1
-
-    class Name(str):
-        pass
-
-    assert encode_command([Name("GET"), Color.RED]) == b"*2\r\n$3\r\nGET\r\n$1\r\n1\r\n"
-
-
-@pytest.mark.parametrize(
-    ("arg", "index"),
-    [
-        (True, 1),
-        (False, 2),
-        (None, 1),
-        (object(), 2),
-        (math.nan, 1),
-        ([b"x"], 2),
-        ({"a": 1}, 1),
-    ],
-)
-def test_encode_command_rejects(arg: object, index: int) -> None:
-    args: list[object] = ["SET", "k"] if index == 2 else ["SET"]
-    args.append(arg)
-    with pytest.raises(CommandEncodeError, match=f"argument {index}"):
-        encode_command(args)
-
-
-def test_encode_command_rejects_empty() -> None:
-    with pytest.raises(CommandEncodeError):
-        encode_command([])
-    assert issubclass(CommandEncodeError, TypeError)
 
 
 # --------------------------------------------------------------------------- hypothesis
@@ -877,45 +808,3 @@ def test_parsers_agree_on_corrupted_streams(
     fast = _outcomes(HiredisParser(limits), bytes(raw), cuts)
     assert len(pure) == len(fast), (bytes(raw), pure, fast)
     assert all(same(a, b) for a, b in zip(pure, fast, strict=True)), (bytes(raw), pure, fast)
-
-
-def parse_request(data: bytes) -> list[bytes]:
-    """A test-side parser of one command: an array of bulk strings."""
-    assert data[:1] == b"*"
-    eol = data.index(b"\r\n")
-    count = int(data[1:eol])
-    pos = eol + 2
-    args = []
-    for _ in range(count):
-        assert data[pos : pos + 1] == b"$"
-        eol = data.index(b"\r\n", pos)
-        length = int(data[pos + 1 : eol])
-        start = eol + 2
-        args.append(data[start : start + length])
-        assert data[start + length : start + length + 2] == b"\r\n"
-        pos = start + length + 2
-    assert pos == len(data)
-    return args
-
-
-_ARGS = st.one_of(
-    st.text(st.characters(codec="utf-8")),
-    st.binary(),
-    st.integers(),
-    st.floats(allow_nan=False),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(args=st.lists(_ARGS, min_size=1, max_size=8))
-def test_encode_command_round_trip(args: list[Any]) -> None:
-    def as_sent(arg: Any) -> bytes:
-        if isinstance(arg, str):
-            return arg.encode()
-        if isinstance(arg, bytes):
-            return arg
-        if isinstance(arg, int):
-            return str(arg).encode()
-        return repr(arg).encode()
-
-    assert parse_request(encode_command(args)) == [as_sent(a) for a in args]

@@ -1,0 +1,307 @@
+"""Framing shared by both reply parsers: the buffer, the header checks, the limits.
+
+One place decides where a reply's elements begin and end and whether a header
+is acceptable (canonical lengths, the :class:`~trio_redisha.resp.Limits`), so the
+pure parser and the hiredis guard cannot drift apart: both read headers with
+:func:`_header_length`, skip runs of bulk strings with :func:`_bulk_run`, and
+inherit the buffer, the fast path for top-level scalars and the incomplete-reply
+limit from :class:`_BufferedParser`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..exceptions import ProtocolError
+from ._values import _INT64_MAX, _MAX_DIGITS, _SMALL_LENGTHS, Limits, _invalid
+
+
+class Parser(Protocol):
+    """What the connection needs of a reply parser."""
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the server."""
+
+    def next_reply(self) -> Any:
+        """Return the next whole reply, or :data:`NEED_DATA`."""
+
+
+def _header_length(tag: int, line: bytes, what: str, limit: int) -> int:
+    """Parse and check the length in a bulk or aggregate header.
+
+    The callers first look the length up in ``_SMALL_LENGTHS`` themselves, and
+    call this only when that fails or the length exceeds ``limit``.
+
+    Args:
+        tag: The header's type byte: only ``$`` and ``*`` may be null (``-1``).
+        line: The header after its type byte.
+        what: ``"bulk"`` or ``"aggregate"``, for the error messages.
+        limit: The largest length allowed.
+
+    Returns:
+        The length: canonical decimal (no sign, no leading zero), or -1.
+
+    Raises:
+        ProtocolError: The length is malformed, beyond ``limit``, or null for a
+            type that cannot be.
+    """
+    length = _SMALL_LENGTHS.get(line)
+    if length is None:
+        if line.isdigit() and len(line) <= _MAX_DIGITS and (line[0] != 48 or len(line) == 1):
+            length = int(line)
+        elif line == b"-1":
+            length = -1
+        else:
+            raise _invalid(f"{what} length", line)
+    if length > limit:
+        raise ProtocolError(f"{what} length {length} exceeds the limit of {limit}")
+    if length < 0 and tag != 36 and tag != 42:
+        raise ProtocolError(f"negative length for {bytes([tag])!r}")
+    return length
+
+
+def _bulk_arrived(buf: bytes, end: int) -> bool:
+    """Whether the bulk payload ending at ``end`` is buffered, with its CRLF.
+
+    Raises:
+        ProtocolError: The payload is followed by something else than CRLF.
+    """
+    if len(buf) < end + 2:
+        return False
+    if buf[end] != 13 or buf[end + 1] != 10:
+        raise ProtocolError("bulk string not terminated by CRLF")
+    return True
+
+
+def _bulk_run(
+    buf: bytes,
+    n: int,
+    find: Callable[[bytes, int, int], int],
+    small: Callable[[bytes], int | None],
+    pos: int,
+    left: int,
+    max_bulk: int,
+    append: Callable[[bytes], None] | None,
+) -> tuple[int, int]:
+    """Go over a run of wholly buffered bulk strings inside an aggregate.
+
+    The shortcut for the commonest nested elements (MGET, LRANGE, HGETALL...).
+    The run stops at the end of the aggregate, and at anything unusual (a large
+    or invalid length, a payload not all here, another type, an error), which is
+    left to the caller's general code: that code re-reads it and decides.
+
+    Most aggregates come this way, so the caller passes what it holds already
+    (``n``, ``find``, ``small``): getting them again here would cost each call
+    about half as much again.
+
+    Args:
+        buf: The buffer.
+        n: ``len(buf)``.
+        find: ``buf.find``.
+        small: ``_SMALL_LENGTHS.get``.
+        pos: Where the run starts, at a ``$``.
+        left: How many elements the aggregate still expects (at least one).
+        max_bulk: The largest bulk length allowed.
+        append: Called with each payload, or None to only check and skip them.
+
+    Returns:
+        Where the run stopped, and how many elements the aggregate still expects.
+    """
+    while True:
+        # A bulk header is at most 22 bytes: the search stays O(1).
+        idx = find(b"\r\n", pos + 1, pos + 22)
+        if idx < 0:
+            break
+        length = small(buf[pos + 1 : idx])
+        if length is None:
+            break  # a large or invalid length: the general code decides
+        start = idx + 2
+        end = start + length
+        if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
+            break
+        if append is not None:
+            append(buf[start:end])
+        pos = end + 2
+        left -= 1
+        if not left or pos >= n or buf[pos] != 36:
+            break
+    return pos, left
+
+
+class _BufferedParser:
+    """What both parsers share: the buffer, the limits, the broken state, the fast path.
+
+    The buffer is immutable: slicing a bulk payload out of it gives the bytes
+    value directly, and a received chunk becomes the buffer without a copy when
+    everything before it was consumed (the common case). Bytes received that
+    cannot complete anything yet are kept aside until they can: appending each
+    to the buffer would copy it whole every time, which is quadratic when a
+    large reply trickles in.
+
+    A subclass parses in ``_next_slow`` whatever the fast path of
+    :meth:`next_reply` leaves, and keeps ``_idle`` true only when that path may run.
+
+    Args:
+        limits: Safety bounds; see :class:`Limits`.
+    """
+
+    __slots__ = (
+        "_base",
+        "_broken",
+        "_buf",
+        "_bulk_end",
+        "_bulk_tag",
+        "_chunks",
+        "_chunks_len",
+        "_idle",
+        "_max_agg",
+        "_max_bulk",
+        "_max_depth",
+        "_max_incomplete",
+        "_max_line",
+        "_origin",
+        "_pos",
+        "_search",
+    )
+
+    def __init__(self, limits: Limits) -> None:
+        # Lengths beyond int64 are corrupt whatever the limits say (hiredis agrees).
+        self._max_bulk = min(limits.max_bulk_length, _INT64_MAX)
+        self._max_agg = min(limits.max_aggregate_length, _INT64_MAX)
+        self._max_line = limits.max_line_length
+        self._max_depth = limits.max_depth
+        self._max_incomplete = limits.max_incomplete_bytes
+        self._buf = b""
+        self._pos = 0  # start of the unparsed bytes in _buf
+        self._search = 0  # where the search for the next CRLF resumes; always >= _pos
+        self._base = 0  # stream offset of _buf[0]
+        self._chunks: list[bytes] = []  # received, kept aside (see the class docstring)
+        self._chunks_len = 0
+        self._origin = 0  # stream offset where the current reply began
+        self._bulk_end = -1  # >= 0: end in _buf of a bulk payload not all received yet
+        self._bulk_tag = 0  # the type byte of that bulk
+        self._broken: ProtocolError | None = None
+        self._idle = True  # between two replies and not broken: the fast path applies
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the server."""
+        if self._broken is not None or not data:
+            return  # once broken, the connection is being dropped: hoard nothing
+        if type(data) is not bytes:
+            data = bytes(data)
+        buf = self._buf
+        chunks = self._chunks
+        cut = self._keep_from()
+        if not chunks and cut >= len(buf):
+            self._buf = data  # all of _buf was used: the chunk replaces it, uncopied
+        else:
+            # Every element ends with a CRLF, so nothing can complete until one
+            # arrives; a pending bulk payload, which may hold CRLFs, needs all its bytes.
+            if self._bulk_end >= 0:
+                useful = self._chunks_len + len(data) >= self._bulk_end + 2 - len(buf)
+            else:
+                useful = b"\r\n" in data or (
+                    data[0] == 10 and (chunks[-1] if chunks else buf)[-1] == 13
+                )
+            chunks.append(data)
+            if not useful:
+                self._chunks_len += len(data)
+                return
+            chunks.insert(0, buf[cut:])
+            self._buf = b"".join(chunks)
+            chunks.clear()
+            self._chunks_len = 0
+        self._base += cut
+        self._pos -= cut
+        self._search -= cut
+        if self._bulk_end >= 0:
+            self._bulk_end -= cut
+        self._rebased(cut)
+
+    def next_reply(self) -> Any:
+        """Return the next whole reply, or :data:`NEED_DATA` if none is buffered.
+
+        Raises:
+            ProtocolError: The bytes are not valid RESP or exceed a limit. The
+                parser stays broken afterwards.
+        """
+        if self._idle:
+            # Fast path: a top-level simple string, integer or bulk string whose
+            # bytes are all buffered (most replies). Anything else, including every
+            # error, falls through to the general code, which re-reads the line.
+            buf = self._buf
+            pos = self._pos
+            idx = buf.find(b"\r\n", self._search)
+            if pos < idx <= pos + self._max_line:
+                tag = buf[pos]
+                if tag == 36:  # $
+                    n = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
+                    if n is not None and n <= self._max_bulk:
+                        end = idx + 2 + n
+                        if end + 2 <= len(buf) and buf[end] == 13 and buf[end + 1] == 10:
+                            self._pos = self._search = end + 2
+                            return buf[idx + 2 : end]
+                elif tag == 43:  # +
+                    line = buf[pos + 1 : idx]
+                    if 13 not in line and 10 not in line:
+                        self._pos = self._search = idx + 2
+                        return line.decode("utf-8", "replace")
+                elif tag == 58 and idx - pos <= _MAX_DIGITS + 1:  # :
+                    line = buf[pos + 1 : idx]
+                    if line.isdigit() and (line[0] != 48 or idx == pos + 2):
+                        value = int(line)
+                        if value <= _INT64_MAX:
+                            self._pos = self._search = idx + 2
+                            return value
+        # Kept out of the fast path: a call there would cost every reply.
+        return self._next_slow()
+
+    def _next_slow(self) -> Any:
+        """Return what :meth:`next_reply` returns, for what the fast path left."""
+        raise NotImplementedError
+
+    def _keep_from(self) -> int:
+        """Return where the bytes still needed start in the buffer (at most ``_pos``).
+
+        :meth:`feed` drops what precedes it, so a subclass that needs earlier bytes
+        must pass them on first.
+        """
+        return self._pos
+
+    def _rebased(self, cut: int) -> None:
+        """Shift the subclass's own buffer positions: the first ``cut`` bytes went."""
+
+    def _break(self, exc: ProtocolError) -> ProtocolError:
+        """Leave the parser broken for good with ``exc``; return ``exc``, to raise."""
+        self._broken = exc
+        self._idle = False
+        return exc
+
+    def _check_unended(self, pos: int, idx: int) -> None:
+        """Check a line whose CRLF is not where a valid line's may be.
+
+        The callers search for the CRLF themselves, and call this only when it is
+        not within ``max_line`` bytes after the line's type byte at ``pos``: the
+        line is then invalid, unless its CRLF has not arrived yet.
+
+        Args:
+            pos: Where the line starts.
+            idx: Where its CRLF was found, or -1.
+
+        Raises:
+            ProtocolError: The line is empty, or longer than the limit.
+        """
+        max_line = self._max_line
+        if idx < 0:
+            if len(self._buf) - pos + self._chunks_len > max_line:
+                raise ProtocolError(f"line longer than {max_line} bytes without CRLF")
+        elif idx == pos:
+            raise ProtocolError("empty line where a reply type was expected")
+        else:
+            raise ProtocolError(f"line longer than {max_line} bytes")
+
+    def _check_incomplete(self, origin: int) -> None:
+        """Fail if the incomplete reply begun at stream offset ``origin`` is too large."""
+        if self._base + len(self._buf) + self._chunks_len - origin > self._max_incomplete:
+            raise ProtocolError(f"incomplete reply larger than {self._max_incomplete} bytes")
