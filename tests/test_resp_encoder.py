@@ -110,3 +110,74 @@ def test_encode_command_round_trip(args: list[Any]) -> None:
         return repr(arg).encode()
 
     assert parse_request(encode_command(args)) == [as_sent(a) for a in args]
+
+
+class _Shouting(str):
+    """A str subclass whose ``__str__`` is not its value."""
+
+    def __str__(self) -> str:
+        return "SHOUT"
+
+
+class _BadStr(str):
+    def __str__(self) -> Any:
+        return 42  # not a str at all: str() of it raises TypeError
+
+
+class _Shrinking(int):
+    def __int__(self) -> int:
+        raise ValueError("no int for you")
+
+
+class _Rounded(float):
+    def __float__(self) -> float:
+        raise ValueError("no float for you")
+
+
+def _released() -> memoryview:
+    view = memoryview(b"abc")
+    view.release()
+    return view
+
+
+@pytest.mark.parametrize(
+    ("arg", "match"),
+    [
+        pytest.param("\udcff", "cannot be encoded as UTF-8", id="lone-surrogate"),
+        pytest.param("caf\u00e9\ud800", "cannot be encoded as UTF-8", id="surrogate-after-text"),
+        pytest.param(_Shouting("\udcff"), "cannot be encoded as UTF-8", id="subclass"),
+        pytest.param(10**5000, "too large", id="int-beyond-str-digits"),
+        pytest.param(-(10**5000), "too large", id="negative-int-beyond-str-digits"),
+        pytest.param(_released(), "released", id="released-memoryview"),
+    ],
+)
+def test_encode_command_unencodable_values(arg: object, match: str) -> None:
+    # Each once escaped as UnicodeEncodeError or ValueError: the library's own
+    # error must come instead, naming the argument's position.
+    with pytest.raises(CommandEncodeError, match=match) as info:
+        encode_command(["SET", "k", arg])
+    assert "argument 2" in str(info.value)
+    # The message never echoes the value (it may be a password).
+    assert "\\udcff" not in str(info.value) and "\udcff" not in str(info.value)
+
+
+def test_encode_command_subclasses_send_their_value() -> None:
+    # The value, never what an overridden __str__/__int__/__float__ returns.
+    assert encode_command([_Shouting("get"), _BadStr("k")]) == b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n"
+    assert encode_command(["X", _Shrinking(7), _Rounded(2.5)]) == (
+        b"*3\r\n$1\r\nX\r\n$1\r\n7\r\n$3\r\n2.5\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [pytest.param("PING", id="str"), pytest.param(b"PING", id="bytes"), 7, None]
+)
+def test_encode_command_needs_a_sequence_of_arguments(args: Any) -> None:
+    # A bare string would otherwise be sent as one argument per character.
+    with pytest.raises(CommandEncodeError, match="sequence"):
+        encode_command(args)
+
+
+def test_encode_commands_is_all_or_nothing() -> None:
+    with pytest.raises(CommandEncodeError, match="command 1, argument 1"):
+        encode_commands([["PING"], ["ECHO", "\udcff"]])
