@@ -194,11 +194,62 @@ CASES: list[tuple[str, bytes, Any]] = [
     ),
     ("deep", b"*1\r\n" * 63 + b":1\r\n", None),  # expected filled in below
 ]
+
+
+def _bulks(*payloads: bytes) -> bytes:
+    return b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in payloads)
+
+
+# Long runs of bulk strings, which the parsers check in batches: whatever stops a
+# batch (a CRLF inside a payload, a null, another type, a payload too long for
+# the length table or the window) must give the same values as element by element.
+_RUN = [b"member:%d" % i for i in range(40)]
+_BIG = [bytes([65 + i]) * 900 for i in range(12)]  # beyond the first window
+CASES += [
+    ("run-of-bulks", b"*40\r\n" + _bulks(*_RUN), _RUN),
+    (
+        "run-crlf-inside",
+        b"*40\r\n" + _bulks(*_RUN[:20], b"a\r\n$1\r\nb", *_RUN[21:]),
+        [*_RUN[:20], b"a\r\n$1\r\nb", *_RUN[21:]],
+    ),
+    (
+        "run-crlf-forged-header",  # a payload that looks like two whole bulks
+        b"*12\r\n" + _bulks(*_RUN[:10], b"x\r\n$1\r\ny") + _bulks(b"z"),
+        [*_RUN[:10], b"x\r\n$1\r\ny", b"z"],
+    ),
+    (
+        "run-null-and-integer",
+        b"*40\r\n" + _bulks(*_RUN[:15]) + b"$-1\r\n:5\r\n" + _bulks(*_RUN[17:]),
+        [*_RUN[:15], None, 5, *_RUN[17:]],
+    ),
+    (
+        "run-empty-payloads",
+        b"*10\r\n" + _bulks(*[b""] * 10),
+        [b""] * 10,
+    ),
+    ("run-large-payloads", b"*12\r\n" + _bulks(*_BIG), _BIG),
+    (
+        "run-payload-beyond-table",
+        b"*10\r\n" + _bulks(*_RUN[:5], b"q" * 5000, *_RUN[6:10]),
+        [*_RUN[:5], b"q" * 5000, *_RUN[6:10]],
+    ),
+    (
+        "run-map",
+        b"%20\r\n" + _bulks(*_RUN),
+        {_RUN[i]: _RUN[i + 1] for i in range(0, 40, 2)},
+    ),
+    (
+        "run-nested",
+        b"*2\r\n*20\r\n" + _bulks(*_RUN[:20]) + b"*20\r\n" + _bulks(*_RUN[20:]),
+        [_RUN[:20], _RUN[20:]],
+    ),
+]
 # 63 nested arrays hold the integer: the default max_depth is 64.
 _deep: Any = 1
 for _ in range(63):
     _deep = [_deep]
-CASES[-1] = ("deep", CASES[-1][1], _deep)
+_at = [name for name, _, _ in CASES].index("deep")
+CASES[_at] = ("deep", CASES[_at][1], _deep)
 
 CASE_PARAMS = [pytest.param(raw, expected, id=name) for name, raw, expected in CASES]
 
@@ -281,6 +332,10 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("bulk-length-leading-zero", b"$03\r\nabc\r\n"),
     ("bulk-length-underscore", b"$1_0\r\n0123456789\r\n"),
     ("bulk-length-huge-digits", b"$" + b"9" * 30 + b"\r\n"),
+    ("run-leading-zero", b"*20\r\n" + b"$1\r\nx\r\n" * 10 + b"$01\r\nx\r\n" * 10),
+    ("run-plus-length", b"*20\r\n" + b"$1\r\nx\r\n" * 10 + b"$+1\r\nx\r\n" * 10),
+    ("run-short-payload", b"*20\r\n" + b"$1\r\nx\r\n" * 10 + b"$2\r\nx\r\n" * 10),
+    ("run-unterminated", b"*20\r\n" + b"$1\r\nx\r\n" * 10 + b"$1\r\nxx\r\n" * 10),
     ("bulk-no-crlf", b"$3\r\nabcXY"),
     ("bulk-no-crlf-nested", b"*2\r\n$1\r\nab\r\n"),
     ("bulk-only-cr", b"$3\r\nabc\rX"),
@@ -427,6 +482,16 @@ def test_limits_are_enforced(factory: ParserFactory) -> None:
         b"+123456789",
         b"*3\r\n" + b"$10\r\n0123456789\r\n" * 2 + b"$10\r\n01234567",
     ):
+        parser = factory(limits)
+        parser.feed(bad)
+        with pytest.raises(ProtocolError):
+            parse_all(parser)
+    # The bulk limit holds inside a long run of bulk strings too, at any element.
+    limits = Limits(max_bulk_length=10, max_aggregate_length=100)
+    for at in (0, 7, 19):
+        payloads = [b"0123456789"] * 20
+        payloads[at] = b"0123456789!"
+        bad = b"*20\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in payloads)
         parser = factory(limits)
         parser.feed(bad)
         with pytest.raises(ProtocolError):

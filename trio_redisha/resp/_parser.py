@@ -87,7 +87,7 @@ class RespParser(_BufferedParser):
                     frame = stack[-1]
                     items = frame[1]
                     left = frame[2]
-                    pos, rest = _bulk_run(buf, n, find, small, pos, left, max_bulk, items.append)
+                    pos, rest = _bulk_run(buf, n, find, small, pos, left, max_bulk, items)
                     if rest != left:
                         search = pos
                         frame[2] = rest
