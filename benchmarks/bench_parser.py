@@ -14,8 +14,8 @@ it is far steadier than wall time). The parsers take turns within each repeat,
 so a slow patch of the machine hurts them all alike, and a warm-up round is not
 counted:
 
-* ``RespParser`` and ``HiredisParser``: ours, fed chunk by chunk, each chunk
-  drained with ``next_reply`` until ``NEED_DATA``.
+* ``RespParser``: ours, fed chunk by chunk, each chunk drained with
+  ``next_reply`` until ``NEED_DATA``.
 * ``redis-py _RESP2Parser``: redis-py's pure-Python sync parser, its
   ``SocketBuffer`` reading from a fake socket whose ``recv`` returns the next
   chunk. That is exactly its production path (``read_response`` with its
@@ -34,8 +34,9 @@ A second table times single replies of the shapes a session store reads, each
 parsed over and over by one parser kept across replies (as a connection keeps
 it): an ``SMEMBERS`` of 1,000 small members, an ``HGETALL`` of 10 fields, one
 ``GET`` reply, and a 1 MiB bulk string arriving in 64 KiB pieces. Rows:
-``RespParser``, ``HiredisParser`` (hiredis behind its framing guard) and raw
-``hiredis.Reader`` with no guard and no limits, the floor. Rounds interleave
+``RespParser`` and raw ``hiredis.Reader`` with no limits, the floor (a
+hiredis-based parser that enforces the limits must add its checks to it, which
+is why the library has no such parser any more). Rounds interleave
 the rows; each cell is the median time per reply, and the ratio column divides
 by the raw hiredis floor.
 """
@@ -56,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trio_redisha.resp import NEED_DATA, HiredisParser, RespParser
+from trio_redisha.resp import NEED_DATA, RespParser
 
 CHUNK = 64 * 1024
 
@@ -243,7 +244,6 @@ def shape_table(repeats: int, quick: bool) -> None:
         ("RespParser", lambda c, k: run_shape_ours(RespParser, c, k)),
     ]
     if have("hiredis"):
-        rows.append(("HiredisParser", lambda c, k: run_shape_ours(HiredisParser, c, k)))
         rows.append(("hiredis.Reader (raw, floor)", run_shape_raw))
     names = [name for name, _ in rows]
     print()
@@ -294,10 +294,6 @@ def main(argv: list[str] | None = None) -> None:
     runners: list[tuple[str, Callable[[], float]]] = [
         ("trio_redisha RespParser", lambda: run_ours(RespParser, chunks, replies)),
     ]
-    if have("hiredis"):
-        runners.append(
-            ("trio_redisha HiredisParser", lambda: run_ours(HiredisParser, chunks, replies))
-        )
     if have("redis"):
         runners.append(
             ("redis-py _RESP2Parser", lambda: run_redis_py_sync(chunks, replies)),

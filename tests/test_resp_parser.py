@@ -1,6 +1,6 @@
-"""The RESP reply parsers: both give the same values, refuse the same bytes with
-ProtocolError, stay within bounded memory on hostile input and parse input that
-trickles in byte by byte in linear time.
+"""The RESP reply parser: the values of the case table whole, byte by byte and
+with trailing bytes, ProtocolError for malformed bytes, bounded memory on hostile
+input, linear time for input that trickles in byte by byte.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_redisha import resp
 from trio_redisha.exceptions import (
-    ConfigurationError,
     ProtocolError,
     ReplyError,
 )
 from trio_redisha.resp import (
     DEFAULT_LIMITS,
     NEED_DATA,
-    HiredisParser,
     Limits,
     Parser,
     Push,
@@ -34,30 +31,13 @@ from trio_redisha.resp import (
     make_parser,
 )
 
-try:
-    import hiredis  # noqa: F401
-
-    HAVE_HIREDIS = True
-except ImportError:  # pragma: no cover - the dev extra installs it
-    HAVE_HIREDIS = False
-
 ParserFactory = Callable[..., Parser]
 
-PARSERS = [
-    pytest.param(RespParser, id="pure"),
-    pytest.param(
-        HiredisParser,
-        id="hiredis",
-        marks=pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed"),
-    ),
-]
 
-
-@pytest.fixture(params=PARSERS)
-def factory(request: pytest.FixtureRequest) -> ParserFactory:
-    """Each parser class in turn (hiredis skipped when it is not installed)."""
-    cls: ParserFactory = request.param
-    return cls
+@pytest.fixture
+def factory() -> ParserFactory:
+    """The parser class (one parser since the hiredis-based one was dropped)."""
+    return RespParser
 
 
 def same(a: Any, b: Any) -> bool:
@@ -445,8 +425,7 @@ def test_error_in_an_incomplete_reply_raises_at_once(factory: ParserFactory, raw
 
 
 def test_nested_invalid_integer_breaks_the_parser(factory: ParserFactory) -> None:
-    # hiredis itself rejects this one (the guard leaves integers to it): the
-    # hiredis error must still surface as ProtocolError.
+    # An integer beyond int64 inside an aggregate, after a whole reply.
     parser = factory()
     parser.feed(b"*1\r\n:1\r\n*2\r\n:9223372036854775808\r\n:1\r\n+after\r\n")
     assert parser.next_reply() == [1]
@@ -615,27 +594,21 @@ def test_trickle_of_20000_elements_finishes(factory: ParserFactory) -> None:
 # --------------------------------------------------------------------------- make_parser
 
 
-def test_make_parser_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert type(make_parser(use_hiredis=False)) is RespParser
+def test_make_parser_choices() -> None:
     limits = Limits(max_depth=3)
-    if HAVE_HIREDIS:
-        assert type(make_parser()) is HiredisParser
-        assert type(make_parser(limits, use_hiredis=True)) is HiredisParser
-    monkeypatch.setattr(resp._hiredis_parser, "_hiredis", None)
     assert type(make_parser()) is RespParser
-    assert type(make_parser(limits, use_hiredis=False)) is RespParser
-    with pytest.raises(ConfigurationError, match="hiredis"):
-        make_parser(use_hiredis=True)
-    with pytest.raises(ConfigurationError):
-        HiredisParser()
+    assert type(make_parser(limits)) is RespParser
+    # use_hiredis is kept for callers that pass it, deprecated and ignored.
+    for use_hiredis in (True, False):
+        with pytest.warns(DeprecationWarning, match="use_hiredis"):
+            assert type(make_parser(limits, use_hiredis=use_hiredis)) is RespParser
 
 
 def test_made_parser_enforces_its_limits() -> None:
-    for use_hiredis in [False, True] if HAVE_HIREDIS else [False]:
-        parser = make_parser(Limits(max_depth=1), use_hiredis=use_hiredis)
-        parser.feed(b"*1\r\n*1\r\n:1\r\n")
-        with pytest.raises(ProtocolError):
-            parser.next_reply()
+    parser = make_parser(Limits(max_depth=1))
+    parser.feed(b"*1\r\n*1\r\n:1\r\n")
+    with pytest.raises(ProtocolError):
+        parser.next_reply()
 
 
 def test_buffered_counts_unconsumed_bytes() -> None:
@@ -785,24 +758,51 @@ def _parse_with_splits(factory: ParserFactory, raw: bytes, cuts: list[int]) -> l
     return out
 
 
-@pytest.mark.parametrize("cls", PARSERS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     trees=st.lists(_trees(), min_size=1, max_size=4),
     cuts=st.lists(st.integers(min_value=0), max_size=8),
     attrs=st.randoms(use_true_random=False),
 )
-def test_random_trees_round_trip(
-    cls: ParserFactory, trees: list[Any], cuts: list[int], attrs: Any
-) -> None:
+def test_random_trees_round_trip(trees: list[Any], cuts: list[int], attrs: Any) -> None:
     raw = b"".join(write(tree, lambda: attrs.random() < 0.1) for tree in trees)
-    replies = _parse_with_splits(cls, raw, cuts)
+    replies = _parse_with_splits(RespParser, raw, cuts)
     assert len(replies) == len(trees)
     for reply, tree in zip(replies, trees, strict=True):
         assert same(reply, expected(tree)), (raw, reply, tree)
 
 
-@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
+# Payloads that look like RESP framing, to mislead a batch that splits at CRLF.
+_TRICKY = st.sampled_from([b"\r\n", b"$1\r\n", b"\r\n$0\r\n\r\n", b"\r", b"\n", b"$", b"*3\r\n"])
+_PAYLOADS = st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.one_of(_TRICKY, st.binary(max_size=6)), max_size=5).map(b"".join),
+    st.binary(min_size=4090, max_size=4100),  # around the length table's end
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    payloads=st.lists(_PAYLOADS, max_size=80),
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    as_map=st.booleans(),
+)
+def test_long_runs_of_bulks_round_trip(
+    payloads: list[bytes], cuts: list[int], as_map: bool
+) -> None:
+    """Runs of bulk strings, which are checked in batches, with payloads that
+    hold CRLFs and forged headers, cut anywhere: exactly the payloads come back."""
+    if as_map and len(payloads) % 2:
+        payloads = payloads[:-1]
+    head = b"%%%d\r\n" % (len(payloads) // 2) if as_map else b"*%d\r\n" % len(payloads)
+    raw = head + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in payloads) + b":7\r\n"
+    want: Any = payloads
+    if as_map:
+        want = dict(zip(payloads[::2], payloads[1::2], strict=True))
+    replies = _parse_with_splits(RespParser, raw, cuts)
+    assert replies == [want, 7]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     tag=st.sampled_from(list(b"+-:,#_($=!*%~>")),
@@ -812,20 +812,24 @@ def test_random_trees_round_trip(
     ),
     nested=st.booleans(),
 )
-def test_parsers_agree_on_arbitrary_lines(tag: int, text: bytes, nested: bool) -> None:
-    """On any one line, both parsers return the same value or both refuse it."""
+def test_arbitrary_lines_whole_and_byte_by_byte(tag: int, text: bytes, nested: bool) -> None:
+    """On any one line, the parser fed whole and fed byte by byte (its fast path
+    and its general code) returns the same value, or both refuse it."""
     raw = bytes([tag]) + text.replace(b"\r", b"").replace(b"\n", b"") + b"\r\nabc\r\n:1\r\n"
     if nested:
         raw = b"*1\r\n" + raw
 
-    def outcome(parser: Parser) -> Any:
-        parser.feed(raw)
+    def outcome(parser: Parser, step: int) -> Any:
+        got: list[Any] = []
         try:
-            return ("ok", parse_all(parser))
+            for i in range(0, len(raw), step):
+                parser.feed(raw[i : i + step])
+                got.extend(parse_all(parser))
+            return ("ok", got)
         except ProtocolError:
             return ("error", None)
 
-    pure, fast = outcome(RespParser()), outcome(HiredisParser())
+    pure, fast = outcome(RespParser(), len(raw)), outcome(RespParser(), 1)
     assert pure[0] == fast[0], (raw, pure, fast)
     if pure[0] == "ok":
         assert same(pure[1], fast[1]), (raw, pure, fast)
@@ -839,13 +843,14 @@ def _outcomes(parser: Parser, raw: bytes, cuts: list[int]) -> list[Any]:
         for cut in [*sorted(c % (len(raw) + 1) for c in cuts), len(raw)]:
             parser.feed(raw[last:cut])
             last = cut
-            out.extend(parse_all(parser))
+            # One reply at a time: the replies before an error count too.
+            while (reply := parser.next_reply()) is not NEED_DATA:
+                out.append(reply)
     except ProtocolError:
         out.append("ERROR")
     return out
 
 
-@pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     trees=st.lists(_trees(), min_size=1, max_size=4),
@@ -854,11 +859,12 @@ def _outcomes(parser: Parser, raw: bytes, cuts: list[int]) -> list[Any]:
     mutations=st.integers(min_value=0, max_value=4),
     limits=st.sampled_from([DEFAULT_LIMITS, Limits(64, 4, 3, 16, 200), Limits(5, 2, 2, 8, 50)]),
 )
-def test_parsers_agree_on_corrupted_streams(
+def test_corrupted_streams_whole_and_in_pieces(
     trees: list[Any], cuts: list[int], rnd: Any, mutations: int, limits: Limits
 ) -> None:
     """Valid streams with a few bytes changed, dropped or added, and tight limits:
-    both parsers return the same replies, then fail at the same point (or not)."""
+    fed whole or cut anywhere, the parser returns the same replies, then fails
+    at the same point (or not)."""
     raw = bytearray(b"".join(write(tree, lambda: rnd.random() < 0.1) for tree in trees))
     for _ in range(mutations):
         i = rnd.randrange(len(raw))
@@ -869,7 +875,7 @@ def test_parsers_agree_on_corrupted_streams(
             del raw[i]
         else:
             raw.insert(i, rnd.choice(b"\r\n$*:0123456789"))
-    pure = _outcomes(RespParser(limits), bytes(raw), cuts)
-    fast = _outcomes(HiredisParser(limits), bytes(raw), cuts)
+    pure = _outcomes(RespParser(limits), bytes(raw), [])
+    fast = _outcomes(RespParser(limits), bytes(raw), cuts)
     assert len(pure) == len(fast), (bytes(raw), pure, fast)
     assert all(same(a, b) for a, b in zip(pure, fast, strict=True)), (bytes(raw), pure, fast)

@@ -330,7 +330,7 @@ class Pool:
         client_name: Name sent with ``CLIENT SETNAME`` by servers whose URL sets none.
         ssl_context: TLS context for ``rediss://`` URLs that carry no ``ssl_*`` option.
         limits: Parser safety limits.
-        use_hiredis: Parser choice; ``None`` uses hiredis when installed.
+        use_hiredis: Deprecated and ignored (see :func:`~trio_redisha.resp.make_parser`).
     """
 
     def __init__(

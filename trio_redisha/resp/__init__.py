@@ -26,21 +26,21 @@ push ``>``           :class:`Push` (a list subclass)
 attribute ``|``      discarded; the reply it annotates is returned
 ===================  =========================================================
 
-Two parsers return exactly the same values and refuse exactly the same bytes:
-:class:`RespParser`, in pure Python, and :class:`HiredisParser`, which puts the
-optional hiredis C parser behind a framing guard; :func:`make_parser` picks one.
+:class:`RespParser` parses in pure Python; :func:`make_parser` returns one. Long
+runs of bulk strings (``SMEMBERS``, ``HGETALL``, ``MGET``...) are checked and
+sliced in a few C-level passes over the bytes rather than element by element.
 
 Error replies are values so that one server's error never aborts a fan-out.
 Lengths and integers must be canonical decimal (no sign but ``-``, no space, no
 leading zero; integers within 64 bits) and simple strings may hold no CR or LF,
-as hiredis requires. Anything malformed, or beyond one of the :class:`Limits`, raises
+as hiredis requires too. Anything malformed, or beyond one of the :class:`Limits`, raises
 :class:`~trio_redisha.ProtocolError` and leaves the parser broken: the caller
 must close the connection, never try to resynchronise it.
 
 The package is split by concern, as h11 splits its codec: ``_values`` (reply
 types, limits, the checks of one-line values), ``_encoder`` (commands to bytes),
-``_framing`` (the buffer and the header and limit checks both parsers share),
-``_parser`` (the pure parser and :func:`make_parser`) and ``_hiredis_parser``.
+``_framing`` (the buffer, the header and limit checks, the batched bulk runs)
+and ``_parser`` (the parser and :func:`make_parser`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ from __future__ import annotations
 from ._encoder import encode_command as encode_command
 from ._encoder import encode_commands as encode_commands
 from ._framing import Parser as Parser
-from ._hiredis_parser import HiredisParser as HiredisParser
-from ._hiredis_parser import _hiredis as _hiredis
 from ._parser import RespParser as RespParser
 from ._parser import make_parser as make_parser
 from ._values import DEFAULT_LIMITS as DEFAULT_LIMITS
@@ -62,7 +60,6 @@ __all__ = [
     "DEFAULT_LIMITS",
     "NEED_DATA",
     "CommandArg",
-    "HiredisParser",
     "Limits",
     "Parser",
     "Push",

@@ -1,11 +1,10 @@
-"""Framing shared by both reply parsers: the buffer, the header checks, the limits.
+"""Framing: the receive buffer, the header checks, the limits, the bulk runs.
 
-One place decides where a reply's elements begin and end and whether a header
-is acceptable (canonical lengths, the :class:`~trio_redisha.resp.Limits`), so the
-pure parser and the hiredis guard cannot drift apart: both read headers with
-:func:`_header_length`, skip runs of bulk strings with :func:`_bulk_run`, and
-inherit the buffer, the fast path for top-level scalars and the incomplete-reply
-limit from :class:`_BufferedParser`.
+Where a reply's elements begin and end and whether a header is acceptable
+(canonical lengths, the :class:`~trio_redisha.resp.Limits`) is decided here, by
+:func:`_header_length`, :func:`_bulk_run` (with :func:`_bulk_batch` for long runs)
+and :class:`_BufferedParser`, which holds the buffer, the fast path for top-level
+scalars and the incomplete-reply limit. The parser module builds values on it.
 """
 
 from __future__ import annotations
@@ -206,7 +205,7 @@ def _bulk_run(
 
 
 class _BufferedParser:
-    """What both parsers share: the buffer, the limits, the broken state, the fast path.
+    """The parser's buffer half: the buffer, the limits, the broken state, the fast path.
 
     The buffer is immutable: slicing a bulk payload out of it gives the bytes
     value directly, and a received chunk becomes the buffer without a copy when

@@ -1,13 +1,17 @@
-"""The pure-Python reply parser, and :func:`make_parser`, which picks a parser."""
+"""The reply parser, in pure Python, and :func:`make_parser`.
+
+It is the only parser: hiredis, behind the Python guard that enforcing the
+limits requires, was measured no faster (the guard's checks cost what parsing
+costs), so it was dropped rather than kept as a second framing of the stream.
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ..exceptions import ProtocolError
-from . import _hiredis_parser
 from ._framing import Parser, _BufferedParser, _bulk_arrived, _bulk_run, _header_length
-from ._hiredis_parser import HiredisParser
 from ._values import (
     _AGG_KINDS,
     _ARRAY,
@@ -168,16 +172,19 @@ class RespParser(_BufferedParser):
 
 
 def make_parser(limits: Limits = DEFAULT_LIMITS, *, use_hiredis: bool | None = None) -> Parser:
-    """Return the fastest available parser.
+    """Return a reply parser that enforces ``limits``.
 
     Args:
-        limits: Safety bounds, enforced by either parser.
-        use_hiredis: ``True`` to require hiredis, ``False`` to use the pure-Python
-            parser, ``None`` (the default) to use hiredis when it is installed.
-
-    Raises:
-        ConfigurationError: ``use_hiredis=True`` but hiredis is not installed.
+        limits: Safety bounds; see :class:`Limits`.
+        use_hiredis: Deprecated and ignored. It chose the hiredis-based parser,
+            which was dropped: with the checks the limits require it was no
+            faster than :class:`RespParser`, now returned in every case.
     """
-    if use_hiredis is False or (use_hiredis is None and _hiredis_parser._hiredis is None):
-        return RespParser(limits)
-    return HiredisParser(limits)
+    if use_hiredis is not None:
+        warnings.warn(
+            "use_hiredis is deprecated and ignored: the pure-Python parser is the "
+            "fastest one that enforces the limits",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return RespParser(limits)

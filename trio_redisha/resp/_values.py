@@ -1,6 +1,6 @@
 """The values of the RESP codec: reply types, limits, and how each line maps to a value.
 
-Everything both directions of the codec and both parsers share that is not
+Everything the encoder and the parser share that is not
 framing: the :data:`NEED_DATA` sentinel, :class:`Push`, :class:`Limits`, the
 checks of one-line replies (integers, doubles, big numbers, simple strings...)
 and how a finished aggregate becomes a Python value. An invalid value raises
@@ -100,9 +100,9 @@ _INT64_MIN: Final = -(1 << 63)
 # length first keeps int() from ever converting a megabyte of digits.
 _MAX_DIGITS: Final = 19
 
-# Doubles: a subset of what both Python's float() and hiredis accept, so that both
-# parsers agree on every input (no "+", "_", spaces, hex or "infinity"; hiredis
-# rejects lines of 326 bytes or more).
+# Doubles: a subset of what both Python's float() and hiredis accept, so that we
+# never accept what a hiredis-based client would refuse (no "+", "_", spaces, hex
+# or "infinity"; hiredis rejects lines of 326 bytes or more).
 _DOUBLE_RE: Final = re.compile(rb"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE][-+]?[0-9]+)?")
 _DOUBLE_WORDS: Final = {
     b"inf": math.inf,
