@@ -460,6 +460,10 @@ def test_limits_are_enforced(factory: ParserFactory) -> None:
         b"+12345678\r\n",
         b"+123456789",
         b"*3\r\n" + b"$10\r\n0123456789\r\n" * 2 + b"$10\r\n01234567",
+        # Whole aggregates of bulk strings, which the fast path takes: still refused.
+        b"*4\r\n" + b"$1\r\nx\r\n" * 4,
+        b"%4\r\n" + b"$1\r\nx\r\n" * 8,
+        b"*2\r\n$1\r\nx\r\n$11\r\n0123456789!\r\n",
     ):
         parser = factory(limits)
         parser.feed(bad)

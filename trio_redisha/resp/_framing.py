@@ -77,7 +77,12 @@ def _bulk_arrived(buf: bytes, end: int) -> bool:
 # are checked by rebuilding them from the payloads' lengths (see _bulk_batch).
 _BULK_HEADERS: Final = [b"$%d" % i for i in range(len(_SMALL_LENGTHS))]
 _BATCH_MIN: Final = 8  # shorter runs cost less element by element
-_BATCH_WINDOW: Final = 1024  # bytes split in the first round; each next round 4x
+# Bytes split in the first round: 128 per element expected, within these bounds
+# (each next round splits 4x more). The upper bound caps what one round costs when
+# its first element already disagrees, so that input crafted to make every batch
+# fail stays linear with a small constant.
+_BATCH_WINDOW: Final = 1024
+_BATCH_FIRST_MAX: Final = 8192
 
 
 def _bulk_batch(
@@ -106,11 +111,12 @@ def _bulk_batch(
     Returns:
         Where the batch stopped, and how many elements the aggregate still expects.
     """
-    size = _BATCH_WINDOW
+    size = min(max(_BATCH_WINDOW, 128 * left), _BATCH_FIRST_MAX)
     headers = _BULK_HEADERS.__getitem__
     while left:
         window_end = pos + size
-        parts = buf[pos:window_end].split(b"\r\n", 2 * left)
+        window = buf[pos:window_end]
+        parts = window.split(b"\r\n", 2 * left)
         pairs = (len(parts) - 1) >> 1  # the tokens before the last are CRLF-ended
         if not pairs:
             break
@@ -119,8 +125,9 @@ def _bulk_batch(
         lengths = list(map(len, values))
         try:
             agree = list(map(headers, lengths)) == heads
+            whole = agree and len(parts) == 2 * pairs + 1  # all but the remainder
         except IndexError:  # a payload beyond the table, a header that cannot match
-            agree = False
+            agree = whole = False
         if not agree:
             # Keep the longest prefix that agrees: it is valid as it stands.
             pairs = 0
@@ -135,7 +142,10 @@ def _bulk_batch(
             break  # the element-by-element code finds the culprit and reports it
         if items is not None:
             items += values
-        pos += sum(map(len, heads)) + sum(lengths) + 4 * pairs
+        if whole:
+            pos += len(window) - len(parts[-1])
+        else:
+            pos += sum(map(len, heads)) + sum(lengths) + 4 * pairs
         left -= pairs
         if not agree or window_end >= n or pos >= n or buf[pos] != 36:
             break
@@ -302,9 +312,11 @@ class _BufferedParser:
                 parser stays broken afterwards.
         """
         if self._idle:
-            # Fast path: a top-level simple string, integer or bulk string whose
-            # bytes are all buffered (most replies). Anything else, including every
-            # error, falls through to the general code, which re-reads the line.
+            # Fast path: a top-level simple string, integer, bulk string, or array
+            # or map of bulk strings, whose bytes are all buffered (most replies).
+            # Anything else, including every error, falls through to the general
+            # code, which re-reads the line. An aggregate not all buffered yet is
+            # tried here only once: the general code then keeps it and _idle is false.
             buf = self._buf
             pos = self._pos
             idx = buf.find(b"\r\n", self._search)
@@ -322,6 +334,27 @@ class _BufferedParser:
                     if 13 not in line and 10 not in line:
                         self._pos = self._search = idx + 2
                         return line.decode("utf-8", "replace")
+                elif tag == 42 or tag == 37:  # * array or % map, of bulk strings only
+                    count = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
+                    start = idx + 2
+                    if count and count <= self._max_agg and start < len(buf) and buf[start] == 36:
+                        items: list[Any] = []
+                        end, left = _bulk_run(
+                            buf,
+                            len(buf),
+                            buf.find,
+                            _SMALL_LENGTHS.get,
+                            start,
+                            count if tag == 42 else 2 * count,
+                            self._max_bulk,
+                            items,
+                        )
+                        if not left:  # else the general code starts again, once
+                            self._pos = self._search = end
+                            if tag == 42:
+                                return items
+                            it = iter(items)
+                            return dict(zip(it, it, strict=True))
                 elif tag == 58 and idx - pos <= _MAX_DIGITS + 1:  # :
                     line = buf[pos + 1 : idx]
                     if line.isdigit() and (line[0] != 48 or idx == pos + 2):
