@@ -201,7 +201,7 @@ class Pool:
         client_name: Name sent with ``CLIENT SETNAME`` by servers whose URL sets none.
         ssl_context: TLS context for ``rediss://`` URLs that carry no ``ssl_*`` option.
         limits: Parser safety limits.
-        use_hiredis: Parser choice; ``None`` uses the fastest one installed.
+        use_hiredis: Deprecated and ignored (see :func:`~trio_redisha.resp.make_parser`).
         connector: How to open a connection to one server (an async function of
             a :class:`ServerSpec` returning a handshaken
             :class:`~trio_redisha.Connection`, e.g. over
