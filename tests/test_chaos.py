@@ -73,13 +73,13 @@ import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, ProxyMode, open_fault_proxy
-from tests.harness.redis_server import (
+from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.testing import (
     RawConnection,
     RedisServer,
     decode_reply,
     open_raw_connection,
 )
-from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
 
 
 def _env_seconds() -> float:

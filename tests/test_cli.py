@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.harness.redis_server import RedisServer, decode_reply
 from trio_redisha import cli, open_pool
 from trio_redisha._demo import run_demo
 from trio_redisha.cli import format_reply, main
 from trio_redisha.crdt import Counter, HashMap, Set
+from trio_redisha.testing import RedisServer, decode_reply
 
 #: Deadline given to the commands: small, since every server here is local.
 TIMEOUT = "0.5"

@@ -29,7 +29,6 @@ from tests.harness.hostile import (
     open_hostile_server,
     reply_with,
 )
-from tests.harness.redis_server import RedisServer, decode_reply, free_port, open_raw_connection
 from tests.harness.tls import TLSFiles
 from trio_redisha import (
     AuthenticationError,
@@ -44,6 +43,7 @@ from trio_redisha import (
     open_connection,
 )
 from trio_redisha.connection import _Transport
+from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
 #: Upper bound for anything that should happen "promptly"; generous for a loaded CI box.
 PROMPT = 3.0

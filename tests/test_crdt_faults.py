@@ -19,8 +19,8 @@ import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer, decode_reply
 from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.testing import RedisServer, decode_reply
 
 DEADLINE = 5.0
 FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}

@@ -18,7 +18,6 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.redis_server import RedisServer, decode_reply
 from trio_redisha import (
     CodecError,
     ConfigurationError,
@@ -37,6 +36,7 @@ from trio_redisha.crdt import (
     detect_type,
     repair_key,
 )
+from trio_redisha.testing import RedisServer, decode_reply
 
 DEADLINE = 5.0
 

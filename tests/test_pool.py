@@ -26,7 +26,6 @@ from tests.harness.hostile import (
     answer_handshake,
     open_hostile_server,
 )
-from tests.harness.redis_server import RedisServer, decode_reply, free_port
 from trio_redisha import (
     Pool,
     PoolClosed,
@@ -39,6 +38,7 @@ from trio_redisha import (
     UnsupportedCommand,
     open_pool,
 )
+from trio_redisha.testing import RedisServer, decode_reply, free_port
 
 #: How often state is polled.
 POLL = 0.01

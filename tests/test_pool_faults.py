@@ -15,7 +15,6 @@ import trio
 import trio.testing
 
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer
 from tests.test_pool import (
     FAST,
     PONG3,
@@ -40,6 +39,7 @@ from trio_redisha import (
     ServerUnavailable,
     open_pool,
 )
+from trio_redisha.testing import RedisServer
 
 TIMEOUT = 0.5  # the pool's default deadline
 

@@ -18,7 +18,6 @@ import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer, decode_reply
 from trio_redisha import (
     CodecError,
     ConfigurationError,
@@ -30,6 +29,7 @@ from trio_redisha import (
 )
 from trio_redisha.crdt import MARKER_FIELD, Entry, detect_type, repair_key
 from trio_redisha.session import DEFAULT_TTL, Session
+from trio_redisha.testing import RedisServer, decode_reply
 
 DEADLINE = 5.0
 FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
