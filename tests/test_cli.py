@@ -24,7 +24,7 @@ from trio_redisha import cli, open_pool
 from trio_redisha._demo import run_demo
 from trio_redisha.cli import format_reply, main
 from trio_redisha.crdt import Counter, HashMap, Set
-from trio_redisha.testing import RedisServer, decode_reply
+from trio_redisha.testing import RedisServer, decode_reply, pid_alive
 
 #: Deadline given to the commands: small, since every server here is local.
 TIMEOUT = "0.5"
@@ -419,14 +419,6 @@ def redis_processes_in(directory: str) -> list[int]:
         if cwd.startswith(directory + os.sep) and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def test_demo_workload_loses_no_acknowledged_write() -> None:
