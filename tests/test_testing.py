@@ -8,6 +8,7 @@ is interrupted, or the process that started the servers is killed.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -544,3 +545,14 @@ def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:trio_redisha")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'redis_server' not found*"])
+
+
+DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+
+
+def test_docs_example_passes(pytester: pytest.Pytester) -> None:
+    match = re.search(r"## An example.*?```python\n(.*?)```", DOCS_PAGE.read_text(), re.S)
+    assert match, "docs/testing.md has no example"
+    pytester.makepyfile(test_example=match.group(1))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
