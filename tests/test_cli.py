@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.harness.helpers import hash_of
 from trio_redisha import cli, open_pool
 from trio_redisha._demo import run_demo
 from trio_redisha.cli import format_reply, main
@@ -330,12 +331,6 @@ async def read_crdt_keys(url: str, keys: list[str]) -> dict[str, Any]:
             else:
                 got[key] = await Counter(pool, key).get()
     return got
-
-
-def hash_of(server: RedisServer, key: str) -> dict[bytes, bytes]:
-    reply = decode_reply(server.command("HGETALL", key))
-    assert isinstance(reply, list)
-    return dict(zip(reply[0::2], reply[1::2], strict=True))
 
 
 def test_repair_refills_a_server_restarted_empty(

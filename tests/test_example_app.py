@@ -21,12 +21,12 @@ import pytest
 import trio
 
 import trio_redisha
+from tests.harness.helpers import FAST
 from trio_redisha import SessionStore
 from trio_redisha.crdt import MARKER_FIELD
 from trio_redisha.testing import RedisServer, decode_reply
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "session_app.py"
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 
 
 def load_example() -> ModuleType:

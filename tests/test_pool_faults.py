@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
+from tests.harness.helpers import urls, wait_no_clients, wait_until
 from tests.test_pool import (
     FAST,
     PONG3,
@@ -26,10 +27,7 @@ from tests.test_pool import (
     ready_pool,
     tasks_living,
     timed,
-    urls,
-    wait_no_clients,
     wait_ready,
-    wait_until,
 )
 from trio_redisha import (
     Pool,

@@ -1,29 +1,49 @@
-"""Small helpers the test files share: waiting for a state, and what an error shows.
+"""Small helpers the test files share: waiting for a state, reading a server's state
+directly, what an error shows, and leak checks.
 
 Tests of a highly available client wait for states that live in other processes
 (a server noticed as down, a connection closed, a replica repaired) and that
 offer no event to wait on, so they poll, always under a deadline and never with
 a fixed sleep. :func:`wait_until` is that loop, once.
+
+What a server holds is read over a raw socket (:meth:`RedisServer.acommand
+<trio_redisha.testing.RedisServer.acommand>`), never through the code under test.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 import trio
 
-from trio_redisha.testing import live_servers, pid_alive, spawned_pids
+from trio_redisha.testing import (
+    Arg,
+    RedisServer,
+    decode_reply,
+    live_servers,
+    pid_alive,
+    spawned_pids,
+)
 
 __all__ = [
     "DEADLINE",
+    "FAST",
     "POLL",
     "child_redis_pids",
+    "command_calls",
     "error_text",
     "eventually",
+    "hash_of",
     "no_leaked_processes",
+    "pttls",
+    "raw",
+    "raw_hash",
+    "urls",
+    "wait_no_clients",
     "wait_until",
 ]
 
@@ -31,6 +51,9 @@ __all__ = [
 DEADLINE = 5.0
 #: Poll step, in seconds.
 POLL = 0.005
+
+#: Pool options for fault tests: a short deadline and quick reconnects.
+FAST: dict[str, Any] = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 
 #: A check: a plain or async callable returning something truthy once the state holds.
 Check = Callable[[], object] | Callable[[], Awaitable[object]]
@@ -84,6 +107,65 @@ async def eventually(check: Check, what: str, deadline: float = DEADLINE) -> Non
         AssertionError: The check did not hold within ``deadline``.
     """
     await wait_until(check, deadline, what=what)
+
+
+def urls(servers: Iterable[RedisServer]) -> list[str]:
+    """The servers' URLs, for ``open_pool(*urls(servers))``."""
+    return [s.url for s in servers]
+
+
+async def raw(server: RedisServer, *args: Arg) -> Any:
+    """Run one command on ``server`` directly and return the decoded reply."""
+    return decode_reply(await server.acommand(*args))
+
+
+def _pairs(flat: object) -> dict[bytes, bytes]:
+    assert isinstance(flat, list), flat
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
+    """What ``server`` holds at ``key``, a hash, read directly (``HGETALL``)."""
+    return _pairs(await raw(server, "HGETALL", key))
+
+
+def hash_of(server: RedisServer, key: str) -> dict[bytes, bytes]:
+    """Blocking :func:`raw_hash`, for synchronous tests."""
+    return _pairs(decode_reply(server.command("HGETALL", key)))
+
+
+async def pttls(servers: Iterable[RedisServer], key: str) -> list[int]:
+    """Each server's ``PTTL`` of ``key`` (-2: no key, -1: no expiry)."""
+    return [int(await raw(s, "PTTL", key)) for s in servers]
+
+
+async def command_calls(server: RedisServer, *names: str) -> int:
+    """How many times ``server`` ran the named commands, together (INFO commandstats).
+
+    Args:
+        server: The server.
+        *names: Command names as commandstats spells them (``"evalsha"``, ``"client|reply"``).
+
+    Returns:
+        The sum of their ``calls``.
+    """
+    stats = await server.ainfo("commandstats")
+    total = 0
+    for name in names:
+        entry = stats.get(f"cmdstat_{name.lower()}")
+        if entry is not None:
+            total += int(dict(part.split("=", 1) for part in entry.split(","))["calls"])
+    return total
+
+
+async def wait_no_clients(servers: Iterable[RedisServer]) -> None:
+    """Wait until no server has a client connection left (a pool's are closed)."""
+    for server in servers:
+
+        async def gone(server: RedisServer = server) -> bool:
+            return await server.aclient_count() == 0
+
+        await wait_until(gone, what=f"{server!r} still has client connections")
 
 
 def error_text(exc: BaseException) -> str:
