@@ -7,6 +7,7 @@ is interrupted, or the process that started the servers is killed.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import socket
@@ -493,6 +494,10 @@ def test_plugin_fixtures_in_a_user_project(
         def test_five(redis_servers):
             assert len(redis_servers) == 5
 
+        @pytest.mark.redis_servers(count=2)
+        def test_two(redis_servers):
+            assert len(redis_servers) == 2
+
         def test_factory(redis_factory):
             server = redis_factory(password="pw")
             assert server.command("PING") == b"+PONG\\r\\n"
@@ -508,9 +513,9 @@ def test_plugin_fixtures_in_a_user_project(
     )
     before = set(spawned_pids())
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)
     new = [pid for pid in spawned_pids() if pid not in before]
-    assert len(new) == 1 + 3 + 5 + 2 + 3
+    assert len(new) == 1 + 3 + 5 + 2 + 2 + 3
     assert not any(pid_alive(pid) for pid in new)
     # The inner session's safety net left the outer test's server alone.
     assert redis_server.command("PING") == b"+PONG\r\n"
@@ -556,3 +561,32 @@ def test_docs_example_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_example=match.group(1))
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+# ------------------------------------------------------------------ public API
+
+
+def test_exports_are_exactly_the_public_names_and_documented() -> None:
+    module = trio_redisha.testing
+    public = {n for n in vars(module) if not n.startswith("_")}
+    modules = {n for n in public if inspect.ismodule(getattr(module, n))}
+    assert public - modules - {"annotations"} == set(module.__all__)
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def test_errors_are_in_the_library_hierarchy() -> None:
+    for exc in (RedisServerNotFoundError, RedisStartError):
+        assert issubclass(exc, trio_redisha.testing.RedisServerError)
+        assert issubclass(exc, RedisHAError)
+
+
+def test_importable_without_pytest() -> None:
+    code = (
+        "import sys, trio_redisha.testing\n"
+        "assert 'pytest' not in sys.modules, 'pytest imported'\n"
+        "assert 'hypothesis' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
