@@ -382,6 +382,20 @@ def test_one_failed_start_stops_every_server(redis_executable: str) -> None:
     assert live_servers() == []
 
 
+def test_starting_a_running_server_touches_nothing(
+    redis_server: RedisServer, redis_factory: RedisFactory
+) -> None:
+    fresh = redis_factory.new()
+    with pytest.raises(RuntimeError, match="already running"):
+        start_servers([fresh, redis_server])
+    assert redis_server.command("PING") == b"+PONG\r\n"  # left running
+    assert fresh.process is None  # never spawned
+    with pytest.raises(ConfigurationError, match="twice"):
+        start_servers([fresh, fresh])
+    with pytest.raises(RuntimeError, match="already running"):
+        redis_server.start()
+
+
 async def test_one_failed_async_start_raises_plainly(redis_executable: str) -> None:
     good = RedisServer(executable=redis_executable)
     bad = RedisServer(executable=redis_executable, extra_args=["--no-such-directive", "1"])

@@ -41,7 +41,7 @@ from typing import IO, Any
 
 import trio
 
-from ..exceptions import RedisHAError, ReplyError
+from ..exceptions import ConfigurationError, RedisHAError, ReplyError
 from ._wire import Arg, encode_command, split_replies
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -399,8 +399,6 @@ class RedisServer:
         Raises:
             ConfigurationError: A port or timeout out of range.
         """
-        from ..exceptions import ConfigurationError
-
         if port is not None and not 0 < port < 65536:
             raise ConfigurationError(f"port must be in 1..65535, got {port!r}")
         if not start_timeout > 0:
@@ -1055,16 +1053,22 @@ def start_servers(servers: Iterable[RedisServer]) -> None:
         servers: Servers not running.
 
     Raises:
-        RedisStartError: One did not come up; every server given is stopped then.
+        RedisStartError: One did not come up; every server started here is
+            stopped then.
         RedisServerNotFoundError: No ``redis-server`` executable.
+        RuntimeError: A server given is already running (none is started).
+        ConfigurationError: The same server given twice.
     """
     todo = list(servers)
+    _check_startable(todo)
+    pending: list[tuple[RedisServer, float]] = []
     try:
-        pending = [(server, server._begin_start()) for server in todo]
+        for server in todo:
+            pending.append((server, server._begin_start()))
         for server, deadline in pending:
             server._wait_ready(deadline)
     except BaseException:
-        stop_servers(todo)
+        stop_servers(server for server, _ in pending)
         raise
 
 
@@ -1075,12 +1079,18 @@ async def astart_servers(servers: Iterable[RedisServer]) -> None:
         servers: Servers not running.
 
     Raises:
-        RedisStartError: One did not come up; every server given is stopped then.
+        RedisStartError: One did not come up; every server started here is
+            stopped then.
         RedisServerNotFoundError: No ``redis-server`` executable.
+        RuntimeError: A server given is already running (none is started).
+        ConfigurationError: The same server given twice.
     """
     todo = list(servers)
+    _check_startable(todo)
+    pending: list[tuple[RedisServer, float]] = []
     try:
-        pending = [(server, server._begin_start()) for server in todo]
+        for server in todo:
+            pending.append((server, server._begin_start()))
         try:
             async with trio.open_nursery() as nursery:
                 for server, deadline in pending:
@@ -1093,8 +1103,16 @@ async def astart_servers(servers: Iterable[RedisServer]) -> None:
                 raise
             raise leaves[0] from (group if len(leaves) > 1 else None)
     except BaseException:
-        stop_servers(todo)
+        stop_servers(server for server, _ in pending)
         raise
+
+
+def _check_startable(servers: list[RedisServer]) -> None:
+    if len(set(map(id, servers))) != len(servers):
+        raise ConfigurationError("the same server was given twice")
+    for server in servers:
+        if server.running:
+            raise RuntimeError(f"{server!r} is already running")
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -1120,6 +1138,7 @@ class RedisServerGroup:
 
     Attributes:
         servers: Every server made by the group, in order.
+        defaults: The :class:`RedisServer` options given to every server made.
     """
 
     def __init__(self, **defaults: Any) -> None:
@@ -1197,8 +1216,6 @@ class RedisServerGroup:
         return servers
 
     def _make(self, count: int, options: dict[str, Any]) -> list[RedisServer]:
-        from ..exceptions import ConfigurationError
-
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigurationError(f"count must be an int >= 1, got {count!r}")
         if count > 1 and options.get("port") is not None:
