@@ -41,3 +41,24 @@ def test_fixed_api_names_exist() -> None:
         "ProtocolError",
     ):
         assert hasattr(trio_redisha, name), name
+
+
+def test_every_library_exception_lives_in_the_exceptions_module() -> None:
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(trio_redisha.__path__, "trio_redisha."):
+        if info.name.startswith("trio_redisha.cli") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and issubclass(obj, BaseException):
+                assert obj.__module__ == "trio_redisha.exceptions" or not issubclass(
+                    obj, trio_redisha.RedisHAError
+                ), f"{info.name}.{name} is defined outside trio_redisha.exceptions"
+
+
+def test_package_exports_the_types_its_api_returns() -> None:
+    assert trio_redisha.Session.__module__ == "trio_redisha.session"
+    assert trio_redisha.Limits.__module__.startswith("trio_redisha.resp")
+    assert {"Counter", "HashMap", "Set", "SessionStore"} <= set(trio_redisha.__all__)

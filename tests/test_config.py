@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -367,3 +369,42 @@ def test_percent_encoded_password_round_trips_and_stays_hidden(
     assert (spec.host, spec.port, spec.db) == ("127.0.0.1", 6400, 2)
     assert marked not in repr(spec)
     assert marked not in spec.label
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl_ca_certs=/nonexistent/ca.pem",
+        "ssl_certfile=/nonexistent/client.pem",
+        "ssl_certfile=/nonexistent/client.pem&ssl_keyfile=/nonexistent/client.key",
+        "ssl_keyfile=/nonexistent/client.key",  # a key without its certificate
+        "ssl_ca_certs={garbage}",  # exists, but is no certificate
+        "ssl_certfile={garbage}",
+    ],
+)
+def test_tls_files_that_cannot_be_loaded(query: str, tmp_path: Any) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    url = "rediss://:s3cret@h?" + query.format(garbage=garbage)
+    with pytest.raises(ConfigurationError) as caught:
+        parse_server(url)
+    text = str(caught.value)
+    assert "s3cret" not in text
+    assert "nonexistent" in text or "garbage" in text  # names the file at fault
+
+
+def test_encrypted_key_is_refused_not_prompted_for(tls_files: Any, tmp_path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key: Any = serialization.load_pem_private_key(Path(tls_files.key_file).read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    url = f"rediss://h?ssl_certfile={tls_files.cert_file}&ssl_keyfile={encrypted}"
+    with pytest.raises(ConfigurationError, match="encrypted"):
+        parse_server(url)

@@ -30,6 +30,7 @@ from tests.harness.hostile import (
     open_hostile_server,
     reply_with,
 )
+from tests.harness.memory_server import MemoryServer
 from tests.harness.tls import TLSFiles
 from trio_redisha import (
     AuthenticationError,
@@ -42,6 +43,7 @@ from trio_redisha import (
     ServerUnavailable,
     connect,
     open_connection,
+    parse_server,
 )
 from trio_redisha.connection import _Transport
 from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
@@ -834,3 +836,59 @@ async def test_run_quietly_logs_a_broken_connection(
         with pytest.raises((ServerUnavailable, ProtocolError)):
             await conn.execute("GET", "k")
         await wait_until(lambda: any(r.name == "trio_redisha.connection" for r in caplog.records))
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_handshake_error_that_echoes_the_command_shows_no_credentials(
+    protocol: int,
+) -> None:
+    # Redis before 6 answers HELLO (and other commands it does not know) with
+    # "unknown command ..., with args beginning with: ..." quoting the arguments.
+    async def echo_handshake(conn: HostileConnection) -> None:
+        while True:
+            command = await conn.read_command()
+            args = " ".join(f"'{a.decode()}'" for a in command[1:])
+            await conn.send(
+                f"-ERR unknown command '{command[0].decode()}', "
+                f"with args beginning with: {args}\r\n".encode()
+            )
+
+    async with open_hostile_server(echo_handshake) as srv:
+        url = srv.url.replace("redis://", f"redis://alice:{SECRET}@") + f"?protocol={protocol}"
+        with trio.fail_after(PROMPT), pytest.raises(ServerUnavailable) as caught:
+            await connect(url)
+    seen = [str(caught.value), repr(caught.value)]
+    cause = caught.value.__cause__ or caught.value.__context__
+    while cause is not None:
+        seen += [str(cause), repr(cause)]
+        cause = cause.__cause__ or cause.__context__
+    assert all(SECRET not in text for text in seen), seen
+    assert "ERR" in seen[0]
+
+
+async def test_stall_watchdog_closes_a_silent_connection_on_virtual_time(
+    autojump_clock: Any,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = MemoryServer(nursery)
+        conn = await server.connect(parse_server("redis://memory:6379"), stall_timeout=2.0)
+        broke: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                await conn.run()
+            except ServerUnavailable as exc:
+                broke.append(exc)
+
+        nursery.start_soon(run)
+        assert await conn.execute("PING") == "PONG"
+        server.hang()
+        start = trio.current_time()
+        with pytest.raises(ServerUnavailable):
+            await conn.execute("PING")
+        # The watchdog looks every stall_timeout / 4: closed within 2.0..2.5 s.
+        assert 2.0 <= trio.current_time() - start <= 2.5 + 1e-9
+        assert conn.is_closed
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(broke) == 1 and "has not answered" in str(broke[0])
+        nursery.cancel_scope.cancel()

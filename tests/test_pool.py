@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import command_calls, urls, wait_no_clients, wait_until
+from tests.harness.helpers import command_calls, timed, urls, wait_no_clients, wait_until
 from tests.harness.hostile import (
     SETUP_COMMANDS,
     HostileConnection,
@@ -63,13 +63,6 @@ def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return check()
 
     return predicate
-
-
-async def timed(call: Awaitable[Replies]) -> tuple[Replies, float]:
-    """Await a pool call; return its replies and how long it took."""
-    start = trio.current_time()
-    replies = await call
-    return replies, trio.current_time() - start
 
 
 async def answers(pool: Pool, index: int) -> bool:
@@ -303,8 +296,10 @@ async def test_auth_url_password_option_and_acl_user(redis_factory: RedisFactory
         assert await pool.acl_whoami() == [b"default", b"alice"]
         assert SECRET not in repr(pool) and ALICE_SECRET not in repr(pool)
         assert all(SECRET not in s and ALICE_SECRET not in s for s in pool.servers)
-    async with ready_pool((h, with_pass.port), with_pass.url, password=SECRET) as pool:
-        assert await pool.ping() == ["PONG", "PONG"]
+    # Both spellings take the pool's password (one pool each: a server may be given once).
+    for spelling in ((h, with_pass.port), with_pass.url):
+        async with ready_pool(spelling, password=SECRET) as pool:
+            assert await pool.ping() == ["PONG"]
     async with ready_pool((h, with_acl.port), username="alice", password=ALICE_SECRET) as pool:
         assert await pool.acl_whoami() == [b"alice"]
     # RESP3 greets with HELLO ... AUTH instead.
@@ -334,13 +329,14 @@ async def test_password_never_leaks(
     good = redis_factory(password=SECRET)
     wrong = redis_factory(password="something-else")
     acl = redis_factory(acl_users=[f"alice on >{ALICE_SECRET} ~* +@all"])
+    acl2 = redis_factory(acl_users=[f"alice on >{ALICE_SECRET} ~* +@all"])
     h = good.host
     seen: list[str] = []
     async with open_pool(
         f"redis://:{SECRET}@{h}:{good.port}",
         f"redis://:{SECRET}@{h}:{wrong.port}",  # refused credentials
         f"redis://alice:{SECRET}@{h}:{acl.port}",  # wrong ACL password
-        f"redis://bob:{ALICE_SECRET}@{h}:{acl.port}",  # no such user
+        f"redis://bob:{ALICE_SECRET}@{h}:{acl2.port}",  # no such user
         timeout=1.0,
     ) as pool:
         await wait_until(

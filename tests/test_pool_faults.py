@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.helpers import urls, wait_no_clients, wait_until
+from tests.harness.helpers import timed, urls, wait_no_clients, wait_until
 from tests.test_pool import (
     FAST,
     PONG3,
@@ -26,7 +26,6 @@ from tests.test_pool import (
     holds,
     ready_pool,
     tasks_living,
-    timed,
     wait_ready,
 )
 from trio_redisha import (
@@ -394,7 +393,7 @@ async def test_pool_closed_while_waiting_for_first_connect(
                 except PoolClosed as exc:
                     result.append(exc)
 
-            async with open_pool(a.url, b.url, proxy.url) as pool:
+            async with open_pool(a.url, b.url, proxy.url, stall_timeout=20.0) as pool:
                 nursery.start_soon(call, pool)
                 await trio.testing.wait_all_tasks_blocked()
             closed_at = trio.current_time()
@@ -416,7 +415,7 @@ async def test_call_waiting_on_hung_server_gets_pool_closed_at_close(
             except PoolClosed as exc:
                 errors.append(exc)
 
-        async with ready_pool(a.url, b.url, proxy.url) as pool:
+        async with ready_pool(a.url, b.url, proxy.url, stall_timeout=20.0) as pool:
             assert await pool.ping() == PONG3
             proxy.blackhole()
             nursery.start_soon(call, pool)

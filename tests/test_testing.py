@@ -285,9 +285,11 @@ def test_missing_binary_is_a_library_error_naming_the_install_command(
         find_redis_server()
     assert isinstance(info.value, RedisHAError)
     assert "sudo apt-get install redis-server" in str(info.value)
+    server = RedisServer()
     with pytest.raises(RedisServerNotFoundError):
-        RedisServer().start()
+        server.start()
     assert live_servers() == []
+    assert server.directory is None  # nothing made, nothing left behind
 
 
 def test_named_binary_must_be_an_executable_file(
@@ -451,13 +453,17 @@ def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from trio_redisha.testing import RedisServerGroup
-        group = RedisServerGroup()
-        print(" ".join(str(s.pid) for s in group.many(2)), flush=True)
+        from trio_redisha.testing import RedisServer, start_servers
+        # Directories under tmp_path: nobody is left to remove temporary ones.
+        servers = [RedisServer(directory=f"{sys.argv[1]}/{i}") for i in range(2)]
+        start_servers(servers)
+        print(" ".join(str(s.pid) for s in servers), flush=True)
         time.sleep(60)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from .config import ServerSpec as ServerSpec
 from .config import parse_server as parse_server
-from .connection import AuthenticationError as AuthenticationError
 from .connection import Connection as Connection
 from .connection import connect as connect
 from .connection import open_connection as open_connection
+from .crdt import Counter as Counter
+from .crdt import HashMap as HashMap
+from .crdt import Set as Set
+from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import CodecError as CodecError
 from .exceptions import CommandEncodeError as CommandEncodeError
 from .exceptions import ConfigurationError as ConfigurationError
+from .exceptions import CrossSlotError as CrossSlotError
 from .exceptions import ForeignValueError as ForeignValueError
 from .exceptions import PoolClosed as PoolClosed
 from .exceptions import ProtocolError as ProtocolError
@@ -31,7 +35,10 @@ from .pool import ServerState as ServerState
 from .pool import ServerStatus as ServerStatus
 from .pool import open_pool as open_pool
 from .replies import Replies as Replies
+from .resp import Limits as Limits
 from .scripts import Script as Script
+from .session import Session as Session
+from .session import SessionStore as SessionStore
 
 __version__ = "0.1.0"
 
@@ -41,8 +48,12 @@ __all__ = [
     "CommandEncodeError",
     "ConfigurationError",
     "Connection",
+    "Counter",
+    "CrossSlotError",
     "ForeignValueError",
+    "HashMap",
     "HybridLogicalClock",
+    "Limits",
     "Pool",
     "PoolClosed",
     "ProtocolError",
@@ -56,26 +67,12 @@ __all__ = [
     "ServerStatus",
     "ServerTimeout",
     "ServerUnavailable",
+    "Session",
+    "SessionStore",
+    "Set",
     "UnsupportedCommand",
     "connect",
     "open_connection",
     "open_pool",
     "parse_server",
 ]
-
-# The CRDTs and the session store are exported once their modules exist.
-try:  # pragma: no cover - import-time wiring
-    from .crdt import Counter as Counter
-    from .crdt import HashMap as HashMap
-    from .crdt import Set as Set
-
-    __all__ += ["Counter", "HashMap", "Set"]
-except ImportError:  # pragma: no cover
-    pass
-
-try:  # pragma: no cover - import-time wiring
-    from .session import SessionStore as SessionStore
-
-    __all__ += ["SessionStore"]
-except ImportError:  # pragma: no cover
-    pass

@@ -1,15 +1,18 @@
-"""Small helpers about exceptions that cross nurseries."""
+"""Small helpers shared by several modules: exceptions across nurseries, quantiles."""
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["is_cancellation", "sole_exception"]
+__all__ = ["is_cancellation", "open_owned_nursery", "quantile", "sole_exception"]
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -30,3 +33,38 @@ def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | 
     if len(group.exceptions) == 1:
         return group.exceptions[0]
     return None
+
+
+def quantile(samples: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of ``samples`` by the nearest-rank method, or None if empty.
+
+    Nearest rank: the smallest sample such that at least ``q`` of all samples
+    are not larger, so the p99 of 100 samples is the 99th smallest, and every
+    result is a sample that was measured.
+    """
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(len(ordered), rank) - 1]
+
+
+@asynccontextmanager
+async def open_owned_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for an ``open_*`` context manager: the caller never sees a group.
+
+    Trio wraps an exception raised in a nursery's block in an ExceptionGroup;
+    an ``open_*`` manager hands the caller back the block's own exception
+    instead (as trio's own managers do), and lets a real group of several
+    failures through.
+    """
+    error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        error = sole_exception(group)
+        if error is None:
+            raise
+    if error is not None:
+        raise error  # outside the handler, so not chained to the group

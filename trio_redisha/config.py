@@ -124,8 +124,19 @@ def make_ssl_context(
     keyfile: str | None = None,
     check_hostname: bool | None = None,
 ) -> ssl.SSLContext:
-    """Build a client TLS context; verification is on unless asked otherwise."""
-    ctx = ssl.create_default_context(cafile=ca_certs)
+    """Build a client TLS context; verification is on unless asked otherwise.
+
+    Raises:
+        ConfigurationError: An option is invalid, or a file it names cannot be
+            read as a certificate or key (missing, unreadable, wrong format, or
+            an encrypted key: the library never prompts for a passphrase).
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=ca_certs)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigurationError(
+            f"ssl_ca_certs {ca_certs!r} cannot be loaded: {_file_error(exc)}"
+        ) from None
     reqs = cert_reqs.lower()
     if reqs == "none":
         ctx.check_hostname = False
@@ -140,8 +151,27 @@ def make_ssl_context(
     if check_hostname is not None and ctx.verify_mode != ssl.CERT_NONE:
         ctx.check_hostname = check_hostname
     if certfile:
-        ctx.load_cert_chain(certfile, keyfile)
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password=_no_passphrase)
+        except (OSError, ValueError) as exc:
+            files = repr(certfile) + (f" / {keyfile!r}" if keyfile else "")
+            raise ConfigurationError(
+                f"ssl_certfile/ssl_keyfile {files} cannot be loaded: {_file_error(exc)}"
+            ) from None
+    elif keyfile:
+        raise ConfigurationError(f"ssl_keyfile {keyfile!r} needs ssl_certfile")
     return ctx
+
+
+def _no_passphrase() -> str:
+    # Without a callback OpenSSL would prompt on the terminal, and hang a service.
+    raise ValueError("the key is encrypted; decrypt it or pass your own ssl_context")
+
+
+def _file_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:

@@ -22,6 +22,7 @@ gets an error at once.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import socket
 import ssl
@@ -33,9 +34,10 @@ from typing import Any, Final
 
 import trio
 
-from ._util import is_cancellation, sole_exception
+from ._util import is_cancellation, open_owned_nursery
 from .config import ServerSpec, parse_server
 from .exceptions import (
+    AuthenticationError,
     PoolClosed,
     ProtocolError,
     RedisHAError,
@@ -49,9 +51,15 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
-    "AuthenticationError",
+    "DONE",
+    "FAILED",
+    "WAITING",
     "Connection",
+    "Slot",
+    "SlotState",
+    "Waiter",
     "connect",
+    "connect_stream",
     "open_connection",
 ]
 
@@ -65,22 +73,32 @@ DEFAULT_MAX_PENDING: Final = 16384
 DEFAULT_STALL_TIMEOUT: Final = 5.0
 
 
-class AuthenticationError(ServerUnavailable):
-    """The server refused the credentials (the message never includes them)."""
+class SlotState(enum.IntEnum):
+    """Where one command's reply stands."""
+
+    WAITING = 0  #: in the reply FIFO; nothing arrived yet
+    DONE = 1  #: the reply arrived (it may be a :class:`ReplyError`)
+    FAILED = 2  #: no reply will come: the connection broke, or refused the command
 
 
-# Slot states
-_WAITING, _DONE, _FAILED = 0, 1, 2
+# Module-level names for the hot paths: comparing with ``is`` costs one lookup.
+WAITING: Final = SlotState.WAITING
+DONE: Final = SlotState.DONE
+FAILED: Final = SlotState.FAILED
 
 
 class Slot:
     """The place where one command's reply lands.
 
+    The connection fills it (:meth:`fill` or :meth:`fail`); whoever waits
+    reads :attr:`state` and :attr:`value`, and calls :meth:`detach` when it
+    stops waiting, or :meth:`watch` to hand the slot to another waiter.
+
     Attributes:
-        state: ``0`` waiting, ``1`` done (``value`` holds the reply), ``2`` failed
-            (``value`` holds the exception).
-        value: The reply or the exception.
+        state: See :class:`SlotState`.
+        value: The reply (``DONE``), the exception (``FAILED``), else ``None``.
         waiter: Told when the slot is filled (``None`` once nobody waits).
+        index: The caller's tag for this slot (the pool's server index).
         sent_at: ``trio.current_time()`` when it was queued.
         done_at: When it was filled.
     """
@@ -88,56 +106,106 @@ class Slot:
     __slots__ = ("done_at", "index", "sent_at", "state", "value", "waiter")
 
     def __init__(self, waiter: Waiter | None, index: int, now: float) -> None:
-        self.state = _WAITING
+        self.state = WAITING
         self.value: Any = None
         self.waiter = waiter
         self.index = index
         self.sent_at = now
         self.done_at = 0.0
 
+    @property
+    def latency(self) -> float:
+        """Seconds from queueing to the reply (meaningful once ``DONE``)."""
+        return self.done_at - self.sent_at
+
+    def fill(self, reply: Any, now: float) -> None:
+        """Store the reply and tell the waiter, if any."""
+        self.value = reply
+        self.state = DONE
+        self.done_at = now
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.slot_filled(type(reply) is not ReplyError)
+
+    def fail(self, error: BaseException) -> None:
+        """Record that no reply will come, and tell the waiter, if any."""
+        self.value = error
+        self.state = FAILED
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.slot_filled(False)
+
+    def detach(self) -> None:
+        """Stop waiting: the reply, when it comes, is read and dropped."""
+        self.waiter = None
+
+    def watch(self, waiter: Waiter) -> None:
+        """Hand a slot still waiting to ``waiter`` (a slot already settled counts for nothing)."""
+        if self.state is WAITING:
+            self.waiter = waiter
+            waiter.expect()
+
 
 class Waiter:
     """Wakes one task when enough of its slots are filled.
 
-    One waiter serves a whole fan-out: the reader of each connection calls
-    :meth:`slot_filled`, and the task is rescheduled once ``need`` successful
-    replies arrived or every slot is filled, whichever comes first. Waking goes
-    through :func:`trio.lowlevel.reschedule`; no task or event is created per
-    server.
+    One waiter serves a whole fan-out: each slot queued for it counts as
+    outstanding (:meth:`expect`, called by :meth:`Connection.submit`), the
+    reader of each connection reports it filled (:meth:`slot_filled`), and the
+    task is rescheduled once ``need`` successful replies arrived or no slot is
+    outstanding, whichever comes first; or when :meth:`expire` is called at the
+    deadline. Waking goes through :func:`trio.lowlevel.reschedule`; no task or
+    event is created per server.
+
+    Args:
+        need: Successful replies that end the wait early.
     """
 
     __slots__ = ("_task", "filled", "need", "ok", "outstanding")
 
-    def __init__(self, outstanding: int, need: int) -> None:
-        self.outstanding = outstanding
+    def __init__(self, need: int) -> None:
+        self.outstanding = 0
         self.need = need
         self.ok = 0
         self.filled = False
         self._task: trio.lowlevel.Task | None = None
 
+    @property
+    def satisfied(self) -> bool:
+        """Whether there is nothing to wait for: woken, enough replies, or none to come."""
+        return self.filled or self.outstanding <= 0 or self.ok >= self.need
+
+    def expect(self) -> None:
+        """Count one more slot that will be filled."""
+        self.outstanding += 1
+
     def slot_filled(self, success: bool) -> None:
+        """One slot was filled, with a successful reply or not."""
         self.outstanding -= 1
         if success:
             self.ok += 1
-        if not self.filled and (self.outstanding <= 0 or self.ok >= self.need):
-            self.filled = True
-            task = self._task
-            if task is not None:
-                self._task = None
-                trio.lowlevel.reschedule(task)
+        # Only a task already waiting is woken: before it waits, more slots may
+        # still be queued (a server finishing its first connect), and a count
+        # that touched zero meanwhile must not end the wait. wait() re-checks.
+        if self._task is not None and (self.outstanding <= 0 or self.ok >= self.need):
+            self._wake()
 
     def expire(self) -> None:
         """The deadline passed: wake the task with whatever has arrived."""
         if not self.filled:
-            self.filled = True
-            task = self._task
-            if task is not None:
-                self._task = None
-                trio.lowlevel.reschedule(task)
+            self._wake()
+
+    def _wake(self) -> None:
+        self.filled = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
 
     async def wait(self) -> None:
         """Wait until enough slots are filled (a checkpoint either way)."""
-        if self.filled:
+        if self.satisfied:
+            self.filled = True
             await trio.lowlevel.checkpoint()
             return
         self._task = trio.lowlevel.current_task()
@@ -231,7 +299,7 @@ class _SocketTransport(_Transport):
 
 
 class _StreamTransport(_Transport):
-    """Any trio stream, used for TLS."""
+    """Any trio stream: TLS, or an in-memory stream in tests."""
 
     __slots__ = ("_stream",)
 
@@ -253,6 +321,12 @@ class _StreamTransport(_Transport):
             with contextlib.suppress(Exception):  # best effort: it may not be registered
                 trio.lowlevel.notify_closing(sock)
             sock.close()
+            return
+        # In-memory streams (trio.testing) close synchronously, half by half.
+        for half in (getattr(inner, "send_stream", None), getattr(inner, "receive_stream", None)):
+            close = getattr(half, "close", None)
+            if callable(close):
+                close()
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self._stream)
@@ -331,21 +405,26 @@ class Connection:
 
         The slot is in the reply FIFO and its bytes are on their way before this
         returns; nothing the caller does afterwards can misalign the stream. If
-        the connection is broken or full, the slot comes back already failed.
+        the connection is broken or full, the slot comes back already failed
+        (and ``waiter`` does not count it); otherwise ``waiter`` expects it.
         ``now`` saves a clock read when the caller already has the time.
         """
-        slot = Slot(waiter, index, trio.current_time() if now is None else now)
-        if self._error is not None:
-            slot.state = _FAILED
-            slot.value = self._error
-            return slot
+        if now is None:
+            now = trio.current_time()
         pending = self._pending
-        if len(pending) >= self._max_pending:
-            slot.state = _FAILED
-            slot.value = ServerUnavailable(
-                f"{self.label}: {len(pending)} requests outstanding (backlog full)"
+        if self._error is not None or len(pending) >= self._max_pending:
+            # Failed before it was queued: the waiter has nothing to expect from it.
+            slot = Slot(None, index, now)
+            slot.fail(
+                self._error
+                or ServerUnavailable(
+                    f"{self.label}: {len(pending)} requests outstanding (backlog full)"
+                )
             )
             return slot
+        slot = Slot(waiter, index, now)
+        if waiter is not None:
+            waiter.expect()
         idle = not pending
         pending.append(slot)
         if idle and not self._writing and not self._wbuf:
@@ -384,9 +463,9 @@ class Connection:
         await trio.lowlevel.checkpoint_if_cancelled()
         while len(self._pending) >= self._max_pending and self._error is None:
             await self._space.park()
-        waiter = Waiter(1, 1)
+        waiter = Waiter(1)
         slot = self.submit(data, waiter)
-        if slot.state == _WAITING:
+        if slot.state is WAITING:
             if timeout is None:
                 await waiter.wait()
             else:
@@ -394,14 +473,14 @@ class Connection:
                     await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
-        if slot.state == _DONE:
+        if slot.state is DONE:
             value = slot.value
             if isinstance(value, ReplyError):
                 raise value
             return value
-        if slot.state == _FAILED:
+        if slot.state is FAILED:
             raise slot.value
-        slot.waiter = None
+        slot.detach()
         raise ServerTimeout(f"{self.label} did not reply within {timeout} s")
 
     # -- running
@@ -451,15 +530,10 @@ class Connection:
         self._unsent = 0
         error_type = PoolClosed if isinstance(self._error, PoolClosed) else ServerUnavailable
         while pending:
-            slot = pending.popleft()
-            slot.state = _FAILED
             exc = error_type(str(self._error))
-            exc.sent = sent_count > 0  # type: ignore[attr-defined]
+            exc.sent = sent_count > 0
             sent_count -= 1
-            slot.value = exc
-            waiter = slot.waiter
-            if waiter is not None:
-                waiter.slot_filled(False)
+            pending.popleft().fail(exc)
         self._wbuf.clear()
         self._space.unpark_all()
         if self._cancel_scope is not None:
@@ -499,13 +573,7 @@ class Connection:
                     continue
                 if not pending:
                     raise ProtocolError(f"{self.label} sent a reply nobody asked for")
-                slot = pending.popleft()
-                slot.value = reply
-                slot.state = _DONE
-                slot.done_at = now
-                waiter = slot.waiter
-                if waiter is not None:
-                    waiter.slot_filled(type(reply) is not ReplyError)
+                pending.popleft().fill(reply, now)
             if space and len(pending) < self._max_pending:
                 space.unpark_all()
 
@@ -634,7 +702,15 @@ async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) ->
                 raise AuthenticationError(f"{spec.label} refused the credentials: {reply.code}")
             if name == "HELLO" and reply.code == "NOPROTO":
                 raise ServerUnavailable(f"{spec.label} does not speak RESP3 (HELLO failed)")
-            raise ServerUnavailable(f"{spec.label}: {name} failed during the handshake: {reply}")
+            # A server's error text may echo the command back ("unknown command
+            # 'HELLO', with args beginning with: ... 'AUTH' 'user' 'secret'"):
+            # for a command that carried credentials, only the code is shown.
+            secret = spec.password is not None and name in ("AUTH", "HELLO")
+            detail = f"{reply.code} (details withheld: the command carried credentials)"
+            raise ServerUnavailable(
+                f"{spec.label}: {name} failed during the handshake: "
+                + (detail if secret else str(reply))
+            )
     if spec.protocol == 2 and spec.password is None:
         ping = replies[-1]
         if isinstance(ping, ReplyError):  # pragma: no cover - handled above
@@ -665,6 +741,40 @@ async def connect(
         transport = await _open_transport(spec)
     except (OSError, trio.BrokenResourceError) as exc:
         raise ServerUnavailable(f"cannot connect: {_describe(exc)}") from None
+    parser = make_parser(limits, use_hiredis=use_hiredis)
+    try:
+        await _handshake(transport, parser, spec)
+    except BaseException as exc:
+        transport.close_now()
+        if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
+            raise ServerUnavailable(f"handshake failed: {_describe(exc)}") from None
+        raise
+    return Connection(transport, parser, spec, max_pending=max_pending, stall_timeout=stall_timeout)
+
+
+async def connect_stream(
+    stream: trio.abc.Stream,
+    server: str | tuple[str, int] | ServerSpec,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    use_hiredis: bool | None = None,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    **spec_options: Any,
+) -> Connection:
+    """Run the handshake over an open trio stream and return the connection.
+
+    For transports this library does not open itself, and for tests: a
+    :func:`trio.testing.memory_stream_pair` and a fake server make a pool's
+    timing testable on trio's virtual clock (pass a connector using this to
+    :class:`~trio_redisha.Pool`). ``server`` names the server (labels, handshake
+    options); nothing is dialled.
+
+    Raises:
+        ServerUnavailable: The handshake failed, as with :func:`connect`.
+    """
+    spec = parse_server(server, **spec_options)
+    transport = _StreamTransport(stream)
     parser = make_parser(limits, use_hiredis=use_hiredis)
     try:
         await _handshake(transport, parser, spec)
@@ -717,23 +827,13 @@ async def open_connection(
             conn = await connect(server, **options)
     except trio.TooSlowError:
         raise ServerUnavailable(f"cannot connect: no answer within {connect_timeout} s") from None
-    error: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_quietly, conn)
-            try:
-                yield conn
-            finally:
-                conn.close_now()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The nursery wraps an exception of the block in a group: hand the caller
-        # back their own exception (raised outside this handler, so unchained).
-        error = sole_exception(group)
-        if error is None:
-            raise
-    if error is not None:
-        raise error
+    async with open_owned_nursery() as nursery:
+        nursery.start_soon(_run_quietly, conn)
+        try:
+            yield conn
+        finally:
+            conn.close_now()
+            nursery.cancel_scope.cancel()
 
 
 async def _run_quietly(conn: Connection) -> None:

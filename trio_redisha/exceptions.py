@@ -3,12 +3,13 @@
 The families follow where a failure comes from:
 
 * the server is unreachable or too slow (:class:`ServerUnavailable`,
-  :class:`ServerTimeout`);
+  :class:`ServerTimeout`), or refused our credentials (:class:`AuthenticationError`);
 * the server answered with an error reply (:class:`ReplyError`);
 * the server broke the protocol (:class:`ProtocolError`);
 * too few servers succeeded (:class:`QuorumError`);
 * the caller misused the library (:class:`ConfigurationError`,
-  :class:`CommandEncodeError`, :class:`UnsupportedCommand`, :class:`PoolClosed`);
+  :class:`CommandEncodeError`, :class:`UnsupportedCommand`, :class:`CrossSlotError`,
+  :class:`PoolClosed`);
 * a stored value is not what this library wrote (:class:`ForeignValueError`,
   :class:`CodecError`).
 
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
     from .replies import Replies
 
 __all__ = [
+    "AuthenticationError",
     "CodecError",
     "CommandEncodeError",
     "ConfigurationError",
+    "CrossSlotError",
     "ForeignValueError",
     "PoolClosed",
     "ProtocolError",
@@ -48,7 +51,17 @@ class ServerUnavailable(RedisHAError):
     In a :class:`~trio_redisha.Replies` list this stands in the place of a server that
     gave no reply. The command was either not sent or its connection broke before the
     reply arrived; in the second case the server may have applied it.
+
+    Attributes:
+        sent: Whether the command had left for the server when its connection broke
+            (so the server may have applied it). False when it was never sent.
     """
+
+    sent: bool = False
+
+
+class AuthenticationError(ServerUnavailable):
+    """The server refused the credentials (the message never includes them)."""
 
 
 class ServerTimeout(RedisHAError):
@@ -135,8 +148,34 @@ class UnsupportedCommand(RedisHAError):
 
     Blocking commands (``BLPOP``...), ``SUBSCRIBE``, ``MULTI``/``EXEC``, ``WATCH``,
     ``SELECT``, ``CLIENT REPLY`` and the like cannot run on a multiplexed
-    connection without corrupting it for every other caller.
+    connection without corrupting it for every other caller. With placement,
+    a command whose keys cannot be found (unknown to Redis's command table,
+    or with arguments that leave its keys undefined) cannot be routed either.
     """
+
+
+class CrossSlotError(RedisHAError):
+    """A multi-key command whose keys do not all have the same owners.
+
+    With placement (``replicas=N``) a command goes to its keys' owners, so all
+    its keys must share them; nothing was sent. Keys that share a hash tag
+    (``{user42}:cart``, ``{user42}:profile``) always do. The message names the
+    command and the positions of the keys, never their contents.
+
+    Attributes:
+        command: The command's name, upper-case.
+    """
+
+    def __init__(self, message: str, *, command: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_cross_slot, (str(self), self.command))
+
+
+def _rebuild_cross_slot(message: str, command: str) -> CrossSlotError:
+    return CrossSlotError(message, command=command)
 
 
 class PoolClosed(ServerUnavailable):

@@ -49,13 +49,20 @@ class Replies(list[Any]):
         """Return the first successful reply.
 
         Raises:
-            ServerUnavailable: No server replied successfully (chained from one of
-                the failures).
+            ServerUnavailable: No server replied successfully; chained
+                (``__cause__``) from the first failure. When every server
+                answered, with error replies, the message says so.
         """
         for r in self:
             if not isinstance(r, BaseException):
                 return r
-        raise ServerUnavailable(f"no server replied: {self!r}")
+        if not self:
+            raise ServerUnavailable("no server was asked")
+        if all(isinstance(r, ReplyError) for r in self):
+            text = f"every server answered with an error reply: {self!r}"
+        else:
+            text = f"no server replied successfully: {self!r}"
+        raise ServerUnavailable(text) from self[0]
 
     def may_have_applied(self) -> bool:
         """Whether a write may have reached some server.
@@ -69,7 +76,7 @@ class Replies(list[Any]):
                 return True
             if isinstance(r, ServerTimeout):
                 return True
-            if isinstance(r, ServerUnavailable) and getattr(r, "sent", False):
+            if isinstance(r, ServerUnavailable) and r.sent:
                 return True
         return False
 
@@ -92,7 +99,3 @@ class Replies(list[Any]):
 
     # repr is the plain list's, so that printing a result reads as in the seed
     # gem's examples: ['PONG', 'PONG', 'PONG'].
-
-
-# ReplyError is part of what a Replies may hold; re-exported here for the type checker.
-_ = ReplyError

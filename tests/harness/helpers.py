@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -24,8 +25,10 @@ from trio_redisha.testing import (
     Arg,
     RedisServer,
     decode_reply,
+    encode_command,
     live_servers,
     pid_alive,
+    reply_end,
     spawned_pids,
 )
 
@@ -33,6 +36,7 @@ __all__ = [
     "DEADLINE",
     "FAST",
     "POLL",
+    "BlockingClient",
     "child_redis_pids",
     "command_calls",
     "error_text",
@@ -42,6 +46,7 @@ __all__ = [
     "pttls",
     "raw",
     "raw_hash",
+    "timed",
     "urls",
     "wait_no_clients",
     "wait_until",
@@ -109,6 +114,16 @@ async def eventually(check: Check, what: str, deadline: float = DEADLINE) -> Non
     await wait_until(check, deadline, what=what)
 
 
+T = TypeVar("T")
+
+
+async def timed(call: Awaitable[T]) -> tuple[T, float]:
+    """Await ``call``; return its result and how long it took (trio's clock, virtual or not)."""
+    start = trio.current_time()
+    result = await call
+    return result, trio.current_time() - start
+
+
 def urls(servers: Iterable[RedisServer]) -> list[str]:
     """The servers' URLs, for ``open_pool(*urls(servers))``."""
     return [s.url for s in servers]
@@ -166,6 +181,38 @@ async def wait_no_clients(servers: Iterable[RedisServer]) -> None:
             return await server.aclient_count() == 0
 
         await wait_until(gone, what=f"{server!r} still has client connections")
+
+
+class BlockingClient:
+    """One blocking connection to a server, kept open for many commands.
+
+    For synchronous tests that send thousands of commands (a fresh socket per
+    command, as :meth:`RedisServer.command` opens, would dominate their time).
+
+    Attributes:
+        sock: The socket.
+    """
+
+    def __init__(self, server: RedisServer, timeout: float = 10.0) -> None:
+        """Connect to ``server``."""
+        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
+        self._buf = b""
+
+    def call(self, *args: Arg) -> Any:
+        """Send one command and return its decoded reply (an error reply as a ReplyError)."""
+        self.sock.sendall(encode_command(*args))
+        while True:
+            end = reply_end(self._buf)
+            if end is not None:
+                raw, self._buf = self._buf[:end], self._buf[end:]
+                return decode_reply(raw)
+            chunk = self.sock.recv(1 << 20)
+            assert chunk, "server closed the connection"
+            self._buf += chunk
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
 
 
 def error_text(exc: BaseException) -> str:

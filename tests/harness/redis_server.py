@@ -6,6 +6,7 @@ importing; new code imports from ``trio_redisha.testing``.
 
 from __future__ import annotations
 
+from trio_redisha import ReplyError
 from trio_redisha.testing import (
     Arg,
     RawConnection,
@@ -31,6 +32,7 @@ __all__ = [
     "RedisServer",
     "RedisServerNotFoundError",
     "RedisStartError",
+    "RespError",
     "decode_reply",
     "encode_command",
     "find_redis_server",
@@ -43,3 +45,6 @@ __all__ = [
     "start_servers",
     "stop_all_servers",
 ]
+
+#: The old name of the error value :func:`decode_reply` returns.
+RespError = ReplyError

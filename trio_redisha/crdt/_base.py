@@ -382,7 +382,7 @@ class CRDTBase(Generic[S]):
             complete=len(states) == len(self._pool),
         )
         if plan and self._pool.repair_allowed():
-            self._pool.start_background(self._repair, plan, tuple(holders))
+            self._pool._start_background(self._repair, plan, tuple(holders))
         return merged
 
     def _observe(self, merged: S) -> None:

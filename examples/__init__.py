@@ -1,0 +1,1 @@
+"""Example applications of trio-redisha (run them with ``python -m examples.NAME``)."""

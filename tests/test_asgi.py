@@ -1,0 +1,404 @@
+"""trio_redisha.asgi.SessionMiddleware end to end: Hypercorn on trio, real HTTP, real Redis.
+
+A Starlette app (and a FastAPI and a Quart one) wrapped in the middleware is
+served on a free port and driven with httpx, over three real redis-server
+processes: concurrent requests changing different fields (none lost), deleted
+fields, rotation, logout, cookie flags, unknown ids, a server killed and
+another frozen, and every server gone (503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import fastapi
+import httpx
+import pytest
+import quart
+import quart_trio
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+import trio_redisha
+from tests.harness import asgi_server
+from tests.harness.asgi_server import serve_asgi
+from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
+from trio_redisha import ConfigurationError, SessionStore
+from trio_redisha.asgi import SessionMiddleware, rotate_session
+from trio_redisha.testing import RedisServer
+
+FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+COOKIE = "sid"
+
+
+client_with = partial(asgi_server.client_with, cookie=COOKIE)
+sid_of = partial(asgi_server.sid_of, cookie=COOKIE)
+
+
+async def show(request: Request) -> Response:
+    return JSONResponse(dict(request.session))
+
+
+async def set_fields(request: Request) -> Response:
+    for key, value in request.query_params.items():
+        request.session[key] = value
+    return JSONResponse(dict(request.session))
+
+
+async def delete_fields(request: Request) -> Response:
+    for key in request.query_params:
+        request.session.pop(key, None)
+    return JSONResponse(dict(request.session))
+
+
+async def login(request: Request) -> Response:
+    rotate_session(request)
+    request.session["user"] = request.query_params["user"]
+    return JSONResponse(dict(request.session))
+
+
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return JSONResponse({})
+
+
+async def fail(request: Request) -> Response:
+    request.session["broken"] = "yes"
+    return PlainTextResponse("boom", status_code=500)
+
+
+async def touch_nothing(request: Request) -> Response:
+    return PlainTextResponse("static")
+
+
+def starlette_app(store: SessionStore, **options: Any) -> SessionMiddleware:
+    app = Starlette(
+        routes=[
+            Route("/", show),
+            Route("/set", set_fields, methods=["POST"]),
+            Route("/del", delete_fields, methods=["POST"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/fail", fail),
+            Route("/static", touch_nothing),
+        ]
+    )
+    options.setdefault("cookie_name", COOKIE)
+    options.setdefault("secure", False)  # httpx sends no Secure cookie over http://
+    return SessionMiddleware(app, store, **options)
+
+
+@asynccontextmanager
+async def serving(
+    servers: list[RedisServer], **options: Any
+) -> AsyncIterator[tuple[str, SessionStore]]:
+    async with trio_redisha.open_pool(*(s.url for s in servers), **FAST) as pool:
+        store = SessionStore(pool)
+        async with serve_asgi(starlette_app(store, **options)) as base:
+            yield base, store
+
+
+async def test_cookie_flags_are_safe_by_default(redis_servers: list[RedisServer]) -> None:
+    async with (
+        serving(redis_servers, secure=True) as (base, store),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        r = await client.post("/set", params={"a": "1"})
+        assert r.status_code == 200
+        name_value, *attributes = r.headers["set-cookie"].split("; ")
+        name, sid = name_value.split("=")
+        assert name == COOKIE and len(sid) == 43 and store.is_valid_id(sid)
+        assert set(attributes) == {
+            f"Max-Age={14 * 24 * 3600}",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+        }
+        assert r.headers["vary"] == "Cookie"
+        # A Secure cookie is not sent back over http://; a browser on HTTPS would.
+        r = await client.get("/", headers={"cookie": f"{COOKIE}={sid}"})
+        assert r.json() == {"a": "1"}
+
+
+async def test_empty_untouched_session_sets_no_cookie_and_writes_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with serving(redis_servers) as (base, _), httpx.AsyncClient(base_url=base) as client:
+        for path in ("/", "/static"):
+            r = await client.get(path)
+            assert r.status_code == 200 and "set-cookie" not in r.headers
+        r = await client.post("/del", params={"nothing": ""})
+        assert "set-cookie" not in r.headers
+    for server in redis_servers:
+        assert await server.acommand("DBSIZE") == b":0\r\n"
+
+
+async def test_concurrent_requests_changing_different_fields_lose_none(
+    redis_servers: list[RedisServer],
+) -> None:
+    n = 60
+    async with serving(redis_servers) as (base, store):
+        # Every field exists first: a request writing the whole session would
+        # put back the old value of the fields the others changed.
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.post("/set", params={f"f{i}": "old" for i in range(n + 1)})
+            sid = sid_of(client)
+
+        async def change(i: int) -> None:
+            # Each request is a separate client holding the same cookie.
+            async with client_with(base, sid) as c:
+                r = await c.post("/set", params={f"f{i}": str(i)})
+                assert r.status_code == 200, r.text
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(change, i)
+        expected = {f"f{i}": str(i) for i in range(n)} | {f"f{n}": "old"}
+        assert await store.load(sid) == expected
+
+        # Deleting fields concurrently with changing others: each does what it says.
+        async def delete(i: int) -> None:
+            async with client_with(base, sid) as c:
+                r = await c.post("/del", params={f"f{i}": ""})
+                assert r.status_code == 200 and f"f{i}" not in r.json()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(0, n, 2):
+                nursery.start_soon(delete, i)
+            nursery.start_soon(change, n)
+        expected = {k: v for k, v in expected.items() if k not in {f"f{i}" for i in range(0, n, 2)}}
+        assert await store.load(sid) == expected | {f"f{n}": str(n)}
+
+
+async def test_rotation_moves_the_session_to_a_new_id_and_deletes_the_old(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"cart": "book"})
+        before = sid_of(client)
+        r = await client.post("/login", params={"user": "ada"})
+        assert r.json() == {"cart": "book", "user": "ada"}
+        after = sid_of(client)
+        assert after != before
+        assert await store.load(after) == {"cart": "book", "user": "ada"}
+        assert await store.load(before) == {}
+        # The old cookie is worth nothing now: a fresh session, under a fresh id.
+        async with client_with(base, before) as old:
+            assert (await old.get("/")).json() == {}
+            r = await old.post("/set", params={"x": "1"})
+            assert sid_of(old) not in (before, after)
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    ["A" * 43, "bad id!", "x" * 500, "../etc/passwd", ""],
+    ids=["unknown", "bad-chars", "too-long", "path", "empty"],
+)
+async def test_a_client_chosen_id_is_never_adopted(
+    redis_servers: list[RedisServer], cookie: str
+) -> None:
+    async with (
+        serving(redis_servers) as (base, store),
+        client_with(base, cookie) as client,
+    ):
+        assert (await client.get("/")).json() == {}
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        assert sid != cookie
+        assert await store.load(sid) == {"a": "1"}
+    for server in redis_servers:
+        assert await server.acommand("EXISTS", "session:" + "A" * 43) == b":0\r\n"
+
+
+async def test_a_malformed_cookie_never_reaches_redis() -> None:
+    # A fake server recording every command: only the handshake may arrive.
+    async with (
+        open_hostile_server(reply_with(b"*0\r\n")) as fake,
+        trio_redisha.open_pool(fake.url, **FAST) as pool,
+        serve_asgi(starlette_app(SessionStore(pool))) as base,
+    ):
+        for cookie in ("bad id!", "x" * 500, "../etc/passwd", "A" * 21, '"quoted"'):
+            async with client_with(base, cookie) as client:
+                assert (await client.get("/")).json() == {}
+        assert set(fake.command_names()) <= HANDSHAKE_COMMANDS
+        async with client_with(base, "A" * 43) as client:  # well-formed: looked up
+            assert (await client.get("/")).json() == {}
+        assert set(fake.command_names()) - HANDSHAKE_COMMANDS
+
+
+async def test_logout_deletes_the_session_everywhere_and_expires_the_cookie(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1", "b": "2"})
+        sid = sid_of(client)
+        r = await client.post("/logout")
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith(f'{COOKIE}=""; Max-Age=0; Expires=Thu, 01 Jan 1970')
+        assert COOKIE not in client.cookies
+        assert await store.load(sid) == {}
+        # A request racing the logout with the old id cannot bring it back.
+        async with client_with(base, sid) as late:
+            assert (await late.get("/")).json() == {}
+
+
+async def test_a_failed_request_saves_nothing(redis_servers: list[RedisServer]) -> None:
+    async with serving(redis_servers) as (base, _), httpx.AsyncClient(base_url=base) as client:
+        r = await client.get("/fail")
+        assert r.status_code == 500 and "set-cookie" not in r.headers
+        await client.post("/set", params={"a": "1"})
+        r = await client.get("/fail")
+        assert r.status_code == 500
+        assert (await client.get("/")).json() == {"a": "1"}
+
+
+async def test_sessions_survive_a_killed_and_a_frozen_server(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        await redis_servers[0].akill()
+        await redis_servers[1].afreeze()
+        try:
+            for i in range(5):
+                r = await client.post("/set", params={f"k{i}": str(i)})
+                assert r.status_code == 200, r.text
+            r = await client.post("/del", params={"a": ""})
+            assert r.json() == {f"k{i}": str(i) for i in range(5)}
+            assert sid_of(client) == sid
+        finally:
+            await redis_servers[1].athaw()
+        # The frozen server catches up on the next read (repair); every field is there.
+        assert await store.load(sid) == {f"k{i}": str(i) for i in range(5)}
+
+
+async def test_no_server_answers_503_never_an_empty_session(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with serving(redis_servers) as (base, _), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1"})
+        for server in redis_servers:
+            await server.akill()
+        # Loading fails: 503, the app is not called, the cookie is kept.
+        r = await client.get("/")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "set-cookie" not in r.headers
+        # Saving a new session fails: the app's 200 is replaced by the 503.
+        async with httpx.AsyncClient(base_url=base) as fresh:
+            r = await fresh.post("/set", params={"b": "2"})
+            assert r.status_code == 503 and r.text == "session store unavailable\n"
+            assert "set-cookie" not in r.headers
+            # Nothing to save: served as usual.
+            assert (await fresh.get("/static")).status_code == 200
+
+
+async def test_on_unavailable_answers_instead(redis_servers: list[RedisServer]) -> None:
+    async def maintenance(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("down for maintenance", status_code=503)(scope, receive, send)
+
+    async with (
+        serving(redis_servers, on_unavailable=maintenance) as (base, _),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        for server in redis_servers:
+            await server.akill()
+        r = await client.post("/set", params={"b": "2"})
+        assert (r.status_code, r.text) == (503, "down for maintenance")
+
+
+async def test_fastapi_on_trio(redis_servers: list[RedisServer]) -> None:
+    app = fastapi.FastAPI()
+
+    @app.post("/visit")
+    async def visit(request: Request) -> dict[str, int]:
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return {"visits": request.session["visits"]}
+
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        app.add_middleware(SessionMiddleware, store=store, cookie_name=COOKIE, secure=False)
+        async with serve_asgi(app) as base, httpx.AsyncClient(base_url=base) as client:
+            for i in range(1, 4):
+                assert (await client.post("/visit")).json() == {"visits": i}
+            assert await store.load(sid_of(client)) == {"visits": 3}
+
+
+async def test_quart_trio_app_wrapped_in_the_middleware(redis_servers: list[RedisServer]) -> None:
+    app = quart_trio.QuartTrio(__name__)
+
+    @app.post("/visit")
+    async def visit() -> dict[str, int]:
+        scope: Any = quart.request.scope
+        session = scope["session"]
+        session["visits"] = session.get("visits", 0) + 1
+        if quart.request.args.get("login"):
+            rotate_session(quart.request)
+        return {"visits": session["visits"]}
+
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        app.asgi_app = SessionMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, store, cookie_name=COOKIE, secure=False
+        )
+        async with serve_asgi(app) as base, httpx.AsyncClient(base_url=base) as client:
+            assert (await client.post("/visit")).json() == {"visits": 1}
+            first = sid_of(client)
+            assert (await client.post("/visit", params={"login": "1"})).json() == {"visits": 2}
+            assert sid_of(client) != first
+            assert await store.load(sid_of(client)) == {"visits": 2}
+
+
+async def test_lifespan_passes_through(redis_servers: list[RedisServer]) -> None:
+    started: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started.append("up")
+        yield
+
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        app = SessionMiddleware(Starlette(lifespan=lifespan), SessionStore(pool))
+        async with serve_asgi(app):
+            assert started == ["up"]
+
+
+async def test_rotate_session_needs_the_middleware() -> None:
+    with pytest.raises(ConfigurationError, match="SessionMiddleware"):
+        rotate_session({"type": "http"})
+
+
+async def test_configuration_is_checked(redis_servers: list[RedisServer]) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    async with trio_redisha.open_pool(redis_servers[0].url) as pool:
+        store = SessionStore(pool)
+        bad: list[dict[str, Any]] = [
+            {"cookie_name": "a b"},
+            {"cookie_name": ""},
+            {"max_age": -1},
+            {"max_age": 1.5},
+            {"same_site": "sometimes"},
+            {"same_site": "none", "secure": False},
+            {"path": "nope"},
+            {"path": "/; Domain=evil"},
+            {"domain": "a;b"},
+        ]
+        for options in bad:
+            with pytest.raises(ConfigurationError):
+                SessionMiddleware(app, store, **options)
+        with pytest.raises(ConfigurationError, match="SessionStore"):
+            SessionMiddleware(app, object())  # type: ignore[arg-type]
+        middleware = SessionMiddleware(app, store, max_age=0, same_site="strict", domain="a.b")
+        assert middleware.cookie.set_cookie("x") == (
+            "session=x; Path=/; Domain=a.b; HttpOnly; SameSite=Strict; Secure"
+        )
+        assert "SameSite=Strict" in repr(middleware)

@@ -1,0 +1,133 @@
+"""OpenTelemetry metrics read back through the SDK's in-memory reader, real servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk.metrics")
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from tests.harness.helpers import wait_until
+from tests.test_pool import holds, ready_pool
+from trio_redisha import QuorumError, ServerState
+from trio_redisha.testing import RedisServer
+
+
+def collect(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Every data point of every metric, by metric name."""
+    data = reader.get_metrics_data()
+    out: dict[str, list[Any]] = {}
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == "trio_redisha"
+            for metric in scope.metrics:
+                out.setdefault(metric.name, []).extend(metric.data.data_points)
+    return out
+
+
+def total(points: list[Any], **attrs: Any) -> Any:
+    return sum(p.value for p in points if all(p.attributes.get(k) == v for k, v in attrs.items()))
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+async def test_operation_duration_per_server_with_semantic_attributes(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    async with ready_pool(*(s.url for s in redis_servers), meter_provider=provider) as pool:
+        for _ in range(5):
+            await pool.execute("SET", "k", "v")
+        await pool.execute("HGET", "k", "f")  # WRONGTYPE on every server
+    metrics = collect(reader)
+    points = metrics["db.client.operation.duration"]
+    sets = [p for p in points if p.attributes["db.operation.name"] == "SET"]
+    assert len(sets) == 3  # one series per server
+    for point, server in zip(
+        sorted(sets, key=lambda p: p.attributes["server.port"]),
+        sorted(redis_servers, key=lambda s: s.port),
+        strict=True,
+    ):
+        assert point.attributes == {
+            "db.system.name": "redis",
+            "server.address": "127.0.0.1",
+            "server.port": server.port,
+            "db.operation.name": "SET",
+        }
+        assert point.count == 5
+        assert 0 < point.sum < 5.0
+    errors = [p for p in points if p.attributes["db.operation.name"] == "HGET"]
+    assert {p.attributes["error.type"] for p in errors} == {"WRONGTYPE"}
+    assert total(metrics["redisha.fanout.replies.expected"]) == 18
+    assert total(metrics["redisha.fanout.replies.received"]) == 18
+
+
+async def test_timeouts_circuits_and_quorum_failures(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(a.url, b.url, c.url, meter_provider=provider) as pool:
+        c.freeze()
+        try:
+            replies = await pool.execute("PING")
+            assert replies[:2] == ["PONG", "PONG"]
+            with pytest.raises(QuorumError):
+                await pool.execute("PING", quorum=3)
+            metrics = collect(reader)
+            durations = metrics["db.client.operation.duration"]
+            timeouts = [p for p in durations if p.attributes.get("error.type") == "ServerTimeout"]
+            assert [p.attributes["server.port"] for p in timeouts] == [c.port]
+            assert total(metrics["redisha.quorum.failures"]) == 1
+            circuits = {
+                p.attributes["server.port"]: p.value for p in metrics["redisha.server.circuit_open"]
+            }
+            assert circuits == {a.port: 0, b.port: 0, c.port: 1}
+            states = metrics["redisha.server.state"]
+            assert total(states, **{"server.port": c.port, "redisha.server.state": "suspect"}) == 1
+            assert total(states, **{"server.port": c.port, "redisha.server.state": "up"}) == 0
+            assert total(states, **{"server.port": a.port, "redisha.server.state": "up"}) == 1
+            # Expected 3 + 3, received 2 + 2 (the skipped server is still expected).
+            assert total(metrics["redisha.fanout.replies.expected"]) == 6
+            assert total(metrics["redisha.fanout.replies.received"]) == 4
+        finally:
+            c.thaw()
+        await wait_until(
+            holds(lambda: pool.status()[2].state is ServerState.UP), what="circuit closed"
+        )
+        circuits = {
+            p.attributes["server.port"]: p.value
+            for p in collect(reader)["redisha.server.circuit_open"]
+        }
+        assert circuits[c.port] == 0
+
+
+async def test_made_up_command_names_do_not_grow_the_attribute_sets(
+    redis_server: RedisServer, reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_redisha import otel
+
+    monkeypatch.setattr(otel, "MAX_ATTRIBUTE_SETS", 10)
+    provider = MeterProvider(metric_readers=[reader])
+    async with ready_pool(redis_server.url, meter_provider=provider) as pool:
+        for i in range(50):
+            await pool.execute(f"NOSUCH{i}")
+    names = {
+        p.attributes["db.operation.name"] for p in collect(reader)["db.client.operation.duration"]
+    }
+    assert len(names) <= 11 and "other" in names
+
+
+async def test_no_meter_provider_means_no_instruments(redis_server: RedisServer) -> None:
+    async with ready_pool(redis_server.url) as pool:
+        assert pool._metrics is None
+        await pool.execute("PING")
+        assert pool.stats.replies_expected == 1 and pool.stats.replies_received == 1

@@ -1,0 +1,215 @@
+"""The pool's timing on virtual time: deadlines, the circuit breaker, probes, backoff.
+
+Every server here is a :class:`~tests.harness.memory_server.MemoryServer` in the
+test's own trio run, reached through the pool's ``connector``, and the clock is
+trio's ``autojump_clock``: so each assertion is about an exact virtual time, as
+trio tests its own timeouts. What only a real server shows (a SIGSTOPped
+process, a partition) is tested against real servers in ``test_pool_faults.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from tests.harness.helpers import timed
+from tests.harness.memory_server import MemoryServer, memory_connector
+from trio_redisha import (
+    Pool,
+    PoolClosed,
+    ServerState,
+    ServerTimeout,
+    ServerUnavailable,
+    open_pool,
+)
+from trio_redisha._deadlines import GRANULARITY
+
+LABELS = ("redis://a:6379", "redis://b:6379", "redis://c:6379")
+
+
+@asynccontextmanager
+async def memory_pool(n: int = 3, **options: Any) -> AsyncIterator[tuple[Pool, list[MemoryServer]]]:
+    """A pool over ``n`` in-memory servers, every one connected before the block."""
+    async with trio.open_nursery() as nursery:
+        servers = {label: MemoryServer(nursery, label) for label in LABELS[:n]}
+        async with open_pool(*LABELS[:n], connector=memory_connector(servers), **options) as pool:
+            await until(lambda: pool.available == n)
+            yield pool, list(servers.values())
+        nursery.cancel_scope.cancel()
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll ``check`` on virtual time (autojump makes each step free)."""
+    while not check():  # noqa: ASYNC110 - pool state has no event to wait on
+        await trio.sleep(0.001)
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+async def test_a_hung_server_costs_exactly_one_deadline(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].hang()
+        replies, took = await timed(pool.ping())
+        assert replies[:2] == ["PONG", "PONG"]
+        assert isinstance(replies[2], ServerTimeout)
+        assert 0.5 <= took <= 0.5 + GRANULARITY
+        # The circuit is open: the next call does not wait for it at all.
+        assert pool.status()[2].state is ServerState.SUSPECT
+        replies, took = await timed(pool.ping())
+        assert took == 0
+        assert isinstance(replies[2], ServerUnavailable)
+        assert "circuit open" in str(replies[2])
+
+
+async def test_per_call_deadline(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].delay = 0.2
+        replies, took = await timed(pool.ping(timeout=0.1))
+        assert isinstance(replies[2], ServerTimeout) and "0.1 s" in str(replies[2])
+        assert 0.1 <= took <= 0.1 + GRANULARITY
+
+
+async def test_slow_but_in_time_server_waits_for_its_reply(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].delay = 0.3
+        replies, took = await timed(pool.ping())
+        assert replies == ["PONG", "PONG", "PONG"]
+        assert took == pytest.approx(0.3)
+        assert pool.status()[2].state is ServerState.UP
+
+
+async def test_hedged_read_returns_at_the_first_reply_and_still_judges_the_rest(
+    autojump_clock: Any,
+) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[1].delay = 0.1
+        servers[2].hang()
+        replies, took = await timed(pool.execute("PING", wait_for=1))
+        assert took == 0 or took < 0.01
+        assert replies[0] == "PONG"
+        # b's reply comes at 0.1 and c's never: c trips once its deadline passes.
+        await trio.sleep(0.5 + GRANULARITY)
+        states = [st.state for st in pool.status()]
+        assert states == [ServerState.UP, ServerState.UP, ServerState.SUSPECT]
+
+
+# --------------------------------------------------------------------------- circuit and probe
+
+
+async def test_circuit_closes_once_a_probe_is_answered(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=0.5, backoff_cap=1.0) as (pool, servers):
+        servers[2].hang()
+        await pool.ping()
+        assert pool.status()[2].state is ServerState.SUSPECT
+        opened = trio.current_time()
+        await trio.sleep(3.0)
+        # Still hung: still open, probed all along.
+        assert pool.status()[2].state is ServerState.SUSPECT
+        probes = [t for t, cmd in servers[2].commands if t > opened and cmd == [b"PING"]]
+        assert len(probes) >= 2
+        servers[2].unhang()
+        thawed = trio.current_time()
+        await until(lambda: pool.status()[2].state is ServerState.UP)
+        # Answered by the probe in flight, or by the next one after its backoff.
+        assert trio.current_time() - thawed <= 1.0 + 1e-9
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+
+
+async def test_trip_after_counts_consecutive_timeouts(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=0.5, trip_after=3) as (pool, servers):
+        servers[2].delay = 0.6  # always late, never lost
+        for _ in range(2):
+            replies = await pool.ping()
+            assert isinstance(replies[2], ServerTimeout)
+            assert pool.status()[2].state is ServerState.UP
+        servers[2].delay = 0.0
+        await trio.sleep(1.0)  # the late replies drain
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]  # resets the count
+        assert pool.status()[2].consecutive_timeouts == 0
+        servers[2].delay = 0.6
+        for expected in (ServerState.UP, ServerState.UP, ServerState.SUSPECT):
+            await pool.ping()
+            assert pool.status()[2].state is expected
+
+
+# --------------------------------------------------------------------------- reconnecting
+
+
+async def test_reconnect_backoff_is_bounded_and_grows(autojump_clock: Any) -> None:
+    base, cap = 0.05, 1.0
+    async with memory_pool(timeout=0.5, backoff_base=base, backoff_cap=cap) as (pool, servers):
+        pool._upkeep.random.seed(7)  # the jitter, replayable
+        servers[2].refusing = True
+        servers[2].drop_connections()
+        await until(lambda: len(servers[2].attempts) >= 12)
+        assert pool.status()[2].state is ServerState.DOWN
+        attempts = servers[2].attempts[1:]  # from the first reconnect on
+        gaps = [t1 - t0 for t0, t1 in itertools.pairwise(attempts)]
+        for k, gap in enumerate(gaps):
+            assert 0 <= gap <= min(cap, base * 2**k) + 1e-9, (k, gaps)
+        assert max(gaps[6:]) > base * 2, gaps  # it backs off, not a fixed short wait
+        # Back: connected again within one capped delay.
+        servers[2].refusing = False
+        refused_until = trio.current_time()
+        await until(lambda: pool.status()[2].state is ServerState.UP)
+        assert trio.current_time() - refused_until <= cap + 1e-9
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+
+
+async def test_first_calls_wait_for_a_first_connect_within_their_deadline(
+    autojump_clock: Any,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        servers = {label: MemoryServer(nursery, label) for label in LABELS}
+        servers[LABELS[1]].connect_delay = 0.2  # slow to connect, then fine
+        servers[LABELS[2]].connect_delay = 10.0  # hangs on connect
+        async with open_pool(*LABELS, connector=memory_connector(servers), timeout=0.5) as pool:
+            replies, took = await timed(pool.ping())
+            assert replies[:2] == ["PONG", "PONG"]
+            assert isinstance(replies[2], ServerUnavailable)
+            assert took == pytest.approx(0.5, abs=GRANULARITY)
+            # After the first deadline a server not connected yet costs nothing.
+            replies, took = await timed(pool.ping())
+            assert took == 0 and isinstance(replies[2], ServerUnavailable)
+        nursery.cancel_scope.cancel()
+
+
+async def test_connect_timeout_bounds_a_hanging_connect(autojump_clock: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        server = MemoryServer(nursery)
+        server.connect_delay = 100.0
+        pool = Pool(LABELS[0], connector=memory_connector({LABELS[0]: server}), connect_timeout=2.0)
+        await nursery.start(pool.run)
+        await until(lambda: len(server.attempts) >= 3)
+        first, second, third = server.attempts[:3]
+        assert second - first >= 2.0 and third - second >= 2.0
+        assert pool.status()[0].last_error == "connect timed out"
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_wakes_a_call_waiting_on_a_hung_server(autojump_clock: Any) -> None:
+    async with memory_pool(timeout=2.0) as (pool, servers):
+        servers[2].hang()
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await pool.ping()
+            except PoolClosed as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as callers:
+            callers.start_soon(call)
+            await trio.sleep(0.5)
+            closed_at = trio.current_time()
+            await pool.aclose()
+        assert trio.current_time() == closed_at
+        assert len(errors) == 1

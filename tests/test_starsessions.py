@@ -1,0 +1,173 @@
+"""trio_redisha.starsessions.RedisHAStore under starsessions' own middleware, end to end.
+
+A Starlette app with starsessions' ``SessionMiddleware`` and
+``SessionAutoloadMiddleware`` over :class:`RedisHAStore`, served by Hypercorn on
+trio and driven with httpx over three real redis-servers: concurrent requests
+changing different fields keep every change, removed fields are deleted,
+forged ids are not adopted, a regenerated id deletes the old one, and a killed
+plus a frozen server change nothing for the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starsessions import SessionAutoloadMiddleware, regenerate_session_id
+from starsessions import SessionMiddleware as StarSessionMiddleware
+
+import trio_redisha
+from tests.harness import asgi_server
+from tests.harness.asgi_server import serve_asgi
+from trio_redisha import ConfigurationError, SessionStore
+from trio_redisha.starsessions import METADATA_KEY, RedisHAStore
+from trio_redisha.testing import RedisServer
+
+FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+COOKIE = "session"
+
+
+client_with = partial(asgi_server.client_with, cookie=COOKIE)
+sid_of = partial(asgi_server.sid_of, cookie=COOKIE)
+
+
+def visible(session: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in session.items() if k != METADATA_KEY}
+
+
+async def show(request: Request) -> Response:
+    return JSONResponse(visible(request.session))
+
+
+async def set_fields(request: Request) -> Response:
+    request.session.update(request.query_params)
+    return JSONResponse(visible(request.session))
+
+
+async def delete_fields(request: Request) -> Response:
+    for key in request.query_params:
+        request.session.pop(key, None)
+    return JSONResponse(visible(request.session))
+
+
+async def login(request: Request) -> Response:
+    regenerate_session_id(request)
+    request.session["user"] = "ada"
+    return JSONResponse(visible(request.session))
+
+
+async def logout(request: Request) -> Response:
+    request.session.clear()
+    return JSONResponse({})
+
+
+@asynccontextmanager
+async def serving(servers: list[RedisServer]) -> AsyncIterator[tuple[str, SessionStore]]:
+    async with trio_redisha.open_pool(*(s.url for s in servers), **FAST) as pool:
+        store = SessionStore(pool, ttl=3600)
+        app = Starlette(
+            routes=[
+                Route("/", show),
+                Route("/set", set_fields, methods=["POST"]),
+                Route("/del", delete_fields, methods=["POST"]),
+                Route("/login", login, methods=["POST"]),
+                Route("/logout", logout, methods=["POST"]),
+            ],
+            middleware=[
+                Middleware(
+                    StarSessionMiddleware,
+                    store=RedisHAStore(store),
+                    lifetime=3600,
+                    cookie_https_only=False,  # httpx sends no Secure cookie over http://
+                ),
+                Middleware(SessionAutoloadMiddleware),
+            ],
+        )
+        async with serve_asgi(app) as base:
+            yield base, store
+
+
+async def test_concurrent_requests_keep_every_field(redis_servers: list[RedisServer]) -> None:
+    n = 40
+    async with serving(redis_servers) as (base, store):
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.post("/set", params={f"f{i}": "old" for i in range(n + 1)})
+            sid = sid_of(client)
+        assert len(sid) == 43  # the store's id, not starsessions' 32 hex digits
+
+        async def change(i: int) -> None:
+            async with client_with(base, sid) as c:
+                r = await c.post("/set", params={f"f{i}": str(i)})
+                assert r.status_code == 200 and sid_of(c) == sid
+
+        async def delete(key: str) -> None:
+            async with client_with(base, sid) as c:
+                r = await c.post("/del", params={key: ""})
+                assert r.status_code == 200
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(change, i)
+            nursery.start_soon(delete, f"f{n}")
+        stored = await store.load(sid)
+        assert visible(stored) == {f"f{i}": str(i) for i in range(n)}
+        # What read() hid for write() is never stored.
+        assert set(stored[METADATA_KEY]) == {"created", "last_access", "lifetime"}
+
+
+@pytest.mark.parametrize("cookie", ["A" * 43, "0" * 32, "bad id!"], ids=["ours", "hex", "bad"])
+async def test_forged_ids_are_not_adopted(redis_servers: list[RedisServer], cookie: str) -> None:
+    async with serving(redis_servers) as (base, store), client_with(base, cookie) as client:
+        assert (await client.get("/")).json() == {}
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        assert sid != cookie
+        assert visible(await store.load(sid)) == {"a": "1"}
+        assert not await RedisHAStore(store).exists(cookie)
+
+
+async def test_regenerated_id_deletes_the_old_one(redis_servers: list[RedisServer]) -> None:
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"cart": "book"})
+        before = sid_of(client)
+        assert (await client.post("/login")).json() == {"cart": "book", "user": "ada"}
+        after = sid_of(client)
+        assert after != before
+        assert visible(await store.load(after)) == {"cart": "book", "user": "ada"}
+        assert await store.load(before) == {}
+
+        await client.post("/logout")
+        assert COOKIE not in client.cookies
+        assert await store.load(after) == {}
+
+
+async def test_a_killed_and_a_frozen_server(redis_servers: list[RedisServer]) -> None:
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        await redis_servers[0].akill()
+        await redis_servers[1].afreeze()
+        try:
+            for i in range(3):
+                r = await client.post("/set", params={f"k{i}": str(i)})
+                assert r.status_code == 200
+            r = await client.post("/del", params={"a": ""})
+            assert r.json() == {"k0": "0", "k1": "1", "k2": "2"} and sid_of(client) == sid
+        finally:
+            await redis_servers[1].athaw()
+        assert visible(await store.load(sid)) == {"k0": "0", "k1": "1", "k2": "2"}
+
+
+async def test_needs_a_session_store() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisHAStore(object())  # type: ignore[arg-type]

@@ -1,0 +1,60 @@
+"""Which commands may run on the pool's shared connections.
+
+Every connection of a pool is shared by every caller, so a command that blocks
+the connection (``BLPOP``) or changes its state for whoever comes next
+(``MULTI``, ``SELECT``, ``CLIENT REPLY OFF``) would corrupt it for everyone.
+The check runs before anything is encoded or sent, and reads the command name
+from any argument type the encoder accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ..exceptions import UnsupportedCommand
+
+__all__ = ["check_command", "word"]
+
+_STATEFUL: Final = frozenset(
+    {
+        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
+        "BZMPOP", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE",
+        "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "SYNC", "PSYNC", "MULTI", "EXEC",
+        "DISCARD", "WATCH", "UNWATCH", "SELECT", "QUIT", "RESET", "HELLO", "AUTH",
+        "WAIT", "WAITAOF", "SWAPDB", "REPLICAOF", "SLAVEOF",
+    }
+)  # fmt: skip
+_STATEFUL_CLIENT: Final = frozenset({"REPLY", "TRACKING", "SETNAME", "KILL", "PAUSE"})
+
+
+def word(arg: Any) -> str | None:
+    """An argument as an upper-case word, whatever text type it came as; else None."""
+    if isinstance(arg, str):
+        return arg.upper()
+    if isinstance(arg, (bytes, bytearray, memoryview)):
+        return bytes(arg).decode("latin-1").upper()
+    return None
+
+
+def check_command(args: Sequence[Any]) -> None:
+    """Refuse a command that cannot run on a shared connection.
+
+    Raises:
+        UnsupportedCommand: The command is empty, blocks, or changes the
+            connection's state.
+    """
+    if not args:
+        raise UnsupportedCommand("empty command")
+    name = word(args[0])
+    if name is None:
+        return  # not text: the encoder reports the bad type
+    if name in _STATEFUL or (
+        name == "CLIENT" and len(args) > 1 and word(args[1]) in _STATEFUL_CLIENT
+    ):
+        raise UnsupportedCommand(
+            f"{name} blocks or changes connection state; it cannot run on the pool's "
+            "shared connections (open a dedicated connection with open_connection())"
+        )
+    if name in ("XREAD", "XREADGROUP") and any(word(a) == "BLOCK" for a in args[1:]):
+        raise UnsupportedCommand(f"{name} with BLOCK blocks the shared connection")

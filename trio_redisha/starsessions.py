@@ -1,0 +1,167 @@
+"""A starsessions store on trio-redisha: sessions on every server, merged per field.
+
+`starsessions <https://github.com/alex-oleshkevich/starsessions>`_ gives
+Starlette and FastAPI server-side sessions through a pluggable store whose
+interface moves the whole session as one serialized blob:
+``read(session_id, lifetime) -> bytes`` and ``write(session_id, data,
+lifetime, ttl) -> str``. Its own ``RedisStore`` writes that blob as one Redis
+string on one server, so of two concurrent requests of a session that change
+different fields, the later write puts back the other's old value.
+
+:class:`RedisHAStore` decodes the blob (with the middleware's serializer,
+JSON by default) and keeps the session in a :class:`~trio_redisha.SessionStore`,
+one field per session key, so only the fields a request changed are written
+and the fields it removed are deleted. To know what changed, :meth:`read`
+hides a digest of each field it returned inside starsessions' own
+``__metadata__`` entry (which starsessions hands back to :meth:`write`
+untouched); :meth:`write` strips it before storing anything. It also fixes
+two things of starsessions' own design:
+
+* a session id that the store does not know (forged, expired, deleted) is
+  never adopted: :meth:`write` puts the session under a new id of its own
+  (256 random bits) and returns it, as the interface allows;
+* after ``regenerate_session_id()`` the old id is deleted, not left alive
+  until it expires.
+
+The expiry is the :class:`SessionStore`'s ``ttl`` (sliding, refreshed by
+every write): starsessions' ``lifetime`` and ``ttl`` arguments are not used,
+so give the store the lifetime you give the middleware. When no quorum can be
+met, :class:`~trio_redisha.QuorumError` propagates to the application (a 500
+from Starlette, unless it has an exception handler for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+from starsessions.serializers import JsonSerializer, Serializer
+from starsessions.stores.base import SessionStore as _StarSessionStore
+
+from .crdt.codecs import encode_value
+from .exceptions import ConfigurationError
+from .session import Session, SessionStore
+
+__all__ = ["METADATA_KEY", "RedisHAStore"]
+
+#: The entry starsessions keeps its metadata in (creation time, lifetime).
+METADATA_KEY: Final = "__metadata__"
+_TOKEN: Final = "trio_redisha"
+# Stands for "changed" in a snapshot: no codec's output is a lone NUL byte
+# (JSON never is), so it never equals a field's encoding.
+_CHANGED: Final = b"\x00"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class RedisHAStore(_StarSessionStore):
+    """A starsessions ``SessionStore`` keeping sessions in a trio-redisha :class:`SessionStore`.
+
+    Example::
+
+        store = SessionStore(pool, ttl=3600)
+        app = Starlette(
+            routes=...,
+            middleware=[
+                Middleware(SessionMiddleware, store=RedisHAStore(store), lifetime=3600),
+                Middleware(SessionAutoloadMiddleware),
+            ],
+        )
+
+    Args:
+        store: Where the sessions live.
+        serializer: The serializer given to starsessions' ``SessionMiddleware``
+            (default: its ``JsonSerializer``, as there). It must turn a session
+            into a JSON object's worth of fields: a ``dict`` with ``str`` keys.
+
+    Raises:
+        ConfigurationError: ``store`` is not a :class:`SessionStore`.
+    """
+
+    def __init__(self, store: SessionStore, serializer: Serializer | None = None) -> None:
+        if not isinstance(store, SessionStore):
+            raise ConfigurationError(f"store must be a SessionStore, got {store!r}")
+        self.store = store
+        self.serializer: Serializer = serializer or JsonSerializer()
+
+    def __repr__(self) -> str:
+        return f"<RedisHAStore on {self.store!r}>"
+
+    async def read(self, session_id: str, lifetime: int) -> bytes:
+        """The session's data, serialized; ``b""`` for an unknown or invalid id.
+
+        Raises:
+            QuorumError: Fewer than the store's ``read_quorum`` servers answered.
+        """
+        if not self.store.is_valid_id(session_id):
+            return b""  # never sent to Redis
+        session = await self.store.load(session_id)
+        if not session:
+            return b""
+        data = dict(session)
+        fields = {k: _digest(v) for k, v in session._loaded.items()}
+        metadata = data.get(METADATA_KEY)
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata[_TOKEN] = {"sid": session_id, "fields": fields}
+        data[METADATA_KEY] = metadata
+        return self.serializer.serialize(data)
+
+    async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
+        """Save what changed since :meth:`read`; the session's id, possibly a new one.
+
+        Returns:
+            ``session_id`` when it is the id the session was read under; else
+            a new id (a session new to the store, or one whose id was
+            regenerated, whose old id is then deleted).
+
+        Raises:
+            CodecError: A value cannot be encoded; nothing was sent.
+            QuorumError: Fewer than the store's ``write_quorum`` servers acknowledged.
+        """
+        values: dict[str, Any] = dict(self.serializer.deserialize(data))
+        token: Any = None
+        metadata = values.get(METADATA_KEY)
+        if isinstance(metadata, dict):
+            metadata = dict(metadata)
+            token = metadata.pop(_TOKEN, None)
+            values[METADATA_KEY] = metadata
+        read_sid = token.get("sid") if isinstance(token, dict) else None
+        fields = token.get("fields") if isinstance(token, dict) else None
+        if read_sid == session_id and isinstance(fields, dict):
+            # Rebuild what was read, as far as saving needs it: a field whose
+            # encoding still has its digest is unchanged; any other one changed.
+            snapshot = Session(values)
+            loaded: dict[str, bytes] = {}
+            for name, digest in fields.items():
+                if name in values:
+                    encoded = encode_value(self.store.codec, values[name])
+                    loaded[name] = encoded if _digest(encoded) == digest else _CHANGED
+                else:
+                    loaded[name] = _CHANGED  # removed: save() deletes it
+            snapshot._sid, snapshot._loaded = session_id, loaded
+            await self.store.save(session_id, snapshot)
+            return session_id
+        # New to the store, or regenerated: a new id of ours, the whole session.
+        new_id = self.store.new_id()
+        await self.store.save(new_id, values)
+        if isinstance(read_sid, str):
+            await self.store.delete(read_sid)  # the old id opens nothing any more
+        return new_id
+
+    async def remove(self, session_id: str) -> None:
+        """Delete the session on every server, for good (an invalid id is ignored).
+
+        Raises:
+            QuorumError: Fewer than the store's ``write_quorum`` servers acknowledged.
+        """
+        await self.store.delete(session_id)
+
+    async def exists(self, session_id: str) -> bool:
+        """Whether the store holds a session under ``session_id``.
+
+        Raises:
+            QuorumError: Fewer than the store's ``read_quorum`` servers answered.
+        """
+        return self.store.is_valid_id(session_id) and bool(await self.store.load(session_id))
