@@ -28,12 +28,12 @@ from starlette.routing import Route
 import trio_redisha
 from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
+from tests.harness.helpers import FAST
 from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.asgi import SessionMiddleware, rotate_session
 from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "sid"
 
 

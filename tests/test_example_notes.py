@@ -16,10 +16,8 @@ import trio
 
 from examples import notes
 from tests.harness import asgi_server
+from tests.harness.helpers import FAST
 from trio_redisha.testing import RedisServer
-
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
-
 
 tab = partial(asgi_server.client_with, cookie=notes.COOKIE_NAME)
 

@@ -22,11 +22,11 @@ from quart_trio import QuartTrio
 import trio_redisha
 from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
+from tests.harness.helpers import FAST
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.quart import RedisHASession, RedisHASessionInterface
 from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "sid"
 
 

@@ -29,11 +29,11 @@ from starsessions import SessionMiddleware as StarSessionMiddleware
 import trio_redisha
 from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
+from tests.harness.helpers import FAST
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.starsessions import METADATA_KEY, RedisHAStore
 from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "session"
 
 
