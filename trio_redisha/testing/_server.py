@@ -474,10 +474,10 @@ class RedisServer:
 
     # ---------------------------------------------------------------- launch
 
-    def _args(self) -> list[str]:
+    def _args(self, executable: str) -> list[str]:
         assert self.directory is not None
         args = [
-            find_redis_server(self._executable),
+            executable,
             "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
@@ -509,13 +509,14 @@ class RedisServer:
 
     def _spawn(self) -> None:
         """Launch one process (choosing a port if needed); does not wait."""
+        executable = find_redis_server(self._executable)  # before anything is made
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="redisha-"))
             self._own_directory = True
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.port == 0:
             self.port = free_port(self.host)
-        args = self._args()
+        args = self._args(executable)
         if self._log_file is None:
             self._log_file = open(self.directory / "redis.log", "ab")  # noqa: SIM115
         self._log_file.write(b"--- spawn %d on port %d\n" % (len(self.pids), self.port))
@@ -523,14 +524,18 @@ class RedisServer:
         # The parent-death signal fires when the spawning *thread* exits: only use it
         # from the main thread (a worker thread may exit while the server is wanted).
         main = threading.current_thread() is threading.main_thread()
-        self.process = subprocess.Popen(
-            (_PDEATHSIG_PREFIX if main else []) + args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-            start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                (_PDEATHSIG_PREFIX if main else []) + args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._finish_stop()  # close the log, remove a directory made here
+            raise
         self.pids.append(self.process.pid)
         with _LIVE_LOCK:
             _LIVE.add(self)
