@@ -601,6 +601,8 @@ def test_errors_are_in_the_library_hierarchy() -> None:
     for exc in (RedisServerNotFoundError, RedisStartError):
         assert issubclass(exc, trio_redisha.testing.RedisServerError)
         assert issubclass(exc, RedisHAError)
+        assert getattr(trio_redisha, exc.__name__) is exc
+        assert exc.__module__ == "trio_redisha.exceptions"
 
 
 def test_importable_without_pytest() -> None:

@@ -41,7 +41,13 @@ from typing import IO, Any
 
 import trio
 
-from ..exceptions import ConfigurationError, RedisHAError, ReplyError
+from ..exceptions import (
+    ConfigurationError,
+    RedisServerError,
+    RedisServerNotFoundError,
+    RedisStartError,
+    ReplyError,
+)
 from ._wire import Arg, encode_command, split_replies
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -87,18 +93,6 @@ COMMAND_TIMEOUT = 5.0
 #: The server's own words when its port was taken between our check and its bind.
 _BIND_FAILURE_MARKERS = ("Address already in use", "Could not create server TCP listening socket")
 _INSTALL = "install Debian's package with `sudo apt-get install redis-server`"
-
-
-class RedisServerError(RedisHAError):
-    """Base class of the errors of :mod:`trio_redisha.testing`'s server manager."""
-
-
-class RedisServerNotFoundError(RedisServerError):
-    """No ``redis-server`` executable could be found; the message says how to install it."""
-
-
-class RedisStartError(RedisServerError):
-    """A ``redis-server`` process did not come up; the message holds its log."""
 
 
 def find_redis_server(executable: str | os.PathLike[str] | None = None) -> str:
