@@ -741,15 +741,7 @@ async def connect(
         transport = await _open_transport(spec)
     except (OSError, trio.BrokenResourceError) as exc:
         raise ServerUnavailable(f"cannot connect: {_describe(exc)}") from None
-    parser = make_parser(limits, use_hiredis=use_hiredis)
-    try:
-        await _handshake(transport, parser, spec)
-    except BaseException as exc:
-        transport.close_now()
-        if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
-            raise ServerUnavailable(f"handshake failed: {_describe(exc)}") from None
-        raise
-    return Connection(transport, parser, spec, max_pending=max_pending, stall_timeout=stall_timeout)
+    return await _handshaken(transport, spec, limits, use_hiredis, max_pending, stall_timeout)
 
 
 async def connect_stream(
@@ -774,7 +766,20 @@ async def connect_stream(
         ServerUnavailable: The handshake failed, as with :func:`connect`.
     """
     spec = parse_server(server, **spec_options)
-    transport = _StreamTransport(stream)
+    return await _handshaken(
+        _StreamTransport(stream), spec, limits, use_hiredis, max_pending, stall_timeout
+    )
+
+
+async def _handshaken(
+    transport: _Transport,
+    spec: ServerSpec,
+    limits: Limits,
+    use_hiredis: bool | None,
+    max_pending: int,
+    stall_timeout: float,
+) -> Connection:
+    """Run the handshake on ``transport``; the connection, or the transport closed."""
     parser = make_parser(limits, use_hiredis=use_hiredis)
     try:
         await _handshake(transport, parser, spec)

@@ -77,6 +77,7 @@ __all__ = [
     "canonical_identity",
     "command_partition",
     "key_partition",
+    "keys_partition",
     "moved_fraction",
     "read_targets",
     "route",
@@ -356,6 +357,28 @@ def command_partition(
     keys = command_keys(args)
     if not keys:
         return None
+    return keys_partition(placement, keys, args[0], previous)
+
+
+def keys_partition(
+    placement: Placement,
+    keys: Sequence[bytes],
+    name: object,
+    previous: Placement | None = None,
+) -> int:
+    """Return the partition of a command's keys (at least one), as :func:`command_partition`.
+
+    For a caller that already has the keys (the pool looks up hints by key).
+
+    Args:
+        placement: The placement the command is routed by.
+        keys: The command's keys, as :func:`~trio_redisha._commands.command_keys` gives them.
+        name: The command's name, for the error message.
+        previous: The layout being moved away from, if any.
+
+    Raises:
+        CrossSlotError: The keys do not all share their owners; nothing is sent.
+    """
     first = key_partition(keys[0])
     if len(keys) == 1:
         return first
@@ -371,11 +394,15 @@ def command_partition(
             layout = " in the previous layout"
         else:
             continue
-        name = args[0].decode("latin-1") if isinstance(args[0], bytes) else str(args[0])
+        text = (
+            bytes(name).decode("latin-1")
+            if isinstance(name, (bytes, bytearray, memoryview))
+            else str(name)
+        ).upper()
         raise CrossSlotError(
-            f"{name.upper()}: key {position} of {len(keys)} has other owners{layout} than "
+            f"{text}: key {position} of {len(keys)} has other owners{layout} than "
             "the first key; give the keys one hash tag, e.g. {user42}:a and {user42}:b",
-            command=name.upper(),
+            command=text,
         )
     return first
 

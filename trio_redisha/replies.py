@@ -11,7 +11,11 @@ __all__ = ["Replies"]
 
 
 class Replies(list[Any]):
-    """One entry per server, in the order the servers were given to the pool.
+    """One entry per server a call went to, in the order of :attr:`servers`.
+
+    Without placement that is every server, in the order they were given to
+    the pool; with placement (``replicas=N``), a keyed command's owners in
+    preference order, then any fallbacks and old owners it also went to.
 
     Each entry is the server's decoded reply, or an exception *instance* where the
     server gave none: :class:`~trio_redisha.ServerUnavailable`,

@@ -5,6 +5,13 @@ the connection (``BLPOP``) or changes its state for whoever comes next
 (``MULTI``, ``SELECT``, ``CLIENT REPLY OFF``) would corrupt it for everyone.
 The check runs before anything is encoded or sent, and reads the command name
 from any argument type the encoder accepts.
+
+The list is written out rather than derived from the command table's flags,
+because no flag means "unsafe on a shared connection": ``XREAD`` is flagged
+``blocking`` but blocks only with ``BLOCK`` (checked here), ``@connection``
+holds ``PING`` and ``ECHO``, and ``SELECT``, ``SWAPDB`` or ``CLIENT REPLY``
+carry no flag of their own. A test checks that every command the table flags
+``blocking`` or ``@transaction``, and every ``*SUBSCRIBE``, is in the list.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ outlives the pool.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import logging
 import math
 import secrets
@@ -36,6 +37,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from .._commands import COMMANDS as _COMMAND_TABLE
+from .._commands import CONTAINERS as _CONTAINERS
+from .._commands import REDIS_VERSION, command_info, command_keys
 from .._deadlines import GRANULARITY, Deadlines
 from .._util import open_owned_nursery
 from ..config import ServerSpec, parse_server
@@ -56,10 +60,19 @@ from ..exceptions import (
     ServerUnavailable,
 )
 from ..hlc import HybridLogicalClock
+from ..placement import (
+    Placement,
+    canonical_identity,
+    key_partition,
+    keys_partition,
+    read_targets,
+    write_targets,
+)
 from ..replies import Replies
-from ..resp import DEFAULT_LIMITS, Limits, encode_command
+from ..resp import DEFAULT_LIMITS, Limits, _arg_bytes, encode_command
 from ..scripts import Script
 from ._guard import check_command
+from ._hints import Hints
 from ._server import Server, ServerState, ServerStatus
 from ._stats import PoolStats
 from ._upkeep import (
@@ -77,6 +90,8 @@ if TYPE_CHECKING:
 __all__ = ["Pool", "open_pool"]
 
 logger = logging.getLogger("trio_redisha.pool")
+
+_UP: Final = ServerState.UP
 
 #: True in tasks started by Pool._start_background: their calls may still run
 #: while aclose() waits for them.
@@ -133,11 +148,42 @@ class Pool:
         ...
         await pool.aclose()
 
+    Placement: with ``replicas=None`` (the default) every command goes to every
+    server. With ``replicas=N`` each key lives on N of the servers, its *owners*
+    (:meth:`owners`, see :mod:`trio_redisha.placement`): a keyed command goes to
+    its keys' owners, a keyless one (``PING``, ``INFO``, ``FLUSHALL``...) to every
+    server, and a multi-key command whose keys do not share owners raises
+    :class:`~trio_redisha.CrossSlotError` before anything is sent. A write (any
+    keyed command Redis does not flag ``readonly``: ``EVAL`` may write) that finds
+    fewer than W owners usable goes on to the next usable servers of the key's
+    preference order (sloppy quorum); W is the call's ``quorum``, else the
+    pool's ``write_quorum``. A read goes to the owners, one usable fallback per
+    unusable owner, the fallbacks this pool wrote for the key and has not
+    handed back yet, and, with ``previous``, the key's owners in the old layout.
+    ``Replies`` has one entry per server the call went to, named in the same
+    order by ``Replies.servers``.
+
+    Server identity: two addresses are the same server when their canonical
+    identities (:func:`~trio_redisha.placement.canonical_identity`) are equal:
+    host lower-cased without a trailing dot, ``localhost`` as ``127.0.0.1``, IP
+    addresses in canonical form, port 6379 when none is given, database 0 when
+    none is given; the scheme, credentials and options are ignored. A server
+    given twice is refused, with or without placement, and placement draws
+    each server's weights from its identity, so every process computes the same
+    owners from the same servers in any order and spelling.
+
     Args:
         *servers: URLs (``redis://``, ``rediss://``, ``unix://``) or ``(host, port)``.
             Each server may be given once.
         timeout: Default per-command deadline, in seconds (at most ``stall_timeout``).
-        write_quorum: Acknowledgements a CRDT write needs by default.
+        write_quorum: Acknowledgements a write needs by default: a CRDT write's,
+            and with placement the W of the sloppy quorum (1..N).
+        replicas: ``None``: every key on every server. N (1 up to the number of
+            servers): each key on N of them.
+        previous: With ``replicas``, the servers of the layout being moved away
+            from (a migration): writes go to the new owners, reads also to the
+            old owners (with N, or all of them if fewer). Servers only in
+            ``previous`` are connected too and come after ``servers``.
         connect_timeout: Seconds allowed for a connect and its handshake.
         backoff_base: First reconnect delay bound, in seconds.
         backoff_cap: Largest reconnect delay bound, in seconds.
@@ -196,9 +242,21 @@ class Pool:
         use_hiredis: bool | None = None,
         connector: Connector | None = None,
         meter_provider: Any = None,
+        replicas: int | None = None,
+        previous: Sequence[str | tuple[str, int] | ServerSpec] = (),
     ) -> None:
         if not servers:
             raise ConfigurationError("a pool needs at least one server")
+        if replicas is not None:
+            _count("replicas", replicas, len(servers))
+        if isinstance(previous, (str, bytes)) or not isinstance(previous, Sequence):
+            raise ConfigurationError(
+                "previous must be a sequence of servers, e.g. previous=(url1, url2)"
+            )
+        if previous and replicas is None:
+            raise ConfigurationError(
+                "previous= needs replicas=N: without placement every key is on every server"
+            )
         stall_timeout = _positive("stall_timeout", stall_timeout)
         timeout = _positive("timeout", timeout)
         if timeout > stall_timeout:
@@ -215,9 +273,16 @@ class Pool:
             probe_interval = _positive("probe_interval", probe_interval)
         if not isinstance(trip_after, int) or isinstance(trip_after, bool) or trip_after < 1:
             raise ConfigurationError(f"trip_after must be an int >= 1, got {trip_after!r}")
-        _count("write_quorum", write_quorum, len(servers))
-        specs = [
-            parse_server(
+        if replicas is None:
+            _count("write_quorum", write_quorum, len(servers))
+        elif not isinstance(write_quorum, int) or not 1 <= write_quorum <= replicas:
+            raise ConfigurationError(
+                f"write_quorum must be an int in 1..{replicas} (replicas: the owners of a"
+                f" key), got {write_quorum!r}"
+            )
+
+        def parse(s: str | tuple[str, int] | ServerSpec) -> ServerSpec:
+            return parse_server(
                 s,
                 ssl_context=ssl_context,
                 password=password,
@@ -225,9 +290,28 @@ class Pool:
                 protocol=protocol,
                 client_name=client_name,
             )
-            for s in servers
-        ]
-        _check_distinct(specs)
+
+        specs = [parse(s) for s in servers]
+        idents = _check_distinct(specs)
+        self._placement: Placement | None = None
+        self._previous: Placement | None = None
+        #: The previous layout's server indices, as the pool's indices.
+        self._previous_index: tuple[int, ...] = ()
+        self._hints = Hints()
+        if replicas is not None:
+            self._placement = Placement(specs, replicas)
+            if previous:
+                old = [parse(s) for s in previous]
+                old_idents = _check_distinct(old)
+                self._previous = Placement(old, min(replicas, len(old)))
+                position = {ident: i for i, ident in enumerate(idents)}
+                index = []
+                for spec, ident in zip(old, old_idents, strict=True):
+                    if ident not in position:  # only in the old layout: connect too
+                        position[ident] = len(specs)
+                        specs.append(spec)
+                    index.append(position[ident])
+                self._previous_index = tuple(index)
         self._servers = [Server(i, spec) for i, spec in enumerate(specs)]
         self._labels = tuple(s.label for s in self._servers)
         self._all = tuple(range(len(specs)))
@@ -283,8 +367,38 @@ class Pool:
 
     @property
     def servers(self) -> tuple[str, ...]:
-        """The servers' URLs without credentials, in order."""
+        """The servers' URLs without credentials, in order (``previous``-only ones last)."""
         return self._labels
+
+    @property
+    def replicas(self) -> int | None:
+        """N, the servers that hold each key; ``None`` when every server holds every key."""
+        return None if self._placement is None else self._placement.replicas
+
+    @property
+    def placement(self) -> Placement | None:
+        """The layout keys are placed by (``None`` without placement)."""
+        return self._placement
+
+    @property
+    def previous(self) -> Placement | None:
+        """The layout being moved away from (``previous=``), if any."""
+        return self._previous
+
+    def owners(self, key: str | bytes) -> tuple[str, ...]:
+        """Return the labels of the key's owners, in preference order.
+
+        As in :attr:`Replies.servers <trio_redisha.Replies.servers>`. Every server
+        without placement. Hash tags count: ``{user42}:a`` and ``{user42}:b``
+        have the same owners.
+
+        Raises:
+            CommandEncodeError: The key is neither str nor bytes.
+        """
+        if self._placement is None:
+            return self._labels
+        labels = self._labels
+        return tuple(labels[i] for i in self._placement.owners(key))
 
     def status(self) -> list[ServerStatus]:
         """Return a health snapshot of every server, in order."""
@@ -421,13 +535,160 @@ class Pool:
 
     # -- commands
 
-    def targets(self, args: Sequence[Any]) -> tuple[int, ...]:
-        """The servers a command goes to: the one place that chooses them.
+    def targets(self, args: Sequence[Any], quorum: int | None = None) -> tuple[int, ...]:
+        """Return the servers (indices) a command goes to: the one place that chooses them.
 
-        Every server, today. A consistent-hash ring placing each key on N of M
-        servers would override this.
+        Every server without placement, or for a keyless command; otherwise the
+        keys' owners and the fallbacks the command needs now (see the class
+        notes). A write chosen here with fallbacks is recorded as a hint.
+
+        Raises:
+            CrossSlotError: The keys do not all share their owners.
+            UnsupportedCommand: With placement, the command's keys cannot be found.
+            ConfigurationError: ``quorum`` is above N.
         """
-        return self._all
+        placement = self._placement
+        if placement is None:
+            return self._all
+        # The common case, one fixed key (GET, SET, HSET...): a cached lookup,
+        # one CRC16, and a look at the owners' states.
+        name = args[0] if args else None
+        fast = _SINGLE_KEY.get(name) if type(name) is str or type(name) is bytes else None
+        if fast is None:
+            return self._targets_slow(args, quorum)
+        position, arity, readonly = fast
+        argc = len(args)
+        if position >= argc or (argc != arity if arity > 0 else argc < -arity):
+            return self._targets_slow(args, quorum)  # the slow path reports it
+        if quorum is not None:
+            _count("quorum", quorum, placement.replicas)
+        key = args[position]
+        kb = key if type(key) is bytes else _arg_bytes(position, key)
+        partition = key_partition(kb)
+        owners = placement._owners[partition]
+        servers = self._servers
+        if readonly:
+            if self._previous is None and not self._hints:
+                for i in owners:
+                    if servers[i].state is not _UP:
+                        break
+                else:
+                    return owners
+            return self._read_partition(partition, (kb,))
+        need = self.write_quorum if quorum is None else quorum
+        for i in owners:
+            if servers[i].state is _UP:
+                need -= 1
+        if need <= 0:
+            return owners
+        return self._write_partition(partition, (kb,), quorum)
+
+    def _targets_slow(self, args: Sequence[Any], quorum: int | None) -> tuple[int, ...]:
+        """:meth:`targets` for every command: keys from the key specs, cross-slot check."""
+        placement = self._placement
+        assert placement is not None
+        keys = command_keys(args)
+        if not keys:
+            return self._all
+        partition = keys_partition(placement, keys, args[0], self._previous)
+        if quorum is not None:
+            _count("quorum", quorum, placement.replicas)
+        if len(keys) == 1 and isinstance(args[0], (str, bytes)):
+            _remember_single_key(args[0])
+        if "readonly" in command_info(args).flags:
+            return self._read_partition(partition, keys)
+        return self._write_partition(partition, keys, quorum)
+
+    def _usable_flags(self) -> list[bool]:
+        """Whether each server can take a command now (or will, on its first connect)."""
+        early = self._nursery is not None and trio.current_time() < self._first_connect_until
+        return [
+            s.usable() is not None or (early and s.state is ServerState.CONNECTING)
+            for s in self._servers
+        ]
+
+    def _write_partition(
+        self, partition: int, keys: Sequence[bytes], quorum: int | None
+    ) -> tuple[int, ...]:
+        placement = self._placement
+        assert placement is not None
+        owners = placement._owners[partition]
+        need = self.write_quorum if quorum is None else quorum
+        servers = self._servers
+        if sum(1 for i in owners if servers[i].state is _UP) >= need:
+            return owners
+        chosen = write_targets(
+            placement.preference_of_partition(partition),
+            placement.replicas,
+            need,
+            self._usable_flags(),
+        )
+        if chosen.fallbacks:
+            self._hints.add(keys, partition, chosen.fallbacks)
+            self.stats.sloppy_writes += 1
+        return chosen.servers
+
+    def _read_partition(self, partition: int, keys: Sequence[bytes]) -> tuple[int, ...]:
+        placement = self._placement
+        assert placement is not None
+        owners = placement._owners[partition]
+        previous = self._previous
+        hints = self._hints
+        if not hints and previous is None:
+            servers = self._servers
+            if all(servers[i].usable() is not None for i in owners):
+                return owners
+        also: list[int] = []
+        if previous is not None:
+            index = self._previous_index
+            also.extend(index[i] for i in previous._owners[partition])
+        if hints:
+            also.extend(sorted(hints.servers(keys, partition)))
+        return read_targets(
+            placement.preference_of_partition(partition),
+            placement.replicas,
+            self._usable_flags(),
+            also,
+        ).servers
+
+    # -- for the CRDT layer and repair: server indices, not labels
+
+    def _read_targets(self, key: str | bytes) -> tuple[int, ...]:
+        """The servers (indices) a read of ``key`` goes to now (every server without placement)."""
+        if self._placement is None:
+            return self._all
+        kb = _arg_bytes(1, key)
+        return self._read_partition(self._placement.partition(kb), [kb])
+
+    def _write_targets(self, key: str | bytes, quorum: int | None = None) -> tuple[int, ...]:
+        """The servers (indices) a write of ``key`` needing ``quorum`` goes to now.
+
+        Records a hint when fallbacks are chosen, as :meth:`targets` does.
+
+        Raises:
+            ConfigurationError: ``quorum`` is out of 1..N.
+        """
+        if self._placement is None:
+            return self._all
+        if quorum is not None:
+            _count("quorum", quorum, self._placement.replicas)
+        kb = _arg_bytes(1, key)
+        return self._write_partition(self._placement.partition(kb), [kb], quorum)
+
+    def _owner_indices(self, key: str | bytes) -> tuple[int, ...]:
+        """The key's owners as indices, in preference order (every server without placement)."""
+        if self._placement is None:
+            return self._all
+        return self._placement.owners(_arg_bytes(1, key))
+
+    def _hinted(self, key: str | bytes) -> tuple[int, ...]:
+        """The fallbacks (indices) this pool wrote ``key`` to and has not handed back."""
+        kb = _arg_bytes(1, key)
+        return tuple(sorted(self._hints.servers([kb], Placement.partition(kb))))
+
+    def _handed_back(self, key: str | bytes, servers: Iterable[int] | None = None) -> None:
+        """Forget the hints of ``key`` (on ``servers`` only, if given): copies handed back."""
+        self._hints.handed_back(_arg_bytes(1, key), servers)
 
     async def execute(
         self,
@@ -437,14 +698,16 @@ class Pool:
         wait_for: int | None = None,
         decode: bool | None = None,
     ) -> Replies:
-        """Run one command on every server at once.
+        """Run one command on its servers at once: every server, or with placement its keys' owners.
 
         Args:
             *args: The command and its arguments (str, bytes, int, float).
             timeout: Deadline in seconds for this call (default: the pool's; at
                 most the pool's ``stall_timeout``).
             quorum: Raise :class:`QuorumError` if fewer servers succeed (1 up to
-                the number of servers).
+                the number of servers; with placement, up to N for a keyed
+                command, and a write goes to fallbacks when fewer than this many
+                owners are usable).
             wait_for: Hedged read: return as soon as this many servers (and at
                 least ``quorum``) replied successfully; the other replies still
                 arrive in the background and feed the health figures. Their
@@ -454,19 +717,23 @@ class Pool:
                 pool's ``decode_responses``; ``False`` for binary values).
 
         Returns:
-            One entry per server, in order: its reply, or an exception instance.
+            One entry per server the command went to (see :meth:`targets`), named
+            in the same order by ``Replies.servers``: its reply, or an exception
+            instance.
 
         Raises:
             QuorumError: ``quorum`` was given and not met.
+            CrossSlotError: With placement, the keys do not share their owners.
             ConfigurationError: ``timeout``, ``quorum`` or ``wait_for`` is out of range.
             CommandEncodeError: An argument cannot be sent.
-            UnsupportedCommand: The command blocks or changes connection state.
+            UnsupportedCommand: The command blocks or changes connection state;
+                with placement, also a command whose keys cannot be found.
             PoolClosed: The pool is closed.
         """
         check_command(args)
-        return await self._fanout(
-            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode, args[0]
-        )
+        data = encode_command(args)
+        targets = self._all if self._placement is None else self.targets(args, quorum)
+        return await self._fanout(data, targets, timeout, quorum, wait_for, decode, args[0])
 
     async def execute_on(
         self, servers: Sequence[int], *args: Any, timeout: float | None = None
@@ -498,8 +765,31 @@ class Pool:
 
         One round trip where the script is cached; servers answering
         ``NOSCRIPT`` get ``EVAL`` with the source, which caches it there.
+
+        Args:
+            script: The script.
+            keys: Its keys (``KEYS``).
+            args: Its other arguments (``ARGV``).
+            timeout: Deadline in seconds for this call.
+            quorum: Raise :class:`QuorumError` if fewer servers succeed.
+            servers: The servers to run on, by index. ``None``: every server
+                without placement or without keys; with placement, the keys'
+                owners as for a write (a script may write), with fallbacks.
+
+        Raises:
+            CrossSlotError: ``servers`` is None, and with placement the keys do
+                not share their owners; nothing is sent.
         """
-        targets = self._all if servers is None else self._check_indices(servers)
+        if servers is not None:
+            targets = self._check_indices(servers)
+        elif self._placement is None or not keys:
+            targets = self._all
+        else:
+            kb = [_arg_bytes(i, k) for i, k in enumerate(keys, start=3)]
+            partition = keys_partition(self._placement, kb, "EVALSHA", self._previous)
+            if quorum is not None:
+                _count("quorum", quorum, self._placement.replicas)
+            targets = self._write_partition(partition, kb, quorum)
         if quorum is not None:
             _count("quorum", quorum, len(targets))
         head: list[Any] = ["EVALSHA", script.sha, len(keys), *keys, *args]
@@ -738,32 +1028,132 @@ class Pool:
         return await self.execute("DEL", *keys, timeout=timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
-        """Any other command as a method, as in the seed: ``await pool.hset(k, f, v)``."""
-        if name.startswith("_") or not name.isidentifier():
-            raise AttributeError(name)
-        words = name.upper().split("_")
+        """Any other Redis command as a method, as in the seed: ``await pool.hset(k, f, v)``.
+
+        Only names of Redis's command table (:func:`command_method` maps them):
+        ``pool.hset`` is ``HSET``, ``pool.sort_ro`` is ``SORT_RO``, and a
+        container's subcommand joins the two names with an underscore:
+        ``pool.client_list()`` is ``CLIENT LIST``, ``pool.config_get("maxmemory")``
+        is ``CONFIG GET maxmemory``, ``pool.client_no_evict("on")`` is
+        ``CLIENT NO-EVICT on``. Any other name raises :class:`AttributeError`, so
+        a typo (``pool.pign``) fails at once and ``pool.close()`` is not sent to
+        Redis as a command (use :meth:`aclose`). A real command that cannot run
+        on shared connections (``pool.blpop``) raises :class:`UnsupportedCommand`
+        when called, as :meth:`execute` does.
+
+        Raises:
+            AttributeError: The name is no Redis command.
+        """
+        words = command_method(name)
+        if words is None:
+            raise AttributeError(_no_command(self, name), name=name, obj=self)
 
         async def command(
-            *args: Any, timeout: float | None = None, quorum: int | None = None
+            *args: Any,
+            timeout: float | None = None,
+            quorum: int | None = None,
+            wait_for: int | None = None,
+            decode: bool | None = None,
         ) -> Replies:
-            return await self.execute(*words, *args, timeout=timeout, quorum=quorum)
+            return await self.execute(
+                *words, *args, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+            )
 
         command.__name__ = name
+        command.__qualname__ = f"Pool.{name}"
+        command.__doc__ = f"Run ``{' '.join(words)}`` (see :meth:`Pool.execute`)."
         return command
 
 
-def _check_distinct(specs: Sequence[ServerSpec]) -> None:
-    """Refuse a server given twice: it would count twice towards every quorum."""
-    seen: dict[tuple[Any, ...], str] = {}
+def command_method(name: str) -> tuple[str, ...] | None:
+    """Map a method name to the Redis command words it runs, or None.
+
+    The name is lower case: a command's name (``hset``, ``sort_ro``), or a
+    container and its subcommand joined by ``_`` (``client_list``,
+    ``config_get``), where a ``-`` of the subcommand is written ``_``
+    (``client_no_evict``: ``CLIENT NO-EVICT``). A container alone
+    (``pool.client("LIST")``) is its command too.
+
+    Args:
+        name: An attribute name.
+
+    Returns:
+        The command's words (``("CLIENT", "LIST")``), or None when the name is
+        no command of Redis's table.
+    """
+    if not name.isidentifier() or name.startswith("_") or name != name.lower():
+        return None
+    if name in _COMMAND_TABLE:
+        return (name.upper(),)
+    head, _, sub = name.partition("_")
+    if sub and head in _CONTAINERS:
+        for candidate in (sub, sub.replace("_", "-")):
+            if f"{head}|{candidate}" in _COMMAND_TABLE:
+                return (head.upper(), candidate.upper())
+    dashed = name.replace("_", "-")
+    if dashed in _COMMAND_TABLE and "|" not in dashed:
+        return (dashed.upper(),)
+    return None
+
+
+def _method_names() -> list[str]:
+    return [n.replace("|", "_").replace("-", "_") for n in _COMMAND_TABLE]
+
+
+def _no_command(pool: Pool, name: str) -> str:
+    """A helpful AttributeError message for a name that is no Redis command."""
+    text = f"'Pool' object has no attribute {name!r}"
+    if name.startswith("_") or not name.isidentifier():
+        return text
+    if name == "close":
+        return text + ": to close the pool, use 'await pool.aclose()'"
+    if name != name.lower() and command_method(name.lower()) is not None:
+        return text + f": command methods are lower case, 'pool.{name.lower()}'"
+    names = {n for n in dir(pool) if not n.startswith("_")}.union(_method_names())
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"{text} (not a Redis {REDIS_VERSION} command; a subcommand is written"
+        f" container_sub, as pool.client_list()){hint}"
+    )
+
+
+#: Routing facts of commands with one fixed key, by the name as given (``"SET"``,
+#: ``b"get"``): (the key's position, arity, readonly). Filled on first use by
+#: the slow path; bounded, since a name may be spelled in many cases.
+_SINGLE_KEY: dict[str | bytes, tuple[int, int, bool]] = {}
+_SINGLE_KEY_MAX: Final = 4096
+
+
+def _remember_single_key(name: str | bytes) -> None:
+    lower = (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+    info = _COMMAND_TABLE.get(lower)
+    if info is None or lower in _CONTAINERS or not info.single_key:
+        return
+    if len(_SINGLE_KEY) < _SINGLE_KEY_MAX:
+        _SINGLE_KEY[name] = (info.single_key, info.arity, "readonly" in info.flags)
+
+
+def _check_distinct(specs: Sequence[ServerSpec]) -> list[str]:
+    """Refuse a server given twice: it would count twice towards every quorum.
+
+    Servers are compared by their canonical identity, the one placement uses.
+
+    Returns:
+        Each server's identity, in order.
+    """
+    seen: dict[str, str] = {}
+    idents = []
     for spec in specs:
-        host = spec.host.lower().rstrip(".") if spec.host is not None else None
-        place = (host, spec.port, spec.path, spec.db)
-        if place in seen:
+        ident = canonical_identity(spec)
+        if ident in seen:
             raise ConfigurationError(
-                f"server {spec.label} is given twice (as {seen[place]} too): each server"
-                " may appear once, or it would count twice towards every quorum"
+                f"server {spec.label} is given twice (as {seen[ident]} too, both {ident}):"
+                " each server may appear once, or it would count twice towards every quorum"
             )
-        seen[place] = spec.label
+        seen[ident] = spec.label
+        idents.append(ident)
+    return idents
 
 
 @asynccontextmanager
@@ -773,6 +1163,8 @@ async def open_pool(
     **options: Any,
 ) -> AsyncIterator[Pool]:
     """Open a pool over several Redis servers; every command runs on all of them.
+
+    With ``replicas=N``, each key lives on N of them instead (see :class:`Pool`).
 
     Entering never waits for a server: one not connected yet counts as
     unavailable. Leaving waits (bounded) for started read repairs, then cancels
@@ -786,7 +1178,9 @@ async def open_pool(
     Args:
         *servers: URLs in redis-py's syntax or ``(host, port)`` tuples.
         timeout: Default per-command deadline, in seconds.
-        **options: See :class:`Pool`.
+        **options: See :class:`Pool`: among them ``replicas`` (``None``: every
+            key on every server; N: each key on N of them) and ``previous``
+            (with ``replicas``, the servers of the layout being moved away from).
     """
     pool = Pool(*servers, timeout=timeout, **options)
     async with open_owned_nursery() as nursery:

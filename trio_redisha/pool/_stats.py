@@ -22,6 +22,7 @@ class PoolStats:
         replicas_divergent: Replicas a CRDT read found behind the merged state.
         repair_keys_walked: Keys the anti-entropy walker looked at.
         repair_keys_repaired: Keys it had to write back.
+        sloppy_writes: Writes that went to fallback servers (placement, owners down).
     """
 
     __slots__ = (
@@ -32,6 +33,7 @@ class PoolStats:
         "replicas_divergent",
         "replies_expected",
         "replies_received",
+        "sloppy_writes",
     )
 
     def __init__(self) -> None:
@@ -42,6 +44,7 @@ class PoolStats:
         self.replicas_divergent = 0
         self.repair_keys_walked = 0
         self.repair_keys_repaired = 0
+        self.sloppy_writes = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in sorted(self.__slots__))
