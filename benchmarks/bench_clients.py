@@ -1,6 +1,6 @@
 """trio-redisha against the Python Redis clients a trio user would pick instead.
 
-One run starts its own throwaway ``redis-server`` processes (see ``_servers.py``)
+One run starts its own throwaway ``redis-server`` processes (with ``trio_redisha.testing``)
 and measures, for every client, in the same run and against the same servers:
 
 * sequential GET latency: one task, one GET after the other (us/op);
@@ -51,10 +51,16 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _servers import RedisServer, find_redis_server, is_interrupt, redis_servers, server_version
+from _common import bench_servers, is_interrupt
 
 import trio_redisha
 from trio_redisha.resp import encode_command, make_parser
+from trio_redisha.testing import (
+    RedisServer,
+    RedisServerNotFoundError,
+    find_redis_server,
+    redis_server_version,
+)
 
 KEY = "bench:key"
 VALUE = b"v" * 16
@@ -773,14 +779,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config.make(args.quick, args.rounds)
     only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
 
-    exe = find_redis_server()
-    if exe is None:
-        print("redis-server not found: apt-get install redis-server", file=sys.stderr)
+    try:
+        exe = find_redis_server()
+    except RedisServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 1
 
     rows = [r for r in make_rows() if _selected(r.key, only)]
     started = time.perf_counter()
-    with redis_servers(FANOUT, exe) as servers:
+    with bench_servers(FANOUT, exe) as servers:
         urls = [s.url for s in servers]
         for s in servers:
             s.command("SET", KEY, VALUE)
@@ -793,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("# bench_clients: GET on loopback, same run, same servers")
         print(
             f"Python {platform.python_version()}, trio {trio.__version__}, "
-            f"trio-redisha {trio_redisha.__version__}, redis-server {server_version(exe)}, "
+            f"trio-redisha {trio_redisha.__version__}, redis-server {redis_server_version(exe)}, "
             f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start; "
             f"{'quick' if cfg.quick else 'full'} run: {cfg.rounds} interleaved rounds, "
             f"{cfg.seq_ops} sequential GETs and {cfg.tasks}x{cfg.per_task} concurrent GETs "

@@ -1,6 +1,6 @@
 """The price of high availability: trio-redisha's CRDTs against bare Redis commands.
 
-One run starts its own throwaway ``redis-server`` processes (see ``_servers.py``)
+One run starts its own throwaway ``redis-server`` processes (with ``trio_redisha.testing``)
 and measures, in the same run:
 
 * the CRDTs over a pool of 3 servers: ``Counter.incr``, ``Set.add``,
@@ -37,9 +37,14 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _servers import find_redis_server, is_interrupt, redis_servers, server_version
+from _common import bench_servers, is_interrupt
 
 import trio_redisha
+from trio_redisha.testing import (
+    RedisServerNotFoundError,
+    find_redis_server,
+    redis_server_version,
+)
 
 SERVERS = 3
 SET_SIZE = 1000
@@ -327,9 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds must be >= 1")
     cfg = Config.make(args.quick, args.rounds)
 
-    exe = find_redis_server()
-    if exe is None:
-        print("redis-server not found: apt-get install redis-server", file=sys.stderr)
+    try:
+        exe = find_redis_server()
+    except RedisServerNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 1
     classes = _crdt_classes()
     crdt_missing = classes if isinstance(classes, str) else None
@@ -341,13 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bare_missing = None
 
     started = time.perf_counter()
-    with redis_servers(SERVERS, exe) as servers:
+    with bench_servers(SERVERS, exe) as servers:
         urls = [s.url for s in servers]
         load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_crdt: the price of high availability")
         print(
             f"Python {platform.python_version()}, trio {trio.__version__}, "
-            f"redis-server {server_version(exe)}, {os.cpu_count()} CPUs, load average "
+            f"redis-server {redis_server_version(exe)}, {os.cpu_count()} CPUs, load average "
             f"{load[0]:.2f} at start; {'quick' if cfg.quick else 'full'} run: {cfg.rounds} "
             f"interleaved rounds, {cfg.seq_ops} sequential ops and {cfg.tasks}x{cfg.per_task} "
             "concurrent ops per op and round; figures are medians over rounds.\n",

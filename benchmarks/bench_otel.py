@@ -25,7 +25,7 @@ import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _servers import redis_servers
+from _common import bench_servers
 
 import trio_redisha
 
@@ -66,7 +66,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 7)
     n = 1000 if args.quick else 4000
     results: dict[str, list[float]] = {}
-    with redis_servers(3) as servers:
+    with bench_servers(3) as servers:
         urls = [s.url for s in servers]
         for _ in range(rounds):
             for name, value in trio.run(one_round, urls, n).items():

@@ -44,7 +44,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import redis_servers
+from _common import bench_servers
 
 from trio_redisha import Pool, Replies, open_pool
 from trio_redisha.pool._guard import check_command
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args(argv)
     rounds, n_seq, n_conc = (3, 1000, 2500) if options.quick else (7, 3000, 10_000)
-    with redis_servers(9) as servers:
+    with bench_servers(9) as servers:
         trio.run(run, [s.url for s in servers], rounds, n_seq, n_conc)
 
 

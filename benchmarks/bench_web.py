@@ -32,8 +32,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +48,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
-from _servers import RedisServer, find_redis_server, redis_servers, server_version  # noqa: E402
+from _common import bench_servers  # noqa: E402
+
+from trio_redisha.testing import RedisServer, free_port, redis_server_version  # noqa: E402
 
 MODES = ("trio-redisha", "starsessions+RedisHAStore", "starsessions+RedisStore")
 #: Mode -> (servers, whether one is killed during the load).
@@ -147,17 +147,10 @@ def serve_app(mode: str, port: int, urls: Sequence[str]) -> None:
 # -- the load side
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def app_process(mode: str, urls: Sequence[str]) -> Iterator[str]:
     """Run the app in a child process; yield its base URL once it listens."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--serve", mode, "--port", str(port), *urls],
         stdout=subprocess.PIPE,
@@ -234,8 +227,7 @@ async def drive(base: str, servers: list[RedisServer], kill: bool) -> Result:
 
         async def killer() -> None:
             await third.wait()
-            assert servers[0].proc is not None
-            os.kill(servers[0].proc.pid, signal.SIGKILL)
+            await servers[0].akill()
 
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -264,7 +256,7 @@ async def drive(base: str, servers: list[RedisServer], kill: bool) -> Result:
 
 def run_round(mode: str) -> Result:
     n, kill = SETUP[mode]
-    with redis_servers(n) as servers, app_process(mode, [s.url for s in servers]) as base:
+    with bench_servers(n) as servers, app_process(mode, [s.url for s in servers]) as base:
         return trio.run(drive, base, servers, kill)
 
 
@@ -279,13 +271,12 @@ def _q(samples: list[float], q: float) -> float:
 
 
 def report(figures: Figures, rounds: int) -> None:
-    exe = find_redis_server() or "redis-server"
     print(
         f"\n{REQUESTS} concurrent POST /api/notes over {SESSIONS} shared sessions, "
         f"each adding its own field; median of {rounds} interleaved round(s)"
     )
     print(
-        f"Python {platform.python_version()}, redis-server {server_version(exe)}, "
+        f"Python {platform.python_version()}, redis-server {redis_server_version()}, "
         f"{os.cpu_count()} CPUs; app and load generator in separate processes\n"
     )
     head = (

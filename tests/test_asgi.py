@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import fastapi
@@ -25,14 +26,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import trio_redisha
+from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
+from tests.harness.helpers import FAST
 from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
-from tests.harness.redis_server import RedisServer
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.asgi import SessionMiddleware, rotate_session
+from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "sid"
+
+
+client_with = partial(asgi_server.client_with, cookie=COOKIE)
+sid_of = partial(asgi_server.sid_of, cookie=COOKIE)
 
 
 async def show(request: Request) -> Response:
@@ -96,19 +102,6 @@ async def serving(
         store = SessionStore(pool)
         async with serve_asgi(starlette_app(store, **options)) as base:
             yield base, store
-
-
-def client_with(base: str, sid: str) -> httpx.AsyncClient:
-    """A client holding the cookie ``sid`` for the app's host, as if the app had set it."""
-    client = httpx.AsyncClient(base_url=base)
-    client.cookies.set(COOKIE, sid, domain="127.0.0.1")
-    return client
-
-
-def sid_of(client: httpx.AsyncClient) -> str:
-    sid = client.cookies.get(COOKIE)
-    assert isinstance(sid, str) and SessionStore.is_valid_id(sid), sid
-    return sid
 
 
 async def test_cookie_flags_are_safe_by_default(redis_servers: list[RedisServer]) -> None:

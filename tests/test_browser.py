@@ -25,14 +25,14 @@ import pytest
 import trio
 
 from examples import notes
-from tests.harness.redis_server import RedisServer
+from tests.harness.helpers import FAST
+from trio_redisha.testing import RedisServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 T = TypeVar("T")
 
 

@@ -73,14 +73,15 @@ import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, ProxyMode, open_fault_proxy
-from tests.harness.redis_server import (
+from tests.harness.helpers import wait_until
+from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.crdt import context_for
+from trio_redisha.testing import (
     RawConnection,
     RedisServer,
     decode_reply,
     open_raw_connection,
 )
-from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
-from trio_redisha.crdt import context_for
 
 
 def _env_seconds() -> float:
@@ -246,16 +247,6 @@ class Stats:
     keys_behind: int = 0  #: keys a pass found behind on some server
     rereads: int = 0  #: keys a pass had to read again before every server caught up
     longest_pass: float = 0.0
-
-
-async def eventually(check: Callable[[], bool], seconds: float, what: Callable[[], str]) -> None:
-    """Poll ``check`` until true; fail after ``seconds``."""
-    with trio.move_on_after(seconds):
-        while True:
-            if check():
-                return
-            await trio.sleep(POLL)
-    pytest.fail(f"timed out after {seconds} s waiting for {what()}")
 
 
 def read_key(pool: Pool, key: str) -> Awaitable[object]:
@@ -490,10 +481,10 @@ class Chaos:
 
     async def all_available(self) -> None:
         """Wait until every pool sends commands to every server again."""
-        await eventually(
+        await wait_until(
             lambda: all(st.available for pool in self.pools for st in pool.status()),
             HEAL_DEADLINE,
-            lambda: f"every server to be used again after healing: {self.pools}",
+            what=lambda: f"every server to be used again after healing: {self.pools}",
         )
 
     async def refill_pass(self) -> None:
@@ -731,10 +722,10 @@ async def test_crdts_converge_under_chaos(redis_servers: list[RedisServer]) -> N
         # should wait for the repairs it started.
         final: dict[str, object] = {}
         async with trio_redisha.open_pool(*(s.url for s in redis_servers), timeout=2.0) as pool:
-            await eventually(
+            await wait_until(
                 lambda: pool.available == len(redis_servers),
                 HEAL_DEADLINE,
-                lambda: f"the fresh pool to connect: {pool}",
+                what=lambda: f"the fresh pool to connect: {pool}",
             )
             for key in ALL_KEYS:
                 final[key] = await read_key(pool, key)

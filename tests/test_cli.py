@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import trio
 
-from tests.harness.redis_server import RedisServer, decode_reply
+from tests.harness.helpers import hash_of
 from trio_redisha import cli, open_pool
 from trio_redisha._demo import run_demo
 from trio_redisha.cli import format_reply, main
 from trio_redisha.crdt import Counter, HashMap, Set
+from trio_redisha.testing import RedisServer, decode_reply, pid_alive
 
 #: Deadline given to the commands: small, since every server here is local.
 TIMEOUT = "0.5"
@@ -360,12 +361,6 @@ async def read_crdt_keys(url: str, keys: list[str]) -> dict[str, Any]:
     return got
 
 
-def hash_of(server: RedisServer, key: str) -> dict[bytes, bytes]:
-    reply = decode_reply(server.command("HGETALL", key))
-    assert isinstance(reply, list)
-    return dict(zip(reply[0::2], reply[1::2], strict=True))
-
-
 def test_repair_refills_a_server_restarted_empty(
     redis_servers: list[RedisServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -447,14 +442,6 @@ def redis_processes_in(directory: str) -> list[int]:
         if cwd.startswith(directory + os.sep) and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 async def test_demo_workload_loses_no_acknowledged_write() -> None:

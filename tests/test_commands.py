@@ -9,7 +9,6 @@ server says the arguments leave the keys undefined.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,15 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.redis_server import (
-    RedisServer,
-    RespError,
-    decode_reply,
-    encode_command,
-    find_redis_server,
-    reply_end,
-)
-from trio_redisha import CommandEncodeError, UnsupportedCommand
+from tests.harness.helpers import BlockingClient
+from trio_redisha import CommandEncodeError, ReplyError, UnsupportedCommand
 from trio_redisha._command_table import COMMANDS as RAW_TABLE
 from trio_redisha._commands import (
     COMMANDS,
@@ -34,35 +26,17 @@ from trio_redisha._commands import (
     command_info,
     command_keys,
 )
-
-
-class _Client:
-    """One blocking connection kept open for many COMMAND GETKEYS calls."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.buf = b""
-
-    def call(self, *args: bytes | str | int) -> Any:
-        self.sock.sendall(encode_command(*args))
-        while True:
-            end = reply_end(self.buf)
-            if end is not None:
-                raw, self.buf = self.buf[:end], self.buf[end:]
-                return decode_reply(raw)
-            chunk = self.sock.recv(1 << 20)
-            assert chunk, "server closed the connection"
-            self.buf += chunk
-
-    def close(self) -> None:
-        self.sock.close()
+from trio_redisha.testing import (
+    RedisServer,
+    find_redis_server,
+)
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[_Client]:
+def client() -> Iterator[BlockingClient]:
     server = RedisServer(executable=find_redis_server())
     server.start()
-    c = _Client(server)
+    c = BlockingClient(server)
     try:
         yield c
     finally:
@@ -85,10 +59,10 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 NO_KEYS: list[bytes] = []
 
 
-def server_keys(client: _Client, args: Sequence[bytes]) -> list[bytes] | None:
+def server_keys(client: BlockingClient, args: Sequence[bytes]) -> list[bytes] | None:
     """The server's keys for ``args``: a list, NO_KEYS when keyless, None when it refuses."""
     reply = client.call("COMMAND", "GETKEYS", *args)
-    if isinstance(reply, RespError):
+    if isinstance(reply, ReplyError):
         text = str(reply)
         if "has no key arguments" in text:
             return NO_KEYS
@@ -108,7 +82,7 @@ def ours(args: Sequence[bytes]) -> list[bytes] | None:
         return None
 
 
-def check(client: _Client, args: Sequence[bytes]) -> None:
+def check(client: BlockingClient, args: Sequence[bytes]) -> None:
     if len(args) < 2:  # COMMAND GETKEYS needs the name and one argument
         return
     theirs = server_keys(client, args)
@@ -125,7 +99,7 @@ def check(client: _Client, args: Sequence[bytes]) -> None:
 # ------------------------------------------------------------------ the table
 
 
-def test_table_lists_every_command_of_the_server(client: _Client) -> None:
+def test_table_lists_every_command_of_the_server(client: BlockingClient) -> None:
     version = _text(client.call("INFO", "server"))
     if f"redis_version:{REDIS_VERSION}" not in version:
         pytest.skip(f"the table is from Redis {REDIS_VERSION}; this server differs")
@@ -225,7 +199,9 @@ CASES: list[tuple[list[Any], list[bytes] | None]] = [
 
 
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=lambda v: repr(v)[:60])
-def test_known_shapes(client: _Client, args: list[Any], expected: list[bytes] | None) -> None:
+def test_known_shapes(
+    client: BlockingClient, args: list[Any], expected: list[bytes] | None
+) -> None:
     encoded = [a if isinstance(a, bytes) else str(a).encode() for a in args]
     assert ours(args) == expected
     if len(encoded) >= 2:
@@ -270,7 +246,7 @@ VALUES = st.one_of(
 )
 
 
-def _docs(client: _Client) -> dict[str, list[Any]]:
+def _docs(client: BlockingClient) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     docs = _text(client.call("COMMAND", "DOCS"))
     for i in range(0, len(docs), 2):
@@ -284,7 +260,7 @@ def _docs(client: _Client) -> dict[str, list[Any]]:
 _DOCS_CACHE: dict[str, list[Any]] = {}
 
 
-def docs_for(client: _Client, name: str) -> list[Any]:
+def docs_for(client: BlockingClient, name: str) -> list[Any]:
     if not _DOCS_CACHE:
         _DOCS_CACHE.update(_docs(client))
     return _DOCS_CACHE[name]
@@ -333,7 +309,7 @@ KEYED = sorted(n for n, info in COMMANDS.items() if info.has_keys)
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_docs_shaped_arguments_match_getkeys(
-    client: _Client, name: str, data: st.DataObject
+    client: BlockingClient, name: str, data: st.DataObject
 ) -> None:
     args = data.draw(docs_shaped(name, docs_for(client, name)))
     check(client, args)
@@ -344,7 +320,9 @@ NAMES = sorted(COMMANDS)
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(NAMES), tail=st.lists(VALUES, max_size=9))
-def test_arbitrary_arguments_match_getkeys(client: _Client, name: str, tail: list[bytes]) -> None:
+def test_arbitrary_arguments_match_getkeys(
+    client: BlockingClient, name: str, tail: list[bytes]
+) -> None:
     check(client, [p.encode() for p in name.split("|")] + tail)
 
 

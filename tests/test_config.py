@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.harness.helpers import error_text
 from trio_redisha import ConfigurationError, ServerSpec, parse_server
 from trio_redisha.config import DEFAULT_PORT
 
@@ -18,21 +19,11 @@ from trio_redisha.config import DEFAULT_PORT
 SECRET = "Xq7-SuperSecret-9Zk"
 
 
-def _error_text(exc: BaseException) -> str:
-    """Everything a user could see of an exception: message, repr, args, chained causes."""
-    parts = [str(exc), repr(exc), *map(str, exc.args)]
-    # What a traceback shows: the cause, and the context unless ``from None`` hid it.
-    linked = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if linked is not None:
-        parts.append(_error_text(linked))
-    return "\n".join(parts)
-
-
 def _config_error(url: str) -> str:
     with pytest.raises(ConfigurationError) as info:
         parse_server(url)
     assert isinstance(info.value, ValueError)  # ConfigurationError is also a ValueError
-    return _error_text(info.value)
+    return error_text(info.value)
 
 
 # --------------------------------------------------------------------------- schemes
@@ -350,7 +341,7 @@ def test_unescaped_special_characters_in_password_never_leak(sep: str) -> None:
         try:
             spec = parse_server(url)
         except ConfigurationError as exc:
-            text = _error_text(exc)
+            text = error_text(exc)
             assert first not in text and second not in text, text
         else:
             for shown in (repr(spec), spec.label):
@@ -370,8 +361,8 @@ def test_percent_encoded_password_round_trips_and_stays_hidden(
     url = f"redis://{user}:{quote(marked, safe='')}@127.0.0.1:6400/2?bogus_option=1"
     with pytest.raises(ConfigurationError) as info:
         parse_server(url)
-    assert marked not in _error_text(info.value)
-    assert quote(marked, safe="") not in _error_text(info.value)
+    assert marked not in error_text(info.value)
+    assert quote(marked, safe="") not in error_text(info.value)
     spec = parse_server(url.replace("?bogus_option=1", ""))
     assert spec.password == marked
     assert spec.username == (username or None)

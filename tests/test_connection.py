@@ -22,6 +22,7 @@ import trio.testing
 import trustme
 
 from tests.conftest import RedisFactory
+from tests.harness.helpers import error_text, wait_until
 from tests.harness.hostile import (
     HostileConnection,
     answer_handshake,
@@ -30,7 +31,6 @@ from tests.harness.hostile import (
     reply_with,
 )
 from tests.harness.memory_server import MemoryServer
-from tests.harness.redis_server import RedisServer, decode_reply, free_port, open_raw_connection
 from tests.harness.tls import TLSFiles
 from trio_redisha import (
     AuthenticationError,
@@ -46,6 +46,7 @@ from trio_redisha import (
     parse_server,
 )
 from trio_redisha.connection import _Transport
+from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
 #: Upper bound for anything that should happen "promptly"; generous for a loaded CI box.
 PROMPT = 3.0
@@ -53,14 +54,6 @@ SECRET = "Pw-Distinctive-8Jq2"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` every 2 ms until it holds; TooSlowError after ``timeout``."""
-    with trio.fail_after(timeout):
-        # The state polled lives in plain attributes with no event to wait on.
-        while not predicate():  # noqa: ASYNC110
-            await trio.sleep(0.002)
 
 
 async def run_many(fn: Callable[[int], Awaitable[None]], n: int) -> None:
@@ -104,11 +97,6 @@ async def wait_for_no_clients(server: RedisServer, timeout: float = 5.0) -> None
     with trio.fail_after(timeout):
         while await other_clients(server):  # noqa: ASYNC110 - state lives in the server
             await trio.sleep(0.01)
-
-
-def error_text(exc: BaseException) -> str:
-    """Everything a user could see of an exception."""
-    return f"{exc}\n{exc!r}\n{exc.args!r}\n{exc.__cause__!r}"
 
 
 # --------------------------------------------------------------------------- basics

@@ -15,15 +15,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
-import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer, decode_reply
+from tests.harness.helpers import FAST, eventually
 from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
-
-DEADLINE = 5.0
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+from trio_redisha.testing import RedisServer, decode_reply
 
 
 class Cluster:
@@ -68,19 +65,6 @@ async def alone(server: RedisServer) -> AsyncIterator[Pool]:
     """A pool on one server only (no proxy): what that server holds by itself."""
     async with trio_redisha.open_pool(server.url, **FAST) as pool:
         yield pool
-
-
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    """Poll ``check`` (sync or async) until true; fail after DEADLINE seconds."""
-    with trio.move_on_after(DEADLINE):
-        while True:
-            result = check()
-            if isinstance(result, Awaitable):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def values_alone(

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.redis_server import RedisServer, decode_reply
+from tests.harness.helpers import command_calls, eventually, pttls, raw_hash
 from trio_redisha import (
     CodecError,
     ConfigurationError,
@@ -38,8 +38,7 @@ from trio_redisha.crdt import (
     detect_type,
     repair_key,
 )
-
-DEADLINE = 5.0
+from trio_redisha.testing import RedisServer, decode_reply
 
 
 @asynccontextmanager
@@ -49,33 +48,6 @@ async def pool_on(*servers: RedisServer, **options: Any) -> AsyncIterator[Pool]:
     options.setdefault("connect_timeout", 0.5)
     async with trio_redisha.open_pool(*(s.url for s in servers), **options) as pool:
         yield pool
-
-
-async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
-    flat = decode_reply(await server.acommand("HGETALL", key))
-    assert isinstance(flat, list)
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until true, failing after DEADLINE seconds."""
-    with trio.move_on_after(DEADLINE):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-async def evalsha_calls(server: RedisServer) -> int:
-    """Scripts run so far (EVALSHA + EVAL): how many writes and repairs it got."""
-    info = decode_reply(await server.acommand("INFO", "commandstats"))
-    assert isinstance(info, bytes)
-    n = 0
-    for line in info.decode().splitlines():
-        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
-            n += int(line.split("calls=", 1)[1].split(",", 1)[0])
-    return n
 
 
 # --- the seed's examples --------------------------------------------------------
@@ -320,10 +292,6 @@ async def test_quorums(redis_servers: list[RedisServer]) -> None:
 # --- TTL ---------------------------------------------------------------------------
 
 
-async def pttls(servers: list[RedisServer], key: str) -> list[int]:
-    return [int(decode_reply(await s.acommand("PTTL", key))) for s in servers]  # type: ignore[call-overload]
-
-
 async def test_ttl_set_and_refreshed(redis_servers: list[RedisServer]) -> None:
     async with pool_on(*redis_servers) as pool:
         objs: list[tuple[str, Callable[[], Awaitable[None]]]] = []
@@ -446,14 +414,14 @@ async def test_agreeing_replicas_trigger_no_repair(redis_servers: list[RedisServ
         await m.delete("b")
         await s.add("x")
         await s.rem("y")
-        before = [await evalsha_calls(srv) for srv in redis_servers]
+        before = [await command_calls(srv, "evalsha", "eval") for srv in redis_servers]
         for _ in range(20):
             await ctr.get()
             await m.get()
             await s.get()
             assert await repair_key(pool, "m") is False
     # aclose waited for any background repair: there was none.
-    assert [await evalsha_calls(srv) for srv in redis_servers] == before
+    assert [await command_calls(srv, "evalsha", "eval") for srv in redis_servers] == before
 
 
 async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:
@@ -463,9 +431,9 @@ async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:
         # Take the only token; the server behind stays behind until the next one.
         assert context_for(pool).repair_allowed()
         await redis_servers[2].acommand("DEL", "c")
-        before = await evalsha_calls(redis_servers[2])
+        before = await command_calls(redis_servers[2], "evalsha", "eval")
         assert await ctr.get() == 1
-        assert await evalsha_calls(redis_servers[2]) == before
+        assert await command_calls(redis_servers[2], "evalsha", "eval") == before
 
 
 async def test_tombstones_are_purged_after_the_grace(redis_servers: list[RedisServer]) -> None:

@@ -15,14 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.harness.redis_server import (
-    Arg,
-    RedisServer,
-    RespError,
-    decode_reply,
-    encode_command,
-    reply_end,
-)
+from trio_redisha import ReplyError
 from trio_redisha.crdt._scripts import COUNTER_MERGE, FOREIGN_CODE, LWW_MERGE, PURGE
 from trio_redisha.crdt._state import Entry
 from trio_redisha.crdt._storage import (
@@ -33,6 +26,13 @@ from trio_redisha.crdt._storage import (
     apply_lww_fields,
 )
 from trio_redisha.scripts import Script
+from trio_redisha.testing import (
+    Arg,
+    RedisServer,
+    decode_reply,
+    encode_command,
+    reply_end,
+)
 
 
 class Client:
@@ -229,7 +229,7 @@ def test_foreign_value_is_refused_and_left_untouched(
     client("PEXPIRE", KEY, 100_000)
     before = client("DUMP", KEY)
     reply = client.script(script, KEY, *args)
-    assert isinstance(reply, RespError)
+    assert isinstance(reply, ReplyError)
     assert str(reply).startswith(FOREIGN_CODE + " ")
     assert client("DUMP", KEY) == before
     assert 0 < client("PTTL", KEY) <= 100_000
@@ -238,7 +238,7 @@ def test_foreign_value_is_refused_and_left_untouched(
 def test_other_types_marker_is_foreign(client: Client) -> None:
     client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"1:a:+1")
     reply = client.script(LWW_MERGE, KEY, b"set:1", 0, b"m:a", b"1:a:+")
-    assert isinstance(reply, RespError)
+    assert isinstance(reply, ReplyError)
     assert "map:1" in str(reply)
 
 

@@ -21,12 +21,17 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.redis_server import RedisServer, decode_reply
+from tests.harness import asgi_server
+from tests.harness.helpers import FAST
 from trio_redisha import SessionStore
 from trio_redisha.crdt import MARKER_FIELD
+from trio_redisha.testing import RedisServer, decode_reply
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "session_app.py"
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+
+
+client_with = partial(asgi_server.client_with, cookie="sid")
+sid_of = partial(asgi_server.sid_of, cookie="sid")
 
 
 def load_example() -> ModuleType:
@@ -53,19 +58,6 @@ async def running_app(servers: list[RedisServer]) -> AsyncIterator[str]:
             yield binds[0]
         finally:
             nursery.cancel_scope.cancel()
-
-
-def client_with(base: str, sid: str) -> httpx.AsyncClient:
-    """A browser holding the cookie ``sid`` (for the app's host, as if set by it)."""
-    client = httpx.AsyncClient(base_url=base)
-    client.cookies.set("sid", sid, domain="127.0.0.1")
-    return client
-
-
-def sid_of(client: httpx.AsyncClient) -> str:
-    sid = client.cookies.get("sid")
-    assert isinstance(sid, str) and SessionStore.is_valid_id(sid)
-    return sid
 
 
 async def browse(

@@ -15,9 +15,11 @@ import httpx
 import trio
 
 from examples import notes
-from tests.harness.redis_server import RedisServer
+from tests.harness import asgi_server
+from tests.harness.helpers import FAST
+from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+tab = partial(asgi_server.client_with, cookie=notes.COOKIE_NAME)
 
 
 @asynccontextmanager
@@ -36,12 +38,6 @@ async def running_notes(servers: list[RedisServer]) -> AsyncIterator[str]:
             yield binds[0]
         finally:
             nursery.cancel_scope.cancel()
-
-
-def tab(base: str, sid: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=base)
-    client.cookies.set(notes.COOKIE_NAME, sid, domain="127.0.0.1")
-    return client
 
 
 async def test_notes_app(redis_servers: list[RedisServer]) -> None:

@@ -1,12 +1,11 @@
-"""Tests of the test harness itself: servers, fault proxy, hostile server, TLS."""
+"""Tests of the test harness itself: fault proxy, hostile server, TLS.
+
+The server manager, ``trio_redisha.testing``, has its own tests in test_testing.py.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
 import trio
@@ -14,9 +13,8 @@ import trio.lowlevel
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import RedisFactory
-from tests.harness import redis_server as redis_server_module
 from tests.harness.fault_proxy import ProxyMode, open_fault_proxy
+from tests.harness.helpers import eventually, no_leaked_processes
 from tests.harness.hostile import (
     SETUP_COMMANDS,
     HostileConnection,
@@ -28,82 +26,21 @@ from tests.harness.hostile import (
     reply_with,
     wrong_reply_count,
 )
-from tests.harness.redis_server import (
+from tests.harness.tls import TLSFiles
+from trio_redisha.testing import (
     RawConnection,
     RedisServer,
-    RedisStartError,
-    RespError,
     decode_reply,
     encode_command,
-    live_servers,
     open_raw_connection,
-    pid_alive,
-    reply_end,
-    spawned_pids,
 )
-from tests.harness.tls import TLSFiles
 
 DEADLINE = 5.0
 
-
-def _child_redis_pids() -> set[int]:
-    """redis-server processes whose parent is this test process (from /proc)."""
-    me = os.getpid()
-    found: set[int] = set()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if comm.startswith(b"redis-server") and int(fields[1]) == me and fields[0] != b"Z":
-            found.add(int(entry))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_processes() -> Iterator[None]:
-    """Every redis-server started by a test is gone once its fixtures are torn down."""
-    before = set(spawned_pids())
-    children_before = _child_redis_pids()
-    yield
-    new = [pid for pid in spawned_pids() if pid not in before]
-    leaked = [pid for pid in new if pid_alive(pid)]
-    assert not leaked, f"redis-server processes left running: {leaked}"
-    assert _child_redis_pids() <= children_before
-    assert not [s for s in live_servers() if s.process and s.process.pid in new]
-
-
-async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
-    """Poll ``predicate()`` until true, failing after DEADLINE seconds."""
-    deadline = trio.current_time() + DEADLINE
-    while not predicate():
-        assert trio.current_time() < deadline, f"timed out waiting for: {what}"
-        await trio.sleep(0.005)
+pytestmark = pytest.mark.usefixtures(no_leaked_processes.__name__)
 
 
 # ---------------------------------------------------------------- RESP helpers
-
-
-def test_encode_and_reply_end() -> None:
-    assert encode_command("SET", b"k", 1) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n"
-    assert reply_end(b"+OK\r\n") == 5
-    assert reply_end(b"$3\r\nab") is None
-    assert reply_end(b"$3\r\nabc\r\n+OK\r\n") == 9
-    assert reply_end(b"*2\r\n:1\r\n$-1\r\n") == 13
-    assert reply_end(b"*2\r\n:1\r\n") is None
-    assert reply_end(b"%1\r\n+a\r\n:1\r\n") == 12
-    assert decode_reply(b"*3\r\n:1\r\n$-1\r\n+OK\r\n") == [1, None, b"OK"]
-    err = decode_reply(b"-ERR boom\r\n")
-    assert isinstance(err, RespError) and "boom" in str(err)
 
 
 @given(
@@ -129,172 +66,6 @@ def test_parse_inline_command() -> None:
     assert parse_command(b"SET a  b\r\nGET") == ([b"SET", b"a", b"b"], 10)
 
 
-# ------------------------------------------------------------------- servers
-
-
-def test_server_starts_and_answers(redis_server: RedisServer) -> None:
-    assert redis_server.command("PING") == b"+PONG\r\n"
-    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}"
-    assert pid_alive(redis_server.pid)
-    assert redis_server.process is not None and redis_server.process.pid == redis_server.pid
-    assert redis_server.command("DBSIZE") == b":0\r\n"
-    assert redis_server.command("CONFIG", "GET", "save") == b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
-    assert redis_server.client_count() == 0
-    assert redis_server.info("server")["process_id"] == str(redis_server.pid)
-
-
-def test_redis_servers_are_independent(redis_servers: list[RedisServer]) -> None:
-    assert len(redis_servers) == 3
-    assert len({s.port for s in redis_servers}) == 3
-    redis_servers[0].command("SET", "k", "0")
-    assert redis_servers[0].command("GET", "k") == b"$1\r\n0\r\n"
-    assert redis_servers[1].command("GET", "k") == b"$-1\r\n"
-    assert redis_servers[2].command("DBSIZE") == b":0\r\n"
-
-
-def test_kill(redis_server: RedisServer) -> None:
-    pid = redis_server.pid
-    redis_server.kill()
-    assert not redis_server.running
-    assert not pid_alive(pid)
-    with pytest.raises(ConnectionRefusedError):
-        redis_server.command("PING", timeout=1)
-
-
-def test_freeze_and_thaw(redis_server: RedisServer) -> None:
-    redis_server.freeze()
-    assert redis_server.frozen
-    with pytest.raises(TimeoutError):
-        redis_server.command("PING", timeout=0.2)
-    redis_server.thaw()
-    assert not redis_server.frozen
-    assert redis_server.command("PING") == b"+PONG\r\n"
-
-
-def test_restart_empty_same_port_data_gone(redis_server: RedisServer) -> None:
-    port, pid = redis_server.port, redis_server.pid
-    assert redis_server.command("SET", "k", "v") == b"+OK\r\n"
-    redis_server.restart_empty()
-    assert redis_server.port == port
-    assert redis_server.pid != pid
-    assert not pid_alive(pid)
-    assert redis_server.command("GET", "k") == b"$-1\r\n"
-    assert redis_server.command("DBSIZE") == b":0\r\n"
-
-
-def test_restart_empty_while_frozen(redis_server: RedisServer) -> None:
-    redis_server.command("SET", "k", "v")
-    redis_server.freeze()
-    redis_server.restart_empty()
-    assert redis_server.command("DBSIZE") == b":0\r\n"
-
-
-async def test_async_variants_keep_the_loop_running(redis_server: RedisServer) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await trio.lowlevel.checkpoint()
-
-    port = redis_server.port
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(ticker)
-        assert await redis_server.acommand("SET", "k", "v") == b"+OK\r\n"
-        await redis_server.afreeze()
-        await redis_server.athaw()
-        await redis_server.arestart_empty()
-        assert await redis_server.acommand("GET", "k") == b"$-1\r\n"
-        await redis_server.akill()
-        await redis_server.astart()
-        nursery.cancel_scope.cancel()
-    assert ticks > 10
-    assert redis_server.port == port
-    await redis_server.astop()
-    assert not redis_server.running
-
-
-def test_stop_is_idempotent_and_thaws(redis_factory: RedisFactory) -> None:
-    server = redis_factory()
-    directory = server.directory
-    assert directory is not None and directory.exists()
-    server.freeze()
-    t0 = time.monotonic()
-    server.stop()
-    assert time.monotonic() - t0 < 4  # SIGTERM worked: the process was thawed first
-    assert not server.running
-    assert not directory.exists()
-    server.stop()
-    assert server not in live_servers()
-
-
-def test_context_manager(redis_executable: str) -> None:
-    with RedisServer(executable=redis_executable) as server:
-        assert server.command("PING") == b"+PONG\r\n"
-        pid = server.pid
-    assert not pid_alive(pid)
-
-
-def test_password_and_acl_users(redis_factory: RedisFactory) -> None:
-    server = redis_factory(password="s3cret", acl_users=["alice on >wonder ~* +@all"])
-    assert server.command("PING") == b"+PONG\r\n"  # command() authenticates
-    with socket.create_connection((server.host, server.port), timeout=2) as sock:
-        sock.sendall(encode_command("GET", "k"))
-        assert sock.recv(100).startswith(b"-NOAUTH")
-        sock.sendall(encode_command("AUTH", "alice", "wonder"))
-        assert sock.recv(100) == b"+OK\r\n"
-
-
-def test_unix_socket(redis_factory: RedisFactory) -> None:
-    server = redis_factory(unix_socket=True)
-    assert server.unix_path is not None
-    assert server.unix_url == f"unix://{server.unix_path}"
-    assert oct(os.stat(server.unix_path).st_mode & 0o777) == oct(0o700)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        sock.connect(server.unix_path)
-        sock.sendall(encode_command("PING"))
-        assert sock.recv(100) == b"+PONG\r\n"
-
-
-def test_start_failure_reports_the_log(redis_factory: RedisFactory) -> None:
-    server = redis_factory.new(extra_args=["--no-such-directive", "1"])
-    with pytest.raises(RedisStartError, match="Bad directive"):
-        server.start()
-
-
-def test_failed_start_in_with_cleans_up(redis_executable: str) -> None:
-    server = RedisServer(executable=redis_executable, extra_args=["--no-such-directive", "1"])
-    with pytest.raises(RedisStartError), server:
-        pass
-    assert server.directory is None
-    assert server not in live_servers()
-
-
-def test_taken_port_is_retried(
-    redis_factory: RedisFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", 0))
-        blocker.listen()
-        taken = blocker.getsockname()[1]
-        ports = iter([taken])
-        real = redis_server_module.free_port
-        monkeypatch.setattr(redis_server_module, "free_port", lambda: next(ports, None) or real())
-        server = redis_factory()
-        assert server.port != taken
-        assert server.command("PING") == b"+PONG\r\n"
-        assert "Address already in use" in server.log_text()
-
-
-async def test_client_count_sees_raw_connections(redis_server: RedisServer) -> None:
-    async with await open_raw_connection(redis_server.host, redis_server.port) as conn:
-        assert await conn.call("PING") == b"+PONG\r\n"
-        assert redis_server.client_count() == 1
-    await _wait_for(lambda: redis_server.client_count() == 0, "client gone")
-
-
 # --------------------------------------------------------------------- proxy
 
 
@@ -307,8 +78,8 @@ async def test_proxy_forwards(redis_server: RedisServer) -> None:
             assert proxy.live_connections == 1
             assert proxy.mode is ProxyMode.NORMAL
             assert redis_server.client_count() == 1
-        await _wait_for(lambda: proxy.live_connections == 0, "proxy connection closed")
-        await _wait_for(lambda: redis_server.client_count() == 0, "upstream closed")
+        await eventually(lambda: proxy.live_connections == 0, "proxy connection closed")
+        await eventually(lambda: redis_server.client_count() == 0, "upstream closed")
 
 
 async def _hangs(conn: RawConnection, seconds: float = 0.2) -> bool:
@@ -331,13 +102,13 @@ async def test_partition_loses_writes_in_flight(redis_server: RedisServer) -> No
         with pytest.raises((trio.BrokenResourceError, ConnectionError)):
             await old.send_command("SET", "old", "1")
             await old.read_reply()
-        await _wait_for(lambda: redis_server.client_count() == 0, "upstream reset")
+        await eventually(lambda: redis_server.client_count() == 0, "upstream reset")
 
         # A new connection is accepted but hangs; its write is never forwarded.
         new = await open_raw_connection(proxy.host, proxy.port)
         await new.send_command("SET", "new", "1")
         assert await _hangs(new)
-        await _wait_for(lambda: proxy.hung_connections == 1, "hung connection")
+        await eventually(lambda: proxy.hung_connections == 1, "hung connection")
         assert redis_server.client_count() == 0
 
         proxy.heal()
@@ -360,7 +131,7 @@ async def test_partition_drops_bytes_the_proxy_still_holds(redis_server: RedisSe
         proxy.set_latency(30)  # the SET will sit in the proxy's delay line
         read_before, sent_before = proxy.bytes_from_clients, proxy.bytes_to_servers
         await conn.send_command("SET", "k", "v")
-        await _wait_for(lambda: proxy.bytes_from_clients > read_before, "proxy read the SET")
+        await eventually(lambda: proxy.bytes_from_clients > read_before, "proxy read the SET")
         proxy.partition()
         proxy.set_latency(0)
         proxy.heal()
@@ -368,7 +139,7 @@ async def test_partition_drops_bytes_the_proxy_still_holds(redis_server: RedisSe
         with pytest.raises((trio.BrokenResourceError, ConnectionError)):
             await conn.read_reply()
         await conn.aclose()
-        await _wait_for(lambda: redis_server.client_count() == 0, "upstream reset")
+        await eventually(lambda: redis_server.client_count() == 0, "upstream reset")
         assert redis_server.command("GET", "k") == b"$-1\r\n"
 
 
@@ -481,7 +252,7 @@ async def test_proxy_exit_closes_everything(redis_server: RedisServer) -> None:
     await conn.aclose()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", port)
-    await _wait_for(lambda: redis_server.client_count() == 0, "upstream closed")
+    await eventually(lambda: redis_server.client_count() == 0, "upstream closed")
 
 
 # ------------------------------------------------------------------- hostile
@@ -523,7 +294,7 @@ async def test_hostile_never_reply() -> None:
             await conn.send_command("GET", "k")
             assert await _hangs(conn)
             assert srv.live_connections == 1
-        await _wait_for(lambda: srv.live_connections == 0, "handler ended")
+        await eventually(lambda: srv.live_connections == 0, "handler ended")
 
 
 async def test_hostile_close_after() -> None:

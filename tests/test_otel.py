@@ -11,9 +11,10 @@ pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tests.harness.redis_server import RedisServer
-from tests.test_pool import holds, ready_pool, wait_until
+from tests.harness.helpers import wait_until
+from tests.test_pool import holds, ready_pool
 from trio_redisha import QuorumError, ServerState
+from trio_redisha.testing import RedisServer
 
 
 def collect(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

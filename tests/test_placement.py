@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from collections import Counter
 from collections.abc import Iterator
 
@@ -11,14 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness.redis_server import (
-    RedisServer,
-    decode_reply,
-    encode_command,
-    find_redis_server,
-    free_port,
-    reply_end,
-)
+from tests.harness.helpers import BlockingClient
 from trio_redisha import (
     CommandEncodeError,
     ConfigurationError,
@@ -37,6 +29,11 @@ from trio_redisha.placement import (
     read_targets,
     route,
     write_targets,
+)
+from trio_redisha.testing import (
+    RedisServer,
+    find_redis_server,
+    free_port,
 )
 
 
@@ -66,31 +63,14 @@ def test_hash_tags_follow_redis_rule_exactly() -> None:
     assert key_partition("clé") == key_partition("clé".encode())
 
 
-class _Client:
-    def __init__(self, server: RedisServer) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=10)
-        self.buf = b""
-
-    def call(self, *args: bytes | str) -> object:
-        self.sock.sendall(encode_command(*args))
-        while True:
-            end = reply_end(self.buf)
-            if end is not None:
-                raw, self.buf = self.buf[:end], self.buf[end:]
-                return decode_reply(raw)
-            chunk = self.sock.recv(1 << 16)
-            assert chunk
-            self.buf += chunk
-
-
 @pytest.fixture(scope="module")
-def cluster_node() -> Iterator[_Client]:
+def cluster_node() -> Iterator[BlockingClient]:
     # An explicit cluster bus port: the default (port + 10000) fails on high ports.
     bus = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
     server = RedisServer(executable=find_redis_server(), extra_args=bus)
     server.start()
     try:
-        client = _Client(server)
+        client = BlockingClient(server)
         yield client
         client.sock.close()
     finally:
@@ -107,7 +87,7 @@ KEYS = st.one_of(
 
 @settings(max_examples=500, deadline=None)
 @given(key=KEYS)
-def test_partition_matches_cluster_keyslot(cluster_node: _Client, key: bytes) -> None:
+def test_partition_matches_cluster_keyslot(cluster_node: BlockingClient, key: bytes) -> None:
     assert key_partition(key) == cluster_node.call("CLUSTER", "KEYSLOT", key)
 
 

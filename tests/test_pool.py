@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,13 +20,13 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
+from tests.harness.helpers import command_calls, timed, urls, wait_no_clients, wait_until
 from tests.harness.hostile import (
     SETUP_COMMANDS,
     HostileConnection,
     answer_handshake,
     open_hostile_server,
 )
-from tests.harness.redis_server import RedisServer, decode_reply, free_port
 from trio_redisha import (
     Pool,
     PoolClosed,
@@ -39,6 +39,7 @@ from trio_redisha import (
     UnsupportedCommand,
     open_pool,
 )
+from trio_redisha.testing import RedisServer, decode_reply, free_port
 
 #: How often state is polled.
 POLL = 0.01
@@ -55,23 +56,6 @@ PONG3 = ["PONG", "PONG", "PONG"]
 # --------------------------------------------------------------------------- helpers
 
 
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, what: str, deadline: float = RECOVERY
-) -> float:
-    """Poll ``predicate`` until it holds; return the seconds it took.
-
-    Raises:
-        AssertionError: It did not hold within ``deadline`` seconds.
-    """
-    start = trio.current_time()
-    with trio.move_on_after(deadline):
-        # Polling is the point: the state lives in other processes, no event exists.
-        while not await predicate():  # noqa: ASYNC110
-            await trio.sleep(POLL)
-        return trio.current_time() - start
-    raise AssertionError(f"{what}: not within {deadline} s")
-
-
 def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     """Make a synchronous check usable with :func:`wait_until`."""
 
@@ -81,54 +65,10 @@ def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return predicate
 
 
-async def timed(call: Awaitable[Replies]) -> tuple[Replies, float]:
-    """Await a pool call; return its replies and how long it took."""
-    start = trio.current_time()
-    replies = await call
-    return replies, trio.current_time() - start
-
-
 async def answers(pool: Pool, index: int) -> bool:
     """Whether server ``index`` answers a PING through the pool right now."""
     replies = await pool.ping()
     return bool(replies[index] == "PONG")
-
-
-async def info(server: RedisServer, section: str) -> dict[str, str]:
-    """``INFO section`` over a raw socket (never blocks the trio run)."""
-    value = decode_reply(await server.acommand("INFO", section))
-    assert isinstance(value, bytes), value
-    fields: dict[str, str] = {}
-    for line in value.decode().splitlines():
-        if line and not line.startswith("#") and ":" in line:
-            key, _, val = line.partition(":")
-            fields[key] = val
-    return fields
-
-
-async def client_count(server: RedisServer) -> int:
-    """Clients connected to ``server``, not counting the one asking."""
-    return int((await info(server, "clients"))["connected_clients"]) - 1
-
-
-async def command_calls(server: RedisServer, name: str) -> int:
-    """How many times ``server`` ran the command ``name`` (from INFO commandstats)."""
-    stats = await info(server, "commandstats")
-    entry = stats.get(f"cmdstat_{name.lower()}")
-    if entry is None:
-        return 0
-    fields = dict(part.split("=", 1) for part in entry.split(","))
-    return int(fields["calls"])
-
-
-async def wait_no_clients(servers: Iterable[RedisServer]) -> None:
-    """Poll until no server has a client connection left (the pool's are closed)."""
-    for server in servers:
-
-        async def gone(server: RedisServer = server) -> bool:
-            return await client_count(server) == 0
-
-        await wait_until(gone, what=f"{server!r} still has client connections")
 
 
 @asynccontextmanager
@@ -156,10 +96,6 @@ def fd_count() -> int:
 def tasks_living() -> int:
     """Tasks alive in this trio run."""
     return trio.lowlevel.current_statistics().tasks_living
-
-
-def urls(servers: Iterable[RedisServer]) -> list[str]:
-    return [s.url for s in servers]
 
 
 # --------------------------------------------------------------------------- the seed

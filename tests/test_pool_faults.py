@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer
+from tests.harness.helpers import timed, urls, wait_no_clients, wait_until
 from tests.test_pool import (
     FAST,
     PONG3,
@@ -26,11 +26,7 @@ from tests.test_pool import (
     holds,
     ready_pool,
     tasks_living,
-    timed,
-    urls,
-    wait_no_clients,
     wait_ready,
-    wait_until,
 )
 from trio_redisha import (
     Pool,
@@ -40,6 +36,7 @@ from trio_redisha import (
     ServerUnavailable,
     open_pool,
 )
+from trio_redisha.testing import RedisServer
 
 TIMEOUT = 0.5  # the pool's default deadline
 

@@ -15,8 +15,8 @@ import trio
 
 from tests.conftest import RedisFactory
 from tests.harness.fault_proxy import open_fault_proxy
-from tests.harness.redis_server import RedisServer, decode_reply
-from tests.test_pool import holds, ready_pool, wait_until
+from tests.harness.helpers import urls, wait_until
+from tests.test_pool import holds, ready_pool
 from trio_redisha import (
     ConfigurationError,
     Pool,
@@ -28,10 +28,7 @@ from trio_redisha import (
     UnsupportedCommand,
     open_pool,
 )
-
-
-def urls(servers: list[RedisServer]) -> list[str]:
-    return [s.url for s in servers]
+from trio_redisha.testing import RedisServer, decode_reply
 
 
 async def stored(servers: list[RedisServer], key: str) -> list[Any]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.redis_server import RedisServer
-from tests.test_pool import command_calls, ready_pool
+from tests.harness.helpers import command_calls
+from tests.test_pool import ready_pool
 from trio_redisha import Pool, UnsupportedCommand
 from trio_redisha._commands import COMMANDS
 from trio_redisha.pool._guard import _STATEFUL
 from trio_redisha.pool._pool import command_method
+from trio_redisha.testing import RedisServer
 
 
 @pytest.mark.parametrize(

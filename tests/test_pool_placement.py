@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.redis_server import RedisServer, decode_reply
-from tests.test_pool import command_calls, holds, ready_pool, urls, wait_until
+from tests.harness.helpers import command_calls, urls, wait_until
+from tests.test_pool import holds, ready_pool
 from trio_redisha import (
     ConfigurationError,
     CrossSlotError,
@@ -26,6 +26,7 @@ from trio_redisha import (
     UnsupportedCommand,
 )
 from trio_redisha.placement import canonical_identity
+from trio_redisha.testing import RedisServer, decode_reply
 
 #: A pool deadline roomy enough for a loaded 2-core machine.
 TIMEOUT = 1.0

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.harness.helpers import timed
 from tests.harness.memory_server import MemoryServer, memory_connector
 from trio_redisha import (
     Pool,
@@ -47,12 +48,6 @@ async def until(check: Callable[[], bool]) -> None:
     """Poll ``check`` on virtual time (autojump makes each step free)."""
     while not check():  # noqa: ASYNC110 - pool state has no event to wait on
         await trio.sleep(0.001)
-
-
-async def timed(call: Any) -> tuple[Any, float]:
-    start = trio.current_time()
-    result = await call
-    return result, trio.current_time() - start
 
 
 # --------------------------------------------------------------------------- deadlines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,13 +20,18 @@ from quart import request, session
 from quart_trio import QuartTrio
 
 import trio_redisha
+from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
-from tests.harness.redis_server import RedisServer
+from tests.harness.helpers import FAST
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.quart import RedisHASession, RedisHASessionInterface
+from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "sid"
+
+
+client_with = partial(asgi_server.client_with, cookie=COOKIE)
+sid_of = partial(asgi_server.sid_of, cookie=COOKIE)
 
 
 def make_app(store: SessionStore) -> QuartTrio:
@@ -73,18 +79,6 @@ async def serving(servers: list[RedisServer]) -> AsyncIterator[tuple[str, Sessio
         store = SessionStore(pool)
         async with serve_asgi(make_app(store)) as base:
             yield base, store
-
-
-def client_with(base: str, sid: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=base)
-    client.cookies.set(COOKIE, sid, domain="127.0.0.1")
-    return client
-
-
-def sid_of(client: httpx.AsyncClient) -> str:
-    sid = client.cookies.get(COOKIE)
-    assert isinstance(sid, str) and SessionStore.is_valid_id(sid), sid
-    return sid
 
 
 async def test_concurrent_requests_keep_every_field(redis_servers: list[RedisServer]) -> None:

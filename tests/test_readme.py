@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.harness.redis_server import RedisServer
+from trio_redisha.testing import RedisServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

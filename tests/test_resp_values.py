@@ -19,7 +19,8 @@ def test_limits_validation() -> None:
 
 
 def test_public_names() -> None:
-    # The names the codec exported before it became a package, but HiredisParser.
+    # The names the codec exported before it became a package, but HiredisParser;
+    # and arg_bytes, which the placement code uses to read keys as they are sent.
     assert sorted(resp.__all__) == [
         "CommandArg",
         "DEFAULT_LIMITS",
@@ -28,6 +29,7 @@ def test_public_names() -> None:
         "Parser",
         "Push",
         "RespParser",
+        "arg_bytes",
         "encode_command",
         "encode_commands",
         "make_parser",

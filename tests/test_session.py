@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,7 @@ import trio
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.redis_server import RedisServer, decode_reply
+from tests.harness.helpers import FAST, eventually, pttls, raw, raw_hash, urls
 from trio_redisha import (
     CodecError,
     ConfigurationError,
@@ -30,9 +30,7 @@ from trio_redisha import (
 )
 from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
 from trio_redisha.session import DEFAULT_TTL, Session
-
-DEADLINE = 5.0
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
+from trio_redisha.testing import RedisServer
 
 
 @asynccontextmanager
@@ -42,33 +40,6 @@ async def pool_on(*urls: str, clock_offset: float = 0.0, **options: Any) -> Asyn
         if clock_offset:
             context_for(pool).clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
         yield pool
-
-
-def urls(servers: list[RedisServer]) -> list[str]:
-    return [s.url for s in servers]
-
-
-async def raw(server: RedisServer, *args: Any) -> Any:
-    return decode_reply(await server.acommand(*args))
-
-
-async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
-    flat = await raw(server, "HGETALL", key)
-    assert isinstance(flat, list)
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
-
-
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    """Poll ``check`` (sync or async) until true; fail after DEADLINE seconds."""
-    with trio.move_on_after(DEADLINE):
-        while True:
-            result = check()
-            if isinstance(result, Awaitable):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 async def load_alone(server: RedisServer, sid: str) -> dict[str, Any]:
@@ -210,10 +181,6 @@ async def test_concurrent_requests_keep_each_others_changes(
 
 
 # --- expiry ------------------------------------------------------------------------------
-
-
-async def pttls(servers: list[RedisServer], key: str) -> list[int]:
-    return [await raw(s, "PTTL", key) for s in servers]
 
 
 async def test_ttl_is_set_on_every_server_and_slides_with_touch_and_save(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -26,13 +27,18 @@ from starsessions import SessionAutoloadMiddleware, regenerate_session_id
 from starsessions import SessionMiddleware as StarSessionMiddleware
 
 import trio_redisha
+from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
-from tests.harness.redis_server import RedisServer
+from tests.harness.helpers import FAST
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.starsessions import METADATA_KEY, RedisHAStore
+from trio_redisha.testing import RedisServer
 
-FAST = {"timeout": 0.5, "backoff_cap": 0.05, "connect_timeout": 0.3}
 COOKIE = "session"
+
+
+client_with = partial(asgi_server.client_with, cookie=COOKIE)
+sid_of = partial(asgi_server.sid_of, cookie=COOKIE)
 
 
 def visible(session: dict[str, Any]) -> dict[str, Any]:
@@ -89,18 +95,6 @@ async def serving(servers: list[RedisServer]) -> AsyncIterator[tuple[str, Sessio
         )
         async with serve_asgi(app) as base:
             yield base, store
-
-
-def client_with(base: str, sid: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=base)
-    client.cookies.set(COOKIE, sid, domain="127.0.0.1")
-    return client
-
-
-def sid_of(client: httpx.AsyncClient) -> str:
-    sid = client.cookies.get(COOKIE)
-    assert isinstance(sid, str) and SessionStore.is_valid_id(sid), sid
-    return sid
 
 
 async def test_concurrent_requests_keep_every_field(redis_servers: list[RedisServer]) -> None:

@@ -25,6 +25,9 @@ from .exceptions import PoolClosed as PoolClosed
 from .exceptions import ProtocolError as ProtocolError
 from .exceptions import QuorumError as QuorumError
 from .exceptions import RedisHAError as RedisHAError
+from .exceptions import RedisServerError as RedisServerError
+from .exceptions import RedisServerNotFoundError as RedisServerNotFoundError
+from .exceptions import RedisStartError as RedisStartError
 from .exceptions import ReplyError as ReplyError
 from .exceptions import ServerTimeout as ServerTimeout
 from .exceptions import ServerUnavailable as ServerUnavailable
@@ -59,6 +62,9 @@ __all__ = [
     "ProtocolError",
     "QuorumError",
     "RedisHAError",
+    "RedisServerError",
+    "RedisServerNotFoundError",
+    "RedisStartError",
     "Replies",
     "ReplyError",
     "Script",

@@ -27,16 +27,11 @@ left behind on success, on error or on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +44,8 @@ from ._exits import EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED, CommandError
 from .exceptions import RedisHAError
 from .pool import Pool, ServerState, ServerStatus, open_pool
 from .session import SessionStore
+from .testing import RedisServer, RedisServerNotFoundError, RedisStartError
+from .testing import find_redis_server as _find_redis_server
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -88,12 +85,6 @@ SCHEDULE: Final[tuple[tuple[float, str, int], ...]] = (
     (0.80, "restart", 2),
 )
 
-INSTALL_HINT: Final = (
-    "redis-server not found: install it with `apt-get install redis-server` "
-    "(or name the binary in $REDISHA_REDIS_SERVER)"
-)
-_BIND_FAILURE = ("Address already in use", "Could not create server TCP listening socket")
-
 
 class DemoError(CommandError):
     """The demo could not run (no redis-server, a server that would not start)."""
@@ -111,201 +102,90 @@ def find_redis_server(executable: str | None = None) -> str:
     Raises:
         DemoError: None was found; the message names the install command.
     """
-    exe = executable or os.environ.get("REDISHA_REDIS_SERVER") or shutil.which("redis-server")
-    if not exe or not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
-        raise DemoError(INSTALL_HINT)
-    return exe
-
-
-def _make_pdeathsig() -> Callable[[], None] | None:
-    """A preexec hook making the child die with the demo (Linux), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-
-    return hook
-
-
-_PDEATHSIG = _make_pdeathsig()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        return _find_redis_server(executable)
+    except RedisServerNotFoundError as exc:
+        raise DemoError(str(exc)) from None
 
 
 class LocalRedis:
-    """One throwaway ``redis-server`` process on a loopback port.
+    """One throwaway ``redis-server`` of the demo, with a name and its last fault.
 
-    It runs in its own process group (so a Ctrl-C in the terminal reaches only
-    the demo, which then kills it deliberately) and gets SIGKILL if the demo
-    dies. Nothing is persisted: a restart gives an empty server.
+    The process itself is a :class:`trio_redisha.testing.RedisServer`: its own
+    session (a Ctrl-C in the terminal reaches only the demo, which then kills it
+    deliberately), SIGKILL if the demo dies, nothing persisted (a restart gives
+    an empty server on the same port).
 
     Attributes:
         name: A short name for the display (``"A"``, ``"B"``, ``"C"``).
         directory: Its working directory.
-        port: Its TCP port (0 until first started).
         fault: What the demo did to it last (``"running"``, ``"killed"``, ``"frozen"``...).
-        pids: Every process id it ever had.
     """
 
     def __init__(self, executable: str, directory: Path, name: str) -> None:
-        self.executable = executable
         self.directory = directory
         self.name = name
-        self.port = 0
         self.fault = "stopped"
-        self.pids: list[int] = []
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._server = RedisServer(
+            executable=executable, directory=directory, start_timeout=START_TIMEOUT
+        )
 
     @property
     def url(self) -> str:
         """The server's URL."""
-        return f"redis://127.0.0.1:{self.port}"
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        """Its TCP port (0 until first started)."""
+        return self._server.port
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process id it ever had."""
+        return self._server.pids
 
     @property
     def running(self) -> bool:
         """Whether the process exists (frozen counts as running)."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def _spawn(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.port == 0:
-            self.port = _free_port()
-        if self._log is None:
-            self._log = open(self.directory / "redis.log", "ab")  # noqa: SIM115
-        self._log.write(b"--- start on port %d\n" % self.port)
-        self._log.flush()
-        hook = _PDEATHSIG if threading.current_thread() is threading.main_thread() else None
-        args = [
-            self.executable,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--dir", str(self.directory),
-            "--loglevel", "warning",
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-            start_new_session=True,
-            preexec_fn=hook,
-        )
-        self.pids.append(self._proc.pid)
-
-    def _log_tail(self) -> str:
-        try:
-            text = (self.directory / "redis.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return text.rsplit("--- start", 1)[-1]
+        return self._server.running
 
     async def start(self) -> None:
         """Start the server and wait until it answers PING.
 
-        The first start picks a free port (another if it is taken meanwhile);
-        later starts reuse it, which gives an empty server at the same address.
+        The first start picks a free port; later starts reuse it, which gives an
+        empty server at the same address.
 
         Raises:
             DemoError: It exited or did not answer within :data:`START_TIMEOUT`.
         """
-        fixed = self.port != 0
-        deadline = trio.current_time() + START_TIMEOUT
-        self._spawn()
-        while True:
-            assert self._proc is not None
-            rc = self._proc.poll()
-            if rc is not None:
-                tail = self._log_tail()
-                if any(m in tail for m in _BIND_FAILURE) and trio.current_time() < deadline:
-                    if not fixed:
-                        self.port = 0
-                    await trio.sleep(POLL)
-                    self._spawn()
-                    continue
-                last = " ".join(tail.split())[-300:]
-                raise DemoError(f"redis-server on port {self.port} exited with code {rc}: {last}")
-            if await _answers_ping(self.port):
-                self.fault = "running"
-                return
-            if trio.current_time() > deadline:
-                self.kill()
-                raise DemoError(
-                    f"redis-server on port {self.port} did not answer within {START_TIMEOUT:g} s"
-                )
-            await trio.sleep(POLL)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
+        try:
+            await self._server.astart()
+        except RedisStartError as exc:
+            raise DemoError(" ".join(str(exc).split())[-300:]) from None
+        self.fault = "running"
 
     def kill(self) -> None:
-        """SIGKILL the process group and reap the process (instant, even if frozen)."""
-        proc = self._proc
-        if proc is None:
-            return
-        self._signal(signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
+        """SIGKILL the process and reap it (instant, even if frozen)."""
+        self._server.kill()
         self.fault = "killed"
 
     def freeze(self) -> None:
         """SIGSTOP: the server keeps its connections but answers nothing."""
-        self._signal(signal.SIGSTOP)
+        if self._server.running:
+            self._server.freeze()
         self.fault = "frozen"
 
     def thaw(self) -> None:
         """SIGCONT: the server answers again (and applies what it received meanwhile)."""
-        self._signal(signal.SIGCONT)
+        if self._server.running:
+            self._server.thaw()
         self.fault = "running"
 
     def close(self) -> None:
         """Kill and reap the process and close its log (idempotent)."""
-        self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._server.stop(graceful=False)
         self.fault = "stopped"
-
-
-async def _answers_ping(port: int) -> bool:
-    with trio.move_on_after(0.5):
-        try:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError:
-            return False
-        async with stream:
-            try:
-                await stream.send_all(b"PING\r\n")
-                data = b""
-                while b"\r\n" not in data:
-                    chunk = await stream.receive_some(64)
-                    if not chunk:
-                        return False
-                    data += chunk
-            except (OSError, trio.BrokenResourceError):
-                return False
-            return data.startswith(b"+PONG")
-    return False
 
 
 # --- the workload --------------------------------------------------------------

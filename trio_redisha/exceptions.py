@@ -11,7 +11,9 @@ The families follow where a failure comes from:
   :class:`CommandEncodeError`, :class:`UnsupportedCommand`, :class:`CrossSlotError`,
   :class:`PoolClosed`);
 * a stored value is not what this library wrote (:class:`ForeignValueError`,
-  :class:`CodecError`).
+  :class:`CodecError`);
+* a local ``redis-server`` of :mod:`trio_redisha.testing` could not be found or
+  started (:class:`RedisServerError`).
 
 This module imports nothing from trio so that the sans-I/O codec can use it.
 """
@@ -34,6 +36,9 @@ __all__ = [
     "ProtocolError",
     "QuorumError",
     "RedisHAError",
+    "RedisServerError",
+    "RedisServerNotFoundError",
+    "RedisStartError",
     "ReplyError",
     "ServerTimeout",
     "ServerUnavailable",
@@ -198,3 +203,15 @@ class ForeignValueError(RedisHAError):
 
 class CodecError(RedisHAError, ValueError):
     """A value could not be encoded for storage, or a stored value could not be decoded."""
+
+
+class RedisServerError(RedisHAError):
+    """A local ``redis-server`` of :mod:`trio_redisha.testing` could not be used."""
+
+
+class RedisServerNotFoundError(RedisServerError):
+    """No ``redis-server`` executable could be found; the message says how to install it."""
+
+
+class RedisStartError(RedisServerError):
+    """A ``redis-server`` process did not come up; the message holds its log."""

@@ -1,8 +1,20 @@
-"""Test harness: real redis-server processes, a fault-injecting proxy, a hostile fake
-server and throwaway TLS certificates; each module documents its part.
+"""Test harness: a fault-injecting proxy, a hostile fake server and throwaway TLS
+certificates; each module documents its part. The real redis-server processes come
+from the public :mod:`trio_redisha.testing`.
 """
 
 from __future__ import annotations
+
+from trio_redisha.testing import (
+    RawConnection,
+    RedisServer,
+    RedisStartError,
+    TLSFiles,
+    decode_reply,
+    encode_command,
+    open_raw_connection,
+    redis_tls_support,
+)
 
 from .fault_proxy import FaultProxy, ProxyMode, open_fault_proxy
 from .hostile import (
@@ -17,15 +29,7 @@ from .hostile import (
     reply_with,
     wrong_reply_count,
 )
-from .redis_server import (
-    RawConnection,
-    RedisServer,
-    RedisStartError,
-    decode_reply,
-    encode_command,
-    open_raw_connection,
-)
-from .tls import TLSFiles, make_tls_files, redis_tls_support
+from .tls import make_tls_files
 
 __all__ = [
     "HANDSHAKE_COMMANDS",

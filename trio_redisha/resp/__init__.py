@@ -45,6 +45,7 @@ and ``_parser`` (the parser and :func:`make_parser`).
 
 from __future__ import annotations
 
+from ._encoder import arg_bytes as arg_bytes
 from ._encoder import encode_command as encode_command
 from ._encoder import encode_commands as encode_commands
 from ._framing import Parser as Parser
@@ -64,6 +65,7 @@ __all__ = [
     "Parser",
     "Push",
     "RespParser",
+    "arg_bytes",
     "encode_command",
     "encode_commands",
     "make_parser",

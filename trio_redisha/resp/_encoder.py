@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ..exceptions import CommandEncodeError
 
 
-def _arg_bytes(index: int, arg: object) -> bytes:
+def arg_bytes(index: int, arg: object) -> bytes:
     """Return the bytes of one argument, or raise CommandEncodeError.
 
     Every conversion that can fail is caught here, so no other exception leaves
@@ -97,7 +97,7 @@ def encode_command(args: Sequence[object]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     append = out.append
     for index, arg in enumerate(args):
-        data = _arg_bytes(index, arg)
+        data = arg_bytes(index, arg)
         append(b"$%d\r\n" % len(data))
         append(data)
         append(b"\r\n")
