@@ -53,7 +53,24 @@ from trio_redisha.resp import encode_command
 TASKS = 50
 
 
-class SpreadPool(Pool):
+class _TargetsPool(Pool):
+    """A pool whose every command goes where its ``targets`` says, with no other check."""
+
+    async def execute(
+        self,
+        *args: Any,
+        timeout: float | None = None,
+        quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
+    ) -> Replies:
+        check_command(args)
+        return await self._fanout(
+            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode, args[0]
+        )
+
+
+class SpreadPool(_TargetsPool):
     """Three of nine servers per key, chosen by Python's cached str hash: no key lookup.
 
     The control for placement's own cost: it spreads the commands over nine
@@ -68,38 +85,12 @@ class SpreadPool(Pool):
     def targets(self, args: Any, quorum: int | None = None) -> tuple[int, ...]:
         return self._triples[hash(args[1]) % len(self._triples)]
 
-    async def execute(
-        self,
-        *args: Any,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
-        check_command(args)
-        return await self._fanout(
-            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode, args[0]
-        )
 
-
-class BeforePool(Pool):
+class BeforePool(_TargetsPool):
     """The pool's hot path as it was before placement, for comparison."""
 
     def targets(self, args: Any, quorum: int | None = None) -> tuple[int, ...]:
         return self._all
-
-    async def execute(
-        self,
-        *args: Any,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
-        check_command(args)
-        return await self._fanout(
-            encode_command(args), self.targets(args), timeout, quorum, wait_for, decode, args[0]
-        )
 
 
 async def sequential(pool: Pool, keys: list[str], n: int) -> float:

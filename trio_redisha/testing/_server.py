@@ -710,11 +710,7 @@ class RedisServer:
             RuntimeError: The server is not running.
             TimeoutError: The kernel did not report it stopped in time.
         """
-        deadline = self._send_signal(signal.SIGSTOP)
-        while not self._state_reached(True):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self!r} did not stop")
-            time.sleep(POLL_INTERVAL / 5)
+        self._signal_and_wait(signal.SIGSTOP, stopped=True)
 
     async def afreeze(self) -> None:
         """Async :meth:`freeze`.
@@ -723,11 +719,7 @@ class RedisServer:
             RuntimeError: The server is not running.
             TimeoutError: The kernel did not report it stopped in time.
         """
-        deadline = self._send_signal(signal.SIGSTOP)
-        while not self._state_reached(True):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self!r} did not stop")
-            await trio.sleep(POLL_INTERVAL / 5)
+        await self._asignal_and_wait(signal.SIGSTOP, stopped=True)
 
     def thaw(self) -> None:
         """SIGCONT the process and wait until it runs again.
@@ -738,11 +730,7 @@ class RedisServer:
             RuntimeError: The server is not running.
             TimeoutError: The kernel did not report it running in time.
         """
-        deadline = self._send_signal(signal.SIGCONT)
-        while not self._state_reached(False):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self!r} did not continue")
-            time.sleep(POLL_INTERVAL / 5)
+        self._signal_and_wait(signal.SIGCONT, stopped=False)
 
     async def athaw(self) -> None:
         """Async :meth:`thaw`.
@@ -751,11 +739,23 @@ class RedisServer:
             RuntimeError: The server is not running.
             TimeoutError: The kernel did not report it running in time.
         """
-        deadline = self._send_signal(signal.SIGCONT)
-        while not self._state_reached(False):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self!r} did not continue")
+        await self._asignal_and_wait(signal.SIGCONT, stopped=False)
+
+    def _signal_and_wait(self, sig: signal.Signals, *, stopped: bool) -> None:
+        deadline = self._send_signal(sig)
+        while not self._state_reached(stopped):
+            self._check_deadline(deadline, stopped)
+            time.sleep(POLL_INTERVAL / 5)
+
+    async def _asignal_and_wait(self, sig: signal.Signals, *, stopped: bool) -> None:
+        deadline = self._send_signal(sig)
+        while not self._state_reached(stopped):
+            self._check_deadline(deadline, stopped)
             await trio.sleep(POLL_INTERVAL / 5)
+
+    def _check_deadline(self, deadline: float, stopped: bool) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{self!r} did not {'stop' if stopped else 'continue'}")
 
     def restart_empty(self) -> None:
         """SIGKILL the server (frozen or not), then start an empty one on the same port.
