@@ -33,7 +33,7 @@ import signal
 import sys
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -41,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import trio
 
 from ._exits import EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED, CommandError
+from ._util import quantile
 from .exceptions import RedisHAError
 from .pool import Pool, ServerState, ServerStatus, open_pool
 from .session import SessionStore
@@ -297,13 +298,6 @@ class DemoReport:
             ("sessions identical on all servers", f"{self.in_sync} of {self.sessions}"),
             ("acknowledged writes lost", f"{self.lost:,}"),
         ]  # fmt: skip
-
-
-def _quantile(samples: Sequence[float], q: float) -> float | None:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class _Run:
@@ -613,8 +607,8 @@ async def run_demo(
             server.close()
             run.report.pids.extend(server.pids)
         shutil.rmtree(workdir, ignore_errors=True)
-    run.report.latency_p50 = _quantile(run.latencies, 0.50)
-    run.report.latency_p99 = _quantile(run.latencies, 0.99)
+    run.report.latency_p50 = quantile(run.latencies, 0.50)
+    run.report.latency_p99 = quantile(run.latencies, 0.99)
     return run.report
 
 
