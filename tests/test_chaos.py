@@ -75,6 +75,7 @@ import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, ProxyMode, open_fault_proxy
 from tests.harness.helpers import wait_until
 from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.crdt import context_for
 from trio_redisha.testing import (
     RawConnection,
     RedisServer,
@@ -307,7 +308,7 @@ class Chaos:
         return outcome
 
     async def writer(self, pool: Pool, name: str, rng: random.Random) -> None:
-        actor = pool.actor_id.encode()
+        actor = context_for(pool).actor
         self.owner[name] = actor
         quorums = (WRITE_QUORUM, 3)
         counters = {(k, q): Counter(pool, k, write_quorum=q) for k in COUNTER_KEYS for q in quorums}
@@ -585,7 +586,7 @@ def check_lww(
 
 def check_counter(chaos: Chaos, key: str, stored: Hash, read: object) -> list[str]:
     out: list[str] = []
-    actors = {pool.actor_id.encode() for pool in chaos.pools}
+    actors = {context_for(pool).actor for pool in chaos.pools}
     expected = {b"p:" + a for a in actors} | {b"n:" + a for a in actors} | {MARKER}
     if set(stored) - expected:
         out.append(f"{key}: unexpected fields {sorted(set(stored) - expected)}")
@@ -691,7 +692,7 @@ async def test_crdts_converge_under_chaos(redis_servers: list[RedisServer]) -> N
                 )
                 for _ in range(2)
             ]
-            assert pools[0].actor_id != pools[1].actor_id
+            assert context_for(pools[0]).actor_id != context_for(pools[1]).actor_id
             chaos = Chaos(redis_servers, proxies, pools, CHAOS_SECONDS)
             # Start with every server connected, so that the first fault hits a
             # pool in its steady state.

@@ -8,6 +8,7 @@ Ctrl-C on the demo is a real SIGINT to a real process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -291,6 +292,33 @@ def test_status_all_down_exits_non_zero(
     assert out[-1] == "0 of 3 servers up"
 
 
+def test_status_reports_refused_credentials_as_auth_failed(
+    redis_server: RedisServer, redis_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = redis_factory(password="hunter2")
+    wrong = f"redis://:s3cr3t@{locked.host}:{locked.port}"
+    for url, why in ((wrong, "wrong user name or password"), (locked.url, "got none")):
+        code, out, err = run(capsys, "status", "--server", url, "--server", redis_server.url)
+        assert code == 0, err  # one server is up
+        row = line_of(out, locked)
+        assert row.split()[1] == "auth-failed"
+        assert "authentication failed" in row and why in row
+        assert "s3cr3t" not in "".join(out + err)
+        assert line_of(out, redis_server).split()[1] == "up"
+        # Alone, a server refusing the credentials is a usage mistake: exit 2.
+        code, out, err = run(capsys, "status", "--json", "--server", url)
+        assert code == 2
+        (record,) = [json.loads(line) for line in out]
+        assert record["state"] == "auth-failed"
+        assert record["error"].startswith("authentication failed: ")
+        assert "s3cr3t" not in record["error"]
+    # The right password: up.
+    code, out, _ = run(
+        capsys, "status", "--server", f"redis://:hunter2@{locked.host}:{locked.port}"
+    )
+    assert code == 0 and line_of(out, locked).split()[1] == "up"
+
+
 # --------------------------------------------------------------------------- repair
 
 N_KEYS = 8  # of each CRDT type
@@ -491,3 +519,165 @@ def test_demo_interrupted_leaves_nothing_behind(
     assert err.strip() == message
     assert redis_processes_in(workdir) == []
     assert not os.path.exists(workdir)
+
+
+def test_the_demo_and_the_library_do_not_import_the_command_line() -> None:
+    code = (
+        "import sys, trio_redisha, trio_redisha._demo, trio_redisha.crdt; "
+        "print(sorted(m for m in sys.modules if m.startswith('trio_redisha.cli')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- bad text
+
+
+def test_argument_that_is_not_text_is_one_line_exit_2_and_nothing_sent(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What Python makes of the byte 0xff on a command line: a lone surrogate.
+    for argv in (
+        ["exec", "--server", redis_server.url, "SET", "k", "\udcff"],
+        ["exec", "--server", redis_server.url, "SET", "\ud800", "v"],
+        ["repair", "--server", redis_server.url, "--match", "\udcff*"],
+        ["status", "--server", "redis://user:s3cr3t\udcff@127.0.0.1:1"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert out == []
+        assert_one_line_error(err, "not valid UTF-8 text", "nothing was sent")
+        assert "s3cr3t" not in err[0]
+    assert decode_reply(redis_server.command("DBSIZE")) == 0
+    stats = decode_reply(redis_server.command("INFO", "commandstats"))
+    assert isinstance(stats, bytes) and b"cmdstat_set:" not in stats
+
+
+def test_password_from_the_environment_that_is_not_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cli.ENV_PASSWORD, "s3cr3t\udcff")
+    code, out, err = run(capsys, "status", "--server", "redis://127.0.0.1:1")
+    assert code == 2 and out == []
+    assert_one_line_error(err, cli.ENV_PASSWORD, "not valid UTF-8 text")
+    assert "s3cr3t" not in err[0]
+
+
+def test_non_utf8_argument_in_a_real_process_exits_2_without_traceback(
+    redis_server: RedisServer,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trio_redisha", "exec", "-s", redis_server.url, "SET", "k", b"\xff"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "argument 6 is not valid UTF-8 text" in proc.stderr
+    assert decode_reply(redis_server.command("EXISTS", "k")) == 0
+
+
+# --------------------------------------------------------------------------- Valkey
+
+VALKEY_INFO = (
+    b"# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n"
+    b"redis_mode:standalone\r\n\r\n# Memory\r\nused_memory:1048576\r\n"
+    b"used_memory_human:1.00M\r\n\r\n# Replication\r\nrole:master\r\n"
+)
+
+
+def valkey_handler() -> Any:
+    from tests.harness.hostile import HostileConnection, answer_handshake
+
+    async def handler(conn: HostileConnection) -> None:
+        command = await answer_handshake(conn)
+        while True:
+            name = command[0].upper()
+            if name == b"INFO":
+                await conn.send(b"$%d\r\n%s\r\n" % (len(VALKEY_INFO), VALKEY_INFO))
+            elif name == b"DBSIZE":
+                await conn.send(b":3\r\n")
+            else:
+                await conn.send(b"-ERR unknown command\r\n")
+            command = await conn.read_command()
+
+    return handler
+
+
+def test_parse_info_tells_valkey_from_redis() -> None:
+    from trio_redisha._info import parse_info
+
+    valkey = parse_info(VALKEY_INFO)
+    assert (valkey.software, valkey.version, valkey.label) == ("valkey", "8.0.1", "valkey-8.0.1")
+    assert valkey.get("used_memory_human") == "1.00M" and valkey.get("nothing") is None
+    redis = parse_info("# Server\nredis_version:7.0.15\nredis_mode:standalone\n")  # RESP3 text
+    assert (redis.software, redis.version, redis.label) == ("redis", "7.0.15", "7.0.15")
+    assert parse_info(b"").version is None and parse_info(b"").label is None
+
+
+async def test_status_reports_a_valkey_server_as_valkey(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.harness.hostile import open_hostile_server
+
+    async with open_hostile_server(valkey_handler()) as fake:
+        servers = ["--server", fake.url, "--server", redis_server.url]
+        code = await trio.to_thread.run_sync(main, ["status", *servers])
+        table = capsys.readouterr().out.splitlines()
+        await trio.to_thread.run_sync(main, ["status", "--json", *servers])
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    row = next(line for line in table if line.startswith(fake.url + " ")).split()
+    assert row[1] == "up" and row[4] == "valkey-8.0.1" and row[5] == "1.00M" and row[6] == "3"
+    redis_row = line_of(table, redis_server).split()
+    assert redis_row[4] == redis_server.info("server")["redis_version"]
+    assert records[0]["software"] == "valkey" and records[0]["version"] == "8.0.1"
+    assert records[0]["used_memory"] == 1048576 and records[0]["role"] == "master"
+    assert records[1]["software"] == "redis"
+
+
+# --------------------------------------------------------------------------- hostile text
+
+
+async def test_a_server_never_writes_control_characters_to_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    evil = b"line1\r\n\x1b]0;pwned\x07\x1b[2J\r\nline3"
+    async with open_hostile_server(reply_with(b"$%d\r\n%s\r\n" % (len(evil), evil))) as bulk:
+        code = await trio.to_thread.run_sync(main, ["exec", "-s", bulk.url, "GET", "k"])
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "\x1b" not in out and "\x07" not in out
+        assert "line1" in out and "line3" in out and "\\x1b]0;pwned\\x07" in out
+    async with open_hostile_server(reply_with(b"-ERR bad\x1b[2Jthing\r\n")) as err:
+        for command in (["exec", "-s", err.url, "GET", "k"], ["status", "--json", "-s", err.url]):
+            await trio.to_thread.run_sync(main, command)
+            captured = capsys.readouterr()
+            assert "\x1b" not in captured.out + captured.err
+            assert "[2Jthing" in captured.out + captured.err  # escaped, not sent
+
+
+@pytest.mark.parametrize("option", ["--count", "--concurrency"])
+def test_integer_options_are_bounded(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    code, out, err = run(capsys, "repair", "-s", "redis://127.0.0.1:1", option, str(10**9))
+    assert code == 2 and out == []
+    assert_one_line_error(err, option, "1..100000")
+
+
+async def test_exec_json_is_valid_json_for_infinite_doubles(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    async with open_hostile_server(reply_with(b"*3\r\n,inf\r\n,-inf\r\n,nan\r\n")) as fake:
+        code = await trio.to_thread.run_sync(main, ["exec", "--json", "-s", fake.url, "X"])
+        out = capsys.readouterr().out
+    assert code == 0
+    record = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert record["reply"] == ["inf", "-inf", "nan"]

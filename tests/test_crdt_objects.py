@@ -34,6 +34,7 @@ from trio_redisha.crdt import (
     BytesCodec,
     JSONCodec,
     StrCodec,
+    context_for,
     detect_type,
     repair_key,
 )
@@ -78,7 +79,7 @@ async def test_readme_examples(redis_servers: list[RedisServer]) -> None:
 
     for server in redis_servers:
         stored = await raw_hash(server, "my-counter")
-        actor = pool.actor_id.encode()
+        actor = context_for(pool).actor
         assert stored == {MARKER_FIELD: b"counter:1", b"p:" + actor: b"6", b"n:" + actor: b"13"}
         stored = await raw_hash(server, "my-hashmap")
         assert stored[MARKER_FIELD] == b"map:1"
@@ -240,7 +241,7 @@ async def test_counter_arguments(redis_servers: list[RedisServer]) -> None:
             HashMap(pool, "k", tombstone_grace=-1)
         with pytest.raises(ConfigurationError):
             Set(pool, "")
-        assert Counter(pool, "k").write_quorum == pool.write_quorum
+        assert Counter(pool, "k").write_quorum == context_for(pool).write_quorum == 1
         assert Counter(pool, "k", write_quorum=3).write_quorum == 3
         assert repr(Counter(pool, "k")) == "<Counter 'k'>"
 
@@ -428,7 +429,7 @@ async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:
         ctr = Counter(pool, "c")
         await ctr.incr()
         # Take the only token; the server behind stays behind until the next one.
-        assert pool.repair_allowed()
+        assert context_for(pool).repair_allowed()
         await redis_servers[2].acommand("DEL", "c")
         before = await command_calls(redis_servers[2], "evalsha", "eval")
         assert await ctr.get() == 1
@@ -479,7 +480,7 @@ async def test_reads_pull_the_clock_forward_within_the_skew_bound(
     async with pool_on(*redis_servers) as pool:
         m = HashMap(pool, "m")
         assert await m.get() == {"a": 1, "b": 1}
-        assert ahead < pool.clock.now() < far
+        assert ahead < context_for(pool).clock.now() < far
         await m.set({"a": 2})  # ordered after what we read: wins
         assert (await m.get())["a"] == 2
 
@@ -569,10 +570,140 @@ async def test_repair_ttl_of_a_key_in_its_last_millisecond() -> None:
     # the copies it writes an expiry (1 ms), never 0, which the merge script reads
     # as "leave the expiry alone": the repaired copy would then live forever.
     from tests.harness.hostile import open_hostile_server, reply_with
-    from trio_redisha.crdt._base import longest_ttl
+    from trio_redisha.crdt._plan import longest_ttl
 
     async with (
         open_hostile_server(reply_with(b":0\r\n")) as server,
         trio_redisha.open_pool(server.url, timeout=2.0) as pool,
     ):
         assert await longest_ttl(pool, "k", [0], None) == 1
+
+
+# --- a replica answering nonsense -------------------------------------------------
+
+WRONG_SHAPES = [
+    b":1\r\n",  # an integer
+    b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",  # a flat list of odd length
+    b"*2\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n",  # nested arrays
+    b"%1\r\n$11\r\n__redisha__\r\n*1\r\n:1\r\n",  # a map holding an array
+    b"$-1\r\n",  # nil
+]
+
+
+@pytest.mark.parametrize("raw", WRONG_SHAPES, ids=["int", "odd", "nested", "map", "nil"])
+async def test_a_replica_of_the_wrong_shape_costs_only_its_own_entry(
+    redis_servers: list[RedisServer], raw: bytes
+) -> None:
+    from tests.harness.hostile import open_hostile_server, reply_with
+
+    a, b, _ = redis_servers
+    async with pool_on(a, b) as healthy:
+        await Counter(healthy, "c").incr(3)
+        await HashMap(healthy, "m").set({"x": 1})
+        await Set(healthy, "s").add("y")
+    async with (
+        open_hostile_server(reply_with(raw)) as hostile,
+        trio_redisha.open_pool(a.url, b.url, hostile.url, timeout=0.5) as pool,
+    ):
+        # Delete one healthy copy, so that the read finds a replica behind.
+        for key in ("c", "m", "s"):
+            await b.acommand("DEL", key)
+        assert await repair_key(pool, "m") is True  # the walker's read
+        assert await Counter(pool, "c").get() == 3  # reads, and read repair
+        assert await HashMap(pool, "m").get() == {"x": 1}
+        assert await Set(pool, "s").get() == {"y"}
+        with pytest.raises(QuorumError):
+            await HashMap(pool, "m", read_quorum=3).get()
+        await pool.aclose()  # waits for the background repairs
+        # The healthy replica behind was repaired; the broken one was never written.
+        for key in ("c", "m", "s"):
+            assert (await raw_hash(b, key)) == (await raw_hash(a, key))
+        assert b"EVALSHA" not in hostile.command_names()
+        assert b"EVAL" not in hostile.command_names()
+
+
+# --- text that cannot be sent -----------------------------------------------------
+
+#: Lone surrogates: what json.loads gives for "\udcff", and os.fsdecode for b"\xff".
+UNENCODABLE = ["\udcff", "\ud800", "ok\udc80"]
+
+
+@pytest.mark.parametrize("bad", UNENCODABLE)
+async def test_unencodable_names_keys_and_members_send_nothing(
+    redis_servers: list[RedisServer], bad: str
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        writes: list[Callable[[], Awaitable[None]]] = [
+            lambda: m.set({"ok": 1, bad: 2}),
+            lambda: m.delete("ok", bad),
+            lambda: m.update({"ok": 1}, delete=[bad]),
+            lambda: m.update({bad: 1}),
+            lambda: Set(pool, "s").add("ok", bad),
+            lambda: Set(pool, "s").rem(bad),
+            lambda: HashMap(pool, "m", codec=StrCodec()).set({"ok": bad}),
+        ]
+        for write in writes:
+            with pytest.raises(CodecError):
+                await write()
+        for cls in (Counter, HashMap, Set):
+            with pytest.raises(ConfigurationError, match="UTF-8"):
+                cls(pool, bad)
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            await repair_key(pool, bad)
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+async def test_map_arguments_of_the_wrong_kind_send_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        with pytest.raises(CodecError, match="single"):
+            await m.update({"a": 1}, delete="abc")  # not the fields "a", "b", "c"
+        with pytest.raises(CodecError, match="single"):
+            await m.update(delete=b"abc")  # type: ignore[arg-type]
+        with pytest.raises(CodecError, match="mapping"):
+            await m.set([("a", 1)])  # type: ignore[arg-type]
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+BAD_OPTIONS: list[dict[str, Any]] = [
+    {"write_quorum": True},
+    {"read_quorum": True},
+    {"timeout": "1"},
+    {"timeout": True},
+    {"timeout": math.inf},
+    {"tombstone_grace": "1"},
+    {"tombstone_grace": math.inf},
+    {"ttl": "1"},
+    {"ttl": 1e300},  # every server would refuse the expiry
+    {"codec": object()},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=lambda o: f"{o}")
+async def test_bad_options_are_configuration_errors(
+    redis_servers: list[RedisServer], bad: dict[str, Any]
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        for cls in (HashMap, Set):
+            with pytest.raises(ConfigurationError):
+                cls(pool, "k", **bad)
+        if "codec" not in bad and "tombstone_grace" not in bad:
+            with pytest.raises(ConfigurationError):
+                Counter(pool, "k", **bad)
+        store_bad = {k: v for k, v in bad.items() if k != "ttl"}
+        with pytest.raises(ConfigurationError):
+            trio_redisha.SessionStore(pool, **({"ttl": bad["ttl"]} if "ttl" in bad else store_bad))
+        if "timeout" in bad or "tombstone_grace" in bad:
+            with pytest.raises(ConfigurationError):
+                await repair_key(pool, "k", **bad)
+            with pytest.raises(ConfigurationError):
+                await trio_redisha.crdt.repair_all(pool, **bad)
+        with pytest.raises(ConfigurationError, match="single key"):
+            await trio_redisha.crdt.repair_all(pool, keys="abc")
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("DBSIZE")) == 0

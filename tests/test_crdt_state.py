@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_redisha.crdt._base import plan_repair
+from trio_redisha.crdt._plan import plan_repair
 from trio_redisha.crdt._state import (
     CounterState,
     Entry,

@@ -28,7 +28,7 @@ from trio_redisha import (
     QuorumError,
     SessionStore,
 )
-from trio_redisha.crdt import MARKER_FIELD, Entry, detect_type, repair_key
+from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
 from trio_redisha.session import DEFAULT_TTL, Session
 from trio_redisha.testing import RedisServer
 
@@ -38,7 +38,7 @@ async def pool_on(*urls: str, clock_offset: float = 0.0, **options: Any) -> Asyn
     """A pool ("an app process") on the given servers; ``clock_offset`` skews its clock."""
     async with trio_redisha.open_pool(*urls, **{**FAST, **options}) as pool:
         if clock_offset:
-            pool.clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
+            context_for(pool).clock = HybridLogicalClock(wall=lambda: time.time() + clock_offset)
         yield pool
 
 
@@ -445,7 +445,7 @@ async def test_map_clear_and_update(redis_servers: list[RedisServer]) -> None:
         for server in redis_servers:
             stored = await raw_hash(server, "m")
             assert set(stored) == {MARKER_FIELD, b"c:"}  # the fields and tombstone dropped
-            assert stored[b"c:"].endswith(b":" + pool.actor_id.encode() + b":-")
+            assert stored[b"c:"].endswith(b":" + context_for(pool).actor + b":-")
         await m.update({"c": 3, "d": 4}, delete=["e"])
         await m.update({"c": 5}, delete=["d"])
         await m.update()
@@ -476,3 +476,58 @@ async def test_repair_key_spreads_a_clear(redis_servers: list[RedisServer]) -> N
         assert detect_type(stored[0]) == "map"
         assert all(50_000 < t <= 60_000 for t in await pttls(redis_servers, "m"))
         assert await m.get() == {}
+
+
+@pytest.mark.parametrize("bad", ["\udcff", "\ud800"])
+async def test_unencodable_session_keys_and_prefixes_send_nothing(
+    redis_servers: list[RedisServer], bad: str
+) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        with pytest.raises(CodecError):
+            await store.save(sid, {"user": "alice", bad: 1})  # e.g. from json.loads
+        session = await store.load(sid)
+        session[bad] = 1
+        with pytest.raises(CodecError):
+            await store.save(sid, session)
+        with pytest.raises(ConfigurationError, match="UTF-8"):
+            SessionStore(pool, prefix=bad)
+        with pytest.raises(CodecError, match="mapping"):
+            await store.save(sid, [("user", "alice")])  # type: ignore[arg-type]
+    for server in redis_servers:
+        assert await raw(server, "DBSIZE") == 0
+
+
+async def test_a_session_carried_into_another_store_is_saved_whole(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A session loaded from one store and saved into another (another prefix, or
+    another pool) is saved whole there: what it held when loaded was the first
+    store's, not the second's, so diffing against it would drop unchanged keys."""
+    s0, s1, _ = redis_servers
+    data = {"user": "alice", "cart": ["book"], "theme": "light"}
+    async with pool_on(s0.url) as p0, pool_on(s1.url) as p1:
+        old, new = SessionStore(p0, prefix="old:"), SessionStore(p0, prefix="new:")
+        elsewhere = SessionStore(p1, prefix="old:")
+        sid = old.new_id()
+        await old.save(sid, data)
+        session = await old.load(sid)
+        session["theme"] = "dark"
+        await new.save(sid, session)  # a migration to a new prefix
+        assert await new.load(sid) == {**data, "theme": "dark"}
+        await elsewhere.save(sid, session)  # same prefix, another pool
+        assert await elsewhere.load(sid) == {**data, "theme": "dark"}
+        # It now belongs to the last store: saved back into the first, it is written
+        # whole again, like any mapping (every key written, none deleted).
+        session["theme"] = "blue"
+        del session["cart"]
+        await old.save(sid, session)
+        assert await old.load(sid) == {**data, "theme": "blue"}
+        assert await elsewhere.load(sid) == {**data, "theme": "dark"}
+        # A second store over the same pool and prefix holds the same data: diffs are fine.
+        again = await old.load(sid)
+        again["n"] = 1
+        del again["cart"]
+        await SessionStore(p0, prefix="old:").save(sid, again)
+        assert await old.load(sid) == {"user": "alice", "theme": "blue", "n": 1}

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import trio
 
-from .cli import EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED, CommandError
+from ._exits import EXIT_FAILURE, EXIT_OK, EXIT_TERMINATED, CommandError
 from .exceptions import RedisHAError
 from .pool import Pool, ServerState, ServerStatus, open_pool
 from .session import SessionStore

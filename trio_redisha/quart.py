@@ -155,7 +155,7 @@ class RedisHASessionInterface(SessionInterface):
             return session
         session = RedisHASession(loaded)
         session.origin = sid
-        session._sid, session._loaded = loaded._sid, loaded._loaded
+        session._adopt(loaded)
         return session
 
     async def save_session(

@@ -39,8 +39,8 @@ import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .crdt import BytesCodec, Codec, HashMap, JSONCodec
-from .crdt._base import DEFAULT_TOMBSTONE_GRACE
+from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
+from .crdt._base import check_codec, check_ttl
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, ConfigurationError, QuorumError
 
@@ -77,18 +77,30 @@ class Session(dict[str, Any]):
 
     :meth:`SessionStore.save` compares the dict with that snapshot (by encoded
     value, so changes made in place to a nested list or dict count) and writes
-    only the keys that changed, and deletes the keys removed. A copy made with
-    ``dict(session)`` is a plain dict and is saved whole.
+    only the keys that changed, and deletes the keys removed. The snapshot
+    belongs to where the session was loaded or last saved (that pool, that
+    Redis key): saved anywhere else (another id, prefix or pool), or copied
+    with ``dict(session)``, it is saved whole, like any mapping.
     """
 
-    __slots__ = ("_loaded", "_sid")
+    __slots__ = ("_loaded", "_origin", "_sid")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The id it was loaded under (``None``: not loaded from the store).
         self._sid: str | None = None
+        #: The pool and Redis key the snapshot belongs to.
+        self._origin: tuple[Pool, str] | None = None
         #: Key to encoded value, as loaded or last saved.
         self._loaded: dict[str, bytes] = {}
+
+    def _adopt(self, other: Session) -> None:
+        """Take over ``other``'s snapshot: saving this session diffs as saving it would.
+
+        For wrappers that hold the same data in a session type of their own
+        (the Quart interface).
+        """
+        self._sid, self._origin, self._loaded = other._sid, other._origin, other._loaded
 
     @property
     def sid(self) -> str | None:
@@ -99,6 +111,11 @@ class Session(dict[str, Any]):
 def _check_key(name: object) -> str:
     if not isinstance(name, str):
         raise CodecError(f"session keys are str, not {type(name).__name__}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate, as json.loads gives for "\udcff": never sent.
+        raise CodecError(f"session key {name!r} is not valid UTF-8 text: {exc.reason}") from None
     return name
 
 
@@ -152,15 +169,20 @@ class SessionStore:
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ConfigurationError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        if not math.isfinite(ttl):
-            raise ConfigurationError(f"ttl must be finite, got {ttl!r}")
+        check_ttl(ttl)
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"prefix {prefix!r} is not valid UTF-8 text: {exc.reason}"
+            ) from None
         self._pool = pool
         self._ttl = float(ttl)
         self._prefix = prefix
+        if codec is not None:
+            check_codec(codec)
         self._codec: Codec = JSONCodec() if codec is None else codec
         self._write_quorum = write_quorum
         self._read_quorum = read_quorum
@@ -269,17 +291,32 @@ class SessionStore:
             except Exception as exc:
                 raise CodecError(f"session key {name!r}: {exc}") from exc  # id not logged
         session._sid = sid
+        session._origin = (self._pool, self._prefix + sid)
         session._loaded = raw
+        return session
+
+    def _snapshot(self, sid: str, data: Mapping[str, Any], loaded: dict[str, bytes]) -> Session:
+        """A session of ``data`` whose snapshot of this store's ``sid`` is ``loaded``.
+
+        For adapters that rebuild what was read from their own state (the
+        starsessions store): saving it writes only what differs from ``loaded``.
+        """
+        session = Session(data)
+        session._sid = sid
+        session._origin = (self._pool, self._prefix + sid)
+        session._loaded = loaded
         return session
 
     async def save(self, sid: str, data: Mapping[str, Any]) -> None:
         """Write the changes of session ``sid`` and give it ``ttl`` seconds of life again.
 
-        Given the :class:`Session` that :meth:`load` returned for ``sid``, only
-        the keys whose value changed since are written and the keys removed
-        are deleted, so a concurrent request changing other keys of the same
-        session keeps its changes (per key, the later write wins). Given any
-        other mapping, every key in it is written and no key is deleted. The
+        Given the :class:`Session` that :meth:`load` returned for ``sid`` (from
+        this pool and prefix), only the keys whose value changed since are
+        written and the keys removed are deleted, so a concurrent request
+        changing other keys of the same session keeps its changes (per key, the
+        later write wins). Given any other mapping, or a session loaded from
+        another store or under another id, every key in it is written and no
+        key is deleted. The
         expiry is refreshed on every server the write reaches (or, when
         nothing changed, on every server holding the session).
 
@@ -287,14 +324,18 @@ class SessionStore:
 
         Raises:
             ConfigurationError: ``sid`` is not a valid session id.
-            CodecError: A key is not a str or a value cannot be encoded; nothing
-                was sent.
+            CodecError: ``data`` is not a mapping, a key is not a str (or not
+                valid UTF-8 text), or a value cannot be encoded; nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
         self.key(sid)
+        if not isinstance(data, Mapping):
+            raise CodecError(f"session data must be a mapping, not {type(data).__name__}")
         encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
-        before = data._loaded if isinstance(data, Session) and data._sid == sid else None
+        here = (self._pool, self._prefix + sid)
+        # The snapshot says what *this* key held only if it was taken here.
+        before = data._loaded if isinstance(data, Session) and data._origin == here else None
         if before is None:
             changed, removed = encoded, []
         else:
@@ -306,6 +347,7 @@ class SessionStore:
             await self.touch(sid)
         if isinstance(data, Session):
             data._sid = sid
+            data._origin = here
             data._loaded = encoded
 
     async def delete(self, sid: str) -> None:
@@ -350,5 +392,7 @@ class SessionStore:
             max(1, math.ceil(self._ttl * 1000)),
             timeout=self._timeout,
         )
-        quorum = self._pool.write_quorum if self._write_quorum is None else self._write_quorum
+        quorum = self._write_quorum
+        if quorum is None:
+            quorum = context_for(self._pool).write_quorum
         replies.check_quorum(quorum)

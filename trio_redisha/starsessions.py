@@ -40,7 +40,7 @@ from starsessions.stores.base import SessionStore as _StarSessionStore
 
 from .crdt.codecs import encode_value
 from .exceptions import ConfigurationError
-from .session import Session, SessionStore
+from .session import SessionStore
 
 __all__ = ["METADATA_KEY", "RedisHAStore"]
 
@@ -132,7 +132,6 @@ class RedisHAStore(_StarSessionStore):
         if read_sid == session_id and isinstance(fields, dict):
             # Rebuild what was read, as far as saving needs it: a field whose
             # encoding still has its digest is unchanged; any other one changed.
-            snapshot = Session(values)
             loaded: dict[str, bytes] = {}
             for name, digest in fields.items():
                 if name in values:
@@ -140,8 +139,7 @@ class RedisHAStore(_StarSessionStore):
                     loaded[name] = encoded if _digest(encoded) == digest else _CHANGED
                 else:
                     loaded[name] = _CHANGED  # removed: save() deletes it
-            snapshot._sid, snapshot._loaded = session_id, loaded
-            await self.store.save(session_id, snapshot)
+            await self.store.save(session_id, self.store._snapshot(session_id, values, loaded))
             return session_id
         # New to the store, or regenerated: a new id of ours, the whole session.
         new_id = self.store.new_id()

@@ -5,12 +5,20 @@ and :class:`Set` (an LWW-element set) read from every server, merge, repair
 the servers found behind, and write with idempotent Lua scripts. See
 ``docs/consistency.md`` for the model and the storage layout.
 
-A repair walker needs only :func:`detect_type` and :func:`repair_key`.
+Anti-entropy: :func:`repair_key` merges one key across the servers and writes
+it back where it is behind; :func:`repair_all` walks every key (what
+``trio-redisha repair`` runs) and returns a :class:`RepairReport`.
+
+What the objects on one pool share (its clock, actor id, default write
+quorum, read-repair budget, counter totals) is the pool's
+:class:`CRDTContext`, from :func:`context_for`.
 """
 
 from __future__ import annotations
 
 from ._base import DEFAULT_TOMBSTONE_GRACE as DEFAULT_TOMBSTONE_GRACE
+from ._context import CRDTContext as CRDTContext
+from ._context import context_for as context_for
 from ._state import CounterState as CounterState
 from ._state import Entry as Entry
 from ._state import MapState as MapState
@@ -25,6 +33,8 @@ from .codecs import JSONCodec as JSONCodec
 from .codecs import StrCodec as StrCodec
 from .counter import Counter as Counter
 from .hashmap import HashMap as HashMap
+from .repair import RepairReport as RepairReport
+from .repair import repair_all as repair_all
 from .repair import repair_key as repair_key
 from .set import Set as Set
 
@@ -33,6 +43,7 @@ __all__ = [
     "MARKER_FIELD",
     "REGISTRY",
     "BytesCodec",
+    "CRDTContext",
     "CRDTType",
     "Codec",
     "Counter",
@@ -41,9 +52,12 @@ __all__ = [
     "HashMap",
     "JSONCodec",
     "MapState",
+    "RepairReport",
     "Set",
     "SetState",
     "StrCodec",
+    "context_for",
     "detect_type",
+    "repair_all",
     "repair_key",
 ]

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..exceptions import ForeignValueError, ProtocolError
+from ..exceptions import ConfigurationError, ForeignValueError, ProtocolError
 from ..scripts import Script
 from ._scripts import COUNTER_MERGE, LWW_MERGE
 from ._state import (
@@ -67,6 +67,7 @@ __all__ = [
     "CRDTType",
     "apply_counter_fields",
     "apply_lww_fields",
+    "check_key",
     "check_marker",
     "detect_type",
     "hash_fields",
@@ -107,6 +108,27 @@ def hash_fields(reply: Any) -> dict[bytes, bytes]:
             raise ProtocolError(f"not an HGETALL reply: {reply!r}")
         out[k] = v
     return out
+
+
+def check_key(key: object) -> bytes:
+    """Return a Redis key as sent, or raise if it cannot be one.
+
+    Text is sent as UTF-8, strictly: a lone surrogate (``"\\udcff"``, as
+    ``json.loads`` or ``os.fsdecode`` produce) is refused here, before anything
+    is sent, rather than failing half-way through a command.
+
+    Raises:
+        ConfigurationError: ``key`` is not a non-empty str or bytes, or is not
+            valid UTF-8 text.
+    """
+    if isinstance(key, bytes) and key:
+        return key
+    if isinstance(key, str) and key:
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(f"key {key!r} is not valid UTF-8 text: {exc.reason}") from None
+    raise ConfigurationError(f"key must be a non-empty str or bytes, got {key!r}")
 
 
 def _prefixed(fields: Mapping[bytes, bytes], prefix: bytes) -> Iterable[tuple[bytes, bytes]]:

@@ -1,6 +1,6 @@
 """A PN-counter replicated on every server of a pool.
 
-Each writer (actor: ``pool.actor_id``, random per pool) stores on every server
+Each writer (actor: the pool's CRDT actor id, random per pool) stores on every server
 the *absolute* totals of its increments (``p:<actor>``) and decrements
 (``n:<actor>``). A write sends the new totals and the server keeps the larger
 of what it has and what it gets, so retrying, replaying or repairing a write
@@ -13,27 +13,20 @@ repaired rather than undone.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
-from ._storage import COUNTER
+from ._storage import COUNTER, check_key
 
 if TYPE_CHECKING:
     from ..pool import Pool
 
 __all__ = ["Counter"]
 
-# The totals this process's actors have written (or reserved), per pool and key:
-# ``[P, N]``. Shared by every Counter object on the same pool and key, so two
-# objects never send the same total for different increments. Held weakly, so a
-# closed and dropped pool takes its totals with it (its actor id dies with it).
 #: Totals are stored as decimals of at most 19 digits (see ``_state``).
 _MAX_TOTAL = 10**19
-
-_KNOWN: weakref.WeakKeyDictionary[Pool, dict[bytes, list[int]]] = weakref.WeakKeyDictionary()
 
 
 class Counter(CRDTBase[CounterState]):
@@ -86,9 +79,9 @@ class Counter(CRDTBase[CounterState]):
             read_quorum=read_quorum,
             timeout=timeout,
         )
-        per_pool = _KNOWN.setdefault(pool, {})
-        bkey = key.encode() if isinstance(key, str) else key
-        self._known = per_pool.setdefault(bkey, [0, 0])
+        # The totals this writer has written or reserved for the key, shared by
+        # every Counter of the pool's context (see CRDTContext.totals).
+        self._known = self._ctx.totals.setdefault(check_key(key), [0, 0])
 
     async def get(self) -> int:
         """Return the counter's value, merged from every server that answered in time.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
 from ._base import CodecCRDT
-from ._state import Entry, MapState, observe_all
+from ._state import Entry, MapState
 from ._storage import CLEAR_FIELD, MAP, Fields
 from .codecs import JSONCodec, encode_value
 
@@ -26,11 +26,30 @@ __all__ = ["HashMap"]
 
 
 def _name(name: str | bytes) -> bytes:
+    # Strict UTF-8: with surrogateescape, "\udcc3\udca9" would be stored as the
+    # field "é", and a lone surrogate from json.loads would reach the wire.
     if isinstance(name, str):
-        return name.encode("utf-8", "surrogateescape")
+        try:
+            return name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CodecError(f"field name {name!r} is not valid UTF-8 text: {exc.reason}") from None
     if isinstance(name, bytes):
         return name
     raise CodecError(f"map field names are str or bytes, not {type(name).__name__}")
+
+
+def _fields(fields: object) -> Mapping[Any, Any]:
+    if not isinstance(fields, Mapping):
+        raise CodecError(
+            f"fields must be a mapping of names to values, not {type(fields).__name__}"
+        )
+    return fields
+
+
+def _names(names: Iterable[str | bytes]) -> list[bytes]:
+    if isinstance(names, (str, bytes)):
+        raise CodecError(f"delete takes an iterable of names, not a single name {names!r}")
+    return [_name(n) for n in names]
 
 
 class HashMap(CodecCRDT[MapState]):
@@ -94,14 +113,16 @@ class HashMap(CodecCRDT[MapState]):
         Every value is encoded before anything is sent.
 
         Raises:
-            CodecError: A value cannot be encoded; nothing was sent.
+            CodecError: ``fields`` is not a mapping, a name is not str or bytes
+                (or not valid UTF-8 text), or a value cannot be encoded;
+                nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in fields.items()]
+        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in _fields(fields).items()]
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write(
             [(b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded]
         )
@@ -110,13 +131,15 @@ class HashMap(CodecCRDT[MapState]):
         """Delete fields, leaving a tombstone so that no server brings them back.
 
         Raises:
+            CodecError: A name is not str or bytes, or not valid UTF-8 text;
+                nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
         encoded = [_name(n) for n in names]
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write(
             [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in encoded]
         )
@@ -137,19 +160,21 @@ class HashMap(CodecCRDT[MapState]):
             delete: Names of fields to delete (tombstones).
 
         Raises:
-            CodecError: A value cannot be encoded, or a name is both written
-                and deleted; nothing was sent.
+            CodecError: A value cannot be encoded, a name is invalid (as in
+                :meth:`set`) or both written and deleted, or ``delete`` is a
+                single str or bytes; nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in (fields or {}).items()]
-        dead = [_name(n) for n in delete]
+        items = _fields({} if fields is None else fields).items()
+        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in items]
+        dead = _names(delete)
         both = {n for n, _ in encoded}.intersection(dead)
         if both:
             raise CodecError(f"fields both written and deleted: {sorted(both)!r}")
         if not encoded and not dead:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         out: Fields = [
             (b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded
         ]
@@ -177,8 +202,5 @@ class HashMap(CodecCRDT[MapState]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
-
-    def _observe(self, merged: MapState) -> None:
-        observe_all(self._pool.clock, merged)

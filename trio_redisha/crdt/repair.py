@@ -1,38 +1,62 @@
-"""Anti-entropy for one key: find its type from the stored data, merge, write back.
+"""Anti-entropy: repair one key (:func:`repair_key`) or walk every key (:func:`repair_all`).
 
-This is what a repair walker calls for each hash it finds with ``SCAN``; it
-needs no object and no codec, only what the servers hold::
+:func:`repair_key` needs no object and no codec, only what the servers hold:
+it finds the key's type from the stored marker, merges, and writes back where
+a server is behind. :func:`repair_all` is the walker: it ``SCAN``\\ s the
+servers for hashes and repairs each key found, paced and a few at a time, so
+one walk refills a server that came back empty (as Roshi's ``roshi-walker
+-once`` does); ``trio-redisha repair`` runs it.
 
-    async for key in scan_hashes(pool):          # e.g. the CLI's ``repair`` command
-        if await trio_redisha.crdt.repair_key(pool, key):
-            repaired += 1
-
-Unlike read repair, which is rate limited and runs in the background, this
-waits for its writes, so one walk over every key refills a server that came
-back empty (as Roshi's ``roshi-walker -once`` does).
+Unlike read repair, which is rate limited and runs in the background, these
+wait for their writes. The walk is three parts that can be swapped one at a
+time: where the keys come from (``SCAN`` of the servers, or ``keys=``), which
+servers a key is read from and written to (``sources=`` / ``targets=``, a
+sequence or a function of the key), and the per-key step (:func:`repair_key`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
-from ..exceptions import ForeignValueError
-from ._base import (
-    DEFAULT_TOMBSTONE_GRACE,
-    foreign_error,
-    is_foreign_reply,
-    longest_ttl,
-    now_us,
-    plan_repair,
-    run_repair,
-)
-from ._state import LWWState, merge_all, observe_all
-from ._storage import MARKER_FIELD, REGISTRY, CRDTType, hash_fields, marker_error
+import trio
+
+from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
+from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
+from ._plan import carry_out, now_us
+from ._read import read_key
+from ._storage import check_key
 
 if TYPE_CHECKING:
     from ..pool import Pool
 
-__all__ = ["repair_key"]
+__all__ = [
+    "DEFAULT_REPAIR_CONCURRENCY",
+    "DEFAULT_REPAIR_RATE",
+    "DEFAULT_SCAN_COUNT",
+    "MAX_ERROR_MESSAGES",
+    "SCAN_ATTEMPTS",
+    "RepairReport",
+    "repair_all",
+    "repair_key",
+]
+
+#: Keys per second the walker repairs by default: Roshi's walker and
+#: read-repair default, gentle enough to run against a live cluster.
+DEFAULT_REPAIR_RATE: Final = 1000.0
+#: SCAN COUNT hint (Redis's own default is 10; larger batches mean fewer round trips).
+DEFAULT_SCAN_COUNT: Final = 100
+#: Keys repaired concurrently by the walker.
+DEFAULT_REPAIR_CONCURRENCY: Final = 8
+#: Attempts per SCAN page before a server is given up as unreachable.
+SCAN_ATTEMPTS: Final = 3
+#: Error messages kept in a repair report (the count is always exact).
+MAX_ERROR_MESSAGES: Final = 20
+
+#: Servers by index: a fixed sequence, or a function of the key (placement).
+Servers = Sequence[int] | Callable[[bytes], Sequence[int]]
 
 
 async def repair_key(
@@ -41,71 +65,314 @@ async def repair_key(
     *,
     tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     timeout: float | None = None,
+    sources: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
 ) -> bool:
     """Bring every server that answers up to the merged state of ``key``.
 
     The type is read from the marker field of the stored hash (see
     :func:`~trio_redisha.crdt.detect_type`). Servers that are behind, or
     answered without the key, get the fields they lack; tombstones older than
-    ``tombstone_grace`` are purged, if every server of the pool answered and
-    was brought up to date. Expiry: if every server holding the key
-    has one, the longest remaining one is given to the servers written (the
-    longest TTL wins, as in Redis Active-Active); otherwise it is left alone.
-    If the key expired on every holder since it was read, nothing is written
-    (it would come back without an expiry).
+    ``tombstone_grace`` are purged, if every server read answered and was
+    brought up to date. Expiry: if every server holding the key has one, the
+    longest remaining one is given to the servers written (the longest TTL
+    wins, as in Redis Active-Active); otherwise it is left alone. If the key
+    expired on every holder since it was read, nothing is written (it would
+    come back without an expiry).
 
     Args:
         pool: The pool.
         key: The key to repair.
         tombstone_grace: Seconds tombstones are kept (as given to the objects).
         timeout: Deadline of each call in seconds (``None``: the pool's).
+        sources: Indices of the servers that may hold a copy and are read
+            (``None``: every server).
+        targets: Indices of the servers that must end up with the merged
+            state (``None``: the sources). They are read too, so only what
+            each one lacks is sent; the other sources are only read from.
 
     Returns:
         Whether any server was written to: ``False`` when the key is absent
         everywhere or the servers that answered already agree.
 
     Raises:
+        ConfigurationError: ``key`` is not a non-empty str or bytes, or not
+            valid UTF-8 text; nothing was sent.
         ForeignValueError: The key is not a trio-redisha CRDT (a plain value,
             a hash without the marker, an unknown type or format version, or
             different types on different servers). Nothing is written.
         QuorumError: No server answered.
     """
-    replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
-    answered: list[tuple[int, dict[bytes, bytes]]] = []
-    for i, r in enumerate(replies):
-        if is_foreign_reply(r):
-            raise foreign_error(key, r)
-        if not isinstance(r, BaseException):
-            answered.append((i, hash_fields(r)))
-    replies.check_quorum(1)
-    holders = [(i, fields) for i, fields in answered if fields]
-    if not holders:
+    check_key(key)
+    check_grace(tombstone_grace)
+    check_timeout(timeout)
+    servers: Sequence[int] | None = sources
+    if targets is not None:
+        base = range(len(pool)) if sources is None else sources
+        servers = [*base, *(t for t in targets if t not in base)]
+    snap = await read_key(pool, key, None, servers=servers, timeout=timeout)
+    if snap is None:
         return False
-    markers = {fields.get(MARKER_FIELD) for _, fields in holders}
-    if len(markers) != 1:
-        shown = ", ".join(sorted(repr(m) for m in markers))
-        raise ForeignValueError(
-            f"key {key!r} holds different types on different servers ({shown}); left untouched",
-            key=key,
-        )
-    marker = markers.pop()
-    kind: CRDTType[Any] | None = None if marker is None else REGISTRY.get(marker)
-    if kind is None:
-        raise marker_error(key, marker, "a trio-redisha CRDT this version knows")
-    states = [(i, kind.parse(fields)) for i, fields in answered]
-    merged = merge_all((s for _, s in states), kind.empty)
-    if isinstance(merged, LWWState):
-        observe_all(pool.clock, merged)
-    plan = plan_repair(
-        kind,
-        states,
-        merged,
-        now_us() - int(tombstone_grace * 1_000_000),
-        complete=len(states) == len(pool),
-    )
+    plan = snap.plan(now_us() - int(tombstone_grace * 1_000_000), targets)
     if not plan:
         return False
-    pttl = await longest_ttl(pool, key, [i for i, _ in holders], timeout)
-    if pttl is None:
-        return False  # expired everywhere since the read: writing would revive it forever
-    return await run_repair(pool, kind, key, plan, pttl, timeout)
+    return await carry_out(pool, snap.kind, key, plan, snap.holders, timeout)
+
+
+@dataclass
+class RepairReport:
+    """The outcome of an anti-entropy pass.
+
+    Attributes:
+        servers: How many servers the pass read from.
+        scanned: Distinct hash keys found by SCAN on any server (or given).
+        processed: Keys whose repair has finished, whatever its outcome.
+        repaired: Keys that were behind on some server and were written back.
+        skipped: Hashes that are not trio-redisha CRDTs (left untouched).
+        errors: Keys whose repair failed.
+        unreachable: Servers that could not be scanned to the end.
+        messages: The first error messages (at most :data:`MAX_ERROR_MESSAGES`).
+        elapsed: Seconds the pass took.
+    """
+
+    servers: int = 0
+    scanned: int = 0
+    processed: int = 0
+    repaired: int = 0
+    skipped: int = 0
+    errors: int = 0
+    unreachable: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every key was examined on every server without an error."""
+        return self.errors == 0 and not self.unreachable
+
+    def summary(self) -> str:
+        """One line: keys scanned, repaired, skipped, errors, elapsed time."""
+        text = (
+            f"repair: {self.scanned} keys scanned, {self.repaired} repaired, "
+            f"{self.skipped} skipped (not CRDTs), {self.errors} errors "
+            f"on {self.servers} servers in {self.elapsed:.1f} s"
+        )
+        if self.unreachable:
+            text += f"; not scanned to the end: {', '.join(self.unreachable)}"
+        return text
+
+    def note(self, message: str) -> None:
+        """Keep an error message (the first few only)."""
+        if len(self.messages) < MAX_ERROR_MESSAGES:
+            self.messages.append(" ".join(message.split()))
+
+
+class _Pacer:
+    """Spaces calls evenly at ``rate`` per second, shared by several tasks."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            await trio.lowlevel.checkpoint()
+            return
+        slot = max(trio.current_time(), self.next)
+        self.next = slot + self.interval
+        await trio.sleep_until(slot)
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(value)
+
+
+async def _scan_server(
+    pool: Pool,
+    index: int,
+    match: str | bytes,
+    count: int,
+    report: RepairReport,
+    found: Callable[[bytes], Any],
+) -> None:
+    """SCAN one server to the end, handing each hash key to ``found``."""
+    label = pool.servers[index]
+    cursor: bytes | str | int = b"0"
+    while True:
+        reply: Any = None
+        for attempt in range(SCAN_ATTEMPTS):
+            replies = await pool.execute_on(
+                [index], "SCAN", cursor, "MATCH", match, "COUNT", count, "TYPE", "hash"
+            )
+            reply = replies[0]
+            if not isinstance(reply, BaseException):
+                break
+            if isinstance(reply, ReplyError):
+                break
+            await trio.sleep(0.05 * 2**attempt)
+        if isinstance(reply, BaseException):
+            report.unreachable.append(label)
+            report.note(f"{label}: SCAN failed: {type(reply).__name__}: {reply}")
+            return
+        try:
+            cursor, keys = reply[0], reply[1]
+            batch = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
+        except (TypeError, IndexError, KeyError, ValueError):
+            report.unreachable.append(label)
+            report.note(f"{label}: unexpected SCAN reply {reply!r:.80}")
+            return
+        for k in batch:
+            await found(k)
+        if cursor in (b"0", "0", 0):
+            return
+
+
+def _check_servers(pool: Pool, name: str, servers: Sequence[int] | None) -> None:
+    if servers is None:
+        return
+    if isinstance(servers, (str, bytes)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(pool) for i in servers
+    ):
+        raise ConfigurationError(f"{name} must be server indices in 0..{len(pool) - 1}")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+async def repair_all(
+    pool: Pool,
+    *,
+    match: str | bytes = "*",
+    rate: float = DEFAULT_REPAIR_RATE,
+    count: int = DEFAULT_SCAN_COUNT,
+    concurrency: int = DEFAULT_REPAIR_CONCURRENCY,
+    keys: Iterable[str | bytes] | AsyncIterable[str | bytes] | None = None,
+    sources: Sequence[int] | None = None,
+    targets: Servers | None = None,
+    tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+    timeout: float | None = None,
+    on_progress: Callable[[RepairReport], None] | None = None,
+) -> RepairReport:
+    """Anti-entropy: merge every CRDT key of the servers and write it back.
+
+    Every source server is walked with ``SCAN ... MATCH match TYPE hash``;
+    each distinct key is handed to :func:`repair_key`, which merges the key's
+    state from the sources and writes the result where it is behind. A server
+    restarted empty gets every key back. Hashes that are not trio-redisha
+    CRDTs are counted as skipped and left untouched.
+
+    Example::
+
+        async with trio_redisha.open_pool(*urls) as pool:
+            report = await trio_redisha.crdt.repair_all(pool, rate=500)
+            print(report.summary())
+
+    Args:
+        pool: An open pool over the servers.
+        match: SCAN MATCH pattern.
+        rate: Keys repaired per second at most (0: no limit).
+        count: SCAN COUNT hint.
+        concurrency: Keys repaired at once.
+        keys: Repair these keys instead of scanning (``match`` is then unused).
+        sources: Indices of the servers scanned and read (``None``: all).
+        targets: Indices of the servers each key is written to (``None``: the
+            sources), or a function of the key returning them.
+        tombstone_grace: Seconds tombstones are kept (as given to the objects).
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+        on_progress: Called after every key with the report so far.
+
+    Returns:
+        The counts; see :class:`RepairReport`.
+
+    Raises:
+        ConfigurationError: An argument is out of range; nothing was sent.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
+        raise ConfigurationError(f"rate must be a number >= 0, got {rate!r}")
+    if math.isinf(rate):
+        rate = 0.0
+    check_grace(tombstone_grace)
+    check_timeout(timeout)
+    if isinstance(keys, (str, bytes)):
+        raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
+    count = _positive_int("count", count)
+    concurrency = _positive_int("concurrency", concurrency)
+    _check_servers(pool, "sources", sources)
+    if targets is not None and not callable(targets):
+        _check_servers(pool, "targets", targets)
+    if not isinstance(match, (str, bytes)) or not match:
+        raise ConfigurationError(f"match must be a non-empty str or bytes pattern, got {match!r}")
+    if isinstance(match, str):
+        try:
+            match = match.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"match {match!r} is not valid UTF-8 text: {exc.reason}"
+            ) from None
+    scan = tuple(range(len(pool))) if sources is None else tuple(sources)
+    report = RepairReport(servers=len(scan))
+    start = trio.current_time()
+    stats = pool.stats
+    seen: set[bytes] = set()
+    pacer = _Pacer(rate)
+    send, receive = trio.open_memory_channel[bytes](concurrency * 4)
+
+    async def found(key: bytes) -> None:
+        if key not in seen:
+            seen.add(key)
+            report.scanned += 1
+            await send.send(key)
+
+    async def producer() -> None:
+        async with send:
+            if keys is None:
+                for index in scan:
+                    await _scan_server(pool, index, match, count, report, found)
+            elif isinstance(keys, AsyncIterable):
+                async for k in keys:
+                    await found(check_key(k))
+            else:
+                for k in keys:
+                    await found(check_key(k))
+
+    async def worker(receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with receive:
+            async for key in receive:
+                await pacer.wait()
+                to = targets(key) if callable(targets) else targets
+                try:
+                    changed = await repair_key(
+                        pool,
+                        key,
+                        tombstone_grace=tombstone_grace,
+                        timeout=timeout,
+                        sources=sources,
+                        targets=to,
+                    )
+                except ForeignValueError:
+                    report.skipped += 1
+                except RedisHAError as exc:
+                    report.errors += 1
+                    report.note(f"{_text(key)}: {type(exc).__name__}: {exc}")
+                else:
+                    if changed:
+                        report.repaired += 1
+                        stats.repair_keys_repaired += 1
+                report.processed += 1
+                stats.repair_keys_walked += 1
+                if on_progress is not None:
+                    on_progress(report)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        async with receive:
+            for _ in range(concurrency):
+                nursery.start_soon(worker, receive.clone())
+    report.elapsed = trio.current_time() - start
+    return report

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CodecError
 from ._base import CodecCRDT
-from ._state import Entry, SetState, observe_all
+from ._state import Entry, SetState
 from ._storage import SET
 from .codecs import StrCodec, encode_value
 
@@ -98,9 +98,6 @@ class Set(CodecCRDT[SetState]):
         encoded = {encode_value(self._codec, m) for m in members}
         if not encoded:
             return
-        ts = self._pool.clock.check(self._pool.clock.now())
+        ts = self._ctx.clock.check(self._ctx.clock.now())
         entry = Entry(ts, self._actor, deleted).encode()
         await self._write([(b"m:" + raw, entry) for raw in sorted(encoded)])
-
-    def _observe(self, merged: SetState) -> None:
-        observe_all(self._pool.clock, merged)

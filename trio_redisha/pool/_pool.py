@@ -29,7 +29,6 @@ import contextvars
 import difflib
 import logging
 import math
-import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -59,7 +58,6 @@ from ..exceptions import (
     ServerTimeout,
     ServerUnavailable,
 )
-from ..hlc import HybridLogicalClock
 from ..placement import (
     Placement,
     canonical_identity,
@@ -318,9 +316,6 @@ class Pool:
         self.timeout = timeout
         self.write_quorum = write_quorum
         self._stall_timeout = stall_timeout
-        self.clock = HybridLogicalClock()
-        #: This pool's CRDT actor id: random, so two pools never share totals.
-        self.actor_id = secrets.token_hex(8)
         self._upkeep = Upkeep(
             connect_timeout=connect_timeout,
             backoff_base=backoff_base,
@@ -338,8 +333,6 @@ class Pool:
         self._decode = decode_responses
         self._close_timeout = close_timeout
         self._repair_rate = repair_rate
-        self._repair_tokens = repair_rate
-        self._repair_stamp = 0.0
         self._nursery: trio.Nursery | None = None
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
@@ -520,18 +513,6 @@ class Pool:
             self._background -= 1
             if not self._background:
                 self._background_idle.set()
-
-    def repair_allowed(self) -> bool:
-        """Take one token of the read-repair rate limit; False when exhausted."""
-        now = trio.current_time()
-        self._repair_tokens = min(
-            self._repair_rate, self._repair_tokens + (now - self._repair_stamp) * self._repair_rate
-        )
-        self._repair_stamp = now
-        if self._repair_tokens >= 1:
-            self._repair_tokens -= 1
-            return True
-        return False
 
     # -- commands
 

@@ -1,0 +1,155 @@
+"""The anti-entropy walker as a library call: ``trio_redisha.crdt.repair_all``.
+
+The command line's ``repair`` (tests/test_cli.py) walks every server; here the
+walker is restricted as placement and digests will restrict it: to given keys,
+to source servers read, to target servers written (fixed, or per key). Real
+servers throughout; the read-repair token bucket is timed on trio's virtual
+clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import trio_redisha
+from trio_redisha import ConfigurationError, Counter, HashMap, Pool, Set
+from trio_redisha.crdt import CRDTContext, RepairReport, context_for, repair_all, repair_key
+from trio_redisha.testing import RedisServer, decode_reply
+
+
+@asynccontextmanager
+async def pool_on(*servers: RedisServer, **options: Any) -> AsyncIterator[Pool]:
+    options.setdefault("timeout", 0.5)
+    async with trio_redisha.open_pool(*(s.url for s in servers), **options) as pool:
+        yield pool
+
+
+async def dbsizes(servers: list[RedisServer]) -> list[int]:
+    return [int(decode_reply(await s.acommand("DBSIZE"))) for s in servers]  # type: ignore[call-overload]
+
+
+async def fill(pool: Pool, n: int) -> None:
+    for i in range(n):
+        await HashMap(pool, f"m:{i}").set({"i": i})
+        await Set(pool, f"s:{i}").add(str(i))
+        await Counter(pool, f"c:{i}").incr(i + 1)
+
+
+async def test_repair_all_refills_an_empty_server_and_reports(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 5)
+        await redis_servers[1].acommand("FLUSHALL")
+        seen: list[int] = []
+        report = await repair_all(pool, rate=0, on_progress=lambda r: seen.append(r.processed))
+        assert isinstance(report, RepairReport) and report.ok
+        assert (report.servers, report.scanned, report.repaired) == (3, 15, 15)
+        assert seen == list(range(1, 16))
+        assert report.summary().startswith("repair: 15 keys scanned, 15 repaired, 0 skipped")
+        assert await dbsizes(redis_servers) == [15, 15, 15]
+        again = await repair_all(pool, rate=0)
+        assert (again.scanned, again.repaired) == (15, 0)
+
+
+async def test_repair_all_of_given_keys_only(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 4)
+        await redis_servers[2].acommand("FLUSHALL")
+
+        async def some() -> AsyncIterator[str]:
+            for key in ("m:0", "s:1"):
+                yield key
+
+        report = await repair_all(pool, keys=["c:2", b"c:3", "c:2"], rate=0)
+        assert (report.scanned, report.repaired) == (2, 2)  # duplicates walked once
+        report = await repair_all(pool, keys=some(), rate=0)
+        assert (report.scanned, report.repaired) == (2, 2)
+        stored = decode_reply(await redis_servers[2].acommand("KEYS", "*"))
+        assert isinstance(stored, list)
+        assert sorted(stored) == [b"c:2", b"c:3", b"m:0", b"s:1"]
+
+
+async def test_repair_all_reads_the_sources_and_writes_the_targets(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, c = redis_servers
+    async with pool_on(a, b) as two:
+        await fill(two, 3)
+    await b.acommand("DEL", "m:0")  # b behind on one key
+    async with pool_on(*redis_servers) as pool:
+        # Sources only: c is neither scanned nor written.
+        report = await repair_all(pool, sources=[0, 1], rate=0)
+        assert (report.servers, report.scanned, report.repaired) == (2, 9, 1)
+        assert await dbsizes(redis_servers) == [9, 9, 0]
+        # Read from a and b, write c only; then per key (a function of the key).
+        await b.acommand("DEL", "m:1")
+        report = await repair_all(pool, sources=[0, 1], targets=[2], rate=0)
+        assert report.repaired == 9
+        assert await dbsizes(redis_servers) == [9, 8, 9]  # b was only read from
+        report = await repair_all(
+            pool, sources=[0], targets=lambda key: [1] if key == b"m:1" else [], rate=0
+        )
+        assert report.repaired == 1
+        assert await dbsizes(redis_servers) == [9, 9, 9]
+        # repair_key takes the same restriction.
+        await c.acommand("DEL", "s:0")
+        assert await repair_key(pool, "s:0", sources=[0], targets=[1]) is False
+        assert await repair_key(pool, "s:0", sources=[0], targets=[2]) is True
+        assert await dbsizes(redis_servers) == [9, 9, 9]
+        with pytest.raises(ConfigurationError):
+            await repair_all(pool, sources=[3])
+        with pytest.raises(ConfigurationError):
+            await repair_key(pool, "s:0", sources=[7])
+
+
+async def test_walker_over_a_decoding_pool_keeps_binary_values(
+    redis_servers: list[RedisServer],
+) -> None:
+    blob = bytes(range(256))
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "bin", codec=trio_redisha.crdt.BytesCodec()).set({"b": blob})
+    await redis_servers[0].acommand("DEL", "bin")
+    async with pool_on(*redis_servers, decode_responses=True) as pool:
+        assert await repair_key(pool, "bin", sources=[1, 2], targets=[0]) is True
+    stored = [decode_reply(await s.acommand("HGET", "bin", "f:b")) for s in redis_servers]
+    assert stored[0] == stored[1] == stored[2]
+    assert isinstance(stored[0], bytes) and stored[0].endswith(b":+" + blob)
+
+
+# --- the per-pool context --------------------------------------------------------------
+
+
+async def test_context_is_one_per_pool_and_reads_the_pools_settings(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with (
+        pool_on(*redis_servers, write_quorum=2, repair_rate=5) as p1,
+        pool_on(*redis_servers) as p2,
+    ):
+        c1, c2 = context_for(p1), context_for(p2)
+        assert context_for(p1) is c1 and c1 is not c2
+        assert (c1.write_quorum, c1.repair_rate) == (2, 5)
+        assert (c2.write_quorum, c2.repair_rate) == (1, 1000)
+        assert c1.actor_id != c2.actor_id and len(c1.actor_id) == 16
+        assert c1.actor == c1.actor_id.encode()
+        assert HashMap(p1, "m").write_quorum == 2
+        assert repr(c1).startswith("<CRDTContext actor=")
+    with pytest.raises(ConfigurationError):
+        CRDTContext(repair_rate=1, actor_id="a:b")
+    with pytest.raises(ConfigurationError):
+        CRDTContext(repair_rate=1, actor_id="")
+
+
+async def test_read_repair_budget_refills_at_the_rate(autojump_clock: trio.abc.Clock) -> None:
+    ctx = CRDTContext(repair_rate=4)
+    assert [ctx.repair_allowed() for _ in range(5)] == [True] * 4 + [False]
+    await trio.sleep(0.25)  # one token back
+    assert [ctx.repair_allowed() for _ in range(2)] == [True, False]
+    await trio.sleep(10)  # never more than one second's worth
+    assert sum(ctx.repair_allowed() for _ in range(10)) == 4

@@ -1,0 +1,52 @@
+"""``trio-redisha demo``: the session store surviving a kill, a freeze and an empty restart.
+
+The demo itself is :mod:`trio_redisha._demo`; this module only parses its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import add_verbose, positive_float, positive_int, wrap
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add the subcommand to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "demo",
+        help="start three local redis-servers and show the session store surviving failures",
+        description=wrap(
+            "Start three throwaway redis-server processes, run a session-store workload "
+            "with concurrent clients while one server is killed, one frozen (SIGSTOP) "
+            "and one restarted empty, then read every session back and check that no "
+            "acknowledged write was lost. Exit non-zero if one was. Needs redis-server "
+            "(apt-get install redis-server; $REDISHA_REDIS_SERVER names another binary)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_verbose(p)
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="seconds of workload (default 20)",
+    )
+    p.add_argument(
+        "--clients",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="concurrent clients (default 8)",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``demo``; return the exit code."""
+    from .. import _demo
+
+    return _demo.main(duration=args.duration, clients=args.clients)

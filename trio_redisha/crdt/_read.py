@@ -1,0 +1,227 @@
+"""The one read of a CRDT key: ``HGETALL`` on the servers, parse, check, merge.
+
+Object reads (:meth:`Counter.get` and the others) and repair
+(:func:`~trio_redisha.crdt.repair_key`, the walker) read through
+:func:`read_key`, so both judge replicas alike: a foreign value anywhere
+refuses the key, a server that did not answer (or answered something that is
+not a hash, which is treated alike) costs only its own entry, the
+merge observes the clock, and the result (:class:`Snapshot`) says exactly
+which servers answered what, for :mod:`._plan` to compare.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from ..exceptions import ConfigurationError, ForeignValueError, ProtocolError, QuorumError
+from ..replies import Replies
+from ._context import context_for
+from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
+from ._state import LWWState, Mergeable, merge_all, observe_all
+from ._storage import MARKER_FIELD, REGISTRY, CRDTType, check_marker, hash_fields, marker_error
+
+if TYPE_CHECKING:
+    from ..pool import Pool
+
+__all__ = ["Snapshot", "read_key"]
+
+logger = logging.getLogger("trio_redisha.crdt")
+
+S = TypeVar("S", bound=Mergeable)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Generic[S]):
+    """What one read of a key found, and its merge.
+
+    Attributes:
+        key: The key.
+        kind: Its CRDT type.
+        merged: The merge of every state read.
+        states: ``(server index, state)`` of each server that answered.
+        holders: Indices of the servers whose answer held the key.
+        asked: Indices of the servers read, in order.
+        replies: Their replies, in the order of ``asked``.
+    """
+
+    key: str | bytes
+    kind: CRDTType[S]
+    merged: S
+    states: tuple[tuple[int, S], ...]
+    holders: tuple[int, ...]
+    asked: tuple[int, ...]
+    replies: Replies
+
+    @property
+    def complete(self) -> bool:
+        """Whether every server asked answered."""
+        return len(self.states) == len(self.asked)
+
+    def plan(self, purge_before: int, targets: Sequence[int] | None = None) -> RepairPlan:
+        """What to write where so that the servers that answered reach the merge.
+
+        Args:
+            purge_before: Tombstones older than this (microseconds) may be purged,
+                if every server asked answered.
+            targets: The servers that may be written (``None``: all that answered).
+        """
+        return plan_repair(
+            self.kind,
+            self.states,
+            self.merged,
+            purge_before,
+            complete=self.complete,
+            targets=None if targets is None else frozenset(targets),
+        )
+
+
+@overload
+async def read_key(
+    pool: Pool,
+    key: str | bytes,
+    kind: CRDTType[S],
+    *,
+    servers: Sequence[int] | None = ...,
+    timeout: float | None = ...,
+    read_quorum: int = ...,
+) -> Snapshot[S]: ...
+
+
+@overload
+async def read_key(
+    pool: Pool,
+    key: str | bytes,
+    kind: None = ...,
+    *,
+    servers: Sequence[int] | None = ...,
+    timeout: float | None = ...,
+    read_quorum: int = ...,
+) -> Snapshot[Any] | None: ...
+
+
+async def read_key(
+    pool: Pool,
+    key: str | bytes,
+    kind: CRDTType[Any] | None = None,
+    *,
+    servers: Sequence[int] | None = None,
+    timeout: float | None = None,
+    read_quorum: int = 1,
+) -> Snapshot[Any] | None:
+    """Read ``key`` from the servers, check it is ours, merge, observe the clock.
+
+    Args:
+        pool: The pool.
+        key: The key.
+        kind: The type the caller expects; ``None`` reads it from the marker
+            field (a repair walker knows no type).
+        servers: Indices of the servers to read (``None``: the pool's choice
+            for the key, every server today).
+        timeout: Deadline in seconds (``None``: the pool's).
+        read_quorum: Servers that must answer.
+
+    Returns:
+        The snapshot; with ``kind=None``, ``None`` when no server holds the key.
+
+    A server whose reply is not a hash at all (valid RESP of the wrong shape)
+    counts as one that did not answer: its entry in :attr:`Snapshot.replies`
+    becomes a :class:`~trio_redisha.ProtocolError`.
+
+    Raises:
+        ConfigurationError: ``servers`` holds something that is not a server
+            index; nothing was sent.
+        ForeignValueError: A server holds something else under the key (a
+            plain value, a hash without our marker, another CRDT type, an
+            unknown format version, or different types on different servers).
+        QuorumError: Fewer than ``read_quorum`` servers answered (never an
+            empty value in place of an unknown one).
+    """
+    n = len(pool)
+    if servers is not None:
+        asked = tuple(servers)
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in asked):
+            raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
+    # Always raw bytes: a pool with decode_responses=True would hand back text
+    # decoded with replacement characters, and a repair would spread them.
+    replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
+    # Entries are matched to servers by label, not by position: the pool may
+    # send a keyed command to some servers only (its owners, with placement).
+    index = {label: i for i, label in enumerate(pool.servers)}
+    got = dict(zip((index[label] for label in replies.servers), replies, strict=True))
+    if servers is None:
+        asked = tuple(got)
+    else:
+        missing = [i for i in asked if i not in got]
+        if missing:
+            # Servers the pool did not send it to. Pool.execute_on cannot be
+            # told not to decode yet; with full replication this never runs.
+            more = await pool.execute_on(missing, "HGETALL", key, timeout=timeout)
+            got.update(zip(missing, more, strict=True))
+    labels = pool.servers
+    replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
+    # Replicas in agreement (the common case) send equal replies: each distinct
+    # one is turned into fields and parsed once, and they share one state
+    # object, which makes merging and comparing them free.
+    distinct: list[list[Any]] = []  # [raw reply, fields, state or None]
+    answered: list[tuple[int, list[Any]]] = []
+    for pos, (i, r) in enumerate(zip(asked, replies, strict=True)):
+        if is_foreign_reply(r):
+            raise foreign_error(key, r)
+        if isinstance(r, BaseException):
+            continue
+        entry = next((d for d in distinct if d[0] == r), None)
+        if entry is None:
+            try:
+                entry = [r, hash_fields(r), None]
+            except ProtocolError as exc:
+                # Valid RESP of the wrong shape: this server failed this read,
+                # as if it had not answered. It is not a replica we know the
+                # state of, so nothing is planned for it (never written blindly).
+                logger.debug("%s: %s", replies.servers[pos] if replies.servers else i, exc)
+                replies[pos] = ProtocolError(f"HGETALL {key!r}: {exc}")
+                continue
+            distinct.append(entry)
+        answered.append((i, entry))
+    if len(answered) < read_quorum:
+        raise QuorumError(
+            f"read of {key!r}: {len(answered)} of {len(replies)} servers answered, "
+            f"{read_quorum} required",
+            replies=replies,
+            required=read_quorum,
+            succeeded=len(answered),
+            may_have_applied=False,
+        )
+    holders = tuple(i for i, entry in answered if entry[1])
+    if kind is None:
+        if not holders:
+            return None
+        kind = _kind_of(key, [d[1] for d in distinct if d[1]])
+    for d in distinct:
+        check_marker(d[1], kind, key)
+    for d in distinct:
+        d[2] = next((e[2] for e in distinct if e[2] is not None and e[1] == d[1]), None)
+        if d[2] is None:
+            d[2] = kind.parse(d[1])
+    states = [(i, entry[2]) for i, entry in answered]
+    merged = merge_all((s for _, s in states), kind.empty)
+    if isinstance(merged, LWWState):
+        observe_all(context_for(pool).clock, merged)
+    return Snapshot(key, kind, merged, tuple(states), holders, asked, replies)
+
+
+def _kind_of(key: str | bytes, copies: Sequence[dict[bytes, bytes]]) -> CRDTType[Any]:
+    markers = {fields.get(MARKER_FIELD) for fields in copies}
+    if len(markers) != 1:
+        shown = ", ".join(sorted(repr(m) for m in markers))
+        raise ForeignValueError(
+            f"key {key!r} holds different types on different servers ({shown}); left untouched",
+            key=key,
+        )
+    marker = markers.pop()
+    kind = None if marker is None else REGISTRY.get(marker)
+    if kind is None:
+        raise marker_error(key, marker, "a trio-redisha CRDT this version knows")
+    return kind
