@@ -14,8 +14,8 @@ it is far steadier than wall time). The parsers take turns within each repeat,
 so a slow patch of the machine hurts them all alike, and a warm-up round is not
 counted:
 
-* ``RespParser`` and ``HiredisParser``: ours, fed chunk by chunk, each chunk
-  drained with ``next_reply`` until ``NEED_DATA``.
+* ``RespParser``: ours, fed chunk by chunk, each chunk drained with
+  ``next_reply`` until ``NEED_DATA``.
 * ``redis-py _RESP2Parser``: redis-py's pure-Python sync parser, its
   ``SocketBuffer`` reading from a fake socket whose ``recv`` returns the next
   chunk. That is exactly its production path (``read_response`` with its
@@ -29,6 +29,16 @@ counted:
 
 redis-py's parsers count every reply too, so all rows do the same work: parse
 each reply into Python objects once.
+
+A second table times single replies of the shapes a session store reads, each
+parsed over and over by one parser kept across replies (as a connection keeps
+it): an ``SMEMBERS`` of 1,000 small members, an ``HGETALL`` of 10 fields, one
+``GET`` reply, and a 1 MiB bulk string arriving in 64 KiB pieces. Rows:
+``RespParser`` and raw ``hiredis.Reader`` with no limits, the floor (a
+hiredis-based parser that enforces the limits must add its checks to it, which
+is why the library has no such parser any more). Rounds interleave
+the rows; each cell is the median time per reply, and the ratio column divides
+by the raw hiredis floor.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trio_redisha.resp import NEED_DATA, HiredisParser, RespParser
+from trio_redisha.resp import NEED_DATA, RespParser
 
 CHUNK = 64 * 1024
 
@@ -168,6 +178,98 @@ def run_redis_py_async(stream: bytes, expected: int) -> float:
     return asyncio.run(main())
 
 
+def shapes() -> list[tuple[str, list[bytes], int]]:
+    """The single replies of the second table: name, chunks, replies per run."""
+    members = [b"member:%d" % i for i in range(1000)]
+    smembers = b"*1000\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(m), m) for m in members)
+    fields = [b"field:%d" % i for i in range(10)]
+    pairs = [x for f in fields for x in (f, b"value of " + f + b" " * 40)]
+    hgetall = b"*20\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in pairs)
+    value = b"s" * 200
+    get = b"$%d\r\n%s\r\n" % (len(value), value)
+    big = b"$%d\r\n%s\r\n" % (2**20, b"x" * 2**20)
+    return [
+        ("SMEMBERS, 1,000 members", [smembers], 300),
+        ("HGETALL, 10 fields", [hgetall], 20_000),
+        ("GET, 200 bytes", [get], 50_000),
+        ("1 MiB bulk, 64 KiB pieces", chunks_of(big), 100),
+    ]
+
+
+def run_shape_ours(factory: Callable[[], Any], chunks: list[bytes], count: int) -> float:
+    """Time one of our parsers over ``count`` copies of one reply; return s/reply."""
+    parser = factory()
+    feed = parser.feed
+    next_reply = parser.next_reply
+    single = chunks[0] if len(chunks) == 1 else None
+    start = time.process_time()
+    if single is not None:
+        for _ in range(count):
+            feed(single)
+            next_reply()
+    else:
+        for _ in range(count):
+            for chunk in chunks:
+                feed(chunk)
+                reply = next_reply()
+            assert reply is not NEED_DATA
+    return (time.process_time() - start) / count
+
+
+def run_shape_raw(chunks: list[bytes], count: int) -> float:
+    """Time a bare hiredis.Reader over ``count`` copies of one reply; return s/reply."""
+    import hiredis
+
+    reader = hiredis.Reader()
+    feed = reader.feed
+    gets = reader.gets
+    single = chunks[0] if len(chunks) == 1 else None
+    start = time.process_time()
+    if single is not None:
+        for _ in range(count):
+            feed(single)
+            gets()
+    else:
+        for _ in range(count):
+            for chunk in chunks:
+                feed(chunk)
+                reply = gets()
+            assert reply is not False
+    return (time.process_time() - start) / count
+
+
+def shape_table(repeats: int, quick: bool) -> None:
+    """Time every parser on each single-reply shape and print the table."""
+    rows: list[tuple[str, Callable[[list[bytes], int], float]]] = [
+        ("RespParser", lambda c, k: run_shape_ours(RespParser, c, k)),
+    ]
+    if have("hiredis"):
+        rows.append(("hiredis.Reader (raw, floor)", run_shape_raw))
+    names = [name for name, _ in rows]
+    print()
+    print(f"Single replies: median time per reply over {repeats} interleaved rounds")
+    header = f"{'reply':<27}" + "".join(f"{name:>29}" for name in names)
+    print(header)
+    print("-" * len(header))
+    for shape, chunks, count in shapes():
+        if quick:
+            count = max(count // 10, 10)
+        for _, run in rows:
+            run(chunks, max(count // 10, 1))  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(repeats):
+            for name, run in rows:
+                gc.collect()
+                times[name].append(run(chunks, count))
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        floor = medians.get("hiredis.Reader (raw, floor)")
+        cells = []
+        for name in names:
+            ratio = f" ({medians[name] / floor:5.1f}x)" if floor else ""
+            cells.append(f"{medians[name] * 1e6:>19.2f} us{ratio}")
+        print(f"{shape:<27}" + "".join(f"{cell:>29}" for cell in cells))
+
+
 def have(module: str) -> bool:
     """Whether a module can be imported."""
     try:
@@ -192,10 +294,6 @@ def main(argv: list[str] | None = None) -> None:
     runners: list[tuple[str, Callable[[], float]]] = [
         ("trio_redisha RespParser", lambda: run_ours(RespParser, chunks, replies)),
     ]
-    if have("hiredis"):
-        runners.append(
-            ("trio_redisha HiredisParser", lambda: run_ours(HiredisParser, chunks, replies))
-        )
     if have("redis"):
         runners.append(
             ("redis-py _RESP2Parser", lambda: run_redis_py_sync(chunks, replies)),
@@ -226,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, seconds in medians.items():
         ratio = f"{reference / seconds:16.2f}x" if reference else f"{'n/a':>17}"
         print(f"{name:<28} {replies / seconds:12,.0f} {seconds / replies * 1e6:9.2f} {ratio}")
+    shape_table(repeats, args.quick)
 
 
 if __name__ == "__main__":

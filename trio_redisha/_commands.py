@@ -31,7 +31,7 @@ from ._command_table import CONTAINERS as _CONTAINERS
 from ._command_table import REDIS_VERSION as REDIS_VERSION
 from ._command_table import Entry, Spec
 from .exceptions import CommandEncodeError, UnsupportedCommand
-from .resp import _arg_bytes
+from .resp import arg_bytes
 
 __all__ = ["REDIS_VERSION", "CommandInfo", "command_info", "command_keys"]
 
@@ -134,7 +134,7 @@ def _specs_positions(specs: tuple[Compiled, ...], args: Sequence[object]) -> Pos
             while i != end:
                 if i >= argc or i < 1:
                     break
-                if _arg_bytes(i, args[i]).upper() == keyword:  # ASCII-only, as strcasecmp
+                if arg_bytes(i, args[i]).upper() == keyword:  # ASCII-only, as strcasecmp
                     first = i + 1
                     break
                 i += step
@@ -156,7 +156,7 @@ def _specs_positions(specs: tuple[Compiled, ...], args: Sequence[object]) -> Pos
                 return None
             count = args[first + a]
             # An int is sent as its decimal text, which string2ll reads back as is.
-            numkeys = count if type(count) is int else _strict_int(_arg_bytes(first + a, count))
+            numkeys = count if type(count) is int else _strict_int(arg_bytes(first + a, count))
             if numkeys is None or not 0 <= numkeys <= _INT64_MAX:
                 return None
             first += b
@@ -328,7 +328,7 @@ def command_info(args: Sequence[object]) -> CommandInfo:
         raise UnsupportedCommand("empty command")
     name = _name(args[0])
     if name in CONTAINERS and len(args) > 1:
-        sub = _arg_bytes(1, args[1]).decode("latin-1").lower()
+        sub = arg_bytes(1, args[1]).decode("latin-1").lower()
         info = COMMANDS.get(f"{name}|{sub}")
         if info is None:
             raise UnsupportedCommand(
@@ -367,18 +367,18 @@ def command_keys(args: Sequence[object]) -> list[bytes]:
     info = command_info(args)
     single = info.single_key
     if single and single < len(args):
-        return [_arg_bytes(single, args[single])]
+        return [arg_bytes(single, args[single])]
     if not info.has_keys:
         return []
     positions = _specs_positions(info.compiled, args)
     if positions is None:
         if info.fallback is None:
             raise UnsupportedCommand(f"cannot find the keys of this {info.name!r} command")
-        positions = info.fallback([_arg_bytes(i, a) for i, a in enumerate(args)])
+        positions = info.fallback([arg_bytes(i, a) for i, a in enumerate(args)])
     if not positions:
         if "no_mandatory_keys" in info.flags:
             return []
         raise UnsupportedCommand(
             f"cannot find the keys of this {info.name!r} command: Redis would reject its arguments"
         )
-    return [_arg_bytes(i, args[i]) for i in positions]
+    return [arg_bytes(i, args[i]) for i in positions]

@@ -67,7 +67,7 @@ from ..placement import (
     write_targets,
 )
 from ..replies import Replies
-from ..resp import DEFAULT_LIMITS, Limits, _arg_bytes, encode_command
+from ..resp import DEFAULT_LIMITS, Limits, arg_bytes, encode_command
 from ..scripts import Script
 from ._guard import check_command
 from ._hints import Hints
@@ -201,7 +201,7 @@ class Pool:
         client_name: Name sent with ``CLIENT SETNAME`` by servers whose URL sets none.
         ssl_context: TLS context for ``rediss://`` URLs that carry no ``ssl_*`` option.
         limits: Parser safety limits.
-        use_hiredis: Parser choice; ``None`` uses the fastest one installed.
+        use_hiredis: Deprecated and ignored (see :func:`~trio_redisha.resp.make_parser`).
         connector: How to open a connection to one server (an async function of
             a :class:`ServerSpec` returning a handshaken
             :class:`~trio_redisha.Connection`, e.g. over
@@ -544,7 +544,7 @@ class Pool:
         if quorum is not None:
             _count("quorum", quorum, placement.replicas)
         key = args[position]
-        kb = key if type(key) is bytes else _arg_bytes(position, key)
+        kb = key if type(key) is bytes else arg_bytes(position, key)
         partition = key_partition(kb)
         owners = placement._owners[partition]
         servers = self._servers
@@ -638,7 +638,7 @@ class Pool:
         """The servers (indices) a read of ``key`` goes to now (every server without placement)."""
         if self._placement is None:
             return self._all
-        kb = _arg_bytes(1, key)
+        kb = arg_bytes(1, key)
         return self._read_partition(self._placement.partition(kb), [kb])
 
     def _write_targets(self, key: str | bytes, quorum: int | None = None) -> tuple[int, ...]:
@@ -653,23 +653,23 @@ class Pool:
             return self._all
         if quorum is not None:
             _count("quorum", quorum, self._placement.replicas)
-        kb = _arg_bytes(1, key)
+        kb = arg_bytes(1, key)
         return self._write_partition(self._placement.partition(kb), [kb], quorum)
 
     def _owner_indices(self, key: str | bytes) -> tuple[int, ...]:
         """The key's owners as indices, in preference order (every server without placement)."""
         if self._placement is None:
             return self._all
-        return self._placement.owners(_arg_bytes(1, key))
+        return self._placement.owners(arg_bytes(1, key))
 
     def _hinted(self, key: str | bytes) -> tuple[int, ...]:
         """The fallbacks (indices) this pool wrote ``key`` to and has not handed back."""
-        kb = _arg_bytes(1, key)
+        kb = arg_bytes(1, key)
         return tuple(sorted(self._hints.servers([kb], Placement.partition(kb))))
 
     def _handed_back(self, key: str | bytes, servers: Iterable[int] | None = None) -> None:
         """Forget the hints of ``key`` (on ``servers`` only, if given): copies handed back."""
-        self._hints.handed_back(_arg_bytes(1, key), servers)
+        self._hints.handed_back(arg_bytes(1, key), servers)
 
     async def execute(
         self,
@@ -766,7 +766,7 @@ class Pool:
         elif self._placement is None or not keys:
             targets = self._all
         else:
-            kb = [_arg_bytes(i, k) for i, k in enumerate(keys, start=3)]
+            kb = [arg_bytes(i, k) for i, k in enumerate(keys, start=3)]
             partition = keys_partition(self._placement, kb, "EVALSHA", self._previous)
             if quorum is not None:
                 _count("quorum", quorum, self._placement.replicas)
