@@ -17,9 +17,9 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.redis_server import RedisServer, decode_reply
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, Set
 from trio_redisha.crdt import CRDTContext, RepairReport, context_for, repair_all, repair_key
+from trio_redisha.testing import RedisServer, decode_reply
 
 
 @asynccontextmanager
