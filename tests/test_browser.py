@@ -29,9 +29,15 @@ from tests.harness.helpers import FAST
 from trio_redisha.testing import RedisServer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
+
+#: How long a form submission may take to load the next page (a frozen server
+#: costs one deadline, on a loaded machine).
+NAVIGATION_TIMEOUT = 15.0
 
 T = TypeVar("T")
 
@@ -97,9 +103,28 @@ def shown_notes(driver: Any) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#notes .note")]
 
 
+def submit(driver: Any, button: Any) -> None:
+    """Click a form's button and wait until the page it loads has replaced this one.
+
+    Reading the page right after the click could read the old page, or an element
+    of it that the navigation then removes (a stale element).
+    """
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+
+    def replaced(_: Any) -> bool:
+        try:
+            page.is_enabled()
+        except WebDriverException:  # stale, or Chromium's "does not belong to the document"
+            return True
+        return False
+
+    WebDriverWait(driver, NAVIGATION_TIMEOUT).until(replaced)
+
+
 def add_note(driver: Any, text: str) -> list[str]:
     driver.find_element(By.ID, "text").send_keys(text)
-    driver.find_element(By.ID, "add").click()
+    submit(driver, driver.find_element(By.ID, "add"))
     return shown_notes(driver)
 
 
@@ -118,7 +143,7 @@ async def test_browser_keeps_its_session_while_servers_die(
 
         def login() -> str:
             browser.find_element(By.ID, "name").send_keys("ada")
-            browser.find_element(By.ID, "login").click()
+            submit(browser, browser.find_element(By.ID, "login"))
             text: str = browser.find_element(By.ID, "user").text
             return text
 
@@ -146,7 +171,7 @@ async def test_browser_keeps_its_session_while_servers_die(
             assert await step(partial(add_note, browser, "while frozen")) == expected
 
             def delete_first() -> list[str]:
-                browser.find_element(By.CSS_SELECTOR, "#notes button").click()
+                submit(browser, browser.find_element(By.CSS_SELECTOR, "#notes button"))
                 return shown_notes(browser)
 
             assert await step(delete_first) == expected[1:]
@@ -160,7 +185,7 @@ async def test_browser_keeps_its_session_while_servers_die(
             await redis_servers[1].athaw()
 
         def logout() -> str:
-            browser.find_element(By.ID, "logout").click()
+            submit(browser, browser.find_element(By.ID, "logout"))
             text: str = browser.find_element(By.ID, "login").text
             return text
 
