@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness.redis_server import (  # noqa: E402
+from trio_redisha.testing import (  # noqa: E402
     RedisServer,
     decode_reply,
     encode_command,
