@@ -1,0 +1,144 @@
+"""CRDT objects, sessions and the repair walker over placement (``replicas=N``).
+
+Nine real redis-server processes. Where each key lives is checked on the
+servers themselves, never through the pool under test. Waits for background
+read repair poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import RedisFactory
+from tests.harness.helpers import urls, wait_until
+from tests.test_pool import holds, ready_pool
+from tests.test_pool_placement import by_label, keys_on, wait_state
+from trio_redisha import (
+    ConfigurationError,
+    Counter,
+    HashMap,
+    Pool,
+    ServerState,
+    SessionStore,
+    Set,
+)
+from trio_redisha.crdt._plan import remove_copies
+from trio_redisha.testing import RedisServer, decode_reply
+
+TIMEOUT = 1.0
+
+
+@pytest.fixture
+def nine(redis_factory: RedisFactory) -> list[RedisServer]:
+    """Nine fresh servers (no persistence), started concurrently."""
+    return redis_factory.many(9)
+
+
+async def holders(pool: Pool, servers: dict[str, RedisServer], key: str) -> set[int]:
+    """Indices of the pool's servers holding ``key``, asked on each server directly."""
+    out = set()
+    for i, label in enumerate(pool.servers):
+        if int(decode_reply(await servers[label].acommand("EXISTS", key))):  # type: ignore[call-overload]
+            out.add(i)
+    return out
+
+
+async def on_exactly_owners(pool: Pool, servers: dict[str, RedisServer], key: str) -> bool:
+    return await holders(pool, servers, key) == set(pool._owner_indices(key))
+
+
+async def test_crdts_and_sessions_live_on_exactly_their_owners(nine: list[RedisServer]) -> None:
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        counter = Counter(pool, "c:1", write_quorum=3)
+        await counter.incr(5)
+        await counter.decr(2)
+        hmap = HashMap(pool, "m:1", write_quorum=2)
+        await hmap.set({"a": 1, "b": "x"})
+        await hmap.delete("b")
+        members = Set(pool, "s:1")
+        await members.add("x", "y")
+        await members.rem("y")
+        store = SessionStore(pool, ttl=60, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"user": 42})
+        await store.touch(sid)
+        assert await counter.get() == 3
+        assert await hmap.get() == {"a": 1}
+        assert await members.get() == {"x"}
+        assert dict(await store.load(sid)) == {"user": 42}
+        for key in ("c:1", "m:1", "s:1", store.key(sid)):
+            assert await on_exactly_owners(pool, servers, key), key
+        # Nine servers, three owners per key: every server's keys are keys it owns.
+        for i, label in enumerate(pool.servers):
+            for k in await keys_on(servers[label]):
+                assert i in pool._owner_indices(k)
+
+
+async def test_quorums_count_owners(nine: list[RedisServer]) -> None:
+    async with ready_pool(*urls(nine[:4]), replicas=3, timeout=TIMEOUT) as pool:
+        Counter(pool, "c", write_quorum=3, read_quorum=3)
+        with pytest.raises(ConfigurationError, match=r"write_quorum must be an int in 1\.\.3"):
+            Counter(pool, "c", write_quorum=4)
+        with pytest.raises(ConfigurationError, match=r"read_quorum must be an int in 1\.\.3"):
+            HashMap(pool, "m", read_quorum=4)
+        with pytest.raises(ConfigurationError, match="write_quorum"):
+            SessionStore(pool, write_quorum=4)
+
+
+async def kill_owners_and_write(
+    pool: Pool, servers: dict[str, RedisServer], key: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kill two of the key's owners, write with W=2 (a fallback takes one), restart them empty."""
+    owners = pool._owner_indices(key)
+    down = owners[:2]
+    counter = Counter(pool, key, write_quorum=2)
+    await counter.incr(1)
+    for i in down:
+        await servers[pool.servers[i]].akill()
+    for i in down:
+        await wait_state(pool, i, ServerState.DOWN)
+    await counter.incr(10)
+    await HashMap(pool, key + ":m", write_quorum=2).set({"f": "v"})
+    assert pool._hinted(key)
+    for i in down:
+        await servers[pool.servers[i]].astart()  # no persistence: empty
+    for i in down:
+        await wait_state(pool, i, ServerState.UP)
+    return owners, down
+
+
+async def test_a_read_hands_back_a_fallback_copy_to_owners_restarted_empty(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        key = "{handback}"
+        await kill_owners_and_write(pool, servers, key)
+        # The owners are back empty; the read sees the value through the hint.
+        assert await Counter(pool, key).get() == 11
+        await wait_until(holds(lambda: not pool._hinted(key)), what="handed back")
+        assert await on_exactly_owners(pool, servers, key)
+        # Once handed back, reads go to the owners only and still see the value.
+        assert await Counter(pool, key).get() == 11
+        for i in pool._owner_indices(key):
+            raw = decode_reply(await servers[pool.servers[i]].acommand("HGETALL", key))
+            assert isinstance(raw, list) and raw
+
+
+async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisServer]) -> None:
+    async with ready_pool(*urls(nine[:3]), replicas=1, timeout=TIMEOUT) as pool:
+        key = "h"
+        await HashMap(pool, key).set({"a": 1})
+        owner = pool._owner_indices(key)[0]
+        other = next(i for i in range(3) if i != owner)
+        # A copy on a non-owner, then read, then changed before the removal.
+        await pool.execute_on([other], "HSET", key, "x", "1")
+        read = {b"x": b"1"}
+        await pool.execute_on([other], "HSET", key, "y", "2")
+        assert await remove_copies(pool, key, [(other, read)], TIMEOUT) == ()
+        assert (await pool.execute_on([other], "EXISTS", key))[0] == 1
+        assert await remove_copies(pool, key, [(other, {b"x": b"1", b"y": b"2"})], TIMEOUT) == (
+            other,
+        )
+        assert (await pool.execute_on([other], "EXISTS", key))[0] == 0
