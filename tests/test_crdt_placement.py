@@ -22,6 +22,7 @@ from trio_redisha import (
     SessionStore,
     Set,
 )
+from trio_redisha.crdt import repair_all
 from trio_redisha.crdt._plan import remove_copies
 from trio_redisha.testing import RedisServer, decode_reply
 
@@ -124,6 +125,24 @@ async def test_a_read_hands_back_a_fallback_copy_to_owners_restarted_empty(
         for i in pool._owner_indices(key):
             raw = decode_reply(await servers[pool.servers[i]].acommand("HGETALL", key))
             assert isinstance(raw, list) and raw
+
+
+async def test_repair_hands_back_what_another_process_wrote(nine: list[RedisServer]) -> None:
+    servers = by_label(nine)
+    key = "{walk}"  # the counter and the map ({walk}:m) share owners
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as writer:
+        await kill_owners_and_write(writer, servers, key)
+    # A fresh process knows no hint: only the walker finds the fallback's copy.
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        report = await repair_all(pool, rate=0)
+        assert report.ok, report.messages
+        assert report.removed == 2 and report.moved == 2  # the counter and the map
+        for k in (key, key + ":m"):
+            assert await on_exactly_owners(pool, servers, k), k
+        assert await Counter(pool, key, read_quorum=3).get() == 11
+        assert await HashMap(pool, key + ":m", read_quorum=3).get() == {"f": "v"}
+        again = await repair_all(pool, rate=0)
+        assert (again.repaired, again.removed, again.left) == (0, 0, 0)
 
 
 async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisServer]) -> None:
