@@ -8,6 +8,7 @@ read repair poll with a deadline.
 from __future__ import annotations
 
 import pytest
+import trio
 
 from tests.conftest import RedisFactory
 from tests.harness.helpers import urls, wait_until
@@ -18,10 +19,12 @@ from trio_redisha import (
     Counter,
     HashMap,
     Pool,
+    QuorumError,
     ServerState,
     SessionStore,
     Set,
 )
+from trio_redisha.cli import main
 from trio_redisha.crdt import repair_all
 from trio_redisha.crdt._plan import remove_copies
 from trio_redisha.testing import RedisServer, decode_reply
@@ -161,3 +164,62 @@ async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisS
             other,
         )
         assert (await pool.execute_on([other], "EXISTS", key))[0] == 0
+
+
+async def test_two_owners_killed_during_writes_then_restarted_empty_then_repair(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    keys = [f"{{k}}:{i}" for i in range(8)]  # one partition: the same three owners
+    acked = dict.fromkeys(keys, 0)
+    maybe = dict.fromkeys(keys, 0)
+    async with ready_pool(*urls(nine), replicas=3, timeout=0.3) as pool:
+        owners = pool._owner_indices(keys[0])
+        stop = trio.Event()
+
+        async def writer() -> None:
+            while not stop.is_set():
+                for key in keys:
+                    try:
+                        await Counter(pool, key, write_quorum=2).incr(1)
+                    except QuorumError as exc:
+                        assert exc.may_have_applied is not False
+                        maybe[key] += 1
+                    else:
+                        acked[key] += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await wait_until(holds(lambda: min(acked.values()) >= 3), what="writes")
+            for i in owners[:2]:
+                await servers[pool.servers[i]].akill()
+            for i in owners[:2]:
+                await wait_state(pool, i, ServerState.DOWN)
+            floor = sum(acked.values())
+            await wait_until(holds(lambda: sum(acked.values()) > floor + 16), what="sloppy")
+            for i in owners[:2]:
+                await servers[pool.servers[i]].astart()  # empty
+            for i in owners[:2]:
+                await wait_state(pool, i, ServerState.UP)
+            stop.set()
+        assert pool.stats.sloppy_writes > 0
+    # Another process, with no hints: the walker alone puts everything back.
+    argv = ["repair", "--rate", "0", "--replicas", "3", "--progress", "never"]
+    for s in nine:
+        argv += ["-s", s.url]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        for key in keys:
+            assert await holders(pool, servers, key) == set(owners), key
+    for i in owners:  # each owner alone holds the whole value
+        async with ready_pool(nine[i].url, timeout=TIMEOUT) as alone:
+            for key in keys:
+                got = await Counter(alone, key).get()
+                assert acked[key] <= got <= acked[key] + maybe[key], (key, i)
+
+
+def test_repair_previous_needs_replicas(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["repair", "-s", "redis://127.0.0.1:1", "--previous", "redis://127.0.0.1:2"]
+    assert main(argv) == 2
+    assert "--previous needs --replicas N" in capsys.readouterr().err
