@@ -24,6 +24,7 @@ from trio_redisha import (
     SessionStore,
     Set,
 )
+from trio_redisha._demo import run_demo
 from trio_redisha.cli import main
 from trio_redisha.crdt import repair_all
 from trio_redisha.crdt._plan import remove_copies
@@ -223,3 +224,22 @@ def test_repair_previous_needs_replicas(capsys: pytest.CaptureFixture[str]) -> N
     argv = ["repair", "-s", "redis://127.0.0.1:1", "--previous", "redis://127.0.0.1:2"]
     assert main(argv) == 2
     assert "--previous needs --replicas N" in capsys.readouterr().err
+
+
+async def test_demo_with_placement_loses_no_acknowledged_write() -> None:
+    report = await run_demo(duration=3.0, clients=3, servers=6, replicas=3)
+    assert report.lost == 0 and report.ok
+    assert report.acknowledged > 0 and report.reads > 0
+    texts = " | ".join(text for _, text in report.events)
+    for what in ("killed server A", "killed server B", "froze server C", "restarted server D"):
+        assert what in texts
+    assert report.sloppy_writes > 0  # A and B down together: their sessions went sloppy
+    assert report.in_sync == report.sessions  # on exactly their owners, nowhere else
+    assert ("sessions on exactly their owners", f"{report.sessions} of {report.sessions}") in (
+        report.rows()
+    )
+
+
+def test_demo_replicas_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--servers", "4", "--replicas", "5"]) == 2
+    assert "--replicas must be in 2..--servers (4)" in capsys.readouterr().err
