@@ -1,7 +1,8 @@
 """What every CRDT object shares: its arguments, the read with read repair, the write.
 
-A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once,
-merged from whatever arrived before the deadline. When a replica that
+A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once (with
+placement, on the servers the pool reads the key from: its owners, fallbacks,
+hinted servers, old owners), merged from whatever arrived before the deadline. When a replica that
 answered is behind (:mod:`._plan` compares each one *exactly* with the merge),
 the repair runs in the pool's nursery, so the read never waits for it, and
 only when the pool's read-repair token bucket allows
@@ -9,7 +10,9 @@ only when the pool's read-repair token bucket allows
 nothing: no repair write, so no repair storm.
 
 A write is one merge script per server (EVALSHA, one round trip), succeeding
-when at least ``write_quorum`` servers acknowledged it.
+when at least ``write_quorum`` servers acknowledged it. With placement, read
+repair writes to the key's owners only and hands copies found elsewhere back
+(:func:`._plan.settle`).
 """
 
 from __future__ import annotations
