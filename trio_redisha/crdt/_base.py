@@ -229,11 +229,11 @@ class CRDTBase(Generic[S]):
                 ):
                     stats.read_repairs += 1
         else:
-            self._placed_repair(snap, purge_before)
+            self._placed_repair(snap)
         merged: S = snap.merged
         return merged
 
-    def _placed_repair(self, snap: Snapshot[S], purge_before: int) -> None:
+    def _placed_repair(self, snap: Snapshot[S]) -> None:
         """Read repair with placement: the owners only, then hand-back of other copies.
 
         Copies on the key's owners in the previous layout are left: processes
@@ -242,6 +242,10 @@ class CRDTBase(Generic[S]):
         """
         pool = self._pool
         owners = pool._owner_indices(self._key)
+        # No tombstone purge here: a read reaches only some servers, and a copy
+        # elsewhere (another process's fallback) may still hold what a tombstone
+        # deletes. The walker, which reads every server, purges.
+        purge_before = 0
         plan = snap.plan(purge_before, owners)
         old = previous_owners(pool, self._key)
         extra = [i for i in snap.holders if i not in owners and i not in old]
