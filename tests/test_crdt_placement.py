@@ -26,7 +26,7 @@ from trio_redisha import (
 )
 from trio_redisha._demo import run_demo
 from trio_redisha.cli import main
-from trio_redisha.crdt import repair_all
+from trio_redisha.crdt import RepairReport, repair_all
 from trio_redisha.crdt._plan import remove_copies
 from trio_redisha.testing import RedisServer, decode_reply
 
@@ -243,3 +243,36 @@ async def test_demo_with_placement_loses_no_acknowledged_write() -> None:
 def test_demo_replicas_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--servers", "4", "--replicas", "5"]) == 2
     assert "--replicas must be in 2..--servers (4)" in capsys.readouterr().err
+
+
+async def test_a_write_to_a_copy_while_the_walker_waits_to_remove_it_is_kept(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    key = "c:late"
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        await Counter(pool, key).incr(1)
+        stray = next(i for i in range(9) if i not in pool._owner_indices(key))
+        async with ready_pool(pool.servers[stray], timeout=TIMEOUT) as alone:
+            await Counter(alone, key).incr(10)  # a copy on a non-owner, another writer
+            first_round = trio.Event()
+
+            def progress(report: RepairReport) -> None:
+                if report.processed == 1:
+                    first_round.set()
+
+            async with trio.open_nursery() as nursery:
+
+                async def walk() -> None:
+                    report = await repair_all(
+                        pool, keys=[key], rate=0, removal_delay=0.5, on_progress=progress
+                    )
+                    assert (report.removed, report.left) == (1, 0)
+
+                nursery.start_soon(walk)
+                await first_round.wait()
+                # The owners hold the merge; the walker waits before removing the copy.
+                assert await holders(pool, servers, key) == {*pool._owner_indices(key), stray}
+                await Counter(alone, key).incr(100)  # lands on the copy meanwhile
+        assert await on_exactly_owners(pool, servers, key)
+        assert await Counter(pool, key, read_quorum=3).get() == 111

@@ -364,6 +364,6 @@ async def _settle(
 ) -> None:
     """Read repair with placement, in the pool's nursery (see :func:`._plan.settle`)."""
     try:
-        await settle(pool, snap, owners, purge_before, timeout, remove=remove)
+        await settle(pool, snap, owners, purge_before, timeout, remove=remove, delay=pool.timeout)
     except RedisHAError as exc:
         logger.debug("read repair of %r failed: %s", snap.key, exc)

@@ -16,6 +16,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import trio
+
 from ..exceptions import ForeignValueError, ReplyError
 from ..replies import Replies
 from ..scripts import Script
@@ -341,11 +343,14 @@ class Settled:
         removed: Servers whose non-owner copy was deleted.
         left: Servers whose non-owner copy was kept: an owner did not
             acknowledge, or the copy changed since it was read.
+        pending: Servers whose non-owner copy could be removed (every owner
+            acknowledged) but was kept as asked (``hold``).
     """
 
     changed: bool = False
     removed: tuple[int, ...] = ()
     left: tuple[int, ...] = ()
+    pending: tuple[int, ...] = ()
 
 
 async def settle(
@@ -356,6 +361,8 @@ async def settle(
     timeout: float | None,
     *,
     remove: Collection[int] | None = None,
+    hold: bool = False,
+    delay: float = 0.0,
 ) -> Settled:
     """Bring ``owners`` up to a read's merge, then remove the copies elsewhere.
 
@@ -372,6 +379,12 @@ async def settle(
         purge_before: Tombstones older than this (microseconds) may be purged.
         timeout: Deadline in seconds (``None``: the pool's).
         remove: The non-owner servers whose copies may be removed.
+        hold: Remove nothing; say which copies could go (:attr:`Settled.pending`).
+            The walker removes them in a second round, a while later, so that
+            no read still in flight from before the owners were written can
+            miss a copy being removed.
+        delay: Seconds to wait between the owners' acknowledgements and the
+            removal (read repair waits the pool's ``timeout``, for the same reason).
     """
     plan = snap.plan(purge_before, owners)
     changed, acked = await _carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
@@ -384,6 +397,10 @@ async def settle(
     answered = {i for i, _ in snap.states}
     if not acked or not mine <= answered:
         return Settled(changed, (), tuple(extra))
+    if hold:
+        return Settled(changed, pending=tuple(extra))
+    if delay > 0:
+        await trio.sleep(delay)
     position = {i: p for p, i in enumerate(snap.asked)}
     copies = []
     for i in extra:

@@ -123,6 +123,7 @@ async def _repair_one(
     timeout: float | None,
     sources: Sequence[int] | None,
     targets: Sequence[int] | None,
+    hold: bool = False,
 ) -> Settled:
     """:func:`repair_key`, saying also which non-owner copies were removed or left."""
     placed = targets is None and pool.placement is not None
@@ -138,7 +139,7 @@ async def _repair_one(
     purge_before = now_us() - int(tombstone_grace * 1_000_000)
     if placed:
         assert targets is not None
-        return await settle(pool, snap, targets, purge_before, timeout)
+        return await settle(pool, snap, targets, purge_before, timeout, hold=hold)
     plan = snap.plan(purge_before, targets)
     if not plan:
         return Settled()
@@ -298,6 +299,7 @@ async def repair_all(
     tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     timeout: float | None = None,
     on_progress: Callable[[RepairReport], None] | None = None,
+    removal_delay: float | None = None,
 ) -> RepairReport:
     """Anti-entropy: merge every CRDT key of the servers and write it back.
 
@@ -313,7 +315,12 @@ async def repair_all(
     the copies on servers that are not owners are removed once every owner
     acknowledged (:attr:`RepairReport.removed`, :attr:`RepairReport.left`).
     With ``previous=`` this completes a migration; without, it hands back the
-    copies written to fallbacks, whatever process wrote them.
+    copies written to fallbacks, whatever process wrote them. The removals come
+    in a second round, ``removal_delay`` after the walk wrote the owners: every
+    read that was in flight before the owners held the merge has finished by
+    then (its deadline passed), so none misses a copy as it is removed. Each
+    key of that round is read and merged again, and a copy is removed only if
+    unchanged since that read.
 
     Example::
 
@@ -335,6 +342,9 @@ async def repair_all(
         tombstone_grace: Seconds tombstones are kept (as given to the objects).
         timeout: Deadline of each call in seconds (``None``: the pool's).
         on_progress: Called after every key with the report so far.
+        removal_delay: With placement, seconds between writing the owners
+            and removing the other copies (``None``: the pool's ``timeout``);
+            at least the read deadline of the clients.
 
     Returns:
         The counts; see :class:`RepairReport`.
@@ -348,6 +358,14 @@ async def repair_all(
         rate = 0.0
     check_grace(tombstone_grace)
     check_timeout(timeout)
+    if removal_delay is None:
+        removal_delay = pool.timeout
+    elif (
+        isinstance(removal_delay, bool)
+        or not isinstance(removal_delay, (int, float))
+        or not 0 <= removal_delay < math.inf
+    ):
+        raise ConfigurationError(f"removal_delay must be >= 0 seconds, got {removal_delay!r}")
     if isinstance(keys, (str, bytes)):
         raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
     count = _positive_int("count", count)
@@ -390,33 +408,47 @@ async def repair_all(
                 for k in keys:
                     await found(check_key(k))
 
-    async def worker(receive: trio.MemoryReceiveChannel[bytes]) -> None:
+    # With placement-derived targets the copies elsewhere are removed in a
+    # second round over the keys that have some (see removal_delay).
+    placed = targets is None and pool.placement is not None
+    revisit: list[bytes] = []
+    counted: set[bytes] = set()
+
+    async def worker(receive: trio.MemoryReceiveChannel[bytes], final: bool) -> None:
         async with receive:
             async for key in receive:
                 await pacer.wait()
                 to = targets(key) if callable(targets) else targets
                 try:
-                    done = await _repair_one(pool, key, tombstone_grace, timeout, sources, to)
+                    done = await _repair_one(
+                        pool, key, tombstone_grace, timeout, sources, to, hold=placed and not final
+                    )
                 except ForeignValueError:
-                    report.skipped += 1
+                    if not final:
+                        report.skipped += 1
                 except RedisHAError as exc:
                     report.errors += 1
                     report.note(f"{_text(key)}: {type(exc).__name__}: {exc}")
                 else:
-                    if done.changed:
+                    if done.changed and key not in counted:
+                        counted.add(key)
                         report.repaired += 1
                         stats.repair_keys_repaired += 1
-                    if done.removed:
-                        report.moved += 1
-                        report.removed += len(done.removed)
-                    if done.left:
-                        report.left += len(done.left)
-                        report.note(
-                            f"{_text(key)}: copies left on "
-                            + ", ".join(pool.servers[i] for i in done.left)
-                        )
-                report.processed += 1
-                stats.repair_keys_walked += 1
+                    if done.pending or (done.left and not final):
+                        revisit.append(key)  # the second round takes them
+                    else:
+                        if done.removed:
+                            report.moved += 1
+                            report.removed += len(done.removed)
+                        if done.left:
+                            report.left += len(done.left)
+                            report.note(
+                                f"{_text(key)}: copies left on "
+                                + ", ".join(pool.servers[i] for i in done.left)
+                            )
+                if not final:
+                    report.processed += 1
+                    stats.repair_keys_walked += 1
                 if on_progress is not None:
                     on_progress(report)
 
@@ -424,6 +456,20 @@ async def repair_all(
         nursery.start_soon(producer)
         async with receive:
             for _ in range(concurrency):
-                nursery.start_soon(worker, receive.clone())
+                nursery.start_soon(worker, receive.clone(), False)
+    if revisit:
+        await trio.sleep(removal_delay)
+        send, receive = trio.open_memory_channel[bytes](concurrency * 4)
+
+        async def again() -> None:
+            async with send:
+                for key in revisit:
+                    await send.send(key)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(again)
+            async with receive:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker, receive.clone(), True)
     report.elapsed = trio.current_time() - start
     return report
