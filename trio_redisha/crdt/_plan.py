@@ -386,6 +386,10 @@ async def settle(
         delay: Seconds to wait between the owners' acknowledgements and the
             removal (read repair waits the pool's ``timeout``, for the same reason).
     """
+    if not snap.complete:
+        # A server that did not answer may hold what an old tombstone deletes:
+        # the owners must get every tombstone before any other copy goes.
+        purge_before = 0
     plan = snap.plan(purge_before, owners)
     changed, acked = await _carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
     if not plan.behind:
