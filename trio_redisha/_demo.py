@@ -17,6 +17,15 @@ the end every session is read back through the store (which merges the
 servers and repairs those behind) and compared with the last acknowledged
 version: the number of acknowledged writes lost must be 0.
 
+With placement (``--servers 6 --replicas 3``) each session lives on three of
+the six servers, its owners; the faults hit the servers as before,
+each the owner of about half of the sessions, except that the first fault
+kills two servers at once (A and B, started again empty together), and the
+empty restart hits D. A write finding fewer than two
+owners usable goes on to fallback servers (sloppy quorum); reads include them
+and hand their copies back to the owners. At the end every session must be
+on exactly its owners, identical on each, and nowhere else.
+
 Every process runs in its own process group with a parent-death signal, and is
 killed, reaped and its directory removed in ``finally`` blocks, so nothing is
 left behind on success, on error or on Ctrl-C.
@@ -57,8 +66,10 @@ DEFAULT_DURATION: Final = 20.0
 DEFAULT_CLIENTS: Final = 8
 #: Sessions each client owns and cycles through.
 SESSIONS_PER_CLIENT: Final = 4
-#: The servers of the demo.
+#: The servers of the demo (by default).
 SERVERS: Final = 3
+#: At most this many servers (they are named A to Z).
+MAX_SERVERS: Final = 26
 #: Acknowledgements a session write needs: a majority of the three servers, so
 #: that any single fault leaves a copy of every acknowledged write (Dynamo's W=2 of N=3).
 WRITE_QUORUM: Final = 2
@@ -84,6 +95,19 @@ SCHEDULE: Final[tuple[tuple[float, str, int], ...]] = (
     (0.50, "freeze", 1),
     (0.70, "thaw", 1),
     (0.80, "restart", 2),
+)
+#: The schedule with placement: two servers killed together (the sessions both
+#: own have one owner left, so their writes go on to fallbacks: sloppy quorum),
+#: both started again empty (reads hand the fallbacks' copies back), then a
+#: freeze and an empty restart of two other servers.
+PLACED_SCHEDULE: Final[tuple[tuple[float, str, int], ...]] = (
+    (0.15, "kill", 0),
+    (0.15, "kill", 1),
+    (0.35, "start", 0),
+    (0.35, "start", 1),
+    (0.50, "freeze", 2),
+    (0.70, "thaw", 2),
+    (0.80, "restart", 3),
 )
 
 
@@ -242,7 +266,11 @@ class DemoReport:
         latency_p50: Median latency of an operation, in seconds.
         latency_p99: 99th percentile of the same.
         in_sync: Sessions identical on every server after the final read-back
-            (read repair), out of ``sessions``.
+            (read repair), out of ``sessions``; with placement, identical on
+            every owner and absent from every other server.
+        replicas: Owners per session (``None``: every server holds every session).
+        sloppy_writes: With placement, writes that went on to fallback servers
+            because fewer than two owners were usable.
         events: ``(seconds since start, text)`` of each fault and phase.
         servers: The servers' URLs.
         workdir: The temporary directory (removed at the end).
@@ -263,6 +291,8 @@ class DemoReport:
     latency_p50: float | None = None
     latency_p99: float | None = None
     in_sync: int = 0
+    replicas: int | None = None
+    sloppy_writes: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -287,6 +317,11 @@ class DemoReport:
             )
         rate = self.operations / max(self.duration, 1e-9)
         run = f"{self.duration:.1f} s, {self.clients} clients, {self.sessions} sessions"
+        where = (
+            "sessions identical on all servers"
+            if self.replicas is None
+            else "sessions on exactly their owners"
+        )
         return [
             ("duration", run),
             ("operations", f"{self.operations:,} ({rate:,.0f}/s)"),
@@ -295,7 +330,10 @@ class DemoReport:
             ("latency p99", ms(self.latency_p99)),
             ("acknowledged writes", f"{self.acknowledged:,}"),
             ("stale reads during faults", f"{self.stale_reads:,}"),
-            ("sessions identical on all servers", f"{self.in_sync} of {self.sessions}"),
+            *([] if self.replicas is None else [
+                ("writes that went to fallbacks", f"{self.sloppy_writes:,}")
+            ]),
+            (where, f"{self.in_sync} of {self.sessions}"),
             ("acknowledged writes lost", f"{self.lost:,}"),
         ]  # fmt: skip
 
@@ -398,9 +436,10 @@ def _pool_sees_down(pool: Pool, index: int) -> Callable[[], bool]:
 
 
 async def _faults(run: _Run, pool: Pool) -> None:
-    """Inject the faults of :data:`SCHEDULE`, one at a time."""
+    """Inject the faults of :data:`SCHEDULE` (:data:`PLACED_SCHEDULE` with placement)."""
     servers = run.servers
-    for fraction, action, index in SCHEDULE:
+    schedule = SCHEDULE if run.report.replicas is None else PLACED_SCHEDULE
+    for fraction, action, index in schedule:
         await trio.sleep_until(run.start + fraction * run.duration)
         server = servers[index]
         if action == "kill":
@@ -465,12 +504,23 @@ def _as_fields(reply: Any) -> dict[Any, Any] | None:
 
 
 async def _out_of_sync(pool: Pool, store: SessionStore, sessions: list[_Session]) -> list[_Session]:
-    """The sessions whose stored fields are not identical on every server."""
+    """The sessions whose stored fields are not identical on every server.
+
+    With placement: not identical on every owner, or present on another server.
+    """
     behind = []
+    everyone = range(len(pool))
     for s in sessions:
-        replies = await pool.execute("HGETALL", store.key(s.sid))
-        copies = [_as_fields(r) for r in replies]
-        if not copies[0] or any(c != copies[0] for c in copies):
+        key = store.key(s.sid)
+        replies = await pool.execute_on(everyone, "HGETALL", key)
+        owners = pool._owner_indices(key)
+        copies = [_as_fields(replies[i]) for i in owners]
+        elsewhere = [replies[i] for i in everyone if i not in owners]
+        if (
+            not copies[0]
+            or any(c != copies[0] for c in copies)
+            or any(r != [] and r != {} for r in elsewhere)
+        ):
             behind.append(s)
     return behind
 
@@ -510,7 +560,9 @@ async def _verify(run: _Run, pool: Pool, store: SessionStore, sessions: list[_Se
     await _read_back(run, store, sessions)
     in_sync = await _settle(run, pool, store, sessions)
     run.report.in_sync = in_sync
-    run.event(f"read repair: {in_sync} of {len(sessions)} sessions identical on all servers")
+    run.report.sloppy_writes = pool.stats.sloppy_writes
+    where = "identical on all servers" if run.report.replicas is None else "on exactly their owners"
+    run.event(f"read repair: {in_sync} of {len(sessions)} sessions {where}")
 
 
 async def _workload(run: _Run, pool: Pool) -> None:
@@ -544,15 +596,20 @@ async def run_demo(
     duration: float = DEFAULT_DURATION,
     clients: int = DEFAULT_CLIENTS,
     *,
+    servers: int = SERVERS,
+    replicas: int | None = None,
     console: Console | None = None,
     out: IO[str] | None = None,
     executable: str | None = None,
 ) -> DemoReport:
-    """Run the demo: three local servers, a session workload, faults, a final check.
+    """Run the demo: local servers, a session workload, faults, a final check.
 
     Args:
         duration: Seconds of workload.
         clients: Concurrent clients.
+        servers: How many redis-servers (3 to :data:`MAX_SERVERS`).
+        replicas: Owners per session (2 up to ``servers``; ``None``: every
+            server holds every session).
         console: A rich console for the live display (needs rich).
         out: Where to print plain progress lines instead (ignored with ``console``).
         executable: Path of ``redis-server`` (default: $REDISHA_REDIS_SERVER, PATH).
@@ -567,11 +624,17 @@ async def run_demo(
         raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
     if clients < 1:
         raise ValueError(f"clients must be >= 1, got {clients!r}")
+    if not SERVERS <= servers <= MAX_SERVERS:
+        raise ValueError(f"servers must be in {SERVERS}..{MAX_SERVERS}, got {servers!r}")
+    if replicas is not None and not WRITE_QUORUM <= replicas <= servers:
+        raise ValueError(f"replicas must be in {WRITE_QUORUM}..{servers}, got {replicas!r}")
     exe = find_redis_server(executable)
     run = _Run(duration, clients)
+    run.report.replicas = replicas
     workdir = Path(tempfile.mkdtemp(prefix="trio-redisha-demo-"))
     run.report.workdir = str(workdir)
-    run.servers = [LocalRedis(exe, workdir / name, name) for name in "ABC"[:SERVERS]]
+    names = [chr(ord("A") + i) for i in range(servers)]
+    run.servers = [LocalRedis(exe, workdir / name, name) for name in names]
     view: _View = (
         _LiveView(run, console)
         if console is not None
@@ -594,6 +657,7 @@ async def run_demo(
                     connect_timeout=1.0,
                     write_quorum=WRITE_QUORUM,
                     backoff_cap=BACKOFF_CAP,
+                    replicas=replicas,
                 ) as pool:
                     run.pool = pool
                     await _workload(run, pool)
@@ -676,7 +740,8 @@ class _LineView(_View):
 
     def started(self, workdir: Path) -> None:
         servers = ", ".join(f"{s.name}={s.url}" for s in self.run.servers)
-        self._print(f"started 3 redis-servers in {workdir}: {servers}")
+        self._print(f"started {len(self.run.servers)} redis-servers in {workdir}: {servers}")
+        self._print(_about(self.run.report.replicas, len(self.run.servers)))
 
 
 class _LiveView(_View):
@@ -720,11 +785,7 @@ class _LiveView(_View):
             ("trio-redisha demo", "bold"),
             f"  {run.phase}  {t:4.1f} / {run.duration:g} s",
         )
-        about = Text(
-            f"{SERVERS} servers; a write needs {WRITE_QUORUM} acknowledgements; "
-            "a read merges every server and repairs those behind",
-            style="dim",
-        )
+        about = Text(_about(r.replicas, len(run.servers)), style="dim")
         bar = ProgressBar(total=run.duration, completed=t, width=50)
         stats = Text(
             f"{r.operations:,} ops  {run.ops_per_second():,.0f} ops/s  "
@@ -751,6 +812,19 @@ class _LiveView(_View):
             )
         events = Text("\n".join(f"[{et:5.1f} s] {text}" for et, text in r.events[-6:]))
         return Group(head, about, bar, stats, Text(""), table, Text(""), events)
+
+
+def _about(replicas: int | None, servers: int) -> str:
+    if replicas is None:
+        return (
+            f"{servers} servers; a write needs {WRITE_QUORUM} acknowledgements; "
+            "a read merges every server and repairs those behind"
+        )
+    return (
+        f"{servers} servers, each session on {replicas} of them; a write needs "
+        f"{WRITE_QUORUM} acknowledgements (fallback servers stand in for owners down); "
+        "a read merges the owners and fallbacks and repairs the owners"
+    )
 
 
 def print_report(report: DemoReport, console: Console | None, out: IO[str]) -> None:
@@ -807,7 +881,13 @@ class _Terminated(Exception):
         self.signum = signum
 
 
-async def _run_with_signals(duration: float, clients: int, console: Console | None) -> DemoReport:
+async def _run_with_signals(
+    duration: float,
+    clients: int,
+    console: Console | None,
+    servers: int = SERVERS,
+    replicas: int | None = None,
+) -> DemoReport:
     """Run the demo; SIGTERM/SIGHUP cancel it (cleanly) like Ctrl-C does."""
     result: list[DemoReport] = []
     got: list[int] = []
@@ -822,19 +902,31 @@ async def _run_with_signals(duration: float, clients: int, console: Console | No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, nursery.cancel_scope)
             out = None if console is not None else sys.stdout
-            result.append(await run_demo(duration, clients, console=console, out=out))
+            result.append(
+                await run_demo(
+                    duration, clients, servers=servers, replicas=replicas, console=console,
+                    out=out,
+                )
+            )  # fmt: skip
             nursery.cancel_scope.cancel()
     if got or not result:
         raise _Terminated(got[0] if got else signal.SIGTERM)
     return result[0]
 
 
-def main(duration: float = DEFAULT_DURATION, clients: int = DEFAULT_CLIENTS) -> int:
+def main(
+    duration: float = DEFAULT_DURATION,
+    clients: int = DEFAULT_CLIENTS,
+    servers: int = SERVERS,
+    replicas: int | None = None,
+) -> int:
     """Run ``trio-redisha demo`` and print the result table.
 
     Args:
         duration: Seconds of workload.
         clients: Concurrent clients.
+        servers: How many redis-servers.
+        replicas: Owners per session (``None``: every server holds every session).
 
     Returns:
         0 when no acknowledged write was lost, 1 otherwise, 143 on SIGTERM
@@ -853,6 +945,8 @@ def main(duration: float = DEFAULT_DURATION, clients: int = DEFAULT_CLIENTS) -> 
             duration,
             clients,
             console,
+            servers,
+            replicas,
             restrict_keyboard_interrupt_to_checkpoints=True,
         )
     except _Terminated as exc:

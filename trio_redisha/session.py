@@ -386,13 +386,14 @@ class SessionStore:
         """
         if not self.is_valid_id(sid):
             return
-        replies = await self._pool.execute(
+        quorum = self._write_quorum
+        if quorum is None:
+            quorum = context_for(self._pool).write_quorum
+        # With placement, the quorum also routes: fallbacks stand in for owners down.
+        await self._pool.execute(
             "PEXPIRE",
             self._prefix + sid,
             max(1, math.ceil(self._ttl * 1000)),
             timeout=self._timeout,
+            quorum=quorum,
         )
-        quorum = self._write_quorum
-        if quorum is None:
-            quorum = context_for(self._pool).write_quorum
-        replies.check_quorum(quorum)

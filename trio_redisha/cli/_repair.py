@@ -21,6 +21,7 @@ from ._common import (
     EPILOG,
     EXIT_FAILURE,
     EXIT_OK,
+    UsageError,
     add_server_options,
     non_negative_float,
     one_line,
@@ -43,7 +44,10 @@ def add_parser(sub: Any) -> None:
             "Walk every server with SCAN (TYPE hash), merge each trio-redisha CRDT key "
             "across all servers and write the merged state back wherever it is behind. "
             "This refills a server that came back empty. Hashes that are not "
-            "trio-redisha CRDTs are left untouched. A progress bar is shown when "
+            "trio-redisha CRDTs are left untouched. With --replicas N each key is merged "
+            "into its N owners only, and its copies on other servers (fallbacks, or with "
+            "--previous the old layout's servers) are removed once every owner "
+            "acknowledged. A progress bar is shown when "
             "stdout is a terminal (needs rich: pip install 'trio-redisha[cli]')."
         ),
         epilog=EPILOG,
@@ -71,6 +75,21 @@ def add_parser(sub: Any) -> None:
         default=DEFAULT_REPAIR_CONCURRENCY,
         metavar="N",
         help=f"keys repaired at once (default {DEFAULT_REPAIR_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="placement: each key on N of the servers; merge every key into its N owners "
+        "and remove the copies on the other servers once the owners acknowledged",
+    )
+    p.add_argument(
+        "--previous",
+        action="append",
+        metavar="URL",
+        help="with --replicas, a server of the layout being moved away from (repeatable): "
+        "the walk completes the migration",
     )
     p.add_argument(
         "--progress",
@@ -110,7 +129,12 @@ async def _repair(args: argparse.Namespace, specs: Sequence[ServerSpec]) -> Repa
                 TextColumn("repaired {task.fields[repaired]}  errors {task.fields[errors]}"),
                 TimeElapsedColumn(),
             )
-    async with open_pool(*specs, **pool_options(args.timeout)) as pool:
+    placement: dict[str, Any] = {}
+    if args.replicas is not None:
+        placement["replicas"] = args.replicas
+        if args.previous:
+            placement["previous"] = resolve_servers(args.previous)
+    async with open_pool(*specs, **pool_options(args.timeout), **placement) as pool:
         if progress is None:
             return await repair_all(
                 pool, match=args.match, rate=args.rate, count=args.count,
@@ -146,6 +170,8 @@ async def _repair(args: argparse.Namespace, specs: Sequence[ServerSpec]) -> Repa
 
 def run(args: argparse.Namespace) -> int:
     """Run ``repair``; return the exit code."""
+    if args.previous and args.replicas is None:
+        raise UsageError("--previous needs --replicas N")
     specs = resolve_servers(args.server)
     report = trio.run(_repair, args, specs)
     for message in report.messages:

@@ -1,7 +1,8 @@
 """What every CRDT object shares: its arguments, the read with read repair, the write.
 
-A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once,
-merged from whatever arrived before the deadline. When a replica that
+A read is :func:`~._read.read_key`: ``HGETALL`` on every server at once (with
+placement, on the servers the pool reads the key from: its owners, fallbacks,
+hinted servers, old owners), merged from whatever arrived before the deadline. When a replica that
 answered is behind (:mod:`._plan` compares each one *exactly* with the merge),
 the repair runs in the pool's nursery, so the read never waits for it, and
 only when the pool's read-repair token bucket allows
@@ -9,7 +10,9 @@ only when the pool's read-repair token bucket allows
 nothing: no repair write, so no repair storm.
 
 A write is one merge script per server (EVALSHA, one round trip), succeeding
-when at least ``write_quorum`` servers acknowledged it.
+when at least ``write_quorum`` servers acknowledged it. With placement, read
+repair writes to the key's owners only and hands copies found elsewhere back
+(:func:`._plan.settle`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from ..exceptions import ConfigurationError, RedisHAError
 from ..replies import Replies
 from ._context import context_for
-from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us
+from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us, settle
 from ._read import Snapshot, read_key
 from ._state import Mergeable
 from ._storage import Fields, check_key
@@ -149,7 +152,9 @@ class CRDTBase(Generic[S]):
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     ) -> None:
         check_key(key)
-        n = len(pool)
+        # With placement a key lives on N servers: the quorums count its owners
+        # (acknowledgements from fallbacks standing in for owners count too).
+        n = len(pool) if pool.replicas is None else pool.replicas
         if ttl is not None:
             check_ttl(ttl)
         if write_quorum is not None:
@@ -212,16 +217,53 @@ class CRDTBase(Generic[S]):
         snap = await read_key(
             self._pool, self._key, self._kind, timeout=self._timeout, read_quorum=self._read_quorum
         )
-        plan = snap.plan(now_us() - self._grace_us)
-        if plan:
-            stats = self._pool.stats
-            stats.replicas_divergent += len(plan.behind)
-            if self._ctx.repair_allowed() and self._pool._start_background(
-                _read_repair, self._pool, snap, plan, self._timeout
-            ):
-                stats.read_repairs += 1
+        pool = self._pool
+        purge_before = now_us() - self._grace_us
+        if pool.placement is None:
+            plan = snap.plan(purge_before)
+            if plan:
+                stats = pool.stats
+                stats.replicas_divergent += len(plan.behind)
+                if self._ctx.repair_allowed() and pool._start_background(
+                    _read_repair, pool, snap, plan, self._timeout
+                ):
+                    stats.read_repairs += 1
+        else:
+            self._placed_repair(snap)
         merged: S = snap.merged
         return merged
+
+    def _placed_repair(self, snap: Snapshot[S]) -> None:
+        """Read repair with placement: the owners only, then hand-back of other copies.
+
+        Copies on the key's owners in the previous layout are left: processes
+        still on the old layout read them until ``repair --previous`` ends the
+        migration.
+        """
+        pool = self._pool
+        owners = pool._owner_indices(self._key)
+        # No tombstone purge here: a read reaches only some servers, and a copy
+        # elsewhere (another process's fallback) may still hold what a tombstone
+        # deletes. The walker, which reads every server, purges.
+        purge_before = 0
+        plan = snap.plan(purge_before, owners)
+        old = previous_owners(pool, self._key)
+        extra = [i for i in snap.holders if i not in owners and i not in old]
+        if not plan and not extra:
+            return
+        stats = pool.stats
+        stats.replicas_divergent += len(plan.behind) + len(extra)
+        if self._ctx.repair_allowed() and pool._start_background(
+            _settle, pool, snap, owners, purge_before, extra, self._timeout
+        ):
+            stats.read_repairs += 1
+
+    def _script_servers(self) -> tuple[int, ...] | None:
+        """Where a write goes: ``None`` (every server) without placement, else the
+        key's owners, with fallbacks while fewer than ``write_quorum`` are usable."""
+        if self._pool.placement is None:
+            return None
+        return self._pool._write_targets(self._key, self.write_quorum)
 
     # -- writing
 
@@ -239,6 +281,7 @@ class CRDTBase(Generic[S]):
             [self._key],
             [kind.marker, self._pttl_ms, *flatten(fields)],
             timeout=self._timeout,
+            servers=self._script_servers(),
         )
         self._check_write(replies)
         return replies
@@ -298,5 +341,29 @@ async def _read_repair(
     """Read repair, in the pool's nursery: failures are left to the next read or walk."""
     try:
         await carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
+    except RedisHAError as exc:
+        logger.debug("read repair of %r failed: %s", snap.key, exc)
+
+
+def previous_owners(pool: Pool, key: str | bytes) -> tuple[int, ...]:
+    """The key's owners in the layout being moved away from (``previous=``), as indices."""
+    previous = pool.previous
+    if previous is None:
+        return ()
+    index = pool._previous_index
+    return tuple(index[i] for i in previous.owners(key))
+
+
+async def _settle(
+    pool: Pool,
+    snap: Snapshot[Any],
+    owners: tuple[int, ...],
+    purge_before: int,
+    remove: list[int],
+    timeout: float | None,
+) -> None:
+    """Read repair with placement, in the pool's nursery (see :func:`._plan.settle`)."""
+    try:
+        await settle(pool, snap, owners, purge_before, timeout, remove=remove, delay=pool.timeout)
     except RedisHAError as exc:
         logger.debug("read repair of %r failed: %s", snap.key, exc)

@@ -12,18 +12,22 @@ the anti-entropy walker both use it, so they cannot disagree.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import trio
+
 from ..exceptions import ForeignValueError, ReplyError
 from ..replies import Replies
+from ..scripts import Script
 from ._scripts import FOREIGN_CODE, PURGE
 from ._state import Mergeable
-from ._storage import CRDTType, Fields
+from ._storage import CRDTType, Fields, hash_fields
 
 if TYPE_CHECKING:
     from ..pool import Pool
+    from ._read import Snapshot
 
 __all__ = [
     "RepairPlan",
@@ -34,7 +38,9 @@ __all__ = [
     "longest_ttl",
     "now_us",
     "plan_repair",
+    "remove_copies",
     "run_repair",
+    "settle",
 ]
 
 S = TypeVar("S", bound=Mergeable)
@@ -163,6 +169,19 @@ async def run_repair(
     tombstones are purged only if every server behind was repaired: else one
     still holding an old value would bring it back.
     """
+    changed, _ = await _run_repair(pool, kind, key, plan, pttl_ms, timeout)
+    return changed
+
+
+async def _run_repair(
+    pool: Pool,
+    kind: CRDTType[Any],
+    key: str | bytes,
+    plan: RepairPlan,
+    pttl_ms: int,
+    timeout: float | None,
+) -> tuple[bool, bool]:
+    """:func:`run_repair`, also saying whether every server behind acknowledged."""
     changed = False
     repaired = True
     if plan.behind and plan.fields:
@@ -186,7 +205,7 @@ async def run_repair(
         )
         raise_foreign(key, replies)
         changed = changed or any(isinstance(r, int) and r > 0 for r in replies)
-    return changed
+    return changed, repaired
 
 
 async def carry_out(
@@ -206,13 +225,26 @@ async def carry_out(
     Returns:
         Whether any server was written to.
     """
+    changed, _ = await _carry_out(pool, kind, key, plan, holders, timeout)
+    return changed
+
+
+async def _carry_out(
+    pool: Pool,
+    kind: CRDTType[Any],
+    key: str | bytes,
+    plan: RepairPlan,
+    holders: Sequence[int],
+    timeout: float | None,
+) -> tuple[bool, bool]:
+    """:func:`carry_out`, also saying whether every server behind acknowledged."""
     pttl = 0
     if plan.behind and plan.fields:
         found = await longest_ttl(pool, key, holders, timeout) if holders else None
         if found is None:
-            return False  # expired everywhere since the read: writing would revive it
+            return False, False  # expired everywhere since the read: writing would revive it
         pttl = found
-    return await run_repair(pool, kind, key, plan, pttl, timeout)
+    return await _run_repair(pool, kind, key, plan, pttl, timeout)
 
 
 async def longest_ttl(
@@ -245,3 +277,138 @@ async def longest_ttl(
     # "leave the expiry alone" to the script and the repaired copy would never
     # expire, so round it up.
     return max(1, max(ttls)) if ttls else None
+
+
+#: Deletes a copy only if it still holds exactly the fields given (``ARGV``:
+#: field, value, ...): a write that reached it after it was read changes it, and
+#: then the copy is left for the next pass. Answers 1 when deleted, else 0.
+REMOVE_IF_UNCHANGED = Script(
+    """
+local n = #ARGV / 2
+if redis.call('HLEN', KEYS[1]) ~= n then return 0 end
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+
+async def remove_copies(
+    pool: Pool,
+    key: str | bytes,
+    copies: Sequence[tuple[int, Mapping[bytes, bytes]]],
+    timeout: float | None,
+) -> tuple[int, ...]:
+    """Delete copies of ``key`` from servers that are not its owners: the one way to.
+
+    Every removal of a non-owner copy (hand-back of a fallback's copy, the end
+    of a migration) goes through here. Each copy is deleted only if it still
+    holds exactly the fields it was read with, so a write that reached it
+    since (one the owners may not have) is never lost: that copy stays for the
+    next read or walk. The caller must have had every owner acknowledge a
+    state that includes what was read. The servers whose copy was deleted are
+    forgotten from the pool's hints (:meth:`Pool._handed_back`).
+
+    Args:
+        pool: The pool.
+        key: The key.
+        copies: ``(server index, fields as read)`` of each copy to delete.
+        timeout: Deadline in seconds (``None``: the pool's).
+
+    Returns:
+        The indices of the servers whose copy was deleted.
+    """
+    removed: list[int] = []
+    # One script per copy: each carries that server's own fields.
+    for i, fields in copies:
+        replies = await pool.execute_script(
+            REMOVE_IF_UNCHANGED, [key], flatten(sorted(fields.items())), timeout=timeout,
+            servers=[i],
+        )  # fmt: skip
+        if replies[0] == 1:
+            removed.append(i)
+    if removed:
+        pool._handed_back(key, removed)
+    return tuple(removed)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What :func:`settle` did to one key.
+
+    Attributes:
+        changed: Whether an owner was written to (or a tombstone purged).
+        removed: Servers whose non-owner copy was deleted.
+        left: Servers whose non-owner copy was kept: an owner did not
+            acknowledge, or the copy changed since it was read.
+        pending: Servers whose non-owner copy could be removed (every owner
+            acknowledged) but was kept as asked (``hold``).
+    """
+
+    changed: bool = False
+    removed: tuple[int, ...] = ()
+    left: tuple[int, ...] = ()
+    pending: tuple[int, ...] = ()
+
+
+async def settle(
+    pool: Pool,
+    snap: Snapshot[Any],
+    owners: Sequence[int],
+    purge_before: int,
+    timeout: float | None,
+    *,
+    remove: Collection[int] | None = None,
+    hold: bool = False,
+    delay: float = 0.0,
+) -> Settled:
+    """Bring ``owners`` up to a read's merge, then remove the copies elsewhere.
+
+    Repairs write to the owners only, never elsewhere. The copies read on
+    other servers (``remove``: those of them that may go; ``None``: all) are
+    deleted (:func:`remove_copies`) only once *every* owner acknowledged the
+    merged state: each one answered the read and was up to date or took the
+    repair write.
+
+    Args:
+        pool: The pool.
+        snap: What the read found (it must have asked the owners to remove anything).
+        owners: The servers that must hold the key.
+        purge_before: Tombstones older than this (microseconds) may be purged.
+        timeout: Deadline in seconds (``None``: the pool's).
+        remove: The non-owner servers whose copies may be removed.
+        hold: Remove nothing; say which copies could go (:attr:`Settled.pending`).
+            The walker removes them in a second round, a while later, so that
+            no read still in flight from before the owners were written can
+            miss a copy being removed.
+        delay: Seconds to wait between the owners' acknowledgements and the
+            removal (read repair waits the pool's ``timeout``, for the same reason).
+    """
+    if not snap.complete:
+        # A server that did not answer may hold what an old tombstone deletes:
+        # the owners must get every tombstone before any other copy goes.
+        purge_before = 0
+    plan = snap.plan(purge_before, owners)
+    changed, acked = await _carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
+    if not plan.behind:
+        acked = True
+    mine = set(owners)
+    extra = [i for i in snap.holders if i not in mine and (remove is None or i in remove)]
+    if not extra:
+        return Settled(changed)
+    answered = {i for i, _ in snap.states}
+    if not acked or not mine <= answered:
+        return Settled(changed, (), tuple(extra))
+    if hold:
+        return Settled(changed, pending=tuple(extra))
+    if delay > 0:
+        await trio.sleep(delay)
+    position = {i: p for p, i in enumerate(snap.asked)}
+    copies = []
+    for i in extra:
+        raw = snap.replies[position[i]]
+        copies.append((i, hash_fields(raw)))
+    removed = await remove_copies(pool, snap.key, copies, timeout)
+    return Settled(changed, removed, tuple(i for i in extra if i not in removed))

@@ -119,7 +119,8 @@ async def read_key(
         kind: The type the caller expects; ``None`` reads it from the marker
             field (a repair walker knows no type).
         servers: Indices of the servers to read (``None``: the pool's choice
-            for the key, every server today).
+            for the key: every server, or with placement its read targets:
+            owners, fallbacks, hinted servers, old owners).
         timeout: Deadline in seconds (``None``: the pool's).
         read_quorum: Servers that must answer.
 

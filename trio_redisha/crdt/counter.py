@@ -155,6 +155,7 @@ class Counter(CRDTBase[CounterState]):
             [self._key],
             [COUNTER.marker, self._pttl_ms, b"p:" + actor, p, b"n:" + actor, n],
             timeout=self._timeout,
+            servers=self._script_servers(),
         )
         for r in replies.values:
             # The script answers the stored totals; never go below them.

@@ -25,7 +25,7 @@ import trio
 
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
-from ._plan import carry_out, now_us
+from ._plan import Settled, carry_out, now_us, settle
 from ._read import read_key
 from ._storage import check_key
 
@@ -88,8 +88,15 @@ async def repair_key(
         sources: Indices of the servers that may hold a copy and are read
             (``None``: every server).
         targets: Indices of the servers that must end up with the merged
-            state (``None``: the sources). They are read too, so only what
-            each one lacks is sent; the other sources are only read from.
+            state (``None``: the sources; with placement, the key's owners).
+            They are read too, so only what each one lacks is sent; the other
+            sources are only read from.
+
+    With placement (``replicas=N``) and no ``targets``, the merge is written
+    to the key's N owners only, and once every owner acknowledged it, the
+    copies on the other servers read are deleted, each only if unchanged
+    since it was read (:func:`~trio_redisha.crdt._plan.remove_copies`): a
+    fallback's copy is handed back, an old owner's copy is moved.
 
     Returns:
         Whether any server was written to: ``False`` when the key is absent
@@ -106,17 +113,37 @@ async def repair_key(
     check_key(key)
     check_grace(tombstone_grace)
     check_timeout(timeout)
+    return (await _repair_one(pool, key, tombstone_grace, timeout, sources, targets)).changed
+
+
+async def _repair_one(
+    pool: Pool,
+    key: str | bytes,
+    tombstone_grace: float,
+    timeout: float | None,
+    sources: Sequence[int] | None,
+    targets: Sequence[int] | None,
+    hold: bool = False,
+) -> Settled:
+    """:func:`repair_key`, saying also which non-owner copies were removed or left."""
+    placed = targets is None and pool.placement is not None
+    if placed:
+        targets = pool._owner_indices(key)
     servers: Sequence[int] | None = sources
     if targets is not None:
         base = range(len(pool)) if sources is None else sources
         servers = [*base, *(t for t in targets if t not in base)]
     snap = await read_key(pool, key, None, servers=servers, timeout=timeout)
     if snap is None:
-        return False
-    plan = snap.plan(now_us() - int(tombstone_grace * 1_000_000), targets)
+        return Settled()
+    purge_before = now_us() - int(tombstone_grace * 1_000_000)
+    if placed:
+        assert targets is not None
+        return await settle(pool, snap, targets, purge_before, timeout, hold=hold)
+    plan = snap.plan(purge_before, targets)
     if not plan:
-        return False
-    return await carry_out(pool, snap.kind, key, plan, snap.holders, timeout)
+        return Settled()
+    return Settled(await carry_out(pool, snap.kind, key, plan, snap.holders, timeout))
 
 
 @dataclass
@@ -129,6 +156,12 @@ class RepairReport:
         processed: Keys whose repair has finished, whatever its outcome.
         repaired: Keys that were behind on some server and were written back.
         skipped: Hashes that are not trio-redisha CRDTs (left untouched).
+        moved: With placement, keys of which some copy on a server that is
+            not an owner was removed (handed back or migrated).
+        removed: Copies removed from servers that are not the key's owners.
+        left: Copies on servers that are not owners and were kept: an owner
+            did not acknowledge the merge, or the copy changed since it was
+            read (a write landed there). The next pass takes them.
         errors: Keys whose repair failed.
         unreachable: Servers that could not be scanned to the end.
         messages: The first error messages (at most :data:`MAX_ERROR_MESSAGES`).
@@ -140,6 +173,9 @@ class RepairReport:
     processed: int = 0
     repaired: int = 0
     skipped: int = 0
+    moved: int = 0
+    removed: int = 0
+    left: int = 0
     errors: int = 0
     unreachable: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -147,8 +183,8 @@ class RepairReport:
 
     @property
     def ok(self) -> bool:
-        """Whether every key was examined on every server without an error."""
-        return self.errors == 0 and not self.unreachable
+        """Whether every key was examined on every server without an error, none left misplaced."""
+        return self.errors == 0 and self.left == 0 and not self.unreachable
 
     def summary(self) -> str:
         """One line: keys scanned, repaired, skipped, errors, elapsed time."""
@@ -157,6 +193,11 @@ class RepairReport:
             f"{self.skipped} skipped (not CRDTs), {self.errors} errors "
             f"on {self.servers} servers in {self.elapsed:.1f} s"
         )
+        if self.moved or self.removed or self.left:
+            text += (
+                f"; {self.removed} copies removed from non-owners ({self.moved} keys),"
+                f" {self.left} left for the next pass"
+            )
         if self.unreachable:
             text += f"; not scanned to the end: {', '.join(self.unreachable)}"
         return text
@@ -258,6 +299,7 @@ async def repair_all(
     tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
     timeout: float | None = None,
     on_progress: Callable[[RepairReport], None] | None = None,
+    removal_delay: float | None = None,
 ) -> RepairReport:
     """Anti-entropy: merge every CRDT key of the servers and write it back.
 
@@ -266,6 +308,19 @@ async def repair_all(
     state from the sources and writes the result where it is behind. A server
     restarted empty gets every key back. Hashes that are not trio-redisha
     CRDTs are counted as skipped and left untouched.
+
+    With placement (a pool opened with ``replicas=N``, perhaps ``previous=``)
+    and no ``targets``, every server of the pool is scanned (new and
+    previous), each key is merged from every server into its N owners, and
+    the copies on servers that are not owners are removed once every owner
+    acknowledged (:attr:`RepairReport.removed`, :attr:`RepairReport.left`).
+    With ``previous=`` this completes a migration; without, it hands back the
+    copies written to fallbacks, whatever process wrote them. The removals come
+    in a second round, ``removal_delay`` after the walk wrote the owners: every
+    read that was in flight before the owners held the merge has finished by
+    then (its deadline passed), so none misses a copy as it is removed. Each
+    key of that round is read and merged again, and a copy is removed only if
+    unchanged since that read.
 
     Example::
 
@@ -282,10 +337,14 @@ async def repair_all(
         keys: Repair these keys instead of scanning (``match`` is then unused).
         sources: Indices of the servers scanned and read (``None``: all).
         targets: Indices of the servers each key is written to (``None``: the
-            sources), or a function of the key returning them.
+            sources; with placement, the key's owners, copies elsewhere
+            removed), or a function of the key returning them.
         tombstone_grace: Seconds tombstones are kept (as given to the objects).
         timeout: Deadline of each call in seconds (``None``: the pool's).
         on_progress: Called after every key with the report so far.
+        removal_delay: With placement, seconds between writing the owners
+            and removing the other copies (``None``: the pool's ``timeout``);
+            at least the read deadline of the clients.
 
     Returns:
         The counts; see :class:`RepairReport`.
@@ -299,6 +358,14 @@ async def repair_all(
         rate = 0.0
     check_grace(tombstone_grace)
     check_timeout(timeout)
+    if removal_delay is None:
+        removal_delay = pool.timeout
+    elif (
+        isinstance(removal_delay, bool)
+        or not isinstance(removal_delay, (int, float))
+        or not 0 <= removal_delay < math.inf
+    ):
+        raise ConfigurationError(f"removal_delay must be >= 0 seconds, got {removal_delay!r}")
     if isinstance(keys, (str, bytes)):
         raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
     count = _positive_int("count", count)
@@ -341,31 +408,47 @@ async def repair_all(
                 for k in keys:
                     await found(check_key(k))
 
-    async def worker(receive: trio.MemoryReceiveChannel[bytes]) -> None:
+    # With placement-derived targets the copies elsewhere are removed in a
+    # second round over the keys that have some (see removal_delay).
+    placed = targets is None and pool.placement is not None
+    revisit: list[bytes] = []
+    counted: set[bytes] = set()
+
+    async def worker(receive: trio.MemoryReceiveChannel[bytes], final: bool) -> None:
         async with receive:
             async for key in receive:
                 await pacer.wait()
                 to = targets(key) if callable(targets) else targets
                 try:
-                    changed = await repair_key(
-                        pool,
-                        key,
-                        tombstone_grace=tombstone_grace,
-                        timeout=timeout,
-                        sources=sources,
-                        targets=to,
+                    done = await _repair_one(
+                        pool, key, tombstone_grace, timeout, sources, to, hold=placed and not final
                     )
                 except ForeignValueError:
-                    report.skipped += 1
+                    if not final:
+                        report.skipped += 1
                 except RedisHAError as exc:
                     report.errors += 1
                     report.note(f"{_text(key)}: {type(exc).__name__}: {exc}")
                 else:
-                    if changed:
+                    if done.changed and key not in counted:
+                        counted.add(key)
                         report.repaired += 1
                         stats.repair_keys_repaired += 1
-                report.processed += 1
-                stats.repair_keys_walked += 1
+                    if done.pending or (done.left and not final):
+                        revisit.append(key)  # the second round takes them
+                    else:
+                        if done.removed:
+                            report.moved += 1
+                            report.removed += len(done.removed)
+                        if done.left:
+                            report.left += len(done.left)
+                            report.note(
+                                f"{_text(key)}: copies left on "
+                                + ", ".join(pool.servers[i] for i in done.left)
+                            )
+                if not final:
+                    report.processed += 1
+                    stats.repair_keys_walked += 1
                 if on_progress is not None:
                     on_progress(report)
 
@@ -373,6 +456,20 @@ async def repair_all(
         nursery.start_soon(producer)
         async with receive:
             for _ in range(concurrency):
-                nursery.start_soon(worker, receive.clone())
+                nursery.start_soon(worker, receive.clone(), False)
+    if revisit:
+        await trio.sleep(removal_delay)
+        send, receive = trio.open_memory_channel[bytes](concurrency * 4)
+
+        async def again() -> None:
+            async with send:
+                for key in revisit:
+                    await send.send(key)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(again)
+            async with receive:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker, receive.clone(), True)
     report.elapsed = trio.current_time() - start
     return report

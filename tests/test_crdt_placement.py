@@ -1,0 +1,278 @@
+"""CRDT objects, sessions and the repair walker over placement (``replicas=N``).
+
+Nine real redis-server processes. Where each key lives is checked on the
+servers themselves, never through the pool under test. Waits for background
+read repair poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.conftest import RedisFactory
+from tests.harness.helpers import urls, wait_until
+from tests.test_pool import holds, ready_pool
+from tests.test_pool_placement import by_label, keys_on, wait_state
+from trio_redisha import (
+    ConfigurationError,
+    Counter,
+    HashMap,
+    Pool,
+    QuorumError,
+    ServerState,
+    SessionStore,
+    Set,
+)
+from trio_redisha._demo import run_demo
+from trio_redisha.cli import main
+from trio_redisha.crdt import RepairReport, repair_all
+from trio_redisha.crdt._plan import remove_copies
+from trio_redisha.testing import RedisServer, decode_reply
+
+TIMEOUT = 1.0
+
+
+@pytest.fixture
+def nine(redis_factory: RedisFactory) -> list[RedisServer]:
+    """Nine fresh servers (no persistence), started concurrently."""
+    return redis_factory.many(9)
+
+
+async def holders(pool: Pool, servers: dict[str, RedisServer], key: str) -> set[int]:
+    """Indices of the pool's servers holding ``key``, asked on each server directly."""
+    out = set()
+    for i, label in enumerate(pool.servers):
+        if int(decode_reply(await servers[label].acommand("EXISTS", key))):  # type: ignore[call-overload]
+            out.add(i)
+    return out
+
+
+async def on_exactly_owners(pool: Pool, servers: dict[str, RedisServer], key: str) -> bool:
+    return await holders(pool, servers, key) == set(pool._owner_indices(key))
+
+
+async def test_crdts_and_sessions_live_on_exactly_their_owners(nine: list[RedisServer]) -> None:
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        counter = Counter(pool, "c:1", write_quorum=3)
+        await counter.incr(5)
+        await counter.decr(2)
+        hmap = HashMap(pool, "m:1", write_quorum=2)
+        await hmap.set({"a": 1, "b": "x"})
+        await hmap.delete("b")
+        members = Set(pool, "s:1")
+        await members.add("x", "y")
+        await members.rem("y")
+        store = SessionStore(pool, ttl=60, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"user": 42})
+        await store.touch(sid)
+        assert await counter.get() == 3
+        assert await hmap.get() == {"a": 1}
+        assert await members.get() == {"x"}
+        assert dict(await store.load(sid)) == {"user": 42}
+        for key in ("c:1", "m:1", "s:1", store.key(sid)):
+            assert await on_exactly_owners(pool, servers, key), key
+        # Nine servers, three owners per key: every server's keys are keys it owns.
+        for i, label in enumerate(pool.servers):
+            for k in await keys_on(servers[label]):
+                assert i in pool._owner_indices(k)
+
+
+async def test_quorums_count_owners(nine: list[RedisServer]) -> None:
+    async with ready_pool(*urls(nine[:4]), replicas=3, timeout=TIMEOUT) as pool:
+        Counter(pool, "c", write_quorum=3, read_quorum=3)
+        with pytest.raises(ConfigurationError, match=r"write_quorum must be an int in 1\.\.3"):
+            Counter(pool, "c", write_quorum=4)
+        with pytest.raises(ConfigurationError, match=r"read_quorum must be an int in 1\.\.3"):
+            HashMap(pool, "m", read_quorum=4)
+        with pytest.raises(ConfigurationError, match="write_quorum"):
+            SessionStore(pool, write_quorum=4)
+
+
+async def kill_owners_and_write(
+    pool: Pool, servers: dict[str, RedisServer], key: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kill two of the key's owners, write with W=2 (a fallback takes one), restart them empty."""
+    owners = pool._owner_indices(key)
+    down = owners[:2]
+    counter = Counter(pool, key, write_quorum=2)
+    await counter.incr(1)
+    for i in down:
+        await servers[pool.servers[i]].akill()
+    for i in down:
+        await wait_state(pool, i, ServerState.DOWN)
+    await counter.incr(10)
+    await HashMap(pool, key + ":m", write_quorum=2).set({"f": "v"})
+    assert pool._hinted(key)
+    for i in down:
+        await servers[pool.servers[i]].astart()  # no persistence: empty
+    for i in down:
+        await wait_state(pool, i, ServerState.UP)
+    return owners, down
+
+
+async def test_a_read_hands_back_a_fallback_copy_to_owners_restarted_empty(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        key = "{handback}"
+        await kill_owners_and_write(pool, servers, key)
+        # The owners are back empty; the read sees the value through the hint.
+        assert await Counter(pool, key).get() == 11
+        await wait_until(holds(lambda: not pool._hinted(key)), what="handed back")
+        assert await on_exactly_owners(pool, servers, key)
+        # Once handed back, reads go to the owners only and still see the value.
+        assert await Counter(pool, key).get() == 11
+        for i in pool._owner_indices(key):
+            raw = decode_reply(await servers[pool.servers[i]].acommand("HGETALL", key))
+            assert isinstance(raw, list) and raw
+
+
+async def test_repair_hands_back_what_another_process_wrote(nine: list[RedisServer]) -> None:
+    servers = by_label(nine)
+    key = "{walk}"  # the counter and the map ({walk}:m) share owners
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as writer:
+        await kill_owners_and_write(writer, servers, key)
+    # A fresh process knows no hint: only the walker finds the fallback's copy.
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        report = await repair_all(pool, rate=0)
+        assert report.ok, report.messages
+        assert report.removed == 2 and report.moved == 2  # the counter and the map
+        for k in (key, key + ":m"):
+            assert await on_exactly_owners(pool, servers, k), k
+        assert await Counter(pool, key, read_quorum=3).get() == 11
+        assert await HashMap(pool, key + ":m", read_quorum=3).get() == {"f": "v"}
+        again = await repair_all(pool, rate=0)
+        assert (again.repaired, again.removed, again.left) == (0, 0, 0)
+
+
+async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisServer]) -> None:
+    async with ready_pool(*urls(nine[:3]), replicas=1, timeout=TIMEOUT) as pool:
+        key = "h"
+        await HashMap(pool, key).set({"a": 1})
+        owner = pool._owner_indices(key)[0]
+        other = next(i for i in range(3) if i != owner)
+        # A copy on a non-owner, then read, then changed before the removal.
+        await pool.execute_on([other], "HSET", key, "x", "1")
+        read = {b"x": b"1"}
+        await pool.execute_on([other], "HSET", key, "y", "2")
+        assert await remove_copies(pool, key, [(other, read)], TIMEOUT) == ()
+        assert (await pool.execute_on([other], "EXISTS", key))[0] == 1
+        assert await remove_copies(pool, key, [(other, {b"x": b"1", b"y": b"2"})], TIMEOUT) == (
+            other,
+        )
+        assert (await pool.execute_on([other], "EXISTS", key))[0] == 0
+
+
+async def test_two_owners_killed_during_writes_then_restarted_empty_then_repair(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    keys = [f"{{k}}:{i}" for i in range(8)]  # one partition: the same three owners
+    acked = dict.fromkeys(keys, 0)
+    maybe = dict.fromkeys(keys, 0)
+    async with ready_pool(*urls(nine), replicas=3, timeout=0.3) as pool:
+        owners = pool._owner_indices(keys[0])
+        stop = trio.Event()
+
+        async def writer() -> None:
+            while not stop.is_set():
+                for key in keys:
+                    try:
+                        await Counter(pool, key, write_quorum=2).incr(1)
+                    except QuorumError as exc:
+                        assert exc.may_have_applied is not False
+                        maybe[key] += 1
+                    else:
+                        acked[key] += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            await wait_until(holds(lambda: min(acked.values()) >= 3), what="writes")
+            for i in owners[:2]:
+                await servers[pool.servers[i]].akill()
+            for i in owners[:2]:
+                await wait_state(pool, i, ServerState.DOWN)
+            floor = sum(acked.values())
+            await wait_until(holds(lambda: sum(acked.values()) > floor + 16), what="sloppy")
+            for i in owners[:2]:
+                await servers[pool.servers[i]].astart()  # empty
+            for i in owners[:2]:
+                await wait_state(pool, i, ServerState.UP)
+            stop.set()
+        assert pool.stats.sloppy_writes > 0
+    # Another process, with no hints: the walker alone puts everything back.
+    argv = ["repair", "--rate", "0", "--replicas", "3", "--progress", "never"]
+    for s in nine:
+        argv += ["-s", s.url]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        for key in keys:
+            assert await holders(pool, servers, key) == set(owners), key
+    for i in owners:  # each owner alone holds the whole value
+        async with ready_pool(nine[i].url, timeout=TIMEOUT) as alone:
+            for key in keys:
+                got = await Counter(alone, key).get()
+                assert acked[key] <= got <= acked[key] + maybe[key], (key, i)
+
+
+def test_repair_previous_needs_replicas(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["repair", "-s", "redis://127.0.0.1:1", "--previous", "redis://127.0.0.1:2"]
+    assert main(argv) == 2
+    assert "--previous needs --replicas N" in capsys.readouterr().err
+
+
+async def test_demo_with_placement_loses_no_acknowledged_write() -> None:
+    report = await run_demo(duration=3.0, clients=3, servers=6, replicas=3)
+    assert report.lost == 0 and report.ok
+    assert report.acknowledged > 0 and report.reads > 0
+    texts = " | ".join(text for _, text in report.events)
+    for what in ("killed server A", "killed server B", "froze server C", "restarted server D"):
+        assert what in texts
+    assert report.sloppy_writes > 0  # A and B down together: their sessions went sloppy
+    assert report.in_sync == report.sessions  # on exactly their owners, nowhere else
+    assert ("sessions on exactly their owners", f"{report.sessions} of {report.sessions}") in (
+        report.rows()
+    )
+
+
+def test_demo_replicas_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--servers", "4", "--replicas", "5"]) == 2
+    assert "--replicas must be in 2..--servers (4)" in capsys.readouterr().err
+
+
+async def test_a_write_to_a_copy_while_the_walker_waits_to_remove_it_is_kept(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine)
+    key = "c:late"
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        await Counter(pool, key).incr(1)
+        stray = next(i for i in range(9) if i not in pool._owner_indices(key))
+        async with ready_pool(pool.servers[stray], timeout=TIMEOUT) as alone:
+            await Counter(alone, key).incr(10)  # a copy on a non-owner, another writer
+            first_round = trio.Event()
+
+            def progress(report: RepairReport) -> None:
+                if report.processed == 1:
+                    first_round.set()
+
+            async with trio.open_nursery() as nursery:
+
+                async def walk() -> None:
+                    report = await repair_all(
+                        pool, keys=[key], rate=0, removal_delay=0.5, on_progress=progress
+                    )
+                    assert (report.removed, report.left) == (1, 0)
+
+                nursery.start_soon(walk)
+                await first_round.wait()
+                # The owners hold the merge; the walker waits before removing the copy.
+                assert await holders(pool, servers, key) == {*pool._owner_indices(key), stray}
+                await Counter(alone, key).incr(100)  # lands on the copy meanwhile
+        assert await on_exactly_owners(pool, servers, key)
+        assert await Counter(pool, key, read_quorum=3).get() == 111
