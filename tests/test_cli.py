@@ -274,7 +274,7 @@ def test_status_reports_a_frozen_server_as_hung(
     _a, _b, c = redis_servers
     c.freeze()
     try:
-        code, out, _ = run(capsys, "status", "--timeout", "0.3", *server_args(redis_servers))
+        code, out, _ = run(capsys, "status", "--timeout", "1.0", *server_args(redis_servers))
     finally:
         c.thaw()
     assert code == 0

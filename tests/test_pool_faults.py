@@ -5,6 +5,7 @@ hedged reads, and closing the pool under load. Real redis-server processes.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -141,12 +142,17 @@ async def test_killed_server_restarted_is_used_again_within_5s(
         await wait_until(
             holds(lambda: pool.status()[0].state is ServerState.DOWN), what="seen down"
         )
-        # Stay down long enough for the reconnect backoff to grow.
+        # Stay down long enough for the reconnect backoff to grow. The down server
+        # costs nothing: no call waits for its deadline, and calls stay fast (the
+        # median: one slow call among thousands is the shared machine, not the pool).
         start = trio.current_time()
+        times = []
         while trio.current_time() - start < 1.0:
             replies, took = await timed(pool.ping())
-            assert took < FAST
+            times.append(took)
+            assert took < pool.timeout
             assert isinstance(replies[0], ServerUnavailable)
+        assert statistics.median(times) < FAST / 10
         await victim.astart()  # same port, empty
         took = await wait_until(lambda: answers(pool, 0), what="restarted server used")
         assert took < RECOVERY
