@@ -6,6 +6,9 @@ and measures, for every client, in the same run and against the same servers:
 * sequential GET latency: one task, one GET after the other (us/op);
 * concurrent GET throughput: 50 tasks x 200 GETs (ops/s);
 
+and the same for a bare trio socket, the reference with no library at all
+(``await send()``, ``await recv()``, no parsing, one socket per task);
+
 each as the median over several rounds. Rounds are interleaved (every client runs
 once per round, in a rotating order) so the drift of a shared machine hits every
 client alike; ratios within one run are what to compare, not absolute figures.
@@ -20,8 +23,8 @@ Usage::
     python benchmarks/bench_clients.py            # full run (about two minutes)
     python benchmarks/bench_clients.py --quick    # a few seconds, for development
     python benchmarks/bench_clients.py --only pool,redio --rounds 3
-        # row keys: conn, conn-hiredis, conn-pure, redis-py, coredis-trio,
-        # coredis-asyncio, redio, pool-1, pool-3, redis-py-gather, frozen, floor
+        # row keys: conn, trio-socket, redis-py, coredis-trio, coredis-asyncio,
+        # redio, pool-1, pool-3, card-3, redis-py-gather, frozen, floor
     python benchmarks/bench_clients.py --profile  # cProfile a sequential 3-server fan-out
 
 Peers (redis-py, coredis, redio) are optional: a missing one prints
@@ -236,32 +239,15 @@ def _asyncio_runner(
 # --------------------------------------------------------------------------- clients
 
 
-def _redisha_parsers() -> tuple[str, str | None]:
-    """The default parser's class name, and why use_hiredis rows cannot run (or None)."""
-    default = type(make_parser()).__name__
-    try:
-        with_hiredis = type(make_parser(use_hiredis=True))
-        without = type(make_parser(use_hiredis=False))
-    except Exception as exc:  # hiredis missing, or the kwarg not accepted
-        return default, f"make_parser(use_hiredis=...) failed: {exc}"
-    if with_hiredis is without:
-        return default, (
-            f"use_hiredis has no effect yet: make_parser() returns {with_hiredis.__name__} "
-            "for True and False"
-        )
-    return default, None
+def _default_parser() -> str:
+    """The class name of the reply parser a connection uses."""
+    return type(make_parser()).__name__
 
 
-def redisha_connection(use_hiredis: bool | None) -> OpFactory:
-    @asynccontextmanager
-    async def factory(urls: Sequence[str]) -> AsyncIterator[Op]:
-        options: dict[str, Any] = {}
-        if use_hiredis is not None:
-            options["use_hiredis"] = use_hiredis
-        async with trio_redisha.open_connection(urls[0], **options) as conn:
-            yield functools.partial(conn.execute, "GET", KEY)
-
-    return factory
+@asynccontextmanager
+async def redisha_connection(urls: Sequence[str]) -> AsyncIterator[Op]:
+    async with trio_redisha.open_connection(urls[0]) as conn:
+        yield functools.partial(conn.execute, "GET", KEY)
 
 
 def redisha_pool(servers: int) -> OpFactory:
@@ -372,6 +358,48 @@ async def redio_client(urls: Sequence[str]) -> AsyncIterator[Op]:
     yield op
 
 
+def _address(url: str) -> tuple[str, int]:
+    host, _, port = url.rpartition("/")[2].partition(":")
+    return host, int(port)
+
+
+#: What the server sends for ``GET KEY``: the bare socket row compares raw bytes.
+RAW_REPLY = b"$%d\r\n%s\r\n" % (len(VALUE), VALUE)
+
+
+@asynccontextmanager
+async def bare_trio_socket(urls: Sequence[str]) -> AsyncIterator[Op]:
+    """A trio socket and nothing else: ``await send()``, ``await recv()``, no parsing.
+
+    Each call borrows a socket from a free list (a new one when none is free), so
+    the concurrent figure is that of one socket per task. The reply is 23 bytes:
+    one ``recv`` holds it on loopback.
+    """
+    address = _address(urls[0])
+    request = encode_command(["GET", KEY])
+    free: list[trio.socket.SocketType] = []
+    opened: list[trio.socket.SocketType] = []
+
+    async def op() -> bytes:
+        if free:
+            sock = free.pop()
+        else:
+            sock = trio.socket.socket()
+            opened.append(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await sock.connect(address)
+        await sock.send(request)
+        data = await sock.recv(65536)
+        free.append(sock)
+        return data
+
+    try:
+        yield op
+    finally:
+        for sock in opened:
+            sock.close()
+
+
 def _peer_label(module: str, label: str) -> str:
     try:
         from importlib.metadata import version
@@ -393,30 +421,20 @@ def _redispy_label() -> str:
 
 
 def make_rows() -> list[Row]:
-    default_parser, hiredis_skip = _redisha_parsers()
     rows = [
         Row(
             "conn",
-            f"trio-redisha Connection ({default_parser})",
+            f"trio-redisha Connection ({_default_parser()})",
             "trio",
             1,
-            _trio_runner(redisha_connection(None), VALUE),
+            _trio_runner(redisha_connection, VALUE),
         ),
         Row(
-            "conn-hiredis",
-            "trio-redisha Connection, use_hiredis=True",
+            "trio-socket",
+            "bare trio socket: send, recv (no library)",
             "trio",
             1,
-            _trio_runner(redisha_connection(True), VALUE),
-            skipped=hiredis_skip,
-        ),
-        Row(
-            "conn-pure",
-            "trio-redisha Connection, use_hiredis=False",
-            "trio",
-            1,
-            _trio_runner(redisha_connection(False), VALUE),
-            skipped=hiredis_skip,
+            _trio_runner(bare_trio_socket, RAW_REPLY),
         ),
         Row("redis-py", _redispy_label(), "asyncio", 1, _asyncio_runner(redispy_single, VALUE)),
         Row(
@@ -536,8 +554,7 @@ def run_floor(urls: Sequence[str], cfg: Config) -> tuple[float, float]:
         socks = []
         try:
             for url in urls[:count]:
-                host, _, port = url.rpartition("/")[2].partition(":")
-                sock = socket.create_connection((host, int(port)))
+                sock = socket.create_connection(_address(url))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 socks.append(sock)
             for _ in range(cfg.warmup):
@@ -659,6 +676,10 @@ def _check(value: float | None, target: float, higher_is_better: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def _shown(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
 def print_frozen(res: FrozenResult, cfg: Config) -> float | None:
     ms = 1000.0
     print(
@@ -689,7 +710,10 @@ def print_frozen(res: FrozenResult, cfg: Config) -> float | None:
 
 
 def print_targets(
-    rows: Sequence[Row], frozen_ratio: float | None, floor: tuple[float, float] | None
+    rows: Sequence[Row],
+    cfg: Config,
+    frozen_ratio: float | None,
+    floor: tuple[float, float] | None,
 ) -> None:
     by_key = {r.key: r for r in rows}
 
@@ -699,7 +723,34 @@ def print_targets(
     def div(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None or b == 0 else a / b
 
+    floor_ratio = None if floor is None else floor[1] / floor[0]
+    pool_fanout = div(m("pool-3", "seq"), m("pool-1", "seq"))
     targets = [
+        (
+            "Pool 1 server, sequential latency <= redio's",
+            div(m("pool-1", "seq"), m("redio", "seq")),
+            1.0,
+            False,
+        ),
+        (
+            "Pool 1 server, sequential latency <= 1.25x a bare trio socket's",
+            div(m("pool-1", "seq"), m("trio-socket", "seq")),
+            1.25,
+            False,
+        ),
+        (
+            "Pool sequential 3 servers / 1 server <= 1.1x the blocking-socket floor's 3/1"
+            f" (pool {_shown(pool_fanout)}, floor {_shown(floor_ratio)})",
+            div(pool_fanout, floor_ratio),
+            1.1,
+            False,
+        ),
+        (
+            f"Pool {cfg.tasks}-task ops/s, 3 servers / 1 server >= 0.8",
+            div(m("pool-3", "conc"), m("pool-1", "conc")),
+            0.8,
+            True,
+        ),
         (
             "Connection sequential latency <= redio's",
             div(m("conn", "seq"), m("redio", "seq")),
@@ -735,8 +786,9 @@ def print_targets(
     print("| target | measured (ratio) | status |")
     print("|---|---|---|")
     for name, value, target, higher in targets:
-        shown = f"{value:.2f}x" if value is not None else "-"
-        print(f"| {name} | {shown} (target {target:g}x) | {_check(value, target, higher)} |")
+        print(
+            f"| {name} | {_shown(value)} (target {target:g}x) | {_check(value, target, higher)} |"
+        )
     if floor is not None:
         one, three = floor
         extra = (three - one) / (FANOUT - 1)
@@ -767,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="comma-separated row keys or substrings: conn, conn-hiredis, conn-pure, redis-py, "
+        help="comma-separated row keys or substrings: conn, trio-socket, redis-py, "
         "coredis-trio, coredis-asyncio, redio, pool-1, pool-3, redis-py-gather, frozen, floor",
     )
     parser.add_argument(
@@ -831,7 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _selected("frozen", only):
             frozen_ratio = print_frozen(run_frozen(servers, cfg), cfg)
         floor = run_floor(urls, cfg) if _selected("floor", only) else None
-        print_targets(rows, frozen_ratio, floor)
+        print_targets(rows, cfg, frozen_ratio, floor)
         print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 
