@@ -347,11 +347,7 @@ async def _read_repair(
 
 def previous_owners(pool: Pool, key: str | bytes) -> tuple[int, ...]:
     """The key's owners in the layout being moved away from (``previous=``), as indices."""
-    previous = pool.previous
-    if previous is None:
-        return ()
-    index = pool._previous_index
-    return tuple(index[i] for i in previous.owners(key))
+    return pool._previous_owner_indices(key)
 
 
 async def _settle(

@@ -656,6 +656,14 @@ class Pool:
         kb = arg_bytes(1, key)
         return self._write_partition(self._placement.partition(kb), [kb], quorum)
 
+    def _previous_owner_indices(self, key: str | bytes) -> tuple[int, ...]:
+        """The key's owners in the layout being moved away from, as this pool's indices."""
+        previous = self._previous
+        if previous is None:
+            return ()
+        index = self._previous_index
+        return tuple(index[i] for i in previous.owners(key))
+
     def _owner_indices(self, key: str | bytes) -> tuple[int, ...]:
         """The key's owners as indices, in preference order (every server without placement)."""
         if self._placement is None:
