@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from trio_redisha.testing import RedisServer, local_redis_servers
@@ -50,3 +51,18 @@ def is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseException) and isinstance(subs, tuple) and subs:
         return all(isinstance(s, BaseException) and is_interrupt(s) for s in subs)
     return False
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a benchmark's ``main`` as the script: its exit code, or 130 on Ctrl-C.
+
+    The servers are stopped by :func:`bench_servers` either way; Ctrl-C gets
+    one line instead of a traceback of the nurseries it went through.
+    """
+    try:
+        sys.exit(main())
+    except BaseException as exc:
+        if is_interrupt(exc):
+            print("interrupted; the redis-server processes were stopped", file=sys.stderr)
+            sys.exit(130)
+        raise

@@ -54,7 +54,7 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, is_interrupt
+from _common import bench_servers, run_main
 
 import trio_redisha
 from trio_redisha.resp import encode_command, make_parser
@@ -889,10 +889,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BaseException as exc:
-        if is_interrupt(exc):
-            print("interrupted; the redis-server processes were stopped", file=sys.stderr)
-            sys.exit(130)
-        raise
+    run_main(main)

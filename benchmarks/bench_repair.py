@@ -52,7 +52,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_servers, is_interrupt
+from _common import bench_servers, run_main
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
@@ -524,10 +524,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BaseException as exc:
-        if is_interrupt(exc):
-            print("interrupted; the redis-server processes were stopped", file=sys.stderr)
-            sys.exit(130)
-        raise
+    run_main(main)
