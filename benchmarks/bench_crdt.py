@@ -14,6 +14,10 @@ median over interleaved rounds, with the ratio CRDT / bare; and the time to read
 a 1,000-member ``Set`` merged from 3 servers (against ``SMEMBERS`` of the same
 1,000 members on one server).
 
+The CRDT side also runs, in the same interleaved rounds, with the write scripts
+that keep no digests and no digest tree (and pass only the key): the ratio of
+the two is what keeping digests costs on the write path.
+
 Usage::
 
     python benchmarks/bench_crdt.py           # full run
@@ -29,8 +33,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +92,8 @@ PAIRS = [
 class Figures:
     seq: dict[str, list[float]] = field(default_factory=dict)
     conc: dict[str, list[float]] = field(default_factory=dict)
+    #: "crdt" / "plain": server time per write script (EVALSHA), us, one per round.
+    script_us: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, name: str, seq: float, conc: float) -> None:
         self.seq.setdefault(name, []).append(seq)
@@ -210,12 +216,55 @@ def run_crdt_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> 
     trio.run(main)
 
 
+@contextmanager
+def _without_digests() -> Iterator[None]:
+    """The same build, with write scripts that keep no digest and no tree."""
+    from trio_redisha.crdt import _digest, _scripts, _storage
+
+    plain = _scripts.PLAIN_SCRIPTS
+    kinds: list[Any] = [_storage.COUNTER, _storage.MAP, _storage.SET]
+    saved = [k.script for k in kinds]
+    for kind in kinds:
+        # The types are frozen; this swap is the benchmark's switch only.
+        name = "COUNTER_MERGE" if kind is _storage.COUNTER else "LWW_MERGE"
+        object.__setattr__(kind, "script", plain[name])
+    _digest._tree_enabled = False
+    try:
+        yield
+    finally:
+        _digest._tree_enabled = True
+        for kind, script in zip(kinds, saved, strict=True):
+            object.__setattr__(kind, "script", script)
+
+
+def run_plain_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> None:
+    async def main() -> None:
+        async with crdt_ops(urls, f"plain{rnd}") as ops:
+            await _trio_measure(ops, cfg, out, "/plain")
+
+    with _without_digests():
+        trio.run(main)
+
+
 def run_bare_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> None:
     async def main() -> None:
         async with bare_ops(urls, f"bare{rnd}") as ops:
             await _asyncio_measure(ops, cfg, out, "/bare")
 
     asyncio.run(main())
+
+
+def _script_us(servers: Sequence[Any]) -> float:
+    """Mean server time per EVALSHA (the write scripts) since the last RESETSTAT."""
+    total = calls = 0.0
+    for srv in servers:
+        info = srv.command("INFO", "commandstats").decode(errors="replace")
+        for line in info.split("\r\n"):
+            if line.startswith("cmdstat_evalsha:"):
+                stats = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
+                total += float(stats["usec"])
+                calls += float(stats["calls"])
+    return total / calls if calls else 0.0
 
 
 # --------------------------------------------------------------------------- the big set
@@ -307,6 +356,30 @@ def print_report(
         f"op runs on all {SERVERS} servers (a Lua merge script for writes, HGETALL + merge for "
         "reads); the bare command runs once, on one server."
     )
+    print(
+        "\n| op | with digests and tree / without, sequential ops/s | ratio "
+        f"| {cfg.tasks} tasks ops/s | ratio |"
+    )
+    print("|---|---|---|---|---|")
+    for key, crdt_name, _ in PAIRS:
+        cs, ps = _med(figs.seq.get(key + "/crdt")), _med(figs.seq.get(key + "/plain"))
+        cc, pc = _med(figs.conc.get(key + "/crdt")), _med(figs.conc.get(key + "/plain"))
+        print(
+            f"| {crdt_name} | {_num(cs)} / {_num(ps)} | {_ratio(cs, ps)} | "
+            f"{_num(cc)} / {_num(pc)} | {_ratio(cc, pc)} |"
+        )
+    print(
+        "\nratio: throughput with the digest-keeping write scripts (key digest, digest tree) / "
+        "the same build with write scripts that keep none (1.00 = free). The reads run the "
+        "same code on both sides: their ratios show the noise of the run."
+    )
+    crdt_us, plain_us = _med(figs.script_us.get("crdt")), _med(figs.script_us.get("plain"))
+    if crdt_us and plain_us:
+        print(
+            f"\nServer time per write script (EVALSHA, INFO commandstats, mean over the "
+            f"{SERVERS} servers, median over rounds): {crdt_us:.1f} us with digests and tree, "
+            f"{plain_us:.1f} us without ({crdt_us / plain_us:.2f}x)."
+        )
     if big is not None:
         times, size = big
         line = (
@@ -367,13 +440,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rnd in range(cfg.rounds):
             sides: list[Callable[[Sequence[str], Config, Figures, int], None]] = []
             if not crdt_missing:
-                sides.append(run_crdt_round)
+                sides += [run_crdt_round, run_plain_round]
             if not bare_missing:
                 sides.append(run_bare_round)
-            if rnd % 2:
-                sides.reverse()
+            sides = sides[rnd % len(sides) :] + sides[: rnd % len(sides)] if sides else sides
             for side in sides:
+                if side in (run_crdt_round, run_plain_round):
+                    for srv in servers:
+                        srv.command("CONFIG", "RESETSTAT")
                 side(urls, cfg, figs, rnd)
+                if side in (run_crdt_round, run_plain_round):
+                    name = "crdt" if side is run_crdt_round else "plain"
+                    figs.script_us.setdefault(name, []).append(_script_us(servers))
             print(f"round {rnd + 1}/{cfg.rounds} done", file=sys.stderr, flush=True)
         big = None if crdt_missing else big_set_read(urls, cfg)
         big_bare = None if bare_missing else big_set_bare(urls[0], cfg)

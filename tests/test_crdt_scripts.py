@@ -20,10 +20,12 @@ from trio_redisha.crdt._scripts import COUNTER_MERGE, FOREIGN_CODE, LWW_MERGE, P
 from trio_redisha.crdt._state import Entry
 from trio_redisha.crdt._storage import (
     CLEAR_FIELD,
+    DIGEST_FIELD,
     MAP,
     MARKER_FIELD,
     apply_counter_fields,
     apply_lww_fields,
+    state_digest,
 )
 from trio_redisha.scripts import Script
 from trio_redisha.testing import (
@@ -58,6 +60,13 @@ class Client:
     def hash(self, key: bytes) -> dict[bytes, bytes]:
         flat = self("HGETALL", key)
         return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    def state(self, key: bytes) -> dict[bytes, bytes]:
+        """The stored hash without its digest, after checking the digest is right."""
+        stored = self.hash(key)
+        if stored:
+            assert stored.pop(DIGEST_FIELD) == state_digest(stored)
+        return stored
 
     def load(self, key: bytes, stored: dict[bytes, bytes]) -> None:
         self("DEL", key)
@@ -151,13 +160,13 @@ def test_clear_deletes_what_it_kills_and_refuses_older_writes(client: Client) ->
     client.script(LWW_MERGE, KEY, b"map:1", 0, *fields)
     # A clear at 6 by actor "b": kills 3 and 5, and 6 by the smaller actor "a".
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"6:b:-") == 4
-    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"6:b:-", b"f:c": b"9:x:+3"}
+    assert client.state(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"6:b:-", b"f:c": b"9:x:+3"}
     # A write that was concurrent with the clear but earlier is refused, however late.
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"4:z:+late", b"f:e", b"6:b:+") == 0
     # An older clear changes nothing; a later one and a later field do.
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"2:x:-") == 0
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, b"f:a", b"7:z:+new") == 1
-    assert client.hash(KEY) == {
+    assert client.state(KEY) == {
         MARKER_FIELD: b"map:1",
         CLEAR_FIELD: b"6:b:-",
         b"f:a": b"7:z:+new",
@@ -165,14 +174,14 @@ def test_clear_deletes_what_it_kills_and_refuses_older_writes(client: Client) ->
     }
     # The stamp is a tombstone like the others: PURGE drops it, and the key with it.
     assert client.script(LWW_MERGE, KEY, b"map:1", 0, CLEAR_FIELD, b"10:b:-") == 3
-    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"10:b:-"}
+    assert client.state(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"10:b:-"}
     assert client.script(PURGE, KEY, b"map:1", CLEAR_FIELD, b"10:b:-") == 1
     assert client("EXISTS", KEY) == 0
 
 
 def test_clear_refreshes_expiry_and_creates_the_marker(client: Client) -> None:
     assert client.script(LWW_MERGE, KEY, b"map:1", 5000, CLEAR_FIELD, b"4:a:-") == 1
-    assert client.hash(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"4:a:-"}
+    assert client.state(KEY) == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"4:a:-"}
     assert 4000 < client("PTTL", KEY) <= 5000
 
 
@@ -195,10 +204,10 @@ def test_counter_script_matches_twin(
 
 def test_scripts_create_the_marker(client: Client) -> None:
     assert client.script(COUNTER_MERGE, KEY, b"counter:1", 0, b"p:a", b"3") == [b"3"]
-    assert client.hash(KEY) == {MARKER_FIELD: b"counter:1", b"p:a": b"3"}
+    assert client.state(KEY) == {MARKER_FIELD: b"counter:1", b"p:a": b"3"}
     assert client.script(COUNTER_MERGE, KEY, b"counter:1", 0, b"p:a", b"2") == [b"3"]
     assert client.script(LWW_MERGE, b"m", b"set:1", 0, b"m:x", b"5:a:+") == 1
-    assert client.hash(b"m") == {MARKER_FIELD: b"set:1", b"m:x": b"5:a:+"}
+    assert client.state(b"m") == {MARKER_FIELD: b"set:1", b"m:x": b"5:a:+"}
 
 
 @pytest.mark.parametrize(
@@ -260,7 +269,7 @@ def test_purge_deletes_exact_tombstones_only(client: Client) -> None:
     client.script(LWW_MERGE, KEY, b"set:1", 0, b"m:a", b"1:a:-", b"m:b", b"3:a:-", b"m:c", b"1:a:+")
     # m:b was overwritten since the read that saw "2:a:-": it stays.
     assert client.script(PURGE, KEY, b"set:1", b"m:a", b"1:a:-", b"m:b", b"2:a:-") == 1
-    assert client.hash(KEY) == {MARKER_FIELD: b"set:1", b"m:b": b"3:a:-", b"m:c": b"1:a:+"}
+    assert client.state(KEY) == {MARKER_FIELD: b"set:1", b"m:b": b"3:a:-", b"m:c": b"1:a:+"}
     assert client.script(PURGE, KEY, b"set:1", b"m:b", b"3:a:-") == 1
     assert client.script(PURGE, KEY, b"set:1", b"m:c", b"1:a:+") == 1
     # Nothing but the marker left: the key goes.

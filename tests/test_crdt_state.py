@@ -30,6 +30,7 @@ from trio_redisha.crdt._state import (
 from trio_redisha.crdt._storage import (
     CLEAR_FIELD,
     COUNTER,
+    DIGEST_FIELD,
     MAP,
     MARKER_FIELD,
     SET,
@@ -39,6 +40,7 @@ from trio_redisha.crdt._storage import (
     apply_lww_fields,
     detect_type,
     hash_fields,
+    state_digest,
 )
 
 S = TypeVar("S", bound=Mergeable)
@@ -144,7 +146,8 @@ def test_clear_stamp_must_be_a_bare_tombstone() -> None:
     stored = {MARKER_FIELD: b"map:1", b"f:a": b"1:x:+1"}
     for bad in (b"3:a:+", b"3:a:-x", b"03:a:-", b"junk"):
         assert MAP.parse({**stored, CLEAR_FIELD: bad}) == MAP.parse(stored)
-        assert apply_lww_fields(stored, b"map:1", [(CLEAR_FIELD, bad)]) == stored
+        after = apply_lww_fields(stored, b"map:1", [(CLEAR_FIELD, bad)])
+        assert after == {**stored, DIGEST_FIELD: state_digest(stored)}
 
 
 def test_counter_value() -> None:
@@ -267,7 +270,8 @@ def test_twins_refuse_foreign_hashes() -> None:
     assert apply_lww_fields({MARKER_FIELD: b"set:1"}, b"map:1", []) is None
     assert apply_counter_fields({MARKER_FIELD: b"map:1"}, b"counter:1", []) is None
     new = apply_counter_fields({}, b"counter:1", [(b"p:a", b"3"), (b"n:a", b"x")])
-    assert new == ({MARKER_FIELD: b"counter:1", b"p:a": b"3"}, [b"3", b"0"])
+    state = {MARKER_FIELD: b"counter:1", b"p:a": b"3"}
+    assert new == ({**state, DIGEST_FIELD: state_digest(state)}, [b"3", b"0"])
 
 
 # --- convergence: any delivery order, with duplicates -----------------------------
@@ -543,6 +547,7 @@ def test_repair_sends_the_clear_to_a_replica_that_missed_it() -> None:
     assert plan.fields == [(CLEAR_FIELD, b"5:x:-"), (b"f:b", b"7:x:+2")]
     stored = {MARKER_FIELD: b"map:1", **dict(MAP.fields(missed))}
     after = _twin(MAP, stored, plan.fields)
+    assert after.pop(DIGEST_FIELD) == state_digest(after)
     assert after == {MARKER_FIELD: b"map:1", CLEAR_FIELD: b"5:x:-", b"f:b": b"7:x:+2"}
     # An older clear stamp is replaced, expired or not.
     older = MapState({}, Entry(2, b"x", True))

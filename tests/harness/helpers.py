@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from trio_redisha.crdt._storage import DIGEST_FIELD, state_digest
 from trio_redisha.testing import (
     Arg,
     RedisServer,
@@ -139,14 +140,26 @@ def _pairs(flat: object) -> dict[bytes, bytes]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
+def _state(flat: object) -> dict[bytes, bytes]:
+    """A CRDT hash without its digest field, after checking the digest is the state's."""
+    fields = _pairs(flat)
+    if DIGEST_FIELD in fields:
+        digest = fields.pop(DIGEST_FIELD)
+        assert digest == state_digest(fields), (digest, fields)
+    return fields
+
+
 async def raw_hash(server: RedisServer, key: str) -> dict[bytes, bytes]:
-    """What ``server`` holds at ``key``, a hash, read directly (``HGETALL``)."""
-    return _pairs(await raw(server, "HGETALL", key))
+    """What ``server`` holds at ``key``, a hash, read directly (``HGETALL``).
+
+    The digest field of a CRDT hash is checked against the rest and left out.
+    """
+    return _state(await raw(server, "HGETALL", key))
 
 
 def hash_of(server: RedisServer, key: str) -> dict[bytes, bytes]:
     """Blocking :func:`raw_hash`, for synchronous tests."""
-    return _pairs(decode_reply(server.command("HGETALL", key)))
+    return _state(decode_reply(server.command("HGETALL", key)))
 
 
 async def pttls(servers: Iterable[RedisServer], key: str) -> list[int]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from ..exceptions import ConfigurationError, RedisHAError
 from ..replies import Replies
 from ._context import context_for
+from ._digest import script_keys
 from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us, settle
 from ._read import Snapshot, read_key
 from ._state import Mergeable
@@ -278,7 +279,7 @@ class CRDTBase(Generic[S]):
         kind = self._kind
         replies = await self._pool.execute_script(
             kind.script,
-            [self._key],
+            script_keys(self._key),
             [kind.marker, self._pttl_ms, *flatten(fields)],
             timeout=self._timeout,
             servers=self._script_servers(),

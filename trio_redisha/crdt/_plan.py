@@ -21,6 +21,7 @@ import trio
 from ..exceptions import ForeignValueError, ReplyError
 from ..replies import Replies
 from ..scripts import Script
+from ._digest import script_keys
 from ._scripts import FOREIGN_CODE, PURGE
 from ._state import Mergeable
 from ._storage import CRDTType, Fields, hash_fields
@@ -187,7 +188,7 @@ async def _run_repair(
     if plan.behind and plan.fields:
         replies = await pool.execute_script(
             kind.script,
-            [key],
+            script_keys(key),
             [kind.marker, pttl_ms, *flatten(plan.fields)],
             timeout=timeout,
             servers=plan.behind,
@@ -198,7 +199,7 @@ async def _run_repair(
     if repaired and plan.purge and plan.tombstones:
         replies = await pool.execute_script(
             PURGE,
-            [key],
+            script_keys(key),
             [kind.marker, *flatten(plan.tombstones)],
             timeout=timeout,
             servers=plan.purge,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..scripts import Script
 
-__all__ = ["COUNTER_MERGE", "FOREIGN_CODE", "LWW_MERGE", "PURGE"]
+__all__ = ["COUNTER_MERGE", "FOREIGN_CODE", "LWW_MERGE", "PURGE", "REHASH", "SEGMENTS", "SWEEP"]
 
 #: First word of the error reply a script sends when the key is not ours.
 FOREIGN_CODE = "REDISHA_FOREIGN"
@@ -27,13 +27,16 @@ FOREIGN_CODE = "REDISHA_FOREIGN"
 _PRELUDE = r"""
 local key = KEYS[1]
 local marker = ARGV[1]
+local stored  -- the stored digest field, as check() found it
 
 -- nil: no key; false: our hash of this type; a string: why the key is foreign.
 local function check()
   local t = redis.call('TYPE', key)['ok']
   if t == 'none' then return nil end
   if t ~= 'hash' then return 'the key holds a Redis ' .. t end
-  local m = redis.call('HGET', key, '__redisha__')
+  local got = redis.call('HMGET', key, '__redisha__', '__redisha_digest__')
+  local m = got[1]
+  stored = got[2] or nil
   if m == marker then return false end
   if not m then return 'the key is a hash without the trio-redisha marker' end
   return 'the key holds a trio-redisha ' .. m .. ', not a ' .. marker
@@ -79,45 +82,184 @@ local function expire()
 end
 """
 
+# The digest of a key's stored state and the digest tree, shared by every
+# script that changes a CRDT hash (see trio_redisha.crdt._digest; the Python
+# twin is _storage.state_digest). A digest is 64 bits, 16 hex digits: the XOR
+# of the first 64 bits of SHA-1 of each field, in two 32-bit words. Helpers
+# that are rarely needed (old data, sweeps) are only created when used.
+_DIGEST = r"""
+local DIGEST = '__redisha_digest__'
+local ZERO = '0000000000000000'
+local bxor, tohex, sub = bit.bxor, bit.tohex, string.sub
+local tree = KEYS[2]
+
+local function fhash(f, v)
+  return redis.sha1hex(#f .. ':' .. f .. v)
+end
+
+-- The words of a digest (nil: zero).
+local function hi(h) if h then return tonumber(sub(h, 1, 8), 16) end return 0 end
+local function lo(h) if h then return tonumber(sub(h, 9, 16), 16) end return 0 end
+local function hex(a, b) return tohex(a, 8) .. tohex(b, 8) end
+
+-- The digest of a hash computed from all of its fields (data from before digests).
+local function full(k)
+  local all = redis.call('HGETALL', k)
+  local a, b = 0, 0
+  for j = 1, #all, 2 do
+    if all[j] ~= DIGEST then
+      local h = fhash(all[j], all[j + 1])
+      a, b = bxor(a, hi(h)), bxor(b, lo(h))
+    end
+  end
+  return hex(a, b)
+end
+
+-- Set the tree's entry of key k to its digest d (false: k is gone).
+local function enter(k, d)
+  if d then redis.call('HSET', tree, 'k' .. k, d) else redis.call('HDEL', tree, 'k' .. k) end
+end
+
+-- A segment's digest: the XOR of a hash of each entry's key and digest (the
+-- key is mixed in so that keys holding the same state do not cancel out).
+-- Computed when compared, not kept: a write then costs one HSET on the tree.
+local function segment(t)
+  local all = redis.call('HGETALL', t)
+  local a, b = 0, 0
+  for j = 1, #all, 2 do
+    local f = all[j]
+    if sub(f, 1, 1) == 'k' then
+      local h = redis.sha1hex(sub(f, 2) .. all[j + 1])
+      a, b = bxor(a, hi(h)), bxor(b, lo(h))
+    end
+  end
+  return hex(a, b)
+end
+
+-- Index entries of keys that are gone (expired, deleted, a server flushed):
+-- 'probe' checks n random ones and drops those whose key no longer exists.
+local function probe(n)
+  local some = redis.call('HRANDFIELD', tree, n)
+  for j = 1, #some do
+    local f = some[j]
+    if redis.call('EXISTS', sub(f, 2)) == 0 then redis.call('HDEL', tree, f) end
+  end
+end
+"""
+
+# What a write script does to keep the digest: every field written or deleted
+# goes through setf/delf, which move the digest by delta; written fields go
+# out in one HSET with the new digest (flush), and finish() updates the tree
+# when the script was given its key. One write in 4 that sets an expiry (by
+# two bits of the new digest, so replicas agree) also probes 12 random index
+# entries: see probe.
+_WRITE = r"""
+local a, b, dg0
+local pend, pv = {}, {}
+
+-- why: nil for a new key (the marker is written), false for ours.
+local function begin(why)
+  if why == nil then
+    dg0 = ZERO
+    local h = fhash('__redisha__', marker)
+    a, b = hi(h), lo(h)
+    pend[1], pend[2] = '__redisha__', marker
+  else
+    dg0 = stored or full(key)
+    a, b = hi(dg0), lo(dg0)
+  end
+end
+
+-- A field's value, as written so far by this script.
+local function getf(f)
+  local v = pv[f]
+  if v ~= nil then return v end
+  return redis.call('HGET', key, f)
+end
+
+local function setf(f, v, old)
+  local h = fhash(f, v)
+  if old then
+    local g = fhash(f, old)
+    a, b = bxor(a, hi(h), hi(g)), bxor(b, lo(h), lo(g))
+  else
+    a, b = bxor(a, hi(h)), bxor(b, lo(h))
+  end
+  pend[#pend + 1] = f
+  pend[#pend + 1] = v
+  pv[f] = v
+end
+
+local function delf(f, old)
+  local g = fhash(f, old)
+  a, b = bxor(a, hi(g)), bxor(b, lo(g))
+  redis.call('HDEL', key, f)
+end
+
+-- Write what is pending and the digest; answers the digest.
+local function flush()
+  local d = hex(a, b)
+  if d ~= dg0 or stored == nil then
+    pend[#pend + 1] = DIGEST
+    pend[#pend + 1] = d
+    dg0, stored = d, d
+  end
+  for i = 1, #pend, 1000 do  -- within unpack's limit; pairs stay whole
+    redis.call('HSET', key, unpack(pend, i, math.min(i + 999, #pend)))
+  end
+  pend, pv = {}, {}
+  return d
+end
+
+-- ttl: the expiry to set, in ms ('0': leave it). Sets it after the write.
+local function finish(ttl)
+  local d = flush()
+  if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+  if not tree then return end
+  enter(key, d)
+  if ttl ~= '0' and bit.band(b, 3) == 0 then probe(12) end
+end
+"""
+
+
 #: Merge per-actor counter totals by maximum.
 #:
-#: ``KEYS[1]``: the key. ``ARGV``: marker, expiry in ms (``0``: leave it), then
-#: ``field, total`` pairs. Answers the stored total of each given field after
-#: the merge (what the writer must never go below).
-COUNTER_MERGE = Script(
-    _PRELUDE
-    + r"""
+#: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree
+#: (:func:`~trio_redisha.crdt._digest.script_keys`).
+#: ``ARGV``: marker, expiry in ms (``0``: leave it), then ``field, total``
+#: pairs. Answers the stored total of each given field after the merge (what
+#: the writer must never go below).
+_COUNTER_MERGE_BODY = r"""
 local why = check()
 if why then return foreign(why) end
-if why == nil then redis.call('HSET', key, '__redisha__', marker) end
+begin(why)
 local out = {}
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
-  local cur = redis.call('HGET', key, f)
+  local cur = getf(f)
   if decimal(v) and (not cur or not decimal(cur) or numcmp(v, cur) > 0) then
-    redis.call('HSET', key, f, v)
+    setf(f, v, cur)
     cur = v
   end
   out[#out + 1] = cur or '0'
 end
-expire()
+finish(ARGV[2])
 return out
 """
-)
+COUNTER_MERGE = Script(_PRELUDE + _DIGEST + _WRITE + _COUNTER_MERGE_BODY)
 
 #: Merge last-writer-wins registers (map fields, set members) and clear stamps.
 #:
-#: ``KEYS[1]``: the key. ``ARGV``: marker, expiry in ms (``0``: leave it), then
-#: ``field, register`` pairs, each register ``<ts>:<actor>:<flag><payload>``.
-#: A register replaces the stored one only if it is larger in the one order:
-#: timestamp, then actor, then flag and payload; and it is refused if the
-#: stored clear stamp (field ``c:``) is not smaller than it. A clear stamp
-#: ``<ts>:<actor>:-`` under ``c:`` replaces a smaller stored one and then
-#: deletes every field holding a register it kills. Answers how many fields
-#: changed (written or deleted).
-LWW_MERGE = Script(
-    _PRELUDE
-    + r"""
+#: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
+#: ``ARGV``: marker, expiry in ms (``0``: leave
+#: it), then ``field, register`` pairs, each register
+#: ``<ts>:<actor>:<flag><payload>``. A register replaces the stored one only if
+#: it is larger in the one order: timestamp, then actor, then flag and payload;
+#: and it is refused if the stored clear stamp (field ``c:``) is not smaller
+#: than it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
+#: stored one and then deletes every field holding a register it kills.
+#: Answers how many fields changed (written or deleted).
+_LWW_MERGE_BODY = r"""
 -- ts, actor, rest of a well-formed register, or nil (as _state._ENTRY_RE).
 local function parse(e)
   local ts, actor, rest = string.match(e, '^([0-9]+):([^:]+):([+-].*)$')
@@ -143,8 +285,9 @@ end
 
 local why = check()
 if why then return foreign(why) end
-if why == nil then redis.call('HSET', key, '__redisha__', marker) end
-local clear = parse_clear(redis.call('HGET', key, 'c:'))
+begin(why)
+local rawclear = redis.call('HGET', key, 'c:')
+local clear = parse_clear(rawclear)
 local changed = 0
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
@@ -152,56 +295,164 @@ for i = 3, #ARGV, 2 do
   if f == 'c:' then
     new = parse_clear(v)
     if new and (not clear or cmp(new, clear) > 0) then
-      redis.call('HSET', key, f, v)
+      setf(f, v, rawclear)
+      rawclear = v
       clear = new
       changed = changed + 1
       -- Delete what it kills: every register not larger than the stamp.
+      flush()
       local all = redis.call('HGETALL', key)
       for j = 1, #all, 2 do
         local g = all[j]
-        if g ~= 'c:' and g ~= '__redisha__' then
+        if g ~= 'c:' and g ~= '__redisha__' and g ~= DIGEST then
           local old = parse(all[j + 1])
           if old and cmp(old, clear) <= 0 then
-            redis.call('HDEL', key, g)
+            delf(g, all[j + 1])
             changed = changed + 1
           end
         end
       end
     end
   elseif new and (not clear or cmp(new, clear) > 0) then
-    local cur = redis.call('HGET', key, f)
+    local cur = getf(f)
     local old = cur and parse(cur)
     if not old or cmp(new, old) > 0 then
-      redis.call('HSET', key, f, v)
+      setf(f, v, cur)
       changed = changed + 1
     end
   end
 end
-expire()
+finish(ARGV[2])
 return changed
 """
-)
+LWW_MERGE = Script(_PRELUDE + _DIGEST + _WRITE + _LWW_MERGE_BODY)
 
 #: Purge tombstones whose grace period is over.
 #:
-#: ``KEYS[1]``: the key. ``ARGV``: marker, then ``field, register`` pairs; a
-#: field is deleted only if it still holds exactly that register (a newer write
-#: since the read is kept). A hash left with nothing but its marker is deleted.
-#: Answers how many fields were deleted.
-PURGE = Script(
-    _PRELUDE
-    + r"""
+#: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
+#: ``ARGV``: marker, then ``field, register``
+#: pairs; a field is deleted only if it still holds exactly that register (a
+#: newer write since the read is kept). A hash left with nothing but its
+#: marker (and digest) is deleted. Answers how many fields were deleted.
+_PURGE_BODY = r"""
 local why = check()
 if why == nil then return 0 end
 if why then return foreign(why) end
+begin(why)
 local n = 0
 for i = 2, #ARGV, 2 do
-  if redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
-    redis.call('HDEL', key, ARGV[i])
+  if ARGV[i] ~= DIGEST and ARGV[i] ~= '__redisha__'
+     and redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
+    delf(ARGV[i], ARGV[i + 1])
     n = n + 1
   end
 end
-if redis.call('HLEN', key) <= 1 then redis.call('DEL', key) end
+if redis.call('HLEN', key) - redis.call('HEXISTS', key, DIGEST) <= 1 then
+  redis.call('DEL', key)
+  if tree then enter(key, false) end
+  return n
+end
+finish('0')
 return n
+"""
+PURGE = Script(_PRELUDE + _DIGEST + _WRITE + _PURGE_BODY)
+
+# The same write scripts without digests or tree: only to measure what keeping
+# them costs (benchmarks/bench_crdt.py). Never used to write data.
+_PLAIN = r"""
+local DIGEST = '__redisha_digest__'
+local tree = nil
+local function begin(why)
+  if why == nil then redis.call('HSET', key, '__redisha__', marker) end
+end
+local function getf(f) return redis.call('HGET', key, f) end
+local function setf(f, v, old) redis.call('HSET', key, f, v) end
+local function delf(f, old) redis.call('HDEL', key, f) end
+local function flush() end
+local function finish(ttl) expire() end
+local function enter(k, d) end
+"""
+
+#: Name to the write script without digests (for the write-cost benchmark only).
+PLAIN_SCRIPTS: dict[str, Script] = {
+    name: Script(_PRELUDE + _PLAIN + body)
+    for name, body in (
+        ("COUNTER_MERGE", _COUNTER_MERGE_BODY),
+        ("LWW_MERGE", _LWW_MERGE_BODY),
+        ("PURGE", _PURGE_BODY),
+    )
+}
+
+#: (Re)compute the digest of one key from all its fields, and its tree entry.
+#:
+#: ``KEYS``: the key and its segment's digest tree. No ``ARGV``. For data
+#: written before digests existed, or changed without the scripts. A key that
+#: is absent or not a trio-redisha hash leaves the index (nothing else is
+#: touched). Answers the key's digest, or nil.
+REHASH = Script(
+    _DIGEST
+    + r"""
+local key = KEYS[1]
+local d = false
+if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, '__redisha__') == 1 then
+  d = full(key)
+  if redis.call('HGET', key, DIGEST) ~= d then redis.call('HSET', key, DIGEST, d) end
+end
+enter(key, d)
+return d
+"""
+)
+
+#: Bring one segment's index in line with its keys: the anti-entropy cleanup.
+#:
+#: ``KEYS[1]``: the segment's digest tree. Every indexed key that expired, was
+#: deleted or is no longer ours leaves the index; the others get their stored
+#: digest (computed if missing). Answers the segment digest (all zeros: empty).
+SWEEP = Script(
+    r"""
+KEYS[2] = KEYS[1]
+"""
+    + _DIGEST
+    + r"""
+local all = redis.call('HKEYS', tree)
+for j = 1, #all do
+  local f = all[j]
+  if sub(f, 1, 1) == 'k' then
+    local k = sub(f, 2)
+    local d = false
+    if redis.call('TYPE', k)['ok'] == 'hash' and redis.call('HEXISTS', k, '__redisha__') == 1 then
+      d = redis.call('HGET', k, DIGEST)
+      if not d then
+        d = full(k)
+        redis.call('HSET', k, DIGEST, d)
+      end
+    end
+    enter(k, d)
+  end
+end
+return segment(tree)
+"""
+)
+
+#: Segment digests of one server, XOR-combined in groups.
+#:
+#: ``KEYS``: digest trees. ``ARGV``: the size of each group, in order, summing
+#: to the number of keys. Answers one digest per group (the XOR of its
+#: segments' digests; all zeros for an empty group).
+SEGMENTS = Script(
+    _DIGEST
+    + r"""
+local out = {}
+local i = 1
+for g = 1, #ARGV do
+  local a, b = 0, 0
+  for _ = 1, tonumber(ARGV[g]) do
+    local d = segment(KEYS[i])
+    a, b = bxor(a, hi(d)), bxor(b, lo(d))
+    i = i + 1
+  end
+  out[g] = hex(a, b)
+end
+return out
 """
 )

@@ -26,6 +26,15 @@ them physically when it stores a later clear stamp. The field is part of the
 script); anything in it other than a well-formed ``<ts>:<actor>:-`` is
 malformed and treated as absent.
 
+Every script that changes a hash also keeps, in the same atomic step, the
+field :data:`DIGEST_FIELD`: the digest of the key's whole stored state (every
+other field, marker, tombstones and clear stamp included), the XOR of a 64-bit
+hash of each field and its value (:func:`state_digest`), so it is moved by
+delta as fields change and is equal on two servers exactly when their stored
+hashes are (but for a hash collision: a chance of 2**-64 per comparison).
+The parsers and :func:`detect_type` never look at it, and a hash written
+before digests existed simply lacks it.
+
 So given nothing but a key's ``HGETALL`` from several servers, a repair walker
 can tell the type (:func:`detect_type`), merge and write back; see
 :func:`trio_redisha.crdt.repair_key`. Malformed values and unknown fields are
@@ -39,6 +48,7 @@ check that the server and the client agree on every input.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -60,24 +70,35 @@ from ._state import (
 __all__ = [
     "CLEAR_FIELD",
     "COUNTER",
+    "DIGEST_FIELD",
     "MAP",
     "MARKER_FIELD",
     "REGISTRY",
     "SET",
+    "ZERO_DIGEST",
     "CRDTType",
     "apply_counter_fields",
     "apply_lww_fields",
+    "apply_purge_fields",
     "check_key",
     "check_marker",
     "detect_type",
+    "entry_digest",
+    "field_hash",
     "hash_fields",
     "marker_error",
+    "segment_digest",
+    "state_digest",
 ]
 
 #: The field that marks a hash as a trio-redisha CRDT: ``<type>:<version>``.
 MARKER_FIELD = b"__redisha__"
 #: The field of a map's (or set's) clear stamp, ``<ts>:<actor>:-``.
 CLEAR_FIELD = b"c:"
+#: The field holding the digest of the rest of the hash (16 hex digits).
+DIGEST_FIELD = b"__redisha_digest__"
+#: The digest of nothing (an absent key, an empty segment).
+ZERO_DIGEST = b"0" * 16
 
 Fields = list[tuple[bytes, bytes]]
 S = TypeVar("S", bound=Mergeable)
@@ -361,6 +382,53 @@ def check_marker(fields: Mapping[bytes, bytes], kind: CRDTType[Any], key: str | 
         raise marker_error(key, marker, f"a {kind.marker.decode()}")
 
 
+# --- digests -----------------------------------------------------------------
+
+
+def field_hash(name: bytes, value: bytes) -> int:
+    """The 64-bit hash of one stored field: SHA-1 of ``<len(name)>:<name><value>``, truncated.
+
+    The length prefix makes the split between name and value unambiguous.
+    """
+    return int.from_bytes(hashlib.sha1(b"%d:%b%b" % (len(name), name, value)).digest()[:8], "big")
+
+
+def state_digest(fields: Mapping[bytes, bytes]) -> bytes:
+    """The digest of a stored hash: XOR of :func:`field_hash` over its fields, as 16 hex digits.
+
+    :data:`DIGEST_FIELD` itself is left out; the result is what the scripts
+    store in it (an empty hash gives :data:`ZERO_DIGEST`).
+    """
+    d = 0
+    for k, v in fields.items():
+        if k != DIGEST_FIELD:
+            d ^= field_hash(k, v)
+    return b"%016x" % d
+
+
+def entry_digest(key: bytes, digest: bytes) -> int:
+    """What one key adds to its segment's digest: SHA-1 of the key and its digest, truncated.
+
+    Not the digest itself: the segment digest XORs these, and keys holding the
+    same state must not cancel out.
+    """
+    return int.from_bytes(hashlib.sha1(key + digest).digest()[:8], "big")
+
+
+def segment_digest(index: Mapping[bytes, bytes]) -> bytes:
+    """A segment's digest from its index (key to digest), as the ``SEGMENTS`` script computes it."""
+    d = 0
+    for k, v in index.items():
+        d ^= entry_digest(k, v)
+    return b"%016x" % d
+
+
+def _with_digest(out: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    out.pop(DIGEST_FIELD, None)
+    out[DIGEST_FIELD] = state_digest(out)
+    return out
+
+
 # --- the Python twins of the scripts ----------------------------------------
 
 
@@ -384,7 +452,7 @@ def apply_counter_fields(
         if new is not None and (old is None or new > old):
             out[f] = cur = v
         reply.append(b"0" if cur is None else cur)
-    return out, reply
+    return _with_digest(out), reply
 
 
 def apply_lww_fields(
@@ -415,7 +483,7 @@ def apply_lww_fields(
             out[f] = v
             clear = new
             for g, raw in list(out.items()):
-                if g in (MARKER_FIELD, CLEAR_FIELD):
+                if g in (MARKER_FIELD, CLEAR_FIELD, DIGEST_FIELD):
                     continue
                 old = Entry.decode(raw)
                 if old is not None and cleared_by(old, clear):
@@ -427,4 +495,26 @@ def apply_lww_fields(
         old = None if cur is None else Entry.decode(cur)
         if old is None or new.order_key() > old.order_key():
             out[f] = v
-    return out
+    return _with_digest(out)
+
+
+def apply_purge_fields(
+    stored: Mapping[bytes, bytes], marker: bytes, exact: Fields
+) -> tuple[dict[bytes, bytes], int] | None:
+    """What :data:`PURGE` does to a hash: ``(new hash, fields deleted)``, or ``None`` if foreign.
+
+    The new hash is empty when the key is deleted (nothing left but its marker).
+    """
+    if not stored:
+        return {}, 0
+    if _foreign(stored, marker):
+        return None
+    out = dict(stored)
+    n = 0
+    for f, v in exact:
+        if f not in (DIGEST_FIELD, MARKER_FIELD) and out.get(f) == v:
+            del out[f]
+            n += 1
+    if len(out) - (DIGEST_FIELD in out) <= 1:
+        return {}, n
+    return _with_digest(out), n

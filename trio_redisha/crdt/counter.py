@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
+from ._digest import script_keys
 from ._state import CounterState, parse_total
 from ._storage import COUNTER, check_key
 
@@ -152,7 +153,7 @@ class Counter(CRDTBase[CounterState]):
         actor = self._actor
         replies = await self._pool.execute_script(
             COUNTER.script,
-            [self._key],
+            script_keys(self._key),
             [COUNTER.marker, self._pttl_ms, b"p:" + actor, p, b"n:" + actor, n],
             timeout=self._timeout,
             servers=self._script_servers(),

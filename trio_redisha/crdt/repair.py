@@ -25,6 +25,7 @@ import trio
 
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
+from ._digest import TREE_PREFIX
 from ._plan import Settled, carry_out, now_us, settle
 from ._read import read_key
 from ._storage import check_key
@@ -391,6 +392,8 @@ async def repair_all(
     send, receive = trio.open_memory_channel[bytes](concurrency * 4)
 
     async def found(key: bytes) -> None:
+        if key.startswith(TREE_PREFIX):
+            return  # the digest tree's own keys (see _digest)
         if key not in seen:
             seen.add(key)
             report.scanned += 1
