@@ -32,6 +32,7 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -733,6 +734,35 @@ class Pool:
             encode_command(args), self._check_indices(servers), timeout, None, None, None, args[0]
         )
 
+    async def _execute_each(
+        self,
+        targets: Sequence[int],
+        commands: Sequence[Sequence[Any]],
+        *,
+        timeout: float | None = None,
+        wait_for: int | None = None,
+        watch_until: float | None = None,
+        op: str = "",
+    ) -> Replies:
+        """One fan-out of a different command to each server, raw replies (never decoded).
+
+        For the CRDT digest reads: the full state from one server, digests from
+        the others, under one waiter and one deadline. ``commands[i]`` goes to
+        ``targets[i]``; the other arguments are as for :meth:`_fanout`.
+        """
+        for args in commands:
+            check_command(args)
+        return await self._fanout(
+            tuple(encode_command(args) for args in commands),
+            self._check_indices(targets),
+            timeout,
+            None,
+            wait_for,
+            False,
+            op,
+            watch_until,
+        )
+
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
         out = tuple(servers)
         for i in out:
@@ -823,14 +853,22 @@ class Pool:
 
     async def _fanout(
         self,
-        data: bytes,
+        data: bytes | Sequence[bytes],
         targets: tuple[int, ...],
         timeout: float | None,
         quorum: int | None,
         wait_for: int | None,
         decode: bool | None = None,
         op: Any = None,
+        watch_until: float | None = None,
     ) -> Replies:
+        """Send ``data`` to ``targets``, wait for the replies, return them in order.
+
+        ``data`` is one encoded command for every target, or one per target
+        (:meth:`_execute_each`). ``watch_until``: with ``wait_for``, how long
+        the replies not awaited are still watched for the health figures
+        (``None``: the call's deadline).
+        """
         n = len(targets)
         if timeout is not None:
             timeout = self._call_timeout(timeout)
@@ -855,11 +893,12 @@ class Pool:
         slots: list[Slot | ServerUnavailable | None] = []
         connecting = False
         early = now < self._first_connect_until
-        for idx in targets:
+        datas: Iterable[bytes] = repeat(data) if isinstance(data, bytes) else data
+        for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
             conn = server.usable()
             if conn is not None:
-                slots.append(conn.submit(data, waiter, idx, now))
+                slots.append(conn.submit(cmd, waiter, idx, now))
             elif early and server.state is ServerState.CONNECTING:
                 # Entering the pool does not wait for connections; calls in its
                 # first `timeout` seconds wait for a first attempt still under way,
@@ -896,7 +935,9 @@ class Pool:
                 out.append(entry.value)
             else:
                 entry.detach()
-                out.append(self._missed(servers[idx], entry, deadline, wait_for, timeout))
+                out.append(
+                    self._missed(servers[idx], entry, watch_until or deadline, wait_for, timeout)
+                )
         stats = self.stats
         stats.replies_expected += n
         stats.replies_received += received
@@ -929,7 +970,7 @@ class Pool:
 
     async def _submit_when_connected(
         self,
-        data: bytes,
+        data: bytes | Sequence[bytes],
         targets: tuple[int, ...],
         slots: list[Slot | ServerUnavailable | None],
         waiter: Waiter,
@@ -954,7 +995,8 @@ class Pool:
                 if conn is None or now >= deadline:
                     slots[pos] = server.unavailable_error()
                 else:
-                    slots[pos] = conn.submit(data, waiter, targets[pos], now)
+                    cmd = data if isinstance(data, bytes) else data[pos]
+                    slots[pos] = conn.submit(cmd, waiter, targets[pos], now)
             waiting = still
             if not waiting:
                 return
