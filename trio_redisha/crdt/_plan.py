@@ -282,7 +282,9 @@ async def longest_ttl(
 
 #: Deletes a copy only if it still holds exactly the fields given (``ARGV``:
 #: field, value, ...): a write that reached it after it was read changes it, and
-#: then the copy is left for the next pass. Answers 1 when deleted, else 0.
+#: then the copy is left for the next pass. ``KEYS``: the key, then optionally
+#: its digest tree, whose entry for the key goes with it. Answers 1 when
+#: deleted, else 0.
 REMOVE_IF_UNCHANGED = Script(
     """
 local n = #ARGV / 2
@@ -291,6 +293,8 @@ for i = 1, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
 end
 redis.call('DEL', KEYS[1])
+-- and its digest-tree entry (KEYS[2], see _digest.script_keys), if given
+if KEYS[2] then redis.call('HDEL', KEYS[2], 'k' .. KEYS[1]) end
 return 1
 """
 )
@@ -325,7 +329,7 @@ async def remove_copies(
     # One script per copy: each carries that server's own fields.
     for i, fields in copies:
         replies = await pool.execute_script(
-            REMOVE_IF_UNCHANGED, [key], flatten(sorted(fields.items())), timeout=timeout,
+            REMOVE_IF_UNCHANGED, script_keys(key), flatten(sorted(fields.items())), timeout=timeout,
             servers=[i],
         )  # fmt: skip
         if replies[0] == 1:
