@@ -167,6 +167,16 @@ async def pttls(servers: Iterable[RedisServer], key: str) -> list[int]:
     return [int(await raw(s, "PTTL", key)) for s in servers]
 
 
+async def writes_done(server: RedisServer) -> int:
+    """How many changes ``server`` made to its data since it started (its dirty counter).
+
+    ``INFO persistence`` ``rdb_changes_since_last_save``: every write moves it,
+    reads (and read-only scripts) do not.
+    """
+    stats = await server.ainfo("persistence")
+    return int(stats["rdb_changes_since_last_save"])
+
+
 async def command_calls(server: RedisServer, *names: str) -> int:
     """How many times ``server`` ran the named commands, together (INFO commandstats).
 

@@ -16,12 +16,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from ..exceptions import ConfigurationError, ForeignValueError, ProtocolError, QuorumError
+import trio
+
+from ..exceptions import (
+    ConfigurationError,
+    ForeignValueError,
+    ProtocolError,
+    QuorumError,
+    ReplyError,
+    ServerTimeout,
+)
 from ..replies import Replies
+from ..resp import encode_command
+from ..scripts import Script
 from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
 from ._state import LWWState, Mergeable, merge_all, observe_all
-from ._storage import MARKER_FIELD, REGISTRY, CRDTType, check_marker, hash_fields, marker_error
+from ._storage import (
+    DIGEST_FIELD,
+    MARKER_FIELD,
+    REGISTRY,
+    CRDTType,
+    check_marker,
+    hash_fields,
+    marker_error,
+)
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -145,6 +164,10 @@ async def read_key(
         asked = tuple(servers)
         if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in asked):
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
+    targets = asked if servers is not None else pool.targets(("HGETALL", key))
+    if len(targets) > 1:
+        got = await _digest_read(pool, key, targets, timeout)
+        return _finish(pool, key, kind, targets, got, read_quorum)
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
@@ -161,6 +184,18 @@ async def read_key(
             # told not to decode yet; with full replication this never runs.
             more = await pool.execute_on(missing, "HGETALL", key, timeout=timeout)
             got.update(zip(missing, more, strict=True))
+    return _finish(pool, key, kind, asked, got, read_quorum)
+
+
+def _finish(
+    pool: Pool,
+    key: str | bytes,
+    kind: CRDTType[Any] | None,
+    asked: tuple[int, ...],
+    got: dict[int, Any],
+    read_quorum: int,
+) -> Snapshot[Any] | None:
+    """Parse, check and merge the full replies ``got`` of the servers ``asked``."""
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
@@ -211,6 +246,109 @@ async def read_key(
     if isinstance(merged, LWWState):
         observe_all(context_for(pool).clock, merged)
     return Snapshot(key, kind, merged, tuple(states), holders, asked, replies)
+
+
+#: The digest of a key on one server: ``{digest or '', marker}``, ``0`` for no
+#: key, the foreign error for a hash without our marker (``HMGET`` alone could
+#: not tell that from an absent key) and ``WRONGTYPE`` for any other type.
+DIGEST_READ = Script(
+    r"""
+local r = redis.call('HMGET', KEYS[1], '__redisha_digest__', '__redisha__')
+if r[2] then return {r[1] or '', r[2]} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('REDISHA_FOREIGN the key is a hash without the trio-redisha marker')
+end
+return 0
+"""
+)
+
+
+async def _digest_read(
+    pool: Pool, key: str | bytes, targets: tuple[int, ...], timeout: float | None
+) -> dict[int, Any]:
+    """Full state from the fastest server, digests from the others; full reads where they differ.
+
+    Returns each target's full ``HGETALL`` reply (or error): the servers whose
+    digest equals the full copy's get that copy's reply. The first round waits
+    half the deadline (the replies not awaited are still judged by the pool up
+    to the whole deadline), the full reads of the servers that differ, or of
+    every server if the full copy failed, get the rest: never past the deadline.
+    """
+    servers = pool._servers
+    usable = [i for i in targets if servers[i].usable() is not None]
+    if not usable:
+        more = await pool._fanout(
+            encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
+        )
+        return dict(zip(targets, more, strict=True))
+    full = min(usable, key=lambda i: servers[i].latency)
+    total = pool.timeout if timeout is None else timeout
+    deadline = trio.current_time() + total
+    digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
+    commands = [("HGETALL", key) if i == full else digest_cmd for i in targets]
+    first = await pool._execute_each(
+        targets,
+        commands,
+        timeout=total / 2,
+        wait_for=len(targets),
+        watch_until=deadline,
+        op="HGETALL",
+    )
+    got: dict[int, Any] = dict(zip(targets, first, strict=True))
+    reply = got[full]
+    mine: bytes | None = None  # the full copy's digest; b"" for no key
+    known = False
+    if not isinstance(reply, BaseException):
+        try:
+            fields = hash_fields(reply)
+        except ProtocolError:
+            pass
+        else:
+            known = True
+            mine = fields.get(DIGEST_FIELD) if fields else b""
+    again: list[int] = []
+    noscript = False
+    for i in targets:
+        if i == full:
+            continue
+        r = got[i]
+        if is_foreign_reply(r):
+            raise foreign_error(key, r)
+        if isinstance(r, ReplyError):
+            noscript = noscript or r.code == "NOSCRIPT"
+            again.append(i)
+        elif isinstance(r, BaseException):
+            continue  # did not answer: as in a full read, it costs only its entry
+        elif r == 0:
+            got[i] = []  # no key: an empty hash, exactly
+        elif (
+            known
+            and mine
+            and isinstance(r, list)
+            and len(r) == 2
+            and isinstance(r[0], bytes)
+            and r[0] == mine
+        ):
+            got[i] = reply  # equal digests: the same stored state
+        else:
+            again.append(i)
+    if noscript:
+        pool._start_background(_load_digest_script, pool)
+    if again:
+        left = deadline - trio.current_time()
+        if left > 0:
+            more = await pool._fanout(
+                encode_command(("HGETALL", key)), tuple(again), left, None, None, False, "HGETALL"
+            )
+            got.update(zip(again, more, strict=True))
+        else:
+            for i in again:
+                got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
+    return got
+
+
+async def _load_digest_script(pool: Pool) -> None:
+    await pool.execute("SCRIPT", "LOAD", DIGEST_READ.source)
 
 
 def _kind_of(key: str | bytes, copies: Sequence[dict[bytes, bytes]]) -> CRDTType[Any]:

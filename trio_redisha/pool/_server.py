@@ -89,6 +89,7 @@ class Server:
         "label",
         "last_error",
         "latencies",
+        "latency",
         "probing",
         "replies",
         "spec",
@@ -105,6 +106,8 @@ class Server:
         self.consecutive_timeouts = 0
         self.last_error: str | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        #: Moving average of the reply latency (seconds; 0.0 before any reply).
+        self.latency = 0.0
         self.replies = 0
 
     # -- queries
@@ -177,7 +180,9 @@ class Server:
     def replied(self, slot: Slot) -> None:
         """A reply arrived in ``slot`` (an error reply counts: the server answered)."""
         self.replies += 1
-        self.latencies.append(slot.done_at - slot.sent_at)
+        lat = slot.done_at - slot.sent_at
+        self.latencies.append(lat)
+        self.latency = lat if not self.latency else self.latency + (lat - self.latency) * 0.25
         if self.consecutive_timeouts:
             self.consecutive_timeouts = 0
 
