@@ -25,25 +25,42 @@ __all__ = ["COUNTER_MERGE", "FOREIGN_CODE", "LWW_MERGE", "PURGE", "REHASH", "SEG
 FOREIGN_CODE = "REDISHA_FOREIGN"
 
 _PRELUDE = r"""
-local key = KEYS[1]
-local marker = ARGV[1]
-local stored  -- the stored digest field, as check() found it
-
--- nil: no key; false: our hash of this type; a string: why the key is foreign.
-local function check()
-  local t = redis.call('TYPE', key)['ok']
-  if t == 'none' then return nil end
-  if t ~= 'hash' then return 'the key holds a Redis ' .. t end
-  local got = redis.call('HMGET', key, '__redisha__', '__redisha_digest__')
-  local m = got[1]
-  stored = got[2] or nil
-  if m == marker then return false end
-  if not m then return 'the key is a hash without the trio-redisha marker' end
-  return 'the key holds a trio-redisha ' .. m .. ', not a ' .. marker
-end
+local key, marker = KEYS[1], ARGV[1]
+local fresh  -- whether the key is new (load() found nothing)
 
 local function foreign(why)
   return redis.error_reply('REDISHA_FOREIGN ' .. why)
+end
+
+-- The one read of a write script: the marker, the stored digest, then the
+-- stored value of `extra` (if given) and of every field ARGV[first],
+-- ARGV[first + 2], ..., as got[1], got[2], got[3]... (false: absent). HMGET
+-- answers a non-hash with WRONGTYPE, so the type is checked only then (for the
+-- message). Answers nil and got, or the error reply when the key is not ours.
+local function load(extra, first)
+  local names = {}
+  if extra then names[1] = extra end
+  for i = first, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+  local n = #names
+  local got = redis.pcall('HMGET', key, '__redisha__', '__redisha_digest__',
+                          unpack(names, 1, math.min(n, 1000)))  -- within unpack's limit
+  if got.err then
+    local t = redis.call('TYPE', key)['ok']
+    if t ~= 'hash' then return foreign('the key holds a Redis ' .. t) end
+    return got
+  end
+  for i = 1001, n, 1000 do
+    local more = redis.call('HMGET', key, unpack(names, i, math.min(i + 999, n)))
+    for j = 1, #more do got[#got + 1] = more[j] end
+  end
+  local m = got[1]
+  if m == marker then return nil, got end
+  if m then return foreign('the key holds a trio-redisha ' .. m .. ', not a ' .. marker) end
+  if redis.call('EXISTS', key) == 1 then
+    return foreign('the key is a hash without the trio-redisha marker')
+  end
+  fresh = true
+  return nil, got
 end
 
 -- Byte-wise comparison: -1, 0 or 1.
@@ -76,44 +93,58 @@ local function numcmp(a, b)
   end
   return bytecmp(a, b)
 end
-
-local function expire()
-  if ARGV[2] ~= '0' then redis.call('PEXPIRE', key, ARGV[2]) end
-end
 """
 
-# The digest of a key's stored state and the digest tree, shared by every
-# script that changes a CRDT hash (see trio_redisha.crdt._digest; the Python
-# twin is _storage.state_digest). A digest is 64 bits, 16 hex digits: the XOR
-# of the first 64 bits of SHA-1 of each field, in two 32-bit words. Helpers
-# that are rarely needed (old data, sweeps) are only created when used.
-_DIGEST = r"""
+# A key's digest, shared by every script that computes one (the Python twin is
+# _storage.state_digest): the sum, modulo 2**52, of a 52-bit hash of each
+# field, written as 16 hex digits. The hash of a field is the first 52 bits of
+# SHA-1 of '<len(name)>:<name><value>' with NUL bytes in front, as many as
+# bring the length to 55 modulo 64: SHA-1 then needs no padding block of its
+# own, and Redis's SHA-1 pads byte by byte (this halves the cost of a hash;
+# the NULs stay unambiguous, a length starts with a digit). A sum rather than
+# a XOR of two 32-bit words: Lua numbers hold 52 bits exactly, so the arithmetic
+# needs no bit library calls.
+_HASH = (
+    r"""
 local DIGEST = '__redisha_digest__'
-local ZERO = '0000000000000000'
-local bxor, tohex, sub = bit.bxor, bit.tohex, string.sub
-local tree = KEYS[2]
+local sub, M = string.sub, 4503599627370496  -- 2^52
+local PAD = '"""
+    + "\\0" * 63  # a Lua string of 63 NUL bytes, made once when the script loads
+    + r"""'
 
-local function fhash(f, v)
-  return redis.sha1hex(#f .. ':' .. f .. v)
+-- The hash of field f holding v, a number below 2^52.
+local function fnum(f, v)
+  local n = #f
+  local len = #v + n + (n < 10 and 2 or n < 100 and 3 or #tostring(n) + 1)
+  return tonumber(sub(redis.sha1hex(sub(PAD, 1, (55 - len) % 64) .. n .. ':' .. f .. v), 1, 13), 16)
 end
-
--- The words of a digest (nil: zero).
-local function hi(h) if h then return tonumber(sub(h, 1, 8), 16) end return 0 end
-local function lo(h) if h then return tonumber(sub(h, 9, 16), 16) end return 0 end
-local function hex(a, b) return tohex(a, 8) .. tohex(b, 8) end
 
 -- The digest of a hash computed from all of its fields (data from before digests).
 local function full(k)
   local all = redis.call('HGETALL', k)
-  local a, b = 0, 0
+  local d = 0
   for j = 1, #all, 2 do
-    if all[j] ~= DIGEST then
-      local h = fhash(all[j], all[j + 1])
-      a, b = bxor(a, hi(h)), bxor(b, lo(h))
-    end
+    if all[j] ~= DIGEST then d = (d + fnum(all[j], all[j + 1])) % M end
   end
-  return hex(a, b)
+  return string.format('%016x', d)
 end
+"""
+)
+
+# The digest tree, shared by the scripts that read or sweep it (see
+# trio_redisha.crdt._digest). A segment's digest is 64 bits, 16 hex digits:
+# the XOR of the first 64 bits of SHA-1 of each entry, in two 32-bit words.
+_DIGEST = (
+    _HASH
+    + r"""
+local ZERO = '0000000000000000'
+local bxor, tohex = bit.bxor, bit.tohex
+local tree = KEYS[2]
+
+-- The words of a segment digest (nil: zero).
+local function hi(h) if h then return tonumber(sub(h, 1, 8), 16) end return 0 end
+local function lo(h) if h then return tonumber(sub(h, 9, 16), 16) end return 0 end
+local function hex(a, b) return tohex(a, 8) .. tohex(b, 8) end
 
 -- Set the tree's entry of key k to its digest d (false: k is gone).
 local function enter(k, d)
@@ -135,55 +166,48 @@ local function segment(t)
   end
   return hex(a, b)
 end
-
--- Index entries of keys that are gone (expired, deleted, a server flushed):
--- 'probe' checks n random ones and drops those whose key no longer exists.
-local function probe(n)
-  local some = redis.call('HRANDFIELD', tree, n)
-  for j = 1, #some do
-    local f = some[j]
-    if redis.call('EXISTS', sub(f, 2)) == 0 then redis.call('HDEL', tree, f) end
-  end
-end
 """
+)
 
 # What a write script does to keep the digest: every field written or deleted
-# goes through setf/delf, which move the digest by delta; written fields go
-# out in one HSET with the new digest (flush), and finish() updates the tree
-# when the script was given its key. One write in 4 that sets an expiry (by
-# two bits of the new digest, so replicas agree) also probes 12 random index
-# entries: see probe.
+# goes through setf/delf, which move the digest by delta (the stored values
+# come from load(), so a field written for the first time costs one hash and
+# an overwrite two); the changes go out in one HDEL and one HSET with the new
+# digest (flush), and finish() sets the key's entry in the tree (KEYS[2]) when
+# the script was given it. One write in 4 that sets an expiry (by two bits of
+# the new digest, so replicas agree) also probes 12 random index entries of
+# the tree and drops those whose key is gone: three probes per such write on
+# average (see trio_redisha.crdt._digest).
 _WRITE = r"""
-local a, b, dg0
-local pend, pv = {}, {}
+local tree = KEYS[2]
+local d, stored  -- the digest (a number) as it goes; the digest as stored
+local pend, dels, pv = {}, {}, {}
 
--- why: nil for a new key (the marker is written), false for ours.
-local function begin(why)
-  if why == nil then
-    dg0 = ZERO
-    local h = fhash('__redisha__', marker)
-    a, b = hi(h), lo(h)
+-- Start the digest from what load() found.
+local function begin(got)
+  if fresh then
+    d = fnum('__redisha__', marker)
     pend[1], pend[2] = '__redisha__', marker
-  else
-    dg0 = stored or full(key)
-    a, b = hi(dg0), lo(dg0)
+    return
   end
+  stored = got[2] or nil
+  -- Data from before digests (or of another digest format): from every field.
+  d = stored and sub(stored, 1, 3) == '000' and tonumber(stored, 16)
+  if not d then d = tonumber(full(key), 16) end
 end
 
--- A field's value, as written so far by this script.
-local function getf(f)
+-- A field's value as this script left it so far (got[j]: as loaded).
+local function getf(f, got, j)
   local v = pv[f]
   if v ~= nil then return v end
-  return redis.call('HGET', key, f)
+  return got[j]
 end
 
 local function setf(f, v, old)
-  local h = fhash(f, v)
   if old then
-    local g = fhash(f, old)
-    a, b = bxor(a, hi(h), hi(g)), bxor(b, lo(h), lo(g))
+    d = (d + fnum(f, v) - fnum(f, old)) % M
   else
-    a, b = bxor(a, hi(h)), bxor(b, lo(h))
+    d = (d + fnum(f, v)) % M
   end
   pend[#pend + 1] = f
   pend[#pend + 1] = v
@@ -191,33 +215,42 @@ local function setf(f, v, old)
 end
 
 local function delf(f, old)
-  local g = fhash(f, old)
-  a, b = bxor(a, hi(g)), bxor(b, lo(g))
-  redis.call('HDEL', key, f)
+  d = (d - fnum(f, old)) % M
+  dels[#dels + 1] = f
+  pv[f] = false
 end
 
--- Write what is pending and the digest; answers the digest.
+-- Write what is pending (deletions first) and the digest; answers the digest.
 local function flush()
-  local d = hex(a, b)
-  if d ~= dg0 or stored == nil then
+  local hex = string.format('%016x', d)
+  if hex ~= stored then
     pend[#pend + 1] = DIGEST
-    pend[#pend + 1] = d
-    dg0, stored = d, d
+    pend[#pend + 1] = hex
+    stored = hex
   end
-  for i = 1, #pend, 1000 do  -- within unpack's limit; pairs stay whole
+  for i = 1, #dels, 1000 do  -- within unpack's limit
+    redis.call('HDEL', key, unpack(dels, i, math.min(i + 999, #dels)))
+  end
+  for i = 1, #pend, 1000 do  -- pairs stay whole
     redis.call('HSET', key, unpack(pend, i, math.min(i + 999, #pend)))
   end
-  pend, pv = {}, {}
-  return d
+  pend, dels = {}, {}
+  return hex
 end
 
 -- ttl: the expiry to set, in ms ('0': leave it). Sets it after the write.
 local function finish(ttl)
-  local d = flush()
+  local hex = flush()
   if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
   if not tree then return end
-  enter(key, d)
-  if ttl ~= '0' and bit.band(b, 3) == 0 then probe(12) end
+  redis.call('HSET', tree, 'k' .. key, hex)
+  if ttl ~= '0' and d % 4 == 0 then
+    local some = redis.call('HRANDFIELD', tree, 12)
+    for j = 1, #some do
+      local f = some[j]
+      if redis.call('EXISTS', sub(f, 2)) == 0 then redis.call('HDEL', tree, f) end
+    end
+  end
 end
 """
 
@@ -230,13 +263,13 @@ end
 #: pairs. Answers the stored total of each given field after the merge (what
 #: the writer must never go below).
 _COUNTER_MERGE_BODY = r"""
-local why = check()
-if why then return foreign(why) end
-begin(why)
+local why, got = load(nil, 3)
+if why then return why end
+begin(got)
 local out = {}
 for i = 3, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
-  local cur = getf(f)
+  local cur = getf(f, got, (i + 3) / 2)
   if decimal(v) and (not cur or not decimal(cur) or numcmp(v, cur) > 0) then
     setf(f, v, cur)
     cur = v
@@ -246,7 +279,7 @@ end
 finish(ARGV[2])
 return out
 """
-COUNTER_MERGE = Script(_PRELUDE + _DIGEST + _WRITE + _COUNTER_MERGE_BODY)
+COUNTER_MERGE = Script(_PRELUDE + _HASH + _WRITE + _COUNTER_MERGE_BODY)
 
 #: Merge last-writer-wins registers (map fields, set members) and clear stamps.
 #:
@@ -283,10 +316,10 @@ local function parse_clear(e)
   return nil
 end
 
-local why = check()
-if why then return foreign(why) end
-begin(why)
-local rawclear = redis.call('HGET', key, 'c:')
+local why, got = load('c:', 3)
+if why then return why end
+begin(got)
+local rawclear = got[3]
 local clear = parse_clear(rawclear)
 local changed = 0
 for i = 3, #ARGV, 2 do
@@ -314,7 +347,7 @@ for i = 3, #ARGV, 2 do
       end
     end
   elseif new and (not clear or cmp(new, clear) > 0) then
-    local cur = getf(f)
+    local cur = getf(f, got, (i + 5) / 2)
     local old = cur and parse(cur)
     if not old or cmp(new, old) > 0 then
       setf(f, v, cur)
@@ -325,7 +358,7 @@ end
 finish(ARGV[2])
 return changed
 """
-LWW_MERGE = Script(_PRELUDE + _DIGEST + _WRITE + _LWW_MERGE_BODY)
+LWW_MERGE = Script(_PRELUDE + _HASH + _WRITE + _LWW_MERGE_BODY)
 
 #: Purge tombstones whose grace period is over.
 #:
@@ -335,45 +368,70 @@ LWW_MERGE = Script(_PRELUDE + _DIGEST + _WRITE + _LWW_MERGE_BODY)
 #: newer write since the read is kept). A hash left with nothing but its
 #: marker (and digest) is deleted. Answers how many fields were deleted.
 _PURGE_BODY = r"""
-local why = check()
-if why == nil then return 0 end
-if why then return foreign(why) end
-begin(why)
+local why, got = load(nil, 2)
+if why then return why end
+if fresh then return 0 end
+begin(got)
 local n = 0
 for i = 2, #ARGV, 2 do
-  if ARGV[i] ~= DIGEST and ARGV[i] ~= '__redisha__'
-     and redis.call('HGET', key, ARGV[i]) == ARGV[i + 1] then
-    delf(ARGV[i], ARGV[i + 1])
+  local f, v = ARGV[i], ARGV[i + 1]
+  if f ~= DIGEST and f ~= '__redisha__' and getf(f, got, (i + 4) / 2) == v then
+    delf(f, v)
     n = n + 1
   end
 end
+flush()
 if redis.call('HLEN', key) - redis.call('HEXISTS', key, DIGEST) <= 1 then
   redis.call('DEL', key)
-  if tree then enter(key, false) end
+  if tree then redis.call('HDEL', tree, 'k' .. key) end
   return n
 end
 finish('0')
 return n
 """
-PURGE = Script(_PRELUDE + _DIGEST + _WRITE + _PURGE_BODY)
+PURGE = Script(_PRELUDE + _HASH + _WRITE + _PURGE_BODY)
 
 # The same write scripts without digests or tree: only to measure what keeping
-# them costs (benchmarks/bench_crdt.py). Never used to write data.
+# them costs (benchmarks/bench_crdt.py, benchmarks/bench_scripts.py). The same
+# reads and writes, less the digest's arithmetic, its field and the tree entry.
+# Never used to write data.
 _PLAIN = r"""
 local DIGEST = '__redisha_digest__'
 local tree = nil
-local function begin(why)
-  if why == nil then redis.call('HSET', key, '__redisha__', marker) end
+local pend, dels, pv = {}, {}, {}
+local function begin(got)
+  if fresh then pend[1], pend[2] = '__redisha__', marker end
 end
-local function getf(f) return redis.call('HGET', key, f) end
-local function setf(f, v, old) redis.call('HSET', key, f, v) end
-local function delf(f, old) redis.call('HDEL', key, f) end
-local function flush() end
-local function finish(ttl) expire() end
-local function enter(k, d) end
+local function getf(f, got, j)
+  local v = pv[f]
+  if v ~= nil then return v end
+  return got[j]
+end
+local function setf(f, v, old)
+  pend[#pend + 1] = f
+  pend[#pend + 1] = v
+  pv[f] = v
+end
+local function delf(f, old)
+  dels[#dels + 1] = f
+  pv[f] = false
+end
+local function flush()
+  for i = 1, #dels, 1000 do
+    redis.call('HDEL', key, unpack(dels, i, math.min(i + 999, #dels)))
+  end
+  for i = 1, #pend, 1000 do
+    redis.call('HSET', key, unpack(pend, i, math.min(i + 999, #pend)))
+  end
+  pend, dels = {}, {}
+end
+local function finish(ttl)
+  flush()
+  if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+end
 """
 
-#: Name to the write script without digests (for the write-cost benchmark only).
+#: Name to the write script without digests (for the write-cost benchmarks only).
 PLAIN_SCRIPTS: dict[str, Script] = {
     name: Script(_PRELUDE + _PLAIN + body)
     for name, body in (

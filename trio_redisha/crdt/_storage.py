@@ -28,10 +28,11 @@ malformed and treated as absent.
 
 Every script that changes a hash also keeps, in the same atomic step, the
 field :data:`DIGEST_FIELD`: the digest of the key's whole stored state (every
-other field, marker, tombstones and clear stamp included), the XOR of a 64-bit
-hash of each field and its value (:func:`state_digest`), so it is moved by
-delta as fields change and is equal on two servers exactly when their stored
-hashes are (but for a hash collision: a chance of 2**-64 per comparison).
+other field, marker, tombstones and clear stamp included), the sum modulo
+2**52 of a 52-bit hash of each field and its value (:func:`state_digest`), so
+it is moved by delta as fields change and is equal on two servers exactly when
+their stored hashes are (but for a hash collision: a chance of 2**-52 per
+comparison).
 The parsers and :func:`detect_type` never look at it, and a hash written
 before digests existed simply lacks it.
 
@@ -385,25 +386,37 @@ def check_marker(fields: Mapping[bytes, bytes], kind: CRDTType[Any], key: str | 
 # --- digests -----------------------------------------------------------------
 
 
-def field_hash(name: bytes, value: bytes) -> int:
-    """The 64-bit hash of one stored field: SHA-1 of ``<len(name)>:<name><value>``, truncated.
+#: Digests are sums modulo this (Lua numbers hold 52-bit integers exactly).
+_DIGEST_MOD = 1 << 52
 
-    The length prefix makes the split between name and value unambiguous.
+
+def field_hash(name: bytes, value: bytes) -> int:
+    """The 52-bit hash of one stored field, as the scripts compute it.
+
+    The first 52 bits of SHA-1 of ``<len(name)>:<name><value>``, with NUL
+    bytes in front to bring the length to 55 modulo 64 (Redis's SHA-1 then
+    needs no padding block of its own). The length prefix makes the split
+    between name and value unambiguous, and the NULs are unambiguous too: the
+    length starts with a digit.
     """
-    return int.from_bytes(hashlib.sha1(b"%d:%b%b" % (len(name), name, value)).digest()[:8], "big")
+    body = b"%d:%b%b" % (len(name), name, value)
+    data = b"\0" * ((55 - len(body)) % 64) + body
+    return int.from_bytes(hashlib.sha1(data).digest()[:7], "big") >> 4
 
 
 def state_digest(fields: Mapping[bytes, bytes]) -> bytes:
-    """The digest of a stored hash: XOR of :func:`field_hash` over its fields, as 16 hex digits.
+    """The digest of a stored hash: the sum of :func:`field_hash` over its fields.
 
-    :data:`DIGEST_FIELD` itself is left out; the result is what the scripts
-    store in it (an empty hash gives :data:`ZERO_DIGEST`).
+    Modulo 2**52, as 16 hex digits. :data:`DIGEST_FIELD` itself is left out;
+    the result is what the scripts store in it (an empty hash gives
+    :data:`ZERO_DIGEST`). A sum is as order-free as a XOR and moved by delta
+    as easily (out with the old field's hash, in with the new one's).
     """
     d = 0
     for k, v in fields.items():
         if k != DIGEST_FIELD:
-            d ^= field_hash(k, v)
-    return b"%016x" % d
+            d += field_hash(k, v)
+    return b"%016x" % (d % _DIGEST_MOD)
 
 
 def entry_digest(key: bytes, digest: bytes) -> int:
