@@ -22,11 +22,11 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from ..exceptions import ConfigurationError, RedisHAError
+from ..exceptions import ConfigurationError, RedisHAError, ReplyError
 from ..replies import Replies
 from ._context import context_for
 from ._digest import script_keys
-from ._plan import carry_out, flatten, foreign_error, is_foreign_reply, now_us, settle
+from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
 from ._read import Snapshot, read_key
 from ._state import Mergeable
 from ._storage import Fields, check_key
@@ -138,8 +138,8 @@ class CRDTBase(Generic[S]):
     """
 
     _kind: ClassVar[CRDTType[Any]]
-    __slots__ = ("_actor", "_ctx", "_grace_us", "_key", "_pool", "_read_quorum", "_timeout",
-                 "_ttl", "_write_quorum")  # fmt: skip
+    __slots__ = ("_actor", "_ctx", "_grace_us", "_key", "_pool", "_pttl_ms", "_read_quorum",
+                 "_script_keys", "_timeout", "_ttl", "_write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -172,6 +172,9 @@ class CRDTBase(Generic[S]):
         self._timeout = timeout
         self._grace_us = int(tombstone_grace * 1_000_000)
         self._actor = self._ctx.actor
+        # What every write sends besides its fields, worked out once.
+        self._script_keys = script_keys(key)
+        self._pttl_ms = 0 if ttl is None else max(1, math.ceil(ttl * 1000))
 
     @property
     def pool(self) -> Pool:
@@ -200,10 +203,6 @@ class CRDTBase(Generic[S]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._key!r}>"
-
-    @property
-    def _pttl_ms(self) -> int:
-        return 0 if self._ttl is None else max(1, math.ceil(self._ttl * 1000))
 
     # -- reading
 
@@ -277,10 +276,13 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
         """
         kind = self._kind
+        args: list[Any] = [kind.marker, self._pttl_ms]
+        for f, v in fields:
+            args += (f, v)
         replies = await self._pool.execute_script(
             kind.script,
-            script_keys(self._key),
-            [kind.marker, self._pttl_ms, *flatten(fields)],
+            self._script_keys,
+            args,
             timeout=self._timeout,
             servers=self._script_servers(),
         )
@@ -289,9 +291,11 @@ class CRDTBase(Generic[S]):
 
     def _check_write(self, replies: Replies) -> None:
         for r in replies:
-            if is_foreign_reply(r):
+            if isinstance(r, ReplyError) and is_foreign_reply(r):  # no call for the others
                 raise foreign_error(self._key, r)
-        self._pool._check_quorum(replies, self.write_quorum)
+        self._pool._check_quorum(
+            replies, self._ctx.write_quorum if self._write_quorum is None else self._write_quorum
+        )
 
 
 class CodecCRDT(CRDTBase[S]):

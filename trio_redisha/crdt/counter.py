@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
-from ._digest import script_keys
 from ._state import CounterState, parse_total
 from ._storage import COUNTER, check_key
 
@@ -60,7 +59,7 @@ class Counter(CRDTBase[CounterState]):
     """
 
     _kind = COUNTER
-    __slots__ = ("_known",)
+    __slots__ = ("_known", "_names")
 
     def __init__(
         self,
@@ -83,6 +82,7 @@ class Counter(CRDTBase[CounterState]):
         # The totals this writer has written or reserved for the key, shared by
         # every Counter of the pool's context (see CRDTContext.totals).
         self._known = self._ctx.totals.setdefault(check_key(key), [0, 0])
+        self._names = (b"p:" + self._actor, b"n:" + self._actor)  # this writer's fields
 
     async def get(self) -> int:
         """Return the counter's value, merged from every server that answered in time.
@@ -150,18 +150,20 @@ class Counter(CRDTBase[CounterState]):
         if p >= _MAX_TOTAL or n >= _MAX_TOTAL:
             raise CodecError(f"counter {self._key!r}: totals beyond 19 digits cannot be stored")
         known[0], known[1] = p, n
-        actor = self._actor
+        pb, nb = b"%d" % p, b"%d" % n
+        pf, nf = self._names
         replies = await self._pool.execute_script(
             COUNTER.script,
-            script_keys(self._key),
-            [COUNTER.marker, self._pttl_ms, b"p:" + actor, p, b"n:" + actor, n],
+            self._script_keys,
+            [COUNTER.marker, self._pttl_ms, pf, pb, nf, nb],
             timeout=self._timeout,
             servers=self._script_servers(),
         )
-        for r in replies.values:
-            # The script answers the stored totals; never go below them.
-            if isinstance(r, list) and len(r) == 2:
-                self._learn(*(_total(x) for x in r))
+        for r in replies:
+            # The script answers the stored totals; never go below them. (A
+            # server answering what was sent, the usual case, teaches nothing.)
+            if isinstance(r, list) and len(r) == 2 and (r[0] != pb or r[1] != nb):
+                self._learn(_total(r[0]), _total(r[1]))
         try:
             self._check_write(replies)
         except RedisHAError as exc:

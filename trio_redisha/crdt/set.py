@@ -95,9 +95,13 @@ class Set(CodecCRDT[SetState]):
         await self._mark(members, deleted=True)
 
     async def _mark(self, members: tuple[Any, ...], *, deleted: bool) -> None:
-        encoded = {encode_value(self._codec, m) for m in members}
-        if not encoded:
-            return
-        ts = self._ctx.clock.check(self._ctx.clock.now())
-        entry = Entry(ts, self._actor, deleted).encode()
-        await self._write([(b"m:" + raw, entry) for raw in sorted(encoded)])
+        codec = self._codec
+        if len(members) == 1:  # the usual call: no set to build and sort
+            encoded = [encode_value(codec, members[0])]
+        else:
+            encoded = sorted({encode_value(codec, m) for m in members})
+            if not encoded:
+                return
+        clock = self._ctx.clock
+        entry = Entry(clock.check(clock.now()), self._actor, deleted).encode()
+        await self._write([(b"m:" + raw, entry) for raw in encoded])
