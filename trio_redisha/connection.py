@@ -14,6 +14,17 @@ non-blocking ``send`` (no task switch); under load, commands queued while a
 send is in progress are joined into one ``send`` by the writer task
 (auto-pipelining).
 
+A caller alone on an idle plain-socket connection also reads its own reply
+(a *solo read*): it waits on the socket itself, so a sequential command costs
+one trip through trio's scheduler instead of two (the reader waking, then
+waking the caller). The socket's read side has one owner at a time
+(``_owner``): the reader task, a solo caller, or nobody (idle after a solo
+read, until the reader takes it back within :data:`SOLO_RECHECK`). A solo
+caller fills slots in FIFO order exactly as the reader does; when it stops
+(its reply came, it was cancelled, it timed out) with replies still owed, it
+hands the socket back to the reader at once, which reads and drops the
+cancelled caller's reply as it always did.
+
 A connection whose server stops answering (the oldest outstanding reply is
 older than ``stall_timeout``) is closed; when a connection breaks every waiter
 gets an error at once.
@@ -24,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import socket
 import ssl
 import sys
@@ -71,6 +83,15 @@ DEFAULT_MAX_PENDING: Final = 16384
 #: A server that has not answered the oldest outstanding request for this long is
 #: considered gone and its connection is closed (and rebuilt by the pool).
 DEFAULT_STALL_TIMEOUT: Final = 5.0
+#: While callers read their own replies, the reader task checks this often
+#: whether the connection went idle, and then watches the socket again: an idle
+#: connection notices a server's close (or a push) at most this late.
+SOLO_RECHECK: Final = 0.01
+
+# Who reads the socket (``Connection._owner``).
+_READER: Final = 0  #: the reader task (it is waiting on the socket or about to)
+_SOLO: Final = 1  #: a caller alone on the connection, reading its own reply
+_NOBODY: Final = 2  #: nobody: idle since a solo read; the reader takes it back soon
 
 
 class SlotState(enum.IntEnum):
@@ -161,7 +182,7 @@ class Waiter:
         need: Successful replies that end the wait early.
     """
 
-    __slots__ = ("_task", "filled", "need", "ok", "outstanding")
+    __slots__ = ("_task", "filled", "need", "ok", "outstanding", "solo")
 
     def __init__(self, need: int) -> None:
         self.outstanding = 0
@@ -169,6 +190,8 @@ class Waiter:
         self.ok = 0
         self.filled = False
         self._task: trio.lowlevel.Task | None = None
+        #: The connection whose :meth:`Connection.read_solo` the task is in, if any.
+        self.solo: Connection | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -193,7 +216,11 @@ class Waiter:
     def expire(self) -> None:
         """The deadline passed: wake the task with whatever has arrived."""
         if not self.filled:
-            self._wake()
+            if self.solo is not None:
+                self.filled = True
+                self.solo.interrupt_solo()
+            else:
+                self._wake()
 
     def _wake(self) -> None:
         self.filled = True
@@ -372,6 +399,13 @@ class Connection:
         self._cancel_scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self.on_push: Callable[[Push], None] | None = None
+        # The solo read (see the module notes). _sock is set by the reader task
+        # when it starts on a plain socket; None means no solo reads.
+        self._sock: socket.socket | None = None
+        self._solo_fd = -1  # a duplicate of the socket's fd: only solo callers wait on it
+        self._owner = _READER
+        self._evict: trio.CancelScope | None = None  # the reader's scope while it owns the socket
+        self._recheck: trio.CancelScope | None = None  # the reader's nap while it does not
 
     # -- state
 
@@ -466,7 +500,13 @@ class Connection:
         waiter = Waiter(1)
         slot = self.submit(data, waiter)
         if slot.state is WAITING:
-            if timeout is None:
+            if self.take_solo(slot):
+                if timeout is None:
+                    await self.read_solo(slot)
+                else:
+                    with trio.move_on_after(timeout):
+                        await self.read_solo(slot)
+            elif timeout is None:
                 await waiter.wait()
             else:
                 with trio.move_on_after(timeout):
@@ -482,6 +522,89 @@ class Connection:
             raise slot.value
         slot.detach()
         raise ServerTimeout(f"{self.label} did not reply within {timeout} s")
+
+    # -- solo reads
+
+    def take_solo(self, slot: Slot) -> bool:
+        """Let the caller of ``slot`` read its own reply, if it is alone on the connection.
+
+        True when ``slot`` is the only one outstanding, its bytes are all sent,
+        and the socket's read side could be taken from the reader (or nobody
+        held it). The caller must then await :meth:`read_solo` at once.
+        """
+        if (
+            self._solo_fd < 0
+            or self._owner is _SOLO
+            or self._error is not None
+            or self._unsent
+            or self._writing
+            or len(self._pending) != 1
+            or self._pending[0] is not slot
+        ):
+            return False
+        if self._owner is _READER:
+            scope = self._evict
+            if scope is not None:
+                # Aborts the reader's wait on the socket synchronously; it checks
+                # the owner before every recv, so it never reads behind our back.
+                scope.cancel()
+        self._owner = _SOLO
+        return True
+
+    async def read_solo(self, slot: Slot) -> None:
+        """Read from the socket until ``slot`` is settled (after :meth:`take_solo`).
+
+        Returns early when :meth:`interrupt_solo` is called (the slot is then
+        still waiting). Cancellation (or a timeout around it) stops only the
+        waiting, as with a :class:`Waiter`. Either way the slot stays in the
+        FIFO and the reader task, to which the socket goes back, reads and
+        drops its reply.
+        """
+        sock = self._sock
+        assert sock is not None
+        try:
+            while slot.state is WAITING:
+                fd = self._solo_fd
+                try:
+                    if fd < 0:  # closed: _break has failed the slot
+                        return
+                    await trio.lowlevel.wait_readable(fd)
+                    data = sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except trio.ClosedResourceError:
+                    return  # interrupt_solo(), or _break (which failed the slot)
+                except OSError as exc:
+                    self._break(_broken_error(self.label, exc))
+                    return
+                if not data:
+                    self._break(_broken_error(self.label, "closed by the server"))
+                    return
+                try:
+                    self._received(data)
+                except Exception as exc:  # a broken reply stream: as when the reader meets it
+                    self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
+                    return
+        finally:
+            if self._owner is _SOLO:
+                if self._pending and self._error is None:
+                    self._owner = _READER  # replies still owed: the reader reads them
+                    nap = self._recheck
+                    if nap is not None:
+                        nap.cancel()
+                else:
+                    self._owner = _NOBODY
+
+    def interrupt_solo(self) -> None:
+        """Make the caller in :meth:`read_solo` return now (the pool's deadline passed).
+
+        The solo caller waits on a duplicate of the socket's descriptor that
+        nothing else waits on, so :func:`trio.lowlevel.notify_closing` on it
+        wakes exactly that caller, without a cancel scope per call (which
+        would cost more than the trip through the scheduler a solo read saves).
+        """
+        if self._owner is _SOLO and self._solo_fd >= 0:
+            trio.lowlevel.notify_closing(self._solo_fd)
 
     # -- running
 
@@ -515,6 +638,7 @@ class Connection:
                 raise err from None
         finally:
             self._break(PoolClosed(f"connection to {self.label} closed"))
+            self._close_solo_fd()  # after _break: a solo caller wakes to a settled slot
             self._transport.close_now()
             self._done.set()
         if self._error is not None and not isinstance(self._error, PoolClosed):
@@ -536,6 +660,7 @@ class Connection:
             pending.popleft().fail(exc)
         self._wbuf.clear()
         self._space.unpark_all()
+        self.interrupt_solo()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -549,33 +674,81 @@ class Connection:
         self.close_now()
         await trio.lowlevel.checkpoint()
 
-    async def _reader(self) -> None:
-        transport = self._transport
+    def _received(self, data: bytes) -> None:
+        """Parse ``data`` and fill the slots at the head of the FIFO, in order."""
         parser = self._parser
         pending = self._pending
-        space = self._space
+        parser.feed(data)
+        now = trio.current_time()
+        while True:
+            reply = parser.next_reply()  # ProtocolError propagates and breaks us
+            if reply is NEED_DATA:
+                break
+            if type(reply) is Push:
+                if self.on_push is not None:
+                    self.on_push(reply)
+                continue
+            if not pending:
+                raise ProtocolError(f"{self.label} sent a reply nobody asked for")
+            pending.popleft().fill(reply, now)
+        if self._space and len(pending) < self._max_pending:
+            self._space.unpark_all()
+
+    async def _reader(self) -> None:
+        transport = self._transport
+        if type(transport) is _SocketTransport and not transport._closed:
+            self._sock = transport._sock
+            try:
+                self._solo_fd = os.dup(self._sock.fileno())  # solo reads allowed from now on
+            except OSError:  # out of descriptors: every read goes through this task
+                self._solo_fd = -1
+        while True:
+            if self._owner is _READER:
+                with trio.CancelScope() as scope:
+                    self._evict = scope
+                    await self._read_while_owner()
+                self._evict = None
+            else:
+                # A caller reads (or read) solo: look again soon, and take the
+                # socket back once nobody holds it (read_solo wakes us at once
+                # when it leaves replies owed).
+                with trio.move_on_after(SOLO_RECHECK) as nap:
+                    self._recheck = nap
+                    await trio.sleep_forever()
+                self._recheck = None
+                if self._owner is _NOBODY:
+                    self._owner = _READER
+
+    def _close_solo_fd(self) -> None:
+        fd = self._solo_fd
+        if fd >= 0:
+            self._solo_fd = -1
+            trio.lowlevel.notify_closing(fd)  # a solo caller still waiting wakes up
+            os.close(fd)
+
+    async def _read_while_owner(self) -> None:
+        """The reader's loop; returns when a solo caller took the socket."""
+        transport = self._transport
+        sock = self._sock
         while True:
             try:
-                data = await transport.receive_some()
+                if sock is None:
+                    data = await transport.receive_some()
+                else:
+                    if sock.fileno() < 0:  # trio cannot wait on a closed socket
+                        raise trio.ClosedResourceError("the connection was closed")
+                    await trio.lowlevel.wait_readable(sock)
+                    if self._owner is not _READER:
+                        return  # a solo caller took the socket while we were woken
+                    try:
+                        data = sock.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        continue
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _broken_error(self.label, exc) from None
             if not data:
                 raise _broken_error(self.label, "closed by the server")
-            parser.feed(data)
-            now = trio.current_time()
-            while True:
-                reply = parser.next_reply()  # ProtocolError propagates and breaks us
-                if reply is NEED_DATA:
-                    break
-                if type(reply) is Push:
-                    if self.on_push is not None:
-                        self.on_push(reply)
-                    continue
-                if not pending:
-                    raise ProtocolError(f"{self.label} sent a reply nobody asked for")
-                pending.popleft().fill(reply, now)
-            if space and len(pending) < self._max_pending:
-                space.unpark_all()
+            self._received(data)
 
     async def _writer(self) -> None:
         transport = self._transport

@@ -48,6 +48,7 @@ from ..connection import (
     DEFAULT_STALL_TIMEOUT,
     DONE,
     FAILED,
+    Connection,
     Slot,
     Waiter,
 )
@@ -894,11 +895,14 @@ class Pool:
         connecting = False
         early = now < self._first_connect_until
         datas: Iterable[bytes] = repeat(data) if isinstance(data, bytes) else data
+        conn: Connection | None = None
+        slot: Slot | None = None
         for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
             conn = server.usable()
             if conn is not None:
-                slots.append(conn.submit(cmd, waiter, idx, now))
+                slot = conn.submit(cmd, waiter, idx, now)
+                slots.append(slot)
             elif early and server.state is ServerState.CONNECTING:
                 # Entering the pool does not wait for connections; calls in its
                 # first `timeout` seconds wait for a first attempt still under way,
@@ -909,7 +913,18 @@ class Pool:
                 slots.append(server.unavailable_error())
         if connecting:
             await self._submit_when_connected(data, targets, slots, waiter, deadline)
-        if not waiter.satisfied:
+        if n == 1 and conn is not None and slot is not None and conn.take_solo(slot):
+            # One server, an idle connection: the caller reads its own reply, one
+            # trip through the scheduler (connection.py's solo read); the timer
+            # task interrupts the read at the deadline (Waiter.expire).
+            waiter.solo = conn
+            self._deadlines.add(deadline, waiter)
+            try:
+                await conn.read_solo(slot)
+            finally:
+                waiter.solo = None
+                waiter.filled = True
+        elif not waiter.satisfied:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
             self._deadlines.add(deadline, waiter)
