@@ -35,10 +35,12 @@ from trio_redisha import (
     ReplyError,
     Script,
     ServerState,
+    ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
     open_pool,
 )
+from trio_redisha.connection import _SOLO
 from trio_redisha.testing import RedisServer, decode_reply, free_port
 
 #: How often state is polled.
@@ -140,6 +142,65 @@ async def test_decode_responses(redis_servers: list[RedisServer]) -> None:
     async with ready_pool(*urls(redis_servers), decode_responses=True) as pool:
         await pool.set("k", "vé")
         assert await pool.get("k") == ["vé", "vé", "vé"]
+
+
+# --------------------------------------------------------------------------- one server: solo reads
+
+
+class IOWaits(trio.abc.Instrument):
+    """Counts the scheduler's trips: one wait for I/O per pass of trio's run loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+async def test_one_server_command_takes_one_trip_through_the_scheduler(
+    redis_server: RedisServer,
+) -> None:
+    """The caller reads its own reply (connection.py's solo read): no reader task between."""
+    async with ready_pool(redis_server.url) as pool:
+        await pool.set("k", "v")
+        n = 500
+        waits = IOWaits()
+        trio.lowlevel.add_instrument(waits)
+        try:
+            for _ in range(n):
+                assert await pool.get("k") == [b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(waits)
+        assert waits.count < 1.2 * n, waits.count  # two per command through the reader
+
+
+async def test_one_server_deadline_interrupts_a_solo_read(redis_server: RedisServer) -> None:
+    """A solo read ends at the call's deadline; the late reply is dropped, not misrouted."""
+    async with ready_pool(redis_server.url, timeout=0.2, trip_after=3) as pool:
+        await pool.set("a", "A")
+        await pool.set("b", "B")
+        conn = pool._servers[0].conn
+        assert conn is not None
+        await redis_server.afreeze()
+        try:
+            outcome: list[tuple[Replies, float]] = []
+
+            async def call() -> None:
+                outcome.append(await timed(pool.get("a")))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await wait_until(holds(lambda: conn._owner == _SOLO), what="a solo read")
+            ((replies, took),) = outcome
+            assert isinstance(replies[0], ServerTimeout)
+            assert 0.2 <= took <= 0.2 + SLACK
+            assert conn.pending == 1  # the reply is still owed...
+        finally:
+            await redis_server.athaw()
+        # ...and the reader, which has the socket back, drops it when it comes.
+        await wait_until(holds(lambda: conn.pending == 0), what="the late reply read")
+        assert await pool.get("b") == [b"B"]
+        assert pool._servers[0].conn is conn and not conn.is_closed
 
 
 # --------------------------------------------------------------------------- errors

@@ -405,7 +405,8 @@ class Connection:
         self._solo_fd = -1  # a duplicate of the socket's fd: only solo callers wait on it
         self._owner = _READER
         self._evict: trio.CancelScope | None = None  # the reader's scope while it owns the socket
-        self._recheck: trio.CancelScope | None = None  # the reader's nap while it does not
+        self._recheck: trio.CancelScope | None = None  # the reader's wait while it does not
+        self._recheck_timed = False  # whether that wait ends by itself
 
     # -- state
 
@@ -587,13 +588,15 @@ class Connection:
                     return
         finally:
             if self._owner is _SOLO:
+                wait = self._recheck
                 if self._pending and self._error is None:
                     self._owner = _READER  # replies still owed: the reader reads them
-                    nap = self._recheck
-                    if nap is not None:
-                        nap.cancel()
+                    if wait is not None:
+                        wait.cancel()
                 else:
                     self._owner = _NOBODY
+                    if wait is not None and not self._recheck_timed:
+                        wait.cancel()  # the reader waits untimed for us to leave
 
     def interrupt_solo(self) -> None:
         """Make the caller in :meth:`read_solo` return now (the pool's deadline passed).
@@ -702,22 +705,31 @@ class Connection:
                 self._solo_fd = os.dup(self._sock.fileno())  # solo reads allowed from now on
             except OSError:  # out of descriptors: every read goes through this task
                 self._solo_fd = -1
+        timed = True
         while True:
-            if self._owner is _READER:
+            owner = self._owner
+            if owner is _READER:
                 with trio.CancelScope() as scope:
                     self._evict = scope
                     await self._read_while_owner()
                 self._evict = None
+                timed = True
+            elif owner is _NOBODY:
+                self._owner = _READER  # idle since a solo read: watch the socket again
             else:
-                # A caller reads (or read) solo: look again soon, and take the
-                # socket back once nobody holds it (read_solo wakes us at once
-                # when it leaves replies owed).
-                with trio.move_on_after(SOLO_RECHECK) as nap:
-                    self._recheck = nap
+                # A caller reads solo. Look again after SOLO_RECHECK (callers
+                # reading one after the other do not wake us per command); if one
+                # is still reading then, wait untimed until it leaves (nothing
+                # ticks while a solo caller waits on a silent server). read_solo
+                # wakes us at once when it leaves replies owed.
+                with trio.CancelScope() as wait:
+                    if timed:
+                        wait.deadline = trio.current_time() + SOLO_RECHECK
+                    self._recheck = wait
+                    self._recheck_timed = timed
                     await trio.sleep_forever()
                 self._recheck = None
-                if self._owner is _NOBODY:
-                    self._owner = _READER
+                timed = not timed
 
     def _close_solo_fd(self) -> None:
         fd = self._solo_fd
