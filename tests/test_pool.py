@@ -203,6 +203,74 @@ async def test_one_server_deadline_interrupts_a_solo_read(redis_server: RedisSer
         assert pool._servers[0].conn is conn and not conn.is_closed
 
 
+async def test_fan_out_over_idle_connections_takes_one_trip_per_arrival(
+    redis_servers: list[RedisServer],
+) -> None:
+    """The caller reads all three replies itself (connection.SoloGroup): no reader tasks."""
+    async with ready_pool(*urls(redis_servers)) as pool:
+        await pool.set("k", "v")
+        n = 500
+        waits = IOWaits()
+        trio.lowlevel.add_instrument(waits)
+        try:
+            for _ in range(n):
+                assert await pool.get("k") == [b"v", b"v", b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(waits)
+        # Through the readers: about three (one per batch of readers woken, one
+        # for the caller); read by the caller, one per batch of replies arriving.
+        assert waits.count < 1.8 * n, waits.count
+        assert all(st.latency_p50 is not None for st in pool.status())
+
+
+async def test_fan_out_deadline_interrupts_the_callers_own_reads(
+    redis_servers: list[RedisServer],
+) -> None:
+    """One of three servers frozen: the others' replies count, the late one is dropped."""
+    async with ready_pool(*urls(redis_servers), timeout=0.2, trip_after=3) as pool:
+        await pool.set("a", "A")
+        await pool.set("b", "B")
+        frozen = redis_servers[2]
+        conn = pool._servers[2].conn
+        assert conn is not None
+        await frozen.afreeze()
+        try:
+            replies, took = await timed(pool.get("a"))
+            assert replies[:2] == [b"A", b"A"]
+            assert isinstance(replies[2], ServerTimeout)
+            assert 0.2 <= took <= 0.2 + SLACK
+            assert conn.pending == 1
+        finally:
+            await frozen.athaw()
+        await wait_until(holds(lambda: conn.pending == 0), what="the late reply read")
+        assert await pool.get("b") == [b"B", b"B", b"B"]
+        assert pool._servers[2].conn is conn and not conn.is_closed
+
+
+async def test_fan_out_read_by_the_caller_survives_a_server_dying(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A connection breaking while the caller reads the fan-out: the others still count."""
+    async with ready_pool(*urls(redis_servers), timeout=2.0) as pool:
+        await pool.set("a", "A")
+        victim = redis_servers[1]
+        await victim.afreeze()
+        outcome: list[Replies] = []
+
+        async def call() -> None:
+            outcome.append(await pool.get("a"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            conn = pool._servers[1].conn
+            assert conn is not None
+            await wait_until(holds(lambda: conn.pending == 1), what="the GET sent")
+            await victim.akill()
+        (replies,) = outcome
+        assert replies[0] == replies[2] == b"A"
+        assert isinstance(replies[1], ServerUnavailable)
+
+
 # --------------------------------------------------------------------------- errors
 
 

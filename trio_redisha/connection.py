@@ -36,6 +36,7 @@ import contextlib
 import enum
 import logging
 import os
+import select
 import socket
 import ssl
 import sys
@@ -69,10 +70,12 @@ __all__ = [
     "Connection",
     "Slot",
     "SlotState",
+    "SoloGroup",
     "Waiter",
     "connect",
     "connect_stream",
     "open_connection",
+    "solo_group",
 ]
 
 logger = logging.getLogger("trio_redisha.connection")
@@ -190,8 +193,10 @@ class Waiter:
         self.ok = 0
         self.filled = False
         self._task: trio.lowlevel.Task | None = None
-        #: The connection whose :meth:`Connection.read_solo` the task is in, if any.
-        self.solo: Connection | None = None
+        #: What the task reads its replies through itself, if anything (a
+        #: :class:`Connection` in :meth:`~Connection.read_solo`, or a
+        #: :class:`SoloGroup`): :meth:`expire` interrupts it.
+        self.solo: Connection | SoloGroup | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -407,6 +412,7 @@ class Connection:
         self._evict: trio.CancelScope | None = None  # the reader's scope while it owns the socket
         self._recheck: trio.CancelScope | None = None  # the reader's wait while it does not
         self._recheck_timed = False  # whether that wait ends by itself
+        self._solo_group: SoloGroup | None = None  # the group a solo caller reads it in
 
     # -- state
 
@@ -561,42 +567,52 @@ class Connection:
         FIFO and the reader task, to which the socket goes back, reads and
         drops its reply.
         """
-        sock = self._sock
-        assert sock is not None
         try:
             while slot.state is WAITING:
                 fd = self._solo_fd
+                if fd < 0:  # closed: _break has failed the slot
+                    return
                 try:
-                    if fd < 0:  # closed: _break has failed the slot
-                        return
                     await trio.lowlevel.wait_readable(fd)
-                    data = sock.recv(RECEIVE_SIZE)
-                except BlockingIOError:
-                    continue
                 except trio.ClosedResourceError:
                     return  # interrupt_solo(), or _break (which failed the slot)
-                except OSError as exc:
-                    self._break(_broken_error(self.label, exc))
-                    return
-                if not data:
-                    self._break(_broken_error(self.label, "closed by the server"))
-                    return
-                try:
-                    self._received(data)
-                except Exception as exc:  # a broken reply stream: as when the reader meets it
-                    self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
-                    return
+                self._solo_recv()
         finally:
-            if self._owner is _SOLO:
-                wait = self._recheck
-                if self._pending and self._error is None:
-                    self._owner = _READER  # replies still owed: the reader reads them
-                    if wait is not None:
-                        wait.cancel()
-                else:
-                    self._owner = _NOBODY
-                    if wait is not None and not self._recheck_timed:
-                        wait.cancel()  # the reader waits untimed for us to leave
+            self.release_solo()
+
+    def _solo_recv(self) -> None:
+        """One non-blocking ``recv`` for a solo caller, and the slots it fills."""
+        sock = self._sock
+        if sock is None or self._error is not None:
+            return
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._break(_broken_error(self.label, exc))
+            return
+        if not data:
+            self._break(_broken_error(self.label, "closed by the server"))
+            return
+        try:
+            self._received(data)
+        except Exception as exc:  # a broken reply stream: as when the reader meets it
+            self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
+
+    def release_solo(self) -> None:
+        """A solo caller leaves: the reader gets the socket back, at once if replies are owed."""
+        if self._owner is _SOLO:
+            self._solo_group = None
+            wait = self._recheck
+            if self._pending and self._error is None:
+                self._owner = _READER  # replies still owed: the reader reads them
+                if wait is not None:
+                    wait.cancel()
+            else:
+                self._owner = _NOBODY
+                if wait is not None and not self._recheck_timed:
+                    wait.cancel()  # the reader waits untimed for us to leave
 
     def interrupt_solo(self) -> None:
         """Make the caller in :meth:`read_solo` return now (the pool's deadline passed).
@@ -605,9 +621,14 @@ class Connection:
         nothing else waits on, so :func:`trio.lowlevel.notify_closing` on it
         wakes exactly that caller, without a cancel scope per call (which
         would cost more than the trip through the scheduler a solo read saves).
+        A caller reading several connections at once (:class:`SoloGroup`) is
+        woken to look at them again.
         """
-        if self._owner is _SOLO and self._solo_fd >= 0:
-            trio.lowlevel.notify_closing(self._solo_fd)
+        if self._owner is _SOLO:
+            if self._solo_group is not None:
+                self._solo_group.wake()
+            elif self._solo_fd >= 0:
+                trio.lowlevel.notify_closing(self._solo_fd)
 
     # -- running
 
@@ -794,6 +815,101 @@ class Connection:
                 raise ServerTimeout(
                     f"{self.label} has not answered for {age:.1f} s; closing the connection"
                 )
+
+
+class SoloGroup:
+    """Reads one fan-out's replies from several idle connections in the calling task.
+
+    The solo read of :class:`Connection`, for a caller alone on several
+    connections at once: their solo descriptors join one ``epoll`` set and the
+    caller waits on that set, once per batch of arrivals, instead of each
+    connection's reader task waking up and then waking the caller. Each reply
+    is taken when the set reports it, so its latency is measured as the
+    readers would. One caller at a time (:attr:`busy`); Linux only
+    (:func:`solo_group` returns None elsewhere).
+    """
+
+    __slots__ = ("_closed", "_epoll", "_expired", "busy")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self.busy = False
+        self._expired = False
+        self._closed = False
+
+    def interrupt_solo(self) -> None:
+        """The caller's deadline passed: :meth:`read` returns now."""
+        if self.busy:
+            self._expired = True
+            self.wake()
+
+    def wake(self) -> None:
+        """Make :meth:`read` look at its connections again (one of them broke)."""
+        if self.busy and not self._closed:
+            trio.lowlevel.notify_closing(self._epoll.fileno())
+
+    def close(self) -> None:
+        """Release the ``epoll`` set (a caller still in :meth:`read` returns)."""
+        if not self._closed:
+            self.wake()
+            self._closed = True
+            self._epoll.close()
+
+    async def read(self, pairs: Sequence[tuple[Connection, Slot]]) -> bool:
+        """Read until every slot is settled, the deadline passes or the group closes.
+
+        Each connection must have been taken with :meth:`Connection.take_solo`
+        for its slot; each is released when this returns, as by
+        :meth:`Connection.read_solo`, which this matches on cancellation too.
+
+        Returns:
+            False if the set could not be built: nothing was read, and the
+            connections went back to their readers.
+        """
+        epoll = self._epoll
+        # Each connection stays in the set until the end: once its slot is
+        # settled, more data on it is another caller's reply, which filling in
+        # FIFO order (as its reader would) is right too.
+        watched: dict[int, Connection] = {}
+        self.busy = True
+        self._expired = False
+        try:
+            try:
+                for conn, _ in pairs:
+                    fd = conn._solo_fd
+                    epoll.register(fd, select.EPOLLIN)
+                    watched[fd] = conn
+                    conn._solo_group = self
+            except (OSError, ValueError):
+                return False
+            while True:
+                for _, slot in pairs:
+                    if slot.state is WAITING:
+                        break
+                else:
+                    return True
+                try:
+                    await trio.lowlevel.wait_readable(epoll)
+                except trio.ClosedResourceError:
+                    if self._expired or self._closed:
+                        return True
+                    continue  # a connection broke: its slot has failed
+                for fd, _ in epoll.poll(0):
+                    ready = watched.get(fd)
+                    if ready is not None:
+                        ready._solo_recv()
+        finally:
+            for fd in watched:
+                with contextlib.suppress(OSError, ValueError):
+                    epoll.unregister(fd)
+            for conn, _ in pairs:
+                conn.release_solo()
+            self.busy = False
+
+
+def solo_group() -> SoloGroup | None:
+    """A :class:`SoloGroup`, or None where there is no ``epoll`` (not Linux)."""
+    return SoloGroup() if hasattr(select, "epoll") else None
 
 
 def _first_redisha_error(exc: BaseException) -> ServerUnavailable | None:

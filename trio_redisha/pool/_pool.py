@@ -48,9 +48,12 @@ from ..connection import (
     DEFAULT_STALL_TIMEOUT,
     DONE,
     FAILED,
+    WAITING,
     Connection,
     Slot,
+    SoloGroup,
     Waiter,
+    solo_group,
 )
 from ..exceptions import (
     ConfigurationError,
@@ -347,6 +350,9 @@ class Pool:
         self._background_idle = trio.Event()
         self._background_idle.set()
         self._stopped = trio.Event()
+        #: For fan-outs over idle connections read by the caller (_read_solo_group);
+        #: made when the pool starts, closed when it stops.
+        self._solo_group: SoloGroup | None = None
         self._deadlines = Deadlines(granularity=min(GRANULARITY, timeout / 50))
         self.stats = PoolStats()
         self._metrics: PoolMetrics | None = None
@@ -436,6 +442,8 @@ class Pool:
                 self._nursery = nursery
                 self._run_scope = nursery.cancel_scope
                 self._first_connect_until = trio.current_time() + self.timeout
+                if len(self._servers) > 1:
+                    self._solo_group = solo_group()
                 if self._closing:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._deadlines.run, name="redisha-deadlines")
@@ -465,6 +473,8 @@ class Pool:
 
     def _shutdown(self) -> None:
         self._close_connections()
+        if self._solo_group is not None:
+            self._solo_group.close()
         self._stopped.set()
 
     async def aclose(self) -> None:
@@ -924,6 +934,13 @@ class Pool:
             finally:
                 waiter.solo = None
                 waiter.filled = True
+        elif (
+            n > 1
+            and need == n
+            and not connecting
+            and await self._read_solo_group(targets, slots, waiter, deadline)
+        ):
+            pass  # every server idle: the caller read the replies itself
         elif not waiter.satisfied:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
@@ -961,6 +978,48 @@ class Pool:
         labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
         replies = Replies(out, labels)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
+
+    async def _read_solo_group(
+        self,
+        targets: tuple[int, ...],
+        slots: list[Slot | ServerUnavailable | None],
+        waiter: Waiter,
+        deadline: float,
+    ) -> bool:
+        """Read a fan-out's replies in the caller when every connection is idle.
+
+        The many-server form of the solo read (``connection.SoloGroup``): one
+        wait for the replies of all servers instead of a reader task per
+        server waking the caller. Returns False, having read nothing, when it
+        does not apply (a connection busy, another call using the group); the
+        caller then waits on ``waiter`` as usual.
+        """
+        group = self._solo_group
+        if group is None or group.busy:
+            return False
+        servers = self._servers
+        pairs: list[tuple[Connection, Slot]] = []
+        ok = True
+        for idx, entry in zip(targets, slots, strict=True):
+            if type(entry) is Slot and entry.state is WAITING:
+                conn = servers[idx].conn
+                if conn is None or not conn.take_solo(entry):
+                    ok = False
+                    break
+                pairs.append((conn, entry))
+        if not ok or not pairs:
+            for conn, _ in pairs:
+                conn.release_solo()
+            return False
+        waiter.solo = group
+        self._deadlines.add(deadline, waiter)
+        try:
+            done = await group.read(pairs)
+        finally:
+            waiter.solo = None
+        if done:
+            waiter.filled = True
+        return done
 
     def _missed(
         self,
