@@ -413,6 +413,7 @@ class Connection:
         self._recheck: trio.CancelScope | None = None  # the reader's wait while it does not
         self._recheck_timed = False  # whether that wait ends by itself
         self._solo_group: SoloGroup | None = None  # the group a solo caller reads it in
+        self._solo_after = 0.0  # no solo reads before then (see can_solo)
 
     # -- state
 
@@ -440,7 +441,13 @@ class Connection:
     # -- submitting
 
     def submit(
-        self, data: bytes, waiter: Waiter | None, index: int = 0, now: float | None = None
+        self,
+        data: bytes,
+        waiter: Waiter | None,
+        index: int = 0,
+        now: float | None = None,
+        *,
+        solo: bool = False,
     ) -> Slot:
         """Queue an encoded command without blocking and return its slot.
 
@@ -449,7 +456,12 @@ class Connection:
         the connection is broken or full, the slot comes back already failed
         (and ``waiter`` does not count it); otherwise ``waiter`` expects it.
         ``now`` saves a clock read when the caller already has the time.
+        ``solo=True``: the caller will try :meth:`take_solo` next, and call
+        :meth:`ensure_reader` if it does not read solo after all; otherwise the
+        reader task is made sure to read the reply.
         """
+        if not solo and self._owner is _NOBODY:
+            self.ensure_reader()
         if now is None:
             now = trio.current_time()
         pending = self._pending
@@ -505,7 +517,7 @@ class Connection:
         while len(self._pending) >= self._max_pending and self._error is None:
             await self._space.park()
         waiter = Waiter(1)
-        slot = self.submit(data, waiter)
+        slot = self.submit(data, waiter, solo=True)
         if slot.state is WAITING:
             if self.take_solo(slot):
                 if timeout is None:
@@ -513,11 +525,13 @@ class Connection:
                 else:
                     with trio.move_on_after(timeout):
                         await self.read_solo(slot)
-            elif timeout is None:
-                await waiter.wait()
             else:
-                with trio.move_on_after(timeout):
+                self.ensure_reader()
+                if timeout is None:
                     await waiter.wait()
+                else:
+                    with trio.move_on_after(timeout):
+                        await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
         if slot.state is DONE:
@@ -532,14 +546,16 @@ class Connection:
 
     # -- solo reads
 
-    def take_solo(self, slot: Slot) -> bool:
-        """Let the caller of ``slot`` read its own reply, if it is alone on the connection.
+    def can_solo(self, slot: Slot) -> bool:
+        """Whether the caller of ``slot`` may read its own reply (:meth:`take_solo`).
 
         True when ``slot`` is the only one outstanding, its bytes are all sent,
-        and the socket's read side could be taken from the reader (or nobody
-        held it). The caller must then await :meth:`read_solo` at once.
+        and no caller found others queued behind it in the last
+        :data:`SOLO_RECHECK` seconds: under concurrent load the reader task
+        serves everyone, and handing the socket to and fro would cost more
+        than it saves.
         """
-        if (
+        return not (
             self._solo_fd < 0
             or self._owner is _SOLO
             or self._error is not None
@@ -547,7 +563,25 @@ class Connection:
             or self._writing
             or len(self._pending) != 1
             or self._pending[0] is not slot
-        ):
+            or slot.sent_at < self._solo_after
+        )
+
+    def ensure_reader(self) -> None:
+        """Make sure the reader task reads the socket (after a solo read left it idle)."""
+        if self._owner is _NOBODY:
+            self._owner = _READER
+            wait = self._recheck
+            if wait is not None:
+                wait.cancel()
+
+    def take_solo(self, slot: Slot) -> bool:
+        """Let the caller of ``slot`` read its own reply, if it is alone on the connection.
+
+        True when :meth:`can_solo`; the socket's read side is then taken from
+        the reader (or nobody held it), and the caller must await
+        :meth:`read_solo` at once.
+        """
+        if not self.can_solo(slot):
             return False
         if self._owner is _READER:
             scope = self._evict
@@ -578,7 +612,7 @@ class Connection:
                     return  # interrupt_solo(), or _break (which failed the slot)
                 self._solo_recv()
         finally:
-            self.release_solo()
+            self.release_solo(slot)
 
     def _solo_recv(self) -> None:
         """One non-blocking ``recv`` for a solo caller, and the slots it fills."""
@@ -600,15 +634,19 @@ class Connection:
         except Exception as exc:  # a broken reply stream: as when the reader meets it
             self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
 
-    def release_solo(self) -> None:
-        """A solo caller leaves: the reader gets the socket back, at once if replies are owed."""
+    def release_solo(self, slot: Slot) -> None:
+        """The solo caller of ``slot`` leaves; the reader gets the socket back (at once if owed)."""
         if self._owner is _SOLO:
             self._solo_group = None
             wait = self._recheck
-            if self._pending and self._error is None:
+            pending = self._pending
+            if pending and self._error is None:
                 self._owner = _READER  # replies still owed: the reader reads them
                 if wait is not None:
                     wait.cancel()
+                if len(pending) > 1 or pending[0] is not slot:
+                    # Others queued behind us: the reader serves everyone for a while.
+                    self._solo_after = trio.current_time() + SOLO_RECHECK
             else:
                 self._owner = _NOBODY
                 if wait is not None and not self._recheck_timed:
@@ -902,8 +940,8 @@ class SoloGroup:
             for fd in watched:
                 with contextlib.suppress(OSError, ValueError):
                     epoll.unregister(fd)
-            for conn, _ in pairs:
-                conn.release_solo()
+            for conn, slot in pairs:
+                conn.release_solo(slot)
             self.busy = False
 
 

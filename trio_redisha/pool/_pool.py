@@ -905,14 +905,26 @@ class Pool:
         connecting = False
         early = now < self._first_connect_until
         datas: Iterable[bytes] = repeat(data) if isinstance(data, bytes) else data
-        conn: Connection | None = None
-        slot: Slot | None = None
+        # Whether the caller may read the replies itself: a solo read on one
+        # server, or a solo group when every server is awaited (connection.py).
+        # It does only if every connection is idle; the moment one is not, the
+        # connections seen so far go back to their readers.
+        solo = n == 1 or (need == n and self._solo_group is not None)
+        mine: list[tuple[Connection, Slot]] = []
         for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
-            conn = server.usable()
+            conn = server.conn if server.state is _UP else None
             if conn is not None:
-                slot = conn.submit(cmd, waiter, idx, now)
+                slot = conn.submit(cmd, waiter, idx, now, solo=solo)
                 slots.append(slot)
+                if solo and slot.state is WAITING:
+                    if conn.can_solo(slot):
+                        mine.append((conn, slot))
+                    else:
+                        solo = False
+                        conn.ensure_reader()
+                        for other, _ in mine:
+                            other.ensure_reader()
             elif early and server.state is ServerState.CONNECTING:
                 # Entering the pool does not wait for connections; calls in its
                 # first `timeout` seconds wait for a first attempt still under way,
@@ -921,26 +933,17 @@ class Pool:
                 connecting = True
             else:
                 slots.append(server.unavailable_error())
+        if mine and (connecting or not solo):
+            for other, _ in mine:
+                other.ensure_reader()
+            mine = []
         if connecting:
             await self._submit_when_connected(data, targets, slots, waiter, deadline)
-        if n == 1 and conn is not None and slot is not None and conn.take_solo(slot):
-            # One server, an idle connection: the caller reads its own reply, one
-            # trip through the scheduler (connection.py's solo read); the timer
-            # task interrupts the read at the deadline (Waiter.expire).
-            waiter.solo = conn
-            self._deadlines.add(deadline, waiter)
-            try:
-                await conn.read_solo(slot)
-            finally:
-                waiter.solo = None
-                waiter.filled = True
-        elif (
-            n > 1
-            and need == n
-            and not connecting
-            and await self._read_solo_group(targets, slots, waiter, deadline)
-        ):
-            pass  # every server idle: the caller read the replies itself
+        if mine:
+            # The caller reads its replies itself: one trip through the scheduler
+            # per batch of arrivals; the timer task interrupts it at the deadline
+            # (Waiter.expire).
+            await self._read_mine(mine, waiter, deadline)
         elif not waiter.satisfied:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
@@ -979,47 +982,39 @@ class Pool:
         replies = Replies(out, labels)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
 
-    async def _read_solo_group(
-        self,
-        targets: tuple[int, ...],
-        slots: list[Slot | ServerUnavailable | None],
-        waiter: Waiter,
-        deadline: float,
-    ) -> bool:
-        """Read a fan-out's replies in the caller when every connection is idle.
+    async def _read_mine(
+        self, mine: list[tuple[Connection, Slot]], waiter: Waiter, deadline: float
+    ) -> None:
+        """Read the replies of idle connections in the caller (see :meth:`_fanout`).
 
-        The many-server form of the solo read (``connection.SoloGroup``): one
-        wait for the replies of all servers instead of a reader task per
-        server waking the caller. Returns False, having read nothing, when it
-        does not apply (a connection busy, another call using the group); the
-        caller then waits on ``waiter`` as usual.
+        One connection: :meth:`Connection.read_solo`. Several: the pool's
+        :class:`~trio_redisha.connection.SoloGroup`, which waits for all of
+        them at once; if another call is using it, the readers read instead.
         """
         group = self._solo_group
-        if group is None or group.busy:
-            return False
-        servers = self._servers
-        pairs: list[tuple[Connection, Slot]] = []
-        ok = True
-        for idx, entry in zip(targets, slots, strict=True):
-            if type(entry) is Slot and entry.state is WAITING:
-                conn = servers[idx].conn
-                if conn is None or not conn.take_solo(entry):
-                    ok = False
-                    break
-                pairs.append((conn, entry))
-        if not ok or not pairs:
-            for conn, _ in pairs:
-                conn.release_solo()
-            return False
-        waiter.solo = group
+        if len(mine) > 1 and (group is None or group.busy):
+            for conn, _ in mine:
+                conn.ensure_reader()
+            self._deadlines.add(deadline, waiter)
+            await waiter.wait()
+            return
+        for conn, slot in mine:
+            conn.take_solo(slot)
         self._deadlines.add(deadline, waiter)
         try:
-            done = await group.read(pairs)
+            if len(mine) == 1:
+                conn, slot = mine[0]
+                waiter.solo = conn
+                await conn.read_solo(slot)
+            else:
+                assert group is not None
+                waiter.solo = group
+                if not await group.read(mine):
+                    waiter.solo = None
+                    await waiter.wait()  # the set could not be built: the readers read
         finally:
             waiter.solo = None
-        if done:
             waiter.filled = True
-        return done
 
     def _missed(
         self,
