@@ -187,6 +187,18 @@ async def test_undecodable_stored_value_raises_codec_error(
             await HashMap(pool, "m").get()
 
 
+async def test_undecodable_stored_member_raises_codec_error(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await Set(pool, "s", codec=BytesCodec()).add(b"ok", b"\xff\xfe")
+        assert await Set(pool, "s", codec=BytesCodec()).get() == {b"ok", b"\xff\xfe"}
+        with pytest.raises(CodecError, match=r"member b'\\xff\\xfe'"):
+            await Set(pool, "s").get()  # StrCodec: strict UTF-8
+        with pytest.raises(CodecError, match="not JSON"):
+            await Set(pool, "s", codec=JSONCodec()).get()
+
+
 async def test_custom_codec(redis_servers: list[RedisServer]) -> None:
     class Upper:
         def encode(self, value: Any) -> str:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_redisha.crdt._plan import plan_repair
+from trio_redisha.crdt._read import _fields_of, _parse
 from trio_redisha.crdt._state import (
     CounterState,
     Entry,
@@ -42,6 +43,7 @@ from trio_redisha.crdt._storage import (
     hash_fields,
     state_digest,
 )
+from trio_redisha.exceptions import ProtocolError
 
 S = TypeVar("S", bound=Mergeable)
 
@@ -240,6 +242,41 @@ def test_parse_ignores_unknown_and_malformed_fields() -> None:
     assert MAP.parse({b"f:a": b"1:x:+1", b"f:b": b"junk", b"m:c": b"1:x:+"}) == MapState(
         {b"a": Entry(1, b"x", False, b"1")}
     )
+
+
+# Stored values as a server may hold them: well-formed registers (often shared by
+# several fields, as one write stores them), clear stamps, and malformed ones.
+stored_values = st.one_of(
+    entries.map(Entry.encode),
+    set_entries.map(Entry.encode),
+    st.sampled_from([b"", b"junk", b"01:a:+", b"1::+", b"1:a:", b"1:a:*", b"map:1", b"0" * 16]),
+)
+stored_names = st.one_of(
+    st.sampled_from([MARKER_FIELD, DIGEST_FIELD, CLEAR_FIELD, b"f:", b"m:", b"q:x", b"", b"m"]),
+    st.builds(lambda p, n: p + n, st.sampled_from([b"f:", b"m:"]), names),
+)
+
+
+@given(st.dictionaries(stored_names, stored_values, max_size=12), st.sampled_from([MAP, SET]))
+def test_fast_parse_builds_the_same_state(stored: dict[bytes, bytes], kind: CRDTType[Any]) -> None:
+    """The read path's parse (C-level passes, shared values decoded once) is ``kind.parse``."""
+    fast = _parse(kind, _fields_of([x for pair in stored.items() for x in pair]))
+    slow = kind.parse(stored)
+    assert type(fast) is type(slow) and fast == slow
+    assert fast.timestamps() == {e.ts for e in slow.entries.values()} | (
+        set() if slow.cleared is None else {slow.cleared.ts}
+    )
+    live = {k for k, e in slow.entries.items() if not e.deleted}
+    assert (fast.members() if kind is SET else set(fast.live())) == live
+
+
+def test_fields_of_refuses_what_hash_fields_refuses() -> None:
+    for bad in ([b"a"], [b"a", 1], [b"a", [b"b"]], b"x", None, 3):
+        with pytest.raises(ProtocolError):
+            _fields_of(bad)
+    assert _fields_of([]) == {}
+    assert _fields_of({b"a": b"1"}) == {b"a": b"1"}
+    assert _fields_of([b"a", b"1", b"a", b"2"]) == hash_fields([b"a", b"1", b"a", b"2"])
 
 
 # --- the Python twins of the scripts agree with merge ------------------------------

@@ -31,11 +31,24 @@ from ..resp import encode_command
 from ..scripts import Script
 from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
-from ._state import LWWState, Mergeable, merge_all, observe_all
+from ._state import (
+    Entry,
+    LWWState,
+    MapState,
+    Mergeable,
+    SetState,
+    is_clear_stamp,
+    merge_all,
+    observe_all,
+    parse_registers,
+)
 from ._storage import (
+    CLEAR_FIELD,
     DIGEST_FIELD,
+    MAP,
     MARKER_FIELD,
     REGISTRY,
+    SET,
     CRDTType,
     check_marker,
     hash_fields,
@@ -166,8 +179,8 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got = await _digest_read(pool, key, targets, timeout)
-        return _finish(pool, key, kind, targets, got, read_quorum)
+        got, known = await _digest_read(pool, key, targets, timeout)
+        return _finish(pool, key, kind, targets, got, read_quorum, known)
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
@@ -194,8 +207,12 @@ def _finish(
     asked: tuple[int, ...],
     got: dict[int, Any],
     read_quorum: int,
+    known: tuple[Any, dict[bytes, bytes]] | None = None,
 ) -> Snapshot[Any] | None:
-    """Parse, check and merge the full replies ``got`` of the servers ``asked``."""
+    """Parse, check and merge the full replies ``got`` of the servers ``asked``.
+
+    ``known``: a reply already turned into fields, and those fields.
+    """
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
@@ -208,10 +225,18 @@ def _finish(
             raise foreign_error(key, r)
         if isinstance(r, BaseException):
             continue
-        entry = next((d for d in distinct if d[0] == r), None)
+        # Digest reads hand the one full copy to every server that agrees: the
+        # same object, matched without comparing it element by element.
+        entry = next((d for d in distinct if d[0] is r), None) or next(
+            (d for d in distinct if d[0] == r), None
+        )
         if entry is None:
             try:
-                entry = [r, hash_fields(r), None]
+                entry = [
+                    r,
+                    known[1] if known is not None and known[0] is r else _fields_of(r),
+                    None,
+                ]
             except ProtocolError as exc:
                 # Valid RESP of the wrong shape: this server failed this read,
                 # as if it had not answered. It is not a replica we know the
@@ -240,7 +265,7 @@ def _finish(
     for d in distinct:
         d[2] = next((e[2] for e in distinct if e[2] is not None and e[1] == d[1]), None)
         if d[2] is None:
-            d[2] = kind.parse(d[1])
+            d[2] = _parse(kind, d[1])
     states = [(i, entry[2]) for i, entry in answered]
     merged = merge_all((s for _, s in states), kind.empty)
     if isinstance(merged, LWWState):
@@ -265,7 +290,7 @@ return 0
 
 async def _digest_read(
     pool: Pool, key: str | bytes, targets: tuple[int, ...], timeout: float | None
-) -> dict[int, Any]:
+) -> tuple[dict[int, Any], tuple[Any, dict[bytes, bytes]] | None]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
@@ -273,6 +298,7 @@ async def _digest_read(
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
+    Also returns the full copy's reply and its fields, when it was a hash.
     """
     servers = pool._servers
     usable = [i for i in targets if servers[i].usable() is not None]
@@ -280,7 +306,7 @@ async def _digest_read(
         more = await pool._fanout(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
-        return dict(zip(targets, more, strict=True))
+        return dict(zip(targets, more, strict=True)), None
     full = min(usable, key=lambda i: servers[i].latency)
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
@@ -298,13 +324,15 @@ async def _digest_read(
     reply = got[full]
     mine: bytes | None = None  # the full copy's digest; b"" for no key
     known = False
+    parsed: tuple[Any, dict[bytes, bytes]] | None = None
     if not isinstance(reply, BaseException):
         try:
-            fields = hash_fields(reply)
+            fields = _fields_of(reply)
         except ProtocolError:
             pass
         else:
             known = True
+            parsed = (reply, fields)
             mine = fields.get(DIGEST_FIELD) if fields else b""
     again: list[int] = []
     noscript = False
@@ -344,7 +372,37 @@ async def _digest_read(
         else:
             for i in again:
                 got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
-    return got
+    return got, parsed
+
+
+_BYTES_ONLY = frozenset((bytes,))
+
+
+def _fields_of(reply: Any) -> dict[bytes, bytes]:
+    """:func:`~._storage.hash_fields`, with its common case checked at C speed.
+
+    Raises:
+        ProtocolError: The reply is not a list of pairs or a map of bytes.
+    """
+    if type(reply) is list and not len(reply) & 1 and _BYTES_ONLY.issuperset(map(type, reply)):
+        it = iter(reply)
+        return dict(zip(it, it, strict=True))
+    return hash_fields(reply)
+
+
+def _parse(kind: CRDTType[Any], fields: dict[bytes, bytes]) -> Any:
+    """``kind.parse(fields)``: the same state, built faster for maps and sets."""
+    if kind is SET:
+        return SetState(parse_registers(fields, b"m:"), _clear_stamp(fields.get(CLEAR_FIELD)))
+    if kind is MAP:
+        return MapState(parse_registers(fields, b"f:"), _clear_stamp(fields.get(CLEAR_FIELD)))
+    return kind.parse(fields)
+
+
+def _clear_stamp(raw: bytes | None) -> Entry | None:
+    """The clear stamp stored as ``raw``, or ``None`` if absent or malformed."""
+    e = None if raw is None else Entry.decode(raw)
+    return e if is_clear_stamp(e) else None
 
 
 async def _load_digest_script(pool: Pool) -> None:

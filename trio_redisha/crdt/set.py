@@ -17,7 +17,7 @@ from ..exceptions import CodecError
 from ._base import CodecCRDT
 from ._state import Entry, SetState
 from ._storage import SET
-from .codecs import StrCodec, encode_value
+from .codecs import BytesCodec, StrCodec, encode_value
 
 if TYPE_CHECKING:
     pass
@@ -66,10 +66,22 @@ class Set(CodecCRDT[SetState]):
             CodecError: A stored member cannot be decoded by the codec.
         """
         state = await self._read()
+        members = state.members()
+        codec = self._codec
+        # The default codecs, at C speed: StrCodec.decode is bytes.decode, strict
+        # UTF-8; BytesCodec.decode returns the bytes. Any failure goes through
+        # the loop below, which names the member.
+        try:
+            if type(codec) is StrCodec:
+                return builtins.set(map(bytes.decode, members))
+            if type(codec) is BytesCodec:
+                return members
+        except UnicodeDecodeError:
+            pass
         out: builtins.set[Any] = builtins.set()
-        for raw in state.members():
+        for raw in members:
             try:
-                out.add(self._codec.decode(raw))
+                out.add(codec.decode(raw))
             except Exception as exc:
                 raise CodecError(f"{self._key!r} member {raw!r}: {exc}") from exc
         return out
