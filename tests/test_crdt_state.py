@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_redisha.crdt import _state
 from trio_redisha.crdt._plan import plan_repair
 from trio_redisha.crdt._read import _fields_of, _parse
 from trio_redisha.crdt._state import (
@@ -268,6 +269,13 @@ def test_fast_parse_builds_the_same_state(stored: dict[bytes, bytes], kind: CRDT
     )
     live = {k for k, e in slow.entries.items() if not e.deleted}
     assert (fast.members() if kind is SET else set(fast.live())) == live
+
+
+def test_decoded_registers_cache_stays_bounded() -> None:
+    for i in range(_state._CACHED_MAX + 10):
+        stored = {b"m:a": b"%d:x:+" % i, b"m:b": b"%d:x:-" % i, b"m:c": b"%d:x:+" % i + b"v" * 64}
+        assert SET.parse(stored) == _parse(SET, stored) == _parse(SET, dict(stored))
+        assert len(_state._DECODED) <= _state._CACHED_MAX
 
 
 def test_fields_of_refuses_what_hash_fields_refuses() -> None:

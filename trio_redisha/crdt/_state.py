@@ -147,6 +147,14 @@ class Entry:
             raise ValueError(f"invalid actor id: {self.actor!r}")
 
 
+# Registers decoded lately, by stored value: a key read again (a session, on each
+# request) decodes nothing. Registers are immutable, so sharing them is safe. Bounded
+# in count and in the size of each value (about a megabyte in all); emptied when full.
+_DECODED: dict[bytes, Entry] = {}
+_CACHED_MAX = 4096
+_CACHED_MAX_BYTES = 64
+
+
 def parse_registers(fields: Mapping[bytes, bytes], prefix: bytes) -> dict[bytes, Entry]:
     """The registers stored in ``fields`` under names beginning with ``prefix``.
 
@@ -164,12 +172,20 @@ def parse_registers(fields: Mapping[bytes, bytes], prefix: bytes) -> dict[bytes,
     if not all(wanted):
         names = list(compress(names, wanted))
         raws = list(compress(raws, wanted))
-    decode = Entry.decode
     registers: dict[bytes, Entry | None] = {}
     malformed = False
+    cache = _DECODED
     for raw in set(raws):
-        e = registers[raw] = decode(raw)
-        malformed = malformed or e is None
+        e = cache.get(raw)
+        if e is None:
+            e = Entry.decode(raw)
+            if e is None:
+                malformed = True
+            elif len(raw) <= _CACHED_MAX_BYTES:
+                if len(cache) >= _CACHED_MAX:
+                    cache.clear()
+                cache[raw] = e
+        registers[raw] = e
     # Each name without its prefix; getitem(name, slice) is typed as a sequence.
     cut: Iterator[bytes] = map(getitem, names, repeat(slice(len(prefix), None)))  # type: ignore[arg-type]
     out = dict(zip(cut, map(registers.__getitem__, raws), strict=True))
@@ -317,8 +333,12 @@ class SetState(LWWState):
 
     def members(self) -> set[bytes]:
         """The members present (last operation an add)."""
+        return set(self.iter_members())
+
+    def iter_members(self) -> Iterator[bytes]:
+        """The members present, one by one (each once)."""
         entries = self.entries
-        return set(compress(entries, map(not_, map(_deleted_of, entries.values()))))
+        return compress(entries, map(not_, map(_deleted_of, entries.values())))
 
     __hash__ = LWWState.__hash__
 

@@ -66,20 +66,19 @@ class Set(CodecCRDT[SetState]):
             CodecError: A stored member cannot be decoded by the codec.
         """
         state = await self._read()
-        members = state.members()
         codec = self._codec
         # The default codecs, at C speed: StrCodec.decode is bytes.decode, strict
         # UTF-8; BytesCodec.decode returns the bytes. Any failure goes through
         # the loop below, which names the member.
-        try:
-            if type(codec) is StrCodec:
-                return builtins.set(map(bytes.decode, members))
-            if type(codec) is BytesCodec:
-                return members
-        except UnicodeDecodeError:
-            pass
+        if type(codec) is StrCodec:
+            try:
+                return builtins.set(map(bytes.decode, state.iter_members()))
+            except UnicodeDecodeError:
+                pass
+        elif type(codec) is BytesCodec:
+            return state.members()
         out: builtins.set[Any] = builtins.set()
-        for raw in members:
+        for raw in state.iter_members():
             try:
                 out.add(codec.decode(raw))
             except Exception as exc:
