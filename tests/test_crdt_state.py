@@ -24,6 +24,7 @@ from trio_redisha.crdt._state import (
     MapState,
     Mergeable,
     SetState,
+    StoredRegisters,
     cleared_by,
     merge_all,
     merge_entries,
@@ -269,6 +270,53 @@ def test_fast_parse_builds_the_same_state(stored: dict[bytes, bytes], kind: CRDT
     )
     live = {k for k, e in slow.entries.items() if not e.deleted}
     assert (fast.members() if kind is SET else set(fast.live())) == live
+
+
+@given(
+    st.dictionaries(stored_names, stored_values, max_size=12),
+    st.sampled_from([MAP, SET]),
+    st.integers(min_value=0, max_value=5),
+)
+def test_stored_registers_answer_as_the_state_does(
+    stored: dict[bytes, bytes], kind: CRDTType[Any], before: int
+) -> None:
+    """Reading a hash every server agrees on, without its state: the same answers."""
+    prefix = b"m:" if kind is SET else b"f:"
+    # Mostly hashes the fast path takes: the marker, the digest, registers only.
+    regular = {k: v for k, v in stored.items() if k.startswith(prefix) and Entry.decode(v)}
+    for fields in (stored, {MARKER_FIELD: kind.marker, DIGEST_FIELD: b"0" * 16, **regular}):
+        view = StoredRegisters.of(fields, prefix, (MARKER_FIELD, DIGEST_FIELD))
+        state = kind.parse(fields)
+        if view is None:
+            assert fields is stored or not regular or any(b"\x00" in k for k in regular)
+            continue
+        assert view.state(type(state)) == state
+        assert view.timestamps() == state.timestamps()
+        assert view.has_expired(before) == bool(kind.expired(state, before))
+        live = {k for k, e in state.entries.items() if not e.deleted}
+        assert set(view.live_names()) == live
+        payloads = {k: e.payload for k, e in state.entries.items() if not e.deleted}
+        assert sorted(view.live_payloads()) == sorted(payloads.items())
+        try:
+            texts = {m.decode() for m in live}
+        except UnicodeDecodeError:
+            with pytest.raises(UnicodeDecodeError):
+                view.live_texts()
+        else:
+            assert view.live_texts() == texts
+
+
+def test_stored_registers_refuse_what_only_the_state_can_tell() -> None:
+    ok = {MARKER_FIELD: b"set:1", b"m:a": b"1:x:+", b"m:b": b"2:x:-"}
+    assert StoredRegisters.of(ok, b"m:", (MARKER_FIELD,)) is not None
+    for extra in (
+        {CLEAR_FIELD: b"1:x:-"},
+        {b"m:c": b"junk"},
+        {b"q:c": b"1:x:+"},
+        {b"m:\x00": b"1:x:+"},
+    ):
+        assert StoredRegisters.of({**ok, **extra}, b"m:", (MARKER_FIELD,)) is None
+    assert StoredRegisters.of({MARKER_FIELD: b"set:1"}, b"m:", (MARKER_FIELD,)) is None
 
 
 def test_decoded_registers_cache_stays_bounded() -> None:

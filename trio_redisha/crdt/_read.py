@@ -37,6 +37,7 @@ from ._state import (
     MapState,
     Mergeable,
     SetState,
+    StoredRegisters,
     is_clear_stamp,
     merge_all,
     observe_all,
@@ -72,25 +73,45 @@ class Snapshot(Generic[S]):
     Attributes:
         key: The key.
         kind: Its CRDT type.
-        merged: The merge of every state read.
-        states: ``(server index, state)`` of each server that answered.
+        answered: Indices of the servers that answered, in order.
         holders: Indices of the servers whose answer held the key.
         asked: Indices of the servers read, in order.
         replies: Their replies, in the order of ``asked``.
+        stored: When every server that answered holds the very same map or set
+            hash, its registers, read without building the state (see
+            :class:`~._state.StoredRegisters`); else ``None``.
     """
 
     key: str | bytes
     kind: CRDTType[S]
-    merged: S
-    states: tuple[tuple[int, S], ...]
+    _merged: list[S]  # [] until built from `stored`, then [the merge]
+    _states: list[tuple[tuple[int, S], ...]]
+    answered: tuple[int, ...]
     holders: tuple[int, ...]
     asked: tuple[int, ...]
     replies: Replies
+    stored: StoredRegisters | None = None
+
+    @property
+    def merged(self) -> S:
+        """The merge of every state read."""
+        if not self._merged:
+            state: S = self.stored.state(_LWW_CLASSES[self.kind.marker])  # type: ignore[union-attr]
+            self._merged.append(state)
+            self._states.append(tuple((i, state) for i in self.answered))
+        return self._merged[0]
+
+    @property
+    def states(self) -> tuple[tuple[int, S], ...]:
+        """``(server index, state)`` of each server that answered."""
+        if not self._states:
+            self.merged  # noqa: B018 - builds both
+        return self._states[0]
 
     @property
     def complete(self) -> bool:
         """Whether every server asked answered."""
-        return len(self.states) == len(self.asked)
+        return len(self.answered) == len(self.asked)
 
     def plan(self, purge_before: int, targets: Sequence[int] | None = None) -> RepairPlan:
         """What to write where so that the servers that answered reach the merge.
@@ -100,6 +121,11 @@ class Snapshot(Generic[S]):
                 if every server asked answered.
             targets: The servers that may be written (``None``: all that answered).
         """
+        stored = self.stored
+        if stored is not None and (not self.complete or not stored.has_expired(purge_before)):
+            # Every replica holds the merge itself, and no tombstone may be
+            # purged: what plan_repair finds then, without building the state.
+            return RepairPlan()
         return plan_repair(
             self.kind,
             self.states,
@@ -262,6 +288,14 @@ def _finish(
         kind = _kind_of(key, [d[1] for d in distinct if d[1]])
     for d in distinct:
         check_marker(d[1], kind, key)
+    done = tuple(i for i, _ in answered)
+    if len(distinct) == 1 and distinct[0][1] and kind.marker in _LWW_CLASSES:
+        stored = StoredRegisters.of(distinct[0][1], _PREFIXES[kind.marker], _NOT_REGISTERS)
+        if stored is not None:
+            observe = context_for(pool).clock.observe
+            for ts in stored.timestamps():
+                observe(ts)
+            return Snapshot(key, kind, [], [], done, holders, asked, replies, stored)
     for d in distinct:
         d[2] = next((e[2] for e in distinct if e[2] is not None and e[1] == d[1]), None)
         if d[2] is None:
@@ -270,7 +304,7 @@ def _finish(
     merged = merge_all((s for _, s in states), kind.empty)
     if isinstance(merged, LWWState):
         observe_all(context_for(pool).clock, merged)
-    return Snapshot(key, kind, merged, tuple(states), holders, asked, replies)
+    return Snapshot(key, kind, [merged], [tuple(states)], done, holders, asked, replies)
 
 
 #: The digest of a key on one server: ``{digest or '', marker}``, ``0`` for no
@@ -388,6 +422,11 @@ def _fields_of(reply: Any) -> dict[bytes, bytes]:
         it = iter(reply)
         return dict(zip(it, it, strict=True))
     return hash_fields(reply)
+
+
+_LWW_CLASSES: dict[bytes, type[Any]] = {MAP.marker: MapState, SET.marker: SetState}
+_PREFIXES = {MAP.marker: b"f:", SET.marker: b"m:"}
+_NOT_REGISTERS = (MARKER_FIELD, DIGEST_FIELD)
 
 
 def _parse(kind: CRDTType[Any], fields: dict[bytes, bytes]) -> Any:

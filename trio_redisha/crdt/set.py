@@ -65,20 +65,23 @@ class Set(CodecCRDT[SetState]):
             ForeignValueError: The key holds something this library did not write.
             CodecError: A stored member cannot be decoded by the codec.
         """
-        state = await self._read()
+        snap = await self._read_snapshot()
+        stored = snap.stored  # every server holds the same hash: no state built
         codec = self._codec
         # The default codecs, at C speed: StrCodec.decode is bytes.decode, strict
         # UTF-8; BytesCodec.decode returns the bytes. Any failure goes through
         # the loop below, which names the member.
         if type(codec) is StrCodec:
             try:
-                return builtins.set(map(bytes.decode, state.iter_members()))
+                if stored is not None:
+                    return stored.live_texts()
+                return builtins.set(map(bytes.decode, snap.merged.iter_members()))
             except UnicodeDecodeError:
                 pass
         elif type(codec) is BytesCodec:
-            return state.members()
+            return builtins.set(stored.live_names() if stored else snap.merged.iter_members())
         out: builtins.set[Any] = builtins.set()
-        for raw in state.iter_members():
+        for raw in stored.live_names() if stored else snap.merged.iter_members():
             try:
                 out.add(codec.decode(raw))
             except Exception as exc:
