@@ -106,6 +106,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -118,6 +119,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -129,6 +131,7 @@ async def read_key(
     servers: Sequence[int] | None = None,
     timeout: float | None = None,
     read_quorum: int = 1,
+    full_from: Sequence[int] = (),
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -142,6 +145,9 @@ async def read_key(
             owners, fallbacks, hinted servers, old owners).
         timeout: Deadline in seconds (``None``: the pool's).
         read_quorum: Servers that must answer.
+        full_from: Servers known to hold the different states (a tree walk
+            knows it): they are read in full in the first round instead of
+            only the fastest server; the others send digests as usual.
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -166,7 +172,7 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got = await _digest_read(pool, key, targets, timeout)
+        got = await _digest_read(pool, key, targets, timeout, full_from)
         return _finish(pool, key, kind, targets, got, read_quorum)
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
@@ -264,12 +270,18 @@ return 0
 
 
 async def _digest_read(
-    pool: Pool, key: str | bytes, targets: tuple[int, ...], timeout: float | None
+    pool: Pool,
+    key: str | bytes,
+    targets: tuple[int, ...],
+    timeout: float | None,
+    full_from: Sequence[int] = (),
 ) -> dict[int, Any]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
+    ``full_from``: the servers read in full in the first round instead (one
+    of each different state, as a tree walk found), those that are usable.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
-    digest equals the full copy's get that copy's reply. The first round waits
+    digest equals a full copy's get that copy's reply. The first round waits
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
@@ -281,11 +293,13 @@ async def _digest_read(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
         return dict(zip(targets, more, strict=True))
-    full = min(usable, key=lambda i: servers[i].latency)
+    fulls = {i for i in full_from if i in usable}
+    if not fulls:
+        fulls.add(min(usable, key=lambda i: servers[i].latency))
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
-    commands = [("HGETALL", key) if i == full else digest_cmd for i in targets]
+    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in targets]
     first = await pool._execute_each(
         targets,
         commands,
@@ -295,21 +309,21 @@ async def _digest_read(
         op="HGETALL",
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
-    reply = got[full]
-    mine: bytes | None = None  # the full copy's digest; b"" for no key
-    known = False
-    if not isinstance(reply, BaseException):
-        try:
-            fields = hash_fields(reply)
-        except ProtocolError:
-            pass
-        else:
-            known = True
-            mine = fields.get(DIGEST_FIELD) if fields else b""
+    copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
+    for i in fulls:
+        reply = got[i]
+        if not isinstance(reply, BaseException):
+            try:
+                fields = hash_fields(reply)
+            except ProtocolError:
+                continue
+            mine = fields.get(DIGEST_FIELD) if fields else None
+            if mine:
+                copies.setdefault(mine, reply)
     again: list[int] = []
     noscript = False
     for i in targets:
-        if i == full:
+        if i in fulls:
             continue
         r = got[i]
         if is_foreign_reply(r):
@@ -321,15 +335,8 @@ async def _digest_read(
             continue  # did not answer: as in a full read, it costs only its entry
         elif r == 0:
             got[i] = []  # no key: an empty hash, exactly
-        elif (
-            known
-            and mine
-            and isinstance(r, list)
-            and len(r) == 2
-            and isinstance(r[0], bytes)
-            and r[0] == mine
-        ):
-            got[i] = reply  # equal digests: the same stored state
+        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
+            got[i] = copies[r[0]]  # equal digests: the same stored state
         else:
             again.append(i)
     if noscript:
