@@ -34,9 +34,12 @@ restarted empty or from an old snapshot) is caught up with in two ways:
   so they settle at no more than half the live ones, whatever the churn:
   nothing grows without bound. (Keys without an expiry only go by hand, and
   the sweep below finds those.)
-* by the walker: :data:`~trio_redisha.crdt._scripts.SWEEP`
-  (:func:`sweep_segment`) re-checks every entry of a segment before it is
-  compared, so a walk compares digests of what the servers hold now.
+* by the walker (:mod:`trio_redisha.crdt._treewalk`): the segment digests it
+  compares (:data:`~trio_redisha.crdt._scripts.SEGMENTS`) are computed after
+  dropping the entries of keys that no longer exist, and
+  :data:`~trio_redisha.crdt._scripts.SWEEP` (:func:`sweep_segment`) re-checks
+  every entry of a segment that differs, so a walk compares digests of what
+  the servers hold now.
 
 A walker compares segment digests of the servers that should agree, a group of
 segments at a time (:func:`differing_segments`), descends only into the
@@ -81,6 +84,7 @@ __all__ = [
     "segment_keys",
     "sweep_segment",
     "tree_key",
+    "unpack_digests",
 ]
 
 #: Prefix of the digest tree's keys (a walker skips them).
@@ -269,11 +273,18 @@ async def segment_digests(
     replies = await pool.execute_script(SEGMENTS, keys, sizes, timeout=timeout, servers=asked)
     out: dict[int, list[bytes]] = {}
     for i, r in zip(asked, replies, strict=True):
-        if isinstance(r, list) and len(r) == len(sizes):
-            got = [_text_bytes(x) for x in r]
-            if all(x is not None for x in got):
-                out[i] = [x for x in got if x is not None]
+        got = unpack_digests(r, len(sizes))
+        if got is not None:
+            out[i] = got
     return out
+
+
+def unpack_digests(reply: Any, n: int) -> list[bytes] | None:
+    """The ``n`` digests (16 hex digits each) packed by ``SEGMENTS``, or ``None``."""
+    packed = _text_bytes(reply)
+    if packed is None or len(packed) != 8 * n:
+        return None
+    return [packed[j : j + 8].hex().encode() for j in range(0, len(packed), 8)]
 
 
 async def differing_segments(
