@@ -323,3 +323,17 @@ async def test_a_walk_leaves_only_live_keys_in_the_index(
             assert report.ok and report.read == 0, report
             for s in redis_servers:
                 assert await index_entries(s) == 20
+
+
+async def test_keys_on_different_servers_are_all_counted(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, b, _c = redis_servers
+    await write_all([a], n=4)
+    async with pool_on([b]) as pool:
+        for i in range(4, 6):
+            await HashMap(pool, f"m:{i}").set({"only": "b"})
+    report = await walk(redis_servers)
+    assert report.ok, report.messages
+    assert report.scanned == report.read == report.repaired == 3 * 4 + 2
+    await assert_identical(redis_servers, [*data_keys(4), "m:4", "m:5"])

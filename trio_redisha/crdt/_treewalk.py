@@ -72,6 +72,7 @@ class TreeWalk:
 
     Attributes:
         indexed: The most keys of ours any one server holds (its ``SCAN``).
+        largest: The index of that server (``None``: none was scanned).
         segments: Segments compared across the servers (each group digest
             compares all its segments at once).
         differing: Segments that still differed after a sweep (their index
@@ -83,6 +84,7 @@ class TreeWalk:
     """
 
     indexed: int = 0
+    largest: int | None = None
     segments: int = 0
     differing: int = 0
     rehashed: int = 0
@@ -153,7 +155,8 @@ async def _undigested(
                 if not isinstance(r, BaseException):
                     walk.rehashed += 1
         if cursor == b"0":
-            walk.indexed = max(walk.indexed, indexed)
+            if walk.largest is None or indexed > walk.indexed:
+                walk.indexed, walk.largest = indexed, index
             return
 
 

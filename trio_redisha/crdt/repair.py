@@ -127,8 +127,12 @@ async def _repair_one(
     targets: Sequence[int] | None,
     hold: bool = False,
     full_from: Sequence[int] = (),
+    on_read: Callable[[tuple[int, ...]], None] | None = None,
 ) -> Settled:
-    """:func:`repair_key`, saying also which non-owner copies were removed or left."""
+    """:func:`repair_key`, saying also which non-owner copies were removed or left.
+
+    ``on_read`` is given the servers that held the key when it was read.
+    """
     placed = targets is None and pool.placement is not None
     if placed:
         targets = pool._owner_indices(key)
@@ -139,6 +143,8 @@ async def _repair_one(
     snap = await read_key(pool, key, None, servers=servers, timeout=timeout, full_from=full_from)
     if snap is None:
         return Settled()
+    if on_read is not None:
+        on_read(snap.holders)
     purge_before = now_us() - int(tombstone_grace * 1_000_000)
     if placed:
         assert targets is not None
@@ -156,8 +162,9 @@ class RepairReport:
     Attributes:
         servers: How many servers the pass read from.
         scanned: Distinct hash keys found by SCAN on any server (or given);
-            in a tree walk, the most keys of ours any one server holds, plus
-            the hashes that are not ours.
+            in a tree walk, the keys of ours on the server holding the most,
+            plus the keys read that it did not hold, plus the hashes that are
+            not ours (the same count, unless keys changed during the walk).
         segments: Tree walk: digest-tree segments compared across the servers.
         differing: Tree walk: segments whose digests differed, even after a
             sweep, so that their index entries were read.
@@ -427,6 +434,13 @@ async def repair_all(
     # covers every key of every server, so anything narrower reads instead.
     tree = not full and keys is None and match == b"*" and sources is None and targets is None
     walk = TreeWalk()
+    elsewhere = 0  # tree walk: keys read that the largest server did not hold
+
+    def count_holders(holders: tuple[int, ...]) -> None:
+        nonlocal elsewhere
+        if walk.largest not in holders:
+            elsewhere += 1
+
     start = trio.current_time()
     stats = pool.stats
     seen: set[bytes] = set()
@@ -452,8 +466,6 @@ async def repair_all(
         async with send:
             if tree:
                 await walk_tree(pool, hinted, walk, count=count, timeout=timeout)
-                report.skipped = len(walk.foreign)
-                report.scanned = walk.indexed + report.skipped
                 report.segments = walk.segments
                 report.differing = walk.differing
                 report.rehashed = walk.rehashed
@@ -492,6 +504,7 @@ async def repair_all(
                         to,
                         hold=placed and not final,
                         full_from=() if final else hints.pop(key, ()),
+                        on_read=count_holders if tree and not final else None,
                     )
                 except ForeignValueError:
                     if not final:
@@ -532,6 +545,10 @@ async def repair_all(
         async with receive:
             for _ in range(concurrency):
                 nursery.start_soon(worker, receive.clone(), False)
+    if tree:
+        # Distinct keys: the largest server's, plus those read that it lacked.
+        report.skipped = len(walk.foreign)
+        report.scanned = walk.indexed + elsewhere + report.skipped
     if revisit:
         await trio.sleep(removal_delay)
         send, receive = trio.open_memory_channel[bytes](concurrency * 4)
