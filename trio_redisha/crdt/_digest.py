@@ -225,14 +225,21 @@ async def read_full_and_digests(
     return box["full"], box["digests"]
 
 
-def digest_of_reply(reply: Any) -> bytes | None:
-    """The digest a full ``HGETALL`` reply carries: :data:`ABSENT` for no key,
-    ``None`` if unknown (an error, not a hash, or a hash without a digest)."""
+def _fields(reply: Any) -> dict[bytes, bytes] | None:
+    """An ``HGETALL`` reply's fields; ``None`` for an error or what is not a hash."""
     if isinstance(reply, BaseException):
         return None
     try:
-        fields = hash_fields(reply)
+        return hash_fields(reply)
     except ProtocolError:
+        return None
+
+
+def digest_of_reply(reply: Any) -> bytes | None:
+    """The digest a full ``HGETALL`` reply carries: :data:`ABSENT` for no key,
+    ``None`` if unknown (an error, not a hash, or a hash without a digest)."""
+    fields = _fields(reply)
+    if fields is None:
         return None
     if not fields:
         return ABSENT
@@ -344,11 +351,8 @@ async def segment_keys(
     """
     (i,) = _check_servers(pool, [server])
     (reply,) = await pool.execute_on([i], "HGETALL", tree_key(partition), timeout=timeout)
-    if isinstance(reply, BaseException):
-        return None
-    try:
-        fields = hash_fields(reply)
-    except ProtocolError:
+    fields = _fields(reply)
+    if fields is None:
         return None
     return {k[1:]: v for k, v in fields.items() if k[:1] == b"k"}
 

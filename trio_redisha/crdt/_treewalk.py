@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ..placement import PARTITIONS
+from ._digest import _text_bytes as _text
 from ._digest import rehash_key, tree_key, unpack_digests
 from ._scripts import ENTRIES, NAMES, SEGMENTS, SWEEP, UNDIGESTED
 from ._storage import ZERO_DIGEST
@@ -91,14 +92,6 @@ class TreeWalk:
     foreign: set[bytes] = field(default_factory=set)
     unreachable: set[int] = field(default_factory=set)
     messages: list[str] = field(default_factory=list)
-
-
-def _text(x: Any) -> bytes | None:
-    if isinstance(x, bytes):
-        return x
-    if isinstance(x, str):
-        return x.encode()
-    return None
 
 
 def _owner_groups(pool: Pool) -> dict[tuple[int, ...], list[int]]:
