@@ -277,7 +277,9 @@ async def segment_digests(
     sizes = [len(g) for g in groups]
     if not keys:
         return {i: [ZERO_DIGEST] * len(sizes) for i in asked}
-    replies = await pool.execute_script(SEGMENTS, keys, sizes, timeout=timeout, servers=asked)
+    replies = await pool.execute_script(
+        SEGMENTS, keys, sizes, timeout=timeout, servers=asked, decode=False
+    )
     out: dict[int, list[bytes]] = {}
     for i, r in zip(asked, replies, strict=True):
         got = unpack_digests(r, len(sizes))
