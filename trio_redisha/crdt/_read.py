@@ -145,6 +145,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -157,6 +158,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -168,6 +170,7 @@ async def read_key(
     servers: Sequence[int] | None = None,
     timeout: float | None = None,
     read_quorum: int = 1,
+    full_from: Sequence[int] = (),
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -181,6 +184,9 @@ async def read_key(
             owners, fallbacks, hinted servers, old owners).
         timeout: Deadline in seconds (``None``: the pool's).
         read_quorum: Servers that must answer.
+        full_from: Servers known to hold the different states (a tree walk
+            knows it): they are read in full in the first round instead of
+            only the fastest server; the others send digests as usual.
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -205,7 +211,7 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got, known = await _digest_read(pool, key, targets, timeout)
+        got, known = await _digest_read(pool, key, targets, timeout, full_from)
         return _finish(pool, key, kind, targets, got, read_quorum, known)
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
@@ -233,11 +239,11 @@ def _finish(
     asked: tuple[int, ...],
     got: dict[int, Any],
     read_quorum: int,
-    known: tuple[Any, dict[bytes, bytes]] | None = None,
+    known: Sequence[tuple[Any, dict[bytes, bytes]]] = (),
 ) -> Snapshot[Any] | None:
     """Parse, check and merge the full replies ``got`` of the servers ``asked``.
 
-    ``known``: a reply already turned into fields, and those fields.
+    ``known``: replies already turned into fields, each with its fields.
     """
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
@@ -260,7 +266,7 @@ def _finish(
             try:
                 entry = [
                     r,
-                    known[1] if known is not None and known[0] is r else _fields_of(r),
+                    next((f for k, f in known if k is r), None) or _fields_of(r),
                     None,
                 ]
             except ProtocolError as exc:
@@ -323,16 +329,22 @@ return 0
 
 
 async def _digest_read(
-    pool: Pool, key: str | bytes, targets: tuple[int, ...], timeout: float | None
-) -> tuple[dict[int, Any], tuple[Any, dict[bytes, bytes]] | None]:
+    pool: Pool,
+    key: str | bytes,
+    targets: tuple[int, ...],
+    timeout: float | None,
+    full_from: Sequence[int] = (),
+) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
+    ``full_from``: the servers read in full in the first round instead (one
+    of each different state, as a tree walk found), those that are usable.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
-    digest equals the full copy's get that copy's reply. The first round waits
+    digest equals a full copy's get that copy's reply. The first round waits
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
-    Also returns the full copy's reply and its fields, when it was a hash.
+    Also returns each full copy that was a hash, with its fields.
     """
     servers = pool._servers
     usable = [i for i in targets if servers[i].usable() is not None]
@@ -340,12 +352,14 @@ async def _digest_read(
         more = await pool._fanout(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
-        return dict(zip(targets, more, strict=True)), None
-    full = min(usable, key=lambda i: servers[i].latency)
+        return dict(zip(targets, more, strict=True)), []
+    fulls = {i for i in full_from if i in usable}
+    if not fulls:
+        fulls.add(min(usable, key=lambda i: servers[i].latency))
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
-    commands = [("HGETALL", key) if i == full else digest_cmd for i in targets]
+    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in targets]
     first = await pool._execute_each(
         targets,
         commands,
@@ -355,23 +369,23 @@ async def _digest_read(
         op="HGETALL",
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
-    reply = got[full]
-    mine: bytes | None = None  # the full copy's digest; b"" for no key
-    known = False
-    parsed: tuple[Any, dict[bytes, bytes]] | None = None
-    if not isinstance(reply, BaseException):
-        try:
-            fields = _fields_of(reply)
-        except ProtocolError:
-            pass
-        else:
-            known = True
-            parsed = (reply, fields)
-            mine = fields.get(DIGEST_FIELD) if fields else b""
+    copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
+    parsed: list[tuple[Any, dict[bytes, bytes]]] = []
+    for i in fulls:
+        reply = got[i]
+        if not isinstance(reply, BaseException):
+            try:
+                fields = _fields_of(reply)
+            except ProtocolError:
+                continue
+            parsed.append((reply, fields))
+            mine = fields.get(DIGEST_FIELD) if fields else None
+            if mine:
+                copies.setdefault(mine, reply)
     again: list[int] = []
     noscript = False
     for i in targets:
-        if i == full:
+        if i in fulls:
             continue
         r = got[i]
         if is_foreign_reply(r):
@@ -383,15 +397,8 @@ async def _digest_read(
             continue  # did not answer: as in a full read, it costs only its entry
         elif r == 0:
             got[i] = []  # no key: an empty hash, exactly
-        elif (
-            known
-            and mine
-            and isinstance(r, list)
-            and len(r) == 2
-            and isinstance(r[0], bytes)
-            and r[0] == mine
-        ):
-            got[i] = reply  # equal digests: the same stored state
+        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
+            got[i] = copies[r[0]]  # equal digests: the same stored state
         else:
             again.append(i)
     if noscript:
