@@ -790,6 +790,7 @@ class Pool:
         timeout: float | None = None,
         quorum: int | None = None,
         servers: Sequence[int] | None = None,
+        decode: bool | None = None,
     ) -> Replies:
         """Run a Lua script with EVALSHA, falling back to EVAL where it is missing.
 
@@ -805,6 +806,8 @@ class Pool:
             servers: The servers to run on, by index. ``None``: every server
                 without placement or without keys; with placement, the keys'
                 owners as for a write (a script may write), with fallbacks.
+            decode: Decode bulk strings to ``str`` (``None``: the pool's
+                ``decode_responses``; ``False`` for binary replies).
 
         Raises:
             CrossSlotError: ``servers`` is None, and with placement the keys do
@@ -824,7 +827,7 @@ class Pool:
             _count("quorum", quorum, len(targets))
         head: list[Any] = ["EVALSHA", script.sha, len(keys), *keys, *args]
         replies = await self._fanout(
-            encode_command(head), targets, timeout, None, None, None, "EVALSHA"
+            encode_command(head), targets, timeout, None, None, decode, "EVALSHA"
         )
         missing = [
             pos
@@ -835,7 +838,7 @@ class Pool:
             head[0:2] = ["EVAL", script.source]
             again = await self._fanout(
                 encode_command(head), tuple(targets[p] for p in missing), timeout, None, None,
-                None, "EVAL",
+                decode, "EVAL",
             )  # fmt: skip
             for pos, r in zip(missing, again, strict=True):
                 replies[pos] = r
