@@ -7,7 +7,9 @@ and measures, for every client, in the same run and against the same servers:
 * concurrent GET throughput: 50 tasks x 200 GETs (ops/s);
 
 and the same for a bare trio socket, the reference with no library at all
-(``await send()``, ``await recv()``, no parsing, one socket per task);
+(``await send()``, ``await recv()``, no parsing, one socket per task); the floor
+rows time sequential GETs on blocking sockets with no event loop at all, on 1
+and on 3 servers (what the machine itself costs);
 
 each as the median over several rounds. Rounds are interleaved (every client runs
 once per round, in a rotating order) so the drift of a shared machine hits every
@@ -24,7 +26,7 @@ Usage::
     python benchmarks/bench_clients.py --quick    # a few seconds, for development
     python benchmarks/bench_clients.py --only pool,redio --rounds 3
         # row keys: conn, trio-socket, redis-py, coredis-trio, coredis-asyncio,
-        # redio, pool-1, pool-3, card-3, redis-py-gather, frozen, floor
+        # redio, pool-1, pool-3, card-3, redis-py-gather, floor-1, floor-3, frozen
     python benchmarks/bench_clients.py --profile  # cProfile a sequential 3-server fan-out
 
 Peers (redis-py, coredis, redio) are optional: a missing one prints
@@ -39,6 +41,7 @@ import contextlib
 import cProfile
 import functools
 import io
+import math
 import os
 import platform
 import pstats
@@ -474,6 +477,14 @@ def make_rows() -> list[Row]:
             FANOUT,
             _asyncio_runner(redispy_gather, [VALUE] * FANOUT),
         ),
+        Row("floor-1", "floor: blocking sockets, no event loop", "none", 1, floor_runner(1)),
+        Row(
+            "floor-3",
+            "floor: blocking sockets, no event loop (send all, then read all)",
+            "none",
+            FANOUT,
+            floor_runner(FANOUT),
+        ),
     ]
     return rows
 
@@ -542,15 +553,17 @@ def run_frozen(servers: Sequence[RedisServer], cfg: Config) -> FrozenResult:
 # --------------------------------------------------------------------------- floor
 
 
-def run_floor(urls: Sequence[str], cfg: Config) -> tuple[float, float]:
-    """Sequential GET with blocking sockets and no event loop: us/op on 1 and 3 servers.
+def floor_runner(count: int) -> Callable[[Sequence[str], Config], RoundResult]:
+    """Sequential GET with blocking sockets and no event loop, on ``count`` servers.
 
     Send to every server, then read every reply: what the machine itself costs
-    (syscalls, loopback, the redis-server processes sharing the CPUs).
+    (syscalls, loopback, the redis-server processes sharing the CPUs). A row of
+    the interleaved rounds like the clients, so the same drift hits it; it has
+    no concurrent figure.
     """
     request = encode_command(["GET", KEY])
 
-    def once(count: int) -> float:
+    def run(urls: Sequence[str], cfg: Config) -> RoundResult:
         socks = []
         try:
             for url in urls[:count]:
@@ -563,23 +576,20 @@ def run_floor(urls: Sequence[str], cfg: Config) -> tuple[float, float]:
                 for sock in socks:
                     sock.recv(65536)
             n = cfg.seq_ops
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(n):
                 for sock in socks:
                     sock.sendall(request)
                 for sock in socks:
                     # The reply is 23 bytes: one recv holds it on loopback.
                     sock.recv(65536)
-            return (time.perf_counter() - t0) / n * 1e6
+            seq = (time.perf_counter() - t0) / n * 1e6
+            return RoundResult(seq, math.nan, 0, (time.process_time() - c0) / n * 1e6, math.nan)
         finally:
             for sock in socks:
                 sock.close()
 
-    ones, threes = [], []
-    for _ in range(cfg.rounds):
-        ones.append(once(1))
-        threes.append(once(FANOUT))
-    return statistics.median(ones), statistics.median(threes)
+    return run
 
 
 # --------------------------------------------------------------------------- profile
@@ -619,6 +629,8 @@ def run_profile(urls: Sequence[str], cfg: Config, top: int = 25) -> None:
 
 
 def _fmt_spread(values: Sequence[float], digits: int = 0) -> str:
+    if not values or any(math.isnan(v) for v in values):
+        return "-"
     med = statistics.median(values)
     if len(values) < 2:
         return f"{med:,.{digits}f}"
@@ -635,7 +647,9 @@ def _median(row: Row | None, what: str) -> float | None:
     if row is None or row.skipped is not None:
         return None
     values = row.seq_us if what == "seq" else row.conc_ops
-    return statistics.median(values) if values else None
+    if not values or any(math.isnan(v) for v in values):
+        return None
+    return statistics.median(values)
 
 
 def print_table(rows: Sequence[Row], cfg: Config) -> None:
@@ -659,7 +673,7 @@ def print_table(rows: Sequence[Row], cfg: Config) -> None:
             f"| {row.label} | {row.runtime} | {row.servers} | {_fmt_spread(row.seq_us)} | "
             f"{_ratio(seq, base_seq)} | {_fmt_spread(row.conc_ops)}{unit} | "
             f"{_ratio(conc, base_conc)} | {statistics.median(row.seq_cpu_us):.0f} / "
-            f"{statistics.median(row.conc_cpu_us):.0f} | {row.errors} |"
+            f"{_fmt_spread(row.conc_cpu_us).split(' ')[0]} | {row.errors} |"
         )
     print(
         "\nvs redis-py: ratio to redis-py asyncio (1 server) in this run; for latency lower "
@@ -820,7 +834,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         default=None,
         help="comma-separated row keys or substrings: conn, trio-socket, redis-py, "
-        "coredis-trio, coredis-asyncio, redio, pool-1, pool-3, redis-py-gather, frozen, floor",
+        "coredis-trio, coredis-asyncio, redio, pool-1, pool-3, redis-py-gather, floor-1, "
+        "floor-3 (or floor for both), frozen",
     )
     parser.add_argument(
         "--profile", action="store_true", help="only cProfile a sequential 3-server fan-out loop"
@@ -882,7 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         frozen_ratio = None
         if _selected("frozen", only):
             frozen_ratio = print_frozen(run_frozen(servers, cfg), cfg)
-        floor = run_floor(urls, cfg) if _selected("floor", only) else None
+        by_key = {r.key: r for r in rows}
+        one, three = _median(by_key.get("floor-1"), "seq"), _median(by_key.get("floor-3"), "seq")
+        floor = None if one is None or three is None else (one, three)
         print_targets(rows, cfg, frozen_ratio, floor)
         print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0

@@ -11,8 +11,8 @@ and opens a pool over them, the third reached through the fault proxy of
    ``INFO stats`` ``total_net_output_bytes`` (checked against the sum of the
    replies' sizes);
 3. on the converged fleet, it runs the full reading walk
-   (``repair_all(pool, full=True)``, when repair_all has that keyword) and the
-   default walk (``repair_all(pool)``), and takes the bytes all 3 servers sent;
+   (``repair_all(pool, full=True)``) and the default walk, the digest-tree
+   walk (``repair_all(pool)``), and takes the bytes all 3 servers sent;
 4. it cuts server 3 off (``proxy.partition()``: its connections are reset, new
    ones hang, so writes reach only servers 1 and 2, a quorum of 2), updates 1%
    of the keys (one field each), heals the proxy, waits until the pool sees
@@ -36,7 +36,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import platform
 import random
@@ -234,12 +233,6 @@ class Results:
     updated: int
     heal_seconds: float
     differing: int
-    missing_full: bool
-    report_fields: list[str]
-
-
-def _full_supported() -> bool:
-    return "full" in inspect.signature(repair_all).parameters
 
 
 async def wait_state(pool: trio_redisha.Pool, index: int, up: bool) -> float:
@@ -275,8 +268,6 @@ async def write_all(
 
 async def run(servers: Sequence[RedisServer], cfg: Config) -> Results:
     keys = [session_key(i) for i in range(cfg.keys)]
-    full_ok = _full_supported()
-    report_fields: list[str] = []
     rows: list[Row] = []
     cut = servers[CUT]
     async with (
@@ -334,15 +325,13 @@ async def run(servers: Sequence[RedisServer], cfg: Config) -> Results:
                     pool, rate=0, concurrency=cfg.concurrency, timeout=POOL_TIMEOUT, **extra
                 )
                 after = await meter.snapshot()
-                if not report_fields:
-                    report_fields.extend(f for f in ("segments", "read") if hasattr(report, f))
                 sent, received = Meter.delta(before, after)
                 note = "" if report.ok else report.summary()
                 return Row(
                     name,
                     report.scanned,
-                    getattr(report, "segments", None),
-                    getattr(report, "read", None),
+                    report.segments,
+                    report.read,
                     report.repaired,
                     sent,
                     received,
@@ -352,9 +341,8 @@ async def run(servers: Sequence[RedisServer], cfg: Config) -> Results:
                 )
 
             # 3. the full reading walk, for comparison; 4. the default walk, converged
-            if full_ok:
-                rows.append(await walk("repair_all(full=True), converged", None, full=True))
-                print("full walk done", file=sys.stderr)
+            rows.append(await walk("repair_all(full=True), converged", None, full=True))
+            print("full walk done", file=sys.stderr)
             rows.append(await walk("repair_all(), converged", 0.02))
             print("converged walk done", file=sys.stderr)
 
@@ -392,8 +380,6 @@ async def run(servers: Sequence[RedisServer], cfg: Config) -> Results:
         updated=len(changed),
         heal_seconds=heal_seconds,
         differing=diff,
-        missing_full=not full_ok,
-        report_fields=report_fields,
     )
 
 
@@ -463,14 +449,6 @@ def print_report(res: Results, cfg: Config) -> None:
     for row in res.rows:
         if row.note:
             print(f"{row.name}: {row.note}")
-    if res.missing_full:
-        print(
-            "repair_all has no full= keyword yet: its default walk reads every key, so the "
-            "converged walk above is the full reading walk."
-        )
-    missing = [f for f in ("segments", "read") if f not in res.report_fields]
-    if missing:
-        print(f"RepairReport has no {', '.join(missing)} yet: shown as '-'.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

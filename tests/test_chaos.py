@@ -75,7 +75,7 @@ import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, ProxyMode, open_fault_proxy
 from tests.harness.helpers import wait_until
 from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
-from trio_redisha.crdt import context_for
+from trio_redisha.crdt import context_for, repair_all
 from trio_redisha.crdt._digest import TREE_PREFIX
 from trio_redisha.crdt._storage import DIGEST_FIELD, state_digest
 from trio_redisha.testing import (
@@ -249,6 +249,7 @@ class Stats:
     reads: int = 0
     read_errors: int = 0
     passes: int = 0
+    walks: int = 0
     keys_behind: int = 0  #: keys a pass found behind on some server
     rereads: int = 0  #: keys a pass had to read again before every server caught up
     longest_pass: float = 0.0
@@ -493,13 +494,15 @@ class Chaos:
         )
 
     async def refill_pass(self) -> None:
-        """Bring every server up to what every key held when the pass began, by reading.
+        """Bring every server up to what every key held when the pass began.
 
-        Reads go through a writer pool (read repair in its background); the raw
-        hashes are polled until each server dominates the merge of all three taken
-        before the read. This restores the invariant that lets the next fault
-        empty any one server: every acknowledged write is on all three servers, or
-        was acknowledged since and is on at least two.
+        Every other pass reads: reads go through a writer pool (read repair in
+        its background); the raw hashes are polled until each server dominates
+        the merge of all three taken before the read. The others run the
+        digest-tree walk (``repair_all``) under the live writers, then check the
+        same on the raw hashes. This restores the invariant that lets the next
+        fault empty any one server: every acknowledged write is on all three
+        servers, or was acknowledged since and is on at least two.
         """
         pool = self.pools[self.stats.passes % len(self.pools)]
         started = trio.current_time()
@@ -508,10 +511,36 @@ class Chaos:
                 await stack.enter_async_context(await open_raw_connection(server.host, server.port))
                 for server in self.servers
             ]
-            for key in ALL_KEYS:
-                await self.refill(pool, conns, key)
+            if self.stats.passes % 2:
+                await self.walk_pass(pool, conns)
+            else:
+                for key in ALL_KEYS:
+                    await self.refill(pool, conns, key)
         self.stats.passes += 1
         self.stats.longest_pass = max(self.stats.longest_pass, trio.current_time() - started)
+
+    async def walk_pass(self, pool: Pool, conns: list[RawConnection]) -> None:
+        """Refill by the digest-tree walk: after a complete walk, every server
+        dominates what the three held before it (writes during it only add)."""
+        targets = {}
+        for key in ALL_KEYS:
+            targets[key] = join(kind_of(key), await raw_hashes(conns, key))
+        deadline = trio.current_time() + REFILL_DEADLINE
+        while True:
+            report = await repair_all(pool, rate=0)
+            self.stats.walks += 1
+            behind = []
+            for key in ALL_KEYS:
+                kind = kind_of(key)
+                if not all(dominates(kind, r, targets[key]) for r in await raw_hashes(conns, key)):
+                    behind.append(key)
+            if report.ok and not behind:
+                return
+            if trio.current_time() > deadline:
+                pytest.fail(
+                    f"the tree walk did not bring every server up to date within "
+                    f"{REFILL_DEADLINE} s: {report.summary()} {report.messages}; behind: {behind}"
+                )
 
     async def refill(self, pool: Pool, conns: list[RawConnection], key: str) -> None:
         kind = kind_of(key)
@@ -752,7 +781,8 @@ async def test_crdts_converge_under_chaos(redis_servers: list[RedisServer]) -> N
         f"(QuorumErrors: {s.outcomes[Outcome.UNKNOWN] + s.outcomes[Outcome.NOT_APPLIED]})\n"
         f"  acked during faults: {dict(s.acked_during)}\n"
         f"  faults: {dict(s.faults)}\n"
-        f"  reads: {s.reads} ok, {s.read_errors} QuorumErrors; passes: {s.passes}, "
+        f"  reads: {s.reads} ok, {s.read_errors} QuorumErrors; passes: {s.passes} "
+        f"({s.walks} tree walks), "
         f"keys found behind: {s.keys_behind}, read again: {s.rereads}, "
         f"longest pass: {s.longest_pass:.2f} s\n"
         f"  last fault ({chaos.final_fault}) still on when the writers stopped; keys differing "

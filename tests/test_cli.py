@@ -386,10 +386,16 @@ def test_repair_refills_a_server_restarted_empty(
     # ...and nothing that is not ours was copied.
     assert decode_reply(c.command("EXISTS", "foreign:hash", "foreign:string")) == 0
 
-    # A second pass finds nothing to do.
+    # A second pass finds nothing to do, and reads no key: the digests agree.
     code, out, _ = run(capsys, "repair", *server_args(redis_servers))
     assert code == 0
     assert f"{n + 1} keys scanned, 0 repaired, 1 skipped" in out[0]
+    assert out[0].endswith("; digest tree: 16384 segments compared, 0 differed, 0 keys read")
+    # --full reads every key instead (the walk without digests).
+    code, out, _ = run(capsys, "repair", "--full", *server_args(redis_servers))
+    assert code == 0
+    assert f"{n + 1} keys scanned, 0 repaired, 1 skipped" in out[0]
+    assert "digest tree" not in out[0]
 
 
 def data_keys(server: RedisServer) -> int:

@@ -45,7 +45,8 @@ from trio_redisha import (
     open_connection,
     parse_server,
 )
-from trio_redisha.connection import _Transport
+from trio_redisha.connection import _READER, _SOLO, _Transport
+from trio_redisha.resp import Parser
 from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
 #: Upper bound for anything that should happen "promptly"; generous for a loaded CI box.
@@ -431,6 +432,176 @@ async def test_close_while_the_reader_holds_part_of_a_reply(redis_server: RedisS
             nursery.start_soon(getter)
     assert len(outcome) == 1
     assert conn.is_closed
+
+
+# --------------------------------------------------------------------------- solo reads
+
+
+class IOWaits(trio.abc.Instrument):
+    """Counts the scheduler's trips: one wait for I/O per pass of trio's run loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+class ParserSpy:
+    """Wraps a connection's parser to see each chunk fed to it, by whichever task reads."""
+
+    def __init__(self, inner: Parser) -> None:
+        self.inner = inner
+        self.on_feed: Callable[[bytes], None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.inner.feed(data)
+        if self.on_feed is not None:
+            self.on_feed(data)
+
+    def next_reply(self) -> Any:
+        return self.inner.next_reply()
+
+
+async def test_a_sequential_command_takes_one_trip_through_the_scheduler(
+    redis_server: RedisServer,
+) -> None:
+    """A caller alone on the connection reads its own reply: no reader wake-up in between."""
+    async with open_connection(redis_server.url) as conn:
+        await conn.execute("SET", "k", "v")
+        n = 500
+        waits = IOWaits()
+        trio.lowlevel.add_instrument(waits)
+        try:
+            for _ in range(n):
+                assert await conn.execute("GET", "k") == b"v"
+        finally:
+            trio.lowlevel.remove_instrument(waits)
+        # Two per command through the reader task; a few more for its rechecks.
+        assert waits.count < 1.2 * n, waits.count
+        assert conn.pending == 0
+
+
+async def test_cancelled_in_the_middle_of_its_own_large_reply(redis_server: RedisServer) -> None:
+    """A solo caller cancelled part way through its reply: the reader drops the rest."""
+    big = random.Random(8).randbytes(6 * 1024 * 1024)
+    conn = await connect(redis_server.url)
+    spy = ParserSpy(conn._parser)
+    conn._parser = spy  # before run(): every reader feeds the spy
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        assert await conn.execute("SET", "big", big) == "OK"
+        assert await conn.execute("SET", "small", "tiny") == "OK"
+        for after_chunks in (1, 3, 10, 40):
+            scope = trio.CancelScope()
+            fed = 0
+            solo_at_cancel: list[bool] = []
+
+            def on_feed(
+                data: bytes,
+                scope: trio.CancelScope = scope,
+                n: int = after_chunks,
+                seen: list[bool] = solo_at_cancel,
+            ) -> None:
+                nonlocal fed
+                fed += 1
+                if fed == n:
+                    assert conn.pending == 1  # the reply is not complete yet
+                    seen.append(conn._owner == _SOLO)
+                    scope.cancel()
+
+            spy.on_feed = on_feed
+            with trio.fail_after(PROMPT), scope:
+                await conn.execute("GET", "big")
+                raise AssertionError("the big GET was not cancelled")
+            spy.on_feed = None
+            assert scope.cancelled_caught and solo_at_cancel == [True]
+            # The socket went back to the reader, which reads and drops the rest;
+            # the next caller gets its own reply.
+            with trio.fail_after(PROMPT):
+                assert await conn.execute("GET", "small") == b"tiny"
+            assert conn.pending == 0
+        # A second caller queued behind a solo caller that is cancelled part way.
+        first = trio.CancelScope()
+        got: list[bytes] = []
+        count = 0
+
+        def cancel_on_third(data: bytes) -> None:
+            nonlocal count
+            count += 1
+            if count == 3:
+                assert conn.pending == 2
+                first.cancel()
+                spy.on_feed = None
+
+        async def cancelled_fetch() -> None:
+            with first:
+                await conn.execute("GET", "big")
+
+        async def full_fetch() -> None:
+            got.append(await conn.execute("GET", "big"))
+
+        await redis_server.afreeze()  # both GETs are queued before any reply starts
+        try:
+            with trio.fail_after(PROMPT):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(cancelled_fetch)
+                    await wait_until(lambda: conn._owner == _SOLO)
+                    inner.start_soon(full_fetch)
+                    await wait_until(lambda: conn.pending == 2)
+                    spy.on_feed = cancel_on_third
+                    await redis_server.athaw()
+        finally:
+            if redis_server.frozen:
+                await redis_server.athaw()
+        assert count == 3 and first.cancelled_caught
+        assert got == [big]
+        assert await conn.execute("GET", "big") == big
+        assert not conn.is_closed
+        await conn.aclose()
+
+
+async def test_replies_behind_a_solo_caller_reach_their_own_callers(
+    redis_server: RedisServer,
+) -> None:
+    """Commands queued while a caller reads solo: the solo caller leaves, the reader goes on."""
+    async with open_connection(redis_server.url) as conn:
+        for i in range(20):
+            await conn.execute("SET", f"k{i}", f"v{i}")
+        await redis_server.afreeze()
+        try:
+            results: dict[int, Any] = {}
+
+            async def getter(i: int) -> None:
+                results[i] = await conn.execute("GET", f"k{i}")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(getter, 0)
+                await wait_until(lambda: conn._owner == _SOLO)
+                for i in range(1, 20):
+                    nursery.start_soon(getter, i)
+                await wait_until(lambda: conn.pending == 20)
+                await redis_server.athaw()
+        finally:
+            if redis_server.frozen:
+                await redis_server.athaw()
+        assert results == {i: f"v{i}".encode() for i in range(20)}
+        assert conn.pending == 0
+        assert not conn.is_closed
+
+
+async def test_an_idle_connection_after_a_solo_read_notices_a_close(
+    redis_server: RedisServer,
+) -> None:
+    """Nobody holds the socket after a solo read: the reader takes it back and sees EOF."""
+    async with open_connection(redis_server.url, client_name="solo") as conn:
+        for _ in range(2):  # the first may come before the reader task started
+            assert await conn.execute("PING") == "PONG"
+        assert conn._owner != _READER  # the last read was solo
+        await redis_server.acommand("CLIENT", "KILL", "SKIPME", "yes")
+        await wait_until(lambda: conn.is_closed, PROMPT)
+        with pytest.raises(ServerUnavailable):
+            await conn.execute("PING")
 
 
 # --------------------------------------------------------------------------- transports

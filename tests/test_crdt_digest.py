@@ -78,7 +78,7 @@ def tree_of(c: Client, partition: int) -> tuple[dict[bytes, bytes], bytes]:
     """One segment's index (key -> digest) as stored, and its digest, as the server computes it."""
     flat = c("HGETALL", tree_key(partition))
     fields = dict(zip(flat[0::2], flat[1::2], strict=True))
-    (total,) = c("EVAL", SEGMENTS.source, 1, tree_key(partition), 1)
+    total = c("EVAL", SEGMENTS.source, 1, tree_key(partition), 1).hex().encode()
     return {k[1:]: v for k, v in fields.items() if k[:1] == b"k"}, total
 
 

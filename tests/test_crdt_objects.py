@@ -38,6 +38,9 @@ from trio_redisha.crdt import (
     detect_type,
     repair_key,
 )
+from trio_redisha.crdt._plan import RepairPlan
+from trio_redisha.crdt._read import read_key
+from trio_redisha.crdt._storage import MAP, SET
 from trio_redisha.testing import RedisServer, decode_reply
 
 
@@ -185,6 +188,18 @@ async def test_undecodable_stored_value_raises_codec_error(
         await HashMap(pool, "m", codec=BytesCodec()).set({"a": b"\xff not json"})
         with pytest.raises(CodecError, match="'a'"):
             await HashMap(pool, "m").get()
+
+
+async def test_undecodable_stored_member_raises_codec_error(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await Set(pool, "s", codec=BytesCodec()).add(b"ok", b"\xff\xfe")
+        assert await Set(pool, "s", codec=BytesCodec()).get() == {b"ok", b"\xff\xfe"}
+        with pytest.raises(CodecError, match=r"member b'\\xff\\xfe'"):
+            await Set(pool, "s").get()  # StrCodec: strict UTF-8
+        with pytest.raises(CodecError, match="not JSON"):
+            await Set(pool, "s", codec=JSONCodec()).get()
 
 
 async def test_custom_codec(redis_servers: list[RedisServer]) -> None:
@@ -423,6 +438,35 @@ async def test_agreeing_replicas_trigger_no_repair(redis_servers: list[RedisServ
     # aclose waited for any background repair: there was none (digest reads
     # run a read-only script, so the servers' dirty counters tell writes apart).
     assert [await writes_done(srv) for srv in redis_servers] == before
+
+
+async def test_reads_of_agreeing_replicas_build_no_state(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        s, m = Set(pool, "s"), HashMap(pool, "m")
+        await s.add("a", "b", "\u2603")
+        await s.rem("b")
+        await m.set({"x": 1, "y": [2]})
+        await m.delete("x")
+        for key, kind, value in (("s", SET, {"a", "\u2603"}), ("m", MAP, {"y": [2]})):
+            snap = await read_key(pool, key, kind)
+            assert snap.stored is not None  # every server holds the same hash
+            assert snap.plan(0) == RepairPlan()  # and nothing to purge yet
+            assert snap.merged == kind.parse(await raw_hash(redis_servers[0], key))
+            assert snap.states == tuple((i, snap.merged) for i in range(3))
+            assert await (s if kind is SET else m).get() == value
+            assert snap.plan(time.time_ns() // 1000 + 1).purge == (0, 1, 2)  # the tombstone
+        # One server lost the key: the states are built and merged, and repaired.
+        await redis_servers[1].acommand("DEL", "s")
+        snap = await read_key(pool, "s", SET)
+        assert snap.stored is None and snap.plan(0).behind == (1,)
+        assert await s.get() == {"a", "\u2603"}
+
+        async def repaired() -> bool:
+            return (await read_key(pool, "s", SET)).stored is not None
+
+        await eventually(repaired, "read repair to refill the server")
 
 
 async def test_repair_is_rate_limited(redis_servers: list[RedisServer]) -> None:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_redisha.crdt import _state
 from trio_redisha.crdt._plan import plan_repair
+from trio_redisha.crdt._read import _fields_of, _parse
 from trio_redisha.crdt._state import (
     CounterState,
     Entry,
@@ -22,6 +24,7 @@ from trio_redisha.crdt._state import (
     MapState,
     Mergeable,
     SetState,
+    StoredRegisters,
     cleared_by,
     merge_all,
     merge_entries,
@@ -42,6 +45,7 @@ from trio_redisha.crdt._storage import (
     hash_fields,
     state_digest,
 )
+from trio_redisha.exceptions import ProtocolError
 
 S = TypeVar("S", bound=Mergeable)
 
@@ -240,6 +244,95 @@ def test_parse_ignores_unknown_and_malformed_fields() -> None:
     assert MAP.parse({b"f:a": b"1:x:+1", b"f:b": b"junk", b"m:c": b"1:x:+"}) == MapState(
         {b"a": Entry(1, b"x", False, b"1")}
     )
+
+
+# Stored values as a server may hold them: well-formed registers (often shared by
+# several fields, as one write stores them), clear stamps, and malformed ones.
+stored_values = st.one_of(
+    entries.map(Entry.encode),
+    set_entries.map(Entry.encode),
+    st.sampled_from([b"", b"junk", b"01:a:+", b"1::+", b"1:a:", b"1:a:*", b"map:1", b"0" * 16]),
+)
+stored_names = st.one_of(
+    st.sampled_from([MARKER_FIELD, DIGEST_FIELD, CLEAR_FIELD, b"f:", b"m:", b"q:x", b"", b"m"]),
+    st.builds(lambda p, n: p + n, st.sampled_from([b"f:", b"m:"]), names),
+)
+
+
+@given(st.dictionaries(stored_names, stored_values, max_size=12), st.sampled_from([MAP, SET]))
+def test_fast_parse_builds_the_same_state(stored: dict[bytes, bytes], kind: CRDTType[Any]) -> None:
+    """The read path's parse (C-level passes, shared values decoded once) is ``kind.parse``."""
+    fast = _parse(kind, _fields_of([x for pair in stored.items() for x in pair]))
+    slow = kind.parse(stored)
+    assert type(fast) is type(slow) and fast == slow
+    assert fast.timestamps() == {e.ts for e in slow.entries.values()} | (
+        set() if slow.cleared is None else {slow.cleared.ts}
+    )
+    live = {k for k, e in slow.entries.items() if not e.deleted}
+    assert (fast.members() if kind is SET else set(fast.live())) == live
+
+
+@given(
+    st.dictionaries(stored_names, stored_values, max_size=12),
+    st.sampled_from([MAP, SET]),
+    st.integers(min_value=0, max_value=5),
+)
+def test_stored_registers_answer_as_the_state_does(
+    stored: dict[bytes, bytes], kind: CRDTType[Any], before: int
+) -> None:
+    """Reading a hash every server agrees on, without its state: the same answers."""
+    prefix = b"m:" if kind is SET else b"f:"
+    # Mostly hashes the fast path takes: the marker, the digest, registers only.
+    regular = {k: v for k, v in stored.items() if k.startswith(prefix) and Entry.decode(v)}
+    for fields in (stored, {MARKER_FIELD: kind.marker, DIGEST_FIELD: b"0" * 16, **regular}):
+        view = StoredRegisters.of(fields, prefix, (MARKER_FIELD, DIGEST_FIELD))
+        state = kind.parse(fields)
+        if view is None:
+            assert fields is stored or not regular or any(b"\x00" in k for k in regular)
+            continue
+        assert view.state(type(state)) == state
+        assert view.timestamps() == state.timestamps()
+        assert view.has_expired(before) == bool(kind.expired(state, before))
+        live = {k for k, e in state.entries.items() if not e.deleted}
+        assert set(view.live_names()) == live
+        payloads = {k: e.payload for k, e in state.entries.items() if not e.deleted}
+        assert sorted(view.live_payloads()) == sorted(payloads.items())
+        try:
+            texts = {m.decode() for m in live}
+        except UnicodeDecodeError:
+            with pytest.raises(UnicodeDecodeError):
+                view.live_texts()
+        else:
+            assert view.live_texts() == texts
+
+
+def test_stored_registers_refuse_what_only_the_state_can_tell() -> None:
+    ok = {MARKER_FIELD: b"set:1", b"m:a": b"1:x:+", b"m:b": b"2:x:-"}
+    assert StoredRegisters.of(ok, b"m:", (MARKER_FIELD,)) is not None
+    for extra in (
+        {CLEAR_FIELD: b"1:x:-"},
+        {b"m:c": b"junk"},
+        {b"q:c": b"1:x:+"},
+        {b"m:\x00": b"1:x:+"},
+    ):
+        assert StoredRegisters.of({**ok, **extra}, b"m:", (MARKER_FIELD,)) is None
+    assert StoredRegisters.of({MARKER_FIELD: b"set:1"}, b"m:", (MARKER_FIELD,)) is None
+
+
+def test_decoded_registers_cache_stays_bounded() -> None:
+    for i in range(_state._CACHED_MAX + 10):
+        stored = {b"m:a": b"%d:x:+" % i, b"m:b": b"%d:x:-" % i, b"m:c": b"%d:x:+" % i + b"v" * 64}
+        assert SET.parse(stored) == _parse(SET, stored) == _parse(SET, dict(stored))
+        assert len(_state._DECODED) <= _state._CACHED_MAX
+
+
+def test_fields_of_refuses_what_hash_fields_refuses() -> None:
+    for bad in ([b"a"], [b"a", 1], [b"a", [b"b"]], b"x", None, 3):
+        with pytest.raises(ProtocolError):
+            _fields_of(bad)
+    assert _fields_of([]) == {}
+    assert _fields_of({b"a": b"1"}) == {b"a": b"1"}
+    assert _fields_of([b"a", b"1", b"a", b"2"]) == hash_fields([b"a", b"1", b"a", b"2"])
 
 
 # --- the Python twins of the scripts agree with merge ------------------------------

@@ -35,10 +35,12 @@ from trio_redisha import (
     ReplyError,
     Script,
     ServerState,
+    ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
     open_pool,
 )
+from trio_redisha.connection import _SOLO
 from trio_redisha.testing import RedisServer, decode_reply, free_port
 
 #: How often state is polled.
@@ -140,6 +142,133 @@ async def test_decode_responses(redis_servers: list[RedisServer]) -> None:
     async with ready_pool(*urls(redis_servers), decode_responses=True) as pool:
         await pool.set("k", "vé")
         assert await pool.get("k") == ["vé", "vé", "vé"]
+
+
+# --------------------------------------------------------------------------- one server: solo reads
+
+
+class IOWaits(trio.abc.Instrument):
+    """Counts the scheduler's trips: one wait for I/O per pass of trio's run loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+async def test_one_server_command_takes_one_trip_through_the_scheduler(
+    redis_server: RedisServer,
+) -> None:
+    """The caller reads its own reply (connection.py's solo read): no reader task between."""
+    async with ready_pool(redis_server.url) as pool:
+        await pool.set("k", "v")
+        n = 500
+        waits = IOWaits()
+        trio.lowlevel.add_instrument(waits)
+        try:
+            for _ in range(n):
+                assert await pool.get("k") == [b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(waits)
+        assert waits.count < 1.2 * n, waits.count  # two per command through the reader
+
+
+async def test_one_server_deadline_interrupts_a_solo_read(redis_server: RedisServer) -> None:
+    """A solo read ends at the call's deadline; the late reply is dropped, not misrouted."""
+    async with ready_pool(redis_server.url, timeout=0.2, trip_after=3) as pool:
+        await pool.set("a", "A")
+        await pool.set("b", "B")
+        conn = pool._servers[0].conn
+        assert conn is not None
+        await redis_server.afreeze()
+        try:
+            outcome: list[tuple[Replies, float]] = []
+
+            async def call() -> None:
+                outcome.append(await timed(pool.get("a")))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await wait_until(holds(lambda: conn._owner == _SOLO), what="a solo read")
+            ((replies, took),) = outcome
+            assert isinstance(replies[0], ServerTimeout)
+            assert 0.2 <= took <= 0.2 + SLACK
+            assert conn.pending == 1  # the reply is still owed...
+        finally:
+            await redis_server.athaw()
+        # ...and the reader, which has the socket back, drops it when it comes.
+        await wait_until(holds(lambda: conn.pending == 0), what="the late reply read")
+        assert await pool.get("b") == [b"B"]
+        assert pool._servers[0].conn is conn and not conn.is_closed
+
+
+async def test_fan_out_over_idle_connections_takes_one_trip_per_arrival(
+    redis_servers: list[RedisServer],
+) -> None:
+    """The caller reads all three replies itself (connection.SoloGroup): no reader tasks."""
+    async with ready_pool(*urls(redis_servers)) as pool:
+        await pool.set("k", "v")
+        n = 500
+        waits = IOWaits()
+        trio.lowlevel.add_instrument(waits)
+        try:
+            for _ in range(n):
+                assert await pool.get("k") == [b"v", b"v", b"v"]
+        finally:
+            trio.lowlevel.remove_instrument(waits)
+        # Through the readers: about three (one per batch of readers woken, one
+        # for the caller); read by the caller, one per batch of replies arriving.
+        assert waits.count < 1.8 * n, waits.count
+        assert all(st.latency_p50 is not None for st in pool.status())
+
+
+async def test_fan_out_deadline_interrupts_the_callers_own_reads(
+    redis_servers: list[RedisServer],
+) -> None:
+    """One of three servers frozen: the others' replies count, the late one is dropped."""
+    async with ready_pool(*urls(redis_servers), timeout=0.2, trip_after=3) as pool:
+        await pool.set("a", "A")
+        await pool.set("b", "B")
+        frozen = redis_servers[2]
+        conn = pool._servers[2].conn
+        assert conn is not None
+        await frozen.afreeze()
+        try:
+            replies, took = await timed(pool.get("a"))
+            assert replies[:2] == [b"A", b"A"]
+            assert isinstance(replies[2], ServerTimeout)
+            assert 0.2 <= took <= 0.2 + SLACK
+            assert conn.pending == 1
+        finally:
+            await frozen.athaw()
+        await wait_until(holds(lambda: conn.pending == 0), what="the late reply read")
+        assert await pool.get("b") == [b"B", b"B", b"B"]
+        assert pool._servers[2].conn is conn and not conn.is_closed
+
+
+async def test_fan_out_read_by_the_caller_survives_a_server_dying(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A connection breaking while the caller reads the fan-out: the others still count."""
+    async with ready_pool(*urls(redis_servers), timeout=2.0) as pool:
+        await pool.set("a", "A")
+        victim = redis_servers[1]
+        await victim.afreeze()
+        outcome: list[Replies] = []
+
+        async def call() -> None:
+            outcome.append(await pool.get("a"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            conn = pool._servers[1].conn
+            assert conn is not None
+            await wait_until(holds(lambda: conn.pending == 1), what="the GET sent")
+            await victim.akill()
+        (replies,) = outcome
+        assert replies[0] == replies[2] == b"A"
+        assert isinstance(replies[1], ServerUnavailable)
 
 
 # --------------------------------------------------------------------------- errors

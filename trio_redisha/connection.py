@@ -14,6 +14,17 @@ non-blocking ``send`` (no task switch); under load, commands queued while a
 send is in progress are joined into one ``send`` by the writer task
 (auto-pipelining).
 
+A caller alone on an idle plain-socket connection also reads its own reply
+(a *solo read*): it waits on the socket itself, so a sequential command costs
+one trip through trio's scheduler instead of two (the reader waking, then
+waking the caller). The socket's read side has one owner at a time
+(``_owner``): the reader task, a solo caller, or nobody (idle after a solo
+read, until the reader takes it back within :data:`SOLO_RECHECK`). A solo
+caller fills slots in FIFO order exactly as the reader does; when it stops
+(its reply came, it was cancelled, it timed out) with replies still owed, it
+hands the socket back to the reader at once, which reads and drops the
+cancelled caller's reply as it always did.
+
 A connection whose server stops answering (the oldest outstanding reply is
 older than ``stall_timeout``) is closed; when a connection breaks every waiter
 gets an error at once.
@@ -24,6 +35,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
+import select
 import socket
 import ssl
 import sys
@@ -57,10 +70,12 @@ __all__ = [
     "Connection",
     "Slot",
     "SlotState",
+    "SoloGroup",
     "Waiter",
     "connect",
     "connect_stream",
     "open_connection",
+    "solo_group",
 ]
 
 logger = logging.getLogger("trio_redisha.connection")
@@ -71,6 +86,15 @@ DEFAULT_MAX_PENDING: Final = 16384
 #: A server that has not answered the oldest outstanding request for this long is
 #: considered gone and its connection is closed (and rebuilt by the pool).
 DEFAULT_STALL_TIMEOUT: Final = 5.0
+#: While callers read their own replies, the reader task checks this often
+#: whether the connection went idle, and then watches the socket again: an idle
+#: connection notices a server's close (or a push) at most this late.
+SOLO_RECHECK: Final = 0.01
+
+# Who reads the socket (``Connection._owner``).
+_READER: Final = 0  #: the reader task (it is waiting on the socket or about to)
+_SOLO: Final = 1  #: a caller alone on the connection, reading its own reply
+_NOBODY: Final = 2  #: nobody: idle since a solo read; the reader takes it back soon
 
 
 class SlotState(enum.IntEnum):
@@ -161,7 +185,7 @@ class Waiter:
         need: Successful replies that end the wait early.
     """
 
-    __slots__ = ("_task", "filled", "need", "ok", "outstanding")
+    __slots__ = ("_task", "filled", "need", "ok", "outstanding", "solo")
 
     def __init__(self, need: int) -> None:
         self.outstanding = 0
@@ -169,6 +193,10 @@ class Waiter:
         self.ok = 0
         self.filled = False
         self._task: trio.lowlevel.Task | None = None
+        #: What the task reads its replies through itself, if anything (a
+        #: :class:`Connection` in :meth:`~Connection.read_solo`, or a
+        #: :class:`SoloGroup`): :meth:`expire` interrupts it.
+        self.solo: Connection | SoloGroup | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -193,7 +221,11 @@ class Waiter:
     def expire(self) -> None:
         """The deadline passed: wake the task with whatever has arrived."""
         if not self.filled:
-            self._wake()
+            if self.solo is not None:
+                self.filled = True
+                self.solo.interrupt_solo()
+            else:
+                self._wake()
 
     def _wake(self) -> None:
         self.filled = True
@@ -372,6 +404,16 @@ class Connection:
         self._cancel_scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self.on_push: Callable[[Push], None] | None = None
+        # The solo read (see the module notes). _sock is set by the reader task
+        # when it starts on a plain socket; None means no solo reads.
+        self._sock: socket.socket | None = None
+        self._solo_fd = -1  # a duplicate of the socket's fd: only solo callers wait on it
+        self._owner = _READER
+        self._evict: trio.CancelScope | None = None  # the reader's scope while it owns the socket
+        self._recheck: trio.CancelScope | None = None  # the reader's wait while it does not
+        self._recheck_timed = False  # whether that wait ends by itself
+        self._solo_group: SoloGroup | None = None  # the group a solo caller reads it in
+        self._solo_after = 0.0  # no solo reads before then (see can_solo)
 
     # -- state
 
@@ -399,7 +441,13 @@ class Connection:
     # -- submitting
 
     def submit(
-        self, data: bytes, waiter: Waiter | None, index: int = 0, now: float | None = None
+        self,
+        data: bytes,
+        waiter: Waiter | None,
+        index: int = 0,
+        now: float | None = None,
+        *,
+        solo: bool = False,
     ) -> Slot:
         """Queue an encoded command without blocking and return its slot.
 
@@ -408,7 +456,12 @@ class Connection:
         the connection is broken or full, the slot comes back already failed
         (and ``waiter`` does not count it); otherwise ``waiter`` expects it.
         ``now`` saves a clock read when the caller already has the time.
+        ``solo=True``: the caller will try :meth:`take_solo` next, and call
+        :meth:`ensure_reader` if it does not read solo after all; otherwise the
+        reader task is made sure to read the reply.
         """
+        if not solo and self._owner is _NOBODY:
+            self.ensure_reader()
         if now is None:
             now = trio.current_time()
         pending = self._pending
@@ -464,13 +517,21 @@ class Connection:
         while len(self._pending) >= self._max_pending and self._error is None:
             await self._space.park()
         waiter = Waiter(1)
-        slot = self.submit(data, waiter)
+        slot = self.submit(data, waiter, solo=True)
         if slot.state is WAITING:
-            if timeout is None:
-                await waiter.wait()
+            if self.take_solo(slot):
+                if timeout is None:
+                    await self.read_solo(slot)
+                else:
+                    with trio.move_on_after(timeout):
+                        await self.read_solo(slot)
             else:
-                with trio.move_on_after(timeout):
+                self.ensure_reader()
+                if timeout is None:
                     await waiter.wait()
+                else:
+                    with trio.move_on_after(timeout):
+                        await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
         if slot.state is DONE:
@@ -482,6 +543,130 @@ class Connection:
             raise slot.value
         slot.detach()
         raise ServerTimeout(f"{self.label} did not reply within {timeout} s")
+
+    # -- solo reads
+
+    def can_solo(self, slot: Slot) -> bool:
+        """Whether the caller of ``slot`` may read its own reply (:meth:`take_solo`).
+
+        True when ``slot`` is the only one outstanding, its bytes are all sent,
+        and no caller found others queued behind it in the last
+        :data:`SOLO_RECHECK` seconds: under concurrent load the reader task
+        serves everyone, and handing the socket to and fro would cost more
+        than it saves.
+        """
+        return not (
+            self._solo_fd < 0
+            or self._owner is _SOLO
+            or self._error is not None
+            or self._unsent
+            or self._writing
+            or len(self._pending) != 1
+            or self._pending[0] is not slot
+            or slot.sent_at < self._solo_after
+        )
+
+    def ensure_reader(self) -> None:
+        """Make sure the reader task reads the socket (after a solo read left it idle)."""
+        if self._owner is _NOBODY:
+            self._owner = _READER
+            wait = self._recheck
+            if wait is not None:
+                wait.cancel()
+
+    def take_solo(self, slot: Slot) -> bool:
+        """Let the caller of ``slot`` read its own reply, if it is alone on the connection.
+
+        True when :meth:`can_solo`; the socket's read side is then taken from
+        the reader (or nobody held it), and the caller must await
+        :meth:`read_solo` at once.
+        """
+        if not self.can_solo(slot):
+            return False
+        if self._owner is _READER:
+            scope = self._evict
+            if scope is not None:
+                # Aborts the reader's wait on the socket synchronously; it checks
+                # the owner before every recv, so it never reads behind our back.
+                scope.cancel()
+        self._owner = _SOLO
+        return True
+
+    async def read_solo(self, slot: Slot) -> None:
+        """Read from the socket until ``slot`` is settled (after :meth:`take_solo`).
+
+        Returns early when :meth:`interrupt_solo` is called (the slot is then
+        still waiting). Cancellation (or a timeout around it) stops only the
+        waiting, as with a :class:`Waiter`. Either way the slot stays in the
+        FIFO and the reader task, to which the socket goes back, reads and
+        drops its reply.
+        """
+        try:
+            while slot.state is WAITING:
+                fd = self._solo_fd
+                if fd < 0:  # closed: _break has failed the slot
+                    return
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    return  # interrupt_solo(), or _break (which failed the slot)
+                self._solo_recv()
+        finally:
+            self.release_solo(slot)
+
+    def _solo_recv(self) -> None:
+        """One non-blocking ``recv`` for a solo caller, and the slots it fills."""
+        sock = self._sock
+        if sock is None or self._error is not None:
+            return
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._break(_broken_error(self.label, exc))
+            return
+        if not data:
+            self._break(_broken_error(self.label, "closed by the server"))
+            return
+        try:
+            self._received(data)
+        except Exception as exc:  # a broken reply stream: as when the reader meets it
+            self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
+
+    def release_solo(self, slot: Slot) -> None:
+        """The solo caller of ``slot`` leaves; the reader gets the socket back (at once if owed)."""
+        if self._owner is _SOLO:
+            self._solo_group = None
+            wait = self._recheck
+            pending = self._pending
+            if pending and self._error is None:
+                self._owner = _READER  # replies still owed: the reader reads them
+                if wait is not None:
+                    wait.cancel()
+                if len(pending) > 1 or pending[0] is not slot:
+                    # Others queued behind us: the reader serves everyone for a while.
+                    self._solo_after = trio.current_time() + SOLO_RECHECK
+            else:
+                self._owner = _NOBODY
+                if wait is not None and not self._recheck_timed:
+                    wait.cancel()  # the reader waits untimed for us to leave
+
+    def interrupt_solo(self) -> None:
+        """Make the caller in :meth:`read_solo` return now (the pool's deadline passed).
+
+        The solo caller waits on a duplicate of the socket's descriptor that
+        nothing else waits on, so :func:`trio.lowlevel.notify_closing` on it
+        wakes exactly that caller, without a cancel scope per call (which
+        would cost more than the trip through the scheduler a solo read saves).
+        A caller reading several connections at once (:class:`SoloGroup`) is
+        woken to look at them again.
+        """
+        if self._owner is _SOLO:
+            if self._solo_group is not None:
+                self._solo_group.wake()
+            elif self._solo_fd >= 0:
+                trio.lowlevel.notify_closing(self._solo_fd)
 
     # -- running
 
@@ -515,6 +700,7 @@ class Connection:
                 raise err from None
         finally:
             self._break(PoolClosed(f"connection to {self.label} closed"))
+            self._close_solo_fd()  # after _break: a solo caller wakes to a settled slot
             self._transport.close_now()
             self._done.set()
         if self._error is not None and not isinstance(self._error, PoolClosed):
@@ -536,6 +722,7 @@ class Connection:
             pending.popleft().fail(exc)
         self._wbuf.clear()
         self._space.unpark_all()
+        self.interrupt_solo()
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -549,33 +736,90 @@ class Connection:
         self.close_now()
         await trio.lowlevel.checkpoint()
 
-    async def _reader(self) -> None:
-        transport = self._transport
+    def _received(self, data: bytes) -> None:
+        """Parse ``data`` and fill the slots at the head of the FIFO, in order."""
         parser = self._parser
         pending = self._pending
-        space = self._space
+        parser.feed(data)
+        now = trio.current_time()
+        while True:
+            reply = parser.next_reply()  # ProtocolError propagates and breaks us
+            if reply is NEED_DATA:
+                break
+            if type(reply) is Push:
+                if self.on_push is not None:
+                    self.on_push(reply)
+                continue
+            if not pending:
+                raise ProtocolError(f"{self.label} sent a reply nobody asked for")
+            pending.popleft().fill(reply, now)
+        if self._space and len(pending) < self._max_pending:
+            self._space.unpark_all()
+
+    async def _reader(self) -> None:
+        transport = self._transport
+        if type(transport) is _SocketTransport and not transport._closed:
+            self._sock = transport._sock
+            try:
+                self._solo_fd = os.dup(self._sock.fileno())  # solo reads allowed from now on
+            except OSError:  # out of descriptors: every read goes through this task
+                self._solo_fd = -1
+        timed = True
+        while True:
+            owner = self._owner
+            if owner is _READER:
+                with trio.CancelScope() as scope:
+                    self._evict = scope
+                    await self._read_while_owner()
+                self._evict = None
+                timed = True
+            elif owner is _NOBODY:
+                self._owner = _READER  # idle since a solo read: watch the socket again
+            else:
+                # A caller reads solo. Look again after SOLO_RECHECK (callers
+                # reading one after the other do not wake us per command); if one
+                # is still reading then, wait untimed until it leaves (nothing
+                # ticks while a solo caller waits on a silent server). read_solo
+                # wakes us at once when it leaves replies owed.
+                with trio.CancelScope() as wait:
+                    if timed:
+                        wait.deadline = trio.current_time() + SOLO_RECHECK
+                    self._recheck = wait
+                    self._recheck_timed = timed
+                    await trio.sleep_forever()
+                self._recheck = None
+                timed = not timed
+
+    def _close_solo_fd(self) -> None:
+        fd = self._solo_fd
+        if fd >= 0:
+            self._solo_fd = -1
+            trio.lowlevel.notify_closing(fd)  # a solo caller still waiting wakes up
+            os.close(fd)
+
+    async def _read_while_owner(self) -> None:
+        """The reader's loop; returns when a solo caller took the socket."""
+        transport = self._transport
+        sock = self._sock
         while True:
             try:
-                data = await transport.receive_some()
+                if sock is None:
+                    data = await transport.receive_some()
+                else:
+                    if sock.fileno() < 0:  # trio cannot wait on a closed socket
+                        raise trio.ClosedResourceError("the connection was closed")
+                    await trio.lowlevel.wait_readable(sock)
+                    if self._owner is not _READER:
+                        return  # a solo caller took the socket while we were woken
+                    try:
+                        data = sock.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        continue
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _broken_error(self.label, exc) from None
             if not data:
                 raise _broken_error(self.label, "closed by the server")
-            parser.feed(data)
-            now = trio.current_time()
-            while True:
-                reply = parser.next_reply()  # ProtocolError propagates and breaks us
-                if reply is NEED_DATA:
-                    break
-                if type(reply) is Push:
-                    if self.on_push is not None:
-                        self.on_push(reply)
-                    continue
-                if not pending:
-                    raise ProtocolError(f"{self.label} sent a reply nobody asked for")
-                pending.popleft().fill(reply, now)
-            if space and len(pending) < self._max_pending:
-                space.unpark_all()
+            self._received(data)
 
     async def _writer(self) -> None:
         transport = self._transport
@@ -609,6 +853,101 @@ class Connection:
                 raise ServerTimeout(
                     f"{self.label} has not answered for {age:.1f} s; closing the connection"
                 )
+
+
+class SoloGroup:
+    """Reads one fan-out's replies from several idle connections in the calling task.
+
+    The solo read of :class:`Connection`, for a caller alone on several
+    connections at once: their solo descriptors join one ``epoll`` set and the
+    caller waits on that set, once per batch of arrivals, instead of each
+    connection's reader task waking up and then waking the caller. Each reply
+    is taken when the set reports it, so its latency is measured as the
+    readers would. One caller at a time (:attr:`busy`); Linux only
+    (:func:`solo_group` returns None elsewhere).
+    """
+
+    __slots__ = ("_closed", "_epoll", "_expired", "busy")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self.busy = False
+        self._expired = False
+        self._closed = False
+
+    def interrupt_solo(self) -> None:
+        """The caller's deadline passed: :meth:`read` returns now."""
+        if self.busy:
+            self._expired = True
+            self.wake()
+
+    def wake(self) -> None:
+        """Make :meth:`read` look at its connections again (one of them broke)."""
+        if self.busy and not self._closed:
+            trio.lowlevel.notify_closing(self._epoll.fileno())
+
+    def close(self) -> None:
+        """Release the ``epoll`` set (a caller still in :meth:`read` returns)."""
+        if not self._closed:
+            self.wake()
+            self._closed = True
+            self._epoll.close()
+
+    async def read(self, pairs: Sequence[tuple[Connection, Slot]]) -> bool:
+        """Read until every slot is settled, the deadline passes or the group closes.
+
+        Each connection must have been taken with :meth:`Connection.take_solo`
+        for its slot; each is released when this returns, as by
+        :meth:`Connection.read_solo`, which this matches on cancellation too.
+
+        Returns:
+            False if the set could not be built: nothing was read, and the
+            connections went back to their readers.
+        """
+        epoll = self._epoll
+        # Each connection stays in the set until the end: once its slot is
+        # settled, more data on it is another caller's reply, which filling in
+        # FIFO order (as its reader would) is right too.
+        watched: dict[int, Connection] = {}
+        self.busy = True
+        self._expired = False
+        try:
+            try:
+                for conn, _ in pairs:
+                    fd = conn._solo_fd
+                    epoll.register(fd, select.EPOLLIN)
+                    watched[fd] = conn
+                    conn._solo_group = self
+            except (OSError, ValueError):
+                return False
+            while True:
+                for _, slot in pairs:
+                    if slot.state is WAITING:
+                        break
+                else:
+                    return True
+                try:
+                    await trio.lowlevel.wait_readable(epoll)
+                except trio.ClosedResourceError:
+                    if self._expired or self._closed:
+                        return True
+                    continue  # a connection broke: its slot has failed
+                for fd, _ in epoll.poll(0):
+                    ready = watched.get(fd)
+                    if ready is not None:
+                        ready._solo_recv()
+        finally:
+            for fd in watched:
+                with contextlib.suppress(OSError, ValueError):
+                    epoll.unregister(fd)
+            for conn, slot in pairs:
+                conn.release_solo(slot)
+            self.busy = False
+
+
+def solo_group() -> SoloGroup | None:
+    """A :class:`SoloGroup`, or None where there is no ``epoll`` (not Linux)."""
+    return SoloGroup() if hasattr(select, "epoll") else None
 
 
 def _first_redisha_error(exc: BaseException) -> ServerUnavailable | None:

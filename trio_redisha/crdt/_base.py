@@ -214,6 +214,16 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``read_quorum`` servers answered (never
                 an empty value in place of an unknown one).
         """
+        merged: S = (await self._read_snapshot()).merged
+        return merged
+
+    async def _read_snapshot(self) -> Snapshot[S]:
+        """:meth:`_read`, returning the read's snapshot (its merge built on demand).
+
+        Raises:
+            ForeignValueError: A server holds something else under the key.
+            QuorumError: Fewer than ``read_quorum`` servers answered.
+        """
         snap = await read_key(
             self._pool, self._key, self._kind, timeout=self._timeout, read_quorum=self._read_quorum
         )
@@ -230,8 +240,7 @@ class CRDTBase(Generic[S]):
                     stats.read_repairs += 1
         else:
             self._placed_repair(snap)
-        merged: S = snap.merged
-        return merged
+        return snap
 
     def _placed_repair(self, snap: Snapshot[S]) -> None:
         """Read repair with placement: the owners only, then hand-back of other copies.

@@ -34,9 +34,12 @@ restarted empty or from an old snapshot) is caught up with in two ways:
   so they settle at no more than half the live ones, whatever the churn:
   nothing grows without bound. (Keys without an expiry only go by hand, and
   the sweep below finds those.)
-* by the walker: :data:`~trio_redisha.crdt._scripts.SWEEP`
-  (:func:`sweep_segment`) re-checks every entry of a segment before it is
-  compared, so a walk compares digests of what the servers hold now.
+* by the walker (:mod:`trio_redisha.crdt._treewalk`): the segment digests it
+  compares (:data:`~trio_redisha.crdt._scripts.SEGMENTS`) are computed after
+  dropping the entries of keys that no longer exist, and
+  :data:`~trio_redisha.crdt._scripts.SWEEP` (:func:`sweep_segment`) re-checks
+  every entry of a segment that differs, so a walk compares digests of what
+  the servers hold now.
 
 A walker compares segment digests of the servers that should agree, a group of
 segments at a time (:func:`differing_segments`), descends only into the
@@ -81,6 +84,7 @@ __all__ = [
     "segment_keys",
     "sweep_segment",
     "tree_key",
+    "unpack_digests",
 ]
 
 #: Prefix of the digest tree's keys (a walker skips them).
@@ -221,14 +225,21 @@ async def read_full_and_digests(
     return box["full"], box["digests"]
 
 
-def digest_of_reply(reply: Any) -> bytes | None:
-    """The digest a full ``HGETALL`` reply carries: :data:`ABSENT` for no key,
-    ``None`` if unknown (an error, not a hash, or a hash without a digest)."""
+def _fields(reply: Any) -> dict[bytes, bytes] | None:
+    """An ``HGETALL`` reply's fields; ``None`` for an error or what is not a hash."""
     if isinstance(reply, BaseException):
         return None
     try:
-        fields = hash_fields(reply)
+        return hash_fields(reply)
     except ProtocolError:
+        return None
+
+
+def digest_of_reply(reply: Any) -> bytes | None:
+    """The digest a full ``HGETALL`` reply carries: :data:`ABSENT` for no key,
+    ``None`` if unknown (an error, not a hash, or a hash without a digest)."""
+    fields = _fields(reply)
+    if fields is None:
         return None
     if not fields:
         return ABSENT
@@ -266,14 +277,23 @@ async def segment_digests(
     sizes = [len(g) for g in groups]
     if not keys:
         return {i: [ZERO_DIGEST] * len(sizes) for i in asked}
-    replies = await pool.execute_script(SEGMENTS, keys, sizes, timeout=timeout, servers=asked)
+    replies = await pool.execute_script(
+        SEGMENTS, keys, sizes, timeout=timeout, servers=asked, decode=False
+    )
     out: dict[int, list[bytes]] = {}
     for i, r in zip(asked, replies, strict=True):
-        if isinstance(r, list) and len(r) == len(sizes):
-            got = [_text_bytes(x) for x in r]
-            if all(x is not None for x in got):
-                out[i] = [x for x in got if x is not None]
+        got = unpack_digests(r, len(sizes))
+        if got is not None:
+            out[i] = got
     return out
+
+
+def unpack_digests(reply: Any, n: int) -> list[bytes] | None:
+    """The ``n`` digests (16 hex digits each) packed by ``SEGMENTS``, or ``None``."""
+    packed = _text_bytes(reply)
+    if packed is None or len(packed) != 8 * n:
+        return None
+    return [packed[j : j + 8].hex().encode() for j in range(0, len(packed), 8)]
 
 
 async def differing_segments(
@@ -333,11 +353,8 @@ async def segment_keys(
     """
     (i,) = _check_servers(pool, [server])
     (reply,) = await pool.execute_on([i], "HGETALL", tree_key(partition), timeout=timeout)
-    if isinstance(reply, BaseException):
-        return None
-    try:
-        fields = hash_fields(reply)
-    except ProtocolError:
+    fields = _fields(reply)
+    if fields is None:
         return None
     return {k[1:]: v for k, v in fields.items() if k[:1] == b"k"}
 

@@ -31,11 +31,25 @@ from ..resp import encode_command
 from ..scripts import Script
 from ._context import context_for
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
-from ._state import LWWState, Mergeable, merge_all, observe_all
+from ._state import (
+    Entry,
+    LWWState,
+    MapState,
+    Mergeable,
+    SetState,
+    StoredRegisters,
+    is_clear_stamp,
+    merge_all,
+    observe_all,
+    parse_registers,
+)
 from ._storage import (
+    CLEAR_FIELD,
     DIGEST_FIELD,
+    MAP,
     MARKER_FIELD,
     REGISTRY,
+    SET,
     CRDTType,
     check_marker,
     hash_fields,
@@ -59,25 +73,45 @@ class Snapshot(Generic[S]):
     Attributes:
         key: The key.
         kind: Its CRDT type.
-        merged: The merge of every state read.
-        states: ``(server index, state)`` of each server that answered.
+        answered: Indices of the servers that answered, in order.
         holders: Indices of the servers whose answer held the key.
         asked: Indices of the servers read, in order.
         replies: Their replies, in the order of ``asked``.
+        stored: When every server that answered holds the very same map or set
+            hash, its registers, read without building the state (see
+            :class:`~._state.StoredRegisters`); else ``None``.
     """
 
     key: str | bytes
     kind: CRDTType[S]
-    merged: S
-    states: tuple[tuple[int, S], ...]
+    _merged: list[S]  # [] until built from `stored`, then [the merge]
+    _states: list[tuple[tuple[int, S], ...]]
+    answered: tuple[int, ...]
     holders: tuple[int, ...]
     asked: tuple[int, ...]
     replies: Replies
+    stored: StoredRegisters | None = None
+
+    @property
+    def merged(self) -> S:
+        """The merge of every state read."""
+        if not self._merged:
+            state: S = self.stored.state(_LWW_CLASSES[self.kind.marker])  # type: ignore[union-attr]
+            self._merged.append(state)
+            self._states.append(tuple((i, state) for i in self.answered))
+        return self._merged[0]
+
+    @property
+    def states(self) -> tuple[tuple[int, S], ...]:
+        """``(server index, state)`` of each server that answered."""
+        if not self._states:
+            self.merged  # noqa: B018 - builds both
+        return self._states[0]
 
     @property
     def complete(self) -> bool:
         """Whether every server asked answered."""
-        return len(self.states) == len(self.asked)
+        return len(self.answered) == len(self.asked)
 
     def plan(self, purge_before: int, targets: Sequence[int] | None = None) -> RepairPlan:
         """What to write where so that the servers that answered reach the merge.
@@ -87,6 +121,11 @@ class Snapshot(Generic[S]):
                 if every server asked answered.
             targets: The servers that may be written (``None``: all that answered).
         """
+        stored = self.stored
+        if stored is not None and (not self.complete or not stored.has_expired(purge_before)):
+            # Every replica holds the merge itself, and no tombstone may be
+            # purged: what plan_repair finds then, without building the state.
+            return RepairPlan()
         return plan_repair(
             self.kind,
             self.states,
@@ -106,6 +145,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -118,6 +158,7 @@ async def read_key(
     servers: Sequence[int] | None = ...,
     timeout: float | None = ...,
     read_quorum: int = ...,
+    full_from: Sequence[int] = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -129,6 +170,7 @@ async def read_key(
     servers: Sequence[int] | None = None,
     timeout: float | None = None,
     read_quorum: int = 1,
+    full_from: Sequence[int] = (),
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -142,6 +184,9 @@ async def read_key(
             owners, fallbacks, hinted servers, old owners).
         timeout: Deadline in seconds (``None``: the pool's).
         read_quorum: Servers that must answer.
+        full_from: Servers known to hold the different states (a tree walk
+            knows it): they are read in full in the first round instead of
+            only the fastest server; the others send digests as usual.
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -166,8 +211,8 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got = await _digest_read(pool, key, targets, timeout)
-        return _finish(pool, key, kind, targets, got, read_quorum)
+        got, known = await _digest_read(pool, key, targets, timeout, full_from)
+        return _finish(pool, key, kind, targets, got, read_quorum, known)
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
@@ -194,8 +239,12 @@ def _finish(
     asked: tuple[int, ...],
     got: dict[int, Any],
     read_quorum: int,
+    known: Sequence[tuple[Any, dict[bytes, bytes]]] = (),
 ) -> Snapshot[Any] | None:
-    """Parse, check and merge the full replies ``got`` of the servers ``asked``."""
+    """Parse, check and merge the full replies ``got`` of the servers ``asked``.
+
+    ``known``: replies already turned into fields, each with its fields.
+    """
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
     # Replicas in agreement (the common case) send equal replies: each distinct
@@ -208,10 +257,18 @@ def _finish(
             raise foreign_error(key, r)
         if isinstance(r, BaseException):
             continue
-        entry = next((d for d in distinct if d[0] == r), None)
+        # Digest reads hand the one full copy to every server that agrees: the
+        # same object, matched without comparing it element by element.
+        entry = next((d for d in distinct if d[0] is r), None) or next(
+            (d for d in distinct if d[0] == r), None
+        )
         if entry is None:
             try:
-                entry = [r, hash_fields(r), None]
+                entry = [
+                    r,
+                    next((f for k, f in known if k is r), None) or _fields_of(r),
+                    None,
+                ]
             except ProtocolError as exc:
                 # Valid RESP of the wrong shape: this server failed this read,
                 # as if it had not answered. It is not a replica we know the
@@ -237,15 +294,23 @@ def _finish(
         kind = _kind_of(key, [d[1] for d in distinct if d[1]])
     for d in distinct:
         check_marker(d[1], kind, key)
+    done = tuple(i for i, _ in answered)
+    if len(distinct) == 1 and distinct[0][1] and kind.marker in _LWW_CLASSES:
+        stored = StoredRegisters.of(distinct[0][1], _PREFIXES[kind.marker], _NOT_REGISTERS)
+        if stored is not None:
+            observe = context_for(pool).clock.observe
+            for ts in stored.timestamps():
+                observe(ts)
+            return Snapshot(key, kind, [], [], done, holders, asked, replies, stored)
     for d in distinct:
         d[2] = next((e[2] for e in distinct if e[2] is not None and e[1] == d[1]), None)
         if d[2] is None:
-            d[2] = kind.parse(d[1])
+            d[2] = _parse(kind, d[1])
     states = [(i, entry[2]) for i, entry in answered]
     merged = merge_all((s for _, s in states), kind.empty)
     if isinstance(merged, LWWState):
         observe_all(context_for(pool).clock, merged)
-    return Snapshot(key, kind, merged, tuple(states), holders, asked, replies)
+    return Snapshot(key, kind, [merged], [tuple(states)], done, holders, asked, replies)
 
 
 #: The digest of a key on one server: ``{digest or '', marker}``, ``0`` for no
@@ -264,15 +329,22 @@ return 0
 
 
 async def _digest_read(
-    pool: Pool, key: str | bytes, targets: tuple[int, ...], timeout: float | None
-) -> dict[int, Any]:
+    pool: Pool,
+    key: str | bytes,
+    targets: tuple[int, ...],
+    timeout: float | None,
+    full_from: Sequence[int] = (),
+) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
+    ``full_from``: the servers read in full in the first round instead (one
+    of each different state, as a tree walk found), those that are usable.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
-    digest equals the full copy's get that copy's reply. The first round waits
+    digest equals a full copy's get that copy's reply. The first round waits
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
+    Also returns each full copy that was a hash, with its fields.
     """
     servers = pool._servers
     usable = [i for i in targets if servers[i].usable() is not None]
@@ -280,12 +352,14 @@ async def _digest_read(
         more = await pool._fanout(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
-        return dict(zip(targets, more, strict=True))
-    full = min(usable, key=lambda i: servers[i].latency)
+        return dict(zip(targets, more, strict=True)), []
+    fulls = {i for i in full_from if i in usable}
+    if not fulls:
+        fulls.add(min(usable, key=lambda i: servers[i].latency))
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
-    commands = [("HGETALL", key) if i == full else digest_cmd for i in targets]
+    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in targets]
     first = await pool._execute_each(
         targets,
         commands,
@@ -295,21 +369,23 @@ async def _digest_read(
         op="HGETALL",
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
-    reply = got[full]
-    mine: bytes | None = None  # the full copy's digest; b"" for no key
-    known = False
-    if not isinstance(reply, BaseException):
-        try:
-            fields = hash_fields(reply)
-        except ProtocolError:
-            pass
-        else:
-            known = True
-            mine = fields.get(DIGEST_FIELD) if fields else b""
+    copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
+    parsed: list[tuple[Any, dict[bytes, bytes]]] = []
+    for i in fulls:
+        reply = got[i]
+        if not isinstance(reply, BaseException):
+            try:
+                fields = _fields_of(reply)
+            except ProtocolError:
+                continue
+            parsed.append((reply, fields))
+            mine = fields.get(DIGEST_FIELD) if fields else None
+            if mine:
+                copies.setdefault(mine, reply)
     again: list[int] = []
     noscript = False
     for i in targets:
-        if i == full:
+        if i in fulls:
             continue
         r = got[i]
         if is_foreign_reply(r):
@@ -321,15 +397,8 @@ async def _digest_read(
             continue  # did not answer: as in a full read, it costs only its entry
         elif r == 0:
             got[i] = []  # no key: an empty hash, exactly
-        elif (
-            known
-            and mine
-            and isinstance(r, list)
-            and len(r) == 2
-            and isinstance(r[0], bytes)
-            and r[0] == mine
-        ):
-            got[i] = reply  # equal digests: the same stored state
+        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
+            got[i] = copies[r[0]]  # equal digests: the same stored state
         else:
             again.append(i)
     if noscript:
@@ -344,7 +413,42 @@ async def _digest_read(
         else:
             for i in again:
                 got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
-    return got
+    return got, parsed
+
+
+_BYTES_ONLY = frozenset((bytes,))
+
+
+def _fields_of(reply: Any) -> dict[bytes, bytes]:
+    """:func:`~._storage.hash_fields`, with its common case checked at C speed.
+
+    Raises:
+        ProtocolError: The reply is not a list of pairs or a map of bytes.
+    """
+    if type(reply) is list and not len(reply) & 1 and _BYTES_ONLY.issuperset(map(type, reply)):
+        it = iter(reply)
+        return dict(zip(it, it, strict=True))
+    return hash_fields(reply)
+
+
+_LWW_CLASSES: dict[bytes, type[Any]] = {MAP.marker: MapState, SET.marker: SetState}
+_PREFIXES = {MAP.marker: b"f:", SET.marker: b"m:"}
+_NOT_REGISTERS = (MARKER_FIELD, DIGEST_FIELD)
+
+
+def _parse(kind: CRDTType[Any], fields: dict[bytes, bytes]) -> Any:
+    """``kind.parse(fields)``: the same state, built faster for maps and sets."""
+    if kind is SET:
+        return SetState(parse_registers(fields, b"m:"), _clear_stamp(fields.get(CLEAR_FIELD)))
+    if kind is MAP:
+        return MapState(parse_registers(fields, b"f:"), _clear_stamp(fields.get(CLEAR_FIELD)))
+    return kind.parse(fields)
+
+
+def _clear_stamp(raw: bytes | None) -> Entry | None:
+    """The clear stamp stored as ``raw``, or ``None`` if absent or malformed."""
+    e = None if raw is None else Entry.decode(raw)
+    return e if is_clear_stamp(e) else None
 
 
 async def _load_digest_script(pool: Pool) -> None:

@@ -19,7 +19,18 @@ from __future__ import annotations
 
 from ..scripts import Script
 
-__all__ = ["COUNTER_MERGE", "FOREIGN_CODE", "LWW_MERGE", "PURGE", "REHASH", "SEGMENTS", "SWEEP"]
+__all__ = [
+    "COUNTER_MERGE",
+    "ENTRIES",
+    "FOREIGN_CODE",
+    "LWW_MERGE",
+    "NAMES",
+    "PURGE",
+    "REHASH",
+    "SEGMENTS",
+    "SWEEP",
+    "UNDIGESTED",
+]
 
 #: First word of the error reply a script sends when the key is not ours.
 FOREIGN_CODE = "REDISHA_FOREIGN"
@@ -495,22 +506,122 @@ return segment(tree)
 #: Segment digests of one server, XOR-combined in groups.
 #:
 #: ``KEYS``: digest trees. ``ARGV``: the size of each group, in order, summing
-#: to the number of keys. Answers one digest per group (the XOR of its
-#: segments' digests; all zeros for an empty group).
+#: to the number of keys. Answers one string: each group's digest (the XOR of
+#: its segments' digests; all zeros for an empty group) as 8 bytes, big-endian,
+#: in order. Binary and in one reply: 8 bytes a digest on the wire, not 23.
+#: First, entries of keys that no longer exist (expired, deleted: what no
+#: script saw) leave the index, so the digests compare what the servers hold.
 SEGMENTS = Script(
     _DIGEST
     + r"""
+local band, rshift, char = bit.band, bit.rshift, string.char
+
+local function prune(t)
+  local fields = redis.call('HKEYS', t)
+  for j = 1, #fields do
+    local f = fields[j]
+    if sub(f, 1, 1) == 'k' and redis.call('EXISTS', sub(f, 2)) == 0 then
+      redis.call('HDEL', t, f)
+    end
+  end
+end
+
 local out = {}
 local i = 1
 for g = 1, #ARGV do
   local a, b = 0, 0
   for _ = 1, tonumber(ARGV[g]) do
+    prune(KEYS[i])
     local d = segment(KEYS[i])
     a, b = bxor(a, hi(d)), bxor(b, lo(d))
     i = i + 1
   end
-  out[g] = hex(a, b)
+  out[g] = char(band(rshift(a, 24), 255), band(rshift(a, 16), 255), band(rshift(a, 8), 255),
+    band(a, 255), band(rshift(b, 24), 255), band(rshift(b, 16), 255), band(rshift(b, 8), 255),
+    band(b, 255))
+end
+return table.concat(out)
+"""
+)
+
+# An index entry's fingerprint, for comparing two segments entry by entry:
+# the first 8 bytes of SHA-1 of key, a colon and digest (collisions between
+# entries that differ: 2**-64 each).
+_ENTRY = r"""
+local function entry(k, d)
+  local h = string.sub(redis.sha1hex(k .. ':' .. d), 1, 16)
+  return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
+end
+"""
+
+#: The fingerprints of one segment's index entries, for a walk to compare.
+#:
+#: ``KEYS[1]``: the segment's digest tree. Answers one string of 8 bytes per
+#: entry (see :data:`NAMES`), so that two servers' entries compare without
+#: sending the keys' names, which are asked for only where they differ.
+ENTRIES = Script(
+    _ENTRY
+    + r"""
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for j = 1, #all, 2 do
+  local f = all[j]
+  if string.sub(f, 1, 1) == 'k' then out[#out + 1] = entry(string.sub(f, 2), all[j + 1]) end
+end
+return table.concat(out)
+"""
+)
+
+#: The keys of one segment's index entries that have the given fingerprints.
+#:
+#: ``KEYS[1]``: the segment's digest tree. ``ARGV[1]``: fingerprints (see
+#: :data:`ENTRIES`), 8 bytes each. Answers each such key followed by its
+#: fingerprint, flat, in no order.
+NAMES = Script(
+    _ENTRY
+    + r"""
+local want, s = {}, ARGV[1]
+for j = 1, #s, 8 do want[string.sub(s, j, j + 7)] = true end
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for j = 1, #all, 2 do
+  local f = all[j]
+  if string.sub(f, 1, 1) == 'k' then
+    local k = string.sub(f, 2)
+    local e = entry(k, all[j + 1])
+    if want[e] then
+      out[#out + 1] = k
+      out[#out + 1] = e
+    end
+  end
 end
 return out
+"""
+)
+
+#: One page of a server-side ``SCAN`` for keys the digest tree does not know.
+#:
+#: No ``KEYS`` (it reads what ``SCAN`` finds, on one server, outside any
+#: cluster). ``ARGV``: the cursor and the ``COUNT`` hint. Answers the next
+#: cursor, how many hashes of ours the page held, the keys among them without
+#: a digest (written before digests existed), and the hashes that are not
+#: ours (no marker): so a walk over a fleet that has neither costs only the
+#: cursors and counts on the wire.
+UNDIGESTED = Script(
+    r"""
+local page = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2], 'TYPE', 'hash')
+local old, foreign, n = {}, {}, 0
+for _, k in ipairs(page[2]) do
+  if string.sub(k, 1, 13) ~= '__redisha__:t' then
+    local got = redis.call('HMGET', k, '__redisha__', '__redisha_digest__')
+    if got[1] then
+      n = n + 1
+      if not got[2] then old[#old + 1] = k end
+    else
+      foreign[#foreign + 1] = k
+    end
+  end
+end
+return {page[1], n, old, foreign}
 """
 )

@@ -41,8 +41,10 @@ were encoded.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter, getitem, not_
 from typing import Protocol, TypeVar
 
 __all__ = [
@@ -54,11 +56,13 @@ __all__ = [
     "MapState",
     "Mergeable",
     "SetState",
+    "StoredRegisters",
     "cleared_by",
     "is_clear_stamp",
     "merge_all",
     "merge_entries",
     "observe_all",
+    "parse_registers",
     "parse_total",
 ]
 
@@ -78,6 +82,8 @@ _ENTRY_RE = re.compile(rb"\A(" + _DECIMAL + rb"):([^:]+):([+-])(.*)\Z", re.DOTAL
 
 _new = object.__new__
 _set = object.__setattr__
+_ts_of = attrgetter("ts")
+_deleted_of = attrgetter("deleted")
 
 
 def parse_total(raw: bytes) -> int | None:
@@ -140,6 +146,174 @@ class Entry:
             raise ValueError(f"timestamp out of range: {self.ts!r}")
         if not self.actor or b":" in self.actor:
             raise ValueError(f"invalid actor id: {self.actor!r}")
+
+
+# Registers decoded lately, by stored value: a key read again (a session, on each
+# request) decodes nothing. Registers are immutable, so sharing them is safe. Bounded
+# in count and in the size of each value (about a megabyte in all); emptied when full.
+_DECODED: dict[bytes, Entry] = {}
+_CACHED_MAX = 4096
+_CACHED_MAX_BYTES = 64
+
+
+def _decode_distinct(raws: Iterable[bytes]) -> tuple[dict[bytes, Entry | None], bool]:
+    """Each distinct stored value to its register (``None``: malformed); any malformed?"""
+    registers: dict[bytes, Entry | None] = {}
+    malformed = False
+    cache = _DECODED
+    for raw in set(raws):
+        e = cache.get(raw)
+        if e is None:
+            e = Entry.decode(raw)
+            if e is None:
+                malformed = True
+            elif len(raw) <= _CACHED_MAX_BYTES:
+                if len(cache) >= _CACHED_MAX:
+                    cache.clear()
+                cache[raw] = e
+        registers[raw] = e
+    return registers, malformed
+
+
+def _cut(names: Iterable[bytes], prefix: bytes) -> Iterator[bytes]:
+    """Each name without its first ``len(prefix)`` bytes."""
+    # getitem(name, slice) at C speed; typeshed types it as a sequence of ints.
+    return map(getitem, names, repeat(slice(len(prefix), None)))  # type: ignore[arg-type]
+
+
+def parse_registers(fields: Mapping[bytes, bytes], prefix: bytes) -> dict[bytes, Entry]:
+    """The registers stored in ``fields`` under names beginning with ``prefix``.
+
+    Returns the name without the prefix to its register, for every such field
+    whose value is a well-formed register (:meth:`Entry.decode`); the other
+    fields are ignored. This is what the stored types' parsers do field by
+    field, done in a few C-level passes over the fields, and decoding each
+    distinct stored value once: the members a write added together share one
+    register value (a 1,000-member set read back costs a few decodes, not a
+    thousand), and a value decoded lately is not decoded again.
+    """
+    names = list(fields)
+    raws = list(fields.values())
+    wanted = list(map(bytes.startswith, names, repeat(prefix)))
+    if not all(wanted):
+        names = list(compress(names, wanted))
+        raws = list(compress(raws, wanted))
+    registers, malformed = _decode_distinct(raws)
+    out = dict(zip(_cut(names, prefix), map(registers.__getitem__, raws), strict=True))
+    if malformed:
+        return {k: e for k, e in out.items() if e is not None}
+    return out  # type: ignore[return-value]  # no register is None
+
+
+class StoredRegisters:
+    """The registers of one stored map or set hash, read without building its state.
+
+    For the common read, where every server that answered holds this very hash:
+    the answer is then this hash's own live fields, no merge is needed, and
+    nothing needs writing unless a tombstone is past its grace. Built only when
+    every field but the ``ignored`` ones (the marker, the digest) is ``prefix``
+    and a name holding a well-formed register, no name holds a NUL byte, and
+    there is no clear stamp (:meth:`of` returns ``None`` otherwise, and the
+    caller builds the state): then each answer below is what the state that
+    the type's parser builds would give, computed in a few C-level passes.
+
+    Attributes:
+        names: The fields' names, with the prefix.
+        raws: Their stored values, in the same order.
+        registers: Each distinct stored value to its register.
+        prefix: The names' prefix (``f:`` or ``m:``).
+    """
+
+    __slots__ = ("_joined", "names", "prefix", "raws", "registers")
+
+    def __init__(
+        self,
+        names: list[bytes],
+        raws: list[bytes],
+        registers: dict[bytes, Entry],
+        prefix: bytes,
+        joined: bytes,
+    ) -> None:
+        self.names = names
+        self.raws = raws
+        self.registers = registers
+        self.prefix = prefix
+        self._joined = joined  # the names joined by NUL bytes
+
+    @classmethod
+    def of(
+        cls, fields: Mapping[bytes, bytes], prefix: bytes, ignored: Iterable[bytes]
+    ) -> StoredRegisters | None:
+        """The registers of ``fields``, or ``None`` where only the state can tell."""
+        rest = fields
+        present = [k for k in ignored if k in fields]
+        if present:
+            rest = dict(fields)
+            for k in present:
+                del rest[k]
+        names = list(rest)
+        n = len(names)
+        joined = b"\x00".join(names)
+        # No name holds a NUL, so NUL + prefix is found exactly where a name begins.
+        if (
+            not n
+            or not joined.startswith(prefix)
+            or joined.count(b"\x00") != n - 1
+            or joined.count(b"\x00" + prefix) != n - 1
+        ):
+            return None
+        raws = list(rest.values())
+        registers, malformed = _decode_distinct(raws)
+        if malformed:
+            return None
+        return cls(names, raws, registers, prefix, joined)  # type: ignore[arg-type]
+
+    def state(self, cls: type[_L]) -> _L:
+        """The state the type's parser builds from these fields."""
+        values = map(self.registers.__getitem__, self.raws)
+        return cls(dict(zip(_cut(self.names, self.prefix), values, strict=True)))
+
+    def timestamps(self) -> set[int]:
+        """What :meth:`LWWState.timestamps` gives for :meth:`state`."""
+        return {e.ts for e in self.registers.values()}
+
+    def has_expired(self, before: int) -> bool:
+        """Whether a tombstone is older than ``before`` (:meth:`state` holds one)."""
+        return any(e.deleted and e.ts < before for e in self.registers.values())
+
+    def _live(self) -> tuple[list[bytes], list[bytes]]:
+        """The live fields' names (with the prefix) and stored values."""
+        dead = {raw for raw, e in self.registers.items() if e.deleted}
+        if not dead:
+            return self.names, self.raws
+        alive = list(map(not_, map(dead.__contains__, self.raws)))
+        return list(compress(self.names, alive)), list(compress(self.raws, alive))
+
+    def live_names(self) -> Iterator[bytes]:
+        """The live names without the prefix: :meth:`SetState.iter_members` of :meth:`state`."""
+        return _cut(self._live()[0], self.prefix)
+
+    def live_texts(self) -> set[str]:
+        """:meth:`live_names`, each decoded as strict UTF-8, at C speed.
+
+        Raises:
+            UnicodeDecodeError: A name is not UTF-8.
+        """
+        names, _ = self._live()
+        if not names:
+            return set()
+        joined = self._joined if names is self.names else b"\x00".join(names)
+        # Every name begins with the (ASCII) prefix and holds no NUL: decoding the
+        # whole and splitting at NUL + prefix decodes each name alone.
+        sep = "\x00" + self.prefix.decode()
+        return set(joined.decode()[len(self.prefix) :].split(sep))
+
+    def live_payloads(self) -> list[tuple[bytes, bytes]]:
+        """Name without the prefix to payload, for the live fields: :meth:`MapState.live`."""
+        names, raws = self._live()
+        registers = self.registers
+        payloads = [registers[r].payload for r in raws]
+        return list(zip(_cut(names, self.prefix), payloads, strict=True))
 
 
 def merge_entries(a: Entry, b: Entry) -> Entry:
@@ -253,7 +427,7 @@ class LWWState:
 
     def timestamps(self) -> set[int]:
         """Every timestamp held, the clear stamp's included, for the clock to observe."""
-        out = {e.ts for e in self.entries.values()}
+        out = set(map(_ts_of, self.entries.values()))
         if self.cleared is not None:
             out.add(self.cleared.ts)
         return out
@@ -268,7 +442,9 @@ class MapState(LWWState):
 
     def live(self) -> dict[bytes, bytes]:
         """The fields that exist, name to encoded payload."""
-        return {k: e.payload for k, e in self.entries.items() if not e.deleted}
+        entries = self.entries
+        live = compress(entries.items(), map(not_, map(_deleted_of, entries.values())))
+        return {k: e.payload for k, e in live}
 
     __hash__ = LWWState.__hash__
 
@@ -279,7 +455,12 @@ class SetState(LWWState):
 
     def members(self) -> set[bytes]:
         """The members present (last operation an add)."""
-        return {k for k, e in self.entries.items() if not e.deleted}
+        return set(self.iter_members())
+
+    def iter_members(self) -> Iterator[bytes]:
+        """The members present, one by one (each once)."""
+        entries = self.entries
+        return compress(entries, map(not_, map(_deleted_of, entries.values())))
 
     __hash__ = LWWState.__hash__
 

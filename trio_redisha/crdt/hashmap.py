@@ -97,9 +97,11 @@ class HashMap(CodecCRDT[MapState]):
             ForeignValueError: The key holds something this library did not write.
             CodecError: A stored value cannot be decoded by the codec.
         """
-        state = await self._read()
+        snap = await self._read_snapshot()
+        stored = snap.stored  # every server holds the same hash: no state built
+        live = stored.live_payloads() if stored is not None else snap.merged.live().items()
         out: dict[str, Any] = {}
-        for name, payload in sorted(state.live().items()):
+        for name, payload in sorted(live):
             text = name.decode("utf-8", "surrogateescape")
             try:
                 out[text] = self._codec.decode(payload)

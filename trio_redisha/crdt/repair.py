@@ -25,10 +25,11 @@ import trio
 
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
-from ._digest import TREE_PREFIX
+from ._digest import TREE_PREFIX, rehash_key
 from ._plan import Settled, carry_out, now_us, settle
 from ._read import read_key
 from ._storage import check_key
+from ._treewalk import TreeWalk, walk_tree
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -125,8 +126,13 @@ async def _repair_one(
     sources: Sequence[int] | None,
     targets: Sequence[int] | None,
     hold: bool = False,
+    full_from: Sequence[int] = (),
+    on_read: Callable[[tuple[int, ...]], None] | None = None,
 ) -> Settled:
-    """:func:`repair_key`, saying also which non-owner copies were removed or left."""
+    """:func:`repair_key`, saying also which non-owner copies were removed or left.
+
+    ``on_read`` is given the servers that held the key when it was read.
+    """
     placed = targets is None and pool.placement is not None
     if placed:
         targets = pool._owner_indices(key)
@@ -134,9 +140,11 @@ async def _repair_one(
     if targets is not None:
         base = range(len(pool)) if sources is None else sources
         servers = [*base, *(t for t in targets if t not in base)]
-    snap = await read_key(pool, key, None, servers=servers, timeout=timeout)
+    snap = await read_key(pool, key, None, servers=servers, timeout=timeout, full_from=full_from)
     if snap is None:
         return Settled()
+    if on_read is not None:
+        on_read(snap.holders)
     purge_before = now_us() - int(tombstone_grace * 1_000_000)
     if placed:
         assert targets is not None
@@ -153,7 +161,17 @@ class RepairReport:
 
     Attributes:
         servers: How many servers the pass read from.
-        scanned: Distinct hash keys found by SCAN on any server (or given).
+        scanned: Distinct hash keys found by SCAN on any server (or given);
+            in a tree walk, the keys of ours on the server holding the most,
+            plus the keys read that it did not hold, plus the hashes that are
+            not ours (the same count, unless keys changed during the walk).
+        segments: Tree walk: digest-tree segments compared across the servers.
+        differing: Tree walk: segments whose digests differed, even after a
+            sweep, so that their index entries were read.
+        rehashed: Tree walk: keys without a digest (written before digests
+            existed) that were given one.
+        read: Keys read in full from the servers (the reading walk reads
+            every key; a tree walk only those whose digests differ).
         processed: Keys whose repair has finished, whatever its outcome.
         repaired: Keys that were behind on some server and were written back.
         skipped: Hashes that are not trio-redisha CRDTs (left untouched).
@@ -171,6 +189,10 @@ class RepairReport:
 
     servers: int = 0
     scanned: int = 0
+    segments: int = 0
+    differing: int = 0
+    rehashed: int = 0
+    read: int = 0
     processed: int = 0
     repaired: int = 0
     skipped: int = 0
@@ -194,6 +216,13 @@ class RepairReport:
             f"{self.skipped} skipped (not CRDTs), {self.errors} errors "
             f"on {self.servers} servers in {self.elapsed:.1f} s"
         )
+        if self.segments:
+            text += (
+                f"; digest tree: {self.segments} segments compared, {self.differing} differed,"
+                f" {self.read} keys read"
+            )
+            if self.rehashed:
+                text += f", {self.rehashed} old keys given a digest"
         if self.moved or self.removed or self.left:
             text += (
                 f"; {self.removed} copies removed from non-owners ({self.moved} keys),"
@@ -301,14 +330,26 @@ async def repair_all(
     timeout: float | None = None,
     on_progress: Callable[[RepairReport], None] | None = None,
     removal_delay: float | None = None,
+    full: bool = False,
 ) -> RepairReport:
     """Anti-entropy: merge every CRDT key of the servers and write it back.
 
-    Every source server is walked with ``SCAN ... MATCH match TYPE hash``;
-    each distinct key is handed to :func:`repair_key`, which merges the key's
-    state from the sources and writes the result where it is behind. A server
-    restarted empty gets every key back. Hashes that are not trio-redisha
-    CRDTs are counted as skipped and left untouched.
+    By default (no ``keys``, ``match``, ``sources`` or ``targets``) this is a
+    *digest-tree walk* (:mod:`trio_redisha.crdt._treewalk`): the servers
+    compare the digests of groups of keys, then of single segments, and only
+    the keys whose digests differ are read and handed to :func:`repair_key`.
+    A converged fleet costs a few kilobytes per server on the wire, whatever
+    its size; keys written before digests existed are found by a server-side
+    scan and given a digest first. (:attr:`RepairReport.segments`,
+    :attr:`RepairReport.read`.)
+
+    With ``full=True``, or any of those narrowing arguments, it is the
+    *reading walk*: every source server is walked with ``SCAN ... MATCH match
+    TYPE hash`` and each distinct key is handed to :func:`repair_key`, which
+    merges the key's state from the sources and writes the result where it
+    is behind. Either way a server restarted empty gets every key back, and
+    hashes that are not trio-redisha CRDTs are counted as skipped and left
+    untouched (the tree walk only sees them if they were indexed).
 
     With placement (a pool opened with ``replicas=N``, perhaps ``previous=``)
     and no ``targets``, every server of the pool is scanned (new and
@@ -346,6 +387,8 @@ async def repair_all(
         removal_delay: With placement, seconds between writing the owners
             and removing the other copies (``None``: the pool's ``timeout``);
             at least the read deadline of the clients.
+        full: Read every key on every server (the reading walk) instead of
+            comparing digests first.
 
     Returns:
         The counts; see :class:`RepairReport`.
@@ -369,6 +412,8 @@ async def repair_all(
         raise ConfigurationError(f"removal_delay must be >= 0 seconds, got {removal_delay!r}")
     if isinstance(keys, (str, bytes)):
         raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
+    if not isinstance(full, bool):
+        raise ConfigurationError(f"full must be True or False, got {full!r}")
     count = _positive_int("count", count)
     concurrency = _positive_int("concurrency", concurrency)
     _check_servers(pool, "sources", sources)
@@ -385,23 +430,50 @@ async def repair_all(
             ) from None
     scan = tuple(range(len(pool))) if sources is None else tuple(sources)
     report = RepairReport(servers=len(scan))
+    # The digest-tree walk finds the keys to read by comparing digests; it
+    # covers every key of every server, so anything narrower reads instead.
+    tree = not full and keys is None and match == b"*" and sources is None and targets is None
+    walk = TreeWalk()
+    elsewhere = 0  # tree walk: keys read that the largest server did not hold
+
+    def count_holders(holders: tuple[int, ...]) -> None:
+        nonlocal elsewhere
+        if walk.largest not in holders:
+            elsewhere += 1
+
     start = trio.current_time()
     stats = pool.stats
     seen: set[bytes] = set()
     pacer = _Pacer(rate)
     send, receive = trio.open_memory_channel[bytes](concurrency * 4)
 
+    hints: dict[bytes, tuple[int, ...]] = {}  # tree walk: servers of each version of a key
+
+    async def hinted(key: bytes, full_from: tuple[int, ...]) -> None:
+        hints[key] = full_from
+        await found(key)
+
     async def found(key: bytes) -> None:
         if key.startswith(TREE_PREFIX):
             return  # the digest tree's own keys (see _digest)
         if key not in seen:
             seen.add(key)
-            report.scanned += 1
+            if not tree:
+                report.scanned += 1
             await send.send(key)
 
     async def producer() -> None:
         async with send:
-            if keys is None:
+            if tree:
+                await walk_tree(pool, hinted, walk, count=count, timeout=timeout)
+                report.segments = walk.segments
+                report.differing = walk.differing
+                report.rehashed = walk.rehashed
+                for i in sorted(walk.unreachable):
+                    report.unreachable.append(pool.servers[i])
+                for m in walk.messages:
+                    report.note(m)
+            elif keys is None:
                 for index in scan:
                     await _scan_server(pool, index, match, count, report, found)
             elif isinstance(keys, AsyncIterable):
@@ -424,7 +496,15 @@ async def repair_all(
                 to = targets(key) if callable(targets) else targets
                 try:
                     done = await _repair_one(
-                        pool, key, tombstone_grace, timeout, sources, to, hold=placed and not final
+                        pool,
+                        key,
+                        tombstone_grace,
+                        timeout,
+                        sources,
+                        to,
+                        hold=placed and not final,
+                        full_from=() if final else hints.pop(key, ()),
+                        on_read=count_holders if tree and not final else None,
                     )
                 except ForeignValueError:
                     if not final:
@@ -433,6 +513,10 @@ async def repair_all(
                     report.errors += 1
                     report.note(f"{_text(key)}: {type(exc).__name__}: {exc}")
                 else:
+                    if tree and not final and not done.changed and not done.pending:
+                        # The digests differed but the copies agree (an index
+                        # entry lost or stale): recompute them where they are.
+                        await rehash_key(pool, key, scan, timeout=timeout)
                     if done.changed and key not in counted:
                         counted.add(key)
                         report.repaired += 1
@@ -450,6 +534,7 @@ async def repair_all(
                                 + ", ".join(pool.servers[i] for i in done.left)
                             )
                 if not final:
+                    report.read += 1
                     report.processed += 1
                     stats.repair_keys_walked += 1
                 if on_progress is not None:
@@ -460,6 +545,10 @@ async def repair_all(
         async with receive:
             for _ in range(concurrency):
                 nursery.start_soon(worker, receive.clone(), False)
+    if tree:
+        # Distinct keys: the largest server's, plus those read that it lacked.
+        report.skipped = len(walk.foreign)
+        report.scanned = walk.indexed + elsewhere + report.skipped
     if revisit:
         await trio.sleep(removal_delay)
         send, receive = trio.open_memory_channel[bytes](concurrency * 4)

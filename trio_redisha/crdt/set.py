@@ -17,7 +17,7 @@ from ..exceptions import CodecError
 from ._base import CodecCRDT
 from ._state import Entry, SetState
 from ._storage import SET
-from .codecs import StrCodec, encode_value
+from .codecs import BytesCodec, StrCodec, encode_value
 
 if TYPE_CHECKING:
     pass
@@ -65,11 +65,25 @@ class Set(CodecCRDT[SetState]):
             ForeignValueError: The key holds something this library did not write.
             CodecError: A stored member cannot be decoded by the codec.
         """
-        state = await self._read()
-        out: builtins.set[Any] = builtins.set()
-        for raw in state.members():
+        snap = await self._read_snapshot()
+        stored = snap.stored  # every server holds the same hash: no state built
+        codec = self._codec
+        # The default codecs, at C speed: StrCodec.decode is bytes.decode, strict
+        # UTF-8; BytesCodec.decode returns the bytes. Any failure goes through
+        # the loop below, which names the member.
+        if type(codec) is StrCodec:
             try:
-                out.add(self._codec.decode(raw))
+                if stored is not None:
+                    return stored.live_texts()
+                return builtins.set(map(bytes.decode, snap.merged.iter_members()))
+            except UnicodeDecodeError:
+                pass
+        elif type(codec) is BytesCodec:
+            return builtins.set(stored.live_names() if stored else snap.merged.iter_members())
+        out: builtins.set[Any] = builtins.set()
+        for raw in stored.live_names() if stored else snap.merged.iter_members():
+            try:
+                out.add(codec.decode(raw))
             except Exception as exc:
                 raise CodecError(f"{self._key!r} member {raw!r}: {exc}") from exc
         return out

@@ -48,8 +48,12 @@ from ..connection import (
     DEFAULT_STALL_TIMEOUT,
     DONE,
     FAILED,
+    WAITING,
+    Connection,
     Slot,
+    SoloGroup,
     Waiter,
+    solo_group,
 )
 from ..exceptions import (
     ConfigurationError,
@@ -346,6 +350,9 @@ class Pool:
         self._background_idle = trio.Event()
         self._background_idle.set()
         self._stopped = trio.Event()
+        #: For fan-outs over idle connections read by the caller (_read_solo_group);
+        #: made when the pool starts, closed when it stops.
+        self._solo_group: SoloGroup | None = None
         self._deadlines = Deadlines(granularity=min(GRANULARITY, timeout / 50))
         self.stats = PoolStats()
         self._metrics: PoolMetrics | None = None
@@ -435,6 +442,8 @@ class Pool:
                 self._nursery = nursery
                 self._run_scope = nursery.cancel_scope
                 self._first_connect_until = trio.current_time() + self.timeout
+                if len(self._servers) > 1:
+                    self._solo_group = solo_group()
                 if self._closing:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._deadlines.run, name="redisha-deadlines")
@@ -464,6 +473,8 @@ class Pool:
 
     def _shutdown(self) -> None:
         self._close_connections()
+        if self._solo_group is not None:
+            self._solo_group.close()
         self._stopped.set()
 
     async def aclose(self) -> None:
@@ -779,6 +790,7 @@ class Pool:
         timeout: float | None = None,
         quorum: int | None = None,
         servers: Sequence[int] | None = None,
+        decode: bool | None = None,
     ) -> Replies:
         """Run a Lua script with EVALSHA, falling back to EVAL where it is missing.
 
@@ -794,6 +806,8 @@ class Pool:
             servers: The servers to run on, by index. ``None``: every server
                 without placement or without keys; with placement, the keys'
                 owners as for a write (a script may write), with fallbacks.
+            decode: Decode bulk strings to ``str`` (``None``: the pool's
+                ``decode_responses``; ``False`` for binary replies).
 
         Raises:
             CrossSlotError: ``servers`` is None, and with placement the keys do
@@ -813,7 +827,7 @@ class Pool:
             _count("quorum", quorum, len(targets))
         head: list[Any] = ["EVALSHA", script.sha, len(keys), *keys, *args]
         replies = await self._fanout(
-            encode_command(head), targets, timeout, None, None, None, "EVALSHA"
+            encode_command(head), targets, timeout, None, None, decode, "EVALSHA"
         )
         missing = [
             pos
@@ -824,7 +838,7 @@ class Pool:
             head[0:2] = ["EVAL", script.source]
             again = await self._fanout(
                 encode_command(head), tuple(targets[p] for p in missing), timeout, None, None,
-                None, "EVAL",
+                decode, "EVAL",
             )  # fmt: skip
             for pos, r in zip(missing, again, strict=True):
                 replies[pos] = r
@@ -894,11 +908,26 @@ class Pool:
         connecting = False
         early = now < self._first_connect_until
         datas: Iterable[bytes] = repeat(data) if isinstance(data, bytes) else data
+        # Whether the caller may read the replies itself: a solo read on one
+        # server, or a solo group when every server is awaited (connection.py).
+        # It does only if every connection is idle; the moment one is not, the
+        # connections seen so far go back to their readers.
+        solo = n == 1 or (need == n and self._solo_group is not None)
+        mine: list[tuple[Connection, Slot]] = []
         for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
-            conn = server.usable()
+            conn = server.conn if server.state is _UP else None
             if conn is not None:
-                slots.append(conn.submit(cmd, waiter, idx, now))
+                slot = conn.submit(cmd, waiter, idx, now, solo=solo)
+                slots.append(slot)
+                if solo and slot.state is WAITING:
+                    if conn.can_solo(slot):
+                        mine.append((conn, slot))
+                    else:
+                        solo = False
+                        conn.ensure_reader()
+                        for other, _ in mine:
+                            other.ensure_reader()
             elif early and server.state is ServerState.CONNECTING:
                 # Entering the pool does not wait for connections; calls in its
                 # first `timeout` seconds wait for a first attempt still under way,
@@ -907,9 +936,18 @@ class Pool:
                 connecting = True
             else:
                 slots.append(server.unavailable_error())
+        if mine and (connecting or not solo):
+            for other, _ in mine:
+                other.ensure_reader()
+            mine = []
         if connecting:
             await self._submit_when_connected(data, targets, slots, waiter, deadline)
-        if not waiter.satisfied:
+        if mine:
+            # The caller reads its replies itself: one trip through the scheduler
+            # per batch of arrivals; the timer task interrupts it at the deadline
+            # (Waiter.expire).
+            await self._read_mine(mine, waiter, deadline)
+        elif not waiter.satisfied:
             # One timer task expires waiters for the whole pool: cheaper than a
             # cancel scope per call (see _deadlines.py).
             self._deadlines.add(deadline, waiter)
@@ -946,6 +984,40 @@ class Pool:
         labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
         replies = Replies(out, labels)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
+
+    async def _read_mine(
+        self, mine: list[tuple[Connection, Slot]], waiter: Waiter, deadline: float
+    ) -> None:
+        """Read the replies of idle connections in the caller (see :meth:`_fanout`).
+
+        One connection: :meth:`Connection.read_solo`. Several: the pool's
+        :class:`~trio_redisha.connection.SoloGroup`, which waits for all of
+        them at once; if another call is using it, the readers read instead.
+        """
+        group = self._solo_group
+        if len(mine) > 1 and (group is None or group.busy):
+            for conn, _ in mine:
+                conn.ensure_reader()
+            self._deadlines.add(deadline, waiter)
+            await waiter.wait()
+            return
+        for conn, slot in mine:
+            conn.take_solo(slot)
+        self._deadlines.add(deadline, waiter)
+        try:
+            if len(mine) == 1:
+                conn, slot = mine[0]
+                waiter.solo = conn
+                await conn.read_solo(slot)
+            else:
+                assert group is not None
+                waiter.solo = group
+                if not await group.read(mine):
+                    waiter.solo = None
+                    await waiter.wait()  # the set could not be built: the readers read
+        finally:
+            waiter.solo = None
+            waiter.filled = True
 
     def _missed(
         self,

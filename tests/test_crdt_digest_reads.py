@@ -1,0 +1,156 @@
+"""Digest reads on real servers: the same values as full reads, at a fraction of the bytes.
+
+A CRDT read sends ``HGETALL`` to one server and a read-only digest script to
+the others; only servers whose digest differs are read in full. These tests
+check the values against what was written (a model), across partitions
+through the fault proxy, servers restarted empty, keys expired on some
+servers, and hung servers, and count on the servers themselves what was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+import trio_redisha
+from tests.harness.helpers import FAST, command_calls, eventually, raw, urls, wait_until
+from tests.test_crdt_faults import cluster
+from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.crdt._read import DIGEST_READ
+from trio_redisha.testing import RedisServer
+
+
+@asynccontextmanager
+async def pool_on(servers: Sequence[RedisServer], **kwargs: object) -> AsyncIterator[Pool]:
+    options = {**FAST, **kwargs}
+    async with trio_redisha.open_pool(*urls(servers), **options) as pool:
+        with trio.fail_after(5):
+            while pool.available < len(servers):  # noqa: ASYNC110 - no "connected" event
+                await trio.sleep(0.01)
+        yield pool
+
+
+async def full_reads(servers: Sequence[RedisServer]) -> list[int]:
+    return [await command_calls(s, "hgetall") for s in servers]
+
+
+async def test_agreeing_servers_send_one_full_copy(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers) as pool:
+        await HashMap(pool, "m").set({"a": 1, "b": "two"})
+        await Set(pool, "s").add("x", "y")
+        await Counter(pool, "c").incr(5)
+        # The first read meets NOSCRIPT (a fresh server) and loads the digest
+        # script in the background, reading in full meanwhile.
+        await Counter(pool, "warm-up").get()
+        sha = DIGEST_READ.sha
+        await wait_until(
+            lambda: all(
+                s.command("SCRIPT", "EXISTS", sha) == b"*1\r\n:1\r\n" for s in redis_servers
+            ),
+            what="the digest script to be loaded everywhere",
+        )
+        before = await full_reads(redis_servers)
+        digests = [await command_calls(s, "evalsha_ro", "eval_ro") for s in redis_servers]
+        assert await HashMap(pool, "m").get() == {"a": 1, "b": "two"}
+        assert await Set(pool, "s").get() == {"x", "y"}
+        assert await Counter(pool, "c").get() == 5
+        after = await full_reads(redis_servers)
+        digests_after = [await command_calls(s, "evalsha_ro", "eval_ro") for s in redis_servers]
+    # Three reads: one full copy each, from one server; digests from the other two.
+    assert sum(after) - sum(before) == 3
+    assert sum(digests_after) - sum(digests) == 6
+
+
+async def test_partition_with_writers_on_both_sides(redis_servers: list[RedisServer]) -> None:
+    async with cluster(redis_servers) as c1, cluster(redis_servers) as c2:
+        await HashMap(c1.pool, "m").set({"base": 0})
+        await c1.cut(0)
+        await c2.cut(2)
+        await Counter(c1.pool, "c").incr(1)
+        await Counter(c2.pool, "c").incr(10)
+        await HashMap(c1.pool, "m").set({"a": 1})
+        await HashMap(c2.pool, "m").set({"b": 2})
+        await Set(c1.pool, "s").add("x")
+        await Set(c2.pool, "s").add("y")
+        # Server 2 got both sides' writes, servers 1 and 3 one side each: the
+        # digests differ, and each side merges what it reaches.
+        assert await HashMap(c1.pool, "m").get() == {"base": 0, "a": 1, "b": 2}
+        assert await Counter(c2.pool, "c").get() == 11
+        await c1.heal(0)
+        await c2.heal(2)
+        # Healed: the digests differ, the differing servers are read in full and merged.
+        assert await Counter(c1.pool, "c").get() == 11
+        assert await HashMap(c1.pool, "m").get() == {"base": 0, "a": 1, "b": 2}
+        assert await Set(c1.pool, "s").get() == {"x", "y"}
+
+    async def converged() -> bool:
+        for s in redis_servers:
+            async with pool_on([s]) as alone:
+                if await HashMap(alone, "m").get() != {"base": 0, "a": 1, "b": 2}:
+                    return False
+                if await Counter(alone, "c").get() != 11 or await Set(alone, "s").get() != {
+                    "x",
+                    "y",
+                }:
+                    return False
+        return True
+
+    await eventually(converged, "read repair to bring every server up to date")
+
+
+async def test_a_server_restarted_empty(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers) as pool:
+        await HashMap(pool, "m").set({"a": 1})
+        await Counter(pool, "c").incr(3)
+    for s in redis_servers:  # whichever one the reads would pick first
+        await s.arestart_empty()
+        async with pool_on(redis_servers) as pool:
+            assert await HashMap(pool, "m").get() == {"a": 1}
+            assert await Counter(pool, "c").get() == 3
+        await wait_until(
+            lambda s=s: s.command("EXISTS", "m", "c") == b":2\r\n",
+            what="read repair to refill the emptied server",
+        )
+
+
+async def test_expired_on_some_servers_or_on_all(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers) as pool:
+        await HashMap(pool, "m", ttl=600).set({"a": 1})
+        await HashMap(pool, "gone", ttl=0.05).set({"a": 1})
+        for s in redis_servers[:2]:
+            await raw(s, "PEXPIRE", "m", 1)
+        await wait_until(
+            lambda: all(s.command("EXISTS", "m") == b":0\r\n" for s in redis_servers[:2]),
+            what="m to expire on two servers",
+        )
+        assert await HashMap(pool, "m").get() == {"a": 1}  # the third still holds it
+        await wait_until(
+            lambda: all(s.command("EXISTS", "gone") == b":0\r\n" for s in redis_servers),
+            what="gone to expire everywhere",
+        )
+        assert await HashMap(pool, "gone").get() == {}  # absent everywhere: empty, no error
+
+
+async def test_a_hung_server_costs_at_most_the_deadline(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers, timeout=1.0) as pool:
+        await HashMap(pool, "m").set({"a": 1})
+        await HashMap(pool, "m").get()  # latencies measured
+        for frozen in redis_servers:
+            frozen.freeze()
+            try:
+                start = trio.current_time()
+                assert await HashMap(pool, "m").get() == {"a": 1}
+                assert trio.current_time() - start < 1.0 + 0.5  # never past the deadline
+            finally:
+                frozen.thaw()
+        for s in redis_servers:
+            s.freeze()
+        try:
+            with pytest.raises(QuorumError):  # never an empty value in place of an unknown one
+                await HashMap(pool, "m").get()
+        finally:
+            for s in redis_servers:
+                s.thaw()
