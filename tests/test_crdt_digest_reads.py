@@ -16,10 +16,22 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.helpers import FAST, command_calls, eventually, raw, urls, wait_until
+from tests.harness.helpers import (
+    FAST,
+    command_calls,
+    eventually,
+    raw,
+    raw_hash,
+    urls,
+    wait_until,
+)
 from tests.test_crdt_faults import cluster
 from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha.crdt import context_for
+from trio_redisha.crdt._digest import tree_key
 from trio_redisha.crdt._read import DIGEST_READ
+from trio_redisha.crdt._storage import DIGEST_FIELD
+from trio_redisha.placement import key_partition
 from trio_redisha.testing import RedisServer
 
 
@@ -154,3 +166,64 @@ async def test_a_hung_server_costs_at_most_the_deadline(redis_servers: list[Redi
         finally:
             for s in redis_servers:
                 s.thaw()
+
+
+async def test_a_read_gives_old_data_its_digest(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers) as pool:
+        await HashMap(pool, "old-map").set({"a": 1})
+        await Set(pool, "old-set").add("x", "y")
+        await Counter(pool, "warm-up").get()  # loads the digest script (see above)
+        await wait_until(
+            lambda: all(
+                s.command("SCRIPT", "EXISTS", DIGEST_READ.sha) == b"*1\r\n:1\r\n"
+                for s in redis_servers
+            ),
+            what="the digest script to be loaded everywhere",
+        )
+        keys = ("old-map", "old-set")
+        # Data from before digests: the same hashes, without digest or tree entry.
+        for s in redis_servers:
+            for k in keys:
+                await raw(s, "HDEL", k, DIGEST_FIELD)
+                await raw(s, "HDEL", tree_key(key_partition(k)), b"k" + k.encode())
+        before = await full_reads(redis_servers)
+        assert await HashMap(pool, "old-map").get() == {"a": 1}
+        assert await Set(pool, "old-set").get() == {"x", "y"}
+        # Without digests nothing can be compared: every server was read in full
+        # (6), and the rehash script's own HGETALLs may already count too...
+        assert sum(await full_reads(redis_servers)) - sum(before) >= 6
+
+        async def digested() -> bool:
+            for s in redis_servers:
+                for k in keys:
+                    if not await raw(s, "HEXISTS", k, DIGEST_FIELD):
+                        return False
+                    if not await raw(s, "HEXISTS", tree_key(key_partition(k)), b"k" + k.encode()):
+                        return False
+            return True
+
+        # ... and the reads gave each key its digest and tree entry, in the background.
+        await eventually(digested, "the reads to rehash the old keys")
+        assert pool.stats.digests_rehashed == 2
+        before = await full_reads(redis_servers)
+        assert await HashMap(pool, "old-map").get() == {"a": 1}
+        assert await Set(pool, "old-set").get() == {"x", "y"}
+        assert sum(await full_reads(redis_servers)) - sum(before) == 2  # digest reads now
+    # The digests are the stored states' (raw_hash checks each against its hash).
+    for k in keys:
+        states = [await raw_hash(s, k) for s in redis_servers]
+        assert states[0] == states[1] == states[2]
+
+
+async def test_rehash_on_read_takes_repair_tokens(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers, repair_rate=0.001) as pool:
+        await Counter(pool, "c").incr(1)
+        for s in redis_servers:
+            await raw(s, "HDEL", "c", DIGEST_FIELD)
+        ctx = context_for(pool)
+        ctx._tokens = 0  # the bucket is empty: the reads may not rehash
+        for _ in range(3):
+            assert await Counter(pool, "c").get() == 1
+        assert not ctx.rehashing
+        assert pool.stats.digests_rehashed == 0
+        assert [await raw(s, "HEXISTS", "c", DIGEST_FIELD) for s in redis_servers] == [0, 0, 0]

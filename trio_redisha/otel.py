@@ -25,7 +25,7 @@ each moves):
   (counters): replies asked for and replies that came in time;
 * ``redisha.quorum.failures``, ``redisha.read_repairs``,
   ``redisha.replicas.divergent``, ``redisha.repair.keys_walked``,
-  ``redisha.repair.keys_repaired`` (counters).
+  ``redisha.repair.keys_repaired``, ``redisha.digests.rehashed`` (counters).
 
 Only the duration histogram is recorded on the command path. The counters
 and gauges are observable instruments over totals the pool keeps anyway
@@ -66,6 +66,7 @@ _COUNTERS: Final = (
     ("redisha.replicas.divergent", "replicas_divergent", "{replica}", "Replicas found behind"),
     ("redisha.repair.keys_walked", "repair_keys_walked", "{key}", "Keys the walker read"),
     ("redisha.repair.keys_repaired", "repair_keys_repaired", "{key}", "Keys it wrote back"),
+    ("redisha.digests.rehashed", "digests_rehashed", "{key}", "Old keys reads gave a digest"),
 )
 
 

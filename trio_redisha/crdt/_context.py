@@ -50,8 +50,8 @@ class CRDTContext:
             so two objects never send the same total for different increments.
     """
 
-    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "repair_rate", "totals",
-                 "write_quorum")  # fmt: skip
+    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "rehashing", "repair_rate",
+                 "totals", "write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -74,6 +74,8 @@ class CRDTContext:
         self.write_quorum = write_quorum
         self.repair_rate = repair_rate
         self.totals: dict[bytes, list[int]] = {}
+        #: Keys a read is giving their digest in the background (see _read.rehash_soon).
+        self.rehashing: set[bytes] = set()
         self._tokens = repair_rate
         self._stamp = 0.0
 

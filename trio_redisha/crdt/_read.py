@@ -23,6 +23,7 @@ from ..exceptions import (
     ForeignValueError,
     ProtocolError,
     QuorumError,
+    RedisHAError,
     ReplyError,
     ServerTimeout,
 )
@@ -30,6 +31,7 @@ from ..replies import Replies
 from ..resp import encode_command
 from ..scripts import Script
 from ._context import context_for
+from ._digest import rehash_key
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
 from ._state import (
     Entry,
@@ -370,6 +372,7 @@ async def _digest_read(
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
+    stale: list[int] = []  # servers holding the key without a digest (old data)
     parsed: list[tuple[Any, dict[bytes, bytes]]] = []
     for i in fulls:
         reply = got[i]
@@ -382,6 +385,8 @@ async def _digest_read(
             mine = fields.get(DIGEST_FIELD) if fields else None
             if mine:
                 copies.setdefault(mine, reply)
+            elif fields and MARKER_FIELD in fields:
+                stale.append(i)
     again: list[int] = []
     noscript = False
     for i in targets:
@@ -400,6 +405,8 @@ async def _digest_read(
         elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
             got[i] = copies[r[0]]  # equal digests: the same stored state
         else:
+            if isinstance(r, list) and len(r) == 2 and r[0] == b"":
+                stale.append(i)  # ours, but without a digest
             again.append(i)
     if noscript:
         pool._start_background(_load_digest_script, pool)
@@ -413,7 +420,45 @@ async def _digest_read(
         else:
             for i in again:
                 got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
+    if stale:
+        rehash_soon(pool, key, stale, timeout)
     return got, parsed
+
+
+def rehash_soon(
+    pool: Pool, key: str | bytes, servers: Sequence[int], timeout: float | None
+) -> bool:
+    """Give ``key`` its digest on ``servers`` in the background (data from before digests).
+
+    A read that meets a key without a digest has to read it in full from
+    every server, and would do so on every read until a ``repair`` walk: so
+    it starts ``REHASH`` there, once per key at a time, taking a token of the
+    read-repair rate limit (``repair_rate``). The next read is a digest read.
+    Returns whether it was started.
+    """
+    ctx = context_for(pool)
+    name = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+    if name in ctx.rehashing or not ctx.repair_allowed():
+        return False
+    ctx.rehashing.add(name)
+    if not pool._start_background(_rehash, pool, key, tuple(servers), timeout, name):
+        ctx.rehashing.discard(name)
+        return False
+    return True
+
+
+async def _rehash(
+    pool: Pool, key: str | bytes, servers: tuple[int, ...], timeout: float | None, name: bytes
+) -> None:
+    """:func:`rehash_soon`'s task: failures are left to the next read or walk."""
+    try:
+        replies = await rehash_key(pool, key, servers, timeout=timeout)
+        if any(isinstance(r, (bytes, str)) for r in replies):
+            pool.stats.digests_rehashed += 1
+    except RedisHAError as exc:
+        logger.debug("rehash of %r failed: %s", key, exc)
+    finally:
+        context_for(pool).rehashing.discard(name)
 
 
 _BYTES_ONLY = frozenset((bytes,))

@@ -23,9 +23,12 @@ class PoolStats:
         repair_keys_walked: Keys the anti-entropy walker looked at.
         repair_keys_repaired: Keys it had to write back.
         sloppy_writes: Writes that went to fallback servers (placement, owners down).
+        digests_rehashed: Keys without a digest (written before digests) that
+            CRDT reads gave one, in the background.
     """
 
     __slots__ = (
+        "digests_rehashed",
         "quorum_failures",
         "read_repairs",
         "repair_keys_repaired",
@@ -45,6 +48,7 @@ class PoolStats:
         self.repair_keys_walked = 0
         self.repair_keys_repaired = 0
         self.sloppy_writes = 0
+        self.digests_rehashed = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in sorted(self.__slots__))
