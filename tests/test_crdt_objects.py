@@ -415,7 +415,12 @@ async def test_restarted_empty_server_is_refilled_by_reads(
             return all([await raw_hash(victim, k) == before[k] for k in before])
 
         await eventually(refilled, "read repair to refill the server")
-        assert 59_000 < (await pttls([victim], "c"))[0] <= 60_000
+        # The copy keeps the others' expiry (the longest one left), not a fresh
+        # 60 s life: measured after theirs, its PTTL is no longer. (Not against
+        # the clock: restarting a server can take a second on a loaded machine.)
+        others = max(await pttls(redis_servers[1:], "c"))
+        (mine,) = await pttls([victim], "c")
+        assert 50_000 < mine <= others + 2
     # The writer's totals never went back: the next increment is counted once.
     async with pool_on(*redis_servers) as other:
         assert await Counter(other, "c").get() == 7
