@@ -45,7 +45,7 @@ from trio_redisha import (
     open_connection,
     parse_server,
 )
-from trio_redisha.connection import _READER, _SOLO, _Transport
+from trio_redisha.connection import _READER, _SOLO, SPIN_MISSES, SPIN_PAUSE, _Spinner, _Transport
 from trio_redisha.resp import Parser
 from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
@@ -1063,3 +1063,26 @@ async def test_stall_watchdog_closes_a_silent_connection_on_virtual_time(
         await trio.testing.wait_all_tasks_blocked()
         assert len(broke) == 1 and "has not answered" in str(broke[0])
         nursery.cancel_scope.cancel()
+
+
+async def test_busy_polling_pauses_after_misses_then_tries_again() -> None:
+    spinner = _Spinner()
+    assert not spinner.allowed(0)  # off
+    for _ in range(SPIN_MISSES):
+        assert spinner.allowed(1e-4)
+        spinner.outcome(False)
+    assert [spinner.allowed(1e-4) for _ in range(SPIN_PAUSE)] == [False] * SPIN_PAUSE
+    assert spinner.allowed(1e-4)
+    spinner.outcome(False)
+    spinner.outcome(True)  # a hit forgets the misses before it
+    for _ in range(SPIN_MISSES - 1):
+        spinner.outcome(False)
+    assert spinner.allowed(1e-4)
+
+
+async def test_busy_polling_never_holds_a_runnable_task_back() -> None:
+    spinner = _Spinner()
+    assert spinner.allowed(1e-4)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.lowlevel.checkpoint)
+        assert not spinner.allowed(1e-4)  # that task could run: sleep instead

@@ -40,7 +40,7 @@ from trio_redisha import (
     UnsupportedCommand,
     open_pool,
 )
-from trio_redisha.connection import _SOLO
+from trio_redisha.connection import _SOLO, SPIN_MISSES, SPIN_PAUSE
 from trio_redisha.testing import RedisServer, decode_reply, free_port
 
 #: How often state is polled.
@@ -178,6 +178,69 @@ async def test_one_server_command_takes_one_trip_through_the_scheduler(
         n = 500
         count = await io_waits_of_gets(pool, n, [b"v"])
         assert count < 1.2 * n, count  # two per command through the reader
+
+
+class Sleeps(trio.abc.Instrument):
+    """Counts the run loop's waits for I/O that may sleep (a timeout above zero)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        if timeout > 0:
+            self.count += 1
+
+
+async def sleeps_of_gets(pool: Pool, n: int, expected: list[bytes]) -> int:
+    """How often the run loop could sleep while ``n`` sequential GETs return ``expected``."""
+    sleeps = Sleeps()
+    trio.lowlevel.add_instrument(sleeps)
+    try:
+        for _ in range(n):
+            assert await pool.get("k") == expected
+    finally:
+        trio.lowlevel.remove_instrument(sleeps)
+    return sleeps.count
+
+
+@pytest.mark.parametrize("servers", [1, 3])
+async def test_busy_poll_takes_replies_without_sleeping(
+    redis_servers: list[RedisServer], servers: int
+) -> None:
+    """A caller alone polls for its replies (busy_poll): the loop passes without sleeping."""
+    urls = [s.url for s in redis_servers[:servers]]
+    n = 300
+    async with ready_pool(*urls, busy_poll=0) as pool:
+        await pool.set("k", "v")
+        assert await sleeps_of_gets(pool, n, [b"v"] * servers) > 0.8 * n  # one per command
+    # 10 ms: on loopback every reply comes in time. The few sleeps left are the
+    # passes where a reader task was runnable (its SOLO_RECHECK): no polling then.
+    async with ready_pool(*urls, busy_poll=0.01) as pool:
+        assert await sleeps_of_gets(pool, n, [b"v"] * servers) < 0.2 * n
+
+
+async def test_busy_poll_stops_for_a_server_slower_than_its_budget(
+    redis_server: RedisServer,
+) -> None:
+    """Replies that keep coming after the budget pause polling on that connection."""
+    # About 2 ms of server time per call, far beyond the 20 us budget.
+    slow = (
+        "local t = redis.call('TIME') repeat local u = redis.call('TIME') "
+        "until (u[1] - t[1]) * 1000000 + u[2] - t[2] > 2000 return 1"
+    )
+    async with ready_pool(redis_server.url, busy_poll=20e-6) as pool:
+        conn = pool._servers[0].conn
+        assert conn is not None
+        spinner = conn._spinner
+        calls = 0
+        while not spinner.pause:  # a call is not polled if a reader task was runnable
+            assert await pool.execute("EVAL", slow, 0) == [1]
+            calls += 1
+            assert calls < 4 * SPIN_MISSES
+        assert calls >= SPIN_MISSES and spinner.pause == SPIN_PAUSE
+        for _ in range(3):
+            await pool.set("k", "v")  # fast replies, but polling is paused for a while
+        assert SPIN_PAUSE - 3 <= spinner.pause < SPIN_PAUSE
 
 
 async def test_one_server_deadline_interrupts_a_solo_read(redis_server: RedisServer) -> None:

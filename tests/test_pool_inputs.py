@@ -131,6 +131,11 @@ async def test_script_quorum_checked_before_anything_is_sent(
         {"probe_interval": -1},
         {"trip_after": True},
         {"write_quorum": True},
+        {"busy_poll": -1e-4},
+        {"busy_poll": 0.5},  # would hold the event loop for half a second
+        {"busy_poll": True},
+        {"busy_poll": "fast"},
+        {"busy_poll": math.nan},
     ],
 )
 def test_constructor_arguments_checked(options: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ import select
 import socket
 import ssl
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -90,6 +91,50 @@ DEFAULT_STALL_TIMEOUT: Final = 5.0
 #: whether the connection went idle, and then watches the socket again: an idle
 #: connection notices a server's close (or a push) at most this late.
 SOLO_RECHECK: Final = 0.01
+#: How long a caller alone on idle connections polls them for its replies
+#: before it sleeps in epoll (seconds; ``open_pool(busy_poll=...)``). A reply
+#: from a nearby server often comes sooner than a sleeping process can be
+#: woken, and polling for it costs less CPU than sleeping and waking does
+#: (figures in docs/design.md, "Busy polling").
+DEFAULT_BUSY_POLL: Final = 150e-6
+#: After this many solo reads in a row whose reply did not come within the
+#: busy-poll budget (a far or slow server), the next ones skip polling ...
+SPIN_MISSES: Final = 4
+#: ... this many of them, then it is tried again.
+SPIN_PAUSE: Final = 64
+
+_perf_counter = time.perf_counter
+
+
+class _Spinner:
+    """Whether busy polling pays on one connection (or solo group): adaptive, per reader."""
+
+    __slots__ = ("misses", "pause")
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.pause = 0
+
+    def allowed(self, budget: float) -> bool:
+        """Whether to poll now: enabled, not paused, and no other task could run instead."""
+        if budget <= 0:
+            return False
+        if self.pause:
+            self.pause -= 1
+            return False
+        # Polling holds the scheduler: only when it would otherwise sleep.
+        return trio.lowlevel.current_statistics().tasks_runnable == 0
+
+    def outcome(self, hit: bool) -> None:
+        """Record whether the replies came within the budget."""
+        if hit:
+            self.misses = 0
+        else:
+            self.misses += 1
+            if self.misses >= SPIN_MISSES:
+                self.misses = 0
+                self.pause = SPIN_PAUSE
+
 
 # Who reads the socket (``Connection._owner``).
 _READER: Final = 0  #: the reader task (it is waiting on the socket or about to)
@@ -414,6 +459,7 @@ class Connection:
         self._recheck_timed = False  # whether that wait ends by itself
         self._solo_group: SoloGroup | None = None  # the group a solo caller reads it in
         self._solo_after = 0.0  # no solo reads before then (see can_solo)
+        self._spinner = _Spinner()
 
     # -- state
 
@@ -592,7 +638,7 @@ class Connection:
         self._owner = _SOLO
         return True
 
-    async def read_solo(self, slot: Slot) -> None:
+    async def read_solo(self, slot: Slot, busy_poll: float = 0.0) -> None:
         """Read from the socket until ``slot`` is settled (after :meth:`take_solo`).
 
         Returns early when :meth:`interrupt_solo` is called (the slot is then
@@ -600,8 +646,26 @@ class Connection:
         waiting, as with a :class:`Waiter`. Either way the slot stays in the
         FIFO and the reader task, to which the socket goes back, reads and
         drops its reply.
+
+        ``busy_poll``: first poll the socket for up to this many seconds
+        (when no other task is runnable, see :data:`DEFAULT_BUSY_POLL`); a
+        reply that comes meanwhile costs one pass through the scheduler and
+        no sleep. Always a schedule point.
         """
         try:
+            spinner = self._spinner
+            if spinner.allowed(busy_poll):
+                end = _perf_counter() + busy_poll
+                while True:
+                    self._solo_recv()
+                    if slot.state is not WAITING or self._solo_fd < 0:
+                        break
+                    if _perf_counter() >= end:
+                        break
+                spinner.outcome(slot.state is not WAITING)
+                if slot.state is not WAITING:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return
             while slot.state is WAITING:
                 fd = self._solo_fd
                 if fd < 0:  # closed: _break has failed the slot
@@ -867,10 +931,11 @@ class SoloGroup:
     (:func:`solo_group` returns None elsewhere).
     """
 
-    __slots__ = ("_closed", "_epoll", "_expired", "busy")
+    __slots__ = ("_closed", "_epoll", "_expired", "_spinner", "busy")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
+        self._spinner = _Spinner()
         self.busy = False
         self._expired = False
         self._closed = False
@@ -893,12 +958,13 @@ class SoloGroup:
             self._closed = True
             self._epoll.close()
 
-    async def read(self, pairs: Sequence[tuple[Connection, Slot]]) -> bool:
+    async def read(self, pairs: Sequence[tuple[Connection, Slot]], busy_poll: float = 0.0) -> bool:
         """Read until every slot is settled, the deadline passes or the group closes.
 
         Each connection must have been taken with :meth:`Connection.take_solo`
         for its slot; each is released when this returns, as by
-        :meth:`Connection.read_solo`, which this matches on cancellation too.
+        :meth:`Connection.read_solo`, which this matches on cancellation too,
+        and on ``busy_poll``.
 
         Returns:
             False if the set could not be built: nothing was read, and the
@@ -920,6 +986,22 @@ class SoloGroup:
                     conn._solo_group = self
             except (OSError, ValueError):
                 return False
+            spinner = self._spinner
+            if spinner.allowed(busy_poll):
+                end = _perf_counter() + busy_poll
+                settled = False
+                while not settled:
+                    for fd, _ in epoll.poll(0):
+                        ready = watched.get(fd)
+                        if ready is not None:
+                            ready._solo_recv()
+                    settled = all(slot.state is not WAITING for _, slot in pairs)
+                    if self._closed or _perf_counter() >= end:
+                        break
+                spinner.outcome(settled)
+                if settled:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return True
             while True:
                 for _, slot in pairs:
                     if slot.state is WAITING:

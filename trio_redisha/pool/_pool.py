@@ -44,6 +44,7 @@ from .._deadlines import GRANULARITY, Deadlines
 from .._util import open_owned_nursery
 from ..config import ServerSpec, parse_server
 from ..connection import (
+    DEFAULT_BUSY_POLL,
     DEFAULT_MAX_PENDING,
     DEFAULT_STALL_TIMEOUT,
     DONE,
@@ -216,6 +217,11 @@ class Pool:
         meter_provider: An OpenTelemetry ``MeterProvider``: report the metrics of
             :mod:`trio_redisha.otel` through it (needs the ``otel`` extra).
             ``None`` (the default) records nothing.
+        busy_poll: Seconds a caller alone on idle connections polls them for
+            its replies before sleeping (only when no other task is runnable,
+            and not on connections whose replies keep coming later than
+            that); 0 turns it off. Default 150 us: on loopback and in a data
+            center a reply often comes sooner than a sleeping process wakes.
 
     Attributes:
         stats: Running totals (:class:`~trio_redisha.pool.PoolStats`).
@@ -247,6 +253,7 @@ class Pool:
         meter_provider: Any = None,
         replicas: int | None = None,
         previous: Sequence[str | tuple[str, int] | ServerSpec] = (),
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
         if not servers:
             raise ConfigurationError("a pool needs at least one server")
@@ -272,6 +279,13 @@ class Pool:
         backoff_cap = _positive("backoff_cap", backoff_cap)
         repair_rate = _positive("repair_rate", repair_rate)
         close_timeout = _positive("close_timeout", close_timeout)
+        if isinstance(busy_poll, bool) or busy_poll != 0:
+            busy_poll = _positive("busy_poll", busy_poll)
+            if busy_poll > 0.01:
+                raise ConfigurationError(
+                    f"busy_poll must be at most 0.01 s (it holds the event loop), got {busy_poll!r}"
+                )
+        self._busy_poll = float(busy_poll)
         if probe_interval is not None:
             probe_interval = _positive("probe_interval", probe_interval)
         if not isinstance(trip_after, int) or isinstance(trip_after, bool) or trip_after < 1:
@@ -1008,11 +1022,11 @@ class Pool:
             if len(mine) == 1:
                 conn, slot = mine[0]
                 waiter.solo = conn
-                await conn.read_solo(slot)
+                await conn.read_solo(slot, self._busy_poll)
             else:
                 assert group is not None
                 waiter.solo = group
-                if not await group.read(mine):
+                if not await group.read(mine, self._busy_poll):
                     waiter.solo = None
                     await waiter.wait()  # the set could not be built: the readers read
         finally:
