@@ -9,7 +9,9 @@ and measures, for every client, in the same run and against the same servers:
 and the same for a bare trio socket, the reference with no library at all
 (``await send()``, ``await recv()``, no parsing, one socket per task); the floor
 rows time sequential GETs on blocking sockets with no event loop at all, on 1
-and on 3 servers (what the machine itself costs);
+and on 3 servers (what the machine itself costs), and the same on non-blocking
+sockets polled until the reply is there (what the machine costs a process that
+does not sleep, as the pool's ``busy_poll`` does not);
 
 each as the median over several rounds. Rounds are interleaved (every client runs
 once per round, in a rotating order) so the drift of a shared machine hits every
@@ -26,7 +28,8 @@ Usage::
     python benchmarks/bench_clients.py --quick    # a few seconds, for development
     python benchmarks/bench_clients.py --only pool,redio --rounds 3
         # row keys: conn, trio-socket, redis-py, coredis-trio, coredis-asyncio,
-        # redio, pool-1, pool-3, card-3, redis-py-gather, floor-1, floor-3, frozen
+        # redio, pool-1, pool-3, card-3, redis-py-gather, floor-1, floor-3,
+        # polled-1, polled-3, frozen
     python benchmarks/bench_clients.py --profile  # cProfile a sequential 3-server fan-out
 
 Peers (redis-py, coredis, redio) are optional: a missing one prints
@@ -485,6 +488,20 @@ def make_rows() -> list[Row]:
             FANOUT,
             floor_runner(FANOUT),
         ),
+        Row(
+            "polled-1",
+            "floor: non-blocking sockets polled, no event loop",
+            "none",
+            1,
+            floor_runner(1, polled=True),
+        ),
+        Row(
+            "polled-3",
+            "floor: non-blocking sockets polled, no event loop (send all, then read all)",
+            "none",
+            FANOUT,
+            floor_runner(FANOUT, polled=True),
+        ),
     ]
     return rows
 
@@ -553,15 +570,25 @@ def run_frozen(servers: Sequence[RedisServer], cfg: Config) -> FrozenResult:
 # --------------------------------------------------------------------------- floor
 
 
-def floor_runner(count: int) -> Callable[[Sequence[str], Config], RoundResult]:
+def floor_runner(
+    count: int, *, polled: bool = False
+) -> Callable[[Sequence[str], Config], RoundResult]:
     """Sequential GET with blocking sockets and no event loop, on ``count`` servers.
 
     Send to every server, then read every reply: what the machine itself costs
     (syscalls, loopback, the redis-server processes sharing the CPUs). A row of
     the interleaved rounds like the clients, so the same drift hits it; it has
-    no concurrent figure.
+    no concurrent figure. ``polled``: non-blocking sockets, each ``recv``
+    retried until the reply is there (the process never sleeps).
     """
     request = encode_command(["GET", KEY])
+
+    def receive(sock: socket.socket) -> bytes:
+        while True:
+            try:
+                return sock.recv(65536)
+            except BlockingIOError:
+                continue
 
     def run(urls: Sequence[str], cfg: Config) -> RoundResult:
         socks = []
@@ -575,6 +602,10 @@ def floor_runner(count: int) -> Callable[[Sequence[str], Config], RoundResult]:
                     sock.sendall(request)
                 for sock in socks:
                     sock.recv(65536)
+            if polled:
+                for sock in socks:
+                    sock.setblocking(False)  # a 23-byte request always fits: send() sends it
+            read = receive if polled else (lambda sock: sock.recv(65536))
             n = cfg.seq_ops
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(n):
@@ -582,7 +613,7 @@ def floor_runner(count: int) -> Callable[[Sequence[str], Config], RoundResult]:
                     sock.sendall(request)
                 for sock in socks:
                     # The reply is 23 bytes: one recv holds it on loopback.
-                    sock.recv(65536)
+                    read(sock)
             seq = (time.perf_counter() - t0) / n * 1e6
             return RoundResult(seq, math.nan, 0, (time.process_time() - c0) / n * 1e6, math.nan)
         finally:
@@ -738,6 +769,7 @@ def print_targets(
         return None if a is None or b is None or b == 0 else a / b
 
     floor_ratio = None if floor is None else floor[1] / floor[0]
+    polled_ratio = div(m("polled-3", "seq"), m("polled-1", "seq"))
     pool_fanout = div(m("pool-3", "seq"), m("pool-1", "seq"))
     targets = [
         (
@@ -756,6 +788,14 @@ def print_targets(
             "Pool sequential 3 servers / 1 server <= 1.1x the blocking-socket floor's 3/1"
             f" (pool {_shown(pool_fanout)}, floor {_shown(floor_ratio)})",
             div(pool_fanout, floor_ratio),
+            1.1,
+            False,
+        ),
+        (
+            "Pool sequential 3 servers / 1 server <= 1.1x the polled-socket floor's 3/1"
+            f" (pool {_shown(pool_fanout)}, floor {_shown(polled_ratio)}; the pool polls"
+            " too, see busy_poll)",
+            div(pool_fanout, polled_ratio),
             1.1,
             False,
         ),
@@ -835,7 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="comma-separated row keys or substrings: conn, trio-socket, redis-py, "
         "coredis-trio, coredis-asyncio, redio, pool-1, pool-3, redis-py-gather, floor-1, "
-        "floor-3 (or floor for both), frozen",
+        "floor-3 (or floor for both), polled-1, polled-3, frozen",
     )
     parser.add_argument(
         "--profile", action="store_true", help="only cProfile a sequential 3-server fan-out loop"
