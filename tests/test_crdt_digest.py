@@ -403,6 +403,23 @@ async def test_old_data_differs_until_rehashed(redis_servers: list[RedisServer])
         assert len(set(replies)) == 1 and replies[0] is not None
 
 
+async def test_rehash_and_sweep_leave_foreign_values_alone(
+    redis_servers: list[RedisServer],
+) -> None:
+    all3 = [0, 1, 2]
+    async with pool_on(redis_servers) as pool:
+        # A later version's marker, or a look-alike: not ours to write to.
+        await pool.execute("HSET", "later", "__redisha__", "map:9", "f:a", "1:x:+1")
+        before = await pool.execute_on(all3, "DUMP", "later")
+        assert await rehash_key(pool, "later", all3) == [None, None, None]
+        # Even when the index names it (a key of ours replaced by someone else).
+        tree = tree_key(key_partition("later"))
+        await pool.execute("HSET", tree, "klater", "0000000000000001")
+        await sweep_segment(pool, all3, key_partition("later"))
+        assert await pool.execute_on(all3, "DUMP", "later") == before
+        assert await segment_keys(pool, 0, key_partition("later")) == {}
+
+
 def test_keys_holding_the_same_state_do_not_cancel_out(clients: list[Client]) -> None:
     a, b = clients
     p = key_partition(b"{z}")

@@ -227,3 +227,26 @@ async def test_rehash_on_read_takes_repair_tokens(redis_servers: list[RedisServe
         assert not ctx.rehashing
         assert pool.stats.digests_rehashed == 0
         assert [await raw(s, "HEXISTS", "c", DIGEST_FIELD) for s in redis_servers] == [0, 0, 0]
+
+
+async def test_reads_do_not_rehash_a_foreign_value(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(redis_servers) as pool:
+        await Counter(pool, "warm-up").get()  # loads the digest script (see above)
+        await wait_until(
+            lambda: all(
+                s.command("SCRIPT", "EXISTS", DIGEST_READ.sha) == b"*1\r\n:1\r\n"
+                for s in redis_servers
+            ),
+            what="the digest script to be loaded everywhere",
+        )
+        # A hash with a later version's marker and no digest, on every server:
+        # whichever server is read in full, the read must not give it a digest.
+        for s in redis_servers:
+            await raw(s, "HSET", "later", "__redisha__", "map:9", "f:a", "1:x:+1")
+        before = [await raw(s, "DUMP", "later") for s in redis_servers]
+        for cls in (HashMap, Set, Counter):
+            with pytest.raises(trio_redisha.ForeignValueError):
+                await cls(pool, "later").get()
+        assert not context_for(pool).rehashing  # nothing was started ...
+    assert pool.stats.digests_rehashed == 0
+    assert [await raw(s, "DUMP", "later") for s in redis_servers] == before  # ... or written

@@ -189,10 +189,14 @@ async def test_foreign_hashes_are_skipped_and_left_alone(
 ) -> None:
     await write_all(redis_servers, n=3)
     await raw(redis_servers[0], "HSET", "theirs", "name", "not ours")
+    # A later version's marker, without a digest: not ours either, not rehashed.
+    await raw(redis_servers[0], "HSET", "later", "__redisha__", "map:9", "f:a", "1:x:+1")
+    later = await raw(redis_servers[0], "DUMP", "later")
     report = await walk(redis_servers)
-    assert report.ok and report.skipped == 1 and report.read == 0
-    assert report.scanned == len(data_keys(3)) + 1
+    assert report.ok and report.skipped == 2 and report.read == 0 and report.rehashed == 0
+    assert report.scanned == len(data_keys(3)) + 2
     assert await raw(redis_servers[0], "HGETALL", "theirs") == [b"name", b"not ours"]
+    assert await raw(redis_servers[0], "DUMP", "later") == later
     assert int(await raw(redis_servers[1], "EXISTS", "theirs")) == 0
 
 

@@ -385,8 +385,8 @@ async def _digest_read(
             mine = fields.get(DIGEST_FIELD) if fields else None
             if mine:
                 copies.setdefault(mine, reply)
-            elif fields and MARKER_FIELD in fields:
-                stale.append(i)
+            elif fields and fields.get(MARKER_FIELD) in REGISTRY:
+                stale.append(i)  # ours, but without a digest (a foreign one is left alone)
     again: list[int] = []
     noscript = False
     for i in targets:
@@ -405,7 +405,7 @@ async def _digest_read(
         elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
             got[i] = copies[r[0]]  # equal digests: the same stored state
         else:
-            if isinstance(r, list) and len(r) == 2 and r[0] == b"":
+            if isinstance(r, list) and len(r) == 2 and r[0] == b"" and r[1] in REGISTRY:
                 stale.append(i)  # ours, but without a digest
             again.append(i)
     if noscript:

@@ -24,6 +24,7 @@ __all__ = [
     "ENTRIES",
     "FOREIGN_CODE",
     "LWW_MERGE",
+    "MARKERS",
     "NAMES",
     "PURGE",
     "REHASH",
@@ -34,6 +35,24 @@ __all__ = [
 
 #: First word of the error reply a script sends when the key is not ours.
 FOREIGN_CODE = "REDISHA_FOREIGN"
+
+#: The markers of this version's types (``__redisha__``): a hash with another
+#: marker (a later version's, or a look-alike) is foreign, and no script that
+#: sweeps or rehashes keys may write to it.
+MARKERS: tuple[bytes, ...] = (b"counter:1", b"map:1", b"set:1")
+_KNOWN = "local KNOWN = {" + ", ".join(f"['{m.decode()}'] = true" for m in MARKERS) + "}\n"
+_OURS = (
+    _KNOWN
+    + r"""
+
+-- Whether k holds a CRDT of this version (a hash with one of our markers).
+local function ours(k)
+  if redis.call('TYPE', k)['ok'] ~= 'hash' then return false end
+  local m = redis.call('HGET', k, '__redisha__')
+  return m and KNOWN[m] or false
+end
+"""
+)
 
 _PRELUDE = r"""
 local key, marker = KEYS[1], ARGV[1]
@@ -147,6 +166,7 @@ end
 # the XOR of the first 64 bits of SHA-1 of each entry, in two 32-bit words.
 _DIGEST = (
     _HASH
+    + _OURS
     + r"""
 local ZERO = '0000000000000000'
 local bxor, tohex = bit.bxor, bit.tohex
@@ -463,7 +483,7 @@ REHASH = Script(
     + r"""
 local key = KEYS[1]
 local d = false
-if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HEXISTS', key, '__redisha__') == 1 then
+if ours(key) then
   d = full(key)
   if redis.call('HGET', key, DIGEST) ~= d then redis.call('HSET', key, DIGEST, d) end
 end
@@ -489,7 +509,7 @@ for j = 1, #all do
   if sub(f, 1, 1) == 'k' then
     local k = sub(f, 2)
     local d = false
-    if redis.call('TYPE', k)['ok'] == 'hash' and redis.call('HEXISTS', k, '__redisha__') == 1 then
+    if ours(k) then
       d = redis.call('HGET', k, DIGEST)
       if not d then
         d = full(k)
@@ -605,16 +625,17 @@ return out
 #: cluster). ``ARGV``: the cursor and the ``COUNT`` hint. Answers the next
 #: cursor, how many hashes of ours the page held, the keys among them without
 #: a digest (written before digests existed), and the hashes that are not
-#: ours (no marker): so a walk over a fleet that has neither costs only the
-#: cursors and counts on the wire.
+#: ours (no marker, or one of another version): so a walk over a fleet that
+#: has neither costs only the cursors and counts on the wire.
 UNDIGESTED = Script(
-    r"""
+    _KNOWN
+    + r"""
 local page = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2], 'TYPE', 'hash')
 local old, foreign, n = {}, {}, 0
 for _, k in ipairs(page[2]) do
   if string.sub(k, 1, 13) ~= '__redisha__:t' then
     local got = redis.call('HMGET', k, '__redisha__', '__redisha_digest__')
-    if got[1] then
+    if got[1] and KNOWN[got[1]] then
       n = n + 1
       if not got[2] then old[#old + 1] = k end
     else

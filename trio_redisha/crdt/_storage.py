@@ -56,7 +56,7 @@ from typing import Any, Generic, TypeVar
 
 from ..exceptions import ConfigurationError, ForeignValueError, ProtocolError
 from ..scripts import Script
-from ._scripts import COUNTER_MERGE, LWW_MERGE
+from ._scripts import COUNTER_MERGE, LWW_MERGE, MARKERS
 from ._state import (
     CounterState,
     Entry,
@@ -346,6 +346,8 @@ SET: CRDTType[SetState] = CRDTType(
 
 #: Marker value to type, for everything a repair walker may meet.
 REGISTRY: dict[bytes, CRDTType[Any]] = {t.marker: t for t in (COUNTER, MAP, SET)}
+if set(REGISTRY) != set(MARKERS):  # pragma: no cover - the scripts' list is kept by hand
+    raise ImportError("the scripts' MARKERS are not the types' markers")
 
 
 def detect_type(raw_hash: Any) -> str | None:

@@ -145,7 +145,7 @@ async def _undigested(
         for k in found:
             if k is not None:
                 (r,) = await rehash_key(pool, k, [index], timeout=timeout)
-                if not isinstance(r, BaseException):
+                if r is not None and not isinstance(r, BaseException):
                     walk.rehashed += 1
         if cursor == b"0":
             if walk.largest is None or indexed > walk.indexed:
