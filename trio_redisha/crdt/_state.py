@@ -245,13 +245,12 @@ class StoredRegisters:
         cls, fields: Mapping[bytes, bytes], prefix: bytes, ignored: Iterable[bytes]
     ) -> StoredRegisters | None:
         """The registers of ``fields``, or ``None`` where only the state can tell."""
-        rest = fields
-        present = [k for k in ignored if k in fields]
-        if present:
-            rest = dict(fields)
-            for k in present:
-                del rest[k]
-        names = list(rest)
+        names = list(fields)
+        raws = list(fields.values())
+        for k in ignored:
+            if k in fields:  # dropped from both lists: cheaper than copying the dict
+                j = names.index(k)
+                del names[j], raws[j]
         n = len(names)
         joined = b"\x00".join(names)
         # No name holds a NUL, so NUL + prefix is found exactly where a name begins.
@@ -262,7 +261,6 @@ class StoredRegisters:
             or joined.count(b"\x00" + prefix) != n - 1
         ):
             return None
-        raws = list(rest.values())
         registers, malformed = _decode_distinct(raws)
         if malformed:
             return None
