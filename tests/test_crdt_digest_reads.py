@@ -239,14 +239,21 @@ async def test_reads_do_not_rehash_a_foreign_value(redis_servers: list[RedisServ
             ),
             what="the digest script to be loaded everywhere",
         )
-        # A hash with a later version's marker and no digest, on every server:
-        # whichever server is read in full, the read must not give it a digest.
+        # A hash with a later version's marker and no digest, and an old set,
+        # on every server: whichever server is read in full, a read that finds
+        # a value not of its type must not give it a digest.
         for s in redis_servers:
             await raw(s, "HSET", "later", "__redisha__", "map:9", "f:a", "1:x:+1")
-        before = [await raw(s, "DUMP", "later") for s in redis_servers]
+            await raw(s, "HSET", "old-set", "__redisha__", "set:1", "m:a", "1:x:+")
+        keys = ("later", "old-set")
+        before = [await raw(s, "DUMP", k) for s in redis_servers for k in keys]
         for cls in (HashMap, Set, Counter):
             with pytest.raises(trio_redisha.ForeignValueError):
                 await cls(pool, "later").get()
+        for cls in (HashMap, Counter):
+            with pytest.raises(trio_redisha.ForeignValueError):
+                await cls(pool, "old-set").get()
         assert not context_for(pool).rehashing  # nothing was started ...
     assert pool.stats.digests_rehashed == 0
-    assert [await raw(s, "DUMP", "later") for s in redis_servers] == before  # ... or written
+    after = [await raw(s, "DUMP", k) for s in redis_servers for k in keys]
+    assert after == before  # ... or written

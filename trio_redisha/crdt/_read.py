@@ -213,8 +213,11 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got, known = await _digest_read(pool, key, targets, timeout, full_from)
-        return _finish(pool, key, kind, targets, got, read_quorum, known)
+        got, known, stale = await _digest_read(pool, key, targets, timeout, full_from)
+        snapshot = _finish(pool, key, kind, targets, got, read_quorum, known)
+        if stale:  # only once the read succeeded: never into a value not ours
+            rehash_soon(pool, key, stale, timeout)
+        return snapshot
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
     replies = await pool.execute("HGETALL", key, timeout=timeout, decode=False)
@@ -336,7 +339,7 @@ async def _digest_read(
     targets: tuple[int, ...],
     timeout: float | None,
     full_from: Sequence[int] = (),
-) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]]]:
+) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]], list[int]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
     ``full_from``: the servers read in full in the first round instead (one
@@ -346,7 +349,9 @@ async def _digest_read(
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
-    Also returns each full copy that was a hash, with its fields.
+    Also returns each full copy that was a hash, with its fields, and the
+    servers that hold the key without a digest (data from before digests), for
+    :func:`rehash_soon`.
     """
     servers = pool._servers
     usable = [i for i in targets if servers[i].usable() is not None]
@@ -354,7 +359,7 @@ async def _digest_read(
         more = await pool._fanout(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
-        return dict(zip(targets, more, strict=True)), []
+        return dict(zip(targets, more, strict=True)), [], []
     fulls = {i for i in full_from if i in usable}
     if not fulls:
         fulls.add(min(usable, key=lambda i: servers[i].latency))
@@ -420,9 +425,7 @@ async def _digest_read(
         else:
             for i in again:
                 got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
-    if stale:
-        rehash_soon(pool, key, stale, timeout)
-    return got, parsed
+    return got, parsed, stale
 
 
 def rehash_soon(
