@@ -22,7 +22,7 @@ import trio.testing
 import trustme
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import error_text, wait_until
+from tests.harness.helpers import Sleeps, error_text, wait_until
 from tests.harness.hostile import (
     HostileConnection,
     answer_handshake,
@@ -34,6 +34,7 @@ from tests.harness.memory_server import MemoryServer
 from tests.harness.tls import TLSFiles
 from trio_redisha import (
     AuthenticationError,
+    ConfigurationError,
     Connection,
     PoolClosed,
     ProtocolError,
@@ -45,7 +46,15 @@ from trio_redisha import (
     open_connection,
     parse_server,
 )
-from trio_redisha.connection import _READER, _SOLO, SPIN_MISSES, SPIN_PAUSE, _Spinner, _Transport
+from trio_redisha.connection import (
+    _READER,
+    _SOLO,
+    SPIN_MISSES,
+    SPIN_PAUSE,
+    _Spinner,
+    _Transport,
+    connect_stream,
+)
 from trio_redisha.resp import Parser
 from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
@@ -1063,6 +1072,37 @@ async def test_stall_watchdog_closes_a_silent_connection_on_virtual_time(
         await trio.testing.wait_all_tasks_blocked()
         assert len(broke) == 1 and "has not answered" in str(broke[0])
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("busy_poll", [0, 0.01])
+async def test_execute_alone_busy_polls_for_its_reply(
+    redis_server: RedisServer, busy_poll: float
+) -> None:
+    """With busy_poll, a caller alone takes its reply without the loop sleeping."""
+    n = 300
+    async with open_connection(redis_server.url, busy_poll=busy_poll) as conn:
+        assert conn.busy_poll == busy_poll
+        await conn.execute("SET", "k", "v")
+        sleeps = Sleeps()
+        trio.lowlevel.add_instrument(sleeps)
+        try:
+            for _ in range(n):
+                assert await conn.execute("GET", "k") == b"v"
+        finally:
+            trio.lowlevel.remove_instrument(sleeps)
+    if busy_poll:
+        assert sleeps.count < 0.2 * n  # 10 ms: on loopback every reply comes in time
+    else:
+        assert sleeps.count > 0.8 * n  # one sleep per command
+
+
+@pytest.mark.parametrize("bad", [-1e-4, 0.5, True, "fast", float("nan")])
+async def test_busy_poll_is_checked(redis_server: RedisServer, bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="busy_poll"):
+        await connect(redis_server.url, busy_poll=bad)  # type: ignore[arg-type]
+    stream, _ = trio.testing.memory_stream_pair()
+    with pytest.raises(ConfigurationError, match="busy_poll"):
+        await connect_stream(stream, redis_server.url, busy_poll=bad)  # type: ignore[arg-type]
 
 
 async def test_busy_polling_pauses_after_misses_then_tries_again() -> None:

@@ -20,7 +20,14 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import command_calls, timed, urls, wait_no_clients, wait_until
+from tests.harness.helpers import (
+    Sleeps,
+    command_calls,
+    timed,
+    urls,
+    wait_no_clients,
+    wait_until,
+)
 from tests.harness.hostile import (
     SETUP_COMMANDS,
     HostileConnection,
@@ -178,17 +185,6 @@ async def test_one_server_command_takes_one_trip_through_the_scheduler(
         n = 500
         count = await io_waits_of_gets(pool, n, [b"v"])
         assert count < 1.2 * n, count  # two per command through the reader
-
-
-class Sleeps(trio.abc.Instrument):
-    """Counts the run loop's waits for I/O that may sleep (a timeout above zero)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def before_io_wait(self, timeout: float) -> None:
-        if timeout > 0:
-            self.count += 1
 
 
 async def sleeps_of_gets(pool: Pool, n: int, expected: list[bytes]) -> int:

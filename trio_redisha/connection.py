@@ -52,6 +52,7 @@ from ._util import is_cancellation, open_owned_nursery
 from .config import ServerSpec, parse_server
 from .exceptions import (
     AuthenticationError,
+    ConfigurationError,
     PoolClosed,
     ProtocolError,
     RedisHAError,
@@ -97,6 +98,29 @@ SOLO_RECHECK: Final = 0.01
 #: woken, and polling for it costs less CPU than sleeping and waking does
 #: (figures in docs/design.md, "Busy polling").
 DEFAULT_BUSY_POLL: Final = 150e-6
+#: The most ``busy_poll`` may be: polling holds the event loop (no other task runs).
+MAX_BUSY_POLL: Final = 0.01
+
+
+def check_busy_poll(value: object) -> float:
+    """``value`` as a busy-poll budget in seconds: 0 (off) or in ``(0, MAX_BUSY_POLL]``.
+
+    Raises:
+        ConfigurationError: Anything else (a bool, a string, NaN, a negative
+            number, more than :data:`MAX_BUSY_POLL`).
+    """
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 <= value <= MAX_BUSY_POLL
+    ):
+        raise ConfigurationError(
+            f"busy_poll must be 0 (off) or a number of seconds up to {MAX_BUSY_POLL}"
+            f" (it holds the event loop), got {value!r}"
+        )
+    return float(value)
+
+
 #: After this many solo reads in a row whose reply did not come within the
 #: busy-poll budget (a far or slow server), the next ones skip polling ...
 SPIN_MISSES: Final = 4
@@ -432,8 +456,12 @@ class Connection:
         *,
         max_pending: int = DEFAULT_MAX_PENDING,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        busy_poll: float = DEFAULT_BUSY_POLL,
     ) -> None:
         self.spec = spec
+        #: How long :meth:`execute`, alone on the idle connection, polls the
+        #: socket for its reply before it sleeps (see :data:`DEFAULT_BUSY_POLL`).
+        self.busy_poll = check_busy_poll(busy_poll)
         self.label = spec.label
         self._transport = transport
         self._parser = parser
@@ -567,10 +595,10 @@ class Connection:
         if slot.state is WAITING:
             if self.take_solo(slot):
                 if timeout is None:
-                    await self.read_solo(slot)
+                    await self.read_solo(slot, self.busy_poll)
                 else:
                     with trio.move_on_after(timeout):
-                        await self.read_solo(slot)
+                        await self.read_solo(slot, self.busy_poll)
             else:
                 self.ensure_reader()
                 if timeout is None:
@@ -1145,6 +1173,7 @@ async def connect(
     use_hiredis: bool | None = None,
     max_pending: int = DEFAULT_MAX_PENDING,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    busy_poll: float = DEFAULT_BUSY_POLL,
     **spec_options: Any,
 ) -> Connection:
     """Open a socket to one server and run the handshake (HELLO/AUTH/SELECT/SETNAME/PING).
@@ -1152,17 +1181,32 @@ async def connect(
     The returned connection does nothing until :meth:`Connection.run` runs in a
     nursery. Most code wants :func:`open_connection` or a pool instead.
 
+    Args:
+        server: A URL, ``(host, port)`` or a parsed spec.
+        limits: The reply parser's limits.
+        use_hiredis: Deprecated; the pure parser is always used.
+        max_pending: Outstanding requests before callers must wait.
+        stall_timeout: Seconds without an answer to the oldest request after
+            which the connection is closed.
+        busy_poll: Seconds :meth:`Connection.execute`, alone on the idle
+            connection, polls the socket for its reply before it sleeps
+            (0: off; at most :data:`MAX_BUSY_POLL`).
+        **spec_options: Passed to :func:`~trio_redisha.config.parse_server`.
+
     Raises:
         ServerUnavailable: The server refused, closed, or failed the handshake
             (:class:`AuthenticationError` for bad credentials).
-        ConfigurationError: The address is malformed.
+        ConfigurationError: The address is malformed, or an option out of range.
     """
+    check_busy_poll(busy_poll)
     spec = parse_server(server, **spec_options)
     try:
         transport = await _open_transport(spec)
     except (OSError, trio.BrokenResourceError) as exc:
         raise ServerUnavailable(f"cannot connect: {_describe(exc)}") from None
-    return await _handshaken(transport, spec, limits, use_hiredis, max_pending, stall_timeout)
+    return await _handshaken(
+        transport, spec, limits, use_hiredis, max_pending, stall_timeout, busy_poll
+    )
 
 
 async def connect_stream(
@@ -1173,6 +1217,7 @@ async def connect_stream(
     use_hiredis: bool | None = None,
     max_pending: int = DEFAULT_MAX_PENDING,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    busy_poll: float = DEFAULT_BUSY_POLL,
     **spec_options: Any,
 ) -> Connection:
     """Run the handshake over an open trio stream and return the connection.
@@ -1186,9 +1231,10 @@ async def connect_stream(
     Raises:
         ServerUnavailable: The handshake failed, as with :func:`connect`.
     """
+    check_busy_poll(busy_poll)
     spec = parse_server(server, **spec_options)
     return await _handshaken(
-        _StreamTransport(stream), spec, limits, use_hiredis, max_pending, stall_timeout
+        _StreamTransport(stream), spec, limits, use_hiredis, max_pending, stall_timeout, busy_poll
     )
 
 
@@ -1199,6 +1245,7 @@ async def _handshaken(
     use_hiredis: bool | None,
     max_pending: int,
     stall_timeout: float,
+    busy_poll: float,
 ) -> Connection:
     """Run the handshake on ``transport``; the connection, or the transport closed."""
     parser = make_parser(limits, use_hiredis=use_hiredis)
@@ -1209,7 +1256,14 @@ async def _handshaken(
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             raise ServerUnavailable(f"handshake failed: {_describe(exc)}") from None
         raise
-    return Connection(transport, parser, spec, max_pending=max_pending, stall_timeout=stall_timeout)
+    return Connection(
+        transport,
+        parser,
+        spec,
+        max_pending=max_pending,
+        stall_timeout=stall_timeout,
+        busy_poll=busy_poll,
+    )
 
 
 def _describe(exc: BaseException) -> str:

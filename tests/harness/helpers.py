@@ -118,6 +118,17 @@ async def eventually(check: Check, what: str, deadline: float = DEADLINE) -> Non
 T = TypeVar("T")
 
 
+class Sleeps(trio.abc.Instrument):
+    """Counts the run loop's waits for I/O that may sleep (a timeout above zero)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        if timeout > 0:
+            self.count += 1
+
+
 async def timed(call: Awaitable[T]) -> tuple[T, float]:
     """Await ``call``; return its result and how long it took (trio's clock, virtual or not)."""
     start = trio.current_time()

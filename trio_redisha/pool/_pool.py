@@ -54,6 +54,7 @@ from ..connection import (
     Slot,
     SoloGroup,
     Waiter,
+    check_busy_poll,
     solo_group,
 )
 from ..exceptions import (
@@ -279,13 +280,7 @@ class Pool:
         backoff_cap = _positive("backoff_cap", backoff_cap)
         repair_rate = _positive("repair_rate", repair_rate)
         close_timeout = _positive("close_timeout", close_timeout)
-        if isinstance(busy_poll, bool) or busy_poll != 0:
-            busy_poll = _positive("busy_poll", busy_poll)
-            if busy_poll > 0.01:
-                raise ConfigurationError(
-                    f"busy_poll must be at most 0.01 s (it holds the event loop), got {busy_poll!r}"
-                )
-        self._busy_poll = float(busy_poll)
+        self._busy_poll = check_busy_poll(busy_poll)
         if probe_interval is not None:
             probe_interval = _positive("probe_interval", probe_interval)
         if not isinstance(trip_after, int) or isinstance(trip_after, bool) or trip_after < 1:
