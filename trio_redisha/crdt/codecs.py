@@ -14,11 +14,19 @@ deterministic and injective (two equal members, one encoding).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..exceptions import CodecError
 
 __all__ = ["BytesCodec", "Codec", "JSONCodec", "StrCodec", "encode_value"]
+
+# The C scanner behind json.loads, called directly: a value is one JSON text
+# with no whitespace around it (as encode() writes it), and json.loads's own
+# checks around the scanner cost as much again as scanning a short value.
+# Anything else (whitespace, trailing data, an error) goes through json.loads,
+# which decides exactly as it always does.
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @runtime_checkable
@@ -66,7 +74,14 @@ class JSONCodec:
             CodecError: ``data`` is not UTF-8 JSON.
         """
         try:
-            return json.loads(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            try:
+                value, end = _scan_once(text, 0)
+            except StopIteration:
+                end = -1
+            if end == len(text):
+                return value
+            return json.loads(text)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CodecError(f"stored value is not JSON: {exc}") from exc
 

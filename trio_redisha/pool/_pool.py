@@ -770,10 +770,18 @@ class Pool:
         the others, under one waiter and one deadline. ``commands[i]`` goes to
         ``targets[i]``; the other arguments are as for :meth:`_fanout`.
         """
+        # The same command object (the digest read's, to every server but one)
+        # is checked and encoded once.
+        encoded: dict[int, bytes] = {}
+        datas = []
         for args in commands:
-            check_command(args)
+            data = encoded.get(id(args))
+            if data is None:
+                check_command(args)
+                data = encoded[id(args)] = encode_command(args)
+            datas.append(data)
         return await self._fanout(
-            tuple(encode_command(args) for args in commands),
+            datas,
             self._check_indices(targets),
             timeout,
             None,
