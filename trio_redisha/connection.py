@@ -995,41 +995,45 @@ class SoloGroup:
         and on ``busy_poll``.
 
         Returns:
-            False if the set could not be built: nothing was read, and the
-            connections went back to their readers.
+            False if the set could not be built: the connections went back to
+            their readers, which read what polling (``busy_poll``) did not.
         """
         epoll = self._epoll
-        # Each connection stays in the set until the end: once its slot is
-        # settled, more data on it is another caller's reply, which filling in
-        # FIFO order (as its reader would) is right too.
         watched: dict[int, Connection] = {}
         self.busy = True
         self._expired = False
         try:
-            try:
-                for conn, _ in pairs:
-                    fd = conn._solo_fd
-                    epoll.register(fd, select.EPOLLIN)
-                    watched[fd] = conn
-                    conn._solo_group = self
-            except (OSError, ValueError):
-                return False
+            for conn, _ in pairs:
+                conn._solo_group = self
             spinner = self._spinner
             if spinner.allowed(busy_poll):
+                # Polling tries a non-blocking recv on each connection still
+                # owing its reply: no epoll registration (two syscalls per
+                # connection) for the common read that ends here.
                 end = _perf_counter() + busy_poll
-                settled = False
-                while not settled:
-                    for fd, _ in epoll.poll(0):
-                        ready = watched.get(fd)
-                        if ready is not None:
-                            ready._solo_recv()
-                    settled = all(slot.state is not WAITING for _, slot in pairs)
-                    if self._closed or _perf_counter() >= end:
+                while True:
+                    settled = True
+                    for conn, slot in pairs:
+                        if slot.state is WAITING:
+                            conn._solo_recv()
+                            if slot.state is WAITING:
+                                settled = False
+                    if settled or self._closed or _perf_counter() >= end:
                         break
                 spinner.outcome(settled)
                 if settled:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return True
+            # Each connection stays in the set until the end: once its slot is
+            # settled, more data on it is another caller's reply, which filling
+            # in FIFO order (as its reader would) is right too.
+            try:
+                for conn, _ in pairs:
+                    fd = conn._solo_fd
+                    epoll.register(fd, select.EPOLLIN)
+                    watched[fd] = conn
+            except (OSError, ValueError):
+                return False
             while True:
                 for _, slot in pairs:
                     if slot.state is WAITING:
