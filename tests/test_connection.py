@@ -456,6 +456,16 @@ class IOWaits(trio.abc.Instrument):
         self.count += 1
 
 
+async def gets_under(conn: Connection, instrument: trio.abc.Instrument, n: int) -> None:
+    """``n`` sequential GETs of ``k`` (holding ``v``) with ``instrument`` watching the run loop."""
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        for _ in range(n):
+            assert await conn.execute("GET", "k") == b"v"
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+
+
 class ParserSpy:
     """Wraps a connection's parser to see each chunk fed to it, by whichever task reads."""
 
@@ -480,12 +490,7 @@ async def test_a_sequential_command_takes_one_trip_through_the_scheduler(
         await conn.execute("SET", "k", "v")
         n = 500
         waits = IOWaits()
-        trio.lowlevel.add_instrument(waits)
-        try:
-            for _ in range(n):
-                assert await conn.execute("GET", "k") == b"v"
-        finally:
-            trio.lowlevel.remove_instrument(waits)
+        await gets_under(conn, waits, n)
         # Two per command through the reader task; a few more for its rechecks.
         assert waits.count < 1.2 * n, waits.count
         assert conn.pending == 0
@@ -1084,12 +1089,7 @@ async def test_execute_alone_busy_polls_for_its_reply(
         assert conn.busy_poll == busy_poll
         await conn.execute("SET", "k", "v")
         sleeps = Sleeps()
-        trio.lowlevel.add_instrument(sleeps)
-        try:
-            for _ in range(n):
-                assert await conn.execute("GET", "k") == b"v"
-        finally:
-            trio.lowlevel.remove_instrument(sleeps)
+        await gets_under(conn, sleeps, n)
     if busy_poll:
         assert sleeps.count < 0.2 * n  # 10 ms: on loopback every reply comes in time
     else:

@@ -168,18 +168,22 @@ async def test_a_hung_server_costs_at_most_the_deadline(redis_servers: list[Redi
                 s.thaw()
 
 
+async def load_digest_script(pool: Pool, servers: Sequence[RedisServer]) -> None:
+    """Have a read load the digest script, and wait until every server has it (see above)."""
+    await Counter(pool, "warm-up").get()
+    await wait_until(
+        lambda: all(
+            s.command("SCRIPT", "EXISTS", DIGEST_READ.sha) == b"*1\r\n:1\r\n" for s in servers
+        ),
+        what="the digest script to be loaded everywhere",
+    )
+
+
 async def test_a_read_gives_old_data_its_digest(redis_servers: list[RedisServer]) -> None:
     async with pool_on(redis_servers) as pool:
         await HashMap(pool, "old-map").set({"a": 1})
         await Set(pool, "old-set").add("x", "y")
-        await Counter(pool, "warm-up").get()  # loads the digest script (see above)
-        await wait_until(
-            lambda: all(
-                s.command("SCRIPT", "EXISTS", DIGEST_READ.sha) == b"*1\r\n:1\r\n"
-                for s in redis_servers
-            ),
-            what="the digest script to be loaded everywhere",
-        )
+        await load_digest_script(pool, redis_servers)
         keys = ("old-map", "old-set")
         # Data from before digests: the same hashes, without digest or tree entry.
         for s in redis_servers:
@@ -231,14 +235,7 @@ async def test_rehash_on_read_takes_repair_tokens(redis_servers: list[RedisServe
 
 async def test_reads_do_not_rehash_a_foreign_value(redis_servers: list[RedisServer]) -> None:
     async with pool_on(redis_servers) as pool:
-        await Counter(pool, "warm-up").get()  # loads the digest script (see above)
-        await wait_until(
-            lambda: all(
-                s.command("SCRIPT", "EXISTS", DIGEST_READ.sha) == b"*1\r\n:1\r\n"
-                for s in redis_servers
-            ),
-            what="the digest script to be loaded everywhere",
-        )
+        await load_digest_script(pool, redis_servers)
         # A hash with a later version's marker and no digest, and an old set,
         # on every server: whichever server is read in full, a read that finds
         # a value not of its type must not give it a digest.
