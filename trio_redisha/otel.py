@@ -67,6 +67,7 @@ _COUNTERS: Final = (
     ("redisha.repair.keys_walked", "repair_keys_walked", "{key}", "Keys the walker read"),
     ("redisha.repair.keys_repaired", "repair_keys_repaired", "{key}", "Keys it wrote back"),
     ("redisha.digests.rehashed", "digests_rehashed", "{key}", "Old keys reads gave a digest"),
+    ("redisha.reads.cached", "reads_cached", "{read}", "Reads of a cached large key"),
 )
 
 

@@ -299,6 +299,10 @@ class CRDTBase(Generic[S]):
         return replies
 
     def _check_write(self, replies: Replies) -> None:
+        cache = self._ctx.read_cache
+        if cache:  # the key changed: the next read is a plain digest read, one round
+            key = self._key
+            cache.drop(key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape"))
         for r in replies:
             if isinstance(r, ReplyError) and is_foreign_reply(r):  # no call for the others
                 raise foreign_error(self._key, r)

@@ -8,7 +8,7 @@ context with it. The context never refers to its pool, or the weak key would
 never die.
 
 The pool's own settings the CRDTs depend on (``write_quorum`` and
-``repair_rate``, constructor arguments of :class:`~trio_redisha.Pool`) are
+``repair_rate`` and ``read_cache``, constructor arguments of :class:`~trio_redisha.Pool`) are
 read in one place, :meth:`CRDTContext.from_pool`.
 """
 
@@ -22,6 +22,7 @@ import trio
 
 from ..exceptions import ConfigurationError
 from ..hlc import HybridLogicalClock
+from ._cache import ReadCache
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -38,6 +39,8 @@ class CRDTContext:
         actor_id: This writer's id (default: 16 random hex digits, so two
             pools never share counter totals).
         clock: The hybrid logical clock stamping LWW writes.
+        read_cache: Bytes (estimated) the read cache may hold (see
+            :mod:`._cache`); 0 keeps none.
 
     Attributes:
         actor_id: This writer's id, as text.
@@ -45,13 +48,15 @@ class CRDTContext:
         clock: The hybrid logical clock (replaceable, e.g. to skew it in tests).
         write_quorum: The default write quorum.
         repair_rate: The read-repair rate limit, per second.
+        read_cache: Large full copies read lately, validated by digests on
+            every read (:class:`~._cache.ReadCache`).
         totals: Per counter key, ``[P, N]``: the totals this writer has
             written or reserved. Shared by every :class:`Counter` of the key,
             so two objects never send the same total for different increments.
     """
 
-    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "rehashing", "repair_rate",
-                 "totals", "write_quorum")  # fmt: skip
+    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rehashing",
+                 "repair_rate", "totals", "write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class CRDTContext:
         repair_rate: float,
         actor_id: str | None = None,
         clock: HybridLogicalClock | None = None,
+        read_cache: int = 0,
     ) -> None:
         actor_id = secrets.token_hex(8) if actor_id is None else actor_id
         try:
@@ -76,13 +82,18 @@ class CRDTContext:
         self.totals: dict[bytes, list[int]] = {}
         #: Keys a read is giving their digest in the background (see _read.rehash_soon).
         self.rehashing: set[bytes] = set()
+        self.read_cache = ReadCache(read_cache)
         self._tokens = repair_rate
         self._stamp = 0.0
 
     @classmethod
     def from_pool(cls, pool: Pool) -> CRDTContext:
         """A fresh context with the pool's settings: the one place that reads them."""
-        return cls(write_quorum=pool.write_quorum, repair_rate=pool._repair_rate)
+        return cls(
+            write_quorum=pool.write_quorum,
+            repair_rate=pool._repair_rate,
+            read_cache=pool._read_cache,
+        )
 
     def repair_allowed(self) -> bool:
         """Take one token of the read-repair rate limit; False when exhausted."""

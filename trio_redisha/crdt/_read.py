@@ -30,6 +30,7 @@ from ..exceptions import (
 from ..replies import Replies
 from ..resp import encode_command
 from ..scripts import Script
+from ._cache import CachedCopy, ReadCache
 from ._context import context_for
 from ._digest import rehash_key
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
@@ -213,10 +214,16 @@ async def read_key(
             raise ConfigurationError(f"servers must be indices in 0..{n - 1}, got {servers!r}")
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
-        got, known, stale = await _digest_read(pool, key, targets, timeout, full_from)
-        snapshot = _finish(pool, key, kind, targets, got, read_quorum, known)
+        cache = context_for(pool).read_cache
+        name = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+        # A walk that names the servers to read in full knows they differ: no cache.
+        cached = cache.get(name) if cache.capacity and not full_from else None
+        got, known, stale = await _digest_read(pool, key, targets, timeout, full_from, cached)
+        snapshot = _finish(pool, key, kind, targets, got, read_quorum, known, cached)
         if stale:  # only once the read succeeded: never into a value not ours
             rehash_soon(pool, key, stale, timeout)
+        if cache.capacity:
+            _remember(pool, cache, name, snapshot, known, cached)
         return snapshot
     # Always raw bytes: a pool with decode_responses=True would hand back text
     # decoded with replacement characters, and a repair would spread them.
@@ -245,10 +252,13 @@ def _finish(
     got: dict[int, Any],
     read_quorum: int,
     known: Sequence[tuple[Any, dict[bytes, bytes]]] = (),
+    cached: CachedCopy | None = None,
 ) -> Snapshot[Any] | None:
     """Parse, check and merge the full replies ``got`` of the servers ``asked``.
 
     ``known``: replies already turned into fields, each with its fields.
+    ``cached``: the read cache's copy of the key, whose registers are reused
+    if every server that answered holds it.
     """
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
@@ -301,7 +311,10 @@ def _finish(
         check_marker(d[1], kind, key)
     done = tuple(i for i, _ in answered)
     if len(distinct) == 1 and distinct[0][1] and kind.marker in _LWW_CLASSES:
-        stored = StoredRegisters.of(distinct[0][1], _PREFIXES[kind.marker], _NOT_REGISTERS)
+        if cached is not None and cached.stored is not None and distinct[0][0] is cached.reply:
+            stored: StoredRegisters | None = cached.stored
+        else:
+            stored = StoredRegisters.of(distinct[0][1], _PREFIXES[kind.marker], _NOT_REGISTERS)
         if stored is not None:
             observe = context_for(pool).clock.observe
             for ts in stored.timestamps():
@@ -339,13 +352,20 @@ async def _digest_read(
     targets: tuple[int, ...],
     timeout: float | None,
     full_from: Sequence[int] = (),
+    cached: CachedCopy | None = None,
 ) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]], list[int]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
     ``full_from``: the servers read in full in the first round instead (one
     of each different state, as a tree walk found), those that are usable.
+    ``cached``: the read cache's copy of the key; every server then sends its
+    digest only, and those holding the cached state get the cached reply.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
-    digest equals a full copy's get that copy's reply. The first round waits
+    digest equals a full copy's get that copy's reply. Servers that differ
+    from it are read in full, one per distinct digest (the others with that
+    digest get its reply once the full copy proves to hold that digest, and
+    are read in full themselves if it does not: the key changed meanwhile).
+    The first round waits
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
@@ -361,7 +381,7 @@ async def _digest_read(
         )
         return dict(zip(targets, more, strict=True)), [], []
     fulls = {i for i in full_from if i in usable}
-    if not fulls:
+    if not fulls and cached is None:
         fulls.add(min(usable, key=lambda i: servers[i].latency))
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
@@ -379,6 +399,9 @@ async def _digest_read(
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
     stale: list[int] = []  # servers holding the key without a digest (old data)
     parsed: list[tuple[Any, dict[bytes, bytes]]] = []
+    if cached is not None:
+        copies[cached.digest] = cached.reply
+        parsed.append((cached.reply, cached.fields))
     for i in fulls:
         reply = got[i]
         if not isinstance(reply, BaseException):
@@ -392,7 +415,8 @@ async def _digest_read(
                 copies.setdefault(mine, reply)
             elif fields and fields.get(MARKER_FIELD) in REGISTRY:
                 stale.append(i)  # ours, but without a digest (a foreign one is left alone)
-    again: list[int] = []
+    again: list[int] = []  # read in full in a second round
+    alike: dict[bytes, list[int]] = {}  # a digest no full copy has, to its servers
     noscript = False
     for i in targets:
         if i in fulls:
@@ -409,23 +433,80 @@ async def _digest_read(
             got[i] = []  # no key: an empty hash, exactly
         elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
             got[i] = copies[r[0]]  # equal digests: the same stored state
+        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0]:
+            alike.setdefault(r[0], []).append(i)
         else:
             if isinstance(r, list) and len(r) == 2 and r[0] == b"" and r[1] in REGISTRY:
                 stale.append(i)  # ours, but without a digest
             again.append(i)
     if noscript:
         pool._start_background(_load_digest_script, pool)
-    if again:
-        left = deadline - trio.current_time()
-        if left > 0:
-            more = await pool._fanout(
-                encode_command(("HGETALL", key)), tuple(again), left, None, None, False, "HGETALL"
-            )
-            got.update(zip(again, more, strict=True))
-        else:
-            for i in again:
-                got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
+    # One full read per digest not seen yet: its servers hold the same state.
+    stand_ins = {min(group, key=lambda i: servers[i].latency): d for d, group in alike.items()}
+    again += stand_ins
+    await _read_in_full(pool, key, again, deadline, got)
+    retry: list[int] = []  # the key changed between the rounds: read these in full too
+    for i, digest in stand_ins.items():
+        reply = got[i]
+        copy: dict[bytes, bytes] | None = None
+        if not isinstance(reply, BaseException):
+            try:
+                copy = _fields_of(reply)
+            except ProtocolError:
+                pass  # judged again (and dropped) by _finish
+            else:
+                parsed.append((reply, copy))
+        for j in alike[digest]:
+            if j == i:
+                continue
+            if copy is not None and copy.get(DIGEST_FIELD) == digest:
+                got[j] = reply
+            else:
+                retry.append(j)
+    await _read_in_full(pool, key, retry, deadline, got)
     return got, parsed, stale
+
+
+async def _read_in_full(
+    pool: Pool, key: str | bytes, servers: list[int], deadline: float, got: dict[int, Any]
+) -> None:
+    """``HGETALL`` on ``servers`` until ``deadline``, each reply (or error) into ``got``."""
+    if not servers:
+        return
+    left = deadline - trio.current_time()
+    if left > 0:
+        more = await pool._fanout(
+            encode_command(("HGETALL", key)), tuple(servers), left, None, None, False, "HGETALL"
+        )
+        got.update(zip(servers, more, strict=True))
+    else:
+        for i in servers:
+            got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
+
+
+def _remember(
+    pool: Pool,
+    cache: ReadCache,
+    name: bytes,
+    snapshot: Snapshot[Any] | None,
+    known: Sequence[tuple[Any, dict[bytes, bytes]]],
+    cached: CachedCopy | None,
+) -> None:
+    """Count a read the cache answered; else keep its full copy if every server agreed."""
+    if snapshot is None:  # no server holds the key
+        cache.drop(name)
+        return
+    if cached is not None and any(r is cached.reply for r in snapshot.replies):
+        pool.stats.reads_cached += 1
+        if snapshot.stored is cached.stored:
+            return  # every server that answered holds the cached state
+    stored = snapshot.stored
+    reply = next((r for r in snapshot.replies if not isinstance(r, BaseException)), None)
+    fields = next((f for r, f in known if r is reply), None)
+    if stored is None or fields is None or not fields.get(DIGEST_FIELD):
+        cache.drop(name)  # replicas differ (or no digest): the next read is a digest read
+        return
+    cache.put(name, fields[DIGEST_FIELD], reply, fields, stored)
 
 
 def rehash_soon(

@@ -224,7 +224,7 @@ class StoredRegisters:
         prefix: The names' prefix (``f:`` or ``m:``).
     """
 
-    __slots__ = ("_joined", "names", "prefix", "raws", "registers")
+    __slots__ = ("_joined", "_texts", "names", "prefix", "raws", "registers")
 
     def __init__(
         self,
@@ -239,6 +239,7 @@ class StoredRegisters:
         self.registers = registers
         self.prefix = prefix
         self._joined = joined  # the names joined by NUL bytes
+        self._texts: frozenset[str] | None = None  # live_texts, once computed
 
     @classmethod
     def of(
@@ -294,17 +295,23 @@ class StoredRegisters:
     def live_texts(self) -> set[str]:
         """:meth:`live_names`, each decoded as strict UTF-8, at C speed.
 
+        Computed once (the registers are kept by the read cache, and read again):
+        each call returns a new set.
+
         Raises:
             UnicodeDecodeError: A name is not UTF-8.
         """
-        names, _ = self._live()
-        if not names:
-            return set()
-        joined = self._joined if names is self.names else b"\x00".join(names)
-        # Every name begins with the (ASCII) prefix and holds no NUL: decoding the
-        # whole and splitting at NUL + prefix decodes each name alone.
-        sep = "\x00" + self.prefix.decode()
-        return set(joined.decode()[len(self.prefix) :].split(sep))
+        texts = self._texts
+        if texts is None:
+            names, _ = self._live()
+            if not names:
+                return set()
+            joined = self._joined if names is self.names else b"\x00".join(names)
+            # Every name begins with the (ASCII) prefix and holds no NUL: decoding the
+            # whole and splitting at NUL + prefix decodes each name alone.
+            sep = "\x00" + self.prefix.decode()
+            texts = self._texts = frozenset(joined.decode()[len(self.prefix) :].split(sep))
+        return set(texts)
 
     def live_payloads(self) -> list[tuple[bytes, bytes]]:
         """Name without the prefix to payload, for the live fields: :meth:`MapState.live`."""

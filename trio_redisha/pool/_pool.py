@@ -108,6 +108,8 @@ _IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
 DEFAULT_TIMEOUT: Final = 0.5
 #: Read repairs allowed per second per pool (Roshi's default rate).
 DEFAULT_REPAIR_RATE: Final = 1000.0
+#: Bytes (estimated) of large CRDT copies a pool keeps, validated by digests.
+DEFAULT_READ_CACHE: Final = 16 * 2**20
 #: How long leaving the pool waits for background work (repairs) already started.
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
@@ -223,6 +225,13 @@ class Pool:
             and not on connections whose replies keep coming later than
             that); 0 turns it off. Default 150 us: on loopback and in a data
             center a reply often comes sooner than a sleeping process wakes.
+        read_cache: Bytes (an estimate of the memory held) of large CRDT keys'
+            full copies kept between reads, 16 MiB by default; 0 keeps none.
+            Only keys of at least 256 fields are kept, and a read of a kept key
+            still asks every server for its digest: those that hold the kept
+            state send nothing more, any other is read in full (see
+            :mod:`trio_redisha.crdt`). Reads return exactly what they would
+            without it.
 
     Attributes:
         stats: Running totals (:class:`~trio_redisha.pool.PoolStats`).
@@ -255,6 +264,7 @@ class Pool:
         replicas: int | None = None,
         previous: Sequence[str | tuple[str, int] | ServerSpec] = (),
         busy_poll: float = DEFAULT_BUSY_POLL,
+        read_cache: int = DEFAULT_READ_CACHE,
     ) -> None:
         if not servers:
             raise ConfigurationError("a pool needs at least one server")
@@ -281,6 +291,9 @@ class Pool:
         repair_rate = _positive("repair_rate", repair_rate)
         close_timeout = _positive("close_timeout", close_timeout)
         self._busy_poll = check_busy_poll(busy_poll)
+        if not isinstance(read_cache, int) or isinstance(read_cache, bool) or read_cache < 0:
+            raise ConfigurationError(f"read_cache must be an int >= 0 (bytes), got {read_cache!r}")
+        self._read_cache = read_cache
         if probe_interval is not None:
             probe_interval = _positive("probe_interval", probe_interval)
         if not isinstance(trip_after, int) or isinstance(trip_after, bool) or trip_after < 1:

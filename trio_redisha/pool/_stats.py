@@ -25,12 +25,15 @@ class PoolStats:
         sloppy_writes: Writes that went to fallback servers (placement, owners down).
         digests_rehashed: Keys without a digest (written before digests) that
             CRDT reads gave one, in the background.
+        reads_cached: CRDT reads of a large key whose full copy came from the
+            pool's read cache, every server having sent only its digest.
     """
 
     __slots__ = (
         "digests_rehashed",
         "quorum_failures",
         "read_repairs",
+        "reads_cached",
         "repair_keys_repaired",
         "repair_keys_walked",
         "replicas_divergent",
@@ -49,6 +52,7 @@ class PoolStats:
         self.repair_keys_repaired = 0
         self.sloppy_writes = 0
         self.digests_rehashed = 0
+        self.reads_cached = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in sorted(self.__slots__))
