@@ -12,7 +12,9 @@ and measures, in the same run:
 as throughput, one task at a time (sequential) and with 50 tasks (concurrent),
 median over interleaved rounds, with the ratio CRDT / bare; and the time to read
 a 1,000-member ``Set`` merged from 3 servers (against ``SMEMBERS`` of the same
-1,000 members on one server).
+1,000 members on one server), read again and again as an application does: with
+the pool's read cache (the default, every server sends only its digest) and
+without it (``read_cache=0``: one full copy, digests from the others).
 
 The CRDT side also runs, in the same interleaved rounds, with the write scripts
 that keep no digests and no digest tree (and pass only the key): the ratio of
@@ -270,14 +272,21 @@ def _script_us(servers: Sequence[Any]) -> float:
 # --------------------------------------------------------------------------- the big set
 
 
-def big_set_read(urls: Sequence[str], cfg: Config, fill: bool = True) -> tuple[list[float], int]:
-    """Seconds per ``Set.get()`` of SET_SIZE members merged from every server."""
+def big_set_read(
+    urls: Sequence[str], cfg: Config, fill: bool = True, cache: bool = True
+) -> tuple[list[float], int]:
+    """Seconds per ``Set.get()`` of SET_SIZE members merged from every server.
+
+    ``cache``: with the pool's read cache (the default); without it
+    (``read_cache=0``), every read takes its full copy from one server.
+    """
 
     async def main() -> tuple[list[float], int]:
         classes = _crdt_classes()
         assert not isinstance(classes, str)
         set_cls = classes[1]
-        async with trio_redisha.open_pool(*urls) as pool:
+        options = {} if cache else {"read_cache": 0}
+        async with trio_redisha.open_pool(*urls, **options) as pool:
             with trio.fail_after(10):
                 while pool.available < len(urls):  # noqa: ASYNC110
                     await trio.sleep(0.005)
@@ -296,22 +305,32 @@ def big_set_read(urls: Sequence[str], cfg: Config, fill: bool = True) -> tuple[l
     return trio.run(main)
 
 
-def big_set_rounds(
-    urls: Sequence[str], cfg: Config, crdt: bool, bare: bool
-) -> tuple[tuple[list[float], int] | None, list[float] | None]:
-    """The big-set reads of both sides, in interleaved rounds (the order alternating)."""
-    times: list[float] = []
-    bare_times: list[float] = []
-    size = 0
+@dataclass
+class BigSet:
+    """The big-set reads: per side, seconds per read."""
+
+    cached: list[float] = field(default_factory=list)
+    uncached: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+    size: int = 0
+
+
+def big_set_rounds(urls: Sequence[str], cfg: Config, crdt: bool, bare: bool) -> BigSet:
+    """The big-set reads of every side, in interleaved rounds (the order rotating)."""
+    out = BigSet()
     for rnd in range(cfg.rounds):
-        sides = [0, 1] if rnd % 2 == 0 else [1, 0]
+        sides = ["cached", "uncached", "bare"]
+        sides = sides[rnd % 3 :] + sides[: rnd % 3]
         for side in sides:
-            if side == 0 and crdt:
-                more, size = big_set_read(urls, cfg, fill=rnd == 0)
-                times += more
-            elif side == 1 and bare:
-                bare_times += big_set_bare(urls[0], cfg)
-    return ((times, size) if crdt else None), (bare_times if bare else None)
+            if side == "bare":
+                if bare:
+                    out.bare += big_set_bare(urls[0], cfg)
+            elif crdt:
+                more, out.size = big_set_read(
+                    urls, cfg, fill=not out.cached and not out.uncached, cache=side == "cached"
+                )
+                getattr(out, side).extend(more)
+    return out
 
 
 def big_set_bare(url: str, cfg: Config) -> list[float]:
@@ -354,8 +373,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 def print_report(
     figs: Figures,
     cfg: Config,
-    big: tuple[list[float], int] | None,
-    big_bare: list[float] | None,
+    big: BigSet,
 ) -> None:
     print(
         f"| op | trio-redisha CRDT, {SERVERS} servers | bare command, redis-py asyncio, 1 server "
@@ -398,19 +416,27 @@ def print_report(
             f"{SERVERS} servers, median over rounds): {crdt_us:.1f} us with digests and tree, "
             f"{plain_us:.1f} us without ({crdt_us / plain_us:.2f}x)."
         )
-    if big is not None:
-        times, size = big
+    med_bare = _med(big.bare)
+    for name, times, how in (
+        ("", big.cached, "with the read cache (the default: every server sends its digest only)"),
+        (
+            " uncached",
+            big.uncached,
+            "read_cache=0 (one server sends the full copy, the others digests)",
+        ),
+    ):
+        if not times:
+            continue
+        med = statistics.median(times)
         line = (
-            f"\nSet.get() of a {size}-member Set merged from {SERVERS} servers: "
-            f"median {statistics.median(times) * 1000:.2f} ms, "
-            f"min {min(times) * 1000:.2f} ms over {len(times)} reads in {cfg.rounds} rounds "
-            "interleaved with the SMEMBERS reads"
+            f"\nSet.get(){name} of a {big.size}-member Set merged from {SERVERS} servers, {how}: "
+            f"median {med * 1000:.2f} ms, min {min(times) * 1000:.2f} ms over {len(times)} reads "
+            f"in {cfg.rounds} rounds interleaved with the SMEMBERS reads"
         )
-        if big_bare:
-            med_bare = statistics.median(big_bare)
+        if med_bare:
             line += (
                 f"; redis-py SMEMBERS of {SET_SIZE} members on 1 server: median "
-                f"{med_bare * 1000:.2f} ms ({statistics.median(times) / med_bare:.1f}x)"
+                f"{med_bare * 1000:.2f} ms ({med / med_bare:.2f}x)"
             )
         print(line)
 
@@ -472,8 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name = "crdt" if side is run_crdt_round else "plain"
                     figs.script_us.setdefault(name, []).append(_script_us(servers))
             print(f"round {rnd + 1}/{cfg.rounds} done", file=sys.stderr, flush=True)
-        big, big_bare = big_set_rounds(urls, cfg, not crdt_missing, not bare_missing)
-        print_report(figs, cfg, big, big_bare)
+        big = big_set_rounds(urls, cfg, not crdt_missing, not bare_missing)
+        print_report(figs, cfg, big)
         print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 
