@@ -21,6 +21,7 @@ from tests.test_crdt_faults import cluster
 from trio_redisha import ConfigurationError, ForeignValueError, HashMap, Pool, Set
 from trio_redisha.crdt import context_for
 from trio_redisha.crdt._cache import MIN_FIELDS, ReadCache
+from trio_redisha.crdt._state import StoredRegisters
 from trio_redisha.testing import RedisServer
 
 BIG = [f"member-{i:04d}" for i in range(MIN_FIELDS + 44)]
@@ -240,23 +241,25 @@ async def test_reads_match_uncached_reads_under_random_writes(
 def test_the_cache_is_bounded_and_least_recently_used_first() -> None:
     fields = {b"m:%04d" % i: b"1:a:+" for i in range(MIN_FIELDS)}
     cost = sum(map(len, fields)) + sum(map(len, fields.values())) + 160 * len(fields)
+    stored = StoredRegisters.of(fields, b"m:", ())
+    assert stored is not None
     cache = ReadCache(4 * cost + 10)
     for name in (b"a", b"b", b"c", b"d"):
-        assert cache.put(name, b"digest", [], fields, None)
+        assert cache.put(name, b"digest", [], fields, stored)
     assert len(cache) == 4 and cache.size == 4 * cost
     assert cache.get(b"a") is not None  # now the most recently used
-    assert cache.put(b"e", b"digest", [], fields, None)
+    assert cache.put(b"e", b"digest", [], fields, stored)
     assert cache.get(b"b") is None  # the least recently used went
     assert {n for n in (b"a", b"c", b"d", b"e") if cache.get(n)} == {b"a", b"c", b"d", b"e"}
     assert cache.size == 4 * cost <= cache.capacity
     # Too small, or larger than a quarter of the capacity: not kept, and no older copy either.
-    assert not cache.put(b"a", b"digest", [], dict(list(fields.items())[:-1]), None)
+    assert not cache.put(b"a", b"digest", [], dict(list(fields.items())[:-1]), stored)
     assert cache.get(b"a") is None and cache.size == 3 * cost
     bigger = {**fields, **{b"m:x%04d" % i: b"1:a:+" for i in range(MIN_FIELDS)}}
-    assert not ReadCache(4 * cost).put(b"x", b"digest", [], bigger, None)
+    assert not ReadCache(4 * cost).put(b"x", b"digest", [], bigger, stored)
     cache.drop(b"c")
     cache.drop(b"c")
     assert cache.size == 2 * cost
     cache.clear()
     assert len(cache) == 0 and cache.size == 0
-    assert not ReadCache(0).put(b"x", b"digest", [], fields, None)
+    assert not ReadCache(0).put(b"x", b"digest", [], fields, stored)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ..exceptions import ConfigurationError, RedisHAError, ReplyError
 from ..replies import Replies
+from ._cache import key_name
 from ._context import context_for
 from ._digest import script_keys
 from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
@@ -301,8 +302,7 @@ class CRDTBase(Generic[S]):
     def _check_write(self, replies: Replies) -> None:
         cache = self._ctx.read_cache
         if cache:  # the key changed: the next read is a plain digest read, one round
-            key = self._key
-            cache.drop(key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape"))
+            cache.drop(key_name(self._key))
         for r in replies:
             if isinstance(r, ReplyError) and is_foreign_reply(r):  # no call for the others
                 raise foreign_error(self._key, r)

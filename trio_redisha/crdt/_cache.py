@@ -28,13 +28,18 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from ._state import StoredRegisters
 
-__all__ = ["MIN_FIELDS", "CachedCopy", "ReadCache"]
+__all__ = ["MIN_FIELDS", "CachedCopy", "ReadCache", "key_name"]
 
 #: The fewest fields a full copy needs to be cached (see the module doc).
 MIN_FIELDS: Final = 256
 # Per field, beyond the bytes of its name and value: two bytes objects, a dict
 # entry and list slots (CPython 3.11, 64 bits), rounded up.
 _FIELD_OVERHEAD: Final = 160
+
+
+def key_name(key: str | bytes) -> bytes:
+    """The key as Redis stores it: the name the cache (and the rehash set) go by."""
+    return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -46,15 +51,14 @@ class CachedCopy:
         reply: The ``HGETALL`` reply, shared by every read it answers (never
             changed: replies are not written to).
         fields: The same, as field name to value.
-        stored: Its registers, for a map or a set (``None``: not built yet,
-            or a counter).
+        stored: Its registers (only map and set copies are kept).
         cost: The estimated memory it holds, in bytes.
     """
 
     digest: bytes
     reply: Any
     fields: dict[bytes, bytes]
-    stored: StoredRegisters | None
+    stored: StoredRegisters
     cost: int
 
 
@@ -94,7 +98,7 @@ class ReadCache:
         digest: bytes,
         reply: Any,
         fields: dict[bytes, bytes],
-        stored: StoredRegisters | None,
+        stored: StoredRegisters,
     ) -> bool:
         """Keep ``reply`` as the copy of ``name``; returns whether it was kept.
 

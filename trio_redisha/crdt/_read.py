@@ -30,7 +30,7 @@ from ..exceptions import (
 from ..replies import Replies
 from ..resp import encode_command
 from ..scripts import Script
-from ._cache import CachedCopy, ReadCache
+from ._cache import CachedCopy, ReadCache, key_name
 from ._context import context_for
 from ._digest import rehash_key
 from ._plan import RepairPlan, foreign_error, is_foreign_reply, plan_repair
@@ -215,7 +215,7 @@ async def read_key(
     targets = asked if servers is not None else pool.targets(("HGETALL", key))
     if len(targets) > 1:
         cache = context_for(pool).read_cache
-        name = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+        name = key_name(key)
         # A walk that names the servers to read in full knows they differ: no cache.
         cached = cache.get(name) if cache.capacity and not full_from else None
         got, known, stale = await _digest_read(pool, key, targets, timeout, full_from, cached)
@@ -311,7 +311,7 @@ def _finish(
         check_marker(d[1], kind, key)
     done = tuple(i for i, _ in answered)
     if len(distinct) == 1 and distinct[0][1] and kind.marker in _LWW_CLASSES:
-        if cached is not None and cached.stored is not None and distinct[0][0] is cached.reply:
+        if cached is not None and distinct[0][0] is cached.reply:
             stored: StoredRegisters | None = cached.stored
         else:
             stored = StoredRegisters.of(distinct[0][1], _PREFIXES[kind.marker], _NOT_REGISTERS)
@@ -431,14 +431,16 @@ async def _digest_read(
             continue  # did not answer: as in a full read, it costs only its entry
         elif r == 0:
             got[i] = []  # no key: an empty hash, exactly
-        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0] in copies:
-            got[i] = copies[r[0]]  # equal digests: the same stored state
-        elif isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes) and r[0]:
-            alike.setdefault(r[0], []).append(i)
         else:
-            if isinstance(r, list) and len(r) == 2 and r[0] == b"" and r[1] in REGISTRY:
-                stale.append(i)  # ours, but without a digest
-            again.append(i)
+            pair = isinstance(r, list) and len(r) == 2 and isinstance(r[0], bytes)
+            if pair and r[0] in copies:
+                got[i] = copies[r[0]]  # equal digests: the same stored state
+            elif pair and r[0]:
+                alike.setdefault(r[0], []).append(i)
+            else:
+                if pair and r[1] in REGISTRY:
+                    stale.append(i)  # ours, but without a digest
+                again.append(i)
     if noscript:
         pool._start_background(_load_digest_script, pool)
     # One full read per digest not seen yet: its servers hold the same state.
@@ -521,7 +523,7 @@ def rehash_soon(
     Returns whether it was started.
     """
     ctx = context_for(pool)
-    name = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+    name = key_name(key)
     if name in ctx.rehashing or not ctx.repair_allowed():
         return False
     ctx.rehashing.add(name)
