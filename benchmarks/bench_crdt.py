@@ -231,10 +231,12 @@ def _without_digests() -> Iterator[None]:
         name = "COUNTER_MERGE" if kind is _storage.COUNTER else "LWW_MERGE"
         object.__setattr__(kind, "script", plain[name])
     _digest._tree_enabled = False
+    _storage._packs_enabled = False
     try:
         yield
     finally:
         _digest._tree_enabled = True
+        _storage._packs_enabled = True
         for kind, script in zip(kinds, saved, strict=True):
             object.__setattr__(kind, "script", script)
 

@@ -8,9 +8,10 @@ does not matter here), in three variants of the same build:
   (``_scripts.PLAIN_SCRIPTS``, the switch ``benchmarks/bench_crdt.py`` uses),
   given the key only;
 * ``digest``: the real write scripts given the key only (no ``KEYS[2]``: the
-  per-key digest is kept, the tree entry is not);
+  per-key digest is kept, the tree entry is not), and the pack of the pairs'
+  hashes, as the library sends it (``_storage.hash_pack``);
 * ``digest+tree``: the real write scripts as the library runs them, with the
-  key's digest-tree key (``_digest.script_keys``).
+  key's digest-tree key (``_digest.script_keys``) and the pack.
 
 For each workload, each variant writes its own keys. The figure is the
 server's own time per script call: ``INFO commandstats`` ``usec_per_call`` of
@@ -54,6 +55,7 @@ from _common import bench_servers, run_main
 
 from trio_redisha.crdt import _scripts
 from trio_redisha.crdt._digest import script_keys
+from trio_redisha.crdt._storage import hash_pack
 from trio_redisha.scripts import Script
 from trio_redisha.testing import (
     RedisServer,
@@ -93,6 +95,16 @@ def _script(variant: str, name: str) -> Script:
 
 def _keys(variant: str, key: bytes) -> list[Any]:
     return script_keys(key) if variant == "digest+tree" else [key]
+
+
+def _argv(variant: str, name: str, argv: list[Any]) -> list[Any]:
+    """``argv`` as the library sends it: the real scripts get the pairs' pack."""
+    if variant == "plain":
+        return argv
+    head = 1 if name == "PURGE" else 2
+    flat = [b"%d" % x if isinstance(x, int) else x for x in argv[head:]]
+    pairs = list(zip(flat[::2], flat[1::2], strict=True))
+    return [*argv, hash_pack(pairs)]
 
 
 #: One call: (script name, key, ARGV), from the call's number.
@@ -147,7 +159,7 @@ def _run(client: Any, variant: str, calls: Sequence[Call]) -> None:
         pipe = client.pipeline(transaction=False)
         for name, key, argv in calls[start : start + BATCH]:
             keys = _keys(variant, key)
-            pipe.evalsha(_script(variant, name).sha, len(keys), *keys, *argv)
+            pipe.evalsha(_script(variant, name).sha, len(keys), *keys, *_argv(variant, name, argv))
         for r in pipe.execute(raise_on_error=False):
             if isinstance(r, Exception):
                 raise RuntimeError(f"{variant}: {r}")

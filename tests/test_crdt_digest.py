@@ -47,6 +47,7 @@ from trio_redisha.crdt._storage import (
     ZERO_DIGEST,
     apply_purge_fields,
     field_hash,
+    hash_pack,
     segment_digest,
     state_digest,
 )
@@ -132,12 +133,14 @@ ops = st.lists(
 )
 
 
-def apply(c: Client, op: tuple[str, bytes, Any]) -> None:
+def apply(c: Client, op: tuple[str, bytes, Any], packed: bool = True) -> None:
+    """One write or purge; ``packed``: with the pairs' hashes, as the library sends them."""
     kind, key, arg = op
     marker = KINDS[key]
     if kind == "write":
         script = COUNTER_MERGE if marker == b"counter:1" else LWW_MERGE
-        run(c, script, key, marker, 0, *[x for kv in arg for x in kv])
+        pack = [hash_pack(arg)] if packed else []
+        run(c, script, key, marker, 0, *[x for kv in arg for x in kv], *pack)
         return
     # Purge some of the stored fields, with their exact values (as repair does).
     stored = c.hash(key)
@@ -145,19 +148,20 @@ def apply(c: Client, op: tuple[str, bytes, Any]) -> None:
     exact = exact[:arg]
     twin = apply_purge_fields(stored, marker, exact)
     assert twin is not None
-    n = run(c, PURGE, key, marker, *[x for kv in exact for x in kv])
+    pack = [hash_pack(exact)] if packed else []
+    n = run(c, PURGE, key, marker, *[x for kv in exact for x in kv], *pack)
     assert (c.hash(key), n) == twin
 
 
 @fuzz
-@given(ops)
+@given(ops, st.booleans())
 def test_tree_follows_every_write_and_purge(
-    clients: list[Client], seq: list[tuple[str, bytes, Any]]
+    clients: list[Client], seq: list[tuple[str, bytes, Any]], packed: bool
 ) -> None:
     c = clients[0]
     c("FLUSHALL")
     for op in seq:
-        apply(c, op)
+        apply(c, op, packed)
         check_tree(c, list(KINDS))
 
 
@@ -166,13 +170,14 @@ def test_tree_follows_every_write_and_purge(
 def test_digests_equal_exactly_when_stored_states_are(
     clients: list[Client], seq: list[tuple[str, bytes, Any]], on_b: list[bool]
 ) -> None:
+    # Server a is sent the pairs' hashes (as by the library), b hashes them itself.
     a, b = clients
     a("FLUSHALL")
     b("FLUSHALL")
     for op, both in zip(seq, on_b, strict=False):
         apply(a, op)
         if both:
-            apply(b, op)
+            apply(b, op, packed=False)
     for key in KINDS:
         ha, hb = a.hash(key), b.hash(key)
         assert (ha.get(DIGEST_FIELD) == hb.get(DIGEST_FIELD)) == (ha == hb)
@@ -218,6 +223,27 @@ def test_field_hash_padding_matches_the_scripts_at_every_length(
         c("HSET", key, b"m:zz", b"2:a:+")
         run(c, REHASH, key)
         assert c.hash(other)[DIGEST_FIELD] == c.hash(key)[DIGEST_FIELD]
+
+
+def test_a_pack_that_does_not_fit_is_ignored(clients: list[Client]) -> None:
+    # The pack is the client's shortcut, never a second source of truth: one of
+    # the wrong length (or an argument count that leaves none) is not used, and
+    # a slot that is not hex falls back to the script's own hash.
+    c = clients[0]
+    pairs = [(b"m:x", b"1:a:+"), (b"m:y", b"2:a:+")]
+    flat = [x for kv in pairs for x in kv]
+    good = hash_pack(pairs)
+    assert good == b"%013x%013x" % (field_hash(*pairs[0]), field_hash(*pairs[1]))
+    for i, pack in enumerate([good, good[:13], good + b"0", b"z" * 26, b"", good[:13] + b"z" * 13]):
+        key = b"pack%d" % i
+        assert run(c, LWW_MERGE, key, b"set:1", 0, *flat, pack) == 2
+        check_tree(c, [key])
+        assert c.hash(key) == c.hash(b"pack0")
+    # Purge with a pack that fits and with one that does not.
+    assert run(c, PURGE, b"pack1", b"set:1", b"m:x", b"1:a:+", hash_pack(pairs[:1])) == 1
+    assert run(c, PURGE, b"pack2", b"set:1", b"m:x", b"1:a:+", b"0") == 1
+    check_tree(c, [b"pack1", b"pack2"])
+    assert c.hash(b"pack1") == c.hash(b"pack2")
 
 
 def test_digest_of_another_format_is_recomputed(clients: list[Client]) -> None:

@@ -30,7 +30,7 @@ from ._digest import script_keys
 from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
 from ._read import Snapshot, read_key
 from ._state import Mergeable
-from ._storage import Fields, check_key
+from ._storage import Fields, check_key, script_argv
 from .codecs import Codec
 
 if TYPE_CHECKING:
@@ -286,13 +286,10 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
         """
         kind = self._kind
-        args: list[Any] = [kind.marker, self._pttl_ms]
-        for f, v in fields:
-            args += (f, v)
         replies = await self._pool.execute_script(
             kind.script,
             self._script_keys,
-            args,
+            script_argv((kind.marker, self._pttl_ms), fields),
             timeout=self._timeout,
             servers=self._script_servers(),
         )

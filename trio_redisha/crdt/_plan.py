@@ -24,7 +24,7 @@ from ..scripts import Script
 from ._digest import script_keys
 from ._scripts import FOREIGN_CODE, PURGE
 from ._state import Mergeable
-from ._storage import CRDTType, Fields, hash_fields
+from ._storage import CRDTType, Fields, hash_fields, script_argv
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -189,7 +189,7 @@ async def _run_repair(
         replies = await pool.execute_script(
             kind.script,
             script_keys(key),
-            [kind.marker, pttl_ms, *flatten(plan.fields)],
+            script_argv((kind.marker, pttl_ms), plan.fields),
             timeout=timeout,
             servers=plan.behind,
         )
@@ -200,7 +200,7 @@ async def _run_repair(
         replies = await pool.execute_script(
             PURGE,
             script_keys(key),
-            [kind.marker, *flatten(plan.tombstones)],
+            script_argv((kind.marker,), plan.tombstones),
             timeout=timeout,
             servers=plan.purge,
         )

@@ -57,6 +57,12 @@ end
 _PRELUDE = r"""
 local key, marker = KEYS[1], ARGV[1]
 local fresh  -- whether the key is new (load() found nothing)
+-- The field, value pairs run from ARGV[first] to ARGV[last] (see load()). One
+-- more argument after them is the pack: the hash of each pair's field and
+-- value (as fnum), 13 hex digits each, in order, from the client (so the
+-- script hashes only what it finds stored). Without it, or if its length is
+-- wrong, the script hashes the pairs itself.
+local last, pack = #ARGV, nil
 
 local function foreign(why)
   return redis.error_reply('REDISHA_FOREIGN ' .. why)
@@ -64,13 +70,20 @@ end
 
 -- The one read of a write script: the marker, the stored digest, then the
 -- stored value of `extra` (if given) and of every field ARGV[first],
--- ARGV[first + 2], ..., as got[1], got[2], got[3]... (false: absent). HMGET
--- answers a non-hash with WRONGTYPE, so the type is checked only then (for the
--- message). Answers nil and got, or the error reply when the key is not ours.
+-- ARGV[first + 2], ..., ARGV[last - 1], as got[1], got[2], got[3]... (false:
+-- absent). HMGET answers a non-hash with WRONGTYPE, so the type is checked
+-- only then (for the message). Answers nil and got, or the error reply when
+-- the key is not ours. First sets last and pack: an odd count of arguments
+-- from ARGV[first] on ends with the pack.
 local function load(extra, first)
+  if (last - first) % 2 == 0 then
+    local p = ARGV[last]
+    last = last - 1
+    if #p == 13 * (last - first + 1) / 2 then pack = p end
+  end
   local names = {}
   if extra then names[1] = extra end
-  for i = first, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+  for i = first, last, 2 do names[#names + 1] = ARGV[i] end
   local n = #names
   local got = redis.pcall('HMGET', key, '__redisha__', '__redisha_digest__',
                           unpack(names, 1, math.min(n, 1000)))  -- within unpack's limit
@@ -234,19 +247,31 @@ local function getf(f, got, j)
   return got[j]
 end
 
-local function setf(f, v, old)
+-- The hash of pair number p (from 0: ARGV[first + 2p] and the value after
+-- it), f holding v: from the pack if the client sent one, else computed.
+local function given(p, f, v)
+  if pack and p then
+    local h = tonumber(sub(pack, 13 * p + 1, 13 * p + 13), 16)
+    if h then return h end
+  end
+  return fnum(f, v)
+end
+
+-- Write v to field f, which held old (nil: absent); p: the pair it came from.
+local function setf(f, v, old, p)
   if old then
-    d = (d + fnum(f, v) - fnum(f, old)) % M
+    d = (d + given(p, f, v) - fnum(f, old)) % M
   else
-    d = (d + fnum(f, v)) % M
+    d = (d + given(p, f, v)) % M
   end
   pend[#pend + 1] = f
   pend[#pend + 1] = v
   pv[f] = v
 end
 
-local function delf(f, old)
-  d = (d - fnum(f, old)) % M
+-- Delete field f, which held old; p: the pair that named it (if old is its value).
+local function delf(f, old, p)
+  d = (d - given(p, f, old)) % M
   dels[#dels + 1] = f
   pv[f] = false
 end
@@ -291,18 +316,20 @@ end
 #: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree
 #: (:func:`~trio_redisha.crdt._digest.script_keys`).
 #: ``ARGV``: marker, expiry in ms (``0``: leave it), then ``field, total``
-#: pairs. Answers the stored total of each given field after the merge (what
-#: the writer must never go below).
+#: pairs, then optionally their pack (:func:`~trio_redisha.crdt._storage.hash_pack`:
+#: the script then hashes only the stored values it replaces). Answers the
+#: stored total of each given field after the merge (what the writer must
+#: never go below).
 _COUNTER_MERGE_BODY = r"""
 local why, got = load(nil, 3)
 if why then return why end
 begin(got)
 local out = {}
-for i = 3, #ARGV, 2 do
+for i = 3, last, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local cur = getf(f, got, (i + 3) / 2)
   if decimal(v) and (not cur or not decimal(cur) or numcmp(v, cur) > 0) then
-    setf(f, v, cur)
+    setf(f, v, cur, (i - 3) / 2)
     cur = v
   end
   out[#out + 1] = cur or '0'
@@ -315,12 +342,12 @@ COUNTER_MERGE = Script(_PRELUDE + _HASH + _WRITE + _COUNTER_MERGE_BODY)
 #: Merge last-writer-wins registers (map fields, set members) and clear stamps.
 #:
 #: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
-#: ``ARGV``: marker, expiry in ms (``0``: leave
-#: it), then ``field, register`` pairs, each register
-#: ``<ts>:<actor>:<flag><payload>``. A register replaces the stored one only if
-#: it is larger in the one order: timestamp, then actor, then flag and payload;
-#: and it is refused if the stored clear stamp (field ``c:``) is not smaller
-#: than it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
+#: ``ARGV``: marker, expiry in ms (``0``: leave it), then ``field,
+#: register`` pairs, each register ``<ts>:<actor>:<flag><payload>``, then
+#: optionally their pack. A register replaces the stored one only if it is
+#: larger in the one order: timestamp, then actor, then flag and payload; and
+#: it is refused if the stored clear stamp (field ``c:``) is not smaller than
+#: it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
 #: stored one and then deletes every field holding a register it kills.
 #: Answers how many fields changed (written or deleted).
 _LWW_MERGE_BODY = r"""
@@ -353,13 +380,13 @@ begin(got)
 local rawclear = got[3]
 local clear = parse_clear(rawclear)
 local changed = 0
-for i = 3, #ARGV, 2 do
+for i = 3, last, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local new = parse(v)
   if f == 'c:' then
     new = parse_clear(v)
     if new and (not clear or cmp(new, clear) > 0) then
-      setf(f, v, rawclear)
+      setf(f, v, rawclear, (i - 3) / 2)
       rawclear = v
       clear = new
       changed = changed + 1
@@ -381,7 +408,7 @@ for i = 3, #ARGV, 2 do
     local cur = getf(f, got, (i + 5) / 2)
     local old = cur and parse(cur)
     if not old or cmp(new, old) > 0 then
-      setf(f, v, cur)
+      setf(f, v, cur, (i - 3) / 2)
       changed = changed + 1
     end
   end
@@ -394,8 +421,8 @@ LWW_MERGE = Script(_PRELUDE + _HASH + _WRITE + _LWW_MERGE_BODY)
 #: Purge tombstones whose grace period is over.
 #:
 #: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
-#: ``ARGV``: marker, then ``field, register``
-#: pairs; a field is deleted only if it still holds exactly that register (a
+#: ``ARGV``: marker, then ``field, register`` pairs, then optionally their
+#: pack; a field is deleted only if it still holds exactly that register (a
 #: newer write since the read is kept). A hash left with nothing but its
 #: marker (and digest) is deleted. Answers how many fields were deleted.
 _PURGE_BODY = r"""
@@ -404,10 +431,10 @@ if why then return why end
 if fresh then return 0 end
 begin(got)
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 2, last, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   if f ~= DIGEST and f ~= '__redisha__' and getf(f, got, (i + 4) / 2) == v then
-    delf(f, v)
+    delf(f, v, (i - 2) / 2)
     n = n + 1
   end
 end

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
-from ._storage import COUNTER, check_key
+from ._storage import COUNTER, check_key, script_argv
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -155,7 +155,7 @@ class Counter(CRDTBase[CounterState]):
         replies = await self._pool.execute_script(
             COUNTER.script,
             self._script_keys,
-            [COUNTER.marker, self._pttl_ms, pf, pb, nf, nb],
+            script_argv((COUNTER.marker, self._pttl_ms), ((pf, pb), (nf, nb))),
             timeout=self._timeout,
             servers=self._script_servers(),
         )
