@@ -11,15 +11,16 @@ foreign value under the key all read exactly as without the cache.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 import trio
 
-from tests.harness.helpers import command_calls, eventually, raw
+from tests.harness.helpers import command_calls, eventually, raw, raw_hash
 from tests.test_crdt_digest_reads import full_reads, load_digest_script, pool_on
 from tests.test_crdt_faults import cluster
 from trio_redisha import ConfigurationError, ForeignValueError, HashMap, Pool, Set
-from trio_redisha.crdt import context_for
+from trio_redisha.crdt import _read, context_for
 from trio_redisha.crdt._cache import MIN_FIELDS, ReadCache
 from trio_redisha.crdt._state import StoredRegisters
 from trio_redisha.testing import RedisServer
@@ -147,6 +148,47 @@ async def test_a_server_that_missed_writes_is_read_and_repaired(
         before = await full_reads(redis_servers)
         assert await Set(reader.pool, "big").get() == set(BIG) | {"while-cut"}
         assert await full_reads(redis_servers) == before
+
+
+async def test_a_group_whose_full_copy_changed_between_rounds_is_read_in_full(
+    redis_servers: list[RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Servers 1 and 2 agree on a state the cache has not seen: one of them (the
+    # stand-in) is read in full for both. A write reaches the stand-in alone
+    # between the digest round and its full read: its copy no longer holds the
+    # digest the other sent, so the other is read in full too, and is repaired.
+    async with (
+        pool_on(redis_servers) as reader,
+        pool_on(redis_servers[1:]) as pair,
+        pool_on(redis_servers[1:2]) as one,
+        pool_on(redis_servers[2:]) as two,
+    ):
+        singles = {1: one, 2: two}
+        await load_digest_script(reader, redis_servers)
+        await fill(reader)
+        assert await Set(reader, "big").get() == set(BIG)  # kept
+        await Set(pair, "big").add("on-both")  # servers 1 and 2 only
+        full_rounds: list[list[int]] = []
+        read_in_full = _read._read_in_full
+
+        async def late_write_first(pool: Pool, key: Any, servers: list[int], *rest: Any) -> None:
+            if servers and not full_rounds:
+                (stand_in,) = servers
+                await Set(singles[stand_in], "big").add("late")
+            full_rounds.append(list(servers))
+            await read_in_full(pool, key, servers, *rest)
+
+        monkeypatch.setattr(_read, "_read_in_full", late_write_first)
+        got = await Set(reader, "big").get()
+        assert got == set(BIG) | {"on-both", "late"}
+        (stand_in,), (other,) = full_rounds  # one full read per round: the retry ran
+        assert {stand_in, other} == {1, 2}
+
+        async def converged() -> bool:
+            hashes = [await raw_hash(s, "big") for s in redis_servers]
+            return hashes[0] == hashes[1] == hashes[2] and b"m:late" in hashes[other]
+
+        await eventually(converged, "read repair to bring server 0 and the other one up to date")
 
 
 async def test_a_server_restarted_empty_then_expiry(redis_servers: list[RedisServer]) -> None:
