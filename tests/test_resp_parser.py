@@ -883,3 +883,20 @@ def test_corrupted_streams_whole_and_in_pieces(
     fast = _outcomes(RespParser(limits), bytes(raw), cuts)
     assert len(pure) == len(fast), (bytes(raw), pure, fast)
     assert all(same(a, b) for a, b in zip(pure, fast, strict=True)), (bytes(raw), pure, fast)
+
+
+@pytest.mark.parametrize("line", [b":-100000", b"+abcdefg", b",1.50000", b"(1234567", b"-ERR abc"])
+def test_a_line_of_the_longest_length_may_arrive_cut_between_cr_and_lf(line: bytes) -> None:
+    # Found by test_corrupted_streams_whole_and_in_pieces: a line of exactly
+    # max_line bytes whose CR had arrived without its LF was refused as too long.
+    limits = Limits(5, 2, 2, 8, 50)
+    assert len(line) == limits.max_line_length
+    raw = b"*1\r\n" + line + b"\r\n" + line + b"\r\n"  # nested, then at the top
+    whole = _outcomes(RespParser(limits), raw, [])
+    assert len(whole) == 2 and "ERROR" not in whole
+    for cr in (4 + len(line) + 1, len(raw) - 1):  # after each CR
+        assert _outcomes(RespParser(limits), raw, [cr]) == whole
+    # One byte more is still refused, however it arrives.
+    longer = line[:1] + b"1" + line[1:] + b"\r\n"
+    for cuts in ([], [len(line) + 1], list(range(len(longer)))):
+        assert _outcomes(RespParser(limits), longer, cuts) == ["ERROR"]

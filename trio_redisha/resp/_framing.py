@@ -402,12 +402,19 @@ class _BufferedParser:
         """
         max_line = self._max_line
         if idx < 0:
-            if len(self._buf) - pos + self._chunks_len > max_line:
+            size = len(self._buf) - pos + self._chunks_len
+            # A line of max_line bytes may have arrived with the CR of its CRLF.
+            if size > max_line and not (size == max_line + 1 and self._ends_with_cr()):
                 raise ProtocolError(f"line longer than {max_line} bytes without CRLF")
         elif idx == pos:
             raise ProtocolError("empty line where a reply type was expected")
         else:
             raise ProtocolError(f"line longer than {max_line} bytes")
+
+    def _ends_with_cr(self) -> bool:
+        """Whether the last byte received is a CR."""
+        last = self._chunks[-1] if self._chunks else self._buf
+        return last[-1:] == b"\r"
 
     def _check_incomplete(self, origin: int) -> None:
         """Fail if the incomplete reply begun at stream offset ``origin`` is too large."""
