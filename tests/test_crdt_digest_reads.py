@@ -26,7 +26,7 @@ from tests.harness.helpers import (
     wait_until,
 )
 from tests.test_crdt_faults import cluster
-from trio_redisha import Counter, HashMap, Pool, QuorumError, Set
+from trio_redisha import ConfigurationError, Counter, HashMap, Pool, QuorumError, Set
 from trio_redisha.crdt import context_for
 from trio_redisha.crdt._digest import tree_key
 from trio_redisha.crdt._read import DIGEST_READ
@@ -254,3 +254,108 @@ async def test_reads_do_not_rehash_a_foreign_value(redis_servers: list[RedisServ
     assert pool.stats.digests_rehashed == 0
     after = [await raw(s, "DUMP", k) for s in redis_servers for k in keys]
     assert after == before  # ... or written
+
+
+# --- hedged reads ----------------------------------------------------------------
+
+
+def _full_copy_server(pool: Pool) -> int:
+    """The server a digest read takes its full copy from: the fastest of late."""
+    servers = pool._servers
+    return min(range(len(servers)), key=lambda i: servers[i].latency)
+
+
+@pytest.mark.parametrize("frozen", ["full copy", "digest"])
+async def test_a_hedged_read_does_not_wait_for_a_hung_server(
+    redis_servers: list[RedisServer], frozen: str
+) -> None:
+    # timeout=2: a read that waited for the hung server would take half of it
+    # (the first round) at least; a hedged one returns with the other two.
+    async with pool_on(redis_servers, timeout=2.0) as pool:
+        await load_digest_script(pool, redis_servers)
+        m = HashMap(pool, "m", read_quorum=2, hedged=True)
+        assert m.hedged and not HashMap(pool, "m").hedged
+        await m.set({"a": 1, "b": [2]})
+        for _ in range(3):
+            assert await HashMap(pool, "m").get() == {"a": 1, "b": [2]}  # latencies measured
+        full = _full_copy_server(pool)
+        hung = full if frozen == "full copy" else (full + 1) % 3
+        redis_servers[hung].freeze()
+        try:
+            start = trio.current_time()
+            assert await m.get() == {"a": 1, "b": [2]}
+            assert trio.current_time() - start < 0.9  # not the first round's 1 s
+            # Not awaited is not merged: a read needing all three still fails.
+            with pytest.raises(QuorumError):
+                await HashMap(pool, "m", read_quorum=3, hedged=True).get()
+        finally:
+            redis_servers[hung].thaw()
+
+
+async def test_a_hedged_quorum_read_sees_every_acknowledged_write(
+    redis_servers: list[RedisServer],
+) -> None:
+    # write_quorum + read_quorum > 3: any two servers that answer hold every
+    # acknowledged write, here the one server 0 missed while cut off.
+    async with cluster(redis_servers) as c:
+        await eventually(lambda: c.pool.available == 3, "the pool to connect")
+        s = Set(c.pool, "s", write_quorum=2, read_quorum=2, hedged=True)
+        await s.add("before")
+        await c.cut(0)
+        await s.add("while-cut")  # acknowledged by servers 1 and 2
+        await c.heal(0)
+        redis_servers[1].freeze()
+        try:
+            assert await s.get() == {"before", "while-cut"}  # servers 0 and 2
+        finally:
+            redis_servers[1].thaw()
+
+
+async def test_a_hedged_read_of_a_cached_key_needs_only_digests(
+    redis_servers: list[RedisServer],
+) -> None:
+    members = {f"member-{i:04d}" for i in range(300)}
+    async with pool_on(redis_servers, timeout=2.0) as pool:
+        await load_digest_script(pool, redis_servers)
+        big = Set(pool, "big", read_quorum=2, hedged=True)
+        await big.add(*members)
+        assert await big.get() == members  # kept by the read cache
+        before = await full_reads(redis_servers)
+        hung = redis_servers[_full_copy_server(pool)]
+        hung.freeze()
+        try:
+            start = trio.current_time()
+            assert await big.get() == members
+            assert trio.current_time() - start < 0.9
+            assert pool.stats.reads_cached == 1
+        finally:
+            hung.thaw()
+        assert await full_reads(redis_servers) == before  # digests only, everywhere
+
+
+@pytest.mark.parametrize("bad", [1, 0, None, "yes"])
+async def test_hedged_must_be_a_bool(redis_servers: list[RedisServer], bad: object) -> None:
+    async with pool_on(redis_servers) as pool:
+        for cls in (Counter, HashMap, Set):
+            with pytest.raises(ConfigurationError, match="hedged"):
+                cls(pool, "k", hedged=bad)  # type: ignore[arg-type]
+
+
+async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
+    redis_servers: list[RedisServer],
+) -> None:
+    # read_quorum=1: the first reply would do, but a digest alone is no value;
+    # the read waits for the full copy (a few of its server's reply times), so
+    # healthy servers cost one full read per read, as without hedging.
+    members = {f"member-{i:04d}" for i in range(2000)}
+    async with pool_on(redis_servers, read_cache=0) as pool:
+        await load_digest_script(pool, redis_servers)
+        big = Set(pool, "big", hedged=True)
+        await big.add(*members)
+        for _ in range(3):
+            assert await big.get() == members
+        before = sum(await full_reads(redis_servers))
+        for _ in range(20):
+            assert await big.get() == members
+        # A reply later than the wait (a stall of the machine) may cost a second one.
+        assert sum(await full_reads(redis_servers)) - before <= 22

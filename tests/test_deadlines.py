@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from trio_redisha._deadlines import Deadlines
-from trio_redisha.connection import Waiter
+from trio_redisha.connection import RequiringWaiter, Slot, Waiter
 
 
 def pending_waiter() -> Waiter:
@@ -86,3 +86,58 @@ async def test_an_earlier_deadline_moves_the_sleeping_timer(autojump_clock: Any)
         assert trio.current_time() - start <= 0.3 + 0.001
         assert not far.filled
         nursery.cancel_scope.cancel()
+
+
+async def test_a_requiring_waiter_waits_for_its_slot_until_relaxed(autojump_clock: Any) -> None:
+    # A hedged digest read: one reply would do, but not before the full copy's,
+    # until the timer relaxes the waiter (its server is late: do without it).
+    deadlines = Deadlines(granularity=0.001)
+    waiter = RequiringWaiter(1)
+    full, *digests = slots = [Slot(waiter, i, 0.0) for i in range(3)]
+    for _ in slots:
+        waiter.expect()
+    waiter.required = full
+    woke: list[float] = []
+
+    async def wait() -> None:
+        await waiter.wait()
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(deadlines.run)
+        start = trio.current_time()
+        deadlines.add(start + 0.5, waiter.relaxer)
+        nursery.start_soon(wait)
+        await trio.sleep(0.1)
+        for d in digests:
+            d.fill(b"digest", trio.current_time())
+        assert not waiter.satisfied  # two replies, but not the required one
+        await trio.sleep(0.1)
+        assert not woke and not waiter.relaxer.filled
+        await trio.sleep(0.5)
+        assert woke and 0.5 <= woke[0] - start <= 0.502  # relaxed by the timer
+        assert waiter.relaxer.filled and len(deadlines) == 0
+        nursery.cancel_scope.cancel()
+
+
+def test_a_requiring_waiter_is_satisfied_by_its_slot_or_its_failure() -> None:
+    for fill in (True, False):
+        waiter = RequiringWaiter(2)
+        full, other, third = slots = [Slot(waiter, i, 0.0) for i in range(3)]
+        for _ in slots:
+            waiter.expect()
+        waiter.required = full
+        other.fill(b"digest", 0.0)
+        third.fill(b"digest", 0.0)
+        assert not waiter.satisfied
+        if fill:
+            full.fill(b"copy", 0.0)
+        else:
+            full.fail(OSError("gone"))
+        assert waiter.satisfied
+    # Without a required slot it is a plain waiter.
+    plain = RequiringWaiter(1)
+    plain.expect()
+    plain.expect()
+    Slot(plain, 0, 0.0).fill(b"x", 0.0)
+    assert plain.satisfied

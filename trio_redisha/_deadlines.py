@@ -17,17 +17,29 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from typing import Final
+from typing import Final, Protocol
 
 import trio
-
-from .connection import Waiter
 
 __all__ = ["GRANULARITY", "Deadlines"]
 
 #: The timer's default resolution: it wakes at most this often, and deadlines
 #: fire at most this late. Pools with short timeouts use a finer one.
 GRANULARITY: Final = 0.002
+
+
+class Expiring(Protocol):
+    """What the timer expires: a :class:`~trio_redisha.connection.Waiter`, or the
+    relaxer of a :class:`~trio_redisha.connection.RequiringWaiter`."""
+
+    @property
+    def filled(self) -> bool:
+        """Whether it needs nothing more (a finished entry is dropped)."""
+        ...  # pragma: no cover
+
+    def expire(self) -> None:
+        """Its deadline passed."""
+        ...  # pragma: no cover
 
 
 class Deadlines:
@@ -37,15 +49,15 @@ class Deadlines:
 
     def __init__(self, *, granularity: float = GRANULARITY) -> None:
         self._granularity = granularity
-        self._fifo: deque[tuple[float, Waiter]] = deque()
-        self._heap: list[tuple[float, int, Waiter]] = []
+        self._fifo: deque[tuple[float, Expiring]] = deque()
+        self._heap: list[tuple[float, int, Expiring]] = []
         self._seq = 0
         self._scope: trio.CancelScope | None = None
 
     def __len__(self) -> int:
         return len(self._fifo) + len(self._heap)
 
-    def add(self, deadline: float, waiter: Waiter) -> None:
+    def add(self, deadline: float, waiter: Expiring) -> None:
         """Wake ``waiter`` (with :meth:`Waiter.expire`) once ``deadline`` passes."""
         fifo = self._fifo
         if not fifo or fifo[-1][0] <= deadline:

@@ -70,6 +70,7 @@ __all__ = [
     "FAILED",
     "WAITING",
     "Connection",
+    "RequiringWaiter",
     "Slot",
     "SlotState",
     "SoloGroup",
@@ -316,6 +317,70 @@ class Waiter:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class RequiringWaiter(Waiter):
+    """A :class:`Waiter` whose early end also waits for one slot, for a while.
+
+    For a hedged digest read: it may return once ``need`` servers answered,
+    but only with the one full copy among them, until :meth:`relax` (the
+    pool's timer calls it a few of that server's reply times after the send:
+    a server that late is hung or overloaded, and the read does without it).
+    Set :attr:`required` after the slots are queued; ``None`` behaves as a
+    plain :class:`Waiter`.
+    """
+
+    __slots__ = ("relaxer", "required")
+
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.required: Slot | None = None
+        #: What the pool's timer holds to call :meth:`relax`.
+        self.relaxer = _Relaxer(self)
+
+    def _enough(self) -> bool:
+        if self.ok < self.need:
+            return False
+        required = self.required
+        return required is None or required.state is not WAITING
+
+    def relax(self) -> None:
+        """Stop waiting for the required slot: wake the task if enough replies are in."""
+        self.required = None
+        if self._task is not None and not self.filled and self._enough():
+            self._wake()
+
+    @property
+    def satisfied(self) -> bool:
+        """Whether there is nothing to wait for: woken, enough replies, or none to come."""
+        return self.filled or self.outstanding <= 0 or self._enough()
+
+    def slot_filled(self, success: bool) -> None:
+        """One slot was filled, with a successful reply or not."""
+        self.outstanding -= 1
+        if success:
+            self.ok += 1
+        if self._task is not None and (self.outstanding <= 0 or self._enough()):
+            self._wake()
+
+
+class _Relaxer:
+    """The timer entry of a :class:`RequiringWaiter`: its :meth:`expire` relaxes it."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self, waiter: RequiringWaiter) -> None:
+        self._waiter = waiter
+
+    @property
+    def filled(self) -> bool:
+        """Whether there is nothing left to do (the timer then drops the entry)."""
+        waiter = self._waiter
+        return waiter.filled or waiter.required is None
+
+    def expire(self) -> None:
+        """The required slot's time is up."""
+        self._waiter.relax()
 
 
 # --------------------------------------------------------------------------- transports

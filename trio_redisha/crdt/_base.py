@@ -133,14 +133,20 @@ class CRDTBase(Generic[S]):
         timeout: Deadline of each call in seconds (``None``: the pool's).
         tombstone_grace: Seconds a tombstone is kept before it may be purged
             (maps and sets).
+        hedged: A read returns as soon as ``read_quorum`` servers answered
+            (and were merged), instead of waiting for every server up to the
+            deadline: a slow or hung server costs it nothing. The others are
+            neither merged nor repaired by that read. With ``write_quorum +
+            read_quorum`` above the number of servers, a hedged read still
+            sees every acknowledged write.
 
     Raises:
         ConfigurationError: An argument is out of range.
     """
 
     _kind: ClassVar[CRDTType[Any]]
-    __slots__ = ("_actor", "_ctx", "_grace_us", "_key", "_pool", "_pttl_ms", "_read_quorum",
-                 "_script_keys", "_timeout", "_ttl", "_write_quorum")  # fmt: skip
+    __slots__ = ("_actor", "_ctx", "_grace_us", "_hedged", "_key", "_pool", "_pttl_ms",
+                 "_read_quorum", "_script_keys", "_timeout", "_ttl", "_write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -152,6 +158,7 @@ class CRDTBase(Generic[S]):
         read_quorum: int = 1,
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+        hedged: bool = False,
     ) -> None:
         check_key(key)
         # With placement a key lives on N servers: the quorums count its owners
@@ -164,6 +171,9 @@ class CRDTBase(Generic[S]):
         check_quorum("read_quorum", read_quorum, n)
         check_timeout(timeout)
         check_grace(tombstone_grace)
+        if not isinstance(hedged, bool):
+            raise ConfigurationError(f"hedged must be True or False, got {hedged!r}")
+        self._hedged = hedged
         self._ctx = context_for(pool)
         self._pool = pool
         self._key = key
@@ -202,6 +212,11 @@ class CRDTBase(Generic[S]):
         """Servers that must answer a read."""
         return self._read_quorum
 
+    @property
+    def hedged(self) -> bool:
+        """Whether a read returns once ``read_quorum`` servers answered."""
+        return self._hedged
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._key!r}>"
 
@@ -226,7 +241,12 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``read_quorum`` servers answered.
         """
         snap = await read_key(
-            self._pool, self._key, self._kind, timeout=self._timeout, read_quorum=self._read_quorum
+            self._pool,
+            self._key,
+            self._kind,
+            timeout=self._timeout,
+            read_quorum=self._read_quorum,
+            hedged=self._hedged,
         )
         pool = self._pool
         purge_before = now_us() - self._grace_us
@@ -330,6 +350,7 @@ class CodecCRDT(CRDTBase[S]):
         read_quorum: int = 1,
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+        hedged: bool = False,
     ) -> None:
         super().__init__(
             pool,
@@ -339,6 +360,7 @@ class CodecCRDT(CRDTBase[S]):
             read_quorum=read_quorum,
             timeout=timeout,
             tombstone_grace=tombstone_grace,
+            hedged=hedged,
         )
         if codec is not None:
             check_codec(codec)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 import trio
 
@@ -149,6 +149,7 @@ async def read_key(
     timeout: float | None = ...,
     read_quorum: int = ...,
     full_from: Sequence[int] = ...,
+    hedged: bool = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -162,6 +163,7 @@ async def read_key(
     timeout: float | None = ...,
     read_quorum: int = ...,
     full_from: Sequence[int] = ...,
+    hedged: bool = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -174,6 +176,7 @@ async def read_key(
     timeout: float | None = None,
     read_quorum: int = 1,
     full_from: Sequence[int] = (),
+    hedged: bool = False,
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -190,6 +193,10 @@ async def read_key(
         full_from: Servers known to hold the different states (a tree walk
             knows it): they are read in full in the first round instead of
             only the fastest server; the others send digests as usual.
+        hedged: The first round returns once ``read_quorum`` servers
+            answered instead of waiting for every one (the others' replies
+            are still judged by the pool, to the deadline); the servers it
+            did not wait for count as not answered.
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -218,7 +225,9 @@ async def read_key(
         name = key_name(key)
         # A walk that names the servers to read in full knows they differ: no cache.
         cached = cache.get(name) if cache.capacity and not full_from else None
-        got, known, stale = await _digest_read(pool, key, targets, timeout, full_from, cached)
+        got, known, stale = await _digest_read(
+            pool, key, targets, timeout, full_from, cached, read_quorum if hedged else None
+        )
         snapshot = _finish(pool, key, kind, targets, got, read_quorum, known, cached)
         if stale:  # only once the read succeeded: never into a value not ours
             rehash_soon(pool, key, stale, timeout)
@@ -346,6 +355,12 @@ return 0
 )
 
 
+#: A hedged digest read waits for its full copy this many times its server's
+#: recent reply time, plus HEDGE_SLACK seconds, before it does without it.
+HEDGE_FACTOR: Final = 4
+HEDGE_SLACK: Final = 0.002
+
+
 async def _digest_read(
     pool: Pool,
     key: str | bytes,
@@ -353,6 +368,7 @@ async def _digest_read(
     timeout: float | None,
     full_from: Sequence[int] = (),
     cached: CachedCopy | None = None,
+    hedge: int | None = None,
 ) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]], list[int]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
@@ -360,6 +376,8 @@ async def _digest_read(
     of each different state, as a tree walk found), those that are usable.
     ``cached``: the read cache's copy of the key; every server then sends its
     digest only, and those holding the cached state get the cached reply.
+    ``hedge``: the first round returns once this many servers answered (the
+    others get the pool's "not awaited" entry: they count as not answered).
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
     digest equals a full copy's get that copy's reply. Servers that differ
     from it are read in full, one per distinct digest (the others with that
@@ -382,7 +400,10 @@ async def _digest_read(
         return dict(zip(targets, more, strict=True)), [], []
     fulls = {i for i in full_from if i in usable}
     if not fulls and cached is None:
-        fulls.add(min(usable, key=lambda i: servers[i].latency))
+        # The fastest of late; one that just timed out only if all did.
+        fulls.add(
+            min(usable, key=lambda i: (servers[i].consecutive_timeouts > 0, servers[i].latency))
+        )
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
@@ -391,9 +412,16 @@ async def _digest_read(
         targets,
         commands,
         timeout=total / 2,
-        wait_for=len(targets),
+        wait_for=len(targets) if hedge is None else min(hedge, len(targets)),
         watch_until=deadline,
         op="HGETALL",
+        # A hedged round waits for the full copy too, for a few of its server's
+        # reply times: later than that, the read does without it (it reads a
+        # server that answered in full instead).
+        required=next(iter(fulls)) if hedge is not None and len(fulls) == 1 else None,
+        required_for=max(servers[i].latency for i in fulls) * HEDGE_FACTOR + HEDGE_SLACK
+        if fulls
+        else 0.0,
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply

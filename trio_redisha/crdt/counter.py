@@ -56,6 +56,8 @@ class Counter(CRDTBase[CounterState]):
         write_quorum: Acknowledgements a write needs (``None``: the pool's).
         read_quorum: Servers that must answer a read (default 1).
         timeout: Deadline of each call in seconds (``None``: the pool's).
+        hedged: A read returns once ``read_quorum`` servers answered (see
+            :class:`~trio_redisha.HashMap`).
     """
 
     _kind = COUNTER
@@ -70,6 +72,7 @@ class Counter(CRDTBase[CounterState]):
         write_quorum: int | None = None,
         read_quorum: int = 1,
         timeout: float | None = None,
+        hedged: bool = False,
     ) -> None:
         super().__init__(
             pool,
@@ -78,6 +81,7 @@ class Counter(CRDTBase[CounterState]):
             write_quorum=write_quorum,
             read_quorum=read_quorum,
             timeout=timeout,
+            hedged=hedged,
         )
         # The totals this writer has written or reserved for the key, shared by
         # every Counter of the pool's context (see CRDTContext.totals).

@@ -51,6 +51,7 @@ from ..connection import (
     FAILED,
     WAITING,
     Connection,
+    RequiringWaiter,
     Slot,
     SoloGroup,
     Waiter,
@@ -776,6 +777,8 @@ class Pool:
         wait_for: int | None = None,
         watch_until: float | None = None,
         op: str = "",
+        required: int | None = None,
+        required_for: float = 0.0,
     ) -> Replies:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
@@ -802,6 +805,8 @@ class Pool:
             False,
             op,
             watch_until,
+            required,
+            required_for,
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -905,13 +910,17 @@ class Pool:
         decode: bool | None = None,
         op: Any = None,
         watch_until: float | None = None,
+        required: int | None = None,
+        required_for: float = 0.0,
     ) -> Replies:
         """Send ``data`` to ``targets``, wait for the replies, return them in order.
 
         ``data`` is one encoded command for every target, or one per target
         (:meth:`_execute_each`). ``watch_until``: with ``wait_for``, how long
         the replies not awaited are still watched for the health figures
-        (``None``: the call's deadline).
+        (``None``: the call's deadline). ``required``: with ``wait_for``, a
+        target whose reply an early return also waits for, for at most
+        ``required_for`` seconds (:class:`~trio_redisha.connection.RequiringWaiter`).
         """
         n = len(targets)
         if timeout is not None:
@@ -933,7 +942,7 @@ class Pool:
         servers = self._servers
         now = trio.current_time()
         deadline = now + (self.timeout if timeout is None else timeout)
-        waiter = Waiter(need)
+        waiter = Waiter(need) if required is None or need >= n else RequiringWaiter(need)
         slots: list[Slot | ServerUnavailable | None] = []
         connecting = False
         early = now < self._first_connect_until
@@ -966,6 +975,11 @@ class Pool:
                 connecting = True
             else:
                 slots.append(server.unavailable_error())
+        if type(waiter) is RequiringWaiter and required in targets:
+            entry = slots[targets.index(required)]
+            if type(entry) is Slot:
+                waiter.required = entry
+                self._deadlines.add(min(now + required_for, deadline), waiter.relaxer)
         if mine and (connecting or not solo):
             for other, _ in mine:
                 other.ensure_reader()
