@@ -403,6 +403,28 @@ async def test_load_raises_when_no_server_answers(redis_servers: list[RedisServe
                 await op
 
 
+async def test_a_hedged_store_does_not_wait_for_a_hung_server(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*urls(redis_servers), timeout=2.0) as pool:
+        store = SessionStore(pool, read_quorum=2, write_quorum=2, hedged=True)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice"})
+        for _ in range(3):
+            assert await store.load(sid) == {"user": "alice"}  # latencies measured
+        for hung in redis_servers:
+            hung.freeze()
+            try:
+                start = trio.current_time()
+                assert await store.load(sid) == {"user": "alice"}
+                # A read waiting for the hung server takes half the deadline (1 s).
+                assert trio.current_time() - start < 0.9
+            finally:
+                hung.thaw()
+        with pytest.raises(ConfigurationError, match="hedged"):
+            SessionStore(pool, hedged="yes")  # type: ignore[arg-type]
+
+
 async def test_store_arguments(redis_servers: list[RedisServer]) -> None:
     async with pool_on(*urls(redis_servers)) as pool:
         bad: Any

@@ -141,6 +141,11 @@ class SessionStore:
         tombstone_grace: Seconds a deleted key's or a deleted session's
             tombstone is kept before it may be purged (see
             ``docs/consistency.md``).
+        hedged: A load (and the read of a save) returns once ``read_quorum``
+            servers answered, not waiting for a slow or hung server (see
+            :class:`~trio_redisha.HashMap`). With three servers,
+            ``read_quorum=2``, ``write_quorum=2`` and ``hedged=True`` see
+            every acknowledged save and never wait for one server.
 
     Raises:
         ConfigurationError: An argument is out of range.
@@ -149,6 +154,7 @@ class SessionStore:
     __slots__ = (
         "_codec",
         "_grace",
+        "_hedged",
         "_pool",
         "_prefix",
         "_read_quorum",
@@ -168,6 +174,7 @@ class SessionStore:
         read_quorum: int = 1,
         timeout: float | None = None,
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
+        hedged: bool = False,
     ) -> None:
         check_ttl(ttl)
         if not isinstance(prefix, str):
@@ -188,7 +195,8 @@ class SessionStore:
         self._read_quorum = read_quorum
         self._timeout = timeout
         self._grace = tombstone_grace
-        self._map("x" * MIN_ID_LENGTH)  # checks the quorums, timeout and grace now
+        self._hedged = hedged
+        self._map("x" * MIN_ID_LENGTH)  # checks the quorums, timeout, grace and hedged now
 
     # -- configuration
 
@@ -261,6 +269,7 @@ class SessionStore:
             read_quorum=self._read_quorum,
             timeout=self._timeout,
             tombstone_grace=self._grace,
+            hedged=self._hedged,
         )
 
     # -- operations
