@@ -7,7 +7,7 @@ from typing import Any
 import trio
 
 from trio_redisha._deadlines import Deadlines
-from trio_redisha.connection import RequiringWaiter, Slot, Waiter
+from trio_redisha.connection import Hedge, Slot, Waiter
 
 
 def pending_waiter() -> Waiter:
@@ -88,15 +88,14 @@ async def test_an_earlier_deadline_moves_the_sleeping_timer(autojump_clock: Any)
         nursery.cancel_scope.cancel()
 
 
-async def test_a_requiring_waiter_waits_for_its_slot_until_relaxed(autojump_clock: Any) -> None:
-    # A hedged digest read: one reply would do, but not before the full copy's,
-    # until the timer relaxes the waiter (its server is late: do without it).
+async def test_a_hedge_lowers_the_need_when_it_expires(autojump_clock: Any) -> None:
+    # A hedged read: it waits for all three replies at first, then, once its
+    # hedge expires, two will do (the third server is late: do without it).
     deadlines = Deadlines(granularity=0.001)
-    waiter = RequiringWaiter(1)
-    full, *digests = slots = [Slot(waiter, i, 0.0) for i in range(3)]
+    waiter = Waiter(3)
+    slots = [Slot(waiter, i, 0.0) for i in range(3)]
     for _ in slots:
         waiter.expect()
-    waiter.required = full
     woke: list[float] = []
 
     async def wait() -> None:
@@ -106,38 +105,29 @@ async def test_a_requiring_waiter_waits_for_its_slot_until_relaxed(autojump_cloc
     async with trio.open_nursery() as nursery:
         nursery.start_soon(deadlines.run)
         start = trio.current_time()
-        deadlines.add(start + 0.5, waiter.relaxer)
+        hedge = Hedge(waiter, 2)
+        deadlines.add(start + 0.5, hedge)
         nursery.start_soon(wait)
         await trio.sleep(0.1)
-        for d in digests:
-            d.fill(b"digest", trio.current_time())
-        assert not waiter.satisfied  # two replies, but not the required one
+        slots[0].fill(b"copy", trio.current_time())
+        slots[1].fill(b"digest", trio.current_time())
+        assert not waiter.satisfied and not hedge.filled  # two of three: not yet
         await trio.sleep(0.1)
-        assert not woke and not waiter.relaxer.filled
+        assert not woke
         await trio.sleep(0.5)
-        assert woke and 0.5 <= woke[0] - start <= 0.502  # relaxed by the timer
-        assert waiter.relaxer.filled and len(deadlines) == 0
+        assert woke and 0.5 <= woke[0] - start <= 0.502  # woken by the hedge
+        assert hedge.filled and len(deadlines) == 0
         nursery.cancel_scope.cancel()
 
 
-def test_a_requiring_waiter_is_satisfied_by_its_slot_or_its_failure() -> None:
-    for fill in (True, False):
-        waiter = RequiringWaiter(2)
-        full, other, third = slots = [Slot(waiter, i, 0.0) for i in range(3)]
-        for _ in slots:
-            waiter.expect()
-        waiter.required = full
-        other.fill(b"digest", 0.0)
-        third.fill(b"digest", 0.0)
-        assert not waiter.satisfied
-        if fill:
-            full.fill(b"copy", 0.0)
-        else:
-            full.fail(OSError("gone"))
-        assert waiter.satisfied
-    # Without a required slot it is a plain waiter.
-    plain = RequiringWaiter(1)
-    plain.expect()
-    plain.expect()
-    Slot(plain, 0, 0.0).fill(b"x", 0.0)
-    assert plain.satisfied
+def test_a_hedge_never_raises_the_need_nor_wakes_too_early() -> None:
+    waiter = Waiter(2)
+    slots = [Slot(waiter, i, 0.0) for i in range(3)]
+    for _ in slots:
+        waiter.expect()
+    Hedge(waiter, 3).expire()
+    assert waiter.need == 2
+    Hedge(waiter, 1).expire()  # no reply yet: nothing to wake with
+    assert waiter.need == 1 and not waiter.satisfied
+    slots[2].fill(b"late but first", 0.0)
+    assert waiter.satisfied

@@ -29,8 +29,8 @@ GRANULARITY: Final = 0.002
 
 
 class Expiring(Protocol):
-    """What the timer expires: a :class:`~trio_redisha.connection.Waiter`, or the
-    relaxer of a :class:`~trio_redisha.connection.RequiringWaiter`."""
+    """What the timer expires: a :class:`~trio_redisha.connection.Waiter`, or a
+    :class:`~trio_redisha.connection.Hedge`."""
 
     @property
     def filled(self) -> bool:

@@ -70,7 +70,7 @@ __all__ = [
     "FAILED",
     "WAITING",
     "Connection",
-    "RequiringWaiter",
+    "Hedge",
     "Slot",
     "SlotState",
     "SoloGroup",
@@ -288,6 +288,16 @@ class Waiter:
         if self._task is not None and (self.outstanding <= 0 or self.ok >= self.need):
             self._wake()
 
+    def hedge(self, need: int) -> None:
+        """From now on, ``need`` successful replies end the wait (see :class:`Hedge`)."""
+        self.need = min(self.need, need)
+        if self.filled or self.ok < self.need:
+            return
+        if self._task is not None:
+            self._wake()
+        elif isinstance(self.solo, SoloGroup):
+            self.solo.wake()  # the caller reads its replies itself: it looks again
+
     def expire(self) -> None:
         """The deadline passed: wake the task with whatever has arrived."""
         if not self.filled:
@@ -319,68 +329,34 @@ class Waiter:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-class RequiringWaiter(Waiter):
-    """A :class:`Waiter` whose early end also waits for one slot, for a while.
+class Hedge:
+    """The timer entry of a hedged wait: when it expires, fewer replies will do.
 
-    For a hedged digest read: it may return once ``need`` servers answered,
-    but only with the one full copy among them, until :meth:`relax` (the
-    pool's timer calls it a few of that server's reply times after the send:
-    a server that late is hung or overloaded, and the read does without it).
-    Set :attr:`required` after the slots are queued; ``None`` behaves as a
-    plain :class:`Waiter`.
+    A hedged CRDT read waits for every server at first, as any read does, so a
+    healthy fleet costs it nothing more; the pool's timer expires this entry a
+    few reply times after the send, and from then on ``need`` successful
+    replies end the wait (:meth:`Waiter.hedge`): a server that late is hung or
+    overloaded, and the read does without it.
+
+    Args:
+        waiter: The fan-out's waiter.
+        need: The successful replies that end the wait once it expires.
     """
 
-    __slots__ = ("relaxer", "required")
+    __slots__ = ("_need", "_waiter")
 
-    def __init__(self, need: int) -> None:
-        super().__init__(need)
-        self.required: Slot | None = None
-        #: What the pool's timer holds to call :meth:`relax`.
-        self.relaxer = _Relaxer(self)
-
-    def _enough(self) -> bool:
-        if self.ok < self.need:
-            return False
-        required = self.required
-        return required is None or required.state is not WAITING
-
-    def relax(self) -> None:
-        """Stop waiting for the required slot: wake the task if enough replies are in."""
-        self.required = None
-        if self._task is not None and not self.filled and self._enough():
-            self._wake()
-
-    @property
-    def satisfied(self) -> bool:
-        """Whether there is nothing to wait for: woken, enough replies, or none to come."""
-        return self.filled or self.outstanding <= 0 or self._enough()
-
-    def slot_filled(self, success: bool) -> None:
-        """One slot was filled, with a successful reply or not."""
-        self.outstanding -= 1
-        if success:
-            self.ok += 1
-        if self._task is not None and (self.outstanding <= 0 or self._enough()):
-            self._wake()
-
-
-class _Relaxer:
-    """The timer entry of a :class:`RequiringWaiter`: its :meth:`expire` relaxes it."""
-
-    __slots__ = ("_waiter",)
-
-    def __init__(self, waiter: RequiringWaiter) -> None:
+    def __init__(self, waiter: Waiter, need: int) -> None:
         self._waiter = waiter
+        self._need = need
 
     @property
     def filled(self) -> bool:
-        """Whether there is nothing left to do (the timer then drops the entry)."""
-        waiter = self._waiter
-        return waiter.filled or waiter.required is None
+        """Whether the wait is over (the timer then drops the entry)."""
+        return self._waiter.filled
 
     def expire(self) -> None:
-        """The required slot's time is up."""
-        self._waiter.relax()
+        """Its time is up: lower the waiter's need."""
+        self._waiter.hedge(self._need)
 
 
 # --------------------------------------------------------------------------- transports
@@ -1051,13 +1027,20 @@ class SoloGroup:
             self._closed = True
             self._epoll.close()
 
-    async def read(self, pairs: Sequence[tuple[Connection, Slot]], busy_poll: float = 0.0) -> bool:
-        """Read until every slot is settled, the deadline passes or the group closes.
+    async def read(
+        self,
+        pairs: Sequence[tuple[Connection, Slot]],
+        busy_poll: float = 0.0,
+        waiter: Waiter | None = None,
+    ) -> bool:
+        """Read until every slot is settled (or ``waiter`` is satisfied), the
+        deadline passes or the group closes.
 
         Each connection must have been taken with :meth:`Connection.take_solo`
         for its slot; each is released when this returns, as by
         :meth:`Connection.read_solo`, which this matches on cancellation too,
-        and on ``busy_poll``.
+        and on ``busy_poll``. Connections whose replies are still owed then go
+        back to their readers (a hedged read that had enough).
 
         Returns:
             False if the set could not be built: the connections went back to
@@ -1083,7 +1066,10 @@ class SoloGroup:
                             conn._solo_recv()
                             if slot.state is WAITING:
                                 settled = False
-                    if settled or self._closed or _perf_counter() >= end:
+                    if settled or (waiter is not None and waiter.satisfied):
+                        settled = True
+                        break
+                    if self._closed or _perf_counter() >= end:
                         break
                 spinner.outcome(settled)
                 if settled:
@@ -1100,6 +1086,8 @@ class SoloGroup:
             except (OSError, ValueError):
                 return False
             while True:
+                if waiter is not None and waiter.satisfied:
+                    return True
                 for _, slot in pairs:
                     if slot.state is WAITING:
                         break

@@ -61,6 +61,7 @@ from ._storage import (
 
 if TYPE_CHECKING:
     from ..pool import Pool
+    from ..pool._server import Server
 
 __all__ = ["Snapshot", "read_key"]
 
@@ -355,10 +356,17 @@ return 0
 )
 
 
-#: A hedged digest read waits for its full copy this many times its server's
-#: recent reply time, plus HEDGE_SLACK seconds, before it does without it.
+#: A hedged digest read waits for every server this many times the recent
+#: reply time of the read_quorum-th fastest, plus HEDGE_SLACK seconds; then
+#: read_quorum servers will do.
 HEDGE_FACTOR: Final = 4
-HEDGE_SLACK: Final = 0.002
+HEDGE_SLACK: Final = 0.001
+
+
+def _hedge_after(servers: Sequence[Server], usable: Sequence[int], need: int) -> float:
+    """How long a hedged first round waits for every server (see :data:`HEDGE_FACTOR`)."""
+    latencies = sorted(servers[i].latency for i in usable)
+    return latencies[min(need, len(latencies)) - 1] * HEDGE_FACTOR + HEDGE_SLACK
 
 
 async def _digest_read(
@@ -376,7 +384,8 @@ async def _digest_read(
     of each different state, as a tree walk found), those that are usable.
     ``cached``: the read cache's copy of the key; every server then sends its
     digest only, and those holding the cached state get the cached reply.
-    ``hedge``: the first round returns once this many servers answered (the
+    ``hedge``: the first round waits for every server only a few reply times
+    (:func:`_hedge_after`), then returns once this many servers answered (the
     others get the pool's "not awaited" entry: they count as not answered).
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
     digest equals a full copy's get that copy's reply. Servers that differ
@@ -412,16 +421,10 @@ async def _digest_read(
         targets,
         commands,
         timeout=total / 2,
-        wait_for=len(targets) if hedge is None else min(hedge, len(targets)),
+        wait_for=len(targets),
         watch_until=deadline,
         op="HGETALL",
-        # A hedged round waits for the full copy too, for a few of its server's
-        # reply times: later than that, the read does without it (it reads a
-        # server that answered in full instead).
-        required=next(iter(fulls)) if hedge is not None and len(fulls) == 1 else None,
-        required_for=max(servers[i].latency for i in fulls) * HEDGE_FACTOR + HEDGE_SLACK
-        if fulls
-        else 0.0,
+        hedge=None if hedge is None else (hedge, _hedge_after(servers, usable, hedge)),
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply

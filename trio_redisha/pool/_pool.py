@@ -51,7 +51,7 @@ from ..connection import (
     FAILED,
     WAITING,
     Connection,
-    RequiringWaiter,
+    Hedge,
     Slot,
     SoloGroup,
     Waiter,
@@ -777,8 +777,7 @@ class Pool:
         wait_for: int | None = None,
         watch_until: float | None = None,
         op: str = "",
-        required: int | None = None,
-        required_for: float = 0.0,
+        hedge: tuple[int, float] | None = None,
     ) -> Replies:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
@@ -805,8 +804,7 @@ class Pool:
             False,
             op,
             watch_until,
-            required,
-            required_for,
+            hedge,
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -910,17 +908,16 @@ class Pool:
         decode: bool | None = None,
         op: Any = None,
         watch_until: float | None = None,
-        required: int | None = None,
-        required_for: float = 0.0,
+        hedge: tuple[int, float] | None = None,
     ) -> Replies:
         """Send ``data`` to ``targets``, wait for the replies, return them in order.
 
         ``data`` is one encoded command for every target, or one per target
         (:meth:`_execute_each`). ``watch_until``: with ``wait_for``, how long
         the replies not awaited are still watched for the health figures
-        (``None``: the call's deadline). ``required``: with ``wait_for``, a
-        target whose reply an early return also waits for, for at most
-        ``required_for`` seconds (:class:`~trio_redisha.connection.RequiringWaiter`).
+        (``None``: the call's deadline). ``hedge``: ``(k, seconds)``, with
+        ``wait_for``: that many seconds after the send, ``k`` successful
+        replies will do (:class:`~trio_redisha.connection.Hedge`).
         """
         n = len(targets)
         if timeout is not None:
@@ -942,7 +939,7 @@ class Pool:
         servers = self._servers
         now = trio.current_time()
         deadline = now + (self.timeout if timeout is None else timeout)
-        waiter = Waiter(need) if required is None or need >= n else RequiringWaiter(need)
+        waiter = Waiter(need)
         slots: list[Slot | ServerUnavailable | None] = []
         connecting = False
         early = now < self._first_connect_until
@@ -975,11 +972,8 @@ class Pool:
                 connecting = True
             else:
                 slots.append(server.unavailable_error())
-        if type(waiter) is RequiringWaiter and required in targets:
-            entry = slots[targets.index(required)]
-            if type(entry) is Slot:
-                waiter.required = entry
-                self._deadlines.add(min(now + required_for, deadline), waiter.relaxer)
+        if hedge is not None and hedge[0] < need:
+            self._deadlines.add(min(now + hedge[1], deadline), Hedge(waiter, hedge[0]))
         if mine and (connecting or not solo):
             for other, _ in mine:
                 other.ensure_reader()
@@ -1056,7 +1050,7 @@ class Pool:
             else:
                 assert group is not None
                 waiter.solo = group
-                if not await group.read(mine, self._busy_poll):
+                if not await group.read(mine, self._busy_poll, waiter):
                     waiter.solo = None
                     await waiter.wait()  # the set could not be built: the readers read
         finally:
