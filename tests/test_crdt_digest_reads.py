@@ -27,7 +27,7 @@ from tests.harness.helpers import (
 )
 from tests.test_crdt_faults import cluster
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, QuorumError, Set
-from trio_redisha.crdt import context_for
+from trio_redisha.crdt import _read, context_for
 from trio_redisha.crdt._digest import tree_key
 from trio_redisha.crdt._read import DIGEST_READ
 from trio_redisha.crdt._storage import DIGEST_FIELD
@@ -359,3 +359,38 @@ async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
             assert await big.get() == members
         # A reply later than the wait (a stall of the machine) may cost a second one.
         assert sum(await full_reads(redis_servers)) - before <= 22
+
+
+async def test_hedged_reads_do_not_wait_for_a_server_already_late(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Once a server owes a reply for longer than the hedge waits, the next
+    # hedged reads do not wait for it at all (nor ask it for the full copy).
+    async with pool_on(redis_servers, timeout=2.0) as pool:
+        await load_digest_script(pool, redis_servers)
+        m = HashMap(pool, "m", read_quorum=2, hedged=True)
+        await m.set({"a": 1})
+        for _ in range(3):
+            assert await m.get() == {"a": 1}
+        hung = redis_servers[_full_copy_server(pool)]
+        before = await command_calls(hung, "hgetall"), await command_calls(hung, "evalsha_ro")
+        after = _read._hedge_after(pool._servers, range(3), 2)
+        reads = 40
+        hung.freeze()
+        try:
+            assert await m.get() == {"a": 1}  # waits for the hedge, once
+            start = trio.current_time()
+            for _ in range(reads):
+                assert await m.get() == {"a": 1}
+            took = trio.current_time() - start
+        finally:
+            hung.thaw()
+        # Each read that waited for the hedge would take `after` at least.
+        assert took < reads * after / 2, (took, after)
+
+        async def caught_up() -> bool:
+            got = await command_calls(hung, "hgetall"), await command_calls(hung, "evalsha_ro")
+            return sum(got) - sum(before) == reads + 1
+
+        await eventually(caught_up, "the thawed server to answer every read")
+        assert await command_calls(hung, "hgetall") - before[0] == 1  # the first read's

@@ -369,6 +369,12 @@ def _hedge_after(servers: Sequence[Server], usable: Sequence[int], need: int) ->
     return latencies[min(need, len(latencies)) - 1] * HEDGE_FACTOR + HEDGE_SLACK
 
 
+def _owed_for(server: Server) -> float:
+    """Seconds the server has owed its oldest reply (0: none owed)."""
+    conn = server.conn
+    return 0.0 if conn is None else conn.oldest_pending_age
+
+
 async def _digest_read(
     pool: Pool,
     key: str | bytes,
@@ -386,7 +392,9 @@ async def _digest_read(
     digest only, and those holding the cached state get the cached reply.
     ``hedge``: the first round waits for every server only a few reply times
     (:func:`_hedge_after`), then returns once this many servers answered (the
-    others get the pool's "not awaited" entry: they count as not answered).
+    others get the pool's "not awaited" entry: they count as not answered);
+    if enough others are left, it does not wait at all for a server that owes
+    a reply older than that already.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
     digest equals a full copy's get that copy's reply. Servers that differ
     from it are read in full, one per distinct digest (the others with that
@@ -407,11 +415,24 @@ async def _digest_read(
             encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
         )
         return dict(zip(targets, more, strict=True)), [], []
+    hedging: tuple[int, float] | None = None
+    late: set[int] = set()
+    if hedge is not None:
+        after = _hedge_after(servers, usable, hedge)
+        # A server still owing a reply older than that is stalled or hung right
+        # now: if enough others are left, the read is not asked for its full copy
+        # and does not wait for it at all (it is asked all the same: it may be
+        # catching up, and its reply counts if it comes in time).
+        late = {i for i in usable if _owed_for(servers[i]) > after}
+        hedging = (hedge, 0.0 if late and len(usable) - len(late) >= hedge else after)
     fulls = {i for i in full_from if i in usable}
     if not fulls and cached is None:
-        # The fastest of late; one that just timed out only if all did.
+        # The fastest of late; one that just timed out (or is late) only if all are.
         fulls.add(
-            min(usable, key=lambda i: (servers[i].consecutive_timeouts > 0, servers[i].latency))
+            min(
+                usable,
+                key=lambda i: (i in late, servers[i].consecutive_timeouts > 0, servers[i].latency),
+            )
         )
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
@@ -424,7 +445,7 @@ async def _digest_read(
         wait_for=len(targets),
         watch_until=deadline,
         op="HGETALL",
-        hedge=None if hedge is None else (hedge, _hedge_after(servers, usable, hedge)),
+        hedge=hedging,
     )
     got: dict[int, Any] = dict(zip(targets, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply

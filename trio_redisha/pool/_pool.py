@@ -916,8 +916,8 @@ class Pool:
         (:meth:`_execute_each`). ``watch_until``: with ``wait_for``, how long
         the replies not awaited are still watched for the health figures
         (``None``: the call's deadline). ``hedge``: ``(k, seconds)``, with
-        ``wait_for``: that many seconds after the send, ``k`` successful
-        replies will do (:class:`~trio_redisha.connection.Hedge`).
+        ``wait_for``: that many seconds after the send (0: from the start),
+        ``k`` successful replies will do (:class:`~trio_redisha.connection.Hedge`).
         """
         n = len(targets)
         if timeout is not None:
@@ -939,6 +939,8 @@ class Pool:
         servers = self._servers
         now = trio.current_time()
         deadline = now + (self.timeout if timeout is None else timeout)
+        if hedge is not None and hedge[1] <= 0:
+            need = min(need, hedge[0])
         waiter = Waiter(need)
         slots: list[Slot | ServerUnavailable | None] = []
         connecting = False
