@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import trio_redisha
-from tests.harness.helpers import command_calls, eventually, pttls, raw_hash, writes_done
+from tests.harness.helpers import command_calls, eventually, pttls, raw, raw_hash, writes_done
 from trio_redisha import (
     CodecError,
     ConfigurationError,
@@ -92,6 +92,26 @@ async def test_readme_examples(redis_servers: list[RedisServer]) -> None:
         assert stored[MARKER_FIELD] == b"set:1"
         assert stored[b"m:fnord"].endswith(b":+")
         assert stored[b"m:bar"].endswith(b":-")
+
+
+async def test_a_counter_write_keeps_the_digest_where_the_unchanged_total_is_missing(
+    redis_servers: list[RedisServer],
+) -> None:
+    # An increment hashes only the total that grows (the other's pack slot is
+    # left for the script): a replica that lacks the other total writes it too,
+    # and hashes it itself. raw_hash checks each stored digest against its state.
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, "c")
+        await ctr.incr(3)
+        await ctr.decr(1)
+        await raw(redis_servers[0], "DEL", "c")  # lost by one server
+        await ctr.incr(1)
+        await ctr.decr(2)
+        actor = context_for(pool).actor
+        for server in redis_servers:
+            stored = await raw_hash(server, "c")
+            assert stored[b"p:" + actor] == b"4" and stored[b"n:" + actor] == b"3"
+        assert await ctr.get() == 1
 
 
 async def test_absent_keys_are_empty(redis_servers: list[RedisServer]) -> None:

@@ -159,7 +159,8 @@ class Counter(CRDTBase[CounterState]):
         replies = await self._pool.execute_script(
             COUNTER.script,
             self._script_keys,
-            script_argv((COUNTER.marker, self._pttl_ms), ((pf, pb), (nf, nb))),
+            # Only the total that grows is written where the replica is up to date.
+            script_argv((COUNTER.marker, self._pttl_ms), ((pf, pb), (nf, nb)), (dp > 0, dn > 0)),
             timeout=self._timeout,
             servers=self._script_servers(),
         )
