@@ -8,8 +8,9 @@ does not matter here), in three variants of the same build:
   (``_scripts.PLAIN_SCRIPTS``, the switch ``benchmarks/bench_crdt.py`` uses),
   given the key only;
 * ``digest``: the real write scripts given the key only (no ``KEYS[2]``: the
-  per-key digest is kept, the tree entry is not), and the pack of the pairs'
-  hashes, as the library sends it (``_storage.hash_pack``);
+  per-key digest is kept, the tree entry is not), and, from
+  ``PACK_MIN_FIELDS`` fields on, the pack of the pairs' hashes, as the library
+  sends it (``_storage.script_argv``);
 * ``digest+tree``: the real write scripts as the library runs them, with the
   key's digest-tree key (``_digest.script_keys``) and the pack.
 
@@ -30,7 +31,10 @@ Workloads (each call writes into one of ``KEYS`` keys, in turn):
 * ``map set+ttl``: ``map set`` with an expiry, as a session store writes:
   ``PEXPIRE`` and, one write in 4, the lazy probe of the tree;
 * ``replay``: ``LWW_MERGE`` of a register already stored (a retried write or
-  a repair of a replica that is up to date: nothing changes).
+  a repair of a replica that is up to date: nothing changes);
+* ``bulk add``: ``LWW_MERGE`` of ``BULK`` new members at once (a batch add, a
+  repair), with the pack of their hashes as the library sends it from
+  ``PACK_MIN_FIELDS`` fields on (a 50th as many calls).
 
 Usage::
 
@@ -55,7 +59,7 @@ from _common import bench_servers, run_main
 
 from trio_redisha.crdt import _scripts
 from trio_redisha.crdt._digest import script_keys
-from trio_redisha.crdt._storage import hash_pack
+from trio_redisha.crdt._storage import PACK_MIN_FIELDS, hash_pack
 from trio_redisha.scripts import Script
 from trio_redisha.testing import (
     RedisServer,
@@ -71,7 +75,9 @@ ACTOR = b"bench-actor"
 BATCH = 300
 
 VARIANTS = ("plain", "digest", "digest+tree")
-WORKLOADS = ("incr", "map set", "set add", "map set+ttl", "replay")
+WORKLOADS = ("incr", "map set", "set add", "map set+ttl", "replay", "bulk add")
+#: Members a "bulk add" call writes (a batch add, a repair): sent with the pack.
+BULK = 250
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,9 @@ def _keys(variant: str, key: bytes) -> list[Any]:
 
 
 def _argv(variant: str, name: str, argv: list[Any]) -> list[Any]:
-    """``argv`` as the library sends it: the real scripts get the pairs' pack."""
-    if variant == "plain":
+    """``argv`` as the library sends it: the real scripts get the pairs' pack
+    when there are PACK_MIN_FIELDS of them or more (``_storage.script_argv``)."""
+    if variant == "plain" or len(argv) < PACK_MIN_FIELDS * 2:
         return argv
     head = 1 if name == "PURGE" else 2
     flat = [b"%d" % x if isinstance(x, int) else x for x in argv[head:]]
@@ -129,6 +136,16 @@ def _workload(name: str, variant: str) -> tuple[list[Call], Callable[[int], Call
             )
 
         return setup, call
+    if name == "bulk add":
+        setup = [("LWW_MERGE", k, [b"set:1", 0, b"m:member-0", b"1:%b:+" % ACTOR]) for k in keys]
+
+        def bulk(i: int) -> Call:
+            flat: list[Any] = [b"set:1", 0]
+            for j in range(BULK):
+                flat += [b"m:member-%d-%d" % (i, j), b"2:%b:+" % ACTOR]
+            return ("LWW_MERGE", keys[i % KEYS], flat)
+
+        return setup, bulk
     marker = b"set:1" if name == "set add" else b"map:1"
     if name != "set add":
         for k in keys:
@@ -195,8 +212,9 @@ def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[floa
             for w in WORKLOADS:
                 for v in order:
                     n0 = done[w, v]
-                    calls = [makers[w, v](i) for i in range(n0, n0 + cfg.calls)]
-                    done[w, v] = n0 + cfg.calls
+                    count = cfg.calls // 50 if w == "bulk add" else cfg.calls
+                    calls = [makers[w, v](i) for i in range(n0, n0 + count)]
+                    done[w, v] = n0 + count
                     server.command("CONFIG", "RESETSTAT")
                     _run(client, v, calls)
                     out.setdefault((w, v), []).append(_evalsha_us(server))

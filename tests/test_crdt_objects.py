@@ -40,7 +40,7 @@ from trio_redisha.crdt import (
 )
 from trio_redisha.crdt._plan import RepairPlan
 from trio_redisha.crdt._read import read_key
-from trio_redisha.crdt._storage import MAP, SET
+from trio_redisha.crdt._storage import MAP, PACK_MIN_FIELDS, SET
 from trio_redisha.testing import RedisServer, decode_reply
 
 
@@ -97,9 +97,8 @@ async def test_readme_examples(redis_servers: list[RedisServer]) -> None:
 async def test_a_counter_write_keeps_the_digest_where_the_unchanged_total_is_missing(
     redis_servers: list[RedisServer],
 ) -> None:
-    # An increment hashes only the total that grows (the other's pack slot is
-    # left for the script): a replica that lacks the other total writes it too,
-    # and hashes it itself. raw_hash checks each stored digest against its state.
+    # A replica that lost the key writes both totals on the next increment, the
+    # unchanged one too. raw_hash checks each stored digest against its state.
     async with pool_on(*redis_servers) as pool:
         ctr = Counter(pool, "c")
         await ctr.incr(3)
@@ -112,6 +111,26 @@ async def test_a_counter_write_keeps_the_digest_where_the_unchanged_total_is_mis
             stored = await raw_hash(server, "c")
             assert stored[b"p:" + actor] == b"4" and stored[b"n:" + actor] == b"3"
         assert await ctr.get() == 1
+
+
+async def test_a_bulk_write_sends_its_hashes_and_keeps_the_digests_right(
+    redis_servers: list[RedisServer],
+) -> None:
+    # From PACK_MIN_FIELDS fields on, a write carries the fields' hashes (the
+    # pack): every server's stored digest is still its state's (raw_hash checks).
+    members = [f"member-{i}" for i in range(PACK_MIN_FIELDS + 4)]
+    async with pool_on(*redis_servers) as pool:
+        s = Set(pool, "bulk")
+        await s.add(*members)
+        await s.rem(*members[:PACK_MIN_FIELDS])
+        m = HashMap(pool, "bulk-map")
+        await m.set({name: i for i, name in enumerate(members)})
+        await m.set({name: -i for i, name in enumerate(members)})  # every field overwritten
+        for server in redis_servers:
+            assert len(await raw_hash(server, "bulk")) == len(members) + 1
+            assert len(await raw_hash(server, "bulk-map")) == len(members) + 1
+        assert await s.get() == set(members[PACK_MIN_FIELDS:])
+        assert await m.get() == {name: -i for i, name in enumerate(members)}
 
 
 async def test_absent_keys_are_empty(redis_servers: list[RedisServer]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import CodecError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
-from ._storage import COUNTER, check_key, script_argv
+from ._storage import COUNTER, check_key
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -159,8 +159,7 @@ class Counter(CRDTBase[CounterState]):
         replies = await self._pool.execute_script(
             COUNTER.script,
             self._script_keys,
-            # Only the total that grows is written where the replica is up to date.
-            script_argv((COUNTER.marker, self._pttl_ms), ((pf, pb), (nf, nb)), (dp > 0, dn > 0)),
+            [COUNTER.marker, self._pttl_ms, pf, pb, nf, nb],  # two fields: no pack
             timeout=self._timeout,
             servers=self._script_servers(),
         )
