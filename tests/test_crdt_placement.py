@@ -276,3 +276,25 @@ async def test_a_write_to_a_copy_while_the_walker_waits_to_remove_it_is_kept(
                 await Counter(alone, key).incr(100)  # lands on the copy meanwhile
         assert await on_exactly_owners(pool, servers, key)
         assert await Counter(pool, key, read_quorum=3).get() == 111
+
+
+async def test_a_hedged_read_with_placement_does_not_wait_for_a_hung_owner(
+    nine: list[RedisServer],
+) -> None:
+    servers = by_label(nine[:5])
+    async with ready_pool(*urls(nine[:5]), replicas=3, timeout=2.0) as pool:
+        m = HashMap(pool, "m", write_quorum=2, read_quorum=2, hedged=True)
+        await m.set({"a": 1, "b": 2})
+        for _ in range(3):
+            assert await m.get() == {"a": 1, "b": 2}
+        owners = pool._owner_indices("m")
+        hung = servers[pool.servers[owners[0]]]
+        hung.freeze()
+        try:
+            for _ in range(3):
+                start = trio.current_time()
+                assert await m.get() == {"a": 1, "b": 2}  # the two other owners
+                # A read that waited for the hung owner would take half the deadline.
+                assert trio.current_time() - start < 0.9
+        finally:
+            hung.thaw()
