@@ -2,8 +2,8 @@
 
 Three real servers, each behind a fault proxy. Two pools (two "app processes",
 two actor ids) run writer tasks on a few Counter, HashMap and Set keys, plus a
-reader task each, while a chaos task faults ONE server at a time, chosen at
-random, for a random short time:
+reader task each (half of its reads hedged, with ``read_quorum=2``), while a
+chaos task faults ONE server at a time, chosen at random, for a random short time:
 
 * ``partition``: the proxy resets every connection (RST) and drops the bytes in
   flight, so the server really misses writes (SIGSTOP would not do that);
@@ -255,14 +255,16 @@ class Stats:
     longest_pass: float = 0.0
 
 
-def read_key(pool: Pool, key: str) -> Awaitable[object]:
-    """Read ``key`` through the library (read repair included)."""
+def read_key(pool: Pool, key: str, hedged: bool = False) -> Awaitable[object]:
+    """Read ``key`` through the library (read repair included); ``hedged``: with
+    ``read_quorum=2``, returning once two servers answered."""
     kind = kind_of(key)
+    options: dict[str, Any] = {"hedged": True, "read_quorum": 2} if hedged else {}
     if kind == "counter":
-        return Counter(pool, key).get()
+        return Counter(pool, key, **options).get()
     if kind == "map":
-        return HashMap(pool, key).get()
-    return Set(pool, key).get()
+        return HashMap(pool, key, **options).get()
+    return Set(pool, key, **options).get()
 
 
 class Chaos:
@@ -391,7 +393,7 @@ class Chaos:
         while not self.stopping:
             key = rng.choice(ALL_KEYS)
             try:
-                value = await read_key(pool, key)
+                value = await read_key(pool, key, hedged=rng.random() < 0.5)
             except QuorumError:
                 self.stats.read_errors += 1
                 continue
