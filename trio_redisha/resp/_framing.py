@@ -144,6 +144,11 @@ def _bulk_batch(
             items += values
         if whole:
             pos += len(window) - len(parts[-1])
+        elif agree:
+            # The window cut an element: what follows the last whole pair is the
+            # one or two parts after it, with the CRLFs between them.
+            rest = parts[2 * pairs :]
+            pos += len(window) - sum(map(len, rest)) - 2 * (len(rest) - 1)
         else:
             pos += sum(map(len, heads)) + sum(lengths) + 4 * pairs
         left -= pairs
