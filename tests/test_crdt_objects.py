@@ -460,11 +460,13 @@ async def test_restarted_empty_server_is_refilled_by_reads(
 
         await eventually(refilled, "read repair to refill the server")
         # The copy keeps the others' expiry (the longest one left), not a fresh
-        # 60 s life: measured after theirs, its PTTL is no longer. (Not against
-        # the clock: restarting a server can take a second on a loaded machine.)
+        # 60 s life: measured after theirs, its PTTL is no longer, but for the
+        # repair script's trip to the server (a few ms at most; a fresh life would
+        # be longer by the restart and reconnect). Not against the clock:
+        # restarting a server can take a second on a loaded machine.
         others = max(await pttls(redis_servers[1:], "c"))
         (mine,) = await pttls([victim], "c")
-        assert 50_000 < mine <= others + 2
+        assert 50_000 < mine <= others + 10
     # The writer's totals never went back: the next increment is counted once.
     async with pool_on(*redis_servers) as other:
         assert await Counter(other, "c").get() == 7

@@ -11,6 +11,7 @@ the anti-entropy walker both use it, so they cannot disagree.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -241,10 +242,16 @@ async def _carry_out(
     """:func:`carry_out`, also saying whether every server behind acknowledged."""
     pttl = 0
     if plan.behind and plan.fields:
+        asked = trio.current_time()
         found = await longest_ttl(pool, key, holders, timeout) if holders else None
         if found is None:
             return False, False  # expired everywhere since the read: writing would revive it
         pttl = found
+        if pttl > 0:
+            # The holder answered at some point since `asked`: take the whole wait
+            # off, so the copy never outlives the holder by the round trip.
+            waited = math.ceil((trio.current_time() - asked) * 1000)
+            pttl = max(1, pttl - waited)
     return await _run_repair(pool, kind, key, plan, pttl, timeout)
 
 
