@@ -358,7 +358,7 @@ async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
         for _ in range(20):
             assert await big.get() == members
         # A reply later than the wait (a stall of the machine) may cost a second one.
-        assert sum(await full_reads(redis_servers)) - before <= 22
+        assert sum(await full_reads(redis_servers)) - before <= 25
 
 
 async def test_hedged_reads_do_not_wait_for_a_server_already_late(
@@ -386,7 +386,7 @@ async def test_hedged_reads_do_not_wait_for_a_server_already_late(
         finally:
             hung.thaw()
         # Each read that waited for the hedge would take `after` at least.
-        assert took < reads * after / 2, (took, after)
+        assert took < reads * after * 0.75, (took, after)
 
         async def caught_up() -> bool:
             got = await command_calls(hung, "hgetall"), await command_calls(hung, "evalsha_ro")
