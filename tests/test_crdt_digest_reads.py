@@ -355,10 +355,10 @@ async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
         for _ in range(3):
             assert await big.get() == members
         before = sum(await full_reads(redis_servers))
-        for _ in range(20):
+        for _ in range(40):
             assert await big.get() == members
         # A reply later than the wait (a stall of the machine) may cost a second one.
-        assert sum(await full_reads(redis_servers)) - before <= 25
+        assert sum(await full_reads(redis_servers)) - before <= 46
 
 
 async def test_hedged_reads_do_not_wait_for_a_server_already_late(
