@@ -141,11 +141,11 @@ class SessionStore:
         tombstone_grace: Seconds a deleted key's or a deleted session's
             tombstone is kept before it may be purged (see
             ``docs/consistency.md``).
-        hedged: A load (and the read of a save) returns once ``read_quorum``
-            servers answered, not waiting for a slow or hung server (see
+        hedged: A load (and the read of a save) waits for every server only
+            a few reply times, then returns with ``read_quorum`` of them (see
             :class:`~trio_redisha.HashMap`). With three servers,
             ``read_quorum=2``, ``write_quorum=2`` and ``hedged=True`` see
-            every acknowledged save and never wait for one server.
+            every acknowledged save and never wait out one slow server.
 
     Raises:
         ConfigurationError: An argument is out of range.

@@ -133,12 +133,8 @@ class CRDTBase(Generic[S]):
         timeout: Deadline of each call in seconds (``None``: the pool's).
         tombstone_grace: Seconds a tombstone is kept before it may be purged
             (maps and sets).
-        hedged: A read returns as soon as ``read_quorum`` servers answered
-            (and were merged), instead of waiting for every server up to the
-            deadline: a slow or hung server costs it nothing. The others are
-            neither merged nor repaired by that read. With ``write_quorum +
-            read_quorum`` above the number of servers, a hedged read still
-            sees every acknowledged write.
+        hedged: A read waits for every server only a few reply times, then
+            returns with ``read_quorum`` of them (see :class:`~trio_redisha.HashMap`).
 
     Raises:
         ConfigurationError: An argument is out of range.
@@ -214,7 +210,7 @@ class CRDTBase(Generic[S]):
 
     @property
     def hedged(self) -> bool:
-        """Whether a read returns once ``read_quorum`` servers answered."""
+        """Whether a read waits a few reply times at most, then ``read_quorum`` servers do."""
         return self._hedged
 
     def __repr__(self) -> str:

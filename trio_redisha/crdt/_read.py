@@ -194,10 +194,10 @@ async def read_key(
         full_from: Servers known to hold the different states (a tree walk
             knows it): they are read in full in the first round instead of
             only the fastest server; the others send digests as usual.
-        hedged: The first round returns once ``read_quorum`` servers
-            answered instead of waiting for every one (the others' replies
-            are still judged by the pool, to the deadline); the servers it
-            did not wait for count as not answered.
+        hedged: The first round waits for every server only a few reply
+            times, then returns once ``read_quorum`` servers answered (see
+            :func:`_digest_read`); the servers it did not wait for count as
+            not answered (their replies are still judged by the pool).
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.

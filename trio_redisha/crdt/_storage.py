@@ -394,6 +394,16 @@ def check_marker(fields: Mapping[bytes, bytes], kind: CRDTType[Any], key: str | 
 _DIGEST_MOD = 1 << 52
 
 
+_NULS: Final = [b"\0" * i for i in range(64)]
+
+
+def _hash_hex(name: bytes, value: bytes) -> str:
+    """:func:`field_hash` as the scripts cut it from ``sha1hex``: 13 hex digits."""
+    head = b"%d:" % len(name)
+    data = _NULS[(55 - len(head) - len(name) - len(value)) % 64] + head + name + value
+    return hashlib.sha1(data).hexdigest()[:13]
+
+
 def field_hash(name: bytes, value: bytes) -> int:
     """The 52-bit hash of one stored field, as the scripts compute it.
 
@@ -403,32 +413,20 @@ def field_hash(name: bytes, value: bytes) -> int:
     between name and value unambiguous, and the NULs are unambiguous too: the
     length starts with a digit.
     """
-    body = b"%d:%b%b" % (len(name), name, value)
-    data = b"\0" * ((55 - len(body)) % 64) + body
-    return int.from_bytes(hashlib.sha1(data).digest()[:7], "big") >> 4
-
-
-_NULS: Final = [b"\0" * i for i in range(64)]
+    return int(_hash_hex(name, value), 16)
 
 
 def hash_pack(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The pack a write script takes after its pairs: each pair's :func:`field_hash`.
 
-    13 hex digits a pair (52 bits: the hash's first 13 hex digits), in order.
-    With it, a script hashes only the stored values it replaces or deletes,
-    not the ones it is sent: SHA-1 in Lua costs a server about a microsecond
-    a field (string building included), ``hashlib`` the client about 0.9 us,
-    once for all servers. A script ignores a pack of the wrong length, and
-    hashes itself a pair whose slot is not hex.
+    13 hex digits a pair (52 bits), in order. With it, a script hashes only
+    the stored values it replaces or deletes, not the ones it is sent: SHA-1
+    in Lua costs a server about a microsecond a field (string building
+    included), ``hashlib`` the client about 0.9 us, once for all servers. A
+    script ignores a pack of the wrong length, and hashes itself a pair whose
+    slot is not hex.
     """
-    sha1 = hashlib.sha1
-    nuls = _NULS
-    out: list[str] = []
-    for f, v in fields:
-        head = b"%d:" % len(f)
-        out.append(sha1(nuls[(55 - len(head) - len(f) - len(v)) % 64] + head + f + v)
-                   .hexdigest()[:13])  # fmt: skip
-    return "".join(out).encode()
+    return "".join([_hash_hex(f, v) for f, v in fields]).encode()
 
 
 # Whether script_argv() sends the pack: off only in benchmarks/bench_crdt.py,

@@ -56,8 +56,8 @@ class Counter(CRDTBase[CounterState]):
         write_quorum: Acknowledgements a write needs (``None``: the pool's).
         read_quorum: Servers that must answer a read (default 1).
         timeout: Deadline of each call in seconds (``None``: the pool's).
-        hedged: A read returns once ``read_quorum`` servers answered (see
-            :class:`~trio_redisha.HashMap`).
+        hedged: A read waits for every server only a few reply times, then
+            returns with ``read_quorum`` of them (see :class:`~trio_redisha.HashMap`).
     """
 
     _kind = COUNTER

@@ -81,10 +81,12 @@ class HashMap(CodecCRDT[MapState]):
         timeout: Deadline of each call in seconds (``None``: the pool's).
         tombstone_grace: Seconds a delete's tombstone is kept before it may be
             purged. A server cut off for longer may bring the field back.
-        hedged: A read returns as soon as ``read_quorum`` servers answered
-            (and were merged), instead of waiting for every server up to the
-            deadline: a slow or hung server costs it nothing. The others are
-            neither merged nor repaired by that read. With ``write_quorum +
+        hedged: A read waits for every server only a few reply times (four
+            of the ``read_quorum``-th fastest server's, plus 1 ms), then
+            returns with the ``read_quorum`` that answered, merged; a server
+            already late is not waited for at all. So a slow or hung server
+            costs it a few milliseconds at most, not the deadline. The others
+            are neither merged nor repaired by that read. With ``write_quorum +
             read_quorum`` above the number of servers, a hedged read still
             sees every acknowledged write.
     """

@@ -49,8 +49,8 @@ class Set(CodecCRDT[SetState]):
         timeout: Deadline of each call in seconds (``None``: the pool's).
         tombstone_grace: Seconds a remove's tombstone is kept before it may be
             purged. A server cut off for longer may bring the member back.
-        hedged: A read returns once ``read_quorum`` servers answered (see
-            :class:`~trio_redisha.HashMap`).
+        hedged: A read waits for every server only a few reply times, then
+            returns with ``read_quorum`` of them (see :class:`~trio_redisha.HashMap`).
     """
 
     _kind = SET
