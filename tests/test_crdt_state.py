@@ -45,7 +45,7 @@ from trio_redisha.crdt._storage import (
     hash_fields,
     state_digest,
 )
-from trio_redisha.exceptions import ProtocolError
+from trio_redisha.exceptions import ProtocolError, ReplyError
 
 S = TypeVar("S", bound=Mergeable)
 
@@ -327,12 +327,17 @@ def test_decoded_registers_cache_stays_bounded() -> None:
 
 
 def test_fields_of_refuses_what_hash_fields_refuses() -> None:
-    for bad in ([b"a"], [b"a", 1], [b"a", [b"b"]], b"x", None, 3):
+    # Every kind of value the parser makes but bytes and str (which a pool
+    # decoding replies makes, and hash_fields encodes), in either place of a pair.
+    odd: list[object] = [1, None, 1.5, True, [b"b"], {b"k": b"v"}, {b"m"}, ReplyError("ERR x")]
+    pairs = [[b"a", x] for x in odd] + [[x, b"1"] for x in odd]
+    for bad in ([b"a"], *pairs, b"x", None, 3):
         with pytest.raises(ProtocolError):
             _fields_of(bad)
     assert _fields_of([]) == {}
     assert _fields_of({b"a": b"1"}) == {b"a": b"1"}
     assert _fields_of([b"a", b"1", b"a", b"2"]) == hash_fields([b"a", b"1", b"a", b"2"])
+    assert _fields_of([b"a", "1", "b", b"2"]) == {b"a": b"1", b"b": b"2"}
 
 
 # --- the Python twins of the scripts agree with merge ------------------------------

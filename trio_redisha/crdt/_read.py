@@ -437,9 +437,11 @@ async def _digest_read(
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
-    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in targets]
+    # The full copies are sent first: they take their servers longest.
+    order = sorted(targets, key=lambda i: i not in fulls)
+    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in order]
     first = await pool._execute_each(
-        targets,
+        order,
         commands,
         timeout=total / 2,
         wait_for=len(targets),
@@ -447,7 +449,7 @@ async def _digest_read(
         op="HGETALL",
         hedge=hedging,
     )
-    got: dict[int, Any] = dict(zip(targets, first, strict=True))
+    got: dict[int, Any] = dict(zip(order, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
     stale: list[int] = []  # servers holding the key without a digest (old data)
     parsed: list[tuple[Any, dict[bytes, bytes]]] = []
@@ -599,18 +601,22 @@ async def _rehash(
         context_for(pool).rehashing.discard(name)
 
 
-_BYTES_ONLY = frozenset((bytes,))
-
-
 def _fields_of(reply: Any) -> dict[bytes, bytes]:
     """:func:`~._storage.hash_fields`, with its common case checked at C speed.
 
     Raises:
         ProtocolError: The reply is not a list of pairs or a map of bytes.
     """
-    if type(reply) is list and not len(reply) & 1 and _BYTES_ONLY.issuperset(map(type, reply)):
-        it = iter(reply)
-        return dict(zip(it, it, strict=True))
+    if type(reply) is list and not len(reply) & 1:
+        # Of the values the parser makes, bytes.join takes bytes only: joining
+        # checks every element's type in one C pass, twice as fast as a map().
+        try:
+            b"".join(reply)
+        except TypeError:
+            pass
+        else:
+            it = iter(reply)
+            return dict(zip(it, it, strict=True))
     return hash_fields(reply)
 
 
