@@ -25,7 +25,7 @@ from tests.harness.helpers import (
     urls,
     wait_until,
 )
-from tests.test_crdt_faults import cluster
+from tests.test_crdt_faults import assert_each_alone, cluster
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, QuorumError, Set
 from trio_redisha.crdt import _read, context_for
 from trio_redisha.crdt._digest import tree_key
@@ -394,3 +394,77 @@ async def test_hedged_reads_do_not_wait_for_a_server_already_late(
 
         await eventually(caught_up, "the thawed server to answer every read")
         assert await command_calls(hung, "hgetall") - before[0] == 1  # the first read's
+
+
+async def late_replies_taken(pool: Pool) -> None:
+    """Wait until every late-reply watcher of the pool's hedged reads has ended."""
+
+    def none_left() -> bool:
+        nursery = pool._nursery
+        return nursery is None or not any(
+            t.name.startswith("redisha-late") for t in nursery.child_tasks
+        )
+
+    await wait_until(none_left, what="the late replies to be taken")
+
+
+@pytest.mark.parametrize("late_server", ["behind", "ahead"])
+async def test_a_late_server_holding_another_state_is_read_again_and_repaired(
+    redis_servers: list[RedisServer], late_server: str
+) -> None:
+    # A hedged read does not wait for a frozen server, so it neither merges
+    # nor repairs it. Once thawed, its late reply shows another state: the key
+    # is read again from every server in the background, and repaired, whether
+    # the late server missed a write or holds one the others missed.
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await eventually(lambda: pool.available == 3, "the pool to connect")
+        await load_digest_script(pool, redis_servers)
+        m = HashMap(pool, "m", read_quorum=2, hedged=True)
+        await m.set({"a": 1})
+        for _ in range(3):
+            assert await m.get() == {"a": 1}
+        cut = [2] if late_server == "behind" else [0, 1]
+        for i in cut:
+            await c.cut(i)
+        await m.set({"b": 2})  # acknowledged by the servers not cut only
+        for i in cut:
+            await c.heal(i)
+        await eventually(lambda: pool.available == 3, "the pool to reconnect")
+        assert pool.stats.hedged_rechecks == 0
+        redis_servers[2].freeze()
+        try:
+            got = await m.get()
+        finally:
+            redis_servers[2].thaw()
+        # read_quorum=2 with write_quorum=1: servers 0 and 1 may lack a write.
+        assert got == ({"a": 1, "b": 2} if late_server == "behind" else {"a": 1})
+        await assert_each_alone(redis_servers, lambda p: HashMap(p, "m").get(), {"a": 1, "b": 2})
+        assert pool.stats.hedged_rechecks == 1
+        assert await m.get() == {"a": 1, "b": 2}
+
+
+async def test_a_late_server_that_agrees_costs_no_second_read(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Each server in turn is late (the full copy's or a digest's), holding the
+    # same state as the others, or no key like them: nothing is read again.
+    async with pool_on(redis_servers, timeout=2.0) as pool:
+        await load_digest_script(pool, redis_servers)
+        m = HashMap(pool, "m", read_quorum=2, hedged=True)
+        absent = HashMap(pool, "absent", read_quorum=2, hedged=True)
+        await m.set({"a": 1})
+        for _ in range(3):
+            assert await m.get() == {"a": 1}
+        before = sum(await full_reads(redis_servers))
+        for server in redis_servers:
+            for obj, value in ((m, {"a": 1}), (absent, {})):
+                server.freeze()
+                try:
+                    assert await obj.get() == value
+                finally:
+                    server.thaw()
+                await late_replies_taken(pool)
+        assert pool.stats.hedged_rechecks == 0
+        # At most one full read per read (a frozen full copy: one more each).
+        assert sum(await full_reads(redis_servers)) - before <= 12

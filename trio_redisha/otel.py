@@ -68,6 +68,7 @@ _COUNTERS: Final = (
     ("redisha.repair.keys_repaired", "repair_keys_repaired", "{key}", "Keys it wrote back"),
     ("redisha.digests.rehashed", "digests_rehashed", "{key}", "Old keys reads gave a digest"),
     ("redisha.reads.cached", "reads_cached", "{read}", "Reads of a cached large key"),
+    ("redisha.reads.rechecked", "hedged_rechecks", "{key}", "Keys a late server made read again"),
 )
 
 

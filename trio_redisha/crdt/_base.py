@@ -28,7 +28,7 @@ from ._cache import key_name
 from ._context import context_for
 from ._digest import script_keys
 from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
-from ._read import Snapshot, read_key
+from ._read import LateReplies, Snapshot, read_key
 from ._state import Mergeable
 from ._storage import Fields, check_key, script_argv
 from .codecs import Codec
@@ -236,6 +236,7 @@ class CRDTBase(Generic[S]):
             ForeignValueError: A server holds something else under the key.
             QuorumError: Fewer than ``read_quorum`` servers answered.
         """
+        late = LateReplies(self._recheck_soon) if self._hedged else None
         snap = await read_key(
             self._pool,
             self._key,
@@ -243,7 +244,15 @@ class CRDTBase(Generic[S]):
             timeout=self._timeout,
             read_quorum=self._read_quorum,
             hedged=self._hedged,
+            late=late,
         )
+        if late is not None:
+            late.settle(snap)
+        self._repair_read(snap)
+        return snap
+
+    def _repair_read(self, snap: Snapshot[S]) -> None:
+        """Start the read repair that ``snap`` calls for, if any (in the background)."""
         pool = self._pool
         purge_before = now_us() - self._grace_us
         if pool.placement is None:
@@ -257,7 +266,40 @@ class CRDTBase(Generic[S]):
                     stats.read_repairs += 1
         else:
             self._placed_repair(snap)
-        return snap
+
+    def _recheck_soon(self) -> None:
+        """A server a hedged read did not wait for holds another state: read it too.
+
+        Reads the key from every server in the background, waiting for each as
+        a plain read does, and repairs as after any read. One recheck per key
+        at a time, each taking a token of the read-repair rate limit.
+        """
+        ctx = self._ctx
+        name = key_name(self._key)
+        if name in ctx.rechecking or not ctx.repair_allowed():
+            return
+        ctx.rechecking.add(name)
+        if self._pool._start_background(self._recheck, name):
+            self._pool.stats.hedged_rechecks += 1
+        else:
+            ctx.rechecking.discard(name)
+
+    async def _recheck(self, name: bytes) -> None:
+        """:meth:`_recheck_soon`'s task: failures are left to the next read or walk."""
+        try:
+            snap = await read_key(
+                self._pool,
+                self._key,
+                self._kind,
+                timeout=self._timeout,
+                read_quorum=self._read_quorum,
+            )
+        except RedisHAError as exc:
+            logger.debug("recheck of %r failed: %s", self._key, exc)
+            return
+        finally:
+            self._ctx.rechecking.discard(name)
+        self._repair_read(snap)
 
     def _placed_repair(self, snap: Snapshot[S]) -> None:
         """Read repair with placement: the owners only, then hand-back of other copies.

@@ -55,8 +55,8 @@ class CRDTContext:
             so two objects never send the same total for different increments.
     """
 
-    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rehashing",
-                 "repair_rate", "totals", "write_quorum")  # fmt: skip
+    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rechecking",
+                 "rehashing", "repair_rate", "totals", "write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -82,6 +82,8 @@ class CRDTContext:
         self.totals: dict[bytes, list[int]] = {}
         #: Keys a read is giving their digest in the background (see _read.rehash_soon).
         self.rehashing: set[bytes] = set()
+        #: Keys read again after a hedged read's late server differed (CRDTBase._recheck_soon).
+        self.rechecking: set[bytes] = set()
         self.read_cache = ReadCache(read_cache)
         self._tokens = repair_rate
         self._stamp = 0.0

@@ -12,7 +12,7 @@ which servers answered what, for :mod:`._plan` to compare.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ..pool import Pool
     from ..pool._server import Server
 
-__all__ = ["Snapshot", "read_key"]
+__all__ = ["LateReplies", "Snapshot", "read_key"]
 
 logger = logging.getLogger("trio_redisha.crdt")
 
@@ -140,6 +140,98 @@ class Snapshot(Generic[S]):
         )
 
 
+#: What the servers a read waited for hold, for :class:`LateReplies`: no key.
+_NO_KEY: Final = object()
+_UNSET: Final = object()
+
+
+class LateReplies:
+    """A hedged read's check of the servers it did not wait for, once they answer.
+
+    Those servers are neither merged nor repaired by the read. A server that
+    is slow rather than hung still answers, and each such reply is compared
+    with what the read found: its digest with the full copy's, "no key" with
+    no key. The first one that differs (another state, or a state the read
+    cannot compare, as when the servers it waited for disagreed) calls
+    ``on_differ``, once: the caller then reads the key again, from every
+    server, and repairs. Replies that come before :meth:`settle` wait for it.
+
+    Args:
+        on_differ: Called at most once, from the pool's late-reply watcher.
+
+    Attributes:
+        full: The servers the read asked for a full copy (their late replies
+            are ``HGETALL`` replies, the others' digests); set by the read.
+    """
+
+    __slots__ = ("_agreed", "_early", "_fired", "_on_differ", "_snapshot", "full")
+
+    def __init__(self, on_differ: Callable[[], None]) -> None:
+        self._on_differ = on_differ
+        self._early: list[tuple[int, Any]] | None = []  # None once settled
+        self._snapshot: Snapshot[Any] | None = None
+        self._agreed: object = _UNSET  # the digest held, _NO_KEY or None: once needed
+        self._fired = False
+        self.full: frozenset[int] = frozenset()
+
+    def __call__(self, index: int, reply: Any) -> None:
+        """Take the late reply of server ``index`` (the pool's ``LateHook``)."""
+        if self._fired:
+            return
+        if self._early is not None:
+            self._early.append((index, reply))
+        else:
+            self._check(index, reply)
+
+    def settle(self, snapshot: Snapshot[Any] | None) -> None:
+        """The read returned ``snapshot``: late replies are compared with it from now on."""
+        early, self._early = self._early or [], None
+        self._snapshot = snapshot
+        for index, reply in early:
+            self._check(index, reply)
+
+    def _check(self, index: int, reply: Any) -> None:
+        if self._fired or isinstance(reply, BaseException):
+            return  # an error reply (NOSCRIPT...): nothing to compare
+        if self._agreed is _UNSET:
+            self._agreed = _agreed_state(self._snapshot)
+        agreed = self._agreed
+        if index in self.full:
+            try:
+                fields = _fields_of(reply)
+            except ProtocolError:
+                return  # not a hash: the next read judges that server again
+            same = not fields if agreed is _NO_KEY else fields.get(DIGEST_FIELD) == agreed
+        elif type(reply) is int:
+            same = reply == 0 and agreed is _NO_KEY  # 0: no key
+        else:
+            same = agreed is not None and type(reply) is list and reply[:1] == [agreed]
+        if not same:
+            self._fired = True
+            self._on_differ()
+
+
+def _agreed_state(snapshot: Snapshot[Any] | None) -> object:
+    """What every server a read waited for holds: a digest, :data:`_NO_KEY`, or None.
+
+    None: they disagree, or hold a key without a digest (data from before
+    digests), so no late reply can be shown to agree.
+    """
+    if snapshot is None or not snapshot.holders:
+        return _NO_KEY
+    answered = [r for r in snapshot.replies if not isinstance(r, BaseException)]
+    if len(snapshot.holders) != len(answered):
+        return None  # some hold the key, some do not
+    first = answered[0]
+    if any(r is not first and r != first for r in answered):
+        return None
+    try:
+        digest = _fields_of(first).get(DIGEST_FIELD)
+    except ProtocolError:
+        return None
+    return digest or None
+
+
 @overload
 async def read_key(
     pool: Pool,
@@ -151,6 +243,7 @@ async def read_key(
     read_quorum: int = ...,
     full_from: Sequence[int] = ...,
     hedged: bool = ...,
+    late: LateReplies | None = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -165,6 +258,7 @@ async def read_key(
     read_quorum: int = ...,
     full_from: Sequence[int] = ...,
     hedged: bool = ...,
+    late: LateReplies | None = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -178,6 +272,7 @@ async def read_key(
     read_quorum: int = 1,
     full_from: Sequence[int] = (),
     hedged: bool = False,
+    late: LateReplies | None = None,
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -198,6 +293,9 @@ async def read_key(
             times, then returns once ``read_quorum`` servers answered (see
             :func:`_digest_read`); the servers it did not wait for count as
             not answered (their replies are still judged by the pool).
+        late: With ``hedged``, gets the replies of the servers the read did
+            not wait for, once they come (see :class:`LateReplies`); the caller
+            settles it with the snapshot.
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -227,7 +325,7 @@ async def read_key(
         # A walk that names the servers to read in full knows they differ: no cache.
         cached = cache.get(name) if cache.capacity and not full_from else None
         got, known, stale = await _digest_read(
-            pool, key, targets, timeout, full_from, cached, read_quorum if hedged else None
+            pool, key, targets, timeout, full_from, cached, read_quorum if hedged else None, late
         )
         snapshot = _finish(pool, key, kind, targets, got, read_quorum, known, cached)
         if stale:  # only once the read succeeded: never into a value not ours
@@ -383,6 +481,7 @@ async def _digest_read(
     full_from: Sequence[int] = (),
     cached: CachedCopy | None = None,
     hedge: int | None = None,
+    late: LateReplies | None = None,
 ) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]], list[int]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
@@ -394,7 +493,8 @@ async def _digest_read(
     (:func:`_hedge_after`), then returns once this many servers answered (the
     others get the pool's "not awaited" entry: they count as not answered);
     if enough others are left, it does not wait at all for a server that owes
-    a reply older than that already.
+    a reply older than that already; ``late`` gets the replies of the
+    servers it did not wait for, if they come before the deadline.
     Returns each target's full ``HGETALL`` reply (or error): the servers whose
     digest equals a full copy's get that copy's reply. Servers that differ
     from it are read in full, one per distinct digest (the others with that
@@ -416,24 +516,26 @@ async def _digest_read(
         )
         return dict(zip(targets, more, strict=True)), [], []
     hedging: tuple[int, float] | None = None
-    late: set[int] = set()
+    owing: set[int] = set()
     if hedge is not None:
         after = _hedge_after(servers, usable, hedge)
         # A server still owing a reply older than that is stalled or hung right
         # now: if enough others are left, the read is not asked for its full copy
         # and does not wait for it at all (it is asked all the same: it may be
         # catching up, and its reply counts if it comes in time).
-        late = {i for i in usable if _owed_for(servers[i]) > after}
-        hedging = (hedge, 0.0 if late and len(usable) - len(late) >= hedge else after)
+        owing = {i for i in usable if _owed_for(servers[i]) > after}
+        hedging = (hedge, 0.0 if owing and len(usable) - len(owing) >= hedge else after)
     fulls = {i for i in full_from if i in usable}
     if not fulls and cached is None:
-        # The fastest of late; one that just timed out (or is late) only if all are.
+        # The fastest of late; one that just timed out (or owes a reply) only if all are.
         fulls.add(
             min(
                 usable,
-                key=lambda i: (i in late, servers[i].consecutive_timeouts > 0, servers[i].latency),
+                key=lambda i: (i in owing, servers[i].consecutive_timeouts > 0, servers[i].latency),
             )
         )
+    if late is not None:
+        late.full = frozenset(fulls)
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
@@ -448,6 +550,7 @@ async def _digest_read(
         watch_until=deadline,
         op="HGETALL",
         hedge=hedging,
+        late=late,
     )
     got: dict[int, Any] = dict(zip(order, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply

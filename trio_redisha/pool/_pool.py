@@ -99,6 +99,10 @@ logger = logging.getLogger("trio_redisha.pool")
 
 _UP: Final = ServerState.UP
 
+#: Called with a server's index and its raw reply when the reply of a server a
+#: call did not wait for (a hedged read) comes after all, before the deadline.
+LateHook = Callable[[int, Any], None]
+
 #: True in tasks started by Pool._start_background: their calls may still run
 #: while aclose() waits for them.
 _IN_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -778,6 +782,7 @@ class Pool:
         watch_until: float | None = None,
         op: str = "",
         hedge: tuple[int, float] | None = None,
+        late: LateHook | None = None,
     ) -> Replies:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
@@ -805,6 +810,7 @@ class Pool:
             op,
             watch_until,
             hedge,
+            late,
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -909,6 +915,7 @@ class Pool:
         op: Any = None,
         watch_until: float | None = None,
         hedge: tuple[int, float] | None = None,
+        late: LateHook | None = None,
     ) -> Replies:
         """Send ``data`` to ``targets``, wait for the replies, return them in order.
 
@@ -918,6 +925,8 @@ class Pool:
         (``None``: the call's deadline). ``hedge``: ``(k, seconds)``, with
         ``wait_for``: that many seconds after the send (0: from the start),
         ``k`` successful replies will do (:class:`~trio_redisha.connection.Hedge`).
+        ``late``: with ``wait_for``, called with the index and the raw reply of
+        each server not awaited whose reply still came before the deadline.
         """
         n = len(targets)
         if timeout is not None:
@@ -1014,7 +1023,9 @@ class Pool:
             else:
                 entry.detach()
                 out.append(
-                    self._missed(servers[idx], entry, watch_until or deadline, wait_for, timeout)
+                    self._missed(
+                        servers[idx], entry, watch_until or deadline, wait_for, timeout, late, idx
+                    )
                 )
         stats = self.stats
         stats.replies_expected += n
@@ -1066,10 +1077,12 @@ class Pool:
         deadline: float,
         wait_for: int | None,
         timeout: float | None,
+        late: LateHook | None = None,
+        index: int = 0,
     ) -> ServerTimeout:
         """The entry of a server whose reply had not arrived when the call returned."""
         if wait_for is not None:
-            self._watch_late(server, slot, deadline)
+            self._watch_late(server, slot, deadline, late, index)
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
         return ServerTimeout(
@@ -1117,18 +1130,34 @@ class Pool:
             if self._closing and not _IN_BACKGROUND.get():
                 raise PoolClosed("the pool was closed during the call")
 
-    def _watch_late(self, server: Server, slot: Slot, deadline: float) -> None:
+    def _watch_late(
+        self,
+        server: Server,
+        slot: Slot,
+        deadline: float,
+        late: LateHook | None = None,
+        index: int = 0,
+    ) -> None:
         """After a hedged return, still judge the server by its late reply.
 
         The watcher is bookkeeping only: it runs in the pool's nursery but is not
-        background work that closing waits for; closing cancels it.
+        background work that closing waits for; closing cancels it. A reply that
+        comes before ``deadline`` goes to ``late`` too, with the server's index.
         """
         if self._nursery is not None and not self._closing:
             self._nursery.start_soon(
-                self._late_reply, server, slot, deadline, name=f"redisha-late {server.label}"
+                self._late_reply,
+                server,
+                slot,
+                deadline,
+                late,
+                index,
+                name=f"redisha-late {server.label}",
             )
 
-    async def _late_reply(self, server: Server, slot: Slot, deadline: float) -> None:
+    async def _late_reply(
+        self, server: Server, slot: Slot, deadline: float, late: LateHook | None, index: int
+    ) -> None:
         waiter = Waiter(1)
         slot.watch(waiter)
         try:
@@ -1138,6 +1167,11 @@ class Pool:
             slot.detach()
         if slot.state is DONE:
             server.replied(slot)
+            if late is not None and not self._closing:
+                try:
+                    late(index, slot.value)
+                except Exception:  # a hook's bug must not take the pool down
+                    logger.exception("the late-reply hook of a hedged read failed")
         elif slot.state is not FAILED:
             self._upkeep.timed_out(server, None if self._closing else self._nursery)
 

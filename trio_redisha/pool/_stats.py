@@ -27,10 +27,14 @@ class PoolStats:
             CRDT reads gave one, in the background.
         reads_cached: CRDT reads of a large key whose full copy came from the
             pool's read cache, every server having sent only its digest.
+        hedged_rechecks: Keys read again from every server, in the background,
+            because a server a hedged read did not wait for answered late with
+            another state (that read neither merged nor repaired it).
     """
 
     __slots__ = (
         "digests_rehashed",
+        "hedged_rechecks",
         "quorum_failures",
         "read_repairs",
         "reads_cached",
@@ -53,6 +57,7 @@ class PoolStats:
         self.sloppy_writes = 0
         self.digests_rehashed = 0
         self.reads_cached = 0
+        self.hedged_rechecks = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in sorted(self.__slots__))
