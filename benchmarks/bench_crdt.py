@@ -8,6 +8,9 @@ and measures, in the same run:
   ``HGETALL`` on every server, merged);
 * the bare single-server commands through redis-py asyncio: ``HINCRBY``,
   ``SADD``, ``HSET`` and ``HGETALL``;
+* a floor for the writes: the same fan-out to 3 servers of a script that runs
+  one ``HSET`` (``EVAL``), against ``HSET``: what the pool's fan-out of a
+  script costs by itself, apart from the CRDT merge scripts;
 
 as throughput, one task at a time (sequential) and with 50 tasks (concurrent),
 median over interleaved rounds, with the ratio CRDT / bare; and the time to read
@@ -87,7 +90,14 @@ PAIRS = [
     ("map set", "HashMap.set({field: value})", "HSET"),
     ("counter get", "Counter.get()", "HGETALL (1 field)"),
     ("map get", f"HashMap.get() ({MAP_FIELDS} fields)", f"HGETALL ({MAP_FIELDS} fields)"),
+    ("floor", "EVAL of one HSET, no CRDT", "HSET"),
 ]
+
+#: The "floor" op: the writes' fan-out with a script that does next to nothing
+#: (EVAL, so that the write scripts' EVALSHA figures stay theirs alone). Its
+#: ratio is what the pool's fan-out of a script costs by itself; the CRDT
+#: writes' distance from it is what their merge scripts and arguments cost.
+FLOOR_SCRIPT = "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])"
 
 
 @dataclass
@@ -136,6 +146,9 @@ async def crdt_ops(urls: Sequence[str], prefix: str) -> AsyncIterator[Ops]:
             "map set": lambda i: hmap.set({f"f{i % FIELDS}": f"value-{i}"}),
             "counter get": lambda i: counter.get(),
             "map get": lambda i: small_map.get(),
+            "floor": lambda i: pool.execute(
+                "EVAL", FLOOR_SCRIPT, 1, f"{prefix}:floor", f"f{i % FIELDS}", f"value-{i}"
+            ),
         }
 
 
@@ -155,6 +168,7 @@ async def bare_ops(urls: Sequence[str], prefix: str) -> AsyncIterator[Ops]:
             "map set": lambda i: client.hset(hmap, f"f{i % FIELDS}", f"value-{i}"),
             "counter get": lambda i: client.hgetall(counter),
             "map get": lambda i: client.hgetall(hash_read),
+            "floor": lambda i: client.hset(hmap, f"f{i % FIELDS}", f"value-{i}"),
         }
     finally:
         await client.aclose()
@@ -392,7 +406,8 @@ def print_report(
     print(
         "\nratio: CRDT throughput / bare throughput (1.00 = free; 0.25 = HA costs 4x). Each CRDT "
         f"op runs on all {SERVERS} servers (a Lua merge script for writes, HGETALL + merge for "
-        "reads); the bare command runs once, on one server."
+        "reads); the bare command runs once, on one server. floor: the same fan-out as a "
+        "write, of a script that runs one HSET (what the pool's fan-out costs by itself)."
     )
     print(
         "\n| op | with digests and tree / without, sequential ops/s | ratio "
