@@ -468,3 +468,31 @@ async def test_a_late_server_that_agrees_costs_no_second_read(
         assert pool.stats.hedged_rechecks == 0
         # At most one full read per read (a frozen full copy: one more each).
         assert sum(await full_reads(redis_servers)) - before <= 12
+
+
+async def test_a_late_server_is_read_again_when_the_servers_awaited_disagreed(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Server 0 holds a, b, c; server 1 a, b; server 2 (late) a, c. The hedged
+    # read merges 0 and 1 and repairs 1; the late digest cannot be compared
+    # with a merge no server held, so the key is read again, and 2 gets b.
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await eventually(lambda: pool.available == 3, "the pool to connect")
+        await load_digest_script(pool, redis_servers)
+        s = Set(pool, "s", read_quorum=2, hedged=True)
+        await s.add("a")
+        for _ in range(3):
+            assert await s.get() == {"a"}
+        for member, cut in (("b", 2), ("c", 1)):
+            await c.cut(cut)
+            await s.add(member)
+            await c.heal(cut)
+            await eventually(lambda: pool.available == 3, "the pool to reconnect")
+        redis_servers[2].freeze()
+        try:
+            assert await s.get() == {"a", "b", "c"}
+        finally:
+            redis_servers[2].thaw()
+        await assert_each_alone(redis_servers, lambda p: Set(p, "s").get(), {"a", "b", "c"})
+        assert pool.stats.hedged_rechecks == 1
