@@ -8,10 +8,12 @@ connection stays up and aligned.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,13 +51,16 @@ from trio_redisha import (
 from trio_redisha.connection import (
     _READER,
     _SOLO,
+    FLUSH_AT,
     SPIN_MISSES,
     SPIN_PAUSE,
+    Waiter,
+    _SocketTransport,
     _Spinner,
     _Transport,
     connect_stream,
 )
-from trio_redisha.resp import Parser
+from trio_redisha.resp import Parser, RespParser, encode_command
 from trio_redisha.testing import RedisServer, decode_reply, free_port, open_raw_connection
 
 #: Upper bound for anything that should happen "promptly"; generous for a loaded CI box.
@@ -948,6 +953,69 @@ async def test_backpressure_callers_wait_instead_of_queueing(redis_server: Redis
 
         await run_many(worker, 30)
         assert await conn.execute("GET", "load") == b"1500"
+
+
+# --------------------------------------------------------------------------- early flush
+
+
+async def test_queued_scripts_go_out_before_the_writer_task_runs(
+    redis_server: RedisServer,
+) -> None:
+    # Callers of one scheduler batch queue behind a busy connection. Scripts
+    # (early=True) go out FLUSH_AT at a time, so the server starts on them
+    # before the batch ends; other commands wait for the writer task.
+    n = 3 * FLUSH_AT + 5
+    async with open_connection(redis_server.url) as conn:
+        script = "return redis.call('INCR', KEYS[1])"
+        sha = await conn.execute("SCRIPT", "LOAD", script)
+        for early in (True, False):
+            key = f"early-{early}"
+            waiter = Waiter(n)
+            slots = [
+                conn.submit(encode_command(("EVALSHA", sha, 1, key)), waiter, early=early)
+                for _ in range(n)
+            ]  # no checkpoint since the first: the writer task has not run
+            deadline = time.monotonic() + PROMPT
+
+            def done(key: str = key) -> int:
+                value = decode_reply(redis_server.command("GET", key))
+                return int(value) if isinstance(value, bytes) else 0
+
+            if early:
+                # The first went out at once (idle), then FLUSH_AT at a time.
+                sent = 1 + (n - 1) // FLUSH_AT * FLUSH_AT
+                while done() < sent and time.monotonic() < deadline:
+                    # Blocking on purpose: the writer task must not get to run.
+                    time.sleep(0.001)  # noqa: ASYNC251
+            assert done() == (1 + (n - 1) // FLUSH_AT * FLUSH_AT if early else 1)
+            with trio.fail_after(PROMPT):
+                await waiter.wait()
+            assert [slot.value for slot in slots] == list(range(1, n + 1))  # in order
+
+
+async def test_an_early_flush_that_fills_the_socket_leaves_the_rest_to_the_writer() -> None:
+    # The peer reads nothing, so the socket fills mid-command. A command whose
+    # bytes began to leave counts as sent when the connection breaks; one
+    # wholly in the buffer does not (it cannot have been applied).
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with ours, peer:
+        conn = Connection(_SocketTransport(ours), RespParser(), parse_server("redis://x:1"))
+        data = encode_command(("EVALSHA", "0" * 40, 0, "v" * 1000))
+        waiter = Waiter(400)
+        slots = [conn.submit(data, waiter, early=True) for _ in range(400)]
+        peer.setblocking(False)
+        accepted = 0
+        with contextlib.suppress(BlockingIOError):
+            while chunk := peer.recv(1 << 20):
+                accepted += len(chunk)
+        # More than the first command (sent at once, the connection idle) left,
+        # and a flush was cut short.
+        assert len(data) < accepted < len(data) * len(slots)
+        conn._break(ServerUnavailable("gone"))
+        begun = -(-accepted // len(data))  # commands whose first byte left
+        flags = [getattr(slot.value, "sent", None) for slot in slots]
+        assert flags == [True] * begun + [False] * (len(slots) - begun)
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -101,6 +101,11 @@ SOLO_RECHECK: Final = 0.01
 DEFAULT_BUSY_POLL: Final = 150e-6
 #: The most ``busy_poll`` may be: polling holds the event loop (no other task runs).
 MAX_BUSY_POLL: Final = 0.01
+#: Scripts queued behind a busy connection (``submit(early=True)``) are sent at
+#: once, without waiting for the writer task, when this many are waiting: the
+#: server starts on them while the callers of the same scheduler batch are
+#: still queueing theirs (figures in docs/design.md, "Early flush").
+FLUSH_AT: Final = 16
 
 
 def check_busy_poll(value: object) -> float:
@@ -511,6 +516,10 @@ class Connection:
         self._unsent = 0  # slots at the tail of _pending whose bytes are still in _wbuf
         self._writing = False
         self._writer_task: trio.lowlevel.Task | None = None
+        # Whether submit(early=True) may send now: a plain socket, which took
+        # all of the last such send (else the writer task sends, then it may).
+        self._can_flush = isinstance(transport, _SocketTransport)
+        self._flush_ok = self._can_flush
         self._error: ServerUnavailable | None = None
         self._max_pending = max_pending
         self._stall_timeout = stall_timeout
@@ -563,6 +572,7 @@ class Connection:
         now: float | None = None,
         *,
         solo: bool = False,
+        early: bool = False,
     ) -> Slot:
         """Queue an encoded command without blocking and return its slot.
 
@@ -573,7 +583,9 @@ class Connection:
         ``now`` saves a clock read when the caller already has the time.
         ``solo=True``: the caller will try :meth:`take_solo` next, and call
         :meth:`ensure_reader` if it does not read solo after all; otherwise the
-        reader task is made sure to read the reply.
+        reader task is made sure to read the reply. ``early=True`` (a script:
+        long work for the server): once :data:`FLUSH_AT` commands wait for the
+        writer task, they are sent now.
         """
         if not solo and self._owner is _NOBODY:
             self.ensure_reader()
@@ -606,11 +618,46 @@ class Connection:
             data = data[sent:]
         self._wbuf.append(data)
         self._unsent += 1
+        if early and self._unsent >= FLUSH_AT and self._flush_ok and not self._writing:
+            self._flush_now()
+            if self._error is not None or not self._wbuf:
+                return slot
         task = self._writer_task
         if task is not None:
             self._writer_task = None
             trio.lowlevel.reschedule(task)
         return slot
+
+    def _flush_now(self) -> None:
+        """Send what the write buffer holds without blocking (see :data:`FLUSH_AT`).
+
+        What the socket does not take stays in the buffer for the writer task;
+        a command whose bytes began to leave counts as sent (:meth:`_break`).
+        """
+        wbuf = self._wbuf
+        data = b"".join(wbuf)
+        try:
+            sent = self._transport.send_nowait(data)
+        except OSError as exc:
+            self._break(_broken_error(self.label, exc))
+            return
+        if sent == len(data):
+            wbuf.clear()
+            self._unsent = 0
+            return
+        self._flush_ok = False  # the socket is full: the writer waits for it
+        if not sent:
+            wbuf[:] = [data]
+            return
+        rest = len(data) - sent
+        unsent = 0
+        for chunk in reversed(wbuf):  # the commands wholly in what is left
+            if len(chunk) > rest:
+                break
+            rest -= len(chunk)
+            unsent += 1
+        wbuf[:] = [data[sent:]]
+        self._unsent = unsent
 
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
         """Run one command and return its reply.
@@ -976,6 +1023,7 @@ class Connection:
                 raise _broken_error(self.label, exc) from None
             finally:
                 self._writing = False
+            self._flush_ok = self._can_flush
 
     async def _watchdog(self) -> None:
         limit = self._stall_timeout

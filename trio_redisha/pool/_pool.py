@@ -98,6 +98,8 @@ __all__ = ["Pool", "open_pool"]
 logger = logging.getLogger("trio_redisha.pool")
 
 _UP: Final = ServerState.UP
+#: The fan-outs whose commands a connection sends early (Connection.submit).
+_SCRIPT_OPS: Final = frozenset(("EVALSHA", "EVAL", "FCALL"))
 
 #: Called with a server's index and its raw reply when the reply of a server a
 #: call did not wait for (a hedged read) comes after all, before the deadline.
@@ -961,11 +963,12 @@ class Pool:
         # connections seen so far go back to their readers.
         solo = n == 1 or (need == n and self._solo_group is not None)
         mine: list[tuple[Connection, Slot]] = []
+        scripts = op in _SCRIPT_OPS  # long work for the servers: sent as soon as it piles up
         for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
             conn = server.conn if server.state is _UP else None
             if conn is not None:
-                slot = conn.submit(cmd, waiter, idx, now, solo=solo)
+                slot = conn.submit(cmd, waiter, idx, now, solo=solo, early=scripts)
                 slots.append(slot)
                 if solo and slot.state is WAITING:
                     if conn.can_solo(slot):
