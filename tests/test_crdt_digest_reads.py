@@ -9,7 +9,7 @@ servers, and hung servers, and count on the servers themselves what was read.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -25,7 +25,7 @@ from tests.harness.helpers import (
     urls,
     wait_until,
 )
-from tests.test_crdt_faults import assert_each_alone, cluster
+from tests.test_crdt_faults import Cluster, assert_each_alone, cluster
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, QuorumError, Set
 from trio_redisha.crdt import _read, context_for
 from trio_redisha.crdt._digest import tree_key
@@ -408,6 +408,29 @@ async def late_replies_taken(pool: Pool) -> None:
     await wait_until(none_left, what="the late replies to be taken")
 
 
+Call = Callable[[], Awaitable[object]]
+
+
+async def written_and_read(c: Cluster, write: Call, read: Call, value: object) -> None:
+    """Once the pool is connected and the digest script loaded, write, then read a
+    few times (the servers' reply times measured, for the hedge)."""
+    await eventually(lambda: c.pool.available == 3, "the pool to connect")
+    await load_digest_script(c.pool, c.servers)
+    await write()
+    for _ in range(3):
+        assert await read() == value
+
+
+async def while_cut(c: Cluster, cut: Sequence[int], write: Call) -> None:
+    """``write`` with the servers ``cut`` partitioned away (they miss it), then heal."""
+    for i in cut:
+        await c.cut(i)
+    await write()
+    for i in cut:
+        await c.heal(i)
+    await eventually(lambda: c.pool.available == 3, "the pool to reconnect")
+
+
 @pytest.mark.parametrize("late_server", ["behind", "ahead"])
 async def test_a_late_server_holding_another_state_is_read_again_and_repaired(
     redis_servers: list[RedisServer], late_server: str
@@ -418,19 +441,10 @@ async def test_a_late_server_holding_another_state_is_read_again_and_repaired(
     # the late server missed a write or holds one the others missed.
     async with cluster(redis_servers) as c:
         pool = c.pool
-        await eventually(lambda: pool.available == 3, "the pool to connect")
-        await load_digest_script(pool, redis_servers)
         m = HashMap(pool, "m", read_quorum=2, hedged=True)
-        await m.set({"a": 1})
-        for _ in range(3):
-            assert await m.get() == {"a": 1}
+        await written_and_read(c, lambda: m.set({"a": 1}), m.get, {"a": 1})
         cut = [2] if late_server == "behind" else [0, 1]
-        for i in cut:
-            await c.cut(i)
-        await m.set({"b": 2})  # acknowledged by the servers not cut only
-        for i in cut:
-            await c.heal(i)
-        await eventually(lambda: pool.available == 3, "the pool to reconnect")
+        await while_cut(c, cut, lambda: m.set({"b": 2}))  # acknowledged by the others only
         assert pool.stats.hedged_rechecks == 0
         redis_servers[2].freeze()
         try:
@@ -478,17 +492,10 @@ async def test_a_late_server_is_read_again_when_the_servers_awaited_disagreed(
     # with a merge no server held, so the key is read again, and 2 gets b.
     async with cluster(redis_servers) as c:
         pool = c.pool
-        await eventually(lambda: pool.available == 3, "the pool to connect")
-        await load_digest_script(pool, redis_servers)
         s = Set(pool, "s", read_quorum=2, hedged=True)
-        await s.add("a")
-        for _ in range(3):
-            assert await s.get() == {"a"}
-        for member, cut in (("b", 2), ("c", 1)):
-            await c.cut(cut)
-            await s.add(member)
-            await c.heal(cut)
-            await eventually(lambda: pool.available == 3, "the pool to reconnect")
+        await written_and_read(c, lambda: s.add("a"), s.get, {"a"})
+        await while_cut(c, [2], lambda: s.add("b"))
+        await while_cut(c, [1], lambda: s.add("c"))
         redis_servers[2].freeze()
         try:
             assert await s.get() == {"a", "b", "c"}

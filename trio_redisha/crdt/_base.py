@@ -237,19 +237,23 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``read_quorum`` servers answered.
         """
         late = LateReplies(self._recheck_soon) if self._hedged else None
-        snap = await read_key(
+        snap = await self._read_key(late)
+        if late is not None:
+            late.settle(snap)
+        self._repair_read(snap)
+        return snap
+
+    async def _read_key(self, late: LateReplies | None = None) -> Snapshot[S]:
+        """:func:`~._read.read_key` with this object's settings; hedged if ``late`` is given."""
+        return await read_key(
             self._pool,
             self._key,
             self._kind,
             timeout=self._timeout,
             read_quorum=self._read_quorum,
-            hedged=self._hedged,
+            hedged=late is not None,
             late=late,
         )
-        if late is not None:
-            late.settle(snap)
-        self._repair_read(snap)
-        return snap
 
     def _repair_read(self, snap: Snapshot[S]) -> None:
         """Start the read repair that ``snap`` calls for, if any (in the background)."""
@@ -287,13 +291,7 @@ class CRDTBase(Generic[S]):
     async def _recheck(self, name: bytes) -> None:
         """:meth:`_recheck_soon`'s task: failures are left to the next read or walk."""
         try:
-            snap = await read_key(
-                self._pool,
-                self._key,
-                self._kind,
-                timeout=self._timeout,
-                read_quorum=self._read_quorum,
-            )
+            snap = await self._read_key()
         except RedisHAError as exc:
             logger.debug("recheck of %r failed: %s", self._key, exc)
             return
