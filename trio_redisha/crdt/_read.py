@@ -11,6 +11,7 @@ which servers answered what, for :mod:`._plan` to compare.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -454,6 +455,16 @@ return 0
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def read_commands(key: str | bytes) -> tuple[bytes, bytes]:
+    """The encoded ``HGETALL`` and digest-script commands of a read of ``key``.
+
+    Kept for the keys read lately: a key is read again and again (a session,
+    on each request), and encoding both commands costs more than the lookup.
+    """
+    return encode_command(("HGETALL", key)), encode_command(("EVALSHA_RO", DIGEST_READ.sha, 1, key))
+
+
 #: A hedged digest read waits for every server this many times the recent
 #: reply time of the read_quorum-th fastest, plus HEDGE_SLACK seconds; then
 #: read_quorum servers will do.
@@ -509,11 +520,10 @@ async def _digest_read(
     :func:`rehash_soon`.
     """
     servers = pool._servers
+    full_cmd, digest_cmd = read_commands(key)
     usable = [i for i in targets if servers[i].usable() is not None]
     if not usable:
-        more = await pool._fanout(
-            encode_command(("HGETALL", key)), targets, timeout, None, None, False, "HGETALL"
-        )
+        more = await pool._fanout(full_cmd, targets, timeout, None, None, False, "HGETALL")
         return dict(zip(targets, more, strict=True)), [], []
     hedging: tuple[int, float] | None = None
     owing: set[int] = set()
@@ -538,13 +548,11 @@ async def _digest_read(
         late.full = frozenset(fulls)
     total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
-    digest_cmd = ("EVALSHA_RO", DIGEST_READ.sha, 1, key)
     # The full copies are sent first: they take their servers longest.
     order = sorted(targets, key=lambda i: i not in fulls)
-    commands = [("HGETALL", key) if i in fulls else digest_cmd for i in order]
     first = await pool._execute_each(
         order,
-        commands,
+        [full_cmd if i in fulls else digest_cmd for i in order],
         timeout=total / 2,
         wait_for=len(targets),
         watch_until=deadline,
@@ -635,7 +643,7 @@ async def _read_in_full(
     left = deadline - trio.current_time()
     if left > 0:
         more = await pool._fanout(
-            encode_command(("HGETALL", key)), tuple(servers), left, None, None, False, "HGETALL"
+            read_commands(key)[0], tuple(servers), left, None, None, False, "HGETALL"
         )
         got.update(zip(servers, more, strict=True))
     else:

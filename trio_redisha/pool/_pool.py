@@ -777,7 +777,7 @@ class Pool:
     async def _execute_each(
         self,
         targets: Sequence[int],
-        commands: Sequence[Sequence[Any]],
+        datas: Sequence[bytes],
         *,
         timeout: float | None = None,
         wait_for: int | None = None,
@@ -789,19 +789,10 @@ class Pool:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
         For the CRDT digest reads: the full state from one server, digests from
-        the others, under one waiter and one deadline. ``commands[i]`` goes to
-        ``targets[i]``; the other arguments are as for :meth:`_fanout`.
+        the others, under one waiter and one deadline. ``datas[i]``, an encoded
+        command that may run on the shared connections (:func:`check_command`),
+        goes to ``targets[i]``; the other arguments are as for :meth:`_fanout`.
         """
-        # The same command object (the digest read's, to every server but one)
-        # is checked and encoded once.
-        encoded: dict[int, bytes] = {}
-        datas = []
-        for args in commands:
-            data = encoded.get(id(args))
-            if data is None:
-                check_command(args)
-                data = encoded[id(args)] = encode_command(args)
-            datas.append(data)
         return await self._fanout(
             datas,
             self._check_indices(targets),
