@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import trio
 
@@ -73,7 +73,7 @@ def foreign_error(key: str | bytes, reply: ReplyError) -> ForeignValueError:
     )
 
 
-def is_foreign_reply(reply: object) -> bool:
+def is_foreign_reply(reply: object) -> TypeGuard[ReplyError]:
     """Whether a reply entry says the key holds something that is not ours."""
     return isinstance(reply, ReplyError) and reply.code in (FOREIGN_CODE, "WRONGTYPE")
 

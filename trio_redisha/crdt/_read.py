@@ -377,15 +377,18 @@ def _finish(
     distinct: list[list[Any]] = []  # [raw reply, fields, state or None]
     answered: list[tuple[int, list[Any]]] = []
     for pos, (i, r) in enumerate(zip(asked, replies, strict=True)):
-        if is_foreign_reply(r):
-            raise foreign_error(key, r)
         if isinstance(r, BaseException):
+            if is_foreign_reply(r):
+                raise foreign_error(key, r)
             continue
         # Digest reads hand the one full copy to every server that agrees: the
         # same object, matched without comparing it element by element.
-        entry = next((d for d in distinct if d[0] is r), None) or next(
-            (d for d in distinct if d[0] == r), None
-        )
+        if distinct and distinct[0][0] is r:
+            entry: list[Any] | None = distinct[0]
+        else:
+            entry = next((d for d in distinct if d[0] is r), None) or next(
+                (d for d in distinct if d[0] == r), None
+            )
         if entry is None:
             try:
                 entry = [
@@ -611,7 +614,8 @@ async def _digest_read(
     # One full read per digest not seen yet: its servers hold the same state.
     stand_ins = {min(group, key=lambda i: servers[i].latency): d for d, group in alike.items()}
     again += stand_ins
-    await _read_in_full(pool, key, again, deadline, got)
+    if again:
+        await _read_in_full(pool, key, again, deadline, got)
     retry: list[int] = []  # the key changed between the rounds: read these in full too
     for i, digest in stand_ins.items():
         reply = got[i]
@@ -630,7 +634,8 @@ async def _digest_read(
                 got[j] = reply
             else:
                 retry.append(j)
-    await _read_in_full(pool, key, retry, deadline, got)
+    if retry:
+        await _read_in_full(pool, key, retry, deadline, got)
     return got, parsed, stale
 
 

@@ -166,13 +166,16 @@ def _prefixed(fields: Mapping[bytes, bytes], prefix: bytes) -> Iterable[tuple[by
 
 
 def _counter_parse(fields: Mapping[bytes, bytes]) -> CounterState:
-    sides: dict[bytes, dict[bytes, int]] = {b"p:": {}, b"n:": {}}
-    for prefix, side in sides.items():
-        for actor, raw in _prefixed(fields, prefix):
+    p: dict[bytes, int] = {}
+    n: dict[bytes, int] = {}
+    sides = {b"p:": p, b"n:": n}
+    for name, raw in fields.items():  # one pass: every read of a counter comes here
+        side = sides.get(name[:2])
+        if side is not None and len(name) > 2:
             total = parse_total(raw)
-            if total is not None and actor:
-                side[actor] = total
-    return CounterState(sides[b"p:"], sides[b"n:"])
+            if total is not None:
+                side[name[2:]] = total
+    return CounterState(p, n)
 
 
 def _counter_fields(state: CounterState) -> Fields:
