@@ -361,17 +361,24 @@ async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
         assert sum(await full_reads(redis_servers)) - before <= 46
 
 
+async def hedged_map(pool: Pool, servers: Sequence[RedisServer]) -> HashMap:
+    """The digest script loaded; a hedged map ``m`` (read_quorum=2) holding
+    ``{"a": 1}``, read a few times (the servers' reply times measured)."""
+    await load_digest_script(pool, servers)
+    m = HashMap(pool, "m", read_quorum=2, hedged=True)
+    await m.set({"a": 1})
+    for _ in range(3):
+        assert await m.get() == {"a": 1}
+    return m
+
+
 async def test_hedged_reads_do_not_wait_for_a_server_already_late(
     redis_servers: list[RedisServer],
 ) -> None:
     # Once a server owes a reply for longer than the hedge waits, the next
     # hedged reads do not wait for it at all (nor ask it for the full copy).
     async with pool_on(redis_servers, timeout=2.0) as pool:
-        await load_digest_script(pool, redis_servers)
-        m = HashMap(pool, "m", read_quorum=2, hedged=True)
-        await m.set({"a": 1})
-        for _ in range(3):
-            assert await m.get() == {"a": 1}
+        m = await hedged_map(pool, redis_servers)
         hung = redis_servers[_full_copy_server(pool)]
         before = await command_calls(hung, "hgetall"), await command_calls(hung, "evalsha_ro")
         after = _read._hedge_after(pool._servers, range(3), 2)
@@ -464,12 +471,8 @@ async def test_a_late_server_that_agrees_costs_no_second_read(
     # Each server in turn is late (the full copy's or a digest's), holding the
     # same state as the others, or no key like them: nothing is read again.
     async with pool_on(redis_servers, timeout=2.0) as pool:
-        await load_digest_script(pool, redis_servers)
-        m = HashMap(pool, "m", read_quorum=2, hedged=True)
+        m = await hedged_map(pool, redis_servers)
         absent = HashMap(pool, "absent", read_quorum=2, hedged=True)
-        await m.set({"a": 1})
-        for _ in range(3):
-            assert await m.get() == {"a": 1}
         before = sum(await full_reads(redis_servers))
         for server in redis_servers:
             for obj, value in ((m, {"a": 1}), (absent, {})):
