@@ -994,9 +994,10 @@ async def test_queued_scripts_go_out_before_the_writer_task_runs(
 
 
 async def test_an_early_flush_that_fills_the_socket_leaves_the_rest_to_the_writer() -> None:
-    # The peer reads nothing, so the socket fills mid-command. A command whose
-    # bytes began to leave counts as sent when the connection breaks; one
-    # wholly in the buffer does not (it cannot have been applied).
+    # The peer reads nothing, so the socket fills mid-command. When the
+    # connection breaks, the commands wholly sent count as sent; the one cut
+    # short and those still in the buffer do not (a server runs no command it
+    # has only part of).
     ours, peer = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     with ours, peer:
@@ -1013,9 +1014,9 @@ async def test_an_early_flush_that_fills_the_socket_leaves_the_rest_to_the_write
         # and a flush was cut short.
         assert len(data) < accepted < len(data) * len(slots)
         conn._break(ServerUnavailable("gone"))
-        begun = -(-accepted // len(data))  # commands whose first byte left
+        whole = accepted // len(data)
         flags = [getattr(slot.value, "sent", None) for slot in slots]
-        assert flags == [True] * begun + [False] * (len(slots) - begun)
+        assert flags == [True] * whole + [False] * (len(slots) - whole)
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -631,8 +631,9 @@ class Connection:
     def _flush_now(self) -> None:
         """Send what the write buffer holds without blocking (see :data:`FLUSH_AT`).
 
-        What the socket does not take stays in the buffer for the writer task;
-        a command whose bytes began to leave counts as sent (:meth:`_break`).
+        What the socket does not take stays in the buffer for the writer task,
+        and every command not wholly sent still counts as unsent (:meth:`_break`):
+        a server runs no command it has only part of.
         """
         wbuf = self._wbuf
         data = b"".join(wbuf)
@@ -651,8 +652,8 @@ class Connection:
             return
         rest = len(data) - sent
         unsent = 0
-        for chunk in reversed(wbuf):  # the commands wholly in what is left
-            if len(chunk) > rest:
+        for chunk in reversed(wbuf):  # the commands with bytes in what is left
+            if rest <= 0:
                 break
             rest -= len(chunk)
             unsent += 1
