@@ -143,7 +143,6 @@ class Snapshot(Generic[S]):
 
 #: What the servers a read waited for hold, for :class:`LateReplies`: no key.
 _NO_KEY: Final = object()
-_UNSET: Final = object()
 
 
 class LateReplies:
@@ -156,6 +155,8 @@ class LateReplies:
     cannot compare, as when the servers it waited for disagreed) calls
     ``on_differ``, once: the caller then reads the key again, from every
     server, and repairs. Replies that come before :meth:`settle` wait for it.
+    What the read found is kept as one digest, not the snapshot: late
+    watchers live until the deadline, and a stall makes many of them.
 
     Args:
         on_differ: Called at most once, from the pool's late-reply watcher.
@@ -165,13 +166,12 @@ class LateReplies:
             are ``HGETALL`` replies, the others' digests); set by the read.
     """
 
-    __slots__ = ("_agreed", "_early", "_fired", "_on_differ", "_snapshot", "full")
+    __slots__ = ("_agreed", "_early", "_fired", "_on_differ", "full")
 
     def __init__(self, on_differ: Callable[[], None]) -> None:
         self._on_differ = on_differ
         self._early: list[tuple[int, Any]] | None = []  # None once settled
-        self._snapshot: Snapshot[Any] | None = None
-        self._agreed: object = _UNSET  # the digest held, _NO_KEY or None: once needed
+        self._agreed: object = None  # the digest held, _NO_KEY or None (see settle)
         self._fired = False
         self.full: frozenset[int] = frozenset()
 
@@ -187,15 +187,16 @@ class LateReplies:
     def settle(self, snapshot: Snapshot[Any] | None) -> None:
         """The read returned ``snapshot``: late replies are compared with it from now on."""
         early, self._early = self._early or [], None
-        self._snapshot = snapshot
+        if snapshot is not None and snapshot.complete:
+            self._fired = True  # every server asked answered: none is late
+            return
+        self._agreed = _agreed_state(snapshot)
         for index, reply in early:
             self._check(index, reply)
 
     def _check(self, index: int, reply: Any) -> None:
         if self._fired or isinstance(reply, BaseException):
             return  # an error reply (NOSCRIPT...): nothing to compare
-        if self._agreed is _UNSET:
-            self._agreed = _agreed_state(self._snapshot)
         agreed = self._agreed
         if index in self.full:
             try:
