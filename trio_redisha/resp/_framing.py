@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from ..exceptions import ProtocolError
-from ._values import _INT64_MAX, _MAX_DIGITS, _SMALL_LENGTHS, Limits, _invalid
+from ._values import _INT64_MAX, _MAX_DIGITS, _SMALL_LENGTHS, NEED_DATA, Limits, _invalid
 
 
 class Parser(Protocol):
@@ -324,6 +324,8 @@ class _BufferedParser:
             # tried here only once: the general code then keeps it and _idle is false.
             buf = self._buf
             pos = self._pos
+            if pos == len(buf) and not self._chunks:
+                return NEED_DATA  # everything received was taken (after each reply)
             idx = buf.find(b"\r\n", self._search)
             if pos < idx <= pos + self._max_line:
                 tag = buf[pos]
