@@ -46,7 +46,6 @@ import functools
 import io
 import math
 import os
-import platform
 import pstats
 import socket
 import statistics
@@ -60,15 +59,12 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, run_main
+from _common import bench_servers, environment, redis_server_or_report, run_main
 
 import trio_redisha
 from trio_redisha.resp import encode_command, make_parser
 from trio_redisha.testing import (
     RedisServer,
-    RedisServerNotFoundError,
-    find_redis_server,
-    redis_server_version,
 )
 
 KEY = "bench:key"
@@ -886,10 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = Config.make(args.quick, args.rounds)
     only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
 
-    try:
-        exe = find_redis_server()
-    except RedisServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    exe = redis_server_or_report()
+    if exe is None:
         return 1
 
     rows = [r for r in make_rows() if _selected(r.key, only)]
@@ -903,12 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_profile(urls, cfg)
             return 0
 
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_clients: GET on loopback, same run, same servers")
         print(
-            f"Python {platform.python_version()}, trio {trio.__version__}, "
-            f"trio-redisha {trio_redisha.__version__}, redis-server {redis_server_version(exe)}, "
-            f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start; "
+            f"{environment(exe)}; "
             f"{'quick' if cfg.quick else 'full'} run: {cfg.rounds} interleaved rounds, "
             f"{cfg.seq_ops} sequential GETs and {cfg.tasks}x{cfg.per_task} concurrent GETs "
             "per round; figures are medians over rounds.\n",

@@ -31,10 +31,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
 import statistics
 import sys
 import time
@@ -46,14 +44,9 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, run_main
+from _common import bench_servers, environment, redis_server_or_report, rounds_args, run_main
 
 import trio_redisha
-from trio_redisha.testing import (
-    RedisServerNotFoundError,
-    find_redis_server,
-    redis_server_version,
-)
 
 SERVERS = 3
 SET_SIZE = 1000
@@ -459,18 +452,11 @@ def print_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="a few seconds, for development")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be >= 1")
+    args = rounds_args(__doc__, argv)
     cfg = Config.make(args.quick, args.rounds)
 
-    try:
-        exe = find_redis_server()
-    except RedisServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    exe = redis_server_or_report()
+    if exe is None:
         return 1
     classes = _crdt_classes()
     crdt_missing = classes if isinstance(classes, str) else None
@@ -484,12 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with bench_servers(SERVERS, exe) as servers:
         urls = [s.url for s in servers]
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_crdt: the price of high availability")
         print(
-            f"Python {platform.python_version()}, trio {trio.__version__}, "
-            f"redis-server {redis_server_version(exe)}, {os.cpu_count()} CPUs, load average "
-            f"{load[0]:.2f} at start; {'quick' if cfg.quick else 'full'} run: {cfg.rounds} "
+            f"{environment(exe)}; {'quick' if cfg.quick else 'full'} run: {cfg.rounds} "
             f"interleaved rounds, {cfg.seq_ops} sequential ops and {cfg.tasks}x{cfg.per_task} "
             "concurrent ops per op and round; figures are medians over rounds.\n",
             flush=True,

@@ -28,9 +28,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -42,14 +40,11 @@ from dataclasses import dataclass
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, run_main
+from _common import bench_servers, environment, redis_server_or_report, rounds_args, run_main
 
 import trio_redisha
 from trio_redisha.testing import (
     RedisServer,
-    RedisServerNotFoundError,
-    find_redis_server,
-    redis_server_version,
 )
 
 SERVERS = 3
@@ -183,17 +178,10 @@ def print_report(figs: dict[tuple[str, str], list[float]], cfg: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="a few seconds, for development")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be >= 1")
+    args = rounds_args(__doc__, argv)
     cfg = Config.make(args.quick, args.rounds)
-    try:
-        exe = find_redis_server()
-    except RedisServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    exe = redis_server_or_report()
+    if exe is None:
         return 1
     try:
         import redis  # noqa: F401
@@ -202,14 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     started = time.perf_counter()
     with bench_servers(SERVERS, exe) as servers:
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_hedged: hedged CRDT reads against plain ones")
-        print(
-            f"Python {platform.python_version()}, trio {trio.__version__}, redis-server "
-            f"{redis_server_version(exe)}, {os.cpu_count()} CPUs, load average {load[0]:.2f} "
-            f"at start; {'quick' if args.quick else 'full'} run.\n",
-            flush=True,
-        )
+        print(f"{environment(exe)}; {'quick' if args.quick else 'full'} run.\n", flush=True)
         figs = measure(servers, cfg)
         print_report(figs, cfg)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

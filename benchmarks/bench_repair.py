@@ -36,8 +36,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import sys
@@ -51,7 +49,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_servers, run_main
+from _common import bench_servers, environment, redis_server_or_report, run_main
 
 import trio_redisha
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
@@ -61,12 +59,9 @@ from trio_redisha.session import DEFAULT_TTL
 from trio_redisha.testing import (
     RawConnection,
     RedisServer,
-    RedisServerNotFoundError,
     decode_reply,
     encode_command,
-    find_redis_server,
     open_raw_connection,
-    redis_server_version,
 )
 
 SERVERS = 3
@@ -477,20 +472,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--updated must be in 0..1")
     cfg = Config.make(args)
 
-    try:
-        exe = find_redis_server()
-    except RedisServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    exe = redis_server_or_report()
+    if exe is None:
         return 1
 
     started = time.perf_counter()
     with bench_servers(SERVERS, exe) as servers:
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_repair: anti-entropy measured by the servers' own byte counters")
         print(
-            f"Python {platform.python_version()}, trio {trio.__version__}, "
-            f"redis-server {redis_server_version(exe)}, {os.cpu_count()} CPUs, load average "
-            f"{load[0]:.2f} at start; {'quick' if cfg.quick else 'full'} run; {SERVERS} servers, "
+            f"{environment(exe)}; {'quick' if cfg.quick else 'full'} run; {SERVERS} servers, "
             f"server 3 behind the fault proxy; bytes are INFO stats total_net_output_bytes "
             "deltas (one pass each: byte counts do not depend on the load, times do).\n",
             flush=True,

@@ -44,9 +44,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, run_main
+from _common import bench_servers, environment, redis_server_or_report, rounds_args, run_main
 
 from trio_redisha.crdt import _scripts
 from trio_redisha.crdt._digest import script_keys
@@ -63,9 +61,6 @@ from trio_redisha.crdt._storage import PACK_MIN_FIELDS, hash_pack
 from trio_redisha.scripts import Script
 from trio_redisha.testing import (
     RedisServer,
-    RedisServerNotFoundError,
-    find_redis_server,
-    redis_server_version,
 )
 
 KEYS = 300
@@ -244,17 +239,10 @@ def print_report(figs: dict[tuple[str, str], list[float]], cfg: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="a few seconds, for development")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
-    args = parser.parse_args(argv)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error("--rounds must be >= 1")
+    args = rounds_args(__doc__, argv)
     cfg = Config.make(args.quick, args.rounds)
-    try:
-        exe = find_redis_server()
-    except RedisServerNotFoundError as exc:
-        print(exc, file=sys.stderr)
+    exe = redis_server_or_report()
+    if exe is None:
         return 1
     try:
         import redis  # noqa: F401
@@ -263,12 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     started = time.perf_counter()
     with bench_servers(1, exe) as (server,):
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         print("# bench_scripts: what keeping digests costs the write scripts")
         print(
-            f"Python {platform.python_version()}, redis-server {redis_server_version(exe)}, "
-            f"{os.cpu_count()} CPUs, load average {load[0]:.2f} at start; "
-            f"{'quick' if args.quick else 'full'} run; {KEYS} keys per workload and variant.\n",
+            f"{environment(exe)}; {'quick' if args.quick else 'full'} run; "
+            f"{KEYS} keys per workload and variant.\n",
             flush=True,
         )
         figs = measure(server, cfg)
