@@ -311,14 +311,22 @@ async def test_a_hedged_quorum_read_sees_every_acknowledged_write(
             redis_servers[1].thaw()
 
 
+async def hedged_set(
+    pool: Pool, servers: Sequence[RedisServer], members: set[str], read_quorum: int = 1
+) -> Set:
+    """The digest script loaded; a hedged set ``big`` holding ``members``."""
+    await load_digest_script(pool, servers)
+    big = Set(pool, "big", read_quorum=read_quorum, hedged=True)
+    await big.add(*members)
+    return big
+
+
 async def test_a_hedged_read_of_a_cached_key_needs_only_digests(
     redis_servers: list[RedisServer],
 ) -> None:
     members = {f"member-{i:04d}" for i in range(300)}
     async with pool_on(redis_servers, timeout=2.0) as pool:
-        await load_digest_script(pool, redis_servers)
-        big = Set(pool, "big", read_quorum=2, hedged=True)
-        await big.add(*members)
+        big = await hedged_set(pool, redis_servers, members, read_quorum=2)
         assert await big.get() == members  # kept by the read cache
         before = await full_reads(redis_servers)
         hung = redis_servers[_full_copy_server(pool)]
@@ -349,9 +357,7 @@ async def test_a_hedged_read_waits_for_its_full_copy_on_a_healthy_fleet(
     # healthy servers cost one full read per read, as without hedging.
     members = {f"member-{i:04d}" for i in range(2000)}
     async with pool_on(redis_servers, read_cache=0) as pool:
-        await load_digest_script(pool, redis_servers)
-        big = Set(pool, "big", hedged=True)
-        await big.add(*members)
+        big = await hedged_set(pool, redis_servers, members)
         for _ in range(3):
             assert await big.get() == members
         before = sum(await full_reads(redis_servers))
