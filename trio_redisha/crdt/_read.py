@@ -643,9 +643,7 @@ async def _digest_read(
 async def _read_in_full(
     pool: Pool, key: str | bytes, servers: list[int], deadline: float, got: dict[int, Any]
 ) -> None:
-    """``HGETALL`` on ``servers`` until ``deadline``, each reply (or error) into ``got``."""
-    if not servers:
-        return
+    """``HGETALL`` on ``servers`` (at least one) until ``deadline``, replies into ``got``."""
     left = deadline - trio.current_time()
     if left > 0:
         more = await pool._fanout(

@@ -1018,7 +1018,7 @@ class Pool:
                 entry.detach()
                 out.append(
                     self._missed(
-                        servers[idx], entry, watch_until or deadline, wait_for, timeout, late, idx
+                        servers[idx], entry, watch_until or deadline, wait_for, timeout, late
                     )
                 )
         stats = self.stats
@@ -1072,11 +1072,10 @@ class Pool:
         wait_for: int | None,
         timeout: float | None,
         late: LateHook | None = None,
-        index: int = 0,
     ) -> ServerTimeout:
         """The entry of a server whose reply had not arrived when the call returned."""
         if wait_for is not None:
-            self._watch_late(server, slot, deadline, late, index)
+            self._watch_late(server, slot, deadline, late)
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
         return ServerTimeout(
@@ -1125,32 +1124,22 @@ class Pool:
                 raise PoolClosed("the pool was closed during the call")
 
     def _watch_late(
-        self,
-        server: Server,
-        slot: Slot,
-        deadline: float,
-        late: LateHook | None = None,
-        index: int = 0,
+        self, server: Server, slot: Slot, deadline: float, late: LateHook | None = None
     ) -> None:
         """After a hedged return, still judge the server by its late reply.
 
         The watcher is bookkeeping only: it runs in the pool's nursery but is not
         background work that closing waits for; closing cancels it. A reply that
-        comes before ``deadline`` goes to ``late`` too, with the server's index.
+        comes before ``deadline`` goes to ``late`` too, with the server's index
+        (the slot's ``index``).
         """
         if self._nursery is not None and not self._closing:
             self._nursery.start_soon(
-                self._late_reply,
-                server,
-                slot,
-                deadline,
-                late,
-                index,
-                name=f"redisha-late {server.label}",
+                self._late_reply, server, slot, deadline, late, name=f"redisha-late {server.label}"
             )
 
     async def _late_reply(
-        self, server: Server, slot: Slot, deadline: float, late: LateHook | None, index: int
+        self, server: Server, slot: Slot, deadline: float, late: LateHook | None
     ) -> None:
         waiter = Waiter(1)
         slot.watch(waiter)
@@ -1163,7 +1152,7 @@ class Pool:
             server.replied(slot)
             if late is not None and not self._closing:
                 try:
-                    late(index, slot.value)
+                    late(slot.index, slot.value)
                 except Exception:  # a hook's bug must not take the pool down
                     logger.exception("the late-reply hook of a hedged read failed")
         elif slot.state is not FAILED:
