@@ -87,7 +87,7 @@ PAIRS = [
 ]
 
 #: The "floor" op: the writes' fan-out with a script that does next to nothing
-#: (EVAL, so that the write scripts' EVALSHA figures stay theirs alone). Its
+#: (EVAL, so that the write scripts' FCALL and EVALSHA figures stay theirs alone). Its
 #: ratio is what the pool's fan-out of a script costs by itself; the CRDT
 #: writes' distance from it is what their merge scripts and arguments cost.
 FLOOR_SCRIPT = "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])"
@@ -97,7 +97,7 @@ FLOOR_SCRIPT = "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])"
 class Figures:
     seq: dict[str, list[float]] = field(default_factory=dict)
     conc: dict[str, list[float]] = field(default_factory=dict)
-    #: "crdt" / "plain": server time per write script (EVALSHA), us, one per round.
+    #: "crdt" / "plain": server time per write script (FCALL), us, one per round.
     script_us: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, name: str, seq: float, conc: float) -> None:
@@ -266,12 +266,12 @@ def run_bare_round(urls: Sequence[str], cfg: Config, out: Figures, rnd: int) -> 
 
 
 def _script_us(servers: Sequence[Any]) -> float:
-    """Mean server time per EVALSHA (the write scripts) since the last RESETSTAT."""
+    """Mean server time per write script (FCALL, EVALSHA) since the last RESETSTAT."""
     total = calls = 0.0
     for srv in servers:
         info = srv.command("INFO", "commandstats").decode(errors="replace")
         for line in info.split("\r\n"):
-            if line.startswith("cmdstat_evalsha:"):
+            if line.startswith(("cmdstat_fcall:", "cmdstat_evalsha:")):
                 stats = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
                 total += float(stats["usec"])
                 calls += float(stats["calls"])
@@ -422,7 +422,7 @@ def print_report(
     crdt_us, plain_us = _med(figs.script_us.get("crdt")), _med(figs.script_us.get("plain"))
     if crdt_us and plain_us:
         print(
-            f"\nServer time per write script (EVALSHA, INFO commandstats, mean over the "
+            f"\nServer time per write script (FCALL, INFO commandstats, mean over the "
             f"{SERVERS} servers, median over rounds): {crdt_us:.1f} us with digests and tree, "
             f"{plain_us:.1f} us without ({crdt_us / plain_us:.2f}x)."
         )

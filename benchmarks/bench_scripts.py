@@ -12,13 +12,17 @@ does not matter here), in three variants of the same build:
   ``PACK_MIN_FIELDS`` fields on, the pack of the pairs' hashes, as the library
   sends it (``_storage.script_argv``);
 * ``digest+tree``: the real write scripts as the library runs them, with the
-  key's digest-tree key (``_digest.script_keys``) and the pack.
+  key's digest-tree key (``_digest.script_keys``) and the pack;
+* ``evalsha``: ``digest+tree`` run with ``EVALSHA`` instead of as a function
+  (``FCALL``), as the library runs them on a server without functions: what
+  the function library saves.
 
 For each workload, each variant writes its own keys. The figure is the
 server's own time per script call: ``INFO commandstats`` ``usec_per_call`` of
-``evalsha``, reset with ``CONFIG RESETSTAT`` before each variant's turn; the
-variants take turns in interleaved rounds (their order rotated), and the table
-shows medians over rounds with the ratio to ``plain``. The target of issue 10:
+``fcall`` (of ``evalsha`` for ``evalsha``), reset with ``CONFIG RESETSTAT``
+before each variant's turn; the variants take turns in interleaved rounds
+(their order rotated), and the table shows medians over rounds with the ratio
+to ``plain``. The target of issue 10:
 ``digest+tree`` <= 1.10x ``plain``.
 
 Workloads (each call writes into one of ``KEYS`` keys, in turn):
@@ -69,7 +73,7 @@ ACTOR = b"bench-actor"
 #: Script calls sent at once (a redis-py pipeline).
 BATCH = 300
 
-VARIANTS = ("plain", "digest", "digest+tree")
+VARIANTS = ("plain", "digest", "digest+tree", "evalsha")
 WORKLOADS = ("incr", "map set", "set add", "map set+ttl", "replay", "bulk add")
 #: Members a "bulk add" call writes (a batch add, a repair): sent with the pack.
 BULK = 250
@@ -95,7 +99,7 @@ def _script(variant: str, name: str) -> Script:
 
 
 def _keys(variant: str, key: bytes) -> list[Any]:
-    return script_keys(key) if variant == "digest+tree" else [key]
+    return script_keys(key) if variant in ("digest+tree", "evalsha") else [key]
 
 
 def _argv(variant: str, name: str, argv: list[Any]) -> list[Any]:
@@ -171,19 +175,24 @@ def _run(client: Any, variant: str, calls: Sequence[Call]) -> None:
         pipe = client.pipeline(transaction=False)
         for name, key, argv in calls[start : start + BATCH]:
             keys = _keys(variant, key)
-            pipe.evalsha(_script(variant, name).sha, len(keys), *keys, *_argv(variant, name, argv))
+            script, args = _script(variant, name), _argv(variant, name, argv)
+            if variant == "evalsha":
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            else:
+                pipe.fcall(script.function, len(keys), *keys, *args)
         for r in pipe.execute(raise_on_error=False):
             if isinstance(r, Exception):
                 raise RuntimeError(f"{variant}: {r}")
 
 
-def _evalsha_us(server: RedisServer) -> float:
+def _script_us(server: RedisServer, variant: str) -> float:
+    name = "evalsha" if variant == "evalsha" else "fcall"
     info = server.command("INFO", "commandstats").decode(errors="replace")
     for line in info.split("\r\n"):
-        if line.startswith("cmdstat_evalsha:"):
+        if line.startswith(f"cmdstat_{name}:"):
             stats = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
             return float(stats["usec_per_call"])
-    raise RuntimeError("no evalsha in INFO commandstats")
+    raise RuntimeError(f"no {name} in INFO commandstats")
 
 
 def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[float]]:
@@ -193,7 +202,10 @@ def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[floa
     try:
         for variant in VARIANTS:
             for name in ("COUNTER_MERGE", "LWW_MERGE", "PURGE"):
-                client.script_load(_script(variant, name).source)
+                script = _script(variant, name)
+                client.script_load(script.source)
+                assert script.library_code is not None
+                client.function_load(script.library_code, replace=True)
         makers = {}
         for w in WORKLOADS:
             for v in VARIANTS:
@@ -203,7 +215,7 @@ def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[floa
         done = dict.fromkeys(makers, 0)
         out: dict[tuple[str, str], list[float]] = {}
         for rnd in range(cfg.rounds):
-            order = VARIANTS[rnd % 3 :] + VARIANTS[: rnd % 3]
+            order = VARIANTS[rnd % len(VARIANTS) :] + VARIANTS[: rnd % len(VARIANTS)]
             for w in WORKLOADS:
                 for v in order:
                     n0 = done[w, v]
@@ -212,7 +224,7 @@ def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[floa
                     done[w, v] = n0 + count
                     server.command("CONFIG", "RESETSTAT")
                     _run(client, v, calls)
-                    out.setdefault((w, v), []).append(_evalsha_us(server))
+                    out.setdefault((w, v), []).append(_script_us(server, v))
             print(f"round {rnd + 1}/{cfg.rounds} done", file=sys.stderr, flush=True)
         return out
     finally:
@@ -221,17 +233,19 @@ def measure(server: RedisServer, cfg: Config) -> dict[tuple[str, str], list[floa
 
 def print_report(figs: dict[tuple[str, str], list[float]], cfg: Config) -> None:
     print("| workload | " + " | ".join(f"{v}, us" for v in VARIANTS) + " | digest / plain "
-          "| digest+tree / plain |")  # fmt: skip
-    print("|---" * (len(VARIANTS) + 3) + "|")
+          "| digest+tree / plain | evalsha / digest+tree |")  # fmt: skip
+    print("|---" * (len(VARIANTS) + 4) + "|")
     for w in WORKLOADS:
         med = {v: statistics.median(figs[w, v]) for v in VARIANTS}
         cells = " | ".join(f"{med[v]:.2f}" for v in VARIANTS)
         print(
             f"| {w} | {cells} | {med['digest'] / med['plain']:.2f} "
-            f"| {med['digest+tree'] / med['plain']:.2f} |"
+            f"| {med['digest+tree'] / med['plain']:.2f} "
+            f"| {med['evalsha'] / med['digest+tree']:.2f} |"
         )
     print(
-        f"\nus: server time per EVALSHA (INFO commandstats usec_per_call), median over "
+        f"\nus: server time per FCALL (EVALSHA for evalsha; INFO commandstats "
+        f"usec_per_call), median over "
         f"{cfg.rounds} interleaved rounds of {cfg.calls} calls per variant and workload. "
         "ratio: the same build's scripts with digests (and tree) / without (1.00 = free; "
         "target of issue 10: digest+tree <= 1.10)."

@@ -160,7 +160,7 @@ async def test_unknown_outcome_increment_is_kept_not_doubled(
 
     async with cluster(redis_servers) as c:
         ctr = Counter(c.pool, "c", write_quorum=3, timeout=0.2)
-        await ctr.incr(0)  # every server has the script cached (else a late EVALSHA fails)
+        await ctr.incr(0)  # every server has the function loaded (else a late FCALL fails)
         c.proxies[2].blackhole()  # C gets the bytes only later
         with pytest.raises(QuorumError) as info:
             await ctr.incr()

@@ -40,9 +40,11 @@ from trio_redisha.testing import (
 class Client:
     """A blocking RESP client on one socket (hypothesis examples run synchronously)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, form: str = "eval") -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.buf = bytearray()
+        self.form = form
+        self.loaded: set[str] = set()
 
     def __call__(self, *args: Arg) -> Any:
         self.sock.sendall(encode_command(*args))
@@ -55,7 +57,15 @@ class Client:
         return decode_reply(raw)
 
     def script(self, script: Script, key: bytes, *args: Arg) -> Any:
-        return self("EVAL", script.source, 1, key, *args)
+        """Run ``script`` in this client's form: ``EVAL`` of the source, or its function."""
+        if self.form == "eval":
+            return self("EVAL", script.source, 1, key, *args)
+        assert script.function is not None and script.library_code is not None
+        if script.function not in self.loaded:
+            name = self("FUNCTION", "LOAD", "REPLACE", script.library_code)
+            assert name == script.function.encode()
+            self.loaded.add(script.function)
+        return self("FCALL", script.function, 1, key, *args)
 
     def hash(self, key: bytes) -> dict[bytes, bytes]:
         flat = self("HGETALL", key)
@@ -74,9 +84,14 @@ class Client:
             self("HSET", key, *[x for kv in stored.items() for x in kv])
 
 
-@pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[Client]:
-    c = Client(redis_server.port)
+@pytest.fixture(params=["eval", "function"])
+def client(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A client running the write scripts as the pool does: as functions, or with EVAL.
+
+    Both forms must behave the same: the function, a call after another on the
+    same library, proves a call's state is never carried to the next.
+    """
+    c = Client(redis_server.port, request.param)
     yield c
     c.sock.close()
 

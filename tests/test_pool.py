@@ -728,6 +728,76 @@ async def test_execute_script_falls_back_after_script_flush(
         assert isinstance(replies[0], ReplyError)
 
 
+#: A script with its library form: both add ARGV[1] to KEYS[1] and answer the
+#: sum, the library through a helper of its top level (defined once, at load).
+INCR = Script(
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+    "local function add(k, n) return redis.call('INCRBY', k, n) end\n"
+    "local function main(KEYS, ARGV) return add(KEYS[1], ARGV[1]) end",
+)
+
+
+async def test_execute_script_runs_a_library_as_a_function(
+    redis_servers: list[RedisServer],
+) -> None:
+    _, b, _ = redis_servers
+    assert INCR.function is not None and INCR.function.startswith("redisha_")
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute_script(INCR, ["n"], [1]) == [1, 1, 1]
+        # A fresh server answered that the function is missing: loaded, then run.
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
+        assert await pool.execute_script(INCR, ["n"], [2]) == [3, 3, 3]
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [3, 3, 3]
+        assert [await command_calls(s, "evalsha", "eval") for s in redis_servers] == [0, 0, 0]
+        # A server that lost its functions (FUNCTION FLUSH, a restart) loads it again, alone.
+        await b.acommand("FUNCTION", "FLUSH")
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [4, 4, 4]
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 2, 1]
+        listed = decode_reply(await b.acommand("FUNCTION", "LIST"))
+        assert INCR.function.encode() in repr(listed).encode()
+
+
+async def test_first_calls_at_once_load_the_library_once_each(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with ready_pool(*urls(redis_servers)) as pool:
+        got: list[Any] = []
+
+        async def call() -> None:
+            got.append(await pool.execute_script(INCR, ["n"], [1], quorum=3))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(call)
+        # Every call succeeded, though all but one found the library loaded by
+        # another ("already exists"); each added once.
+        assert sorted(r[0] for r in got) == list(range(1, 21))
+        for s in redis_servers:
+            assert decode_reply(await s.acommand("GET", "n")) == b"20"
+
+
+async def test_a_server_refusing_functions_gets_evalsha(
+    redis_servers: list[RedisServer],
+) -> None:
+    a, _, c = redis_servers
+    for server in redis_servers:
+        await server.acommand("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all")
+    # c refuses functions to the pool's user (as a server before Redis 7 does).
+    await c.acommand("ACL", "SETUSER", "app", "-fcall", "-function")
+    servers = [f"redis://app:pw@127.0.0.1:{s.port}" for s in redis_servers]
+    async with ready_pool(*servers) as pool:
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [1, 1, 1]
+        assert await command_calls(c, "evalsha", "eval") == 2  # NOSCRIPT, then EVAL
+        assert await command_calls(a, "fcall") == 2  # missing, then run
+        # From then on, a call that goes to c runs with EVALSHA everywhere.
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [2, 2, 2]
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [2, 2, 0]
+        assert [await command_calls(s, "evalsha") for s in redis_servers] == [1, 1, 2]
+        # A call that does not go to c still runs the function.
+        assert await pool.execute_script(INCR, ["n"], [1], servers=[0, 1]) == [3, 3]
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [3, 3, 0]
+
+
 # --------------------------------------------------------------------------- running it
 
 

@@ -1,4 +1,4 @@
-"""Lua scripts run with EVALSHA, falling back to EVAL when a server lacks them."""
+"""Lua scripts: run as Redis functions where a script has a library form, else with EVALSHA."""
 
 from __future__ import annotations
 
@@ -16,13 +16,40 @@ class Script:
     ``EVALSHA``; a server that answers ``NOSCRIPT`` (it restarted, or never saw the
     script) gets ``EVAL`` with the source once, which also caches it there.
 
+    A script may also come as a function library (Redis 7): a Lua chunk that
+    defines ``local function main(KEYS, ARGV)``, which must do exactly what
+    ``source`` does. Its helpers are then defined once, when the library loads,
+    instead of on every call, as Lua does for a script. The pool loads it with
+    ``FUNCTION LOAD`` where it is missing and runs it with ``FCALL``, and uses
+    ``EVALSHA`` on servers that have no functions (before Redis 7, or denied by
+    an ACL). The chunk's top level runs at load time, when Redis offers none of
+    Lua's libraries (``string``, ``table``...): only functions may use them.
+
     Attributes:
         source: The Lua source.
-        sha: Its lowercase hex SHA1.
+        library: The library form's chunk, or ``None``.
+        sha: The source's lowercase hex SHA1.
+        function: The name the library registers ``main`` under (and the
+            library's own name): ``redisha_`` and 24 hex digits of the chunk's
+            SHA1, so that every version has its own. ``None`` without a library.
     """
 
     source: str
+    library: str | None = None
     sha: str = field(init=False)
+    function: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        name = None
+        if self.library is not None:
+            name = "redisha_" + hashlib.sha1(self.library.encode()).hexdigest()[:24]
+        object.__setattr__(self, "function", name)
+
+    @property
+    def library_code(self) -> str | None:
+        """What ``FUNCTION LOAD`` is sent: the library with its name and registration."""
+        if self.library is None:
+            return None
+        name = self.function
+        return f"#!lua name={name}\n{self.library}\nredis.register_function('{name}', main)\n"

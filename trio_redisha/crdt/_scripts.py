@@ -54,15 +54,27 @@ end
 """
 )
 
+# The state of one call of a write script: upvalues of the helpers, set at the
+# start of every call (_START) and never carried from one call to the next (a
+# function library keeps its upvalues between calls). key, marker: KEYS[1],
+# ARGV[1]; fresh: whether the key is new (load() found nothing); the field,
+# value pairs run from ARGV[first] to ARGV[last] (see load()), and one more
+# argument after them is the pack: the hash of each pair's field and value (as
+# fnum), 13 hex digits each, in order, from the client (so the script hashes
+# only what it finds stored), used if its length is right; tree: KEYS[2], the
+# key's digest tree (nil: none); d, stored: the digest (a number) as it goes,
+# the digest as stored; pend, dels, pv: see _WRITE; sub: string.sub (Redis
+# offers no library to a function library's top level).
+_STATE = "key, marker, fresh, last, pack, tree, d, stored, pend, dels, pv, sub"
+_START = r"""
+key, marker, tree = KEYS[1], ARGV[1], KEYS[2]
+fresh, last, pack = nil, #ARGV, nil
+d, stored = nil, nil
+pend, dels, pv = {}, {}, {}
+sub = string.sub
+"""
+
 _PRELUDE = r"""
-local key, marker = KEYS[1], ARGV[1]
-local fresh  -- whether the key is new (load() found nothing)
--- The field, value pairs run from ARGV[first] to ARGV[last] (see load()). One
--- more argument after them is the pack: the hash of each pair's field and
--- value (as fnum), 13 hex digits each, in order, from the client (so the
--- script hashes only what it finds stored). Without it, or if its length is
--- wrong, the script hashes the pairs itself.
-local last, pack = #ARGV, nil
 
 local function foreign(why)
   return redis.error_reply('REDISHA_FOREIGN ' .. why)
@@ -150,7 +162,7 @@ end
 _HASH = (
     r"""
 local DIGEST = '__redisha_digest__'
-local sub, M = string.sub, 4503599627370496  -- 2^52
+local M = 4503599627370496  -- 2^52
 local PAD = '"""
     + "\\0" * 63  # a Lua string of 63 NUL bytes, made once when the script loads
     + r"""'
@@ -178,7 +190,8 @@ end
 # trio_redisha.crdt._digest). A segment's digest is 64 bits, 16 hex digits:
 # the XOR of the first 64 bits of SHA-1 of each entry, in two 32-bit words.
 _DIGEST = (
-    _HASH
+    "local sub = string.sub\n"
+    + _HASH
     + _OURS
     + r"""
 local ZERO = '0000000000000000'
@@ -223,9 +236,8 @@ end
 # the tree and drops those whose key is gone: three probes per such write on
 # average (see trio_redisha.crdt._digest).
 _WRITE = r"""
-local tree = KEYS[2]
-local d, stored  -- the digest (a number) as it goes; the digest as stored
-local pend, dels, pv = {}, {}, {}
+-- pend: the field, value pairs to write; dels: the fields to delete; pv: the
+-- value each field written or deleted so far now holds (false: deleted).
 
 -- Start the digest from what load() found.
 local function begin(got)
@@ -311,6 +323,19 @@ end
 """
 
 
+def _write_script(helpers: str, body: str) -> Script:
+    """A write script from its helpers and its body, with its library form.
+
+    Both forms run the same Lua: the helpers once (for each ``EVAL``, or when
+    the library loads), then, for each call, ``_START`` and the body.
+    """
+    return Script(
+        f"local KEYS, ARGV = KEYS, ARGV\nlocal {_STATE}\n{helpers}{_START}{body}",
+        f"local KEYS, ARGV\nlocal {_STATE}\n{helpers}\n"
+        f"local function main(keys, args)\nKEYS, ARGV = keys, args\n{_START}{body}\nend\n",
+    )
+
+
 #: Merge per-actor counter totals by maximum.
 #:
 #: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree
@@ -337,20 +362,10 @@ end
 finish(ARGV[2])
 return out
 """
-COUNTER_MERGE = Script(_PRELUDE + _HASH + _WRITE + _COUNTER_MERGE_BODY)
+COUNTER_MERGE = _write_script(_PRELUDE + _HASH + _WRITE, _COUNTER_MERGE_BODY)
 
-#: Merge last-writer-wins registers (map fields, set members) and clear stamps.
-#:
-#: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
-#: ``ARGV``: marker, expiry in ms (``0``: leave it), then ``field,
-#: register`` pairs, each register ``<ts>:<actor>:<flag><payload>``, then
-#: optionally their pack. A register replaces the stored one only if it is
-#: larger in the one order: timestamp, then actor, then flag and payload; and
-#: it is refused if the stored clear stamp (field ``c:``) is not smaller than
-#: it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
-#: stored one and then deletes every field holding a register it kills.
-#: Answers how many fields changed (written or deleted).
-_LWW_MERGE_BODY = r"""
+# The LWW script's own helpers.
+_LWW_HELPERS = r"""
 -- ts, actor, rest of a well-formed register, or nil (as _state._ENTRY_RE).
 local function parse(e)
   local ts, actor, rest = string.match(e, '^([0-9]+):([^:]+):([+-].*)$')
@@ -373,7 +388,20 @@ local function parse_clear(e)
   if r and r[3] == '-' then return r end
   return nil
 end
+"""
 
+#: Merge last-writer-wins registers (map fields, set members) and clear stamps.
+#:
+#: ``KEYS[1]``: the key; optionally ``KEYS[2]``: its segment's digest tree.
+#: ``ARGV``: marker, expiry in ms (``0``: leave it), then ``field,
+#: register`` pairs, each register ``<ts>:<actor>:<flag><payload>``, then
+#: optionally their pack. A register replaces the stored one only if it is
+#: larger in the one order: timestamp, then actor, then flag and payload; and
+#: it is refused if the stored clear stamp (field ``c:``) is not smaller than
+#: it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
+#: stored one and then deletes every field holding a register it kills.
+#: Answers how many fields changed (written or deleted).
+_LWW_MERGE_BODY = r"""
 local why, got = load('c:', 3)
 if why then return why end
 begin(got)
@@ -416,7 +444,7 @@ end
 finish(ARGV[2])
 return changed
 """
-LWW_MERGE = Script(_PRELUDE + _HASH + _WRITE + _LWW_MERGE_BODY)
+LWW_MERGE = _write_script(_PRELUDE + _HASH + _WRITE + _LWW_HELPERS, _LWW_MERGE_BODY)
 
 #: Purge tombstones whose grace period is over.
 #:
@@ -447,7 +475,7 @@ end
 finish('0')
 return n
 """
-PURGE = Script(_PRELUDE + _HASH + _WRITE + _PURGE_BODY)
+PURGE = _write_script(_PRELUDE + _HASH + _WRITE, _PURGE_BODY)
 
 # The same write scripts without digests or tree: only to measure what keeping
 # them costs (benchmarks/bench_crdt.py, benchmarks/bench_scripts.py). The same
@@ -455,8 +483,6 @@ PURGE = Script(_PRELUDE + _HASH + _WRITE + _PURGE_BODY)
 # Never used to write data.
 _PLAIN = r"""
 local DIGEST = '__redisha_digest__'
-local tree = nil
-local pend, dels, pv = {}, {}, {}
 local function begin(got)
   if fresh then pend[1], pend[2] = '__redisha__', marker end
 end
@@ -491,11 +517,11 @@ end
 
 #: Name to the write script without digests (for the write-cost benchmarks only).
 PLAIN_SCRIPTS: dict[str, Script] = {
-    name: Script(_PRELUDE + _PLAIN + body)
-    for name, body in (
-        ("COUNTER_MERGE", _COUNTER_MERGE_BODY),
-        ("LWW_MERGE", _LWW_MERGE_BODY),
-        ("PURGE", _PURGE_BODY),
+    name: _write_script(_PRELUDE + _PLAIN + helpers, body)
+    for name, helpers, body in (
+        ("COUNTER_MERGE", "", _COUNTER_MERGE_BODY),
+        ("LWW_MERGE", _LWW_HELPERS, _LWW_MERGE_BODY),
+        ("PURGE", "", _PURGE_BODY),
     )
 }
 

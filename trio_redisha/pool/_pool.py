@@ -101,6 +101,16 @@ _UP: Final = ServerState.UP
 #: The fan-outs whose commands a connection sends early (Connection.submit).
 _SCRIPT_OPS: Final = frozenset(("EVALSHA", "EVAL", "FCALL"))
 
+#: What FCALL answers for a function the server does not have (it restarted
+#: empty, or never saw the library).
+_NO_FUNCTION: Final = "ERR Function not found"
+
+
+def _refuses_functions(r: ReplyError) -> bool:
+    """Whether ``r`` says the server runs no functions for us: an unknown command, an ACL."""
+    return r.code == "NOPERM" or r.message.startswith("ERR unknown command")
+
+
 #: Called with a server's index and its raw reply when the reply of a server a
 #: call did not wait for (a hedged read) comes after all, before the deadline.
 LateHook = Callable[[int, Any], None]
@@ -347,6 +357,9 @@ class Pool:
         self._servers = [Server(i, spec) for i, spec in enumerate(specs)]
         self._labels = tuple(s.label for s in self._servers)
         self._all = tuple(range(len(specs)))
+        # The servers found to have no functions (before Redis 7, or denied by
+        # an ACL): scripts run there with EVALSHA for the pool's life.
+        self._no_functions: set[int] = set()
         self.timeout = timeout
         self.write_quorum = write_quorum
         self._stall_timeout = stall_timeout
@@ -824,10 +837,15 @@ class Pool:
         servers: Sequence[int] | None = None,
         decode: bool | None = None,
     ) -> Replies:
-        """Run a Lua script with EVALSHA, falling back to EVAL where it is missing.
+        """Run a Lua script: as a Redis function if it has a library form, else with EVALSHA.
 
-        One round trip where the script is cached; servers answering
-        ``NOSCRIPT`` get ``EVAL`` with the source, which caches it there.
+        One round trip where the script is cached. With EVALSHA, servers
+        answering ``NOSCRIPT`` get ``EVAL`` with the source, which caches it
+        there. With a library form (:class:`~trio_redisha.Script`), servers
+        answering that the function is missing get ``FUNCTION LOAD``, then the
+        ``FCALL`` again; a server that has no functions (it refuses them: before
+        Redis 7, or an ACL) gets ``EVALSHA`` from then on, and so does every
+        call that goes to it.
 
         Args:
             script: The script.
@@ -857,24 +875,88 @@ class Pool:
             targets = self._write_partition(partition, kb, quorum)
         if quorum is not None:
             _count("quorum", quorum, len(targets))
-        head: list[Any] = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        tail: list[Any] = [len(keys), *keys, *args]
+        if script.function is None or not self._no_functions.isdisjoint(targets):
+            replies = await self._evalsha(script, tail, targets, timeout, decode)
+        else:
+            replies = await self._fcall(script, tail, targets, timeout, decode)
+        return self._check_quorum(replies, quorum)
+
+    async def _evalsha(
+        self,
+        script: Script,
+        tail: list[Any],
+        targets: tuple[int, ...],
+        timeout: float | None,
+        decode: bool | None,
+    ) -> Replies:
+        """``EVALSHA`` on ``targets``, then ``EVAL`` where the script is missing."""
         replies = await self._fanout(
-            encode_command(head), targets, timeout, None, None, decode, "EVALSHA"
-        )
+            encode_command(["EVALSHA", script.sha, *tail]), targets, timeout, None, None,
+            decode, "EVALSHA",
+        )  # fmt: skip
         missing = [
             pos
             for pos, r in enumerate(replies)
             if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
         ]
         if missing:
-            head[0:2] = ["EVAL", script.source]
             again = await self._fanout(
-                encode_command(head), tuple(targets[p] for p in missing), timeout, None, None,
-                decode, "EVAL",
+                encode_command(["EVAL", script.source, *tail]),
+                tuple(targets[p] for p in missing), timeout, None, None, decode, "EVAL",
             )  # fmt: skip
             for pos, r in zip(missing, again, strict=True):
                 replies[pos] = r
-        return self._check_quorum(replies, quorum)
+        return replies
+
+    async def _fcall(
+        self,
+        script: Script,
+        tail: list[Any],
+        targets: tuple[int, ...],
+        timeout: float | None,
+        decode: bool | None,
+    ) -> Replies:
+        """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused."""
+        fcall = encode_command(["FCALL", script.function, *tail])
+        replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
+        missing: list[int] = []
+        refused: list[int] = []
+        for pos, r in enumerate(replies):
+            if isinstance(r, ReplyError):
+                if r.message == _NO_FUNCTION:
+                    missing.append(pos)
+                elif _refuses_functions(r):
+                    refused.append(pos)
+        if missing:
+            load = encode_command(("FUNCTION", "LOAD", script.library_code))
+            loaded = await self._fanout(
+                load, tuple(targets[p] for p in missing), timeout, None, None, False, "FUNCTION"
+            )
+            ready: list[int] = []
+            for pos, r in zip(missing, loaded, strict=True):
+                if not isinstance(r, Exception) or (
+                    isinstance(r, ReplyError) and r.message.endswith("already exists")
+                ):
+                    ready.append(pos)  # loaded, now or by a call alongside
+                elif isinstance(r, ReplyError):
+                    refused.append(pos)  # cannot load it: no functions there
+                else:
+                    replies[pos] = r  # no answer: that is this server's entry
+            if ready:
+                again = await self._fanout(
+                    fcall, tuple(targets[p] for p in ready), timeout, None, None, decode, "FCALL"
+                )
+                for pos, r in zip(ready, again, strict=True):
+                    replies[pos] = r
+        if refused:
+            self._no_functions.update(targets[p] for p in refused)
+            again = await self._evalsha(
+                script, tail, tuple(targets[p] for p in refused), timeout, decode
+            )
+            for pos, r in zip(refused, again, strict=True):
+                replies[pos] = r
+        return replies
 
     def _check_quorum(self, replies: Replies, quorum: int | None) -> Replies:
         """``replies.check_quorum(quorum)``, counting failures in :attr:`stats`."""
