@@ -9,7 +9,7 @@ only when the pool's read-repair token bucket allows
 (:meth:`~._context.CRDTContext.repair_allowed`). Replicas that agree cost
 nothing: no repair write, so no repair storm.
 
-A write is one merge script per server (EVALSHA, one round trip), succeeding
+A write is one merge script per server (FCALL, one round trip), succeeding
 when at least ``write_quorum`` servers acknowledged it. With placement, read
 repair writes to the key's owners only and hands copies found elsewhere back
 (:func:`._plan.settle`).
