@@ -873,3 +873,20 @@ def test_works_inside_anyio_task_group_on_trio(redis_servers: list[RedisServer])
                 await pool2.aclose()
 
     anyio.run(main, backend="trio")
+
+
+async def test_a_library_that_cannot_load_falls_back_to_evalsha(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The library's top level uses `string`, which Redis does not offer there.
+    bad = Script(
+        "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+        "local sub = string.sub\n"
+        "local function main(KEYS, ARGV) return redis.call('INCRBY', KEYS[1], ARGV[1]) end",
+    )
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute_script(bad, ["n"], [5], quorum=3) == [5, 5, 5]
+        assert [await command_calls(s, "eval") for s in redis_servers] == [1, 1, 1]
+        # Those servers are not asked to load a library again.
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [6, 6, 6]
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]

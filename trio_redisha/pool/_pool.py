@@ -106,6 +106,10 @@ _SCRIPT_OPS: Final = frozenset(("EVALSHA", "EVAL", "FCALL"))
 _NO_FUNCTION: Final = "ERR Function not found"
 
 
+#: How FUNCTION LOAD begins its answer to a library it cannot compile or run.
+_LOAD_FAILED: Final = ("ERR Error compiling function", "ERR Error registering functions")
+
+
 def _refuses_functions(r: ReplyError) -> bool:
     """Whether ``r`` says the server runs no functions for us: an unknown command, an ACL."""
     return r.code == "NOPERM" or r.message.startswith("ERR unknown command")
@@ -939,10 +943,12 @@ class Pool:
                     isinstance(r, ReplyError) and r.message.endswith("already exists")
                 ):
                     ready.append(pos)  # loaded, now or by a call alongside
-                elif isinstance(r, ReplyError):
-                    refused.append(pos)  # cannot load it: no functions there
+                elif isinstance(r, ReplyError) and (
+                    _refuses_functions(r) or r.message.startswith(_LOAD_FAILED)
+                ):
+                    refused.append(pos)  # it cannot run this library
                 else:
-                    replies[pos] = r  # no answer: that is this server's entry
+                    replies[pos] = r  # no answer, or not now (OOM...): this server's entry
             if ready:
                 again = await self._fanout(
                     fcall, tuple(targets[p] for p in ready), timeout, None, None, decode, "FCALL"
