@@ -928,7 +928,7 @@ class Pool:
         refused: list[int] = []
         for pos, r in enumerate(replies):
             if isinstance(r, ReplyError):
-                if r.message == _NO_FUNCTION:
+                if r.message.startswith(_NO_FUNCTION):
                     missing.append(pos)
                 elif _refuses_functions(r):
                     refused.append(pos)
