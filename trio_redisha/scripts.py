@@ -25,6 +25,17 @@ class Script:
     an ACL). The chunk's top level runs at load time, when Redis offers none of
     Lua's libraries (``string``, ``table``...): only functions may use them.
 
+    Example::
+
+        ADD = Script(
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+            library=(
+                "local function add(k, n) return redis.call('INCRBY', k, n) end\n"
+                "local function main(KEYS, ARGV) return add(KEYS[1], ARGV[1]) end"
+            ),
+        )
+        await pool.execute_script(ADD, ["hits"], [1])  # FCALL on Redis 7
+
     Attributes:
         source: The Lua source.
         library: The library form's chunk, or ``None``.
