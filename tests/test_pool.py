@@ -777,7 +777,7 @@ async def test_first_calls_at_once_load_the_library_once_each(
 
 
 async def test_a_server_refusing_functions_gets_evalsha(
-    redis_servers: list[RedisServer],
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, _, c = redis_servers
     for server in redis_servers:
@@ -786,7 +786,10 @@ async def test_a_server_refusing_functions_gets_evalsha(
     await c.acommand("ACL", "SETUSER", "app", "-fcall", "-function")
     servers = [f"redis://app:pw@127.0.0.1:{s.port}" for s in redis_servers]
     async with ready_pool(*servers) as pool:
-        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [1, 1, 1]
+        with caplog.at_level(logging.INFO, logger="trio_redisha.pool"):
+            assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [1, 1, 1]
+        (line,) = [r.getMessage() for r in caplog.records if "functions" in r.getMessage()]
+        assert f":{c.port}" in line and "NOPERM" in line and "pw" not in line
         assert await command_calls(c, "evalsha", "eval") == 2  # NOSCRIPT, then EVAL
         assert await command_calls(a, "fcall") == 2  # missing, then run
         # From then on, a call that goes to c runs with EVALSHA everywhere.

@@ -925,13 +925,13 @@ class Pool:
         fcall = encode_command(["FCALL", script.function, *tail])
         replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
         missing: list[int] = []
-        refused: list[int] = []
+        refused: dict[int, str] = {}  # position to the server's reason
         for pos, r in enumerate(replies):
             if isinstance(r, ReplyError):
                 if r.message.startswith(_NO_FUNCTION):
                     missing.append(pos)
                 elif _refuses_functions(r):
-                    refused.append(pos)
+                    refused[pos] = r.message
         if missing:
             load = encode_command(("FUNCTION", "LOAD", script.library_code))
             loaded = await self._fanout(
@@ -946,7 +946,7 @@ class Pool:
                 elif isinstance(r, ReplyError) and (
                     _refuses_functions(r) or r.message.startswith(_LOAD_FAILED)
                 ):
-                    refused.append(pos)  # it cannot run this library
+                    refused[pos] = r.message  # it cannot run this library
                 else:
                     replies[pos] = r  # no answer, or not now (OOM...): this server's entry
             if ready:
@@ -956,7 +956,14 @@ class Pool:
                 for pos, r in zip(ready, again, strict=True):
                     replies[pos] = r
         if refused:
-            self._no_functions.update(targets[p] for p in refused)
+            for pos, why in refused.items():
+                idx = targets[pos]
+                if idx not in self._no_functions:
+                    self._no_functions.add(idx)
+                    logger.info(
+                        "redis server %s runs no functions for us (%s); scripts use EVALSHA there",
+                        self._labels[idx], why[:200],
+                    )  # fmt: skip
             again = await self._evalsha(
                 script, tail, tuple(targets[p] for p in refused), timeout, decode
             )
