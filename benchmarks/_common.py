@@ -67,6 +67,15 @@ def redis_server_or_report() -> str | None:
         return None
 
 
+def redis_py_missing() -> str | None:
+    """Why redis-py (the peer most benchmarks measure) cannot be used, or ``None``."""
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        return "redis-py is not installed (pip install -e '.[bench]')"
+    return None
+
+
 def environment(exe: str) -> str:
     """Python, trio, trio-redisha, redis-server, CPUs, load: what a report's figures came from."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0

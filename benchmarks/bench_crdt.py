@@ -44,7 +44,14 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, environment, redis_server_or_report, rounds_args, run_main
+from _common import (
+    bench_servers,
+    environment,
+    redis_py_missing,
+    redis_server_or_report,
+    rounds_args,
+    run_main,
+)
 
 import trio_redisha
 
@@ -460,12 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     classes = _crdt_classes()
     crdt_missing = classes if isinstance(classes, str) else None
-    try:
-        import redis.asyncio  # noqa: F401
-    except ImportError:
-        bare_missing: str | None = "redis-py not installed"
-    else:
-        bare_missing = None
+    bare_missing = redis_py_missing()
 
     started = time.perf_counter()
     with bench_servers(SERVERS, exe) as servers:

@@ -57,7 +57,14 @@ from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import bench_servers, environment, redis_server_or_report, rounds_args, run_main
+from _common import (
+    bench_servers,
+    environment,
+    redis_py_missing,
+    redis_server_or_report,
+    rounds_args,
+    run_main,
+)
 
 from trio_redisha.crdt import _scripts
 from trio_redisha.crdt._digest import script_keys
@@ -258,10 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     exe = redis_server_or_report()
     if exe is None:
         return 1
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        print("redis-py is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    if (missing := redis_py_missing()) is not None:
+        print(missing, file=sys.stderr)
         return 1
     started = time.perf_counter()
     with bench_servers(1, exe) as (server,):
