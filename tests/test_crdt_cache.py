@@ -290,21 +290,25 @@ def test_the_cache_is_bounded_and_least_recently_used_first() -> None:
     assert stored is not None
     cache = ReadCache(4 * cost + 10)
     for name in (b"a", b"b", b"c", b"d"):
-        assert cache.put(name, b"digest", [], fields, stored)
+        assert cache.put(name, b"digest", [], stored)
     assert len(cache) == 4 and cache.size == 4 * cost
     assert cache.get(b"a") is not None  # now the most recently used
-    assert cache.put(b"e", b"digest", [], fields, stored)
+    assert cache.put(b"e", b"digest", [], stored)
     assert cache.get(b"b") is None  # the least recently used went
     assert {n for n in (b"a", b"c", b"d", b"e") if cache.get(n)} == {b"a", b"c", b"d", b"e"}
     assert cache.size == 4 * cost <= cache.capacity
     # Too small, or larger than a quarter of the capacity: not kept, and no older copy either.
-    assert not cache.put(b"a", b"digest", [], dict(list(fields.items())[:-1]), stored)
+    fewer = StoredRegisters.of(dict(list(fields.items())[:-1]), b"m:", ())
+    assert fewer is not None
+    assert not cache.put(b"a", b"digest", [], fewer)
     assert cache.get(b"a") is None and cache.size == 3 * cost
     bigger = {**fields, **{b"m:x%04d" % i: b"1:a:+" for i in range(MIN_FIELDS)}}
-    assert not ReadCache(4 * cost).put(b"x", b"digest", [], bigger, stored)
+    more = StoredRegisters.of(bigger, b"m:", ())
+    assert more is not None
+    assert not ReadCache(4 * cost).put(b"x", b"digest", [], more)
     cache.drop(b"c")
     cache.drop(b"c")
     assert cache.size == 2 * cost
     cache.clear()
     assert len(cache) == 0 and cache.size == 0
-    assert not ReadCache(0).put(b"x", b"digest", [], fields, stored)
+    assert not ReadCache(0).put(b"x", b"digest", [], stored)

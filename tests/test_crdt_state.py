@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from trio_redisha.crdt import _state
 from trio_redisha.crdt._plan import plan_repair
-from trio_redisha.crdt._read import _fields_of, _parse
+from trio_redisha.crdt._read import _fields_of, _pair_values, _parse
 from trio_redisha.crdt._state import (
     CounterState,
     Entry,
@@ -304,6 +304,67 @@ def test_stored_registers_answer_as_the_state_does(
                 view.live_texts()
         else:
             assert view.live_texts() == texts
+
+
+@given(
+    st.dictionaries(stored_names, stored_values, max_size=12),
+    st.sampled_from([MAP, SET]),
+    st.sampled_from([None, b"map:1", b"set:1"]),
+)
+def test_stored_registers_of_a_reply_are_those_of_its_fields(
+    stored: dict[bytes, bytes], kind: CRDTType[Any], marker: bytes | None
+) -> None:
+    """``of_reply`` (no dict built) gives what ``of`` gives, for a reply holding the marker."""
+    prefix = b"m:" if kind is SET else b"f:"
+    regular = {k: v for k, v in stored.items() if k.startswith(prefix) and Entry.decode(v)}
+    ignored = (MARKER_FIELD, DIGEST_FIELD)
+    for fields in (stored, {MARKER_FIELD: kind.marker, DIGEST_FIELD: b"0" * 16, **regular}):
+        if marker is not None and fields is stored:
+            fields = {**fields, MARKER_FIELD: marker}
+        reply = [x for pair in fields.items() for x in pair]
+        flat = StoredRegisters.of_reply(reply, prefix, kind.marker, ignored)
+        if fields.get(MARKER_FIELD) != kind.marker:
+            assert flat is None
+            continue
+        view = StoredRegisters.of(fields, prefix, ignored)
+        if view is None:
+            assert flat is None
+            continue
+        assert flat is not None
+        assert (flat.names, flat.raws, flat.registers) == (view.names, view.raws, view.registers)
+        assert sorted(flat.live_payloads()) == sorted(view.live_payloads())
+        assert reply == [x for pair in fields.items() for x in pair]  # the reply is not changed
+
+
+def test_stored_registers_of_a_reply_refuse_what_the_dict_must_judge() -> None:
+    ok = [MARKER_FIELD, b"set:1", DIGEST_FIELD, b"0" * 16, b"m:a", b"1:x:+", b"m:b", b"2:x:-"]
+    ignored = (MARKER_FIELD, DIGEST_FIELD)
+    flat = StoredRegisters.of_reply(ok, b"m:", b"set:1", ignored)
+    assert flat is not None and set(flat.live_names()) == {b"a"}
+    for bad in (
+        ok[:-1],  # not in pairs
+        tuple(ok),  # not a list
+        ok[2:],  # no marker
+        [MARKER_FIELD, b"map:1", *ok[2:]],  # another type's marker
+        [*ok, MARKER_FIELD, b"set:1"],  # the marker twice
+        [*ok, DIGEST_FIELD, b"1" * 16],  # the digest twice
+        [*ok, b"m:c", 5],  # a value that is not bytes
+        [*ok, b"m:c", [b"1:x:+"]],  # nor hashable
+        [*ok, "m:c", b"1:x:+"],  # a name that is not bytes
+        [*ok, CLEAR_FIELD, b"1:x:-"],  # a clear stamp: only the state can tell
+    ):
+        assert StoredRegisters.of_reply(bad, b"m:", b"set:1", ignored) is None, bad
+
+
+def test_pair_values_find_fields_without_a_dict() -> None:
+    reply = [b"a", b"1", b"b", b"2", b"c", b"3"]
+    assert _pair_values(reply, (b"b", b"x", b"a")) == [b"2", None, b"1"]
+    assert _pair_values([], (b"a",)) == [None]
+    # What only the dict (_fields_of) may judge: the caller builds it.
+    for bad in (reply[:-1], tuple(reply), {b"a": b"1"}, [b"a", 1], [b"a", "1"], None):
+        assert _pair_values(bad, (b"a",)) is None
+    assert _pair_values([*reply, b"a", b"4"], (b"a",)) is None  # named twice
+    assert _pair_values([*reply, b"a", b"4"], (b"b",)) == [b"2"]
 
 
 def test_stored_registers_refuse_what_only_the_state_can_tell() -> None:

@@ -32,8 +32,8 @@ __all__ = ["MIN_FIELDS", "CachedCopy", "ReadCache", "key_name"]
 
 #: The fewest fields a full copy needs to be cached (see the module doc).
 MIN_FIELDS: Final = 256
-# Per field, beyond the bytes of its name and value: two bytes objects, a dict
-# entry and list slots (CPython 3.11, 64 bits), rounded up.
+# Per field, beyond the bytes of its name and value: two bytes objects and their
+# slots in the lists of the reply and of its registers (CPython 3.11, 64 bits), rounded up.
 _FIELD_OVERHEAD: Final = 160
 
 
@@ -50,14 +50,12 @@ class CachedCopy:
         digest: The digest field the copy holds.
         reply: The ``HGETALL`` reply, shared by every read it answers (never
             changed: replies are not written to).
-        fields: The same, as field name to value.
         stored: Its registers (only map and set copies are kept).
         cost: The estimated memory it holds, in bytes.
     """
 
     digest: bytes
     reply: Any
-    fields: dict[bytes, bytes]
     stored: StoredRegisters
     cost: int
 
@@ -97,26 +95,27 @@ class ReadCache:
         name: bytes,
         digest: bytes,
         reply: Any,
-        fields: dict[bytes, bytes],
         stored: StoredRegisters,
     ) -> bool:
         """Keep ``reply`` as the copy of ``name``; returns whether it was kept.
 
-        A copy with fewer than :data:`MIN_FIELDS` fields, or larger than a
-        quarter of the capacity, is not kept (and drops any older copy).
+        ``stored``: the reply's registers. A copy with fewer than
+        :data:`MIN_FIELDS` of them, or larger than a quarter of the capacity,
+        is not kept (and drops any older copy).
         """
         self.drop(name)
-        if len(fields) < MIN_FIELDS or not self.capacity:
+        names = stored.names
+        if len(names) < MIN_FIELDS or not self.capacity:
             return False
-        cost = sum(map(len, fields)) + sum(map(len, fields.values()))
-        cost += _FIELD_OVERHEAD * len(fields)
+        cost = sum(map(len, names)) + sum(map(len, stored.raws))
+        cost += _FIELD_OVERHEAD * len(names)
         if cost > self.capacity // 4:
             return False
         copies = self._copies
         while self.size + cost > self.capacity:
             oldest = next(iter(copies))
             self.size -= copies.pop(oldest).cost
-        copies[name] = CachedCopy(digest, reply, fields, stored, cost)
+        copies[name] = CachedCopy(digest, reply, stored, cost)
         self.size += cost
         return True
 

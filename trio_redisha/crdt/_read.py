@@ -200,10 +200,10 @@ class LateReplies:
         agreed = self._agreed
         if index in self.full:
             try:
-                fields = _fields_of(reply)
+                digest = _digest_field(reply)
             except ProtocolError:
                 return  # not a hash: the next read judges that server again
-            same = not fields if agreed is _NO_KEY else fields.get(DIGEST_FIELD) == agreed
+            same = not reply if agreed is _NO_KEY else digest == agreed
         elif type(reply) is int:
             same = reply == 0 and agreed is _NO_KEY  # 0: no key
         else:
@@ -228,7 +228,7 @@ def _agreed_state(snapshot: Snapshot[Any] | None) -> object:
     if any(r is not first and r != first for r in answered):
         return None
     try:
-        digest = _fields_of(first).get(DIGEST_FIELD)
+        digest = _digest_field(first)
     except ProtocolError:
         return None
     return digest or None
@@ -361,17 +361,22 @@ def _finish(
     asked: tuple[int, ...],
     got: dict[int, Any],
     read_quorum: int,
-    known: Sequence[tuple[Any, dict[bytes, bytes]]] = (),
+    known: Sequence[tuple[Any, dict[bytes, bytes] | None]] = (),
     cached: CachedCopy | None = None,
 ) -> Snapshot[Any] | None:
     """Parse, check and merge the full replies ``got`` of the servers ``asked``.
 
-    ``known``: replies already turned into fields, each with its fields.
+    ``known``: replies already judged to be hashes, each with its fields (or
+    ``None``: not built yet).
     ``cached``: the read cache's copy of the key, whose registers are reused
     if every server that answered holds it.
     """
     labels = pool.servers
     replies = Replies([got[i] for i in asked], tuple(labels[i] for i in asked))
+    if kind is not None and kind.marker in _LWW_CLASSES:
+        snapshot = _finish_alike(pool, key, kind, asked, replies, read_quorum, cached)
+        if snapshot is not None:
+            return snapshot
     # Replicas in agreement (the common case) send equal replies: each distinct
     # one is turned into fields and parsed once, and they share one state
     # object, which makes merging and comparing them free.
@@ -444,6 +449,51 @@ def _finish(
     return Snapshot(key, kind, [merged], [tuple(states)], done, holders, asked, replies)
 
 
+def _finish_alike(
+    pool: Pool,
+    key: str | bytes,
+    kind: CRDTType[Any],
+    asked: tuple[int, ...],
+    replies: Replies,
+    read_quorum: int,
+    cached: CachedCopy | None,
+) -> Snapshot[Any] | None:
+    """:func:`_finish` of a map or set in the common case, without a dict of its fields.
+
+    That case: every server that answered sent the one full copy of a digest
+    read (the very same reply object), and its fields are registers only
+    (:meth:`StoredRegisters.of_reply`). Returns ``None`` for anything else:
+    :func:`_finish` then judges the replies as always.
+    """
+    copy = None
+    done: list[int] = []
+    for i, r in zip(asked, replies, strict=True):
+        if isinstance(r, BaseException):
+            if is_foreign_reply(r):
+                raise foreign_error(key, r)
+            continue
+        if copy is None:
+            copy = r
+        elif r is not copy:
+            return None
+        done.append(i)
+    if copy is None or len(done) < read_quorum:
+        return None
+    prefix = _PREFIXES[kind.marker]
+    if cached is not None and copy is cached.reply:
+        # Kept for the type whose prefix it has: another type is judged as always.
+        stored: StoredRegisters | None = cached.stored if cached.stored.prefix == prefix else None
+    else:
+        stored = StoredRegisters.of_reply(copy, prefix, kind.marker, _NOT_REGISTERS)
+    if stored is None:
+        return None
+    observe = context_for(pool).clock.observe
+    for ts in stored.timestamps():
+        observe(ts)
+    held = tuple(done)
+    return Snapshot(key, kind, [], [], held, held, asked, replies, stored)
+
+
 #: The digest of a key on one server: ``{digest or '', marker}``, ``0`` for no
 #: key, the foreign error for a hash without our marker (``HMGET`` alone could
 #: not tell that from an absent key) and ``WRONGTYPE`` for any other type.
@@ -497,7 +547,7 @@ async def _digest_read(
     cached: CachedCopy | None = None,
     hedge: int | None = None,
     late: LateReplies | None = None,
-) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes]]], list[int]]:
+) -> tuple[dict[int, Any], list[tuple[Any, dict[bytes, bytes] | None]], list[int]]:
     """Full state from the fastest server, digests from the others; full reads where they differ.
 
     ``full_from``: the servers read in full in the first round instead (one
@@ -519,9 +569,9 @@ async def _digest_read(
     half the deadline (the replies not awaited are still judged by the pool up
     to the whole deadline), the full reads of the servers that differ, or of
     every server if the full copy failed, get the rest: never past the deadline.
-    Also returns each full copy that was a hash, with its fields, and the
-    servers that hold the key without a digest (data from before digests), for
-    :func:`rehash_soon`.
+    Also returns each full copy that was a hash, with its fields (``None``:
+    not built, see :func:`_pair_values`), and the servers that hold the key
+    without a digest (data from before digests), for :func:`rehash_soon`.
     """
     servers = pool._servers
     full_cmd, digest_cmd = read_commands(key)
@@ -567,23 +617,29 @@ async def _digest_read(
     got: dict[int, Any] = dict(zip(order, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
     stale: list[int] = []  # servers holding the key without a digest (old data)
-    parsed: list[tuple[Any, dict[bytes, bytes]]] = []
+    parsed: list[tuple[Any, dict[bytes, bytes] | None]] = []
     if cached is not None:
         copies[cached.digest] = cached.reply
-        parsed.append((cached.reply, cached.fields))
+        parsed.append((cached.reply, None))
     for i in fulls:
         reply = got[i]
-        if not isinstance(reply, BaseException):
+        if isinstance(reply, BaseException):
+            continue
+        found = _pair_values(reply, _NOT_REGISTERS)
+        if found is None:
             try:
                 fields = _fields_of(reply)
             except ProtocolError:
                 continue
             parsed.append((reply, fields))
-            mine = fields.get(DIGEST_FIELD) if fields else None
-            if mine:
-                copies.setdefault(mine, reply)
-            elif fields and fields.get(MARKER_FIELD) in REGISTRY:
-                stale.append(i)  # ours, but without a digest (a foreign one is left alone)
+            marker, mine = fields.get(MARKER_FIELD), fields.get(DIGEST_FIELD)
+        else:
+            parsed.append((reply, None))  # its dict, if _finish needs one, is built there
+            marker, mine = found
+        if mine:
+            copies.setdefault(mine, reply)
+        elif marker in REGISTRY:
+            stale.append(i)  # ours, but without a digest (a foreign one is left alone)
     again: list[int] = []  # read in full in a second round
     alike: dict[bytes, list[int]] = {}  # a digest no full copy has, to its servers
     noscript = False
@@ -660,7 +716,7 @@ def _remember(
     cache: ReadCache,
     name: bytes,
     snapshot: Snapshot[Any] | None,
-    known: Sequence[tuple[Any, dict[bytes, bytes]]],
+    known: Sequence[tuple[Any, dict[bytes, bytes] | None]],
     cached: CachedCopy | None,
 ) -> None:
     """Count a read the cache answered; else keep its full copy if every server agreed."""
@@ -673,11 +729,16 @@ def _remember(
             return  # every server that answered holds the cached state
     stored = snapshot.stored
     reply = next((r for r in snapshot.replies if not isinstance(r, BaseException)), None)
-    fields = next((f for r, f in known if r is reply), None)
-    if stored is None or fields is None or not fields.get(DIGEST_FIELD):
+    copy = next(((r, f) for r, f in known if r is reply), None)
+    digest = None
+    if stored is not None and copy is not None:
+        fields = copy[1]  # None: a reply already judged a hash, whose dict was not built
+        digest = _digest_field(reply) if fields is None else fields.get(DIGEST_FIELD)
+    if not digest:
         cache.drop(name)  # replicas differ (or no digest): the next read is a digest read
         return
-    cache.put(name, fields[DIGEST_FIELD], reply, fields, stored)
+    assert stored is not None
+    cache.put(name, digest, reply, stored)
 
 
 def rehash_soon(
@@ -714,6 +775,39 @@ async def _rehash(
         logger.debug("rehash of %r failed: %s", key, exc)
     finally:
         context_for(pool).rehashing.discard(name)
+
+
+def _pair_values(reply: Any, wanted: Sequence[bytes]) -> list[bytes | None] | None:
+    """The values of the ``wanted`` fields in an ``HGETALL`` reply, without a dict of it.
+
+    Each value is ``None`` if the field is absent. Returns ``None`` unless the
+    reply is a flat list of bytes in pairs naming none of ``wanted`` twice:
+    the caller then builds the dict (:func:`_fields_of`), which judges it.
+    """
+    if type(reply) is not list or len(reply) & 1:
+        return None
+    try:
+        b"".join(reply)  # every element bytes, in one C pass (see _fields_of)
+    except TypeError:
+        return None
+    names = reply[0::2]
+    out: list[bytes | None] = []
+    for k in wanted:
+        seen = names.count(k)
+        if seen > 1:
+            return None  # the dict keeps the last: let it decide
+        out.append(reply[2 * names.index(k) + 1] if seen else None)
+    return out
+
+
+def _digest_field(reply: Any) -> bytes | None:
+    """The digest field's value in an ``HGETALL`` reply (``None``: absent).
+
+    Raises:
+        ProtocolError: The reply is not a hash (as :func:`_fields_of`).
+    """
+    found = _pair_values(reply, (DIGEST_FIELD,))
+    return _fields_of(reply).get(DIGEST_FIELD) if found is None else found[0]
 
 
 def _fields_of(reply: Any) -> dict[bytes, bytes]:

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter, getitem, not_
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "FLAG_LIVE",
@@ -252,6 +252,55 @@ class StoredRegisters:
             if k in fields:  # dropped from both lists: cheaper than copying the dict
                 j = names.index(k)
                 del names[j], raws[j]
+        return cls._of_lists(names, raws, prefix)
+
+    @classmethod
+    def of_reply(
+        cls, reply: Any, prefix: bytes, marker: bytes, ignored: Iterable[bytes]
+    ) -> StoredRegisters | None:
+        """:meth:`of` for the ``HGETALL`` reply itself, if it holds ``marker``.
+
+        Builds no dict of the fields: for a large key, that dict costs as much
+        as everything else here. Gives ``None`` where :meth:`of` gives ``None``,
+        and for a reply the caller must judge with its dict of the fields: one
+        that is not a flat list of bytes in pairs, whose marker field (the
+        first of ``ignored``) does not hold ``marker``, or that names one of
+        ``ignored`` twice. (A register field named twice, which no real server
+        sends, counts once for each time here, where the dict keeps the last.)
+        """
+        if type(reply) is not list or len(reply) & 1:
+            return None
+        names = reply[0::2]
+        raws = reply[1::2]
+        first = True
+        for k in ignored:
+            try:
+                j = names.index(k)
+            except ValueError:
+                if first:
+                    return None  # no marker
+                continue
+            if first and raws[j] != marker:
+                return None
+            first = False
+            del names[j], raws[j]
+            if k in names:
+                return None
+        try:
+            return cls._of_lists(names, raws, prefix)
+        except TypeError:  # an element that is not bytes
+            return None
+
+    @classmethod
+    def _of_lists(
+        cls, names: list[bytes], raws: list[bytes], prefix: bytes
+    ) -> StoredRegisters | None:
+        """:meth:`of` once the names and values are listed, without the ignored fields.
+
+        Raises:
+            TypeError: A name or a value is not bytes (only :meth:`of_reply`
+                can meet one).
+        """
         n = len(names)
         joined = b"\x00".join(names)
         # No name holds a NUL, so NUL + prefix is found exactly where a name begins.
