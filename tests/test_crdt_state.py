@@ -356,6 +356,28 @@ def test_stored_registers_of_a_reply_refuse_what_the_dict_must_judge() -> None:
         assert StoredRegisters.of_reply(bad, b"m:", b"set:1", ignored) is None, bad
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(stored_names, st.sampled_from([b"a\x00b", b"\x00", MARKER_FIELD + b"\x00"])),
+            stored_values,
+        ),
+        max_size=12,
+    )
+)
+def test_pair_values_are_what_the_dict_holds(pairs: list[tuple[bytes, bytes]]) -> None:
+    """Whatever the names (NULs in them, repeated), the values found are the dict's."""
+    reply = [x for pair in pairs for x in pair]
+    wanted = (MARKER_FIELD, DIGEST_FIELD, b"m:")
+    found = _pair_values(reply, wanted)
+    fields = _fields_of(reply)
+    names = [k for k, _ in pairs]
+    if found is None:
+        assert any(names.count(k) > 1 for k in wanted)
+    else:
+        assert found == [fields.get(k) for k in wanted]
+
+
 def test_pair_values_find_fields_without_a_dict() -> None:
     reply = [b"a", b"1", b"b", b"2", b"c", b"3"]
     assert _pair_values(reply, (b"b", b"x", b"a")) == [b"2", None, b"1"]

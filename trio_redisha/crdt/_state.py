@@ -283,9 +283,9 @@ class StoredRegisters:
             if first and raws[j] != marker:
                 return None
             first = False
+            # A second one stays behind, and fails _of_lists' check of the
+            # names: an ignored name is not the prefix's, nor its value a register.
             del names[j], raws[j]
-            if k in names:
-                return None
         try:
             return cls._of_lists(names, raws, prefix)
         except TypeError:  # an element that is not bytes
