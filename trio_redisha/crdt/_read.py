@@ -780,9 +780,10 @@ async def _rehash(
 def _pair_values(reply: Any, wanted: Sequence[bytes]) -> list[bytes | None] | None:
     """The values of the ``wanted`` fields in an ``HGETALL`` reply, without a dict of it.
 
-    Each value is ``None`` if the field is absent. Returns ``None`` unless the
-    reply is a flat list of bytes in pairs naming none of ``wanted`` twice:
-    the caller then builds the dict (:func:`_fields_of`), which judges it.
+    Each value is ``None`` if the field is absent, and is what the dict of the
+    fields would hold (the last, for a field named twice). Returns ``None``
+    unless the reply is a flat list of bytes in pairs: the caller then builds
+    the dict (:func:`_fields_of`), which judges it.
     """
     if type(reply) is not list or len(reply) & 1:
         return None
@@ -790,13 +791,15 @@ def _pair_values(reply: Any, wanted: Sequence[bytes]) -> list[bytes | None] | No
         b"".join(reply)  # every element bytes, in one C pass (see _fields_of)
     except TypeError:
         return None
-    names = reply[0::2]
+    # From the end: a field named twice holds what the dict keeps, the last value.
+    backwards = reply[-2::-2]
+    last = len(reply) - 1
     out: list[bytes | None] = []
     for k in wanted:
-        seen = names.count(k)
-        if seen > 1:
-            return None  # the dict keeps the last: let it decide
-        out.append(reply[2 * names.index(k) + 1] if seen else None)
+        try:
+            out.append(reply[last - 2 * backwards.index(k)])
+        except ValueError:
+            out.append(None)
     return out
 
 
