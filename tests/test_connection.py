@@ -209,6 +209,41 @@ async def test_many_tasks_share_one_connection(redis_server: RedisServer) -> Non
         assert not conn.is_closed
 
 
+async def test_runs_of_pipelined_bulk_replies_reach_their_callers(
+    redis_server: RedisServer,
+) -> None:
+    """Many GETs owed at once: their replies are taken in runs (next_bulks), values
+    that look like RESP framing and absent keys among them, each to its caller."""
+    n_tasks, n_ops = 60, 30
+    tricky = ["\r\n$3\r\nabc\r\n", "$-1\r\n", "*2\r\n", "plain", ""]
+    async with open_connection(redis_server.url) as conn:
+        for t in range(n_tasks):
+            await conn.execute("SET", f"g{t}", f"{tricky[t % len(tricky)]}{t}" * (1 + t % 3))
+        taken = 0
+        take = conn._take_bulks
+        assert take is not None
+
+        def counting(limit: int) -> list[bytes]:
+            nonlocal taken
+            run = take(limit)
+            taken += len(run)
+            return run
+
+        conn._take_bulks = counting
+
+        async def worker(t: int) -> None:
+            want = f"{tricky[t % len(tricky)]}{t}".encode() * (1 + t % 3)
+            for j in range(n_ops):
+                if j % 5 == 4:
+                    assert await conn.execute("GET", f"absent{t}") is None
+                else:
+                    assert await conn.execute("GET", f"g{t}") == want
+
+        await run_many(worker, n_tasks)
+        assert taken > 0  # the runs were taken at once, not only one by one
+        assert conn.pending == 0 and not conn.is_closed
+
+
 # --------------------------------------------------------------------------- cancellation
 
 

@@ -807,6 +807,96 @@ def test_long_runs_of_bulks_round_trip(
     assert replies == [want, 7]
 
 
+def _outcomes_taking_runs(
+    parser: RespParser, raw: bytes, cuts: list[int], limits: list[int]
+) -> list[Any]:
+    """:func:`_outcomes`, with ``next_bulks`` tried before each ``next_reply``
+    (as a connection does while replies are owed), at the limits given in turn."""
+    out: list[Any] = []
+    last = 0
+    turn = 0
+    try:
+        for cut in [*sorted(c % (len(raw) + 1) for c in cuts), len(raw)]:
+            parser.feed(raw[last:cut])
+            last = cut
+            while True:
+                limit = limits[turn % len(limits)] if limits else 8
+                turn += 1
+                run = parser.next_bulks(limit)
+                assert len(run) <= limit
+                if run:
+                    out.extend(run)
+                    continue
+                reply = parser.next_reply()
+                if reply is NEED_DATA:
+                    break
+                out.append(reply)
+    except ProtocolError:
+        out.append("ERROR")
+    return out
+
+
+# Top-level replies as a connection under concurrent load receives them: mostly
+# bulk strings (some misleading), with errors, nulls, integers and arrays among them.
+_PIPELINED = st.lists(
+    st.one_of(
+        _PAYLOADS.map(lambda p: b"$%d\r\n%s\r\n" % (len(p), p)),
+        st.sampled_from(
+            [b"$-1\r\n", b"-ERR x\r\n", b":12\r\n", b"*1\r\n$1\r\na\r\n", b">2\r\n+m\r\n:1\r\n"]
+        ),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    replies=_PIPELINED,
+    cuts=st.lists(st.integers(min_value=0), max_size=6),
+    limits=st.lists(st.integers(min_value=0, max_value=70), max_size=4),
+    rnd=st.randoms(use_true_random=False),
+    mutations=st.integers(min_value=0, max_value=3),
+    tight=st.booleans(),
+)
+def test_runs_of_replies_taken_at_once_are_the_replies_one_by_one(
+    replies: list[bytes],
+    cuts: list[int],
+    limits: list[int],
+    rnd: Any,
+    mutations: int,
+    tight: bool,
+) -> None:
+    """``next_bulks`` returns exactly what as many ``next_reply`` calls would,
+    whatever the cuts and the limits, and leaves every error (corrupted bytes,
+    a bulk over the limit) to ``next_reply``, at the same point."""
+    raw = bytearray(b"".join(replies))
+    for _ in range(mutations if raw else 0):
+        i = rnd.randrange(len(raw))
+        raw[i] = rnd.choice(b"\r\n$*:-0123456789x")
+    lim = Limits(max_bulk_length=20) if tight else DEFAULT_LIMITS
+    one_by_one = _outcomes(RespParser(lim), bytes(raw), cuts)
+    in_runs = _outcomes_taking_runs(RespParser(lim), bytes(raw), cuts, limits)
+    assert len(one_by_one) == len(in_runs), (bytes(raw), one_by_one, in_runs)
+    assert all(same(a, b) for a, b in zip(one_by_one, in_runs, strict=True))
+
+
+def test_a_run_of_bulk_replies_is_taken_at_once() -> None:
+    parser = RespParser()
+    values = [b"v%031d" % i for i in range(40)]  # 39 bytes on the wire each
+    parser.feed(b"".join(b"$32\r\n%s\r\n" % v for v in values) + b":1\r\n$2\r\nab")
+    assert parser.next_bulks(7) == []  # too few owed to be worth a batch
+    assert parser.next_bulks(30) == values[:30]  # never more than owed
+    assert parser.next_bulks(30) == values[30:]  # stops at the integer
+    assert parser.next_reply() == 1
+    assert parser.next_bulks(30) == []  # the last one is not all here (and too short)
+    parser.feed(b"\r\n")
+    assert parser.next_reply() == b"ab"
+    assert parser.next_reply() is NEED_DATA
+    parser.feed(b"$1\r\nx\r\n" * 30)
+    assert parser.next_bulks(40) == []  # 210 bytes: not worth a batch
+    assert [parser.next_reply() for _ in range(30)] == [b"x"] * 30
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     tag=st.sampled_from(list(b"+-:,#_($=!*%~>")),

@@ -84,6 +84,9 @@ __all__ = [
 logger = logging.getLogger("trio_redisha.connection")
 
 RECEIVE_SIZE: Final = 65536
+#: The fewest replies owed for :meth:`Connection._received` to try taking a run
+#: of them at once (the parser's ``next_bulks``, which needs 8 itself).
+_BULK_RUN_MIN: Final = 8
 #: Outstanding requests allowed on one connection before callers must wait.
 DEFAULT_MAX_PENDING: Final = 16384
 #: A server that has not answered the oldest outstanding request for this long is
@@ -511,6 +514,8 @@ class Connection:
         self.label = spec.label
         self._transport = transport
         self._parser = parser
+        # A run of pipelined bulk replies taken at once (RespParser.next_bulks).
+        self._take_bulks: Callable[[int], list[bytes]] | None = getattr(parser, "next_bulks", None)
         self._pending: deque[Slot] = deque()
         self._wbuf: list[bytes] = []
         self._unsent = 0  # slots at the tail of _pending whose bytes are still in _wbuf
@@ -923,7 +928,16 @@ class Connection:
         pending = self._pending
         parser.feed(data)
         now = trio.current_time()
+        bulks = self._take_bulks
         while True:
+            if bulks is not None and len(pending) >= _BULK_RUN_MIN:
+                # Many replies owed, as under concurrent load: a run of bulk
+                # strings (GET, HGET...) is framed in a few C passes, not one by one.
+                run = bulks(len(pending))
+                if run:
+                    for reply in run:
+                        pending.popleft().fill(reply, now)
+                    continue
             reply = parser.next_reply()  # ProtocolError propagates and breaks us
             if reply is NEED_DATA:
                 break

@@ -77,6 +77,7 @@ def _bulk_arrived(buf: bytes, end: int) -> bool:
 # are checked by rebuilding them from the payloads' lengths (see _bulk_batch).
 _BULK_HEADERS: Final = [b"$%d" % i for i in range(len(_SMALL_LENGTHS))]
 _BATCH_MIN: Final = 8  # shorter runs cost less element by element
+_BATCH_BYTES: Final = 256  # the fewest buffered bytes worth a batch of top-level replies
 # Bytes split in the first round: 128 per element expected, within these bounds
 # (each next round splits 4x more). The upper bound caps what one round costs when
 # its first element already disagrees, so that input crafted to make every batch
@@ -371,6 +372,30 @@ class _BufferedParser:
                             return value
         # Kept out of the fast path: a call there would cost every reply.
         return self._next_slow()
+
+    def next_bulks(self, limit: int) -> list[bytes]:
+        """Take up to ``limit`` whole top-level bulk-string replies at once.
+
+        The same replies, in the same order, as that many :meth:`next_reply`
+        calls would give, for the common run of pipelined ``GET`` replies: the
+        run is framed by :func:`_bulk_batch` in a few C-level passes. Returns
+        ``[]`` when the buffer does not begin with such a run of at least
+        :data:`_BATCH_MIN` (anything else is left to :meth:`next_reply`, which
+        also reports what is invalid).
+        """
+        buf = self._buf
+        pos = self._pos
+        if (
+            limit < _BATCH_MIN
+            or not self._idle
+            or len(buf) - pos < _BATCH_BYTES
+            or buf[pos] != 36  # $
+        ):
+            return []
+        items: list[bytes] = []
+        end, _ = _bulk_batch(buf, len(buf), pos, limit, self._max_bulk, items)
+        self._pos = self._search = end
+        return items
 
     def _next_slow(self) -> Any:
         """Return what :meth:`next_reply` returns, for what the fast path left."""
