@@ -378,10 +378,12 @@ class _BufferedParser:
 
         The same replies, in the same order, as that many :meth:`next_reply`
         calls would give, for the common run of pipelined ``GET`` replies: the
-        run is framed by :func:`_bulk_batch` in a few C-level passes. Returns
-        ``[]`` when the buffer does not begin with such a run of at least
-        :data:`_BATCH_MIN` (anything else is left to :meth:`next_reply`, which
-        also reports what is invalid).
+        run is framed by :func:`_bulk_batch` in a few C-level passes, and ends
+        at the first reply that is not a whole, small, valid bulk string.
+        Returns ``[]`` when that is the first one, when ``limit`` is below
+        :data:`_BATCH_MIN` or fewer than :data:`_BATCH_BYTES` are buffered (a
+        batch would cost more than it saves): what is left goes to
+        :meth:`next_reply`, which also reports what is invalid.
         """
         buf = self._buf
         pos = self._pos
