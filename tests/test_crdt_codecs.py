@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_redisha import CodecError
-from trio_redisha.crdt import JSONCodec
+from trio_redisha import CodecError, CodecTypeError
+from trio_redisha.crdt import BytesCodec, JSONCodec, StrCodec
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -82,3 +82,26 @@ def test_json_decode_of_non_finite_numbers_as_loads() -> None:
     assert JSONCodec().decode(b"-Infinity") == -math.inf
     with pytest.raises(CodecError):
         JSONCodec().encode(math.inf)
+
+
+@pytest.mark.parametrize(
+    ("codec", "bad"),
+    [
+        (StrCodec(), b"x"),
+        (StrCodec(), 1),
+        (StrCodec(), None),
+        (BytesCodec(), "x"),
+        (BytesCodec(), 1),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_codec_type_error(codec: Any, bad: Any) -> None:
+    with pytest.raises(CodecTypeError, match=type(bad).__name__) as info:
+        codec.encode(bad)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, CodecError)
+
+
+def test_lone_surrogates_are_a_codec_error_not_a_type_error() -> None:
+    with pytest.raises(CodecError) as info:
+        StrCodec().encode("\ud800")
+    assert not isinstance(info.value, TypeError)

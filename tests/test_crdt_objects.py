@@ -21,6 +21,7 @@ import trio_redisha
 from tests.harness.helpers import command_calls, eventually, pttls, raw, raw_hash, writes_done
 from trio_redisha import (
     CodecError,
+    CodecTypeError,
     ConfigurationError,
     Counter,
     ForeignValueError,
@@ -211,7 +212,7 @@ async def test_unencodable_value_sends_nothing(
         m = HashMap(pool, "m", codec=codec)
         with pytest.raises(CodecError):
             await m.set({"ok": good, "bad": bad})
-        with pytest.raises(CodecError):
+        with pytest.raises(CodecTypeError):  # a TypeError too
             await m.set({1: good})  # type: ignore[arg-type]
         s = Set(pool, "s", codec=codec)
         with pytest.raises(CodecError):
@@ -281,10 +282,15 @@ async def test_counter_arguments(redis_servers: list[RedisServer]) -> None:
         assert await ctr.get() == -2
         await ctr.incr(0)  # re-sends the totals, changes nothing
         assert await ctr.get() == -2
-        with pytest.raises(TypeError):
-            await ctr.incr(1.5)  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
-            await ctr.incr(True)
+        # Refused before anything is sent, with an error of the library's
+        # hierarchy that is also the TypeError Python's own checks raise.
+        for wrong in (1.5, True, "3", None, float("nan")):
+            for call in (ctr.incr, ctr.decr, ctr.set):
+                with pytest.raises(CodecTypeError) as info:
+                    await call(wrong)  # type: ignore[arg-type]
+                assert isinstance(info.value, TypeError)
+                assert isinstance(info.value, CodecError)
+                assert type(wrong).__name__ in str(info.value)
         with pytest.raises(CodecError):
             await ctr.incr(10**19)
         assert await ctr.get() == -2

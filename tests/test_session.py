@@ -21,6 +21,7 @@ from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
 from tests.harness.helpers import FAST, eventually, pttls, raw, raw_hash, urls
 from trio_redisha import (
     CodecError,
+    CodecTypeError,
     ConfigurationError,
     HashMap,
     HybridLogicalClock,
@@ -141,7 +142,7 @@ async def test_save_writes_only_what_changed(redis_servers: list[RedisServer]) -
         assert (await raw_hash(server, key))[b"f:n"] != after[b"f:n"]
         assert await store.load(sid) == {"user": "alice", "n": 2, "cart": ["a", "b"]}
         # Keys are str; values must encode (nothing is sent otherwise).
-        with pytest.raises(CodecError):
+        with pytest.raises(CodecTypeError):  # a CodecError and a TypeError
             await store.save(sid, {"n": 3, 1: "x"})  # type: ignore[dict-item]
         with pytest.raises(CodecError):
             await store.save(sid, {"n": 3, "x": object()})

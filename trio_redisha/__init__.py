@@ -17,6 +17,7 @@ from .crdt import HashMap as HashMap
 from .crdt import Set as Set
 from .exceptions import AuthenticationError as AuthenticationError
 from .exceptions import CodecError as CodecError
+from .exceptions import CodecTypeError as CodecTypeError
 from .exceptions import CommandEncodeError as CommandEncodeError
 from .exceptions import ConfigurationError as ConfigurationError
 from .exceptions import CrossSlotError as CrossSlotError
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "CodecError",
+    "CodecTypeError",
     "CommandEncodeError",
     "ConfigurationError",
     "Connection",

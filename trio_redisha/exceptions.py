@@ -11,7 +11,8 @@ The families follow where a failure comes from:
   :class:`CommandEncodeError`, :class:`UnsupportedCommand`, :class:`CrossSlotError`,
   :class:`PoolClosed`);
 * a stored value is not what this library wrote (:class:`ForeignValueError`,
-  :class:`CodecError`);
+  :class:`CodecError`), or a value to store cannot be encoded (:class:`CodecError`,
+  :class:`CodecTypeError`);
 * a local ``redis-server`` of :mod:`trio_redisha.testing` could not be found or
   started (:class:`RedisServerError`).
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "CodecError",
+    "CodecTypeError",
     "CommandEncodeError",
     "ConfigurationError",
     "CrossSlotError",
@@ -203,6 +205,15 @@ class ForeignValueError(RedisHAError):
 
 class CodecError(RedisHAError, ValueError):
     """A value could not be encoded for storage, or a stored value could not be decoded."""
+
+
+class CodecTypeError(CodecError, TypeError):
+    """A value of a type the data type cannot store, refused before anything is sent.
+
+    Such as a counter amount that is not an ``int``, a map field name that is
+    neither ``str`` nor ``bytes``, or a member the set's codec does not take.
+    A :class:`CodecError`, and a :class:`TypeError` as Python's own checks raise.
+    """
 
 
 class RedisServerError(RedisHAError):

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
 from .crdt._base import check_codec, check_ttl
 from .crdt.codecs import encode_value
-from .exceptions import CodecError, ConfigurationError, QuorumError
+from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -110,7 +110,7 @@ class Session(dict[str, Any]):
 
 def _check_key(name: object) -> str:
     if not isinstance(name, str):
-        raise CodecError(f"session keys are str, not {type(name).__name__}")
+        raise CodecTypeError(f"session keys are str, not {type(name).__name__}")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -340,7 +340,7 @@ class SessionStore:
         """
         self.key(sid)
         if not isinstance(data, Mapping):
-            raise CodecError(f"session data must be a mapping, not {type(data).__name__}")
+            raise CodecTypeError(f"session data must be a mapping, not {type(data).__name__}")
         encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
         here = (self._pool, self._prefix + sid)
         # The snapshot says what *this* key held only if it was taken here.

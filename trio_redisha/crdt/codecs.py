@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..exceptions import CodecError
+from ..exceptions import CodecError, CodecTypeError
 
 __all__ = ["BytesCodec", "Codec", "JSONCodec", "StrCodec", "encode_value"]
 
@@ -98,11 +98,11 @@ class BytesCodec:
         """Return ``value`` as bytes.
 
         Raises:
-            CodecError: ``value`` is not bytes-like.
+            CodecTypeError: ``value`` is not bytes-like.
         """
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        raise CodecError(f"BytesCodec needs bytes, not {type(value).__name__}")
+        raise CodecTypeError(f"BytesCodec needs bytes, not {type(value).__name__}")
 
     def decode(self, data: bytes) -> bytes:
         """Return ``data``."""
@@ -121,10 +121,11 @@ class StrCodec:
         """Return ``value`` encoded as UTF-8.
 
         Raises:
-            CodecError: ``value`` is not a ``str`` (or holds lone surrogates).
+            CodecTypeError: ``value`` is not a ``str``.
+            CodecError: ``value`` holds lone surrogates.
         """
         if not isinstance(value, str):
-            raise CodecError(f"StrCodec needs str, not {type(value).__name__}")
+            raise CodecTypeError(f"StrCodec needs str, not {type(value).__name__}")
         try:
             return value.encode("utf-8")
         except UnicodeEncodeError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..exceptions import CodecError, QuorumError, RedisHAError
+from ..exceptions import CodecError, CodecTypeError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
 from ._storage import COUNTER, check_key
@@ -108,6 +108,9 @@ class Counter(CRDTBase[CounterState]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged; see
                 the class documentation for what happens to the increment.
             ForeignValueError: The key holds something this library did not write.
+            CodecTypeError: ``amount`` is not an ``int`` (``bool`` is refused
+                too); nothing was sent.
+            CodecError: The total would exceed what can be stored (19 digits).
         """
         amount = _check_int(amount)
         if amount >= 0:
@@ -121,6 +124,7 @@ class Counter(CRDTBase[CounterState]):
         Raises:
             QuorumError: See :meth:`incr`.
             ForeignValueError: See :meth:`incr`.
+            CodecTypeError: See :meth:`incr`.
         """
         await self.incr(-_check_int(amount))
 
@@ -133,6 +137,7 @@ class Counter(CRDTBase[CounterState]):
         Raises:
             QuorumError: The read or the write missed its quorum.
             ForeignValueError: The key holds something this library did not write.
+            CodecTypeError: ``value`` is not an ``int``; nothing was sent.
         """
         delta = _check_int(value) - await self.get()
         if delta:
@@ -183,7 +188,7 @@ class Counter(CRDTBase[CounterState]):
 
 def _check_int(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"a counter takes int amounts, not {type(value).__name__}")
+        raise CodecTypeError(f"a counter takes int amounts, not {type(value).__name__}")
     return value
 
 

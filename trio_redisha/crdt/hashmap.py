@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import CodecError
+from ..exceptions import CodecError, CodecTypeError
 from ._base import CodecCRDT
 from ._state import Entry, MapState
 from ._storage import CLEAR_FIELD, MAP, Fields
@@ -35,7 +35,7 @@ def _name(name: str | bytes) -> bytes:
             raise CodecError(f"field name {name!r} is not valid UTF-8 text: {exc.reason}") from None
     if isinstance(name, bytes):
         return name
-    raise CodecError(f"map field names are str or bytes, not {type(name).__name__}")
+    raise CodecTypeError(f"map field names are str or bytes, not {type(name).__name__}")
 
 
 def _fields(fields: object) -> Mapping[Any, Any]:
