@@ -24,7 +24,7 @@ import trio.testing
 import trustme
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import Sleeps, error_text, wait_until
+from tests.harness.helpers import DEADLINE, Sleeps, error_text, wait_until
 from tests.harness.hostile import (
     HostileConnection,
     answer_handshake,
@@ -1207,6 +1207,36 @@ async def test_busy_poll_is_checked(redis_server: RedisServer, bad: object) -> N
     stream, _ = trio.testing.memory_stream_pair()
     with pytest.raises(ConfigurationError, match="busy_poll"):
         await connect_stream(stream, redis_server.url, busy_poll=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("max_pending", 0),  # execute() would wait for room forever
+        ("max_pending", -1),
+        ("max_pending", 2.5),
+        ("max_pending", True),
+        ("max_pending", "many"),
+        ("stall_timeout", 0),
+        ("stall_timeout", -1.0),
+        ("stall_timeout", float("nan")),
+        ("stall_timeout", float("inf")),
+        ("stall_timeout", "5"),
+    ],
+)
+async def test_backlog_and_stall_options_are_checked(
+    redis_server: RedisServer, option: str, bad: object
+) -> None:
+    options: dict[str, Any] = {option: bad}
+    with trio.fail_after(DEADLINE):
+        with pytest.raises(ConfigurationError, match=option):
+            await connect(redis_server.url, **options)
+        stream, _ = trio.testing.memory_stream_pair()
+        with pytest.raises(ConfigurationError, match=option):
+            await connect_stream(stream, redis_server.url, **options)
+        with pytest.raises(ConfigurationError, match=option):
+            async with open_connection(redis_server.url, **options) as conn:
+                await conn.execute("PING")
 
 
 async def test_busy_polling_pauses_after_misses_then_tries_again() -> None:

@@ -136,6 +136,11 @@ async def test_script_quorum_checked_before_anything_is_sent(
         {"busy_poll": True},
         {"busy_poll": "fast"},
         {"busy_poll": math.nan},
+        {"max_pending": 0},  # every call would find the backlog full
+        {"max_pending": -1},
+        {"max_pending": 2.5},
+        {"max_pending": True},
+        {"max_pending": "many"},
     ],
 )
 def test_constructor_arguments_checked(options: dict[str, Any]) -> None:

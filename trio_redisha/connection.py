@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import os
 import select
 import socket
@@ -127,6 +128,29 @@ def check_busy_poll(value: object) -> float:
             f"busy_poll must be 0 (off) or a number of seconds up to {MAX_BUSY_POLL}"
             f" (it holds the event loop), got {value!r}"
         )
+    return float(value)
+
+
+def check_max_pending(value: object) -> int:
+    """``value`` as a bound on a connection's outstanding replies: an int >= 1.
+
+    Raises:
+        ConfigurationError: Anything else (with 0, every call would wait for
+            room forever).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"max_pending must be an int >= 1, got {value!r}")
+    return value
+
+
+def check_stall_timeout(value: object) -> float:
+    """``value`` as a stall timeout in seconds: a finite number above zero.
+
+    Raises:
+        ConfigurationError: Anything else.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ConfigurationError(f"stall_timeout must be a positive finite number, got {value!r}")
     return float(value)
 
 
@@ -526,8 +550,8 @@ class Connection:
         self._can_flush = isinstance(transport, _SocketTransport)
         self._flush_ok = self._can_flush
         self._error: ServerUnavailable | None = None
-        self._max_pending = max_pending
-        self._stall_timeout = stall_timeout
+        self._max_pending = check_max_pending(max_pending)
+        self._stall_timeout = check_stall_timeout(stall_timeout)
         self._space = trio.lowlevel.ParkingLot()
         self._cancel_scope: trio.CancelScope | None = None
         self._done = trio.Event()
@@ -1319,6 +1343,8 @@ async def connect(
         ConfigurationError: The address is malformed, or an option out of range.
     """
     check_busy_poll(busy_poll)
+    check_max_pending(max_pending)
+    check_stall_timeout(stall_timeout)
     spec = parse_server(server, **spec_options)
     try:
         transport = await _open_transport(spec)
@@ -1350,8 +1376,11 @@ async def connect_stream(
 
     Raises:
         ServerUnavailable: The handshake failed, as with :func:`connect`.
+        ConfigurationError: An option out of range, as with :func:`connect`.
     """
     check_busy_poll(busy_poll)
+    check_max_pending(max_pending)
+    check_stall_timeout(stall_timeout)
     spec = parse_server(server, **spec_options)
     return await _handshaken(
         _StreamTransport(stream), spec, limits, use_hiredis, max_pending, stall_timeout, busy_poll

@@ -56,6 +56,7 @@ from ..connection import (
     SoloGroup,
     Waiter,
     check_busy_poll,
+    check_max_pending,
     solo_group,
 )
 from ..exceptions import (
@@ -312,6 +313,7 @@ class Pool:
         repair_rate = _positive("repair_rate", repair_rate)
         close_timeout = _positive("close_timeout", close_timeout)
         self._busy_poll = check_busy_poll(busy_poll)
+        check_max_pending(max_pending)
         if not isinstance(read_cache, int) or isinstance(read_cache, bool) or read_cache < 0:
             raise ConfigurationError(f"read_cache must be an int >= 0 (bytes), got {read_cache!r}")
         self._read_cache = read_cache
