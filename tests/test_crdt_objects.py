@@ -274,6 +274,34 @@ async def test_concurrent_increments_are_all_counted(redis_servers: list[RedisSe
     assert len(stored[0]) == 5
 
 
+async def test_writes_from_a_cancelled_scope_do_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Trio's rule: a call that raises Cancelled did nothing. A counter's
+    # increment from an already-cancelled scope must not be carried by the
+    # next one (the counter reserves its totals before it sends).
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, "c")
+        m = HashMap(pool, "m")
+        s = Set(pool, "s")
+        await ctr.incr(5)
+        await m.set({"a": 1})
+        await s.add("x")
+        assert (await ctr.get(), await m.get(), await s.get()) == (5, {"a": 1}, {"x"})
+        for _ in range(3):
+            for write in (ctr.incr(1), ctr.decr(2), ctr.set(100), m.set({"a": 2}), s.add("y")):
+                with trio.move_on_after(0) as scope:
+                    await write
+                assert scope.cancelled_caught
+        assert (await ctr.get(), await m.get(), await s.get()) == (5, {"a": 1}, {"x"})
+        await ctr.incr(1)
+        assert await ctr.get() == 6  # not 6 + 3 * (1 - 2)
+        for server in redis_servers:
+            assert (await raw_hash(server, "c")) == (await raw_hash(redis_servers[0], "c"))
+    async with pool_on(*redis_servers) as pool:
+        assert await Counter(pool, "c").get() == 6
+
+
 async def test_counter_arguments(redis_servers: list[RedisServer]) -> None:
     async with pool_on(*redis_servers) as pool:
         ctr = Counter(pool, b"bytes-key")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from ..exceptions import CodecError, CodecTypeError, QuorumError, RedisHAError
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
@@ -47,7 +49,8 @@ class Counter(CRDTBase[CounterState]):
     :meth:`incr` again to "retry" it: that is a second increment. To push it
     out explicitly, call ``incr(0)``, which re-sends the current totals. Only
     when no server can have received it (:attr:`QuorumError.may_have_applied`
-    is false) is it rolled back.
+    is false) is it rolled back. One made from a scope already cancelled does
+    nothing (Trio's rule); one cancelled while it waits is of unknown outcome.
 
     Args:
         pool: The pool whose servers hold the replicas.
@@ -151,6 +154,10 @@ class Counter(CRDTBase[CounterState]):
             known[1] = n
 
     async def _add(self, dp: int, dn: int) -> None:
+        # Trio's rule: a call that raises Cancelled did nothing. From a scope
+        # already cancelled, nothing is reserved (below) and nothing is sent;
+        # the pool checks the same before it sends, with no wait in between.
+        await trio.lowlevel.checkpoint_if_cancelled()
         known = self._known
         # Reserve the new totals before sending, synchronously: a total that may
         # have reached a server is never used again for another increment, even
