@@ -93,7 +93,7 @@ class Replies(list[Any]):
             applied = self.may_have_applied()
             raise QuorumError(
                 f"{ok} of {len(self)} servers succeeded, {quorum} required"
-                + ("; the write may have been applied on some" if applied else ""),
+                + ("; it may have run on some (a write may have been applied)" if applied else ""),
                 replies=self,
                 required=quorum,
                 succeeded=ok,
