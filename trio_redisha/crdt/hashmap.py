@@ -40,7 +40,7 @@ def _name(name: str | bytes) -> bytes:
 
 def _fields(fields: object) -> Mapping[Any, Any]:
     if not isinstance(fields, Mapping):
-        raise CodecError(
+        raise CodecTypeError(
             f"fields must be a mapping of names to values, not {type(fields).__name__}"
         )
     return fields
@@ -48,7 +48,7 @@ def _fields(fields: object) -> Mapping[Any, Any]:
 
 def _names(names: Iterable[str | bytes]) -> list[bytes]:
     if isinstance(names, (str, bytes)):
-        raise CodecError(f"delete takes an iterable of names, not a single name {names!r}")
+        raise CodecTypeError(f"delete takes an iterable of names, not a single name {names!r}")
     return [_name(n) for n in names]
 
 
