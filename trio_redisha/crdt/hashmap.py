@@ -99,6 +99,10 @@ class HashMap(CodecCRDT[MapState]):
         """Return the map, merged from every server that answered in time.
 
         An absent key is an empty map (the servers answered and hold nothing).
+        Names are text; a name written as bytes that are not UTF-8 comes back
+        with those bytes as surrogate escapes: address it as bytes again,
+        ``name.encode("utf-8", "surrogateescape")`` (a str name must be valid
+        text, so that two different names never meet in one field).
 
         Raises:
             QuorumError: Fewer than ``read_quorum`` servers answered.
