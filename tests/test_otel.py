@@ -131,3 +131,16 @@ async def test_no_meter_provider_means_no_instruments(redis_server: RedisServer)
         assert pool._metrics is None
         await pool.execute("PING")
         assert pool.stats.replies_expected == 1 and pool.stats.replies_received == 1
+
+
+async def test_a_command_name_given_as_bytearray_is_measured_by_its_name(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    async with ready_pool(*(s.url for s in redis_servers), meter_provider=provider) as pool:
+        await pool.execute(bytearray(b"set"), "k", "v")
+        await pool.execute(memoryview(bytearray(b"SET")), "k", "v")
+    points = collect(reader)["db.client.operation.duration"]
+    sets = [p for p in points if p.attributes["db.operation.name"] == "SET"]
+    assert len(sets) == 3
+    assert all(p.count == 2 for p in sets)

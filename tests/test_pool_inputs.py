@@ -61,6 +61,24 @@ async def test_stateful_commands_refused_whatever_the_argument_type(
         assert await pool.execute("SET", "k", "v") == ["OK", "OK", "OK"]
 
 
+@pytest.mark.parametrize(
+    "name", [bytearray(b"SET"), memoryview(b"set"), memoryview(bytearray(b"Set"))]
+)
+async def test_a_command_name_of_any_text_type_runs(
+    redis_servers: list[RedisServer], name: Any
+) -> None:
+    # The guard and the encoder take these; the fan-out hashed the raw name
+    # (the script check), so a bytearray raised a bare TypeError.
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute(name, "k", "v") == ["OK", "OK", "OK"]
+        assert await pool.execute_on([1], name, "k2", "w") == ["OK"]
+    async with ready_pool(*urls(redis_servers), replicas=2) as pool:
+        assert await pool.execute(name, "k3", "x") == ["OK", "OK"]
+    assert await stored(redis_servers, "k") == [b"v", b"v", b"v"]
+    assert await stored(redis_servers, "k2") == [None, b"w", None]
+    assert sum(v == b"x" for v in await stored(redis_servers, "k3")) == 2
+
+
 # --------------------------------------------------------------------------- cancellation
 
 

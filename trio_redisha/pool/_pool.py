@@ -152,6 +152,19 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _op(name: Any) -> Any:
+    """A command name as the fan-out keeps it (for the script check and metrics): hashable.
+
+    The encoder takes a ``bytearray`` or a ``memoryview`` as well as ``str`` and
+    ``bytes``; those two are copied to ``bytes``.
+    """
+    if type(name) is str or type(name) is bytes:
+        return name
+    if isinstance(name, (bytearray, memoryview)):
+        return bytes(name)
+    return name
+
+
 def _positive(name: str, value: object) -> float:
     """``value`` as a float, if it is a finite number above zero."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
@@ -782,7 +795,7 @@ class Pool:
         check_command(args)
         data = encode_command(args)
         targets = self._all if self._placement is None else self.targets(args, quorum)
-        return await self._fanout(data, targets, timeout, quorum, wait_for, decode, args[0])
+        return await self._fanout(data, targets, timeout, quorum, wait_for, decode, _op(args[0]))
 
     async def execute_on(
         self, servers: Sequence[int], *args: Any, timeout: float | None = None
@@ -790,7 +803,13 @@ class Pool:
         """Run one command on the listed servers only (by index, in that order)."""
         check_command(args)
         return await self._fanout(
-            encode_command(args), self._check_indices(servers), timeout, None, None, None, args[0]
+            encode_command(args),
+            self._check_indices(servers),
+            timeout,
+            None,
+            None,
+            None,
+            _op(args[0]),
         )
 
     async def _execute_each(
