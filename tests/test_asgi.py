@@ -391,6 +391,12 @@ async def test_configuration_is_checked(redis_servers: list[RedisServer]) -> Non
             {"path": "nope"},
             {"path": "/; Domain=evil"},
             {"domain": "a;b"},
+            # Not a str, or not what a header can carry: each failed only later,
+            # at the first response that set the cookie, after the session was stored.
+            {"path": None},
+            {"path": "/caf\u20ac"},
+            {"path": "/tab\there"},
+            {"domain": "b\u00fccher.example"},
         ]
         for options in bad:
             with pytest.raises(ConfigurationError):

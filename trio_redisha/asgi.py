@@ -169,11 +169,20 @@ class SessionCookie:
             max_age = math.ceil(store.ttl)
         if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
             raise ConfigurationError(f"max_age must be an int >= 0 or None, got {max_age!r}")
+        if not isinstance(path, str):
+            raise ConfigurationError(f"path must be a str, got {path!r}")
         for what, value in (("path", path), ("domain", domain)):
+            # A header value is Latin-1 at most, and browsers expect ASCII here
+            # (an internationalised domain goes in its punycode form).
             if value is not None and (
-                not isinstance(value, str) or any(c in value for c in ";,\r\n\x00 ")
+                not isinstance(value, str)
+                or not value.isascii()
+                or not value.isprintable()
+                or any(c in value for c in ";, ")
             ):
-                raise ConfigurationError(f"{what} must be a plain str, got {value!r}")
+                raise ConfigurationError(
+                    f"{what} must be printable ASCII with no ';', ',' or space, got {value!r}"
+                )
         if not path.startswith("/"):
             raise ConfigurationError(f"path must start with '/', got {path!r}")
         flag = _SAME_SITE.get(same_site.lower()) if isinstance(same_site, str) else None
