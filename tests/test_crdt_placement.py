@@ -149,6 +149,38 @@ async def test_repair_hands_back_what_another_process_wrote(nine: list[RedisServ
         assert (again.repaired, again.removed, again.left) == (0, 0, 0)
 
 
+async def test_repair_purges_no_tombstone_while_a_fallback_holds_what_it_deletes(
+    redis_factory: RedisFactory,
+) -> None:
+    five = redis_factory.many(5)
+    servers = by_label(five)
+    key = "{tomb}"
+    async with ready_pool(*urls(five), replicas=3, timeout=TIMEOUT) as writer:
+        # f=v on the one live owner and a fallback; the other owners come back empty.
+        await kill_owners_and_write(writer, servers, key)
+    async with ready_pool(*urls(five), replicas=3, timeout=TIMEOUT) as other:
+        # Another process, which knows no fallback, deletes f on the owners.
+        await HashMap(other, key + ":m", write_quorum=3).delete("f")
+    async with ready_pool(*urls(five), replicas=3, timeout=TIMEOUT) as pool:
+        owners = set(pool._owner_indices(key))
+        # Every tombstone is past its grace at once. The walker used to purge it
+        # on the owners, then read the fallback's f=v and write it back to them.
+        for _ in range(2):
+            report = await repair_all(pool, rate=0, tombstone_grace=0)
+            assert report.ok, report.messages
+            assert await HashMap(pool, key + ":m", read_quorum=3).get() == {}
+        assert await holders(pool, servers, key + ":m") <= owners
+        # With the fallback's copy gone, a reading walk purges the tombstone
+        # (a tree walk reads no converged key).
+        report = await repair_all(pool, rate=0, tombstone_grace=0, full=True)
+        assert report.ok, report.messages
+        for i in owners:
+            raw = decode_reply(
+                await servers[pool.servers[i]].acommand("HEXISTS", key + ":m", "f:f")
+            )
+            assert raw == 0, i
+
+
 async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisServer]) -> None:
     async with ready_pool(*urls(nine[:3]), replicas=1, timeout=TIMEOUT) as pool:
         key = "h"

@@ -712,6 +712,26 @@ def test_expired_tombstone_is_not_repaired_onto_a_replica_without_it() -> None:
     assert plan.behind == (1,) and plan.fields == [(b"f:a", b"3:x:-")]
 
 
+def test_no_tombstone_is_purged_while_a_server_only_read_from_holds_a_copy() -> None:
+    dead = MapState({b"a": Entry(3, b"x", True)})
+    old = MapState({b"a": Entry(2, b"x", False, b"1")})
+    # Server 2 (a fallback, not a target) still holds the value the tombstone
+    # deletes: purged on the targets, it would come back from server 2.
+    plan = plan_repair(MAP, [(0, dead), (1, dead), (2, old)], dead, purge_before=10, targets={0, 1})
+    assert not plan
+    # The same for an old clear stamp, which kills fields the copy holds.
+    cleared = MapState({}, Entry(3, b"x", True))
+    plan = plan_repair(
+        MAP, [(0, cleared), (1, cleared), (2, old)], cleared, purge_before=10, targets={0, 1}
+    )
+    assert not plan
+    # Once the copy is gone (an empty state there), the targets purge.
+    plan = plan_repair(
+        MAP, [(0, dead), (1, dead), (2, MAP.empty)], dead, purge_before=10, targets={0, 1}
+    )
+    assert plan.purge == (0, 1) and plan.behind == ()
+
+
 def test_repair_sends_the_clear_to_a_replica_that_missed_it() -> None:
     clear = Entry(5, b"x", True)
     cleared = MapState({b"b": Entry(7, b"x", False, b"2")}, clear)

@@ -126,12 +126,15 @@ def plan_repair(
             Tombstones are purged only then: a server that did not answer may
             still hold the value the tombstone deletes, and would bring it back.
         targets: The servers that may be written (``None``: every one that
-            answered). The others were only read from.
+            answered). The others were only read from; while one of them
+            holds a copy of the key, no tombstone is purged.
 
     Returns:
         An empty (false) plan when every replica that answered is up to date.
     """
+    read_only: list[S] = []
     if targets is not None:
+        read_only = [s for i, s in states if i not in targets]
         states = [(i, s) for i, s in states if i in targets]
     behind: list[int] = []
     wanted: dict[bytes, bytes] = {}
@@ -141,6 +144,11 @@ def plan_repair(
             behind.append(i)
             wanted.update(need)
     expired = kind.expired(merged, purge_before) if complete else []
+    if expired and any(kind.fields(s) for s in read_only):
+        # A copy on a server that is only read from (a fallback, an old owner)
+        # may hold what the tombstone deletes: purged on the targets, it would
+        # come back from there. It is purged once no such copy is left.
+        expired = []
     purge: list[int] = []
     if expired:
         exp = dict(expired)
