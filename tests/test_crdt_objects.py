@@ -785,6 +785,28 @@ async def test_unencodable_names_keys_and_members_send_nothing(
         assert decode_reply(await server.acommand("DBSIZE")) == 0
 
 
+@pytest.mark.parametrize("key", ["__redisha__:totals", b"__redisha__:tree:{x}", "__redisha__:"])
+async def test_keys_in_the_librarys_own_namespace_are_refused(
+    redis_servers: list[RedisServer], key: str | bytes
+) -> None:
+    # The walker skips the digest tree's keys by their prefix: a CRDT under
+    # such a key was written but never repaired.
+    ok_keys = ("__redisha__", "__redisha_x", "x:__redisha__:")
+    async with pool_on(*redis_servers) as pool:
+        for cls in (Counter, HashMap, Set):
+            with pytest.raises(ConfigurationError, match="reserved"):
+                cls(pool, key)
+        with pytest.raises(ConfigurationError, match="reserved"):
+            await repair_key(pool, key)
+        # Only that namespace: the marker's name itself, and look-alikes, are keys.
+        for ok in ok_keys:
+            await Counter(pool, ok).incr(1)
+            assert await Counter(pool, ok).get() == 1
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("EXISTS", key)) == 0
+        assert decode_reply(await server.acommand("EXISTS", *ok_keys)) == 3
+
+
 async def test_map_arguments_of_the_wrong_kind_send_nothing(
     redis_servers: list[RedisServer],
 ) -> None:

@@ -96,6 +96,8 @@ __all__ = [
 
 #: The field that marks a hash as a trio-redisha CRDT: ``<type>:<version>``.
 MARKER_FIELD = b"__redisha__"
+#: Keys starting with this are the library's own (see :func:`check_key`).
+RESERVED_PREFIX: Final = b"__redisha__:"
 #: The field of a map's (or set's) clear stamp, ``<ts>:<actor>:-``.
 CLEAR_FIELD = b"c:"
 #: The field holding the digest of the rest of the hash (16 hex digits).
@@ -141,18 +143,29 @@ def check_key(key: object) -> bytes:
     ``json.loads`` or ``os.fsdecode`` produce) is refused here, before anything
     is sent, rather than failing half-way through a command.
 
+    Keys starting with :data:`RESERVED_PREFIX` are the library's own (the
+    digest tree's hashes): the walker never repairs them, so none may be a
+    CRDT's key.
+
     Raises:
-        ConfigurationError: ``key`` is not a non-empty str or bytes, or is not
-            valid UTF-8 text.
+        ConfigurationError: ``key`` is not a non-empty str or bytes, is not
+            valid UTF-8 text, or starts with :data:`RESERVED_PREFIX`.
     """
     if isinstance(key, bytes) and key:
-        return key
-    if isinstance(key, str) and key:
+        out = key
+    elif isinstance(key, str) and key:
         try:
-            return key.encode("utf-8")
+            out = key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ConfigurationError(f"key {key!r} is not valid UTF-8 text: {exc.reason}") from None
-    raise ConfigurationError(f"key must be a non-empty str or bytes, got {key!r}")
+    else:
+        raise ConfigurationError(f"key must be a non-empty str or bytes, got {key!r}")
+    if out.startswith(RESERVED_PREFIX):
+        raise ConfigurationError(
+            f"key {key!r}: keys starting with {RESERVED_PREFIX.decode()!r} are reserved "
+            "for the library's digest tree"
+        )
+    return out
 
 
 def _prefixed(fields: Mapping[bytes, bytes], prefix: bytes) -> Iterable[tuple[bytes, bytes]]:
