@@ -175,6 +175,11 @@ def test_bad_configurations_are_refused() -> None:
         Placement(["http://x"], 1)
     with pytest.raises(CommandEncodeError, match="a key is str or bytes"):
         Placement(servers(3), 1).owners(42)  # type: ignore[arg-type]
+    # A lone surrogate (as json.loads gives) cannot be sent: a library error too.
+    with pytest.raises(CommandEncodeError, match="UTF-8"):
+        Placement(servers(3), 1).owners("\udcff")
+    with pytest.raises(CommandEncodeError, match="UTF-8"):
+        key_partition("ok\ud800")
 
 
 # ------------------------------------------------------- shape and balance

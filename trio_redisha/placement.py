@@ -96,12 +96,13 @@ _WEIGHT_TAG: Final = b"trio-redisha placement v1\x00"
 def _key_bytes(key: str | bytes) -> bytes:
     if type(key) is bytes:
         return key
-    if type(key) is str:
-        return key.encode()
+    if isinstance(key, str):
+        try:
+            return str(key).encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no key can be sent as it
+            raise CommandEncodeError(f"key {key!r} is not valid UTF-8 text: {exc.reason}") from None
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
-    if isinstance(key, str):
-        return str(key).encode()
     raise CommandEncodeError(f"a key is str or bytes, got {type(key).__name__}")
 
 
