@@ -457,6 +457,12 @@ async def test_stateful_commands_are_refused_and_connection_keeps_working(
             await pool.execute()
         # Non-blocking forms of the same families still run.
         assert (await pool.execute("XREAD", "COUNT", 1, "STREAMS", "s", "0")) == [None] * 3
+        # A stream, group or consumer named "block" is not the BLOCK option.
+        assert (await pool.execute("XREAD", "COUNT", 1, "STREAMS", "BLOCK", "0")) == [None] * 3
+        await pool.execute("XGROUP", "CREATE", "block", "block", "$", "MKSTREAM")
+        assert (
+            await pool.execute("XREADGROUP", "GROUP", "block", "block", "STREAMS", "block", ">")
+        ) == [None] * 3
         assert await pool.client_getname() == [None] * 3
         assert await pool.ping() == PONG3
     # Nothing of the refused commands reached any server.

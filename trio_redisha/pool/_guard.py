@@ -63,5 +63,14 @@ def check_command(args: Sequence[Any]) -> None:
             f"{name} blocks or changes connection state; it cannot run on the pool's "
             "shared connections (open a dedicated connection with open_connection())"
         )
-    if name in ("XREAD", "XREADGROUP") and any(word(a) == "BLOCK" for a in args[1:]):
-        raise UnsupportedCommand(f"{name} with BLOCK blocks the shared connection")
+    if name in ("XREAD", "XREADGROUP"):
+        # Options come before STREAMS; after it, keys and ids (a stream, like
+        # XREADGROUP's group and consumer, may be named "block").
+        i = 1
+        while i < len(args):
+            w = word(args[i])
+            if w == "STREAMS":
+                break
+            if w == "BLOCK":
+                raise UnsupportedCommand(f"{name} with BLOCK blocks the shared connection")
+            i += 3 if w == "GROUP" else 1
