@@ -413,6 +413,26 @@ async def test_ttl_expires(redis_servers: list[RedisServer]) -> None:
         await eventually(gone, "the key to expire")
 
 
+async def test_read_repair_by_an_object_without_ttl_gives_the_survivors_expiry(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "m", ttl=60).set({"a": 1})
+        victim = redis_servers[0]
+        await victim.arestart_empty()
+        plain = HashMap(pool, "m")  # no ttl=: its own writes leave the expiry alone
+
+        async def refilled() -> bool:
+            assert await plain.get() == {"a": 1}
+            return bool(decode_reply(await victim.acommand("EXISTS", "m")))
+
+        await eventually(refilled, "read repair to refill the server")
+        # The refilled copy expires with the others (docs/consistency.md, TTL),
+        # rather than living forever.
+        ttls = await pttls(redis_servers, "m")
+        assert 0 < ttls[0] <= max(ttls[1:]), ttls
+
+
 # --- foreign values ----------------------------------------------------------------
 
 
