@@ -428,9 +428,10 @@ async def test_read_repair_by_an_object_without_ttl_gives_the_survivors_expiry(
 
         await eventually(refilled, "read repair to refill the server")
         # The refilled copy expires with the others (docs/consistency.md, TTL),
-        # rather than living forever.
+        # rather than living forever (-1). The PTTLs are read one after the
+        # other, the refilled copy's first: a few ms of slack.
         ttls = await pttls(redis_servers, "m")
-        assert 0 < ttls[0] <= max(ttls[1:]), ttls
+        assert 0 < ttls[0] <= max(ttls[1:]) + 100, ttls
 
 
 # --- foreign values ----------------------------------------------------------------
