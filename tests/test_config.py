@@ -118,6 +118,21 @@ def test_unix_socket_without_path() -> None:
     _config_error("unix://")
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl_cert_reqs=none&ssl_ca_certs=/nonexistent",
+        "ssl_cert_reqs=none",
+        "ssl_check_hostname=false",
+        "db=1&ssl_certfile=/nonexistent/client.pem",
+    ],
+)
+def test_unix_socket_refuses_tls_options(query: str) -> None:
+    """TLS options on a unix socket are refused as on redis://, never silently ignored."""
+    text = _config_error(f"unix:///tmp/r.sock?{query}")
+    assert "rediss://" in text, text
+
+
 # --------------------------------------------------------------------------- fields
 
 
@@ -326,6 +341,56 @@ def test_password_not_in_repr_or_label() -> None:
 def test_password_not_in_configuration_errors(url: str) -> None:
     text = _config_error(url)
     assert SECRET not in text, text
+
+
+def _exception_chain_text(exc: BaseException) -> str:
+    """The text of an exception and of every exception linked to it.
+
+    Follows ``__cause__`` and ``__context__`` both, even where ``from None``
+    hides the context from a traceback: a debugger or an error reporter shows it.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts += [str(current), repr(current), *map(str, current.args), repr(current.args)]
+        todo += [current.__cause__, current.__context__]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis:/:{SECRET}@db.example:6379",  # one slash missing
+        f"redis//:{SECRET}@db.example:6379",  # colon missing
+        f":{SECRET}@db.example:6379",  # no scheme at all
+        f"{SECRET}@db.example:6379",  # no scheme, no colon
+        f"redis:///:{SECRET}@db.example",  # three slashes
+        f"redis:{SECRET}@db.example",  # no slashes
+        f"redis:/alice:{SECRET}@db.example/0",
+        f"REDISS:/:{SECRET}@db.example?ssl_cert_reqs=none",
+        f"http:/:{SECRET}@db.example",
+        f"redis//:{SECRET}@[::1",
+        f"redis:/:{SECRET}@db.example?frobnicate=1",
+        f"redis:/:{SECRET}@more@db.example",  # an unencoded '@' in the password
+        f"redis:/:{SECRET}/x@db.example",
+        f"redis://:{SECRET}/x@db.example",  # urllib's own error quotes the password
+        f"redis://:{SECRET}?x@db.example",
+        f"redis://:{SECRET}#x@db.example:port",
+        f"redis://{SECRET}@db.example/notadb",  # a password given as the user name
+    ],
+)
+def test_password_in_malformed_url_never_leaks(url: str) -> None:
+    """Whatever the shape of the URL, its userinfo is in no message nor linked exception."""
+    with pytest.raises(ConfigurationError) as info:
+        parse_server(url)
+    text = _exception_chain_text(info.value)
+    assert SECRET not in text, text
+    assert "***@" in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("sep", ["/", "?", "#", "@", ":", "[", "]", " ", "%", "\\"])

@@ -14,6 +14,8 @@ Passwords never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -175,15 +177,20 @@ def _file_error(exc: BaseException) -> str:
 
 
 def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
+    # Errors are raised outside the ``except`` blocks: urllib's messages quote the
+    # text they failed on, which can be part of a password that was not
+    # percent-encoded, and an exception's ``__context__`` outlives ``from None``.
+    error: str | None = None
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        # urllib's message quotes the text it failed on, which can be part of a
-        # password that was not percent-encoded: give it only without credentials.
+        error = str(exc)
+    if error is not None:
+        # Give urllib's message only when the URL holds no credentials.
         redacted = _redact(url)
-        detail = f": {exc}" if redacted == url else ""
-        raise ConfigurationError(f"invalid server URL {redacted!r}{detail}") from None
+        detail = f": {error}" if redacted == url else ""
+        raise ConfigurationError(f"invalid server URL {redacted!r}{detail}")
     if port == 0:
         raise ConfigurationError(f"port must be in 1..65535 in {_redact(url)!r}")
     scheme = parts.scheme.lower()
@@ -195,10 +202,11 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     options: dict[str, str] = {}
-    try:
+    pairs: list[tuple[str, str]] | None = None
+    with contextlib.suppress(ValueError):
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ConfigurationError(f"invalid query string in {_redact(url)!r}") from None
+    if pairs is None:
+        raise ConfigurationError(f"invalid query string in {_redact(url)!r}")
     for key, value in pairs:
         options[key.lower()] = value
     db = 0
@@ -226,6 +234,8 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
         raise ConfigurationError(
             f"unknown option(s) {', '.join(sorted(options))} in {_redact(url)!r}"
         )
+    if tls_opts and scheme != "rediss":
+        raise ConfigurationError(f"TLS options need a rediss:// URL: {_redact(url)!r}")
     if scheme == "unix":
         if not parts.path:
             raise ConfigurationError(f"{_redact(url)!r} names no socket path")
@@ -268,8 +278,6 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
                     else None
                 ),
             )
-    elif tls_opts:
-        raise ConfigurationError(f"TLS options need a rediss:// URL: {_redact(url)!r}")
     return ServerSpec(
         host=host,
         port=port if port is not None else DEFAULT_PORT,
@@ -284,17 +292,22 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
 
 
 def _redact(url: str) -> str:
-    """Return the URL with any password replaced by ``***``.
+    """Return the URL with its credentials hidden, whatever the shape of the text.
 
     Works on the raw text rather than on :func:`urlsplit`'s view of it: a password
-    holding an unencoded ``/``, ``?`` or ``#`` ends urllib's netloc early, and must
-    be hidden all the same. ``password``-like query options are hidden too.
+    holding an unencoded ``/``, ``?`` or ``#`` ends urllib's netloc early, and a
+    mistyped scheme separator (``redis:/``, ``redis//``, none at all) leaves no
+    netloc, and the password must be hidden all the same. So everything up to the
+    last ``@`` (the user name too: ``redis://secret@host`` is a common slip) is
+    replaced by ``***@``, but a scheme followed by ``://`` or one of ours followed
+    by a mistyped separator. ``password``-like query options are hidden too.
     """
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        credentials, _, rest = rest.rpartition("@")
-        user, colon, _ = credentials.partition(":")
-        rest = f"{user}{':***' if colon else ''}@{rest}"
+    prefix, rest = "", url
+    if "@" in url:
+        head, _, tail = url.rpartition("@")
+        scheme = _SCHEME_SEP.match(head) or _KNOWN_SCHEME.match(head)
+        prefix = scheme.group() if scheme else ""
+        rest = f"***@{tail}"
     if "?" in rest:
         rest, _, query = rest.partition("?")
         query, hash_, fragment = query.partition("#")
@@ -303,7 +316,14 @@ def _redact(url: str) -> str:
             name, eq, _ = item.partition("=")
             shown.append(f"{name}=***" if eq and "pass" in name.lower() else item)
         rest = f"{rest}?{'&'.join(shown)}{hash_}{fragment}"
-    return f"{scheme}{sep}{rest}"
+    return f"{prefix}{rest}"
+
+
+# A scheme as RFC 3986 spells it, then ``://``: the userinfo follows.
+_SCHEME_SEP = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+# One of our schemes followed by a mistyped separator: safe to show, as it can be
+# no part of a password.
+_KNOWN_SCHEME = re.compile(r"(?:rediss|redis|unix)[:/]+", re.IGNORECASE)
 
 
 def parse_server(
