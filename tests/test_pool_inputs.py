@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from tests.conftest import RedisFactory
 from tests.harness.fault_proxy import open_fault_proxy
@@ -19,6 +20,7 @@ from tests.harness.helpers import urls, wait_until
 from tests.test_pool import holds, ready_pool
 from trio_redisha import (
     ConfigurationError,
+    Limits,
     Pool,
     QuorumError,
     Replies,
@@ -26,8 +28,10 @@ from trio_redisha import (
     Script,
     ServerUnavailable,
     UnsupportedCommand,
+    open_connection,
     open_pool,
 )
+from trio_redisha.connection import connect, connect_stream
 from trio_redisha.testing import RedisServer, decode_reply
 
 
@@ -264,3 +268,50 @@ async def test_open_pool_hands_back_the_blocks_own_exception(
     with pytest.raises(KeyError):
         async with open_pool(redis_server.url):
             raise KeyError("mine")
+
+
+# --------------------------------------------------------------------------- limits
+
+
+async def connections_received(server: RedisServer) -> int:
+    """How many connections ``server`` has accepted (one more for asking)."""
+    info = decode_reply(await server.acommand("INFO", "stats"))
+    assert isinstance(info, bytes)
+    for line in info.decode().splitlines():
+        if line.startswith("total_connections_received:"):
+            return int(line.split(":", 1)[1])
+    raise AssertionError(info)  # pragma: no cover
+
+
+BAD_LIMITS: list[Any] = [None, {}, "default", 1 << 20, Limits]
+
+
+@pytest.mark.parametrize("limits", BAD_LIMITS)
+def test_pool_refuses_limits_that_are_not_limits(limits: Any) -> None:
+    with pytest.raises(ConfigurationError, match="limits"):
+        Pool("redis://127.0.0.1:1", limits=limits)
+
+
+@pytest.mark.parametrize("limits", BAD_LIMITS)
+async def test_bad_limits_refused_before_connecting(redis_server: RedisServer, limits: Any) -> None:
+    # A ConfigurationError, not an AttributeError nor a group around PoolClosed.
+    before = await connections_received(redis_server)
+    with pytest.raises(ConfigurationError, match="limits"):
+        async with open_pool(redis_server.url, limits=limits):
+            pass  # pragma: no cover
+    with pytest.raises(ConfigurationError, match="limits"):
+        async with open_connection(redis_server.url, limits=limits):
+            pass  # pragma: no cover
+    with pytest.raises(ConfigurationError, match="limits"):
+        await connect(redis_server.url, limits=limits)
+    # Nothing dialled the server: only the next INFO's own connection is new.
+    assert await connections_received(redis_server) == before + 1
+
+
+@pytest.mark.parametrize("limits", BAD_LIMITS)
+async def test_connect_stream_refuses_bad_limits_before_the_handshake(limits: Any) -> None:
+    client, server = trio.testing.memory_stream_pair()
+    with pytest.raises(ConfigurationError, match="limits"):
+        await connect_stream(client, "redis://127.0.0.1:6379", limits=limits)
+    with trio.move_on_after(0.05):
+        assert await server.receive_some() == b""  # pragma: no cover - nothing sent

@@ -143,6 +143,20 @@ def check_max_pending(value: object) -> int:
     return value
 
 
+def check_limits(value: object) -> Limits:
+    """``value`` as the reply parser's limits: a :class:`~trio_redisha.Limits`.
+
+    Raises:
+        ConfigurationError: Anything else (``None`` included: the defaults are
+            :data:`~trio_redisha.resp.DEFAULT_LIMITS`).
+    """
+    if not isinstance(value, Limits):
+        raise ConfigurationError(
+            f"limits must be a trio_redisha.Limits, got {type(value).__name__}"
+        )
+    return value
+
+
 def check_stall_timeout(value: object) -> float:
     """``value`` as a stall timeout in seconds: a finite number above zero.
 
@@ -1342,6 +1356,7 @@ async def connect(
             (:class:`AuthenticationError` for bad credentials).
         ConfigurationError: The address is malformed, or an option out of range.
     """
+    check_limits(limits)
     check_busy_poll(busy_poll)
     check_max_pending(max_pending)
     check_stall_timeout(stall_timeout)
@@ -1378,6 +1393,7 @@ async def connect_stream(
         ServerUnavailable: The handshake failed, as with :func:`connect`.
         ConfigurationError: An option out of range, as with :func:`connect`.
     """
+    check_limits(limits)
     check_busy_poll(busy_poll)
     check_max_pending(max_pending)
     check_stall_timeout(stall_timeout)

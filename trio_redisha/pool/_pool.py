@@ -56,6 +56,7 @@ from ..connection import (
     SoloGroup,
     Waiter,
     check_busy_poll,
+    check_limits,
     check_max_pending,
     solo_group,
 )
@@ -327,6 +328,7 @@ class Pool:
         close_timeout = _positive("close_timeout", close_timeout)
         self._busy_poll = check_busy_poll(busy_poll)
         check_max_pending(max_pending)
+        check_limits(limits)
         if not isinstance(read_cache, int) or isinstance(read_cache, bool) or read_cache < 0:
             raise ConfigurationError(f"read_cache must be an int >= 0 (bytes), got {read_cache!r}")
         self._read_cache = read_cache

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..exceptions import ProtocolError, ReplyError
+from ..exceptions import ConfigurationError, ProtocolError, ReplyError
 
 
 class _NeedData:
@@ -75,8 +75,8 @@ class Limits:
             "max_incomplete_bytes",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
 
 
 DEFAULT_LIMITS: Final = Limits()
