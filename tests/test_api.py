@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import pickle
+
+import pytest
 
 import trio_redisha
-from trio_redisha import exceptions
+from trio_redisha import Replies, ReplyError, exceptions
 
 
 def test_every_export_exists_and_is_documented() -> None:
@@ -62,3 +65,60 @@ def test_package_exports_the_types_its_api_returns() -> None:
     assert trio_redisha.Session.__module__ == "trio_redisha.session"
     assert trio_redisha.Limits.__module__.startswith("trio_redisha.resp")
     assert {"Counter", "HashMap", "Set", "SessionStore"} <= set(trio_redisha.__all__)
+
+
+def _sample_exceptions() -> list[BaseException]:
+    """One instance of every public exception class, with every attribute it has set."""
+    replies = Replies(
+        [b"OK", ReplyError("ERR no"), exceptions.ServerUnavailable("down")],
+        servers=("redis://a:6379", "redis://b:6379", "redis://c:6379"),
+    )
+    made: dict[str, BaseException] = {
+        "ReplyError": exceptions.ReplyError("WRONGTYPE Operation against a key"),
+        "QuorumError": exceptions.QuorumError(
+            "1 of 3 servers succeeded, 2 needed",
+            replies=replies,
+            required=2,
+            succeeded=1,
+            may_have_applied=True,
+        ),
+        "CrossSlotError": exceptions.CrossSlotError(
+            "keys 1 and 2 of MSET have different owners", command="MSET"
+        ),
+        "ForeignValueError": exceptions.ForeignValueError("key b'k' holds a string", key=b"k"),
+    }
+    for name in exceptions.__all__:
+        if name not in made:
+            made[name] = getattr(exceptions, name)(f"a {name}")
+    for exc in made.values():
+        if isinstance(exc, exceptions.ServerUnavailable):
+            exc.sent = True  # set per instance where the command had left
+        # An attribute added on the way up (as add_note's __notes__ on Python 3.11+).
+        setattr(exc, "origin", "worker-3")  # noqa: B010
+    assert {type(e).__name__ for e in made.values()} == set(exceptions.__all__)
+    return list(made.values())
+
+
+@pytest.mark.parametrize("exc", _sample_exceptions(), ids=lambda e: type(e).__name__)
+def test_every_exception_survives_pickling(exc: BaseException) -> None:
+    # Exceptions cross process boundaries (multiprocessing, ProcessPoolExecutor,
+    # logging queues) by pickle: each must come back whole.
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is type(exc)
+    assert str(back) == str(exc)
+    assert back.args == exc.args
+    # Replies holds a ServerUnavailable, which compares by identity: see below.
+    assert {k: v for k, v in vars(back).items() if k != "replies"} == {
+        k: v for k, v in vars(exc).items() if k != "replies"
+    }
+    assert getattr(back, "origin", None) == "worker-3"
+    if isinstance(exc, exceptions.QuorumError):
+        assert isinstance(back, exceptions.QuorumError)
+        assert isinstance(back.replies, Replies)
+        assert [(type(r), repr(r)) for r in back.replies] == [
+            (type(r), repr(r)) for r in exc.replies
+        ]
+        assert back.replies.servers == exc.replies.servers
+        assert (back.required, back.succeeded, back.may_have_applied) == (2, 1, True)
+    if isinstance(exc, exceptions.ServerUnavailable):
+        assert getattr(back, "sent", None) is True

@@ -103,7 +103,7 @@ class ReplyError(RedisHAError):
         return hash(self.message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message,))
+        return (type(self), (self.message,), self.__dict__)
 
 
 class ProtocolError(RedisHAError):
@@ -140,6 +140,27 @@ class QuorumError(RedisHAError):
         self.required = required
         self.succeeded = succeeded
         self.may_have_applied = may_have_applied
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only arguments defeat BaseException's own reduce (it calls
+        # the class with ``self.args``); the state carries added notes along.
+        return (
+            _rebuild_quorum,
+            (str(self), self.replies, self.required, self.succeeded, self.may_have_applied),
+            self.__dict__,
+        )
+
+
+def _rebuild_quorum(
+    message: str, replies: Replies, required: int, succeeded: int, may_have_applied: bool
+) -> QuorumError:
+    return QuorumError(
+        message,
+        replies=replies,
+        required=required,
+        succeeded=succeeded,
+        may_have_applied=may_have_applied,
+    )
 
 
 class ConfigurationError(RedisHAError, ValueError):
@@ -178,7 +199,7 @@ class CrossSlotError(RedisHAError):
         self.command = command
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_cross_slot, (str(self), self.command))
+        return (_rebuild_cross_slot, (str(self), self.command), self.__dict__)
 
 
 def _rebuild_cross_slot(message: str, command: str) -> CrossSlotError:
@@ -201,6 +222,13 @@ class ForeignValueError(RedisHAError):
     def __init__(self, message: str, *, key: str | bytes) -> None:
         super().__init__(message)
         self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_foreign_value, (str(self), self.key), self.__dict__)
+
+
+def _rebuild_foreign_value(message: str, key: str | bytes) -> ForeignValueError:
+    return ForeignValueError(message, key=key)
 
 
 class CodecError(RedisHAError, ValueError):
