@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
 
-from trio_redisha import CodecError, HybridLogicalClock
+from trio_redisha import CodecError, ConfigurationError, HybridLogicalClock
 
 
 class Wall:
@@ -58,3 +61,31 @@ def test_observe_ignores_and_check_refuses_beyond_the_drift_bound() -> None:
     assert clock.check(1_059_000_000) == 1_059_000_000
     wall.now = 1_002.0  # the bound moves with the wall clock
     assert clock.check(far) == far
+
+
+@pytest.mark.parametrize(
+    "max_drift",
+    [math.nan, math.inf, -math.inf, -1, -0.5, True, False, "60", None, 1j],
+)
+def test_max_drift_must_be_a_finite_number_at_least_zero(max_drift: Any) -> None:
+    # NaN and infinity used to escape as a bare ValueError / OverflowError, and a
+    # negative bound was accepted, after which every timestamp was refused.
+    with pytest.raises(ConfigurationError, match="max_drift"):
+        HybridLogicalClock(max_drift=max_drift)
+
+
+def test_zero_max_drift_refuses_anything_ahead_of_the_wall_clock() -> None:
+    wall = Wall(1_000.0)
+    clock = HybridLogicalClock(wall=wall, max_drift=0)
+    assert clock.check(clock.now()) == 1_000_000_000
+    clock.observe(1_000_000_001)  # one microsecond ahead: ignored
+    assert clock.now() == 1_000_000_001  # the clock's own tick, not the observed one
+    with pytest.raises(CodecError):
+        clock.check(1_000_000_002)
+    assert HybridLogicalClock(max_drift=0.5).check(0) == 0
+
+
+@pytest.mark.parametrize("wall", [None, 1_000.0, "time.time"])
+def test_wall_must_be_callable(wall: Any) -> None:
+    with pytest.raises(ConfigurationError, match="wall"):
+        HybridLogicalClock(wall=wall)

@@ -15,10 +15,11 @@ writer cannot drag every clock into the far future.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
-from .exceptions import CodecError
+from .exceptions import CodecError, ConfigurationError
 
 __all__ = ["DEFAULT_MAX_DRIFT", "HybridLogicalClock"]
 
@@ -33,8 +34,13 @@ class HybridLogicalClock:
 
     Args:
         max_drift: How far ahead of the wall clock (in seconds) an observed
-            timestamp may be before it is refused.
-        wall: The wall clock, in seconds (for tests).
+            timestamp may be before it is refused: a finite number >= 0 (0
+            refuses every timestamp ahead of this machine's wall clock).
+        wall: The wall clock, in seconds (for tests): a callable of no arguments.
+
+    Raises:
+        ConfigurationError: ``max_drift`` is not a finite number >= 0 (a bool,
+            NaN, infinity, a negative number), or ``wall`` is not callable.
     """
 
     __slots__ = ("_last", "_max_drift_us", "_wall")
@@ -42,6 +48,18 @@ class HybridLogicalClock:
     def __init__(
         self, *, max_drift: float = DEFAULT_MAX_DRIFT, wall: Callable[[], float] = time.time
     ) -> None:
+        if (
+            not isinstance(max_drift, (int, float))
+            or isinstance(max_drift, bool)
+            or not 0 <= max_drift < math.inf
+        ):
+            raise ConfigurationError(
+                f"max_drift must be a finite number of seconds >= 0, got {max_drift!r}"
+            )
+        if not callable(wall):
+            raise ConfigurationError(
+                f"wall must be a callable returning seconds, got {type(wall).__name__}"
+            )
         self._last = 0
         self._max_drift_us = int(max_drift * 1_000_000)
         self._wall = wall
