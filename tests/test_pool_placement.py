@@ -24,8 +24,9 @@ from trio_redisha import (
     ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
+    open_pool,
 )
-from trio_redisha.placement import canonical_identity
+from trio_redisha.placement import canonical_identity, key_partition
 from trio_redisha.testing import RedisServer, decode_reply
 
 #: A pool deadline roomy enough for a loaded 2-core machine.
@@ -274,6 +275,46 @@ async def test_sloppy_writes_land_on_fallbacks_and_reads_see_them(
         for i, label in enumerate(pool.servers):
             if i not in (*owners, fallback):
                 assert await keys_on(servers[label]) == set()
+
+
+async def test_a_sloppy_write_of_keys_in_two_partitions_is_found_by_a_read_of_either(
+    redis_factory: RedisFactory,
+) -> None:
+    seven = redis_factory.many(7)
+    servers = by_label(seven)
+    async with ready_pool(*urls(seven), replicas=2, timeout=TIMEOUT) as pool:
+        placement = pool.placement
+        assert placement is not None
+        a = "a0"
+        # Another partition with the same owners (so one command may hold both
+        # keys) but other fallbacks.
+        b = next(
+            f"b{i}"
+            for i in range(100_000)
+            if key_partition(f"b{i}") != key_partition(a)
+            and placement.owners(f"b{i}") == placement.owners(a)
+            and set(placement.preference(f"b{i}")[2:4]).isdisjoint(placement.preference(a)[2:4])
+        )
+        for i in placement.owners(a):
+            await servers[pool.servers[i]].akill()
+        for i in placement.owners(a):
+            await wait_state(pool, i, ServerState.DOWN)
+        replies = await pool.execute("MSET", a, "1", b, "2", quorum=2)
+        assert replies.ok_count >= 2
+        for key, value in ((a, b"1"), (b, b"2")):
+            # Another process, which knows no hint, with the same owners down
+            # and the same fallbacks up: it reads the key's own fallbacks.
+            async with open_pool(*urls(seven), replicas=2, timeout=TIMEOUT) as other:
+                await wait_until(holds(lambda: other.available == 5), what="the others up")
+                for i in placement.owners(a):
+                    await wait_state(other, i, ServerState.DOWN)
+                read = await other.execute("GET", key)
+                assert value in read.values, (key, read.servers, list(read))
+            # And this process, through its hints.
+            assert value in (await pool.execute("GET", key)).values
+        # A multi-key read of both keys reaches copies of each.
+        read = await pool.execute("MGET", a, b)
+        assert any(r == [b"1", b"2"] for r in read.values)
 
 
 async def test_a_hung_owner_costs_one_deadline_once(nine: list[RedisServer]) -> None:

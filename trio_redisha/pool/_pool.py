@@ -153,6 +153,16 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _partitions(first: int, keys: Sequence[bytes]) -> dict[int, list[bytes]]:
+    """The keys of a command by partition, ``first`` (the first key's) first."""
+    if len(keys) == 1:
+        return {first: list(keys)}
+    out: dict[int, list[bytes]] = {first: []}
+    for key in keys:
+        out.setdefault(key_partition(key), []).append(key)
+    return out
+
+
 def _op(name: Any) -> Any:
     """A command name as the fan-out keeps it (for the script check and metrics): hashable.
 
@@ -673,16 +683,31 @@ class Pool:
         servers = self._servers
         if sum(1 for i in owners if servers[i].state is _UP) >= need:
             return owners
-        chosen = write_targets(
-            placement.preference_of_partition(partition),
-            placement.replicas,
-            need,
-            self._usable_flags(),
-        )
-        if chosen.fallbacks:
-            self._hints.add(keys, partition, chosen.fallbacks)
+        usable = self._usable_flags()
+        parts = _partitions(partition, keys)
+        if len(parts) == 1:
+            chosen = write_targets(
+                placement.preference_of_partition(partition), placement.replicas, need, usable
+            )
+            if chosen.fallbacks:
+                self._hints.add(keys, partition, chosen.fallbacks)
+                self.stats.sloppy_writes += 1
+            return chosen.servers
+        # Keys of several partitions with the same owners (one command may hold
+        # them): each partition has its own fallbacks, and a read of one key
+        # walks its own. So the write goes to the fallbacks each partition
+        # would choose, and every key is hinted at all of them.
+        fallbacks: list[int] = []
+        for p in parts:
+            chosen = write_targets(
+                placement.preference_of_partition(p), placement.replicas, need, usable
+            )
+            fallbacks.extend(i for i in chosen.fallbacks if i not in fallbacks)
+        if fallbacks:
+            for p, mine in parts.items():
+                self._hints.add(mine, p, fallbacks)
             self.stats.sloppy_writes += 1
-        return chosen.servers
+        return (*owners, *fallbacks)
 
     def _read_partition(self, partition: int, keys: Sequence[bytes]) -> tuple[int, ...]:
         placement = self._placement
@@ -698,14 +723,25 @@ class Pool:
         if previous is not None:
             index = self._previous_index
             also.extend(index[i] for i in previous._owners[partition])
+        parts = _partitions(partition, keys)
         if hints:
-            also.extend(sorted(hints.servers(keys, partition)))
-        return read_targets(
-            placement.preference_of_partition(partition),
-            placement.replicas,
-            self._usable_flags(),
-            also,
-        ).servers
+            found: set[int] = set()
+            for p, mine in parts.items():
+                found |= hints.servers(mine, p)
+            also.extend(sorted(found))
+        usable = self._usable_flags()
+        if len(parts) == 1:
+            return read_targets(
+                placement.preference_of_partition(partition), placement.replicas, usable, also
+            ).servers
+        # Keys of several partitions (same owners): the fallbacks each one's
+        # read would reach (see _write_partition).
+        out = list(owners)
+        for p in parts:
+            chosen = read_targets(placement.preference_of_partition(p), placement.replicas, usable)
+            out.extend(i for i in chosen.fallbacks if i not in out)
+        out.extend(i for i in also if i not in out)
+        return tuple(out)
 
     # -- for the CRDT layer and repair: server indices, not labels
 
