@@ -143,6 +143,27 @@ async def test_script_quorum_checked_before_anything_is_sent(
         assert await stored(redis_servers, "counter") == [None, None, None]
 
 
+@pytest.mark.parametrize("servers", [[0, 0], [1, 2, 1], [True], 0, "0", [0.0], [-1], [3]])
+async def test_server_indices_are_distinct_ints_in_range(
+    redis_servers: list[RedisServer], servers: Any
+) -> None:
+    # [0, 0] ran INCR twice on server 0, and counted twice towards a quorum;
+    # True was server 1; a bare 0 was a bare TypeError.
+    script = Script("return redis.call('INCR', KEYS[1])")
+    async with ready_pool(*urls(redis_servers)) as pool:
+        with pytest.raises(ConfigurationError):
+            await pool.execute_on(servers, "INCR", "counter")
+        with pytest.raises(ConfigurationError):
+            await pool.execute_script(script, ["counter"], servers=servers)
+        assert await stored(redis_servers, "counter") == [None, None, None]
+        assert await pool.execute_on((2, 0), "INCR", "counter") == [1, 1]
+
+
+def test_write_quorum_true_is_refused_with_placement() -> None:
+    with pytest.raises(ConfigurationError, match="write_quorum"):
+        Pool("redis://127.0.0.1:1", "redis://127.0.0.1:2", replicas=2, write_quorum=True)
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -348,7 +348,11 @@ class Pool:
             raise ConfigurationError(f"trip_after must be an int >= 1, got {trip_after!r}")
         if replicas is None:
             _count("write_quorum", write_quorum, len(servers))
-        elif not isinstance(write_quorum, int) or not 1 <= write_quorum <= replicas:
+        elif (
+            not isinstance(write_quorum, int)
+            or isinstance(write_quorum, bool)
+            or not 1 <= write_quorum <= replicas
+        ):
             raise ConfigurationError(
                 f"write_quorum must be an int in 1..{replicas} (replicas: the owners of a"
                 f" key), got {write_quorum!r}"
@@ -871,7 +875,7 @@ class Pool:
         """
         return await self._fanout(
             datas,
-            self._check_indices(targets),
+            tuple(targets),  # the CRDT layer's own choice: distinct, in range
             timeout,
             None,
             wait_for,
@@ -883,10 +887,21 @@ class Pool:
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
+        """``servers`` as distinct indices of this pool's servers.
+
+        Raises:
+            ConfigurationError: Not an iterable of ints (a bool is no index), an
+                index out of range, or one given twice (the command would run
+                twice there, and count twice towards a quorum).
+        """
+        if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
+            raise ConfigurationError(f"servers must be a sequence of indices, got {servers!r}")
         out = tuple(servers)
         for i in out:
-            if not isinstance(i, int) or not 0 <= i < len(self._servers):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self._servers):
                 raise ConfigurationError(f"no server with index {i!r}")
+        if len(set(out)) != len(out):
+            raise ConfigurationError(f"a server index is given twice in {list(out)!r}")
         return out
 
     async def execute_script(
