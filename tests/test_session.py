@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -23,10 +23,12 @@ from trio_redisha import (
     CodecError,
     CodecTypeError,
     ConfigurationError,
+    ForeignValueError,
     HashMap,
     HybridLogicalClock,
     Pool,
     QuorumError,
+    Replies,
     SessionStore,
 )
 from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
@@ -402,6 +404,77 @@ async def test_load_raises_when_no_server_answers(redis_servers: list[RedisServe
         for op in (store.save(sid, {"a": 1}), store.delete(sid), store.touch(sid)):
             with pytest.raises(QuorumError):
                 await op
+
+
+def everything_shown(exc: BaseException) -> str:
+    """All an error carries: text, repr, args, attributes (with their errors), cause, context."""
+    parts = [str(exc), repr(exc), repr(exc.args), repr(vars(exc))]
+    for value in vars(exc).values():
+        if isinstance(value, list):  # Replies: the per-server errors
+            parts += [everything_shown(e) for e in value if isinstance(e, BaseException)]
+    for linked in (exc.__cause__, exc.__context__):
+        if linked is not None:
+            parts.append(everything_shown(linked))
+    return "\n".join(parts)
+
+
+async def test_errors_never_show_the_session_id(redis_servers: list[RedisServer]) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        foreign = store.new_id()
+        for server in redis_servers:
+            await server.acommand("SET", "session:" + foreign, "junk")
+        # The CRDT layer names the key in full (right for a general key)...
+        with pytest.raises(ForeignValueError) as crdt:
+            await HashMap(pool, "session:" + foreign).get()
+        assert foreign in str(crdt.value) and crdt.value.key == "session:" + foreign
+        # ... the session layer shows the id's end only, with nothing chained.
+        ops: list[Awaitable[object]] = [
+            store.load(foreign),
+            store.save(foreign, {"a": 1}),
+            store.delete(foreign),
+        ]
+        for op in ops:
+            with pytest.raises(ForeignValueError) as info:
+                await op
+            foreign_error = info.value
+            assert foreign not in everything_shown(foreign_error)
+            assert "'session:\u2026" + foreign[-4:] + "'" in str(foreign_error)
+            assert foreign_error.key == "session:\u2026" + foreign[-4:]
+            assert foreign_error.__cause__ is None and foreign_error.__context__ is None
+
+        sid = store.new_id()
+        await store.save(sid, {"user": "ada"})
+        for server in redis_servers:
+            server.kill()
+        with pytest.raises(QuorumError) as crdt_quorum:
+            await HashMap(pool, "session:" + sid).get()
+        assert sid in str(crdt_quorum.value)
+        named: dict[str, Awaitable[object]] = {
+            "load": store.load(sid),
+            "save": store.save(sid, {"user": "bob"}),
+            "delete": store.delete(sid),
+            "touch": store.touch(sid),
+        }
+        for name, op in named.items():
+            with pytest.raises(QuorumError) as quorum:
+                await op
+            error = quorum.value
+            assert sid not in everything_shown(error), name
+            assert error.__cause__ is None and error.__context__ is None, name
+            assert isinstance(error.replies, Replies) and len(error.replies) == 3, name
+            assert error.replies.servers == crdt_quorum.value.replies.servers
+        # The load's error has the CRDT layer's attributes; its text shows the id's end.
+        with pytest.raises(QuorumError) as quorum:
+            await store.load(sid)
+        error, original = quorum.value, crdt_quorum.value
+        assert str(error) == str(original).replace(sid, "\u2026" + sid[-4:])
+        assert (error.required, error.succeeded, error.may_have_applied) == (
+            original.required,
+            original.succeeded,
+            original.may_have_applied,
+        )
+        assert [type(r) for r in error.replies] == [type(r) for r in original.replies]
 
 
 async def test_a_hedged_store_does_not_wait_for_a_hung_server(

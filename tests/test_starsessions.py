@@ -10,6 +10,7 @@ plus a frozen server change nothing for the client.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -30,7 +31,7 @@ import trio_redisha
 from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
 from tests.harness.helpers import FAST
-from trio_redisha import ConfigurationError, SessionStore
+from trio_redisha import ConfigurationError, QuorumError, SessionStore
 from trio_redisha.starsessions import METADATA_KEY, RedisHAStore
 from trio_redisha.testing import RedisServer
 
@@ -72,7 +73,9 @@ async def logout(request: Request) -> Response:
 
 
 @asynccontextmanager
-async def serving(servers: list[RedisServer]) -> AsyncIterator[tuple[str, SessionStore]]:
+async def serving(
+    servers: list[RedisServer], outer: list[Middleware] | None = None
+) -> AsyncIterator[tuple[str, SessionStore]]:
     async with trio_redisha.open_pool(*(s.url for s in servers), **FAST) as pool:
         store = SessionStore(pool, ttl=3600)
         app = Starlette(
@@ -84,6 +87,7 @@ async def serving(servers: list[RedisServer]) -> AsyncIterator[tuple[str, Sessio
                 Route("/logout", logout, methods=["POST"]),
             ],
             middleware=[
+                *(outer or []),
                 Middleware(
                     StarSessionMiddleware,
                     store=RedisHAStore(store),
@@ -171,3 +175,57 @@ async def test_a_killed_and_a_frozen_server(redis_servers: list[RedisServer]) ->
 async def test_needs_a_session_store() -> None:
     with pytest.raises(ConfigurationError):
         RedisHAStore(object())  # type: ignore[arg-type]
+
+
+class Catch:
+    """ASGI middleware keeping the error the application raised (what its traceback shows)."""
+
+    def __init__(self, app: Any, caught: list[BaseException]) -> None:
+        self.app = app
+        self.caught = caught
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            self.caught.append(exc)
+            await Response("unavailable", status_code=503)(scope, receive, send)
+
+
+def traceback_text(exc: BaseException) -> str:
+    """What a traceback of ``exc`` shows, with the repr of its attributes."""
+    parts = [*traceback.format_exception(exc), repr(vars(exc))]
+    for value in vars(exc).values():
+        if isinstance(value, list):  # Replies: the per-server errors
+            parts += [repr(e) for e in value if isinstance(e, BaseException)]
+    return "".join(parts)
+
+
+async def test_errors_reaching_the_app_never_show_the_session_id(
+    redis_servers: list[RedisServer],
+) -> None:
+    caught: list[BaseException] = []
+    outer = [Middleware(Catch, caught=caught)]
+    async with (
+        serving(redis_servers, outer) as (base, store),
+        httpx.AsyncClient(base_url=base) as client,
+    ):
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        for server in redis_servers:
+            await server.akill()
+        assert (await client.get("/")).status_code == 503
+        ha = RedisHAStore(store)
+        for op in (ha.read(sid, 3600), ha.exists(sid), ha.remove(sid)):
+            with pytest.raises(QuorumError) as info:
+                await op
+            caught.append(info.value)
+    assert len(caught) == 4 and all(isinstance(e, QuorumError) for e in caught)
+    for error in caught:
+        shown = traceback_text(error)
+        assert sid not in shown
+        assert error.__cause__ is None and error.__context__ is None
+    assert "\u2026" + sid[-4:] in str(caught[0])

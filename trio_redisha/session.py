@@ -28,6 +28,13 @@ Example::
 Values are encoded with a codec, JSON by default: session data must be
 JSON-serialisable (never pickle: whoever can write to one Redis server must not
 be able to run code in every web worker).
+
+A session id is a bearer secret: no error this module raises, nor any log line
+made of one, holds an id in full. An error of the store naming the session's
+Redis key (:class:`~trio_redisha.QuorumError`,
+:class:`~trio_redisha.ForeignValueError`...) is raised again as an error of
+the same class and attributes showing only the id's last four characters
+(``'session:…wXyZ'``), without the original chained to it.
 """
 
 from __future__ import annotations
@@ -36,13 +43,14 @@ import contextlib
 import math
 import re
 import secrets
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
 from .crdt._base import check_codec, check_ttl
 from .crdt.codecs import encode_value
-from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError
+from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError, RedisHAError
+from .replies import Replies
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -69,6 +77,72 @@ MAX_ID_LENGTH: Final = 128
 
 _ID_RE: Final = re.compile(rf"\A[A-Za-z0-9_-]{{{MIN_ID_LENGTH},{MAX_ID_LENGTH}}}\Z")
 _RAW: Final = BytesCodec()
+#: Characters of an id that errors may show (its end), after an ellipsis.
+_SHOWN: Final = 4
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _redact_id(sid: str) -> str:
+    """How errors and logs show session id ``sid``: ``"…"`` and its last four characters.
+
+    Enough to tell two sessions apart in a log, never enough to use one (an
+    id has at least 22 characters).
+    """
+    return "\u2026" + sid[-_SHOWN:]
+
+
+def _mentions(value: object, secret: str, seen: set[int]) -> bool:
+    """Whether ``value`` (a text, an error, its attributes and chain) holds ``secret``."""
+    if isinstance(value, str):
+        return secret in value
+    if isinstance(value, (bytes, bytearray)):
+        return secret.encode("utf-8") in value
+    if id(value) in seen:
+        return False
+    seen.add(id(value))
+    if isinstance(value, Replies):  # a server's reply is data; its errors are text
+        return any(_mentions(r, secret, seen) for r in value if isinstance(r, BaseException))
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v, secret, seen) for v in value)
+    if isinstance(value, BaseException):
+        linked = (value.__cause__, value.__context__, *value.args, *vars(value).values())
+        return any(_mentions(v, secret, seen) for v in linked)
+    return False
+
+
+def _scrub(value: Any, secret: str, shown: str) -> Any:
+    """``value`` with every ``secret`` in it (in text, errors and lists) replaced by ``shown``."""
+    if isinstance(value, str):
+        return value.replace(secret, shown)
+    if isinstance(value, (bytes, bytearray)):
+        return type(value)(value.replace(secret.encode("utf-8"), shown.encode("utf-8")))
+    if isinstance(value, BaseException):
+        return _redacted_error(value, secret, shown)
+    if isinstance(value, Replies):
+        entries = (_scrub(r, secret, shown) if isinstance(r, BaseException) else r for r in value)
+        return Replies(entries, value.servers)
+    if type(value) in (list, tuple):
+        return type(value)(_scrub(v, secret, shown) for v in value)
+    return value
+
+
+def _redacted_error(exc: _E, secret: str, shown: str) -> _E:
+    """``exc`` itself if it never mentions ``secret``; else a copy that does not.
+
+    The copy is of the same class, with the same attributes (``replies``,
+    ``may_have_applied``, ``key``...) where ``secret`` is replaced by ``shown``,
+    and no cause or context (they are what named it).
+    """
+    if not _mentions(exc, secret, set()):
+        return exc
+    cls = type(exc)
+    copy = cls.__new__(cls)
+    copy.args = tuple(_scrub(a, secret, shown) for a in exc.args)
+    for name, value in vars(exc).items():
+        setattr(copy, name, _scrub(value, secret, shown))
+    return copy
 
 
 class Session(dict[str, Any]):
@@ -272,6 +346,21 @@ class SessionStore:
             hedged=self._hedged,
         )
 
+    async def _guarded(self, sid: str, call: Awaitable[_T]) -> _T:
+        """Await ``call`` (a store operation on ``sid``); its errors never show ``sid``.
+
+        An error naming the session (its Redis key holds the id) is raised
+        again redacted (see ``_redact_id``), from None and outside the handler,
+        so that neither its ``__cause__`` nor its ``__context__`` holds the id.
+        """
+        try:
+            return await call
+        except RedisHAError as exc:
+            error = _redacted_error(exc, sid, _redact_id(sid))
+            if error is exc:
+                raise
+        raise error from None
+
     # -- operations
 
     async def load(self, sid: str) -> Session:
@@ -293,7 +382,7 @@ class SessionStore:
         session = Session()
         if not self.is_valid_id(sid):
             return session
-        raw: dict[str, bytes] = await self._map(sid).get()
+        raw: dict[str, bytes] = await self._guarded(sid, self._map(sid).get())
         for name, data in raw.items():
             try:
                 session[name] = self._codec.decode(data)
@@ -351,7 +440,7 @@ class SessionStore:
             changed = {k: v for k, v in encoded.items() if before.get(k) != v}
             removed = [k for k in before if k not in encoded]
         if changed or removed:
-            await self._map(sid).update(changed, delete=removed)
+            await self._guarded(sid, self._map(sid).update(changed, delete=removed))
         else:
             await self.touch(sid)
         if isinstance(data, Session):
@@ -380,8 +469,8 @@ class SessionStore:
         # Observe every timestamp held, so the clear is later than all of them.
         # If no server answers, the clear below says so (QuorumError).
         with contextlib.suppress(QuorumError):
-            await m.get()
-        await m.clear()
+            await self._guarded(sid, m.get())
+        await self._guarded(sid, m.clear())
 
     async def touch(self, sid: str) -> None:
         """Give session ``sid`` ``ttl`` seconds of life again (sliding expiry).
@@ -399,10 +488,13 @@ class SessionStore:
         if quorum is None:
             quorum = context_for(self._pool).write_quorum
         # With placement, the quorum also routes: fallbacks stand in for owners down.
-        await self._pool.execute(
-            "PEXPIRE",
-            self._prefix + sid,
-            max(1, math.ceil(self._ttl * 1000)),
-            timeout=self._timeout,
-            quorum=quorum,
+        await self._guarded(
+            sid,
+            self._pool.execute(
+                "PEXPIRE",
+                self._prefix + sid,
+                max(1, math.ceil(self._ttl * 1000)),
+                timeout=self._timeout,
+                quorum=quorum,
+            ),
         )
