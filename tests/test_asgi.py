@@ -9,6 +9,8 @@ another frozen, and every server gone (503).
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -31,7 +33,7 @@ from tests.harness.asgi_server import serve_asgi
 from tests.harness.helpers import FAST
 from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
 from trio_redisha import ConfigurationError, SessionStore
-from trio_redisha.asgi import SessionMiddleware, rotate_session
+from trio_redisha.asgi import MAX_COOKIE_IDS, SessionMiddleware, rotate_session
 from trio_redisha.testing import RedisServer
 
 COOKIE = "sid"
@@ -298,6 +300,70 @@ async def test_no_server_answers_503_never_an_empty_session(
             assert "set-cookie" not in r.headers
             # Nothing to save: served as usual.
             assert (await fresh.get("/static")).status_code == 200
+
+
+#: A Redis key of a session showing its id (22 characters or more): never logged.
+FULL_KEY = re.compile(r"session:[A-Za-z0-9_-]{22}")
+
+
+async def test_logs_never_show_a_session_id(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_redisha")
+    async with serving(redis_servers) as (base, store):
+        # A key holding something else than a session: replaced by a new one, logged.
+        foreign = store.new_id()
+        for server in redis_servers:
+            await server.acommand("SET", "session:" + foreign, "junk")
+        async with client_with(base, foreign) as client:
+            r = await client.post("/set", params={"a": "1"})
+            assert r.status_code == 200 and sid_of(client) != foreign
+            sid = sid_of(client)
+        assert "unreadable session replaced" in caplog.text
+        # No quorum: the load (503), a save under a new id (503) and a touch fail.
+        for server in redis_servers:
+            await server.akill()
+        async with client_with(base, sid) as client:
+            r = await client.get("/")
+            assert r.status_code == 503
+        async with httpx.AsyncClient(base_url=base) as fresh:
+            assert (await fresh.post("/set", params={"b": "2"})).status_code == 503
+    logged = caplog.text
+    assert "session store unavailable, answering 503" in logged
+    assert "session not saved, answering 503" in logged
+    for secret in (foreign, sid):
+        assert secret not in logged and "\u2026" + secret[-4:] in logged
+    assert not FULL_KEY.search(logged)  # nor the id made for the fresh client
+
+
+async def test_many_session_cookies_cost_a_few_lookups(redis_servers: list[RedisServer]) -> None:
+    async def commands() -> list[int]:
+        stats = [await s.ainfo("stats") for s in redis_servers]
+        return [int(info["total_commands_processed"]) for info in stats]
+
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1"})
+        known = sid_of(client)
+
+        async def get(*ids: str) -> httpx.Response:
+            header = "; ".join(f"{COOKIE}={i}" for i in ids)
+            async with httpx.AsyncClient(base_url=base, headers={"cookie": header}) as c:
+                return await c.get("/")
+
+        unknown = [f"A{i:021d}" for i in range(300)]  # well-formed, unknown ids
+        for ids in (unknown, [unknown[0]] * 300):
+            before = await commands()
+            r = await get(*ids)
+            after = await commands()
+            assert r.status_code == 200 and r.json() == {}
+            # At most MAX_COOKIE_IDS loads (each a few commands), not 300.
+            assert all(a - b <= 5 * MAX_COOKIE_IDS for a, b in zip(after, before, strict=True))
+        # The first id the store knows still wins; a repeated id is tried once.
+        assert (await get(*[unknown[0]] * 300, known)).json() == {"a": "1"}
+        assert (await get(*unknown[: MAX_COOKIE_IDS - 1], known)).json() == {"a": "1"}
+        # Past MAX_COOKIE_IDS distinct ids, the others are not looked up.
+        assert (await get(*unknown[:MAX_COOKIE_IDS], known)).json() == {}
+        assert await store.load(known) == {"a": "1"}
 
 
 async def test_on_unavailable_answers_instead(redis_servers: list[RedisServer]) -> None:

@@ -8,6 +8,8 @@ server change nothing, and with every server gone the answer is 503.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from quart import request, session
+import trio_websocket
+from quart import request, session, websocket
 from quart_trio import QuartTrio
 
 import trio_redisha
@@ -69,6 +72,12 @@ def make_app(store: SessionStore) -> QuartTrio:
     async def fail() -> tuple[str, int]:
         session["broken"] = "yes"
         return "boom", 500
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        app.config["WS_VIEW_RAN"] = True
+        await websocket.accept()
+        await websocket.send(f"user={session.get('user')}")
 
     return app
 
@@ -154,3 +163,83 @@ async def test_killed_frozen_and_all_gone(redis_servers: list[RedisServer]) -> N
 async def test_needs_a_session_store() -> None:
     with pytest.raises(ConfigurationError):
         RedisHASessionInterface(object())  # type: ignore[arg-type]
+
+
+async def test_unavailable_store_refuses_a_websocket(redis_servers: list[RedisServer]) -> None:
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        app = make_app(store)
+        async with serve_asgi(app) as base, httpx.AsyncClient(base_url=base) as client:
+            await client.post("/set", params={"user": "ada"})
+            sid = sid_of(client)
+            url = base.replace("http://", "ws://") + "/ws"
+            cookie = [(b"cookie", f"{COOKIE}={sid}".encode())]
+            async with trio_websocket.open_websocket_url(url, extra_headers=cookie) as conn:
+                assert await conn.get_message() == "user=ada"  # store up: served
+            for server in redis_servers:
+                await server.akill()
+            app.config["WS_VIEW_RAN"] = False
+            # Hypercorn sends an HTTP response in place of the handshake: the 503.
+            with pytest.raises(trio_websocket.ConnectionRejected) as info:
+                async with trio_websocket.open_websocket_url(url, extra_headers=cookie):
+                    pass
+            assert info.value.status_code == 503
+            assert (b"retry-after", b"1") in [(k.lower(), v) for k, v in info.value.headers]
+            assert app.config["WS_VIEW_RAN"] is False
+        # A server without that extension: closed with 1013, as SessionMiddleware does.
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"localhost"), *cookie],
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+            "extensions": {},
+        }
+        sent: list[dict[str, Any]] = []
+        connected = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await trio.sleep_forever()
+            raise AssertionError  # pragma: no cover
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asgi: Any = app  # a hand-made scope and callables, typed loosely
+        with trio.fail_after(5):
+            await asgi(scope, receive, send)
+        assert [m["type"] for m in sent] == ["websocket.close"] and sent[0]["code"] == 1013
+        assert app.config["WS_VIEW_RAN"] is False
+
+
+async def test_load_failure_503_has_retry_after_and_logs_no_id(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_redisha")
+    async with serving(redis_servers) as (base, _), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"a": "1"})
+        sid = sid_of(client)
+        for server in redis_servers:
+            await server.akill()
+        caplog.clear()
+        r = await client.get("/")  # cannot load: 503 before the view runs
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "set-cookie" not in r.headers
+        async with httpx.AsyncClient(base_url=base) as fresh:
+            r = await fresh.post("/set", params={"c": "3"})  # cannot save (a new id): 503
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    logged = caplog.text
+    assert "session store unavailable" in logged and "session not saved" in logged
+    assert sid not in logged and "\u2026" + sid[-4:] in logged
+    assert not re.search(r"session:[A-Za-z0-9_-]{22}", logged)  # nor the new session's

@@ -14,7 +14,10 @@ It imports no web framework: it speaks ASGI 3 only. Its choices:
 * **Ids are unguessable and never chosen by the client.** An id is 256 random
   bits (:meth:`SessionStore.new_id`); a cookie that does not look like one is
   ignored without touching Redis, and a well-formed id that the store does not
-  know starts a fresh session under a *new* id (no session fixation).
+  know starts a fresh session under a *new* id (no session fixation). At most
+  :data:`MAX_COOKIE_IDS` distinct ids of one request are looked up.
+* **Ids never appear in logs or errors** (they are bearer secrets): only their
+  last four characters do.
 * **Nothing is written, and no cookie set, for a session left empty.** A
   session emptied by the request (``session.clear()``: logout) is deleted on
   every server and its cookie expired.
@@ -56,6 +59,7 @@ from .session import Session, SessionStore
 
 __all__ = [
     "DEFAULT_COOKIE_NAME",
+    "MAX_COOKIE_IDS",
     "ROTATE_KEY",
     "UNAVAILABLE",
     "SessionCookie",
@@ -85,6 +89,11 @@ _STATE_KEY: Final = "trio_redisha.session_state"
 _TOKEN_RE: Final = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _SAME_SITE: Final = {"lax": "Lax", "strict": "Strict", "none": "None"}
 _EXPIRED: Final = "Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+
+#: The most distinct session ids one request's cookies may make the store look
+#: up: the first ones, in the order sent (a browser sends more than one only
+#: when cookies of other paths or domains share the name).
+MAX_COOKIE_IDS: Final = 4
 
 #: The errors that mean "the store cannot be reached now": answered with 503.
 #: Others (a value that cannot be encoded: the application's bug) propagate.
@@ -235,17 +244,25 @@ class SessionCookie:
 async def load_session(store: SessionStore, ids: Iterable[str]) -> tuple[str | None, Session]:
     """The session of the first of ``ids`` that the store knows, with its id.
 
-    Ids that do not look like session ids are skipped without touching Redis.
-    None known (or none given): ``(None, Session())``, a new session that gets
-    a new id once it holds something (never one the client chose). A session
-    that is not this store's to read is replaced by a new one (logged).
+    Ids that do not look like session ids are skipped without touching Redis,
+    a repeated id is tried once, and at most :data:`MAX_COOKIE_IDS` distinct
+    well-formed ids are looked up (the others are ignored): a request cannot
+    make the store read more than that many sessions, however many cookies it
+    sends. None known (or none given): ``(None, Session())``, a new session
+    that gets a new id once it holds something (never one the client chose).
+    A session that is not this store's to read is replaced by a new one
+    (logged, without its id).
 
     Raises:
         QuorumError: The store could not be read (see :data:`UNAVAILABLE`).
     """
+    tried: set[str] = set()
     for sid in ids:
-        if not store.is_valid_id(sid):
-            continue  # never sent to Redis
+        if not store.is_valid_id(sid) or sid in tried:
+            continue  # never sent to Redis (again)
+        if len(tried) >= MAX_COOKIE_IDS:
+            break
+        tried.add(sid)
         try:
             session = await store.load(sid)
         except (ForeignValueError, CodecError) as exc:

@@ -15,8 +15,10 @@ cookie is ``HttpOnly; SameSite=Lax; Secure`` by default (Quart's own
 the store does not know is never adopted; ``session.clear()`` deletes the
 session on every server; ``session.rotate()`` after a login moves it to a new
 id; a 5xx response saves nothing; and when no quorum can be met the answer is
-503 (:meth:`RedisHASessionInterface.init_app` installs the check that answers
-it before the view runs; a save that fails turns the response into the 503).
+503 with ``Retry-After`` (:meth:`RedisHASessionInterface.init_app` installs the
+checks that answer it before the view runs, and close a websocket with 1013;
+a save that fails turns the response into the 503). Session ids never appear
+in its log lines.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from flask.sessions import SessionMixin
-from quart import abort, session
+from quart import session, websocket
 from quart.sessions import SessionInterface
+from werkzeug.exceptions import ServiceUnavailable
 
 from .asgi import DEFAULT_COOKIE_NAME, UNAVAILABLE, SessionCookie, commit_session, load_session
 from .exceptions import ConfigurationError
@@ -42,6 +45,7 @@ __all__ = ["RedisHASession", "RedisHASessionInterface"]
 logger = logging.getLogger("trio_redisha.quart")
 
 _UNAVAILABLE_BODY = b"session store unavailable\n"
+_RETRY_AFTER = 1
 
 
 class RedisHASession(Session, SessionMixin):
@@ -129,21 +133,44 @@ class RedisHASessionInterface(SessionInterface):
         return f"<RedisHASessionInterface {self.cookie!r} on {self.store!r}>"
 
     def init_app(self, app: Quart) -> None:
-        """Make this the app's session interface, answering 503 when the store is unreachable."""
+        """Make this the app's session interface, refusing what the store cannot serve.
+
+        When the session cannot be loaded, the view does not run:
+
+        * a request is answered ``503 Service Unavailable`` with
+          ``Retry-After: 1`` (Quart's 503 page, or the app's own
+          ``errorhandler(503)``);
+        * a websocket is refused: closed with code 1013 ("Try Again Later"),
+          as :class:`~trio_redisha.asgi.SessionMiddleware` closes it, or, when
+          the server can send an HTTP response in place of the handshake (the
+          ASGI ``websocket.http.response`` extension, which Hypercorn and
+          Quart's test client offer), answered with that same 503.
+        """
         app.session_interface = self  # type: ignore[assignment]  # Quart types its default
 
-        async def check_session() -> None:
+        async def check_request() -> None:
             if getattr(session, "unavailable", False):
-                abort(503)
+                raise ServiceUnavailable(retry_after=_RETRY_AFTER)
 
-        app.before_request(check_session)
+        async def check_websocket() -> None:
+            if not getattr(session, "unavailable", False):
+                return
+            extensions = websocket.scope.get("extensions") or {}
+            if "websocket.http.response" not in extensions:
+                # Quart would close with 1000 ("normal"): say "try again later".
+                # It sends nothing more for a websocket already closed.
+                await websocket.close(1013)
+            raise ServiceUnavailable(retry_after=_RETRY_AFTER)
+
+        app.before_request(check_request)
+        app.before_websocket(check_websocket)
 
     async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> RedisHASession:
         """Load the request's session (a new one if its cookie opens none).
 
         When the store cannot be read, the session is an empty placeholder
-        marked ``unavailable``, which is never saved (the check installed by
-        :meth:`init_app` answers 503 before the view runs).
+        marked ``unavailable``, which is never saved (the checks installed by
+        :meth:`init_app` refuse the request or websocket before the view runs).
         """
         raw = request.scope.get("headers", ())
         try:
@@ -183,7 +210,7 @@ class RedisHASessionInterface(SessionInterface):
             response.status_code = 503
             response.headers.pop("Set-Cookie", None)
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            response.headers["Retry-After"] = "1"
+            response.headers["Retry-After"] = str(_RETRY_AFTER)
             response.set_data(_UNAVAILABLE_BODY)
             return
         if cookie is not None:
