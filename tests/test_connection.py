@@ -44,6 +44,7 @@ from trio_redisha import (
     ReplyError,
     ServerTimeout,
     ServerUnavailable,
+    UnsupportedCommand,
     connect,
     open_connection,
     parse_server,
@@ -1237,6 +1238,36 @@ async def test_backlog_and_stall_options_are_checked(
         with pytest.raises(ConfigurationError, match=option):
             async with open_connection(redis_server.url, **options) as conn:
                 await conn.execute("PING")
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SUBSCRIBE", "a", "b"),
+        (b"psubscribe", "n*"),
+        ("SSUBSCRIBE", "s"),
+        ("UNSUBSCRIBE",),
+        (bytearray(b"MONITOR"),),
+        ("CLIENT", "REPLY", "OFF"),
+        ("client", b"reply", "skip"),
+    ],
+)
+async def test_commands_whose_replies_are_not_one_per_command_are_refused(
+    redis_server: RedisServer, protocol: int, command: tuple[Any, ...]
+) -> None:
+    # The pool sent users here for them. Over RESP3 SUBSCRIBE waited for the stall
+    # watchdog (its confirmation is a push); over RESP2 a second channel's
+    # confirmation was "a reply nobody asked for" and broke the connection.
+    with trio.fail_after(DEADLINE):
+        async with open_connection(f"{redis_server.url}?protocol={protocol}") as conn:
+            with pytest.raises(UnsupportedCommand, match="not one per command"):
+                await conn.execute(*command)
+            assert await conn.execute("PING") in ("PONG", b"PONG")
+            # Their blocking or stateful neighbours do run on a dedicated connection.
+            assert await conn.execute("BLPOP", "nothing", "0.01") is None
+            assert await conn.execute("CLIENT", "REPLY", "ON") in ("OK", b"OK")
+    assert decode_reply(redis_server.command("PUBSUB", "NUMSUB", "a")) == [b"a", 0]
 
 
 async def test_busy_polling_pauses_after_misses_then_tries_again() -> None:

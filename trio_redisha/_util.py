@@ -6,13 +6,23 @@ import math
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["is_cancellation", "open_owned_nursery", "quantile", "sole_exception"]
+__all__ = ["is_cancellation", "open_owned_nursery", "quantile", "sole_exception", "word"]
+
+
+def word(arg: Any) -> str | None:
+    """An argument as an upper-case word, whatever text type it came as; else None."""
+    if isinstance(arg, str):
+        return arg.upper()
+    if isinstance(arg, (bytes, bytearray, memoryview)):
+        return bytes(arg).decode("latin-1").upper()
+    return None
 
 
 def is_cancellation(exc: BaseException) -> bool:

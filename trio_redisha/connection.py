@@ -49,7 +49,7 @@ from typing import Any, Final
 
 import trio
 
-from ._util import is_cancellation, open_owned_nursery
+from ._util import is_cancellation, open_owned_nursery, word
 from .config import ServerSpec, parse_server
 from .exceptions import (
     AuthenticationError,
@@ -60,6 +60,7 @@ from .exceptions import (
     ReplyError,
     ServerTimeout,
     ServerUnavailable,
+    UnsupportedCommand,
 )
 from .resp import DEFAULT_LIMITS, NEED_DATA, Limits, Parser, Push, encode_command, make_parser
 
@@ -155,6 +156,47 @@ def check_limits(value: object) -> Limits:
             f"limits must be a trio_redisha.Limits, got {type(value).__name__}"
         )
     return value
+
+
+#: Commands whose replies are not one per command (a confirmation per channel,
+#: then messages; a stream of events; none at all): a connection pairs each
+#: command with one reply, so none of them can run on one, a dedicated one
+#: included.
+_NOT_ONE_REPLY: Final = frozenset(
+    {
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
+    }
+)  # fmt: skip
+
+
+def check_dedicated(args: Sequence[Any]) -> None:
+    """Refuse a command whose replies are not one per command.
+
+    Publish/subscribe, ``MONITOR``, replication and ``CLIENT REPLY OFF|SKIP``
+    break the pairing of each command with one reply (a reply nobody asked
+    for, or none at all), on any connection.
+
+    Raises:
+        UnsupportedCommand: The command is one of those.
+    """
+    name = word(args[0]) if args else None
+    if name is not None:
+        check_one_reply(name, args)
+
+
+def check_one_reply(name: str, args: Sequence[Any]) -> None:
+    """:func:`check_dedicated` for a caller that has the upper-case ``name`` already."""
+    if name in _NOT_ONE_REPLY or (
+        name == "CLIENT"
+        and len(args) > 2
+        and word(args[1]) == "REPLY"
+        and word(args[2]) in ("OFF", "SKIP")
+    ):
+        raise UnsupportedCommand(
+            f"{name}: its replies are not one per command, which no trio-redisha "
+            "connection can carry (use a publish/subscribe client for it)"
+        )
 
 
 def check_stall_timeout(value: object) -> float:
@@ -715,7 +757,10 @@ class Connection:
             ReplyError: The server answered with an error.
             ServerTimeout: No reply before ``timeout``; the reply will be discarded.
             ServerUnavailable: The connection is closed or broke.
+            UnsupportedCommand: The command's replies are not one per command
+                (``SUBSCRIBE``, ``MONITOR``...); nothing was sent.
         """
+        check_dedicated(args)
         data = encode_command(args)
         # Trio's rule: a call that raises Cancelled did nothing. Past this point
         # the command is queued, and a cancellation only stops the waiting.

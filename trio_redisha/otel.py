@@ -37,9 +37,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ._util import word
 from .connection import DONE, FAILED, Slot
 from .exceptions import ReplyError
-from .pool._guard import word
 from .pool._server import ServerState
 
 if TYPE_CHECKING:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from .._util import word
+from ..connection import check_one_reply
 from ..exceptions import UnsupportedCommand
 
 __all__ = ["check_command", "word"]
@@ -35,15 +37,6 @@ _STATEFUL: Final = frozenset(
 _STATEFUL_CLIENT: Final = frozenset({"REPLY", "TRACKING", "SETNAME", "KILL", "PAUSE"})
 
 
-def word(arg: Any) -> str | None:
-    """An argument as an upper-case word, whatever text type it came as; else None."""
-    if isinstance(arg, str):
-        return arg.upper()
-    if isinstance(arg, (bytes, bytearray, memoryview)):
-        return bytes(arg).decode("latin-1").upper()
-    return None
-
-
 def check_command(args: Sequence[Any]) -> None:
     """Refuse a command that cannot run on a shared connection.
 
@@ -56,6 +49,7 @@ def check_command(args: Sequence[Any]) -> None:
     name = word(args[0])
     if name is None:
         return  # not text: the encoder reports the bad type
+    check_one_reply(name, args)
     if name in _STATEFUL or (
         name == "CLIENT" and len(args) > 1 and word(args[1]) in _STATEFUL_CLIENT
     ):
