@@ -8,6 +8,7 @@ two pools, each with its own actor id and clock.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -627,3 +628,26 @@ async def test_a_session_carried_into_another_store_is_saved_whole(
         del again["cart"]
         await SessionStore(p0, prefix="old:").save(sid, again)
         assert await old.load(sid) == {"user": "alice", "theme": "blue", "n": 1}
+
+
+async def test_the_librarys_debug_lines_never_show_a_session_id(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CRDT and pool layers name keys at debug level (a read repair that
+    # failed, a background task's traceback); a session's key holds its id.
+    async with trio_redisha.open_pool(*urls(redis_servers), **FAST) as pool:
+        store = SessionStore(pool, prefix="app:s:")
+        sid = store.new_id()
+        key = store.key(sid)
+        caplog.set_level(logging.DEBUG, logger="trio_redisha")
+        logging.getLogger("trio_redisha.crdt").debug("read repair of %r failed: %s", key, key)
+        try:
+            raise RuntimeError(f"HGETALL {key!r}")
+        except RuntimeError:
+            logging.getLogger("trio_redisha.pool").exception("background task failed")
+        other = "x" * 30
+        logging.getLogger("trio_redisha.crdt").debug("plain key %r", other)
+    text = caplog.text
+    assert sid not in text
+    assert text.count("app:s:\u2026" + sid[-4:]) >= 3  # shown by its last characters
+    assert other in text  # keys that are not sessions' are shown as they are

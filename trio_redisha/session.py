@@ -40,6 +40,7 @@ the same class and attributes showing only the id's last four characters
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 import secrets
@@ -143,6 +144,51 @@ def _redacted_error(exc: _E, secret: str, shown: str) -> _E:
     for name, value in vars(exc).items():
         setattr(copy, name, _scrub(value, secret, shown))
     return copy
+
+
+class _IdFilter(logging.Filter):
+    """Shows the session ids in the library's own log lines as :func:`_redact_id` does.
+
+    The CRDT and pool layers log keys at debug level (a read repair that
+    failed...), and a session's key holds its id. Each :class:`SessionStore`
+    registers its prefix; a record naming ``<prefix><id>`` is rewritten, its
+    traceback text too. Records of other loggers are not touched.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._prefixes: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, prefix: str) -> None:
+        if prefix in self._prefixes:
+            return
+        self._prefixes.add(prefix)
+        alternatives = "|".join(re.escape(p) for p in sorted(self._prefixes, key=len, reverse=True))
+        self._pattern = re.compile(
+            rf"({alternatives})([A-Za-z0-9_-]{{{MIN_ID_LENGTH},{MAX_ID_LENGTH}}})"
+        )
+
+    def _redact(self, text: str) -> str:
+        assert self._pattern is not None
+        return self._pattern.sub(lambda m: m.group(1) + _redact_id(m.group(2)), text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._pattern is None:
+            return True
+        message = record.getMessage()
+        shown = self._redact(message)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+#: One filter for every store, on the loggers that name keys.
+_ID_FILTER: Final = _IdFilter()
+for _name in ("trio_redisha.crdt", "trio_redisha.pool"):
+    logging.getLogger(_name).addFilter(_ID_FILTER)
 
 
 class Session(dict[str, Any]):
@@ -262,6 +308,7 @@ class SessionStore:
         self._pool = pool
         self._ttl = float(ttl)
         self._prefix = prefix
+        _ID_FILTER.add(prefix)
         if codec is not None:
             check_codec(codec)
         self._codec: Codec = JSONCodec() if codec is None else codec
