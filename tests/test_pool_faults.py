@@ -277,6 +277,11 @@ async def test_hedged_read_returns_on_first_reply_and_leaks_nothing(
                 assert "hedged" in str(replies[2])
             replies = await pool.execute("GET", "h", wait_for=2)
             assert replies[:2] == [b"v", b"v"]
+            # Waited for (wait_for=3) until the deadline: not "not awaited".
+            replies = await pool.execute("GET", "h", wait_for=3, timeout=0.2)
+            assert replies[:2] == [b"v", b"v"]
+            assert isinstance(replies[2], ServerTimeout)
+            assert "did not reply within 0.2 s" in str(replies[2])
             before = pool.status()[2].replies
         finally:
             await victim.athaw()

@@ -1187,7 +1187,13 @@ class Pool:
                 entry.detach()
                 out.append(
                     self._missed(
-                        servers[idx], entry, watch_until or deadline, wait_for, timeout, late
+                        servers[idx],
+                        entry,
+                        watch_until or deadline,
+                        wait_for,
+                        timeout,
+                        late,
+                        waiter.ok < waiter.need,
                     )
                 )
         stats = self.stats
@@ -1241,15 +1247,21 @@ class Pool:
         wait_for: int | None,
         timeout: float | None,
         late: LateHook | None = None,
+        expired: bool = True,
     ) -> ServerTimeout:
-        """The entry of a server whose reply had not arrived when the call returned."""
+        """The entry of a server whose reply had not arrived when the call returned.
+
+        ``expired``: the call returned at its deadline, not because enough
+        replies came (a hedged read's entries then say it was waited for).
+        """
+        seconds = self.timeout if timeout is None else timeout
         if wait_for is not None:
             self._watch_late(server, slot, deadline, late)
+            if expired:
+                return ServerTimeout(f"{server.label} did not reply within {seconds} s")
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
-        return ServerTimeout(
-            f"{server.label} did not reply within {self.timeout if timeout is None else timeout} s"
-        )
+        return ServerTimeout(f"{server.label} did not reply within {seconds} s")
 
     def _notify_settled(self) -> None:
         self._settled_any.set()
