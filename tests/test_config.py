@@ -133,6 +133,15 @@ def test_unix_socket_refuses_tls_options(query: str) -> None:
     assert "rediss://" in text, text
 
 
+@pytest.mark.parametrize("url", [f"unix:/:{SECRET}@/tmp/r.sock", f"unix:{SECRET}@/tmp/r.sock"])
+def test_credentials_mistyped_into_a_socket_path_are_refused_unquoted(url: str) -> None:
+    # One slash: urllib sees no netloc, and the password became part of the path,
+    # shown by every label and error after.
+    text = _config_error(url)
+    assert SECRET not in text and "unix://:password@" in text, text
+    assert parse_server(f"unix://:{SECRET}@/tmp/r.sock").password == SECRET
+
+
 # --------------------------------------------------------------------------- fields
 
 

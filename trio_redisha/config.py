@@ -239,6 +239,13 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     if scheme == "unix":
         if not parts.path:
             raise ConfigurationError(f"{_redact(url)!r} names no socket path")
+        if "@" in parts.path:
+            # unix:/:pw@/path (one slash) puts the credentials in the path, which
+            # labels and errors then show: refuse it, and never quote it.
+            raise ConfigurationError(
+                f"the socket path of {_redact(url)!r} holds '@': credentials go before "
+                "the path, as in unix://:password@/path/to/redis.sock"
+            )
         return ServerSpec(
             host=None,
             port=0,
