@@ -326,6 +326,27 @@ def test_dead_entries_are_dropped_by_writes_and_never_outnumber_live_ones(
     check_tree(c, live)
 
 
+def test_dead_entries_across_many_segments_stay_a_few_per_segment(
+    clients: list[Client],
+) -> None:
+    # Sessions spread over thousands of segments, most holding one key or none:
+    # a segment's dead entries go when a later write to it probes, so across the
+    # index they stay a few per segment written to, however many rounds of keys
+    # expire there (docs/consistency.md), rather than one per key ever written.
+    c = clients[0]
+    segments = 200
+    tags = [b"{seg%d}" % j for j in range(segments)]
+    partitions = {key_partition(t) for t in tags}
+    rounds = 24
+    for r in range(rounds):
+        for t in tags:
+            key = t + b":%d" % r
+            run(c, LWW_MERGE, key, b"map:1", 3_600_000, b"f:x", b"%d:a:+" % (r + 1))
+            c("DEL", key)  # as if it had expired
+    dead = sum(len(tree_of(c, p)[0]) for p in partitions)
+    assert dead <= 8 * len(partitions) < rounds * segments // 2, dead
+
+
 async def test_expired_keys_leave_the_index(redis_servers: list[RedisServer]) -> None:
     c = Client(redis_servers[0].port)
     try:

@@ -30,10 +30,12 @@ restarted empty or from an old snapshot) is caught up with in two ways:
   entries of its segment and drops those whose key no longer exists: three
   probes per such write on average. If every key that expires was written
   with its expiry at least once, dead entries appear at most once per such
-  write and are found at three times the rate of their share of the index,
-  so they settle at no more than half the live ones, whatever the churn:
-  nothing grows without bound. (Keys without an expiry only go by hand, and
-  the sweep below finds those.)
+  write and are found at three times the rate of their share of the segment,
+  so in a segment they settle at no more than half its live ones plus the
+  few written since its last probing write: across the index, half the live
+  entries plus a few per segment, whatever the churn: nothing grows without
+  bound. (Keys without an expiry only go by hand, and the sweep below finds
+  those.)
 * by the walker (:mod:`trio_redisha.crdt._treewalk`): the segment digests it
   compares (:data:`~trio_redisha.crdt._scripts.SEGMENTS`) are computed after
   dropping the entries of keys that no longer exist, and
