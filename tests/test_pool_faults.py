@@ -256,6 +256,23 @@ async def test_one_server_fails_during_concurrent_workload(
 # --------------------------------------------------------------------------- hedged reads
 
 
+async def test_replies_of_a_hedged_read_not_awaited_still_count_as_received(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with ready_pool(*urls(redis_servers), timeout=2.0) as pool:
+        await pool.set("h", "v")
+        expected, received = pool.stats.replies_expected, pool.stats.replies_received
+        for _ in range(50):
+            await pool.execute("GET", "h", wait_for=1)
+        # Every server answered in time: the ones the calls did not wait for are
+        # recorded by the tasks watching for them. (They went uncounted: a
+        # healthy fleet looked as if it lost a third of its replies.)
+        await wait_until(
+            holds(lambda: pool.stats.replies_received - received == 150), what="late replies"
+        )
+        assert pool.stats.replies_expected - expected == 150
+
+
 async def test_hedged_read_returns_on_first_reply_and_leaks_nothing(
     redis_servers: list[RedisServer],
 ) -> None:

@@ -1331,6 +1331,7 @@ class Pool:
             slot.detach()
         if slot.state is DONE:
             server.replied(slot)
+            self.stats.replies_received += 1  # in time, though not awaited
             if late is not None and not self._closing:
                 try:
                     late(slot.index, slot.value)
