@@ -142,6 +142,22 @@ def test_credentials_mistyped_into_a_socket_path_are_refused_unquoted(url: str) 
     assert parse_server(f"unix://:{SECRET}@/tmp/r.sock").password == SECRET
 
 
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b", ".a", "foo\udcff"])
+def test_host_names_no_resolver_can_look_up_are_refused(host: str) -> None:
+    # Each made every connect fail with the idna codec's bare UnicodeError, which
+    # took a whole pool down with it.
+    assert "invalid host name" in _config_error(f"redis://{host}:6379")
+    with pytest.raises(ConfigurationError, match="invalid host name"):
+        parse_server((host, 6379))
+
+
+def test_host_names_and_addresses_that_resolve_are_accepted() -> None:
+    for host in ("localhost", "redis-1.internal.", "my_host", "b\u00fccher.example", "a" * 63):
+        assert parse_server(f"redis://{host}:6379").host == host
+    assert parse_server("redis://[::1]:6379").host == "::1"
+    assert parse_server(("fe80::1%eth0", 6379)).port == 6379
+
+
 # --------------------------------------------------------------------------- fields
 
 

@@ -49,6 +49,7 @@ from trio_redisha import (
     open_connection,
     parse_server,
 )
+from trio_redisha.config import ServerSpec
 from trio_redisha.connection import (
     _READER,
     _SOLO,
@@ -1268,6 +1269,13 @@ async def test_commands_whose_replies_are_not_one_per_command_are_refused(
             assert await conn.execute("BLPOP", "nothing", "0.01") is None
             assert await conn.execute("CLIENT", "REPLY", "ON") in ("OK", b"OK")
     assert decode_reply(redis_server.command("PUBSUB", "NUMSUB", "a")) == [b"a", 0]
+
+
+async def test_a_hand_made_spec_with_a_host_no_resolver_can_encode_is_unavailable() -> None:
+    spec = ServerSpec(host="a" * 64 + ".example", port=6379)  # parse_server refuses it
+    with trio.fail_after(DEADLINE):
+        with pytest.raises(ServerUnavailable, match="cannot connect"):
+            await connect(spec)
 
 
 async def test_busy_polling_pauses_after_misses_then_tries_again() -> None:

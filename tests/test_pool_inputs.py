@@ -336,3 +336,14 @@ async def test_connect_stream_refuses_bad_limits_before_the_handshake(limits: An
         await connect_stream(client, "redis://127.0.0.1:6379", limits=limits)
     with trio.move_on_after(0.05):
         assert await server.receive_some() == b""  # pragma: no cover - nothing sent
+
+
+async def test_a_host_name_no_resolver_can_look_up_is_refused_up_front(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The pool used to open, then die with a bare UnicodeError from its upkeep task.
+    with pytest.raises(ConfigurationError, match="invalid host name"):
+        Pool(redis_servers[0].url, "redis://" + "a" * 64 + ".example:6379")
+    with pytest.raises(ConfigurationError, match="invalid host name"):
+        async with open_pool(redis_servers[0].url, "redis://a..b:6379"):
+            pass  # pragma: no cover

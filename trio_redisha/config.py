@@ -15,6 +15,7 @@ Passwords never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, field, fields, replace
@@ -259,6 +260,7 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     host = parts.hostname
     if not host:
         raise ConfigurationError(f"{_redact(url)!r} names no host")
+    _check_host(host, _redact(url))
     tls = scheme == "rediss"
     ctx = None
     if tls:
@@ -296,6 +298,28 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
         client_name=client_name,
         ssl_context=ctx,
     )
+
+
+def _check_host(host: str, shown: str) -> None:
+    """Refuse a host name no resolver can look up (checked here, not at connect time).
+
+    An IP literal is fine; a name must encode as IDNA: no label over 63
+    characters, no empty label (``a..b``), no lone surrogate. Otherwise every
+    connect would fail with the codec's bare ``UnicodeError``.
+
+    Raises:
+        ConfigurationError: ``host`` is not a valid host name.
+    """
+    try:
+        ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        pass
+    else:
+        return
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ConfigurationError(f"invalid host name in {shown!r}: {exc}") from None
 
 
 def _redact(url: str) -> str:
@@ -366,6 +390,7 @@ def parse_server(
         host, port = server
         if not 0 < port < 65536:
             raise ConfigurationError(f"port must be in 1..65535, got {port!r}")
+        _check_host(host, host)
         spec = ServerSpec(host=host, port=port)
     else:
         raise ConfigurationError(

@@ -1408,7 +1408,9 @@ async def connect(
     spec = parse_server(server, **spec_options)
     try:
         transport = await _open_transport(spec)
-    except (OSError, trio.BrokenResourceError) as exc:
+    except (OSError, trio.BrokenResourceError, UnicodeError) as exc:
+        # UnicodeError: a host name the resolver cannot encode (a ServerSpec made
+        # by hand; parse_server refuses such names).
         raise ServerUnavailable(f"cannot connect: {_describe(exc)}") from None
     return await _handshaken(
         transport, spec, limits, use_hiredis, max_pending, stall_timeout, busy_poll
