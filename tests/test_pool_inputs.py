@@ -118,6 +118,8 @@ async def test_execute_in_a_cancelled_scope_sends_nothing(
         {"wait_for": 0},
         {"wait_for": 4},
         {"wait_for": 1, "quorum": 4},
+        {"decode": "no"},  # was taken as true
+        {"decode": 0},
     ],
 )
 async def test_per_call_arguments_checked_before_anything_is_sent(

@@ -1100,6 +1100,8 @@ class Pool:
                 need = max(need, _count("quorum", quorum, n))
         elif quorum is not None:
             _count("quorum", quorum, n)
+        if decode is not None and type(decode) is not bool:
+            raise ConfigurationError(f"decode must be True, False or None, got {decode!r}")
         # Trio's rule: a call that raises Cancelled did nothing. Nothing is sent
         # from an already-cancelled scope; once sent, cancellation only stops the wait.
         await trio.lowlevel.checkpoint_if_cancelled()
