@@ -828,7 +828,8 @@ class Pool:
         Raises:
             QuorumError: ``quorum`` was given and not met.
             CrossSlotError: With placement, the keys do not share their owners.
-            ConfigurationError: ``timeout``, ``quorum`` or ``wait_for`` is out of range.
+            ConfigurationError: ``timeout``, ``quorum``, ``wait_for`` or ``decode`` is out
+                of range.
             CommandEncodeError: An argument cannot be sent.
             UnsupportedCommand: The command blocks or changes connection state;
                 with placement, also a command whose keys cannot be found.
