@@ -155,6 +155,17 @@ def assert_one_line_error(err: list[str], *fragments: str) -> None:
         assert fragment in err[0]
 
 
+def test_a_deadline_longer_than_the_default_stall_timeout_is_honoured(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -t 6 was refused: "must not exceed stall_timeout (5.0 s)", an option the
+    # command line does not have.
+    for argv in (["exec", "-t", "6", "PING"], ["status", "-t", "6"], ["repair", "-t", "10"]):
+        code, _out, err = run(capsys, argv[0], "-s", redis_server.url, *argv[1:])
+        assert code == 0, err
+        assert not any("stall_timeout" in line for line in err)
+
+
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
@@ -593,6 +604,25 @@ def test_non_utf8_argument_in_a_real_process_exits_2_without_traceback(
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "argument 6 is not valid UTF-8 text" in proc.stderr
     assert decode_reply(redis_server.command("EXISTS", "k")) == 0
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_a_reply_the_terminal_cannot_encode_is_escaped_not_a_traceback(
+    redis_server: RedisServer, json_output: bool
+) -> None:
+    redis_server.command("SET", "k", "h\u00e9llo \u2713".encode())
+    argv = ["exec", "-s", redis_server.url, *(["--json"] if json_output else []), "GET", "k"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "trio_redisha", *argv],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},  # as under an ASCII locale
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr
+    assert b"\\u2713" in proc.stdout
+    if json_output:
+        assert json.loads(proc.stdout)["reply"] == "h\u00e9llo \u2713"
 
 
 # --------------------------------------------------------------------------- Valkey

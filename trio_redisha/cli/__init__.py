@@ -22,6 +22,7 @@ library's :func:`trio_redisha.crdt.repair_all`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -85,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escape_what_the_terminal_cannot_show() -> None:
+    """Let stdout and stderr escape what their encoding cannot write (``\\u2713``).
+
+    Under a Latin-1 or ASCII locale a reply holding other text would otherwise
+    end the command with a ``UnicodeEncodeError`` traceback.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``trio-redisha`` command line.
 
@@ -97,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if argv is None:
         argv = sys.argv[1:]
+    _escape_what_the_terminal_cannot_show()
     try:
         check_text(argv)
         args = parser.parse_args(argv)

@@ -28,6 +28,7 @@ from .._exits import (
     CommandError,
 )
 from ..config import ServerSpec, parse_server
+from ..connection import DEFAULT_STALL_TIMEOUT
 from ..exceptions import (
     CommandEncodeError,
     ConfigurationError,
@@ -187,6 +188,14 @@ def wrap(text: str) -> str:
 
 def out() -> IO[str]:
     return sys.stdout
+
+
+def json_line(value: Any, stream: IO[str]) -> str:
+    """``value`` as one line of JSON for ``stream``: plain text where it is UTF-8,
+    ``\\u`` escapes elsewhere (an escape is valid JSON; an unencodable character
+    is not)."""
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    return json.dumps(value, ensure_ascii=encoding not in ("utf8", "utf8sig"))
 
 
 def err_line(message: str, prog: str = "trio-redisha") -> None:
@@ -364,7 +373,14 @@ def resolve_servers(given: Sequence[str] | None) -> list[ServerSpec]:
 
 def pool_options(timeout: float) -> dict[str, Any]:
     # One deadline for everything: the first call also waits for the connections.
-    return {"timeout": timeout, "connect_timeout": timeout}
+    # A deadline longer than the pool's default stall timeout (a slow command, a
+    # busy fleet) raises that too: a connection is only rebuilt once a reply is
+    # late by twice the deadline.
+    return {
+        "timeout": timeout,
+        "connect_timeout": timeout,
+        "stall_timeout": max(DEFAULT_STALL_TIMEOUT, 2 * timeout),
+    }
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

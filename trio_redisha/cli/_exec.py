@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from ._common import (
     UsageError,
     add_server_options,
     format_reply,
+    json_line,
     jsonable,
     out,
     pool_options,
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 record["message"] = str(entry)
             else:
                 record["reply"] = jsonable(entry)
-            print(json.dumps(record, ensure_ascii=False), file=stdout)
+            print(json_line(record, stdout), file=stdout)
             continue
         text = format_reply(entry)
         if "\n" in text:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +22,7 @@ from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     add_server_options,
+    json_line,
     out,
     pool_options,
     print_table,
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     stdout = out()
     if args.json:
         for r in reports:
-            print(json.dumps(dataclasses.asdict(r), ensure_ascii=False), file=stdout)
+            print(json_line(dataclasses.asdict(r), stdout), file=stdout)
     else:
         rows = [["SERVER", "STATE", "LATENCY", "VERSION", "MEMORY", "KEYS", ""]]
         for r in reports:
