@@ -517,7 +517,7 @@ async def _out_of_sync(pool: Pool, store: SessionStore, sessions: list[_Session]
         copies = [_as_fields(replies[i]) for i in owners]
         elsewhere = [replies[i] for i in everyone if i not in owners]
         if (
-            not copies[0]
+            copies[0] is None  # an error, not a hash: cannot be judged in sync
             or any(c != copies[0] for c in copies)
             or any(r != [] and r != {} for r in elsewhere)
         ):
