@@ -334,9 +334,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = args.servers or os.environ.get("REDISHA_SERVERS", "").replace(",", " ").split()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("hypercorn.error").propagate = False  # it has its own handler
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: a clean exit
+    try:
         trio.run(_run, args, servers)
+    except BaseException as exc:  # Ctrl+C: a clean exit, from inside the nursery too
+        if not _interrupted(exc):
+            raise
     return 0
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl+C: a KeyboardInterrupt, alone or in nested groups of them."""
+    inner = getattr(exc, "exceptions", None)
+    if inner is not None and isinstance(exc, BaseException):
+        return bool(inner) and all(_interrupted(e) for e in inner)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ command line.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import httpx
 import trio
@@ -81,3 +85,27 @@ async def test_notes_app(redis_servers: list[RedisServer]) -> None:
         assert r.status_code == 303 and notes.COOKIE_NAME not in client.cookies
         async with tab(base, sid) as old:  # the old cookie opens nothing any more
             assert (await old.get("/api/notes")).status_code == 401
+
+
+def test_ctrl_c_is_a_clean_exit(redis_servers: list[RedisServer]) -> None:
+    # The app runs its server in a nursery of its own: Ctrl+C arrived as a group
+    # around KeyboardInterrupt, which a plain suppress(KeyboardInterrupt) lets
+    # through (a traceback, exit status 1).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "examples.notes", "--port", "0", *(s.url for s in redis_servers)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # blocks until the app serves
+            if line.startswith("notes app on "):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
