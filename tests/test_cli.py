@@ -280,6 +280,19 @@ def test_status_reports_a_killed_server_as_down(
     assert out[-1] == "2 of 3 servers up"
 
 
+def test_status_reports_a_server_answering_ping_with_an_error_as_error(
+    redis_server: RedisServer, redis_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renamed = redis_factory(extra_args=["--rename-command", "PING", ""])
+    code, out, _ = run(
+        capsys, "status", "--json", "--timeout", TIMEOUT, "-s", redis_server.url, "-s", renamed.url
+    )
+    assert code == 0
+    states = {r["server"]: r["state"] for r in map(json.loads, out)}
+    # It showed as "down", and the state docs/operations.md describes never appeared.
+    assert states == {redis_server.url: "up", renamed.url: "error"}
+
+
 def test_status_reports_a_frozen_server_as_hung(
     redis_servers: list[RedisServer], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -91,7 +91,9 @@ class ServerReport:
 
 def _state_of(exc: BaseException, status: ServerStatus) -> str:
     """Tell a server that refuses (down) from one that accepts but never answers (hung)."""
-    if isinstance(exc, ReplyError):
+    if isinstance(exc, ReplyError) or "failed during the handshake" in (status.last_error or ""):
+        # An error reply: to the PINGs, or to the connection's own (a PING the
+        # server renamed away, a server still loading its data...).
         return "error"
     if (
         isinstance(exc, ServerTimeout)
