@@ -204,6 +204,17 @@ def test_start_failure_reports_the_log(redis_factory: RedisFactory) -> None:
         server.start()
 
 
+def test_a_fixed_port_another_process_holds_is_named_as_such(
+    redis_factory: RedisFactory,
+) -> None:
+    taken = redis_factory()
+    server = redis_factory.new(port=taken.port, start_timeout=0.5)
+    # It said "did not answer PING", after retrying the bind until the deadline.
+    with pytest.raises(RedisStartError, match=f"port {taken.port} is in use by another process"):
+        server.start()
+    assert not server.running and taken.running
+
+
 def test_failed_start_in_with_cleans_up(redis_executable: str) -> None:
     server = RedisServer(executable=redis_executable, extra_args=["--no-such-directive", "1"])
     with pytest.raises(RedisStartError), server:

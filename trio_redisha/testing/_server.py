@@ -556,6 +556,13 @@ class RedisServer:
     def _fail_timeout(self) -> None:
         log = self.log_text()
         self.kill()
+        spawns = [part for part in log.split("--- spawn") if "\n" in part.strip()]
+        if spawns and any(m in spawns[-1] for m in _BIND_FAILURE_MARKERS):
+            # A fixed port (restarts keep theirs) that something else holds.
+            raise RedisStartError(
+                f"port {self.port} is in use by another process: redis-server could not "
+                f"listen on it within {self.start_timeout} s:\n{log}"
+            )
         raise RedisStartError(
             f"redis-server on port {self.port} did not answer PING within "
             f"{self.start_timeout} s:\n{log}"
