@@ -547,22 +547,28 @@ class RedisServer:
             return False
         log = self.log_text()
         last_spawn = log.rsplit("--- spawn", 1)[-1]
-        if any(m in last_spawn for m in _BIND_FAILURE_MARKERS) and time.monotonic() < deadline:
+        bind_failed = any(m in last_spawn for m in _BIND_FAILURE_MARKERS)
+        if bind_failed and time.monotonic() < deadline:
             if not self._port_fixed:
                 self.port = 0  # pick another free port
             return True
+        if bind_failed:
+            raise self._port_in_use(log)
         raise RedisStartError(f"redis-server exited with code {rc} on port {self.port}:\n{log}")
+
+    def _port_in_use(self, log: str) -> RedisStartError:
+        # A fixed port (restarts keep theirs) that something else holds.
+        return RedisStartError(
+            f"port {self.port} is in use by another process: redis-server could not "
+            f"listen on it within {self.start_timeout} s:\n{log}"
+        )
 
     def _fail_timeout(self) -> None:
         log = self.log_text()
         self.kill()
         spawns = [part for part in log.split("--- spawn") if "\n" in part.strip()]
         if spawns and any(m in spawns[-1] for m in _BIND_FAILURE_MARKERS):
-            # A fixed port (restarts keep theirs) that something else holds.
-            raise RedisStartError(
-                f"port {self.port} is in use by another process: redis-server could not "
-                f"listen on it within {self.start_timeout} s:\n{log}"
-            )
+            raise self._port_in_use(log)
         raise RedisStartError(
             f"redis-server on port {self.port} did not answer PING within "
             f"{self.start_timeout} s:\n{log}"
