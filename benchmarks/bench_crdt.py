@@ -301,7 +301,7 @@ def big_set_read(
         classes = _crdt_classes()
         assert not isinstance(classes, str)
         set_cls = classes[1]
-        options = {} if cache else {"read_cache": 0}
+        options: dict[str, Any] = {} if cache else {"read_cache": 0}
         async with trio_redisha.open_pool(*urls, **options) as pool:
             with trio.fail_after(10):
                 while pool.available < len(urls):  # noqa: ASYNC110

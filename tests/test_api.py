@@ -122,3 +122,17 @@ def test_every_exception_survives_pickling(exc: BaseException) -> None:
         assert (back.required, back.succeeded, back.may_have_applied) == (2, 1, True)
     if isinstance(exc, exceptions.ServerUnavailable):
         assert getattr(back, "sent", None) is True
+
+
+async def test_open_pool_options_are_typed() -> None:
+    # `make test` runs mypy strict over this file: were open_pool's options an
+    # untyped **options again (a misspelled one passed the type check and failed
+    # only at run time), the ignore below would be unused, which mypy reports.
+    with pytest.raises(TypeError, match="read_cahce"):
+        async with trio_redisha.open_pool("redis://127.0.0.1:1", read_cahce=0):  # type: ignore[call-arg]
+            pass  # pragma: no cover
+    assert list(inspect.signature(trio_redisha.open_pool).parameters) == [
+        "servers",
+        "timeout",
+        "options",
+    ]

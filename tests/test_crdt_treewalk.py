@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -28,7 +29,7 @@ N = 60
 
 
 @asynccontextmanager
-async def pool_on(servers: Sequence[RedisServer], **kwargs: object) -> AsyncIterator[Pool]:
+async def pool_on(servers: Sequence[RedisServer], **kwargs: Any) -> AsyncIterator[Pool]:
     async with trio_redisha.open_pool(*urls(servers), timeout=1.0, **kwargs) as pool:
         with trio.fail_after(5):
             while pool.available < len(servers):  # noqa: ASYNC110 - no "connected" event

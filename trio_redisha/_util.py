@@ -1,19 +1,45 @@
-"""Small helpers shared by several modules: exceptions across nurseries, quantiles."""
+"""Small helpers shared by several modules: exceptions across nurseries, quantiles, typing."""
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["is_cancellation", "open_owned_nursery", "quantile", "sole_exception", "word"]
+__all__ = [
+    "is_cancellation",
+    "open_owned_nursery",
+    "quantile",
+    "sole_exception",
+    "takes_arguments_of",
+    "word",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def takes_arguments_of(
+    target: Callable[P, object],
+) -> Callable[[Callable[..., T]], Callable[P, T]]:
+    """Type a wrapper that hands its arguments on to ``target`` as taking exactly those.
+
+    For type checkers only (the wrapper is returned as it is): ``open_pool``
+    takes ``**options`` and passes them to :class:`~trio_redisha.Pool`, and a
+    misspelled option should be caught where it is written.
+    """
+
+    def decorate(wrapper: Callable[..., T]) -> Callable[P, T]:
+        return wrapper
+
+    return decorate
 
 
 def word(arg: Any) -> str | None:

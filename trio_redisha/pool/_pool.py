@@ -41,7 +41,7 @@ from .._commands import COMMANDS as _COMMAND_TABLE
 from .._commands import CONTAINERS as _CONTAINERS
 from .._commands import REDIS_VERSION, command_info, command_keys
 from .._deadlines import GRANULARITY, Deadlines
-from .._util import open_owned_nursery
+from .._util import open_owned_nursery, takes_arguments_of
 from ..config import ServerSpec, parse_server
 from ..connection import (
     DEFAULT_BUSY_POLL,
@@ -1501,6 +1501,7 @@ def _check_distinct(specs: Sequence[ServerSpec]) -> list[str]:
     return idents
 
 
+@takes_arguments_of(Pool)  # a type checker sees Pool's options here
 @asynccontextmanager
 async def open_pool(
     *servers: str | tuple[str, int] | ServerSpec,
