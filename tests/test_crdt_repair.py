@@ -65,6 +65,44 @@ async def test_repair_all_refills_an_empty_server_and_reports(
         assert (again.scanned, again.repaired) == (15, 0)
 
 
+async def raw_hashes(servers: list[RedisServer], key: str) -> list[list[Any]]:
+    """Each server's stored hash, sorted by field: equal exactly when byte-identical."""
+    out = []
+    for s in servers:
+        flat = decode_reply(await s.acommand("HGETALL", key))
+        assert isinstance(flat, list)
+        out.append(sorted(zip(flat[0::2], flat[1::2], strict=True)))
+    return out
+
+
+@pytest.mark.parametrize("full", [False, True])
+async def test_one_pass_leaves_replicas_identical_when_it_purges(
+    redis_servers: list[RedisServer], full: bool
+) -> None:
+    # Server 1 missed the deletes, which are past their grace when the walk
+    # comes. The walk sent it the tombstones and purged them everywhere else:
+    # server 1 kept them, and the replicas differed until the next pass.
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "m").set({"a": 1, "b": 2})
+        await Set(pool, "s").add("x", "y")
+        await HashMap(pool, "m2").set({"a": 1})
+    async with pool_on(redis_servers[0], redis_servers[2]) as partial:  # 1 cut off
+        await HashMap(partial, "m").delete("a")
+        await Set(partial, "s").rem("x")
+        await HashMap(partial, "m2").clear()  # a clear stamp, purged like a tombstone
+    async with pool_on(*redis_servers) as pool:
+        report = await repair_all(pool, rate=0, tombstone_grace=0, full=full)
+        assert report.ok and report.repaired == 3, report.summary()
+        for key in ("m", "s", "m2"):
+            first, *others = await raw_hashes(redis_servers, key)
+            assert all(o == first for o in others), key
+        assert await HashMap(pool, "m", read_quorum=3).get() == {"b": 2}
+        assert await Set(pool, "s", read_quorum=3).get() == {"y"}
+        assert await HashMap(pool, "m2", read_quorum=3).get() == {}
+        again = await repair_all(pool, rate=0, tombstone_grace=0, full=full)
+        assert again.repaired == 0, again.summary()
+
+
 async def test_repair_all_of_given_keys_only(redis_servers: list[RedisServer]) -> None:
     async with pool_on(*redis_servers) as pool:
         await fill(pool, 4)

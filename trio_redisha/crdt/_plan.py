@@ -152,9 +152,13 @@ def plan_repair(
     purge: list[int] = []
     if expired:
         exp = dict(expired)
+        # The servers behind are sent every field any of them lacks: an expired
+        # tombstone among them lands on each, so each purges it too, once they
+        # all acknowledged (else that one would keep what the others dropped).
+        sent = any(exp.get(f) == v for f, v in wanted.items())
         for i, state in states:
             mine = kind.fields(state)
-            if any(exp.get(f) == v for f, v in mine):
+            if (sent and i in behind) or any(exp.get(f) == v for f, v in mine):
                 purge.append(i)
     return RepairPlan(
         tuple(behind),
