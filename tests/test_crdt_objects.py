@@ -274,6 +274,21 @@ async def test_concurrent_increments_are_all_counted(redis_servers: list[RedisSe
     assert len(stored[0]) == 5
 
 
+async def test_a_deadline_the_pool_would_refuse_is_refused_by_the_constructor(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Counter(pool, "c", timeout=10) over a pool with a 5 s stall_timeout was
+    # accepted, then every incr() was refused by the pool, after reserving its
+    # totals: the refused increments came back with the next good one.
+    async with pool_on(*redis_servers) as pool:
+        for cls in (Counter, HashMap, Set):
+            with pytest.raises(ConfigurationError, match="stall_timeout"):
+                cls(pool, "k", timeout=10)
+        ctr = Counter(pool, "c", timeout=5)  # the bound itself is fine
+        await ctr.incr(1)
+        assert await ctr.get() == 1
+
+
 async def test_writes_from_a_cancelled_scope_do_nothing(
     redis_servers: list[RedisServer],
 ) -> None:

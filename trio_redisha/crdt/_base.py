@@ -165,7 +165,10 @@ class CRDTBase(Generic[S]):
         if write_quorum is not None:
             check_quorum("write_quorum", write_quorum, n)
         check_quorum("read_quorum", read_quorum, n)
-        check_timeout(timeout)
+        if check_timeout(timeout) is not None:
+            # Above the pool's stall_timeout every call would be refused, after
+            # the constructor took it (a counter would have reserved its totals).
+            pool._call_timeout(timeout)
         check_grace(tombstone_grace)
         if not isinstance(hedged, bool):
             raise ConfigurationError(f"hedged must be True or False, got {hedged!r}")

@@ -13,11 +13,20 @@ repaired rather than undone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ..exceptions import CodecError, CodecTypeError, QuorumError, RedisHAError
+from ..exceptions import (
+    CodecError,
+    CodecTypeError,
+    CommandEncodeError,
+    ConfigurationError,
+    CrossSlotError,
+    QuorumError,
+    RedisHAError,
+    UnsupportedCommand,
+)
 from ._base import CRDTBase
 from ._state import CounterState, parse_total
 from ._storage import COUNTER, check_key
@@ -168,13 +177,20 @@ class Counter(CRDTBase[CounterState]):
         known[0], known[1] = p, n
         pb, nb = b"%d" % p, b"%d" % n
         pf, nf = self._names
-        replies = await self._pool.execute_script(
-            COUNTER.script,
-            self._script_keys,
-            [COUNTER.marker, self._pttl_ms, pf, pb, nf, nb],  # two fields: no pack
-            timeout=self._timeout,
-            servers=self._script_servers(),
-        )
+        try:
+            replies = await self._pool.execute_script(
+                COUNTER.script,
+                self._script_keys,
+                [COUNTER.marker, self._pttl_ms, pf, pb, nf, nb],  # two fields: no pack
+                timeout=self._timeout,
+                servers=self._script_servers(),
+            )
+        except _REFUSED:
+            # Refused before anything was sent: the totals are free again, or the
+            # next increment would carry this one.
+            if known[0] == p and known[1] == n:
+                known[0], known[1] = p - dp, n - dn
+            raise
         for r in replies:
             # The script answers the stored totals; never go below them. (A
             # server answering what was sent, the usual case, teaches nothing.)
@@ -191,6 +207,10 @@ class Counter(CRDTBase[CounterState]):
                     # A later write of ours carries this total: it will count.
                     exc.may_have_applied = True
             raise
+
+
+#: What the pool raises before it sends anything (a bad argument, a closed pool).
+_REFUSED: Final = (ConfigurationError, CommandEncodeError, UnsupportedCommand, CrossSlotError)
 
 
 def _check_int(value: int) -> int:
