@@ -274,6 +274,33 @@ async def test_concurrent_increments_are_all_counted(redis_servers: list[RedisSe
     assert len(stored[0]) == 5
 
 
+async def test_a_counter_that_expired_counts_from_zero_again(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A counter's totals are absolute: sent again to the expired key they
+    # brought back every increment that expired with it (a rate-limit window
+    # never reset: 5 increments, expiry, one more read 6).
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, "window", ttl=0.05)
+        for _ in range(5):
+            await ctr.incr()
+        assert await ctr.get() == 5
+
+        async def expired() -> bool:
+            found = [decode_reply(await s.acommand("EXISTS", "window")) for s in redis_servers]
+            return found == [0, 0, 0]
+
+        await eventually(expired, "the counter to expire everywhere")
+        assert await ctr.get() == 0
+        await Counter(pool, "window", ttl=0.05).incr()
+        assert await ctr.get() == 1
+        # Written more often than its ttl, it counts on as before.
+        hot = Counter(pool, "hot", ttl=30)
+        for _ in range(5):
+            await hot.incr()
+        assert await hot.get() == 5
+
+
 async def test_a_deadline_the_pool_would_refuse_is_refused_by_the_constructor(
     redis_servers: list[RedisServer],
 ) -> None:

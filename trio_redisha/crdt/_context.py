@@ -53,10 +53,13 @@ class CRDTContext:
         totals: Per counter key, ``[P, N]``: the totals this writer has
             written or reserved. Shared by every :class:`Counter` of the key,
             so two objects never send the same total for different increments.
+        sent: Per counter key, when (``trio.current_time()``) this writer last
+            sent its totals: a counter with a ``ttl`` silent for longer may
+            have expired, and then must not send them again.
     """
 
     __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rechecking",
-                 "rehashing", "repair_rate", "totals", "write_quorum")  # fmt: skip
+                 "rehashing", "repair_rate", "sent", "totals", "write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class CRDTContext:
         self.write_quorum = write_quorum
         self.repair_rate = repair_rate
         self.totals: dict[bytes, list[int]] = {}
+        self.sent: dict[bytes, float] = {}
         #: Keys a read is giving their digest in the background (see _read.rehash_soon).
         self.rehashing: set[bytes] = set()
         #: Keys read again after a hedged read's late server differed (CRDTBase._recheck_soon).

@@ -65,6 +65,9 @@ class Counter(CRDTBase[CounterState]):
         pool: The pool whose servers hold the replicas.
         key: The Redis key (a hash on each server).
         ttl: Seconds before the key expires; every write and repair refreshes it.
+            Once it expired the counter counts from zero again: a write after
+            ``ttl`` seconds of this writer's silence reads first (see
+            docs/consistency.md, "TTL").
         write_quorum: Acknowledgements a write needs (``None``: the pool's).
         read_quorum: Servers that must answer a read (default 1).
         timeout: Deadline of each call in seconds (``None``: the pool's).
@@ -73,7 +76,7 @@ class Counter(CRDTBase[CounterState]):
     """
 
     _kind = COUNTER
-    __slots__ = ("_known", "_names")
+    __slots__ = ("_known", "_name", "_names")
 
     def __init__(
         self,
@@ -97,7 +100,8 @@ class Counter(CRDTBase[CounterState]):
         )
         # The totals this writer has written or reserved for the key, shared by
         # every Counter of the pool's context (see CRDTContext.totals).
-        self._known = self._ctx.totals.setdefault(check_key(key), [0, 0])
+        self._name = check_key(key)
+        self._known = self._ctx.totals.setdefault(self._name, [0, 0])
         self._names = (b"p:" + self._actor, b"n:" + self._actor)  # this writer's fields
 
     async def get(self) -> int:
@@ -162,12 +166,39 @@ class Counter(CRDTBase[CounterState]):
         if n > known[1]:
             known[1] = n
 
+    async def _forget_if_expired(self) -> None:
+        """With a ``ttl``: start from zero again if the key expired since our last write.
+
+        This writer's totals are absolute: sent again to a key that expired,
+        they would bring back every increment that expired with it. So when it
+        has been silent for ``ttl`` seconds or more, a read comes first; if no
+        server that answered holds the key, the totals start again from zero. (A
+        key another writer kept alive is read and goes on. A server that did not
+        answer expires its copy on its own clock, at about the same time.)
+        """
+        known = self._known
+        name = self._name
+        sent = self._ctx.sent.get(name)
+        if sent is None or trio.current_time() - sent < self._ttl:  # type: ignore[operator]
+            return
+        before = (known[0], known[1], sent)
+        snap = await self._read_snapshot()
+        if (known[0], known[1], self._ctx.sent.get(name)) != before:
+            return  # another increment of ours went out meanwhile: it knows
+        if not snap.holders:
+            known[0] = known[1] = 0
+        else:
+            self._learn(snap.merged.p.get(self._actor, 0), snap.merged.n.get(self._actor, 0))
+        self._ctx.sent[name] = trio.current_time()
+
     async def _add(self, dp: int, dn: int) -> None:
         # Trio's rule: a call that raises Cancelled did nothing. From a scope
         # already cancelled, nothing is reserved (below) and nothing is sent;
         # the pool checks the same before it sends, with no wait in between.
         await trio.lowlevel.checkpoint_if_cancelled()
         known = self._known
+        if self._ttl is not None:
+            await self._forget_if_expired()
         # Reserve the new totals before sending, synchronously: a total that may
         # have reached a server is never used again for another increment, even
         # if this call fails, is cancelled, or a replica that saw it restarts.
@@ -175,6 +206,8 @@ class Counter(CRDTBase[CounterState]):
         if p >= _MAX_TOTAL or n >= _MAX_TOTAL:
             raise CodecError(f"counter {self._key!r}: totals beyond 19 digits cannot be stored")
         known[0], known[1] = p, n
+        if self._ttl is not None:
+            self._ctx.sent[self._name] = trio.current_time()
         pb, nb = b"%d" % p, b"%d" % n
         pf, nf = self._names
         try:
