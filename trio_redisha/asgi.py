@@ -287,7 +287,8 @@ async def commit_session(
     * A new session with data: stored whole under a new id; its cookie.
     * A loaded session left empty (``clear()``): deleted on every server;
       the cookie expired.
-    * ``rotate``: stored whole under a new id, the old id deleted; the new cookie.
+    * ``rotate``: stored whole under a new id, the old id deleted; the new cookie
+      (also when the delete misses its quorum: logged, the new id still sent).
     * Otherwise the changed fields are written and the removed ones deleted;
       unchanged, only the expiry is refreshed (a failure to refresh it is
       logged, not raised: nothing is lost). The cookie, for its ``Max-Age``.
@@ -308,7 +309,15 @@ async def commit_session(
     if rotate:
         new = store.new_id()
         await store.save(new, dict(session))  # the whole session, under the new id
-        await store.delete(sid)
+        try:
+            await store.delete(sid)
+        except UNAVAILABLE as exc:
+            # The data is safe under the new id, and the old one's delete may
+            # have applied somewhere: answering 503 would leave the client with
+            # an id whose session may read empty, its data under an id it never
+            # got. So the new id goes out; the old one dies as its clear spreads
+            # (reads, repair) or at its expiry, and holds nothing written since.
+            logger.warning("old session id not deleted on rotation: %s", exc)
         return cookie.set_cookie(new)
     if _changed(store, session):
         await store.save(sid, session)  # only the changed and removed fields
