@@ -181,6 +181,49 @@ async def test_repair_purges_no_tombstone_while_a_fallback_holds_what_it_deletes
             assert raw == 0, i
 
 
+async def test_fallbacks_holding_nothing_do_not_make_a_read_quorum(
+    redis_factory: RedisFactory,
+) -> None:
+    # Both owners hung: the read went to a fallback per owner, which answered
+    # "no such key", and that counted: load() gave {} (a 503 turned into a
+    # logout, the session back once the owners returned).
+    five = redis_factory.many(5)
+    servers = by_label(five)
+    async with ready_pool(*urls(five), replicas=2, timeout=0.3, trip_after=1) as pool:
+        store = SessionStore(pool, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"user": "ada"})
+        owners = pool._owner_indices(store.key(sid))
+        for i in owners:
+            await servers[pool.servers[i]].afreeze()
+        try:
+            with pytest.raises(QuorumError):
+                await store.load(sid)  # times out on both: their circuits open
+            for i in owners:
+                await wait_state(pool, i, ServerState.SUSPECT)
+            # Now the read goes to a fallback per owner, which hold nothing.
+            for quorum in (1, 2):
+                with pytest.raises(QuorumError, match="fallbacks holding nothing"):
+                    await HashMap(pool, store.key(sid), read_quorum=quorum).get()
+            with pytest.raises(QuorumError):
+                await store.load(sid)
+        finally:
+            for i in owners:
+                await servers[pool.servers[i]].athaw()
+        for i in owners:
+            await wait_state(pool, i, ServerState.UP)
+        assert await store.load(sid) == {"user": "ada"}
+        # A fallback that does hold the key (a sloppy write) still counts.
+        key = "{sloppy}"
+        kill = pool._owner_indices(key)
+        for i in kill:
+            await servers[pool.servers[i]].akill()
+        for i in kill:
+            await wait_state(pool, i, ServerState.DOWN)
+        await HashMap(pool, key, write_quorum=2).set({"f": "v"})
+        assert await HashMap(pool, key).get() == {"f": "v"}
+
+
 async def test_a_copy_changed_since_it_was_read_is_not_removed(nine: list[RedisServer]) -> None:
     async with ready_pool(*urls(nine[:3]), replicas=1, timeout=TIMEOUT) as pool:
         key = "h"

@@ -411,13 +411,15 @@ def _finish(
                 continue
             distinct.append(entry)
         answered.append((i, entry))
-    if len(answered) < read_quorum:
+    counted = _counted(pool, key, answered)
+    if counted < read_quorum:
+        also = "" if counted == len(answered) else " (fallbacks holding nothing do not count)"
         raise QuorumError(
-            f"read of {key!r}: {len(answered)} of {len(replies)} servers answered, "
-            f"{read_quorum} required",
+            f"read of {key!r}: {counted} of {len(replies)} servers answered, "
+            f"{read_quorum} required{also}",
             replies=replies,
             required=read_quorum,
-            succeeded=len(answered),
+            succeeded=counted,
             may_have_applied=False,
         )
     holders = tuple(i for i, entry in answered if entry[1])
@@ -447,6 +449,21 @@ def _finish(
     if isinstance(merged, LWWState):
         observe_all(context_for(pool).clock, merged)
     return Snapshot(key, kind, [merged], [tuple(states)], done, holders, asked, replies)
+
+
+def _counted(pool: Pool, key: str | bytes, answered: Sequence[tuple[int, list[Any]]]) -> int:
+    """How many of the servers that answered count towards the read quorum.
+
+    With placement, an owner (or an owner of the previous layout) always counts,
+    and another server only if it holds the key: a fallback answering "no such
+    key" says nothing of what the owners hold. Counted, the fallbacks standing
+    in for owners that are down made a session read empty (a logout, its data
+    back once the owners returned).
+    """
+    if pool.placement is None:
+        return len(answered)
+    owners = {*pool._owner_indices(key), *pool._previous_owner_indices(key)}
+    return sum(1 for i, entry in answered if i in owners or entry[1])
 
 
 def _finish_alike(
