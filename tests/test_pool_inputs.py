@@ -26,6 +26,7 @@ from trio_redisha import (
     Replies,
     ReplyError,
     Script,
+    ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
     open_connection,
@@ -349,3 +350,57 @@ async def test_a_host_name_no_resolver_can_look_up_is_refused_up_front(
     with pytest.raises(ConfigurationError, match="invalid host name"):
         async with open_pool(redis_servers[0].url, "redis://a..b:6379"):
             pass  # pragma: no cover
+
+
+async def test_execute_script_takes_a_script(redis_servers: list[RedisServer]) -> None:
+    async with ready_pool(*urls(redis_servers)) as pool:
+        with pytest.raises(ConfigurationError, match="Script"):
+            await pool.execute_script("return 1")  # type: ignore[arg-type]
+
+
+async def test_a_script_call_of_several_rounds_keeps_its_deadline() -> None:
+    # FCALL answered "no such function", then FUNCTION LOAD never answered: each
+    # round had a fresh deadline, so the call ran twice its timeout (up to five
+    # rounds: five times).
+    from tests.harness.hostile import HostileConnection, answer_handshake, open_hostile_server
+
+    async def handler(conn: HostileConnection) -> None:
+        command = await answer_handshake(conn)
+        while True:
+            if command[0].upper() == b"FCALL":
+                await conn.send(b"-ERR Function not found\r\n")
+            elif command[0].upper() != b"FUNCTION":  # LOAD: silence
+                await conn.send(b"+OK\r\n")
+            command = await conn.read_command()
+
+    script = Script("return 1", library="local function main(KEYS, ARGV) return 1 end")
+    async with (
+        open_hostile_server(handler) as fake,
+        ready_pool(fake.url, timeout=0.3, trip_after=10**6) as pool,
+    ):
+        started = trio.current_time()
+        replies = await pool.execute_script(script)
+        took = trio.current_time() - started
+    assert isinstance(replies[0], ServerTimeout)
+    assert b"FUNCTION" in fake.command_names()
+    assert took < 0.3 + 0.25, took  # the one deadline, plus scheduling slack
+
+
+async def test_a_library_of_our_name_loaded_by_hand_is_replaced(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Its name is its code's hash, so a library of that name without the function
+    # is not ours. FUNCTION LOAD answered "already exists", the FCALL failed
+    # again, and that server refused every write from then on.
+    script = Script(
+        "return redis.call('INCR', KEYS[1])",
+        library="local function main(KEYS, ARGV) return redis.call('INCR', KEYS[1]) end",
+    )
+    impostor = (
+        f"#!lua name={script.function}\n"
+        "redis.register_function('something_else', function() return 0 end)"
+    )
+    await redis_servers[0].acommand("FUNCTION", "LOAD", impostor)
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute_script(script, ["n"]) == [1, 1, 1]
+        assert await pool.execute_script(script, ["n"]) == [2, 2, 2]

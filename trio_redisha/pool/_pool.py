@@ -941,7 +941,14 @@ class Pool:
         Raises:
             CrossSlotError: ``servers`` is None, and with placement the keys do
                 not share their owners; nothing is sent.
+            ConfigurationError: ``script`` is not a :class:`~trio_redisha.Script`,
+                or an option is out of range; nothing is sent.
         """
+        if not isinstance(script, Script):
+            raise ConfigurationError(
+                f"execute_script takes a trio_redisha.Script, not {type(script).__name__}"
+                " (wrap the source: Script(source))"
+            )
         if servers is not None:
             targets = self._check_indices(servers)
         elif self._placement is None or not keys:
@@ -968,11 +975,18 @@ class Pool:
         targets: tuple[int, ...],
         timeout: float | None,
         decode: bool | None,
+        deadline: float | None = None,
     ) -> Replies:
-        """``EVALSHA`` on ``targets``, then ``EVAL`` where the script is missing."""
+        """``EVALSHA`` on ``targets``, then ``EVAL`` where the script is missing.
+
+        ``deadline``: the call's (a caller that already sent something); each
+        round gets what is left of it, so the call never runs past ``timeout``.
+        """
+        if deadline is None:
+            deadline = self._deadline_of(timeout)
         replies = await self._fanout(
-            encode_command(["EVALSHA", script.sha, *tail]), targets, timeout, None, None,
-            decode, "EVALSHA",
+            encode_command(["EVALSHA", script.sha, *tail]), targets,
+            self._left(deadline), None, None, decode, "EVALSHA",
         )  # fmt: skip
         missing = [
             pos
@@ -980,13 +994,45 @@ class Pool:
             if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
         ]
         if missing:
-            again = await self._fanout(
+            again = await self._retry(
                 encode_command(["EVAL", script.source, *tail]),
-                tuple(targets[p] for p in missing), timeout, None, None, decode, "EVAL",
+                tuple(targets[p] for p in missing), deadline, decode, "EVAL",
             )  # fmt: skip
             for pos, r in zip(missing, again, strict=True):
                 replies[pos] = r
         return replies
+
+    def _deadline_of(self, timeout: float | None) -> float:
+        """The deadline of a call of several rounds (``timeout`` checked as for one)."""
+        return trio.current_time() + (
+            self.timeout if timeout is None else self._call_timeout(timeout)
+        )
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        """What is left of ``deadline`` for the next round (a sliver at least)."""
+        return max(deadline - trio.current_time(), 1e-3)
+
+    async def _retry(
+        self,
+        data: bytes,
+        targets: tuple[int, ...],
+        deadline: float,
+        decode: bool | None,
+        op: str,
+    ) -> Replies:
+        """A follow-up round of a script call, within what is left of its deadline."""
+        if trio.current_time() >= deadline:
+            return Replies(
+                [
+                    ServerTimeout(
+                        f"{self._labels[i]}: no time left for {op} in the call's deadline"
+                    )
+                    for i in targets
+                ],
+                tuple(self._labels[i] for i in targets),
+            )
+        return await self._fanout(data, targets, self._left(deadline), None, None, decode, op)
 
     async def _fcall(
         self,
@@ -998,6 +1044,7 @@ class Pool:
     ) -> Replies:
         """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused."""
         fcall = encode_command(["FCALL", script.function, *tail])
+        deadline = self._deadline_of(timeout)
         replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
         missing: list[int] = []
         refused: dict[int, str] = {}  # position to the server's reason
@@ -1008,9 +1055,12 @@ class Pool:
                 elif _refuses_functions(r):
                     refused[pos] = r.message
         if missing:
-            load = encode_command(("FUNCTION", "LOAD", script.library_code))
-            loaded = await self._fanout(
-                load, tuple(targets[p] for p in missing), timeout, None, None, False, "FUNCTION"
+            # REPLACE: the library's name is its code's hash, so a library of
+            # that name that does not define the function is not ours (loaded by
+            # hand): without it, that server refused every write from then on.
+            load = encode_command(("FUNCTION", "LOAD", "REPLACE", script.library_code))
+            loaded = await self._retry(
+                load, tuple(targets[p] for p in missing), deadline, False, "FUNCTION"
             )
             ready: list[int] = []
             for pos, r in zip(missing, loaded, strict=True):
@@ -1025,8 +1075,8 @@ class Pool:
                 else:
                     replies[pos] = r  # no answer, or not now (OOM...): this server's entry
             if ready:
-                again = await self._fanout(
-                    fcall, tuple(targets[p] for p in ready), timeout, None, None, decode, "FCALL"
+                again = await self._retry(
+                    fcall, tuple(targets[p] for p in ready), deadline, decode, "FCALL"
                 )
                 for pos, r in zip(ready, again, strict=True):
                     replies[pos] = r
@@ -1040,7 +1090,7 @@ class Pool:
                         self._labels[idx], why[:200],
                     )  # fmt: skip
             again = await self._evalsha(
-                script, tail, tuple(targets[p] for p in refused), timeout, decode
+                script, tail, tuple(targets[p] for p in refused), timeout, decode, deadline
             )
             for pos, r in zip(refused, again, strict=True):
                 replies[pos] = r
@@ -1261,10 +1311,10 @@ class Pool:
         if wait_for is not None:
             self._watch_late(server, slot, deadline, late)
             if expired:
-                return ServerTimeout(f"{server.label} did not reply within {seconds} s")
+                return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
-        return ServerTimeout(f"{server.label} did not reply within {seconds} s")
+        return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
 
     def _notify_settled(self) -> None:
         self._settled_any.set()
