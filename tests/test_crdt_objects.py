@@ -221,6 +221,23 @@ async def test_unencodable_value_sends_nothing(
         assert decode_reply(await server.acommand("DBSIZE")) == 0
 
 
+@pytest.mark.parametrize("member", [[1, 2], (1, 2), {"a": 1}, ["x"]])
+async def test_a_member_that_decodes_unhashable_sends_nothing(
+    redis_servers: list[RedisServer], member: Any
+) -> None:
+    # A JSON list was stored, and then every read of the set failed
+    # ("unhashable type: 'list'") until it was removed.
+    async with pool_on(*redis_servers) as pool:
+        s = Set(pool, "s", codec=JSONCodec())
+        for write in (s.add, s.rem):
+            with pytest.raises(CodecTypeError, match="hashable"):
+                await write("ok", member)
+        await s.add("ok", 1, None, 2.5)
+        assert await s.get() == {"ok", 1, None, 2.5}
+    for server in redis_servers:
+        assert decode_reply(await server.acommand("EXISTS", "s")) == 1
+
+
 async def test_undecodable_stored_value_raises_codec_error(
     redis_servers: list[RedisServer],
 ) -> None:

@@ -11,9 +11,9 @@ by union, and its README said "delete is not safe").
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from ..exceptions import CodecError
+from ..exceptions import CodecError, CodecTypeError
 from ._base import CodecCRDT
 from ._state import Entry, SetState
 from ._storage import SET
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     pass
 
 __all__ = ["Set"]
+
+#: Member types every codec gives back as themselves (hashable): no check needed.
+_PLAIN: Final = frozenset({str, bytes, int, float, bool, type(None)})
 
 
 class Set(CodecCRDT[SetState]):
@@ -90,6 +93,32 @@ class Set(CodecCRDT[SetState]):
                 raise CodecError(f"{self._key!r} member {raw!r}: {exc}") from exc
         return out
 
+    def _encode_member(self, member: Any) -> bytes:
+        """``member`` as stored, if it can be a member of the set :meth:`get` returns.
+
+        A member must be hashable once decoded: a JSON list (``[1, 2]``, or a
+        tuple, which JSON turns into one) was stored, and then every read of
+        the set failed.
+
+        Raises:
+            CodecError: The member cannot be encoded, or decodes to an
+                unhashable value; nothing is sent.
+        """
+        raw = encode_value(self._codec, member)
+        if type(member) not in _PLAIN:
+            try:
+                hash(self._codec.decode(raw))
+            except TypeError:
+                raise CodecTypeError(
+                    f"set members must be hashable once decoded; {type(member).__name__} "
+                    f"{member!r:.60} is not (a JSON list, or a tuple JSON turns into one)"
+                ) from None
+            except CodecError:
+                raise
+            except Exception as exc:
+                raise CodecError(f"{self._codec!r} cannot decode what it encoded: {exc}") from exc
+        return raw
+
     async def add(self, *members: Any) -> None:
         """Add members.
 
@@ -111,11 +140,10 @@ class Set(CodecCRDT[SetState]):
         await self._mark(members, deleted=True)
 
     async def _mark(self, members: tuple[Any, ...], *, deleted: bool) -> None:
-        codec = self._codec
         if len(members) == 1:  # the usual call: no set to build and sort
-            encoded = [encode_value(codec, members[0])]
+            encoded = [self._encode_member(members[0])]
         else:
-            encoded = sorted({encode_value(codec, m) for m in members})
+            encoded = sorted({self._encode_member(m) for m in members})
             if not encoded:
                 return
         clock = self._ctx.clock
