@@ -404,3 +404,19 @@ async def test_a_library_of_our_name_loaded_by_hand_is_replaced(
     async with ready_pool(*urls(redis_servers)) as pool:
         assert await pool.execute_script(script, ["n"]) == [1, 1, 1]
         assert await pool.execute_script(script, ["n"]) == [2, 2, 2]
+
+
+async def test_a_pool_used_from_another_trio_run_refuses(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Its connections, timers and tasks belong to the run that started it:
+    # driven from a second trio.run in another thread, it crashed the first
+    # run with trio's own AssertionError.
+    async with ready_pool(*urls(redis_servers)) as pool:
+
+        async def elsewhere() -> None:
+            await pool.execute("INCR", "n")
+
+        with pytest.raises(ConfigurationError, match="another Trio run"):
+            await trio.to_thread.run_sync(trio.run, elsewhere)
+        assert await pool.execute("INCR", "n") == [1, 1, 1]  # nothing sent from there

@@ -416,6 +416,7 @@ class Pool:
         self._close_timeout = close_timeout
         self._repair_rate = repair_rate
         self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None  # of the run that started it
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
         self._closed = False
@@ -517,6 +518,7 @@ class Pool:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
                 self._run_scope = nursery.cancel_scope
                 self._first_connect_until = trio.current_time() + self.timeout
                 if len(self._servers) > 1:
@@ -1156,6 +1158,13 @@ class Pool:
         # Trio's rule: a call that raises Cancelled did nothing. Nothing is sent
         # from an already-cancelled scope; once sent, cancellation only stops the wait.
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._token is not None and trio.lowlevel.current_trio_token() is not self._token:
+            # Its connections, timers and tasks belong to the run that started
+            # it: driven from another, they crashed that run (trio's own assert).
+            raise ConfigurationError(
+                "this pool runs in another Trio run (another trio.run, or another "
+                "thread): use it only from the run whose nursery started it"
+            )
         if self._closing and not _IN_BACKGROUND.get():
             # Background work started before the close (read repair) may finish
             # its calls while aclose() waits for it; nothing else may start.
