@@ -126,6 +126,27 @@ async def test_made_up_command_names_do_not_grow_the_attribute_sets(
     assert len(names) <= 11 and "other" in names
 
 
+async def test_made_up_error_codes_do_not_grow_the_attribute_sets(
+    redis_server: RedisServer, reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script's error_reply makes up its code: each one was its own
+    # error.type series, past the cap that bounds the command names.
+    from trio_redisha import otel
+
+    monkeypatch.setattr(otel, "MAX_ATTRIBUTE_SETS", 10)
+    provider = MeterProvider(metric_readers=[reader])
+    script = "return redis.error_reply('CODE' .. ARGV[1] .. ' made up')"
+    async with ready_pool(redis_server.url, meter_provider=provider) as pool:
+        for i in range(50):
+            await pool.execute("EVAL", script, 0, i)
+    errors = {
+        p.attributes.get("error.type")
+        for p in collect(reader)["db.client.operation.duration"]
+        if "error.type" in p.attributes
+    }
+    assert len(errors) <= 11 and "other" in errors
+
+
 async def test_no_meter_provider_means_no_instruments(redis_server: RedisServer) -> None:
     async with ready_pool(redis_server.url) as pool:
         assert pool._metrics is None

@@ -143,11 +143,14 @@ class PoolMetrics:
         attrs = self._attrs.get(key)
         if attrs is None:
             name = word(op)
-            if name is None or len(self._attrs) >= MAX_ATTRIBUTE_SETS or not name.isascii():
+            full = len(self._attrs) >= MAX_ATTRIBUTE_SETS
+            if name is None or full or not name.isascii():
                 name = "other"
             attrs = {**self._server_attrs[index], "db.operation.name": name}
             if error is not None:
-                attrs["error.type"] = error
+                # An error code is the reply's first word, which a script may
+                # make up (redis.error_reply): bounded like the names.
+                attrs["error.type"] = "other" if full or not error.isascii() else error
             if len(self._attrs) < MAX_ATTRIBUTE_SETS:
                 self._attrs[key] = attrs
         return attrs
