@@ -932,7 +932,9 @@ class Pool:
             script: The script.
             keys: Its keys (``KEYS``).
             args: Its other arguments (``ARGV``).
-            timeout: Deadline in seconds for this call.
+            timeout: Deadline in seconds for this call. Where the script must
+                first be loaded (after a restart or a ``FLUSH``), the rounds
+                that load it share one more: such a call takes at most twice it.
             quorum: Raise :class:`QuorumError` if fewer servers succeed.
             servers: The servers to run on, by index. ``None``: every server
                 without placement or without keys; with placement, the keys'
@@ -981,14 +983,13 @@ class Pool:
     ) -> Replies:
         """``EVALSHA`` on ``targets``, then ``EVAL`` where the script is missing.
 
-        ``deadline``: the call's (a caller that already sent something); each
-        round gets what is left of it, so the call never runs past ``timeout``.
+        ``deadline``: given by :meth:`_fcall`, whose follow-up rounds this is;
+        otherwise the ``EVAL`` round gets one ``timeout`` from when the first
+        returned (see :meth:`_follow_ups`).
         """
-        if deadline is None:
-            deadline = self._deadline_of(timeout)
         replies = await self._fanout(
             encode_command(["EVALSHA", script.sha, *tail]), targets,
-            self._left(deadline), None, None, decode, "EVALSHA",
+            timeout if deadline is None else self._left(deadline), None, None, decode, "EVALSHA",
         )  # fmt: skip
         missing = [
             pos
@@ -996,6 +997,8 @@ class Pool:
             if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
         ]
         if missing:
+            if deadline is None:
+                deadline = self._follow_ups(timeout)
             again = await self._retry(
                 encode_command(["EVAL", script.source, *tail]),
                 tuple(targets[p] for p in missing), deadline, decode, "EVAL",
@@ -1004,11 +1007,17 @@ class Pool:
                 replies[pos] = r
         return replies
 
-    def _deadline_of(self, timeout: float | None) -> float:
-        """The deadline of a call of several rounds (``timeout`` checked as for one)."""
-        return trio.current_time() + (
-            self.timeout if timeout is None else self._call_timeout(timeout)
-        )
+    def _follow_ups(self, timeout: float | None) -> float:
+        """The one deadline that every follow-up round of a script call shares.
+
+        Loading a script where it is missing (after a restart, a ``FLUSH``)
+        takes up to three more rounds: they share one ``timeout`` from when the
+        first round returned, so such a call takes at most twice its timeout
+        (each had a fresh one: five times). Not the first round's deadline: that
+        round may have spent it all on a hung server, or on a first connection,
+        while the servers that answered only lacked the script.
+        """
+        return trio.current_time() + (self.timeout if timeout is None else timeout)
 
     @staticmethod
     def _left(deadline: float) -> float:
@@ -1046,8 +1055,8 @@ class Pool:
     ) -> Replies:
         """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused."""
         fcall = encode_command(["FCALL", script.function, *tail])
-        deadline = self._deadline_of(timeout)
         replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
+        deadline = self._follow_ups(timeout)
         missing: list[int] = []
         refused: dict[int, str] = {}  # position to the server's reason
         for pos, r in enumerate(replies):
