@@ -11,6 +11,7 @@ import inspect
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -213,6 +214,26 @@ def test_a_fixed_port_another_process_holds_is_named_as_such(
     with pytest.raises(RedisStartError, match=f"port {taken.port} is in use by another process"):
         server.start()
     assert not server.running and taken.running
+
+
+def test_a_tls_server_whose_certificate_names_a_host_only_starts(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    # The manager's own probe checked the certificate against 127.0.0.1: a
+    # certificate for "localhost" only made every start time out, with pages of
+    # "unexpected eof" and no word of why.
+    from tests.harness.tls import make_tls_files
+
+    files = make_tls_files(tmp_path, identities=("localhost",))
+    server = redis_factory(tls=files)
+    assert decode_reply(server.command("PING")) in ("PONG", b"PONG")
+    # A client that checks host names still refuses the address, as it should.
+    ctx = server.client_ssl_context()
+    with (
+        pytest.raises(ssl.SSLCertVerificationError),
+        socket.create_connection((server.host, server.port), timeout=5) as raw,
+    ):
+        ctx.wrap_socket(raw, server_hostname=server.host)
 
 
 def test_failed_start_in_with_cleans_up(redis_executable: str) -> None:

@@ -22,12 +22,16 @@ __all__ = ["TLSFiles", "make_tls_files", "redis_tls_support"]
 SERVER_IDENTITIES = ("127.0.0.1", "localhost")
 
 
-def make_tls_files(directory: str | os.PathLike[str] | None = None) -> TLSFiles:
+def make_tls_files(
+    directory: str | os.PathLike[str] | None = None,
+    identities: tuple[str, ...] = SERVER_IDENTITIES,
+) -> TLSFiles:
     """Create a CA and a server certificate for 127.0.0.1/localhost on disk.
 
     Args:
         directory: Where to write ``ca.pem``, ``server.pem`` and ``server.key``;
             a new temporary directory when None (the caller removes it).
+        identities: The names the server certificate is valid for.
 
     Returns:
         The paths of the written files.
@@ -35,7 +39,7 @@ def make_tls_files(directory: str | os.PathLike[str] | None = None) -> TLSFiles:
     path = Path(tempfile.mkdtemp(prefix="redisha-tls-")) if directory is None else Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    leaf = ca.issue_cert(*SERVER_IDENTITIES)
+    leaf = ca.issue_cert(*identities)
     files = TLSFiles(
         directory=path,
         ca_file=path / "ca.pem",

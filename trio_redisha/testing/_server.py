@@ -414,6 +414,7 @@ class RedisServer:
         self._port_fixed = port is not None
         self._log_file: IO[bytes] | None = None
         self._client_ssl: ssl.SSLContext | None = None
+        self._own_ssl: ssl.SSLContext | None = None
         self._probe_timeout = PROBE_TIMEOUT
 
     # ------------------------------------------------------------------ info
@@ -862,10 +863,26 @@ class RedisServer:
             self._client_ssl = self.tls.client_context()
         return self._client_ssl
 
+    def _own_ssl_context(self) -> ssl.SSLContext:
+        """The context of this manager's own connections (probes, :meth:`command`).
+
+        It trusts only the server's CA, as :meth:`client_ssl_context` does, but
+        checks no host name: a certificate that names ``localhost`` only (or a
+        host, not the address) is the server's all the same, and a probe that
+        refused it made the start time out with no word of why.
+        """
+        if self._own_ssl is None:
+            own = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            assert self.tls is not None
+            own.load_verify_locations(cafile=str(self.tls.ca_file))
+            own.check_hostname = False  # still CERT_REQUIRED: the chain is verified
+            self._own_ssl = own
+        return self._own_ssl
+
     def _exchange_sync(self, payload: bytes, n: int, timeout: float) -> list[bytes]:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         if self.tls is not None:
-            sock = self.client_ssl_context().wrap_socket(sock, server_hostname=self.host)
+            sock = self._own_ssl_context().wrap_socket(sock, server_hostname=self.host)
         with sock:
             sock.sendall(payload)
             buf = bytearray()
@@ -880,7 +897,7 @@ class RedisServer:
         stream: trio.abc.Stream
         if self.tls is not None:
             stream = await trio.open_ssl_over_tcp_stream(
-                self.host, self.port, ssl_context=self.client_ssl_context()
+                self.host, self.port, ssl_context=self._own_ssl_context()
             )
         else:
             stream = await trio.open_tcp_stream(self.host, self.port)
