@@ -198,3 +198,68 @@ async def test_read_repair_budget_refills_at_the_rate(autojump_clock: trio.abc.C
     assert [ctx.repair_allowed() for _ in range(2)] == [True, False]
     await trio.sleep(10)  # never more than one second's worth
     assert sum(ctx.repair_allowed() for _ in range(10)) == 4
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_a_callback_that_raises_reaches_the_caller_as_it_is(
+    redis_servers: list[RedisServer],
+) -> None:
+    # It came out wrapped in the walk's ExceptionGroup, so `except Boom` missed it.
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 3)
+
+        def progress(report: RepairReport) -> None:
+            raise Boom("from the callback")
+
+        with pytest.raises(Boom):
+            await repair_all(pool, rate=0, full=True, on_progress=progress)
+        with pytest.raises(ZeroDivisionError):
+            await repair_all(pool, rate=0, targets=lambda key: [1 // 0])
+
+
+@pytest.mark.parametrize("keys", [["m:0", 5], ["m:0", b""], 5])
+async def test_bad_keys_are_refused_before_anything_is_sent(
+    redis_servers: list[RedisServer], keys: Any
+) -> None:
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 1)
+        await redis_servers[1].acommand("FLUSHALL")
+        with pytest.raises(ConfigurationError):
+            await repair_all(pool, rate=0, keys=keys)
+    assert await dbsizes(redis_servers) == [3, 0, 3]  # m:0 was not repaired first
+
+
+async def test_sources_given_as_a_generator_are_read(redis_servers: list[RedisServer]) -> None:
+    # Checking the indices used the generator up: the walk scanned nothing, ok.
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 2)
+        await redis_servers[1].acommand("FLUSHALL")
+        report = await repair_all(pool, rate=0, sources=(i for i in (0, 1, 2)))  # type: ignore[arg-type]
+        assert report.ok and report.servers == 3 and report.repaired == 6
+        with pytest.raises(ConfigurationError):
+            await repair_key(pool, "m:0", sources=[])
+
+
+async def test_a_server_restarted_during_the_pass_makes_it_not_ok(
+    redis_servers: list[RedisServer],
+) -> None:
+    # What the pass wrote there is gone, and it said ok (the CLI's exit 0 says
+    # every key is on every server).
+    async with pool_on(*redis_servers) as pool:
+        await fill(pool, 10)
+        await redis_servers[1].acommand("FLUSHALL")
+        restarted = False
+
+        def progress(report: RepairReport) -> None:
+            nonlocal restarted
+            if not restarted and report.processed >= 5:
+                restarted = True
+                redis_servers[1].restart_empty()  # blocks the walk a few ms
+
+        report = await repair_all(pool, rate=0, full=True, on_progress=progress)
+        assert restarted
+        assert not report.ok and report.restarted == [redis_servers[1].url], report.summary()
+        assert "restarted during the pass" in report.summary()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from .._util import open_owned_nursery
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._digest import TREE_PREFIX, rehash_key
@@ -106,7 +107,8 @@ async def repair_key(
 
     Raises:
         ConfigurationError: ``key`` is not a non-empty str or bytes, or not
-            valid UTF-8 text; nothing was sent.
+            valid UTF-8 text, or ``sources``/``targets`` are not indices of
+            the pool's servers (``sources`` empty); nothing was sent.
         ForeignValueError: The key is not a trio-redisha CRDT (a plain value,
             a hash without the marker, an unknown type or format version, or
             different types on different servers). Nothing is written.
@@ -115,6 +117,14 @@ async def repair_key(
     check_key(key)
     check_grace(tombstone_grace)
     check_timeout(timeout)
+    if sources is not None:
+        sources = _as_indices("sources", sources)  # a generator is read once, here
+        _check_servers(pool, "sources", sources)
+        if not sources:
+            raise ConfigurationError("sources must name at least one server")
+    if targets is not None:
+        targets = _as_indices("targets", targets)
+        _check_servers(pool, "targets", targets)
     return (await _repair_one(pool, key, tombstone_grace, timeout, sources, targets)).changed
 
 
@@ -164,7 +174,9 @@ class RepairReport:
         scanned: Distinct hash keys found by SCAN on any server (or given);
             in a tree walk, the keys of ours on the server holding the most,
             plus the keys read that it did not hold, plus the hashes that are
-            not ours (the same count, unless keys changed during the walk).
+            not ours: the same count with every key on every server, and a
+            lower bound with placement (no server holds every key, and the
+            converged keys the largest one lacks are not read).
         segments: Tree walk: digest-tree segments compared across the servers.
         differing: Tree walk: segments whose digests differed, even after a
             sweep, so that their index entries were read.
@@ -183,6 +195,8 @@ class RepairReport:
             read (a write landed there). The next pass takes them.
         errors: Keys whose repair failed.
         unreachable: Servers that could not be scanned to the end.
+        restarted: Servers that restarted during the pass (their run id
+            changed): what the pass wrote there may be gone. Run it again.
         messages: The first error messages (at most :data:`MAX_ERROR_MESSAGES`).
         elapsed: Seconds the pass took.
     """
@@ -201,13 +215,14 @@ class RepairReport:
     left: int = 0
     errors: int = 0
     unreachable: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
         """Whether every key was examined on every server without an error, none left misplaced."""
-        return self.errors == 0 and self.left == 0 and not self.unreachable
+        return self.errors == 0 and self.left == 0 and not self.unreachable and not self.restarted
 
     def summary(self) -> str:
         """One line: keys scanned, repaired, skipped, errors, elapsed time."""
@@ -230,6 +245,8 @@ class RepairReport:
             )
         if self.unreachable:
             text += f"; not scanned to the end: {', '.join(self.unreachable)}"
+        if self.restarted:
+            text += f"; restarted during the pass (run it again): {', '.join(self.restarted)}"
         return text
 
     def note(self, message: str) -> None:
@@ -299,6 +316,12 @@ async def _scan_server(
             await found(k)
         if cursor in (b"0", "0", 0):
             return
+
+
+def _as_indices(name: str, servers: object) -> tuple[int, ...]:
+    if isinstance(servers, (str, bytes)) or not isinstance(servers, Iterable):
+        raise ConfigurationError(f"{name} must be a sequence of server indices, got {servers!r}")
+    return tuple(servers)
 
 
 def _check_servers(pool: Pool, name: str, servers: Sequence[int] | None) -> None:
@@ -394,7 +417,9 @@ async def repair_all(
         The counts; see :class:`RepairReport`.
 
     Raises:
-        ConfigurationError: An argument is out of range; nothing was sent.
+        ConfigurationError: An argument is out of range; nothing was sent. (Keys
+            given as an iterator are checked as they come: a bad one ends
+            the walk there, with the keys before it repaired.)
     """
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
         raise ConfigurationError(f"rate must be a number >= 0, got {rate!r}")
@@ -412,10 +437,17 @@ async def repair_all(
         raise ConfigurationError(f"removal_delay must be >= 0 seconds, got {removal_delay!r}")
     if isinstance(keys, (str, bytes)):
         raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")
+    if isinstance(keys, (list, tuple, set, frozenset)):
+        for k in keys:
+            check_key(k)  # all of them before anything is sent
+    elif keys is not None and not isinstance(keys, (Iterable, AsyncIterable)):
+        raise ConfigurationError(f"keys must be an iterable of keys, got {type(keys).__name__}")
     if not isinstance(full, bool):
         raise ConfigurationError(f"full must be True or False, got {full!r}")
     count = _positive_int("count", count)
     concurrency = _positive_int("concurrency", concurrency)
+    if sources is not None:
+        sources = _as_indices("sources", sources)  # a generator is read once, here
     _check_servers(pool, "sources", sources)
     if targets is not None and not callable(targets):
         _check_servers(pool, "targets", targets)
@@ -441,6 +473,9 @@ async def repair_all(
         if walk.largest not in holders:
             elsewhere += 1
 
+    # A server restarted empty during the pass loses what the pass wrote there,
+    # and nothing else tells: its run id changes.
+    run_ids = await _run_ids(pool, scan, timeout)
     start = trio.current_time()
     stats = pool.stats
     seen: set[bytes] = set()
@@ -540,7 +575,9 @@ async def repair_all(
                 if on_progress is not None:
                     on_progress(report)
 
-    async with trio.open_nursery() as nursery:
+    # The walk's own failures (a callback's, a bad key's) reach the caller as
+    # they are, not wrapped in the nursery's group.
+    async with open_owned_nursery() as nursery:
         nursery.start_soon(producer)
         async with receive:
             for _ in range(concurrency):
@@ -558,10 +595,39 @@ async def repair_all(
                 for key in revisit:
                     await send.send(key)
 
-        async with trio.open_nursery() as nursery:
+        async with open_owned_nursery() as nursery:
             nursery.start_soon(again)
             async with receive:
                 for _ in range(concurrency):
                     nursery.start_soon(worker, receive.clone(), True)
+    for i, now in (await _run_ids(pool, scan, timeout)).items():
+        before = run_ids.get(i)
+        if before is None:
+            continue  # down from the start: not scanned, already reported
+        if now is None and pool.servers[i] not in report.unreachable:
+            report.unreachable.append(pool.servers[i])  # gone by the end: unknown
+            report.note(f"{pool.servers[i]}: did not answer at the end of the pass")
+        elif now is not None and now != before:
+            report.restarted.append(pool.servers[i])
     report.elapsed = trio.current_time() - start
     return report
+
+
+async def _run_ids(
+    pool: Pool, servers: Sequence[int], timeout: float | None
+) -> dict[int, str | None]:
+    """Each server's ``run_id`` (``INFO server``): a new one means it restarted."""
+    if not servers:
+        return {}
+    replies = await pool.execute_on(servers, "INFO", "server", timeout=timeout)
+    out: dict[int, str | None] = {}
+    for i, reply in zip(servers, replies, strict=True):
+        text = reply.decode("latin-1") if isinstance(reply, bytes) else reply
+        found = None
+        if isinstance(text, str):
+            for line in text.splitlines():
+                if line.startswith("run_id:"):
+                    found = line[7:].strip()
+                    break
+        out[i] = found
+    return out
