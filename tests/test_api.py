@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -136,3 +138,21 @@ async def test_open_pool_options_are_typed() -> None:
         "timeout",
         "options",
     ]
+
+
+@pytest.mark.parametrize(
+    ("module", "missing", "extra"),
+    [
+        ("trio_redisha.quart", "quart_trio", "quart"),
+        ("trio_redisha.quart", "flask", "quart"),
+        ("trio_redisha.starsessions", "starsessions", "starsessions"),
+    ],
+)
+def test_a_module_whose_extra_is_missing_names_the_extra(
+    module: str, missing: str, extra: str
+) -> None:
+    # It was a bare "No module named 'flask'": following that led nowhere.
+    code = f"import sys\nsys.modules[{missing!r}] = None  # as if not installed\nimport {module}\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"pip install 'trio-redisha[{extra}]'" in proc.stderr, proc.stderr

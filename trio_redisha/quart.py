@@ -26,10 +26,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flask.sessions import SessionMixin
-from quart import session, websocket
-from quart.sessions import SessionInterface
-from werkzeug.exceptions import ServiceUnavailable
+try:
+    import quart_trio  # noqa: F401 - what the interface runs on: checked with the rest
+    from flask.sessions import SessionMixin
+    from quart import session, websocket
+    from quart.sessions import SessionInterface
+    from werkzeug.exceptions import ServiceUnavailable
+except ImportError as exc:  # the extra is missing: say which, not flask's name
+    raise ImportError(
+        f"trio_redisha.quart needs Quart-Trio ({exc.name} is missing): "
+        "pip install 'trio-redisha[quart]'"
+    ) from exc
 
 from .asgi import DEFAULT_COOKIE_NAME, UNAVAILABLE, SessionCookie, commit_session, load_session
 from .exceptions import ConfigurationError

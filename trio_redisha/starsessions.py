@@ -35,8 +35,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Final
 
-from starsessions.serializers import JsonSerializer, Serializer
-from starsessions.stores.base import SessionStore as _StarSessionStore
+try:
+    from starsessions.serializers import JsonSerializer, Serializer
+    from starsessions.stores.base import SessionStore as _StarSessionStore
+except ImportError as exc:  # the extra is missing: say which
+    raise ImportError(
+        f"trio_redisha.starsessions needs starsessions ({exc.name} is missing): "
+        "pip install 'trio-redisha[starsessions]'"
+    ) from exc
 
 from .crdt.codecs import encode_value
 from .exceptions import ConfigurationError
