@@ -691,17 +691,9 @@ class Pool:
             return owners
         usable = self._usable_flags()
         parts = _partitions(partition, keys)
-        if len(parts) == 1:
-            chosen = write_targets(
-                placement.preference_of_partition(partition), placement.replicas, need, usable
-            )
-            if chosen.fallbacks:
-                self._hints.add(keys, partition, chosen.fallbacks)
-                self.stats.sloppy_writes += 1
-            return chosen.servers
-        # Keys of several partitions with the same owners (one command may hold
-        # them): each partition has its own fallbacks, and a read of one key
-        # walks its own. So the write goes to the fallbacks each partition
+        # Keys of several partitions may share a command when they share their
+        # owners, but each partition has its own fallbacks, and a read of one
+        # key walks its own. So the write goes to the fallbacks each partition
         # would choose, and every key is hinted at all of them.
         fallbacks: list[int] = []
         for p in parts:
@@ -736,12 +728,8 @@ class Pool:
                 found |= hints.servers(mine, p)
             also.extend(sorted(found))
         usable = self._usable_flags()
-        if len(parts) == 1:
-            return read_targets(
-                placement.preference_of_partition(partition), placement.replicas, usable, also
-            ).servers
-        # Keys of several partitions (same owners): the fallbacks each one's
-        # read would reach (see _write_partition).
+        # The owners, the fallbacks each partition's read would reach (see
+        # _write_partition), then the other servers to read.
         out = list(owners)
         for p in parts:
             chosen = read_targets(placement.preference_of_partition(p), placement.replicas, usable)
@@ -1056,7 +1044,6 @@ class Pool:
         """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused."""
         fcall = encode_command(["FCALL", script.function, *tail])
         replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
-        deadline = self._follow_ups(timeout)
         missing: list[int] = []
         refused: dict[int, str] = {}  # position to the server's reason
         for pos, r in enumerate(replies):
@@ -1065,6 +1052,9 @@ class Pool:
                     missing.append(pos)
                 elif _refuses_functions(r):
                     refused[pos] = r.message
+        if not missing and not refused:
+            return replies
+        deadline = self._follow_ups(timeout)
         if missing:
             # REPLACE: the library's name is its code's hash, so a library of
             # that name that does not define the function is not ours (loaded by
