@@ -935,6 +935,17 @@ async def test_per_call_timeout_then_late_reply_is_dropped(redis_server: RedisSe
         assert conn.pending == 0
 
 
+async def test_a_misspelled_option_is_refused_before_dialling() -> None:
+    # Port 1 is never dialled: the option is checked first. A type checker
+    # sees the options too: strict mypy reports these ignores as unused if
+    # connect's and open_connection's options lose their types.
+    with pytest.raises(ConfigurationError, match="pasword"):
+        await connect("redis://127.0.0.1:1", pasword=SECRET)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="stall_timout"):
+        async with open_connection("redis://127.0.0.1:1", stall_timout=1.0):  # type: ignore[call-arg]
+            pass
+
+
 async def test_connect_to_a_frozen_server_times_out(redis_server: RedisServer) -> None:
     await redis_server.afreeze()
     try:

@@ -19,12 +19,15 @@ import ipaddress
 import re
 import ssl
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .exceptions import ConfigurationError
 
-__all__ = ["ServerSpec", "parse_server"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ServerOptions", "ServerSpec", "parse_server"]
 
 DEFAULT_PORT = 6379
 
@@ -98,6 +101,26 @@ class ServerSpec:
 
 
 _SPEC_FIELDS = frozenset(f.name for f in fields(ServerSpec))
+
+
+class ServerOptions(TypedDict, total=False):
+    """The fields of a :class:`ServerSpec` that :func:`parse_server` may fill in.
+
+    For type checkers: a misspelled option passed to :func:`parse_server`,
+    :func:`~trio_redisha.connect` or :func:`~trio_redisha.open_connection` is
+    reported where it is written, not only when the call runs. ``None``
+    leaves a field as the address sets it.
+    """
+
+    host: str | None
+    port: int
+    path: str | None
+    tls: bool
+    username: str | None
+    password: str | None
+    db: int
+    protocol: int | None
+    client_name: str | None
 
 
 def _flag(name: str, value: str) -> bool:
@@ -361,7 +384,7 @@ def parse_server(
     server: str | tuple[str, int] | ServerSpec,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    **overrides: Any,
+    **overrides: Unpack[ServerOptions],
 ) -> ServerSpec:
     """Turn a URL, a ``(host, port)`` tuple or a :class:`ServerSpec` into a spec.
 
@@ -401,7 +424,7 @@ def parse_server(
         if unknown:
             raise ConfigurationError(f"unknown server option(s) {', '.join(sorted(unknown))}")
         defaults = ServerSpec()
-        changes = {
+        changes: dict[str, Any] = {
             k: v
             for k, v in overrides.items()
             if v is not None and getattr(spec, k) == getattr(defaults, k)

@@ -45,12 +45,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from ._util import is_cancellation, open_owned_nursery, word
-from .config import ServerSpec, parse_server
+from .config import ServerOptions, ServerSpec, parse_server
 from .exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -67,15 +67,20 @@ from .resp import DEFAULT_LIMITS, NEED_DATA, Limits, Parser, Push, encode_comman
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "DONE",
     "FAILED",
     "WAITING",
+    "ConnectOptions",
     "Connection",
     "Hedge",
     "Slot",
     "SlotState",
     "SoloGroup",
+    "SpecOptions",
     "Waiter",
     "connect",
     "connect_stream",
@@ -1369,6 +1374,25 @@ async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) ->
             raise ping
 
 
+class SpecOptions(ServerOptions, total=False):
+    """What :func:`connect` hands on to :func:`~trio_redisha.config.parse_server`."""
+
+    ssl_context: ssl.SSLContext | None
+
+
+class ConnectOptions(SpecOptions, total=False):
+    """The options of :func:`connect`, which :func:`open_connection` hands on.
+
+    For type checkers: a misspelled option is reported where it is written.
+    """
+
+    limits: Limits
+    use_hiredis: bool | None
+    max_pending: int
+    stall_timeout: float
+    busy_poll: float
+
+
 async def connect(
     server: str | tuple[str, int] | ServerSpec,
     *,
@@ -1377,7 +1401,7 @@ async def connect(
     max_pending: int = DEFAULT_MAX_PENDING,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     busy_poll: float = DEFAULT_BUSY_POLL,
-    **spec_options: Any,
+    **spec_options: Unpack[SpecOptions],
 ) -> Connection:
     """Open a socket to one server and run the handshake (HELLO/AUTH/SELECT/SETNAME/PING).
 
@@ -1426,7 +1450,7 @@ async def connect_stream(
     max_pending: int = DEFAULT_MAX_PENDING,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     busy_poll: float = DEFAULT_BUSY_POLL,
-    **spec_options: Any,
+    **spec_options: Unpack[SpecOptions],
 ) -> Connection:
     """Run the handshake over an open trio stream and return the connection.
 
@@ -1497,7 +1521,7 @@ async def open_connection(
     server: str | tuple[str, int] | ServerSpec,
     *,
     connect_timeout: float = 5.0,
-    **options: Any,
+    **options: Unpack[ConnectOptions],
 ) -> AsyncIterator[Connection]:
     """Connect to one server and run the connection for the block's duration.
 
