@@ -30,11 +30,11 @@ from starlette.routing import Route
 import trio_redisha
 from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
-from tests.harness.helpers import FAST
+from tests.harness.helpers import FAST, wait_until
 from tests.harness.hostile import HANDSHAKE_COMMANDS, open_hostile_server, reply_with
 from trio_redisha import ConfigurationError, SessionStore
 from trio_redisha.asgi import MAX_COOKIE_IDS, SessionMiddleware, rotate_session
-from trio_redisha.testing import RedisServer
+from trio_redisha.testing import RedisServer, decode_reply
 
 COOKIE = "sid"
 
@@ -524,3 +524,159 @@ async def test_a_rotation_whose_old_id_is_not_deleted_still_hands_out_the_new_id
         assert response.status_code == 200
         assert f"session={new};" in response.headers["set-cookie"]
         assert await store.load(new) == {"cart": ["tea"], "user": "ada"}
+
+
+class _Tabs:
+    """Two requests of one session, interleaved exactly: the slow one loads, then
+    waits while the other runs, then changes its session and answers."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.loaded = trio.Event()
+        self.go_on = trio.Event()
+        self.app = SessionMiddleware(self._app, store, cookie_name=COOKIE, secure=False)
+
+    async def _app(self, scope: Any, receive: Any, send: Any) -> None:
+        s, path = scope["session"], scope["path"]
+        if path == "/start":
+            s["user"] = {"name": "ada", "role": "admin"}
+            s["cart"] = ["book"]
+        elif path == "/login":
+            rotate_session(scope)
+            s["user"] = {"name": "ada", "role": "admin", "mfa": True}
+        elif path == "/logout":
+            s.clear()
+        elif path == "/wishlist":
+            s["wishlist"] = ["pen"]
+        elif path.startswith("/slow"):
+            self.loaded.set()
+            await self.go_on.wait()
+            if path == "/slow/theme":
+                s["user"]["theme"] = "dark"  # in place, later than the other request
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def request(self, path: str, sid: str | None = None) -> httpx.Response:
+        transport = httpx.ASGITransport(app=self.app)
+        headers = {"cookie": f"{COOKIE}={sid}"} if sid else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post(path, headers=headers)
+
+    async def race(self, slow: str, sid: str, other: str) -> tuple[httpx.Response, httpx.Response]:
+        """``slow`` loads, ``other`` runs whole, then ``slow`` goes on."""
+        got: dict[str, httpx.Response] = {}
+
+        async def run_slow() -> None:
+            got["slow"] = await self.request(slow, sid)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_slow)
+            await self.loaded.wait()
+            got["other"] = await self.request(other, sid)
+            self.go_on.set()
+        return got["slow"], got["other"]
+
+
+def _cookie_sid(response: httpx.Response) -> str:
+    value = response.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    assert SessionStore.is_valid_id(value), value
+    return value
+
+
+@pytest.mark.parametrize("slow", ["/slow/theme", "/slow/nothing"])
+async def test_a_request_racing_a_logout_cannot_bring_the_session_back(
+    redis_servers: list[RedisServer], slow: str
+) -> None:
+    # A tab that loaded the session before another logged out wrote its change
+    # with a later timestamp than the logout's stamp: the whole session came
+    # back, still logged in, and its response handed the old id out again.
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        tabs = _Tabs(store)
+        sid = _cookie_sid(await tabs.request("/start"))
+        late, logout = await tabs.race(slow, sid, "/logout")
+        assert logout.headers["set-cookie"].startswith(f'{COOKIE}=""; Max-Age=0')
+        assert late.status_code == 200
+        assert "set-cookie" not in late.headers  # the browser keeps the logout's expiry
+        assert await store.load(sid) == {}
+        for server in redis_servers:
+            held = decode_reply(await server.acommand("HKEYS", store.key(sid)))
+            assert not [k for k in held if k.startswith(b"f:")], held
+
+
+async def test_a_rotation_keeps_what_another_request_wrote_meanwhile(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The login copied its own snapshot to the new id and deleted the old id,
+    # with the other tab's acknowledged write on it.
+    class _LoginWaits(_Tabs):
+        async def _app(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/login":
+                self.loaded.set()
+                await self.go_on.wait()
+            await super()._app(scope, receive, send)
+
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        tabs = _LoginWaits(store)
+        old = _cookie_sid(await tabs.request("/start"))
+        login, wishlist = await tabs.race("/login", old, "/wishlist")
+        assert wishlist.status_code == 200
+        new = _cookie_sid(login)
+        assert new != old
+        assert await store.load(new) == {
+            "user": {"name": "ada", "role": "admin", "mfa": True},
+            "cart": ["book"],
+            "wishlist": ["pen"],
+        }
+        assert await store.load(old) == {}
+
+
+@pytest.mark.parametrize("slow", ["/slow/theme", "/slow/nothing"])
+async def test_a_request_racing_a_rotation_leaves_the_old_id_dead_and_the_new_cookie(
+    redis_servers: list[RedisServer], slow: str
+) -> None:
+    # A request loaded under the old id, finishing after the login, wrote into
+    # the old id (it opened a session again) and set the browser's cookie back
+    # to it: a background poll during a login logged the user out.
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        tabs = _Tabs(store)
+        old = _cookie_sid(await tabs.request("/start"))
+        late, login = await tabs.race(slow, old, "/login")
+        new = _cookie_sid(login)
+        assert "set-cookie" not in late.headers
+        assert await store.load(old) == {}
+        assert (await store.load(new))["user"]["mfa"] is True
+
+
+async def test_a_request_spanning_the_expiry_does_not_revive_part_of_the_session(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The changed field was written into the expired key, which came back
+    # holding only it (a cart, no user), under the old id, sent out again.
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool, ttl=0.3)
+        tabs = _Tabs(store)
+        sid = _cookie_sid(await tabs.request("/start"))
+
+        async def run_slow() -> None:
+            got.append(await tabs.request("/slow/theme", sid))
+
+        got: list[httpx.Response] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_slow)
+            await tabs.loaded.wait()
+
+            async def expired() -> bool:
+                return all(
+                    [
+                        decode_reply(await s.acommand("EXISTS", store.key(sid))) == 0
+                        for s in redis_servers
+                    ]
+                )
+
+            await wait_until(expired)
+            tabs.go_on.set()
+        assert "set-cookie" not in got[0].headers
+        for server in redis_servers:
+            assert decode_reply(await server.acommand("EXISTS", store.key(sid))) == 0

@@ -373,6 +373,83 @@ async def test_writes_later_than_the_delete_survive_it(redis_servers: list[Redis
             await eventually(repaired, f"{server!r} to be repaired")
 
 
+async def test_a_save_of_a_loaded_session_never_brings_a_deleted_one_back(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A request loaded the session, another logged out, the first saved a change:
+    nothing is written, on any server, and the save says so."""
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        await store.save(sid, {"user": {"name": "ada", "role": "admin"}})
+        tab2 = await store.load(sid)
+        untouched = await store.load(sid)
+        await store.delete(sid)
+        tab2["user"]["theme"] = "dark"  # a later timestamp than the logout's stamp
+        assert await store.save(sid, tab2) is False
+        assert await store.save(sid, untouched) is False  # nothing changed: no touch either
+        assert await store.load(sid) == {}
+        for server in redis_servers:
+            assert not any(k.startswith(b"f:") for k in await raw_hash(server, store.key(sid)))
+        # A whole mapping under the deleted id is a fresh session, as before.
+        assert await store.save(sid, {"flash": "bye"}) is True
+        assert await store.load(sid) == {"flash": "bye"}
+
+
+async def test_a_save_of_a_loaded_session_never_revives_an_expired_one(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool, ttl=0.3)
+        sid = store.new_id()
+        await store.save(sid, {"user": "ada", "csrf": "t0k"})
+        request = await store.load(sid)
+
+        async def expired() -> bool:
+            return all([await raw(s, "EXISTS", store.key(sid)) == 0 for s in redis_servers])
+
+        await eventually(expired, "the session to expire")
+        request["cart"] = ["book"]
+        assert await store.save(sid, request) is False
+        for server in redis_servers:  # not even a key holding the marker
+            assert await raw(server, "EXISTS", store.key(sid)) == 0
+        assert await store.load(sid) == {}
+
+
+async def test_a_save_reaches_servers_that_lost_the_session_through_the_others(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A server restarted empty refuses a loaded session's change (it holds nothing
+    live), the others take it: saved, and the read repairs the empty one."""
+    a = redis_servers[0]
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        await store.save(sid, {"user": "ada"})
+        session = await store.load(sid)
+        await raw(a, "DEL", store.key(sid))  # as a server restarted empty
+        session["cart"] = ["book"]
+        assert await store.save(sid, session) is True
+        assert await store.load(sid) == {"user": "ada", "cart": ["book"]}
+
+        async def repaired() -> bool:
+            return await load_alone(a, sid) == {"user": "ada", "cart": ["book"]}
+
+        await eventually(repaired, "the emptied server to be repaired")
+
+
+async def test_a_session_loaded_empty_is_saved_as_a_new_one(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with pool_on(*urls(redis_servers)) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        session = await store.load(sid)  # unknown: {}
+        session["visits"] = 1
+        assert await store.save(sid, session) is True
+        assert await store.load(sid) == {"visits": 1}
+
+
 async def test_delete_reads_first_so_it_kills_what_it_can_see(
     redis_servers: list[RedisServer],
 ) -> None:

@@ -10,6 +10,7 @@ plus a frozen server change nothing for the client.
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -229,3 +230,44 @@ async def test_errors_reaching_the_app_never_show_the_session_id(
         assert sid not in shown
         assert error.__cause__ is None and error.__context__ is None
     assert "\u2026" + sid[-4:] in str(caught[0])
+
+
+async def test_a_write_racing_a_removal_cannot_bring_the_session_back(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Tab 2 read the session, tab 1 logged out (remove), tab 2's write of a
+    # changed field brought the whole session back under the same id.
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        backend = RedisHAStore(store)
+        blob = json.dumps({"user": "ada", METADATA_KEY: {}}).encode()
+        sid = await backend.write("x" * 32, blob, 3600, 3600)
+        read = json.loads(await backend.read(sid, 3600))
+        await backend.remove(sid)
+        read["user"] = "ada!"
+        await backend.write(sid, json.dumps(read).encode(), 3600, 3600)
+        assert not await backend.exists(sid)
+        assert await store.load(sid) == {}
+
+
+async def test_a_regenerated_id_keeps_what_another_request_wrote_meanwhile(
+    redis_servers: list[RedisServer],
+) -> None:
+    async with trio_redisha.open_pool(*(s.url for s in redis_servers), **FAST) as pool:
+        store = SessionStore(pool)
+        backend = RedisHAStore(store)
+        blob = json.dumps({"cart": ["book"], METADATA_KEY: {}}).encode()
+        old = await backend.write("x" * 32, blob, 3600, 3600)
+        login = json.loads(await backend.read(old, 3600))
+        other = json.loads(await backend.read(old, 3600))
+        other["wishlist"] = ["pen"]
+        assert await backend.write(old, json.dumps(other).encode(), 3600, 3600) == old
+        login["user"] = "ada"  # then starsessions regenerates the id
+        new = await backend.write("y" * 32, json.dumps(login).encode(), 3600, 3600)
+        assert new != old
+        assert visible(await store.load(new)) == {
+            "cart": ["book"],
+            "wishlist": ["pen"],
+            "user": "ada",
+        }
+        assert await store.load(old) == {}

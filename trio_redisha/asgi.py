@@ -287,11 +287,15 @@ async def commit_session(
     * A new session with data: stored whole under a new id; its cookie.
     * A loaded session left empty (``clear()``): deleted on every server;
       the cookie expired.
-    * ``rotate``: stored whole under a new id, the old id deleted; the new cookie
-      (also when the delete misses its quorum: logged, the new id still sent).
+    * ``rotate``: stored whole under a new id (the session as it is now, with
+      this request's changes), the old id deleted; the new cookie (also when
+      the delete misses its quorum: logged, the new id still sent).
     * Otherwise the changed fields are written and the removed ones deleted;
       unchanged, only the expiry is refreshed (a failure to refresh it is
       logged, not raised: nothing is lost). The cookie, for its ``Max-Age``.
+      Either only if the session still exists: deleted (a logout, a rotation)
+      or expired since the request loaded it, nothing is written and no
+      cookie is sent (``None``).
 
     Raises:
         QuorumError: A write did not reach its quorum (see :data:`UNAVAILABLE`).
@@ -308,7 +312,9 @@ async def commit_session(
         return cookie.expire_cookie()
     if rotate:
         new = store.new_id()
-        await store.save(new, dict(session))  # the whole session, under the new id
+        # The whole session under the new id: as it is now (another request
+        # may have written since this one loaded it), with this one's changes.
+        await store.save(new, await store._rebased(sid, session))
         try:
             await store.delete(sid)
         except UNAVAILABLE as exc:
@@ -319,13 +325,22 @@ async def commit_session(
             # (reads, repair) or at its expiry, and holds nothing written since.
             logger.warning("old session id not deleted on rotation: %s", exc)
         return cookie.set_cookie(new)
+    # Only the changed and removed fields; unchanged, only the expiry (sliding).
+    # Either only into a session that still exists (see SessionStore.save).
     if _changed(store, session):
-        await store.save(sid, session)  # only the changed and removed fields
+        live = await store.save(sid, session)
     else:
         try:
-            await store.touch(sid)  # sliding expiry
+            live = await store.save(sid, session)
         except UNAVAILABLE as exc:
             logger.warning("session expiry not refreshed: %s", exc)
+            live = True
+    if not live:
+        # Deleted (a logout, a rotation) or expired while this request ran: its
+        # changes are dropped, and no cookie is sent, so the client keeps the
+        # one the logout or rotation gave it.
+        logger.info("session gone while the request ran: its changes are not saved")
+        return None
     return cookie.set_cookie(sid)
 
 

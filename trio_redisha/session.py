@@ -452,20 +452,32 @@ class SessionStore:
         session._loaded = loaded
         return session
 
-    async def save(self, sid: str, data: Mapping[str, Any]) -> None:
+    async def save(self, sid: str, data: Mapping[str, Any]) -> bool:
         """Write the changes of session ``sid`` and give it ``ttl`` seconds of life again.
 
         Given the :class:`Session` that :meth:`load` returned for ``sid`` (from
         this pool and prefix), only the keys whose value changed since are
         written and the keys removed are deleted, so a concurrent request
         changing other keys of the same session keeps its changes (per key, the
-        later write wins). Given any other mapping, or a session loaded from
-        another store or under another id, every key in it is written and no
-        key is deleted. The
-        expiry is refreshed on every server the write reaches (or, when
+        later write wins). Such a save writes only into a session that still
+        exists: if it was deleted (a logout, a rotation), or expired, since it
+        was loaded, nothing is written and ``False`` is returned, so a request
+        racing a logout cannot bring the session, or a part of it, back.
+
+        Given any other mapping, or a session loaded from another store or
+        under another id, every key in it is written and no key is deleted
+        (a new session; under an id deleted before, a fresh one).
+
+        The expiry is refreshed on every server the write reaches (or, when
         nothing changed, on every server holding the session).
 
         Every value is encoded before anything is sent.
+
+        Returns:
+            True if the session was saved; False if it no longer exists (only
+            for a session :meth:`load` found: at least ``write_quorum`` servers
+            holding nothing live of it answered, and none wrote). A session
+            loaded empty (an unknown id) is saved as a new one.
 
         Raises:
             ConfigurationError: ``sid`` is not a valid session id.
@@ -486,14 +498,42 @@ class SessionStore:
         else:
             changed = {k: v for k, v in encoded.items() if before.get(k) != v}
             removed = [k for k in before if k not in encoded]
-        if changed or removed:
-            await self._guarded(sid, self._map(sid).update(changed, delete=removed))
+        if not before:  # not loaded here, or loaded empty: a new session
+            if changed:
+                await self._guarded(sid, self._map(sid).update(changed))
+            else:
+                await self.touch(sid)
+            live = True
         else:
-            await self.touch(sid)
-        if isinstance(data, Session):
+            # Only into a session that still exists: a request that loaded it
+            # before a logout, a rotation or its expiry must not bring it back.
+            live = await self._guarded(sid, self._map(sid)._update_if_live(changed, delete=removed))
+        if live and isinstance(data, Session):
             data._sid = sid
             data._origin = here
             data._loaded = encoded
+        return live
+
+    async def _rebased(self, sid: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Session ``sid`` as the servers hold it now, with the changes ``data`` made.
+
+        For a rotation, which saves the whole session under a new id: a
+        request that changed other keys since ``data`` was loaded keeps them.
+        ``data`` not loaded from here is taken whole.
+        """
+        here = (self._pool, self._prefix + sid)
+        if not isinstance(data, Session) or data._origin != here:
+            return dict(data)
+        before = data._loaded
+        encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
+        out: dict[str, Any] = dict(await self.load(sid))
+        for k, v in data.items():
+            if before.get(k) != encoded[k]:
+                out[k] = v
+        for k in before:
+            if k not in encoded:
+                out.pop(k, None)
+        return out
 
     async def delete(self, sid: str) -> None:
         """Delete session ``sid`` on every server, for good.

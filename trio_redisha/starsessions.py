@@ -135,7 +135,9 @@ class RedisHAStore(_StarSessionStore):
             values[METADATA_KEY] = metadata
         read_sid = token.get("sid") if isinstance(token, dict) else None
         fields = token.get("fields") if isinstance(token, dict) else None
-        if read_sid == session_id and isinstance(fields, dict):
+        snapshot = None
+        old: str | None = read_sid if isinstance(read_sid, str) else None
+        if old is not None and self.store.is_valid_id(old) and isinstance(fields, dict):
             # Rebuild what was read, as far as saving needs it: a field whose
             # encoding still has its digest is unchanged; any other one changed.
             loaded: dict[str, bytes] = {}
@@ -145,13 +147,21 @@ class RedisHAStore(_StarSessionStore):
                     loaded[name] = encoded if _digest(encoded) == digest else _CHANGED
                 else:
                     loaded[name] = _CHANGED  # removed: save() deletes it
-            await self.store.save(session_id, self.store._snapshot(session_id, values, loaded))
+            snapshot = self.store._snapshot(old, values, loaded)
+        if snapshot is not None and old == session_id:
+            # Only into a session that still exists: one deleted (or expired)
+            # while this request ran is not brought back (nothing is written).
+            await self.store.save(session_id, snapshot)
             return session_id
-        # New to the store, or regenerated: a new id of ours, the whole session.
+        # New to the store, or regenerated: a new id of ours, the whole session
+        # (regenerated: as the old id holds it now, with this request's changes).
         new_id = self.store.new_id()
-        await self.store.save(new_id, values)
-        if isinstance(read_sid, str):
-            await self.store.delete(read_sid)  # the old id opens nothing any more
+        if snapshot is not None and old is not None:
+            await self.store.save(new_id, await self.store._rebased(old, snapshot))
+        else:
+            await self.store.save(new_id, values)
+        if old is not None:
+            await self.store.delete(old)  # the old id opens nothing any more
         return new_id
 
     async def remove(self, session_id: str) -> None:

@@ -33,6 +33,9 @@ from ._state import Mergeable
 from ._storage import Fields, check_key, script_argv
 from .codecs import Codec
 
+#: A first pair that makes an LWW write conditional (see ``_scripts.LWW_MERGE``).
+_LIVE_GUARD: tuple[bytes, bytes] = (b"x:", b"1")
+
 if TYPE_CHECKING:
     from ..pool import Pool
     from ._plan import RepairPlan
@@ -355,13 +358,72 @@ class CRDTBase(Generic[S]):
         self._check_write(replies)
         return replies
 
-    def _check_write(self, replies: Replies) -> None:
+    async def _write_if_live(self, fields: Fields) -> bool:
+        """:meth:`_write`, applied only where the key holds a live register.
+
+        For an LWW type (:data:`~trio_redisha.crdt._storage.MAP`,
+        :data:`~trio_redisha.crdt._storage.SET`): a server whose copy holds no
+        live register (absent, expired, cleared, only tombstones) writes
+        nothing, and neither its expiry nor its digest changes. With no
+        ``fields``, a server holding a live register only gets the expiry.
+
+        Returns:
+            False if nothing was written because the key is gone: at least
+            ``write_quorum`` of its owners answered so, and no server wrote.
+            Fallbacks (with placement) hold no copy until they take a sloppy
+            write: where only they answer, the write goes to them as it is.
+
+        Raises:
+            ForeignValueError: As :meth:`_write`.
+            QuorumError: Fewer than ``write_quorum`` servers wrote, and fewer
+                than ``write_quorum`` owners said the key is gone.
+        """
+        kind = self._kind
+        servers = self._script_servers()
+        replies = await self._pool.execute_script(
+            kind.script,
+            self._script_keys,
+            script_argv((kind.marker, self._pttl_ms), [_LIVE_GUARD, *fields]),
+            timeout=self._timeout,
+            servers=servers,
+        )
+        gone = [i for i, r in enumerate(replies) if r == b"GONE" or r == "GONE"]
+        if not gone:
+            self._check_write(replies)
+            return True
+        wrote = any(
+            not isinstance(r, BaseException) and i not in gone for i, r in enumerate(replies)
+        )
+        owners = set(self._pool.owners(self._key))
+        gone_owners = sum(1 for i in gone if replies.servers[i] in owners)
+        if not wrote:
+            quorum = self.write_quorum
+            if gone_owners >= quorum or (gone_owners and gone_owners == len(owners)):
+                self._check_foreign(replies)
+                return False
+            if not gone_owners:  # only fallbacks, which hold no copy yet: a sloppy write
+                await self._write(fields)
+                return True
+        shown = Replies(
+            [
+                ReplyError("GONE the key holds nothing live here") if i in gone else r
+                for i, r in enumerate(replies)
+            ],
+            replies.servers,
+        )
+        self._check_write(shown)
+        return True
+
+    def _check_foreign(self, replies: Replies) -> None:
         cache = self._ctx.read_cache
         if cache:  # the key changed: the next read is a plain digest read, one round
             cache.drop(key_name(self._key))
         for r in replies:
             if isinstance(r, ReplyError) and is_foreign_reply(r):  # no call for the others
                 raise foreign_error(self._key, r)
+
+    def _check_write(self, replies: Replies) -> None:
+        self._check_foreign(replies)
         self._pool._check_quorum(
             replies, self._ctx.write_quorum if self._write_quorum is None else self._write_quorum
         )

@@ -404,6 +404,22 @@ local function parse_clear(e)
   if r and r[3] == '-' then return r end
   return nil
 end
+
+-- Whether the key holds a live register: one that is not a tombstone and
+-- that the clear stamp (clear, parsed) does not kill.
+local function live(clear)
+  local all = redis.call('HGETALL', key)
+  for j = 1, #all, 2 do
+    local g = all[j]
+    if g ~= 'c:' and g ~= '__redisha__' and g ~= DIGEST then
+      local r = parse(all[j + 1])
+      if r and sub(r[3], 1, 1) == '+' and (not clear or cmp(r, clear) > 0) then
+        return true
+      end
+    end
+  end
+  return false
+end
 """
 
 #: Merge last-writer-wins registers (map fields, set members) and clear stamps.
@@ -416,10 +432,14 @@ end
 #: it is refused if the stored clear stamp (field ``c:``) is not smaller than
 #: it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
 #: stored one and then deletes every field holding a register it kills.
-#: Answers how many fields changed (written or deleted).
+#: Answers how many fields changed (written or deleted). A first pair
+#: ``x:, 1`` (never stored) makes the write conditional: on a key holding no
+#: live register (absent, expired, cleared, only tombstones) nothing is
+#: written, the expiry is left, and the answer is ``GONE``.
 _LWW_MERGE_BODY = r"""
 local why, got = load('c:', 3)
 if why then return why end
+if ARGV[3] == 'x:' and not live(parse_clear(got[3])) then return 'GONE' end
 begin(got)
 local rawclear = got[3]
 local clear = parse_clear(rawclear)

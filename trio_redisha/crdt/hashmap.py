@@ -180,6 +180,14 @@ class HashMap(CodecCRDT[MapState]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
+        out = self._registers(fields, delete)
+        if out:
+            await self._write(out)
+
+    def _registers(
+        self, fields: Mapping[str, Any] | Mapping[bytes, Any] | None, delete: Iterable[str | bytes]
+    ) -> Fields:
+        """The registers :meth:`update` writes, all with one new timestamp."""
         items = _fields({} if fields is None else fields).items()
         encoded = [(_name(k), encode_value(self._codec, v)) for k, v in items]
         dead = _names(delete)
@@ -187,13 +195,30 @@ class HashMap(CodecCRDT[MapState]):
         if both:
             raise CodecError(f"fields both written and deleted: {sorted(both)!r}")
         if not encoded and not dead:
-            return
+            return []
         ts = self._ctx.clock.check(self._ctx.clock.now())
         out: Fields = [
             (b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded
         ]
         out += [(b"f:" + name, Entry(ts, self._actor, True).encode()) for name in dead]
-        await self._write(out)
+        return out
+
+    async def _update_if_live(
+        self,
+        fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        *,
+        delete: Iterable[str | bytes] = (),
+    ) -> bool:
+        """:meth:`update`, only where the map holds a live field (for the session store).
+
+        A map deleted (cleared), expired, or never written is not brought back
+        by a write of some of its fields: nothing is written where it holds no
+        live field. With nothing to write, refreshes the expiry where it does.
+
+        Returns:
+            False if the map is gone (nothing written); see ``_write_if_live``.
+        """
+        return await self._write_if_live(self._registers(fields, delete))
 
     async def clear(self) -> None:
         """Delete every field, with one map-level stamp: a tombstone for all of them.
