@@ -26,8 +26,10 @@ import trustme
 from tests.conftest import RedisFactory
 from tests.harness.helpers import DEADLINE, Sleeps, error_text, wait_until
 from tests.harness.hostile import (
+    SETUP_COMMANDS,
     HostileConnection,
     answer_handshake,
+    handshake_reply,
     never_reply,
     open_hostile_server,
     reply_with,
@@ -1003,6 +1005,57 @@ async def test_backpressure_callers_wait_instead_of_queueing(redis_server: Redis
         assert await conn.execute("GET", "load") == b"1500"
 
 
+async def test_execute_timeout_covers_the_wait_for_room_in_the_backlog(
+    autojump_clock: Any,
+) -> None:
+    # The wait for room ran outside the timeout: a call on a full connection to a
+    # hung server waited for the stall watchdog (30 s here), not its 0.5 s.
+    async with trio.open_nursery() as nursery:
+        server = MemoryServer(nursery)
+        conn = await server.connect(
+            parse_server("redis://memory:6379"), max_pending=4, stall_timeout=30.0
+        )
+        nursery.start_soon(conn.run)
+        assert await conn.execute("PING") == "PONG"
+        server.hang()
+        echoed: list[bytes] = []
+
+        async def echo(word: str) -> None:
+            echoed.append(await conn.execute("ECHO", word))
+
+        for i in range(4):
+            nursery.start_soon(echo, f"stuck{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.pending == 4
+        start = trio.current_time()
+        with pytest.raises(ServerTimeout, match="nothing was sent"):
+            await conn.execute("ECHO", "never", timeout=0.5)
+        assert trio.current_time() - start == pytest.approx(0.5)
+        assert conn.pending == 4
+        server.unhang()
+        await wait_until(lambda: len(echoed) == 4)
+        assert sorted(echoed) == [b"stuck0", b"stuck1", b"stuck2", b"stuck3"]
+        # The server never saw the command that timed out.
+        assert sorted(c for _, c in server.commands) == [
+            [b"ECHO", b"stuck%d" % i] for i in range(4)
+        ] + [[b"PING"]]
+
+        # The deadline counts from the call: room that comes late leaves only
+        # the rest of it for the reply (each reply takes 0.4 s: room at 0.4,
+        # this reply at 2.0; it was sent, so the timeout says nothing else).
+        server.delay = 0.4
+        for i in range(4):
+            nursery.start_soon(echo, f"slow{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with pytest.raises(ServerTimeout, match=r"did not reply within 1\.0 s"):
+            await conn.execute("ECHO", "late", timeout=1.0)
+        assert trio.current_time() - start == pytest.approx(1.0)
+        await wait_until(lambda: len(echoed) == 8)
+        assert not conn.is_closed
+        nursery.cancel_scope.cancel()
+
+
 # --------------------------------------------------------------------------- early flush
 
 
@@ -1168,6 +1221,68 @@ async def test_handshake_error_that_echoes_the_command_shows_no_credentials(
     assert "ERR" in seen[0]
 
 
+@pytest.mark.parametrize(
+    ("after_pong", "later", "stray"),
+    [
+        (b"$5\r\nbogus\r\n", b"", True),  # a whole reply nobody asked for
+        (b"$5\r\nbog", b"us\r\n", True),  # the start of one
+        (b">2\r\n$3\r\nmsg\r\n$1\r\nx\r\n:7\r\n", b"", True),  # one behind a push
+        (b">2\r\n$3\r\nmsg\r\n$1\r\nx\r\n", b"", False),  # a push is legitimate...
+        (b">2\r\n$3\r\nms", b"g\r\n$1\r\nx\r\n", False),  # ...even a part of one
+    ],
+    ids=["whole-reply", "partial-reply", "reply-after-push", "push", "partial-push"],
+)
+async def test_a_reply_nobody_asked_for_during_the_handshake_fails_it(
+    after_pong: bytes, later: bytes, stray: bool
+) -> None:
+    # The stray reply came in the same packet as the PONG: the parser kept it,
+    # and the connection handed it to its first caller (GET k1 returned b"bogus").
+    async def handler(hc: HostileConnection) -> None:
+        while True:
+            command = await hc.read_command()
+            if command[0].upper() == b"PING":
+                await hc.send(b"+PONG\r\n" + after_pong)
+                break
+            reply = handshake_reply(command, hc.id)
+            assert reply is not None
+            await hc.send(reply)
+        rest = later  # the end of what followed the PONG, before the first reply
+        while True:
+            command = await hc.read_command()
+            await hc.send(rest + b"$8\r\nright-" + command[-1] + b"\r\n")
+            rest = b""
+
+    async with open_hostile_server(handler) as hostile:
+        url = hostile.url.replace("redis://", f"redis://alice:{SECRET}@") + "?protocol=3"
+        with trio.fail_after(PROMPT):
+            if stray:
+                with pytest.raises(ServerUnavailable, match="nobody asked for") as caught:
+                    async with open_connection(url):
+                        pytest.fail("connected to a server that sent a stray reply")
+                assert hostile.url in str(caught.value)
+                assert SECRET not in str(caught.value)
+                await wait_until(lambda: hostile.live_connections == 0, PROMPT)
+            else:
+                async with open_connection(url) as conn:
+                    assert await conn.execute("GET", "k1") == b"right-k1"
+                    assert await conn.execute("GET", "k2") == b"right-k2"
+
+
+async def test_a_protocol_violation_during_the_handshake_is_unavailable() -> None:
+    # connect() and open_connection() document ServerUnavailable for a failed
+    # handshake; bytes that are not RESP in answer to the PING raised ProtocolError.
+    async with open_hostile_server(reply_with(b"?garbage\r\n", handshake=SETUP_COMMANDS)) as srv:
+        with trio.fail_after(PROMPT):
+            with pytest.raises(ServerUnavailable, match="handshake") as caught:
+                async with open_connection(srv.url):
+                    pytest.fail("connected to a server that broke the protocol")
+            assert srv.url in str(caught.value)
+            assert isinstance(caught.value.__cause__, ProtocolError)
+            with pytest.raises(ServerUnavailable, match="handshake"):
+                await connect(srv.url)
+            await wait_until(lambda: srv.live_connections == 0, PROMPT)
+
+
 async def test_stall_watchdog_closes_a_silent_connection_on_virtual_time(
     autojump_clock: Any,
 ) -> None:
@@ -1263,6 +1378,7 @@ async def test_backlog_and_stall_options_are_checked(
         (bytearray(b"MONITOR"),),
         ("CLIENT", "REPLY", "OFF"),
         ("client", b"reply", "skip"),
+        ("REPLCONF", "ACK", "0"),  # never answered: the replies after it came one late
     ],
 )
 async def test_commands_whose_replies_are_not_one_per_command_are_refused(

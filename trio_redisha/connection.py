@@ -164,13 +164,13 @@ def check_limits(value: object) -> Limits:
 
 
 #: Commands whose replies are not one per command (a confirmation per channel,
-#: then messages; a stream of events; none at all): a connection pairs each
-#: command with one reply, so none of them can run on one, a dedicated one
-#: included.
+#: then messages; a stream of events; none at all, as ``REPLCONF ACK``, which
+#: only a replica sends): a connection pairs each command with one reply, so
+#: none of them can run on one, a dedicated one included.
 _NOT_ONE_REPLY: Final = frozenset(
     {
         "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
+        "SUNSUBSCRIBE", "MONITOR", "SYNC", "PSYNC", "REPLCONF",
     }
 )  # fmt: skip
 
@@ -755,12 +755,15 @@ class Connection:
 
         Args:
             *args: The command and its arguments.
-            timeout: Seconds to wait for the reply (``None``: no limit beyond the
-                connection's stall detection).
+            timeout: Seconds from the call to the reply, a wait for room in a
+                full backlog (``max_pending``) included (``None``: no limit
+                beyond the connection's stall detection).
 
         Raises:
             ReplyError: The server answered with an error.
             ServerTimeout: No reply before ``timeout``; the reply will be discarded.
+                Or no room in the backlog before it: nothing was sent (the
+                message says so).
             ServerUnavailable: The connection is closed or broke.
             UnsupportedCommand: The command's replies are not one per command
                 (``SUBSCRIBE``, ``MONITOR``...); nothing was sent.
@@ -770,23 +773,24 @@ class Connection:
         # Trio's rule: a call that raises Cancelled did nothing. Past this point
         # the command is queued, and a cancellation only stops the waiting.
         await trio.lowlevel.checkpoint_if_cancelled()
-        while len(self._pending) >= self._max_pending and self._error is None:
-            await self._space.park()
+        left = timeout  # of the timeout, which counts from the call
+        if len(self._pending) >= self._max_pending and self._error is None:
+            left = await self._wait_for_room(timeout)
         waiter = Waiter(1)
         slot = self.submit(data, waiter, solo=True)
         if slot.state is WAITING:
             if self.take_solo(slot):
-                if timeout is None:
+                if left is None:
                     await self.read_solo(slot, self.busy_poll)
                 else:
-                    with trio.move_on_after(timeout):
+                    with trio.move_on_after(left):
                         await self.read_solo(slot, self.busy_poll)
             else:
                 self.ensure_reader()
-                if timeout is None:
+                if left is None:
                     await waiter.wait()
                 else:
-                    with trio.move_on_after(timeout):
+                    with trio.move_on_after(left):
                         await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
@@ -799,6 +803,32 @@ class Connection:
             raise slot.value
         slot.detach()
         raise ServerTimeout(f"{self.label} did not reply within {timeout} s")
+
+    async def _wait_for_room(self, timeout: float | None) -> float | None:
+        """Wait until the backlog has room (or the connection broke), for :meth:`execute`.
+
+        Returns:
+            What is left of ``timeout``, which counts from the call.
+
+        Raises:
+            ServerTimeout: ``timeout`` passed first; nothing was sent.
+        """
+        space = self._space
+        if timeout is None:
+            while len(self._pending) >= self._max_pending and self._error is None:
+                await space.park()
+            return None
+        deadline = trio.current_time() + timeout
+        with trio.move_on_at(deadline):
+            while len(self._pending) >= self._max_pending and self._error is None:
+                await space.park()
+        left = deadline - trio.current_time()
+        if left <= 0 and self._error is None:
+            raise ServerTimeout(
+                f"{self.label}: no room for the command within {timeout} s"
+                f" ({len(self._pending)} requests outstanding); nothing was sent"
+            )
+        return max(left, 0.0)
 
     # -- solo reads
 
@@ -1339,6 +1369,7 @@ async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) ->
     commands = _handshake_commands(spec)
     await transport.send_all(b"".join(encode_command(args) for _, args in commands))
     replies: list[Any] = []
+    data = b""
     while len(replies) < len(commands):
         data = await transport.receive_some()
         if not data:
@@ -1372,6 +1403,39 @@ async def _handshake(transport: _Transport, parser: Parser, spec: ServerSpec) ->
         ping = replies[-1]
         if isinstance(ping, ReplyError):  # pragma: no cover - handled above
             raise ping
+    _check_nothing_more(parser, data, spec)
+
+
+def _check_nothing_more(parser: Parser, last: bytes, spec: ServerSpec) -> None:
+    """Refuse a server that sent more than the handshake's replies (and pushes).
+
+    The connection goes on with this parser, so a reply buffered behind the
+    PING's would be handed to its first caller. Only a push may follow (the
+    connection handles it as any push), whole or in part.
+
+    Args:
+        parser: The handshake's parser, past the handshake's replies.
+        last: The last bytes received: every byte after the PING's reply is in
+            them, since that reply ended in them.
+        spec: The server.
+
+    Raises:
+        ServerUnavailable: A reply, or part of one, that no command asked for.
+    """
+    while True:
+        reply = parser.next_reply()
+        if reply is NEED_DATA:
+            break
+        if type(reply) is not Push:
+            raise ServerUnavailable(
+                f"{spec.label} sent a reply nobody asked for during the handshake"
+            )
+    # An incomplete reply stays buffered: it must be the start of a push.
+    rest = getattr(parser, "buffered", 0)
+    if rest and last[-rest:][:1] != b">":
+        raise ServerUnavailable(
+            f"{spec.label} sent part of a reply nobody asked for during the handshake"
+        )
 
 
 class SpecOptions(ServerOptions, total=False):
@@ -1422,7 +1486,9 @@ async def connect(
 
     Raises:
         ServerUnavailable: The server refused, closed, or failed the handshake
-            (:class:`AuthenticationError` for bad credentials).
+            (:class:`AuthenticationError` for bad credentials): an error reply,
+            bytes that are not RESP (the :class:`ProtocolError` is the cause),
+            or a reply nobody asked for.
         ConfigurationError: The address is malformed, or an option out of range.
     """
     check_limits(limits)
@@ -1491,6 +1557,9 @@ async def _handshaken(
         transport.close_now()
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             raise ServerUnavailable(f"handshake failed: {_describe(exc)}") from None
+        if isinstance(exc, ProtocolError):
+            # A failed handshake, as documented (the running connection wraps it too).
+            raise ServerUnavailable(f"{spec.label}: handshake: {exc}") from exc
         raise
     return Connection(
         transport,
