@@ -35,6 +35,7 @@ from tests.harness.hostile import (
     open_hostile_server,
 )
 from trio_redisha import (
+    ConfigurationError,
     Pool,
     PoolClosed,
     QuorumError,
@@ -437,6 +438,10 @@ _STATEFUL_COMMANDS: list[tuple[Any, ...]] = [
     ("AUTH", "x"),
     ("QUIT",),
     ("RESET",),
+    ("REPLCONF", "ACK", 0),  # never answered: every later reply went to the wrong caller
+    ("replconf", "GETACK", "*"),
+    ("SCRIPT", "DEBUG", "YES"),  # every later reply came from the Lua debugger
+    (b"script", b"debug", b"sync"),
 ]
 
 
@@ -823,7 +828,7 @@ async def test_second_tier_nursery_start_and_aclose(redis_servers: list[RedisSer
         await pool.ping()
     await pool.aclose()  # idempotent
     async with trio.open_nursery() as nursery:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(PoolClosed, match="runs only once"):
             await nursery.start(pool.run)  # a pool runs once
     await wait_no_clients(redis_servers)
 
@@ -843,6 +848,30 @@ async def test_second_tier_nursery_start_and_aclose(redis_servers: list[RedisSer
     await pool.aclose()
     with pytest.raises(PoolClosed):
         await pool.ping()
+
+
+async def test_aclose_before_run_started_lets_run_return(redis_server: RedisServer) -> None:
+    """The owner closes the pool before its run task got to run (e.g. its start-up failed)."""
+    pool = Pool(redis_server.url)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run)  # not started yet...
+            await pool.aclose()  # ...when the pool is closed: run() returns quietly
+        # nursery.start() on a pool closed before it ran: started at once, nothing runs.
+        async with trio.open_nursery() as nursery:
+            assert await nursery.start(pool.run) is pool
+    assert "closed" in repr(pool)
+    with pytest.raises(PoolClosed):
+        await pool.ping()
+    assert await redis_server.aclient_count() == 0
+
+    # Running a pool while it runs is still an error, of the library's hierarchy.
+    pool = Pool(redis_server.url)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with pytest.raises(ConfigurationError, match="runs only once"):
+            await nursery.start(pool.run)
+        await pool.aclose()
 
 
 def test_works_inside_anyio_task_group_on_trio(redis_servers: list[RedisServer]) -> None:

@@ -57,6 +57,18 @@ def check_command(args: Sequence[Any]) -> None:
             f"{name} blocks or changes connection state; it cannot run on the pool's "
             "shared connections (open a dedicated connection with open_connection())"
         )
+    if (
+        name == "SCRIPT"
+        and len(args) > 2
+        and word(args[1]) == "DEBUG"
+        and word(args[2]) in ("YES", "SYNC")
+    ):
+        # The connection becomes a Lua debugging session: every caller's
+        # command after it is answered by the debugger, as a success.
+        raise UnsupportedCommand(
+            "SCRIPT DEBUG turns the shared connections into a Lua debugging session;"
+            " debug scripts on a dedicated connection (open_connection())"
+        )
     if name in ("XREAD", "XREADGROUP"):
         # Options come before STREAMS; after it, keys and ids (a stream, like
         # XREADGROUP's group and consumer, may be named "block").
