@@ -194,6 +194,30 @@ async def test_cross_slot_raises_before_anything_is_sent(nine: list[RedisServer]
             assert await keys_on(server) == set()
 
 
+async def test_sort_patterns_must_share_the_key_s_owners(nine: list[RedisServer]) -> None:
+    # SORT ... BY w_* GET o_* went to the list's owners, which do not hold the
+    # weights and objects: the answer was [None, None, None], silently.
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        for suffix, weight in (("a", 3), ("b", 1), ("c", 2)):
+            await pool.execute("RPUSH", "{t}:ids", suffix)
+            await pool.execute("SET", f"{{t}}:w_{suffix}", weight)
+            await pool.execute("SET", f"{{t}}:o_{suffix}", f"obj-{suffix}")
+        for name in ("SORT", "sort_ro"):
+            got = await pool.execute(name, "{t}:ids", "BY", "{t}:w_*", "GET", "{t}:o_*", "GET", "#")
+            assert got.servers == pool.owners("{t}:ids")
+            assert got == [[b"obj-b", b"b", b"obj-c", b"c", b"obj-a", b"a"]] * 3
+            for pattern in (["BY", "w_*"], ["GET", "o_*"], ["BY", "{t}:w_*", "GET", "*"]):
+                with pytest.raises(CrossSlotError, match="pattern"):
+                    await pool.execute(name, "{t}:ids", *pattern)
+        other = keys_with_other_owners(pool, "{t}:ids")
+        with pytest.raises(CrossSlotError):  # a tag of other owners
+            await pool.execute("SORT", "{t}:ids", "BY", "{" + other + "}:w_*")
+        # No key named: BY nosort (no '*'), GET # and a LIMIT's numbers.
+        got = await pool.execute("SORT", "{t}:ids", "BY", "nosort", "LIMIT", 0, 2, "GET", "#")
+        assert got == [[b"a", b"b"]] * 3
+        assert await pool.execute("SORT", "{t}:ids", "ALPHA") == [[b"a", b"b", b"c"]] * 3
+
+
 async def test_keyless_commands_go_to_every_server(nine: list[RedisServer]) -> None:
     async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
         ping = await pool.ping()

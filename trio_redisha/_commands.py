@@ -30,10 +30,10 @@ from ._command_table import COMMANDS as _TABLE
 from ._command_table import CONTAINERS as _CONTAINERS
 from ._command_table import REDIS_VERSION as REDIS_VERSION
 from ._command_table import Entry, Spec
-from .exceptions import CommandEncodeError, UnsupportedCommand
+from .exceptions import CommandEncodeError, CrossSlotError, UnsupportedCommand
 from .resp import arg_bytes
 
-__all__ = ["REDIS_VERSION", "CommandInfo", "command_info", "command_keys"]
+__all__ = ["REDIS_VERSION", "CommandInfo", "command_info", "command_keys", "pattern_keys"]
 
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
@@ -273,11 +273,81 @@ _FALLBACKS: Final[dict[str, Fallback]] = {
 }
 
 
+#: Commands whose arguments hold key patterns (``SORT ... BY w_* GET o_*``).
+_PATTERNED: Final = frozenset({"sort", "sort_ro"})
+
+
+def _pattern_slot_tag(pattern: bytes) -> bytes | None:
+    """The hash tag every key ``pattern`` can name shares, as Redis Cluster's
+    ``patternHashSlot`` finds it: a ``{tag}`` closed before any wildcard
+    (``*?[``) or escape; else None (its keys can be in any partition)."""
+    start = -1
+    for i, c in enumerate(pattern):
+        if c in b"*?[\\":
+            return None
+        if start < 0 and c == 0x7B:  # {
+            start = i
+        elif start >= 0 and c == 0x7D:  # }
+            return None if i == start + 1 else pattern[start + 1 : i]
+    return None
+
+
+def pattern_keys(args: Sequence[object]) -> list[bytes]:
+    """Keys standing for those ``SORT``'s ``BY`` and ``GET`` patterns read, for routing.
+
+    With placement a command goes to its key's owners, which hold only their
+    own partitions: a pattern's keys must be in the key's (a hash tag, as in
+    Redis Cluster, which refuses such a ``SORT`` otherwise). Each pattern that
+    names keys (it holds a ``*``; ``GET #`` and ``BY nosort`` name none)
+    gives its tag, as a key (``{tag}``) whose owners the caller checks as it
+    checks the command's keys. Other commands give ``[]``.
+
+    Raises:
+        CrossSlotError: A pattern has no hash tag: its keys can be anywhere.
+    """
+    if len(args) < 4:
+        return []
+    name = args[0]
+    text = (
+        bytes(name).decode("latin-1")
+        if isinstance(name, (bytes, bytearray, memoryview))
+        else name
+        if isinstance(name, str)
+        else ""
+    ).lower()
+    if text not in _PATTERNED:
+        return []
+    out: list[bytes] = []
+    i = 2
+    while i < len(args):
+        word = arg_bytes(i, args[i]).lower()
+        if word == b"limit":
+            i += 3
+            continue
+        if word in (b"by", b"get") and i + 1 < len(args):
+            pattern = arg_bytes(i + 1, args[i + 1])
+            if b"*" in pattern:  # as Redis: without one, no key is read
+                tag = _pattern_slot_tag(pattern)
+                if tag is None:
+                    raise CrossSlotError(
+                        f"{text.upper()}: the {word.decode().upper()} pattern"
+                        f" {pattern[:64]!r} names keys on other servers; give it the key's"
+                        " hash tag, e.g. SORT {user42}:ids BY {user42}:w_*",
+                        command=text.upper(),
+                    )
+                out.append(b"{" + tag + b"}")
+            i += 2
+            continue
+        i += 1
+    return out
+
+
 def _build(name: str, entry: Entry) -> CommandInfo:
     arity, flags, acl, tips, group, specs_t = entry
     flag_set = frozenset(flags)
     single = 0
-    if len(specs_t) == 1 and "movablekeys" not in flag_set:
+    # SORT's BY and GET patterns name keys too (pattern_keys): no fast path.
+    if len(specs_t) == 1 and "movablekeys" not in flag_set and name not in _PATTERNED:
         sflags, bs, fk = specs_t[0]
         plain = "incomplete" not in sflags and "not_key" not in sflags
         if plain and bs[0] == "index" and fk[0] == "range" and fk[1] == 0:

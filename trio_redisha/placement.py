@@ -66,7 +66,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ._commands import command_keys
+from ._commands import command_keys, pattern_keys
 from .config import ServerSpec, parse_server
 from .exceptions import CommandEncodeError, ConfigurationError, CrossSlotError
 
@@ -358,7 +358,7 @@ def command_partition(
     keys = command_keys(args)
     if not keys:
         return None
-    return keys_partition(placement, keys, args[0], previous)
+    return keys_partition(placement, [*keys, *pattern_keys(args)], args[0], previous)
 
 
 def keys_partition(

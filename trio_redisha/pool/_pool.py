@@ -39,7 +39,7 @@ import trio
 
 from .._commands import COMMANDS as _COMMAND_TABLE
 from .._commands import CONTAINERS as _CONTAINERS
-from .._commands import REDIS_VERSION, command_info, command_keys
+from .._commands import REDIS_VERSION, command_info, command_keys, pattern_keys
 from .._deadlines import GRANULARITY, Deadlines
 from .._util import open_owned_nursery, takes_arguments_of
 from ..config import ServerSpec, parse_server
@@ -662,7 +662,9 @@ class Pool:
         keys = command_keys(args)
         if not keys:
             return self._all
-        partition = keys_partition(placement, keys, args[0], self._previous)
+        # SORT's BY/GET patterns read keys too: they must share the owners.
+        routed = [*keys, *pattern_keys(args)] if len(args) > 3 else keys
+        partition = keys_partition(placement, routed, args[0], self._previous)
         if quorum is not None:
             _count("quorum", quorum, placement.replicas)
         if len(keys) == 1 and isinstance(args[0], (str, bytes)):
