@@ -48,6 +48,14 @@ class Push(list[Any]):
 class Limits:
     """Bounds that keep a broken or hostile server from exhausting memory.
 
+    They bound the *bytes* of a reply, not the memory of the Python objects
+    made of them. Most replies take a few times their bytes; tiny aggregates
+    take far more: ``~0\\r\\n`` (4 bytes) becomes an empty ``set`` of about
+    200, so a reply of a million of them (4 MB) holds over 200 MB. Against a
+    server that may be hostile, lower ``max_incomplete_bytes`` and
+    ``max_aggregate_length`` to what the application's replies need: the
+    defaults only stop a reply no honest server sends.
+
     Attributes:
         max_bulk_length: Largest bulk string accepted. Redis's own
             ``proto-max-bulk-len`` defaults to 512 MiB, so no honest server sends more.
