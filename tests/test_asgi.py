@@ -600,6 +600,7 @@ async def test_a_request_racing_a_logout_cannot_bring_the_session_back(
         assert await store.load(sid) == {}
         for server in redis_servers:
             held = decode_reply(await server.acommand("HKEYS", store.key(sid)))
+            assert isinstance(held, list)
             assert not [k for k in held if k.startswith(b"f:")], held
 
 
