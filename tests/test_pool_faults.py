@@ -15,8 +15,15 @@ import pytest
 import trio
 import trio.testing
 
+from tests.conftest import RedisFactory
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
-from tests.harness.helpers import timed, urls, wait_no_clients, wait_until
+from tests.harness.helpers import command_calls, timed, urls, wait_no_clients, wait_until
+from tests.harness.hostile import (
+    SETUP_COMMANDS,
+    HostileConnection,
+    answer_handshake,
+    open_hostile_server,
+)
 from tests.test_pool import (
     FAST,
     PONG3,
@@ -30,6 +37,7 @@ from tests.test_pool import (
     wait_ready,
 )
 from trio_redisha import (
+    HashMap,
     Pool,
     PoolClosed,
     ServerState,
@@ -37,6 +45,7 @@ from trio_redisha import (
     ServerUnavailable,
     open_pool,
 )
+from trio_redisha.crdt import Counter as CounterCRDT
 from trio_redisha.testing import RedisServer
 
 TIMEOUT = 0.5  # the pool's default deadline
@@ -328,7 +337,102 @@ async def test_hedged_read_returns_on_first_reply_and_leaks_nothing(
         await victim.athaw()
 
 
+# --------------------------------------------------------------------------- probes
+
+
+async def test_probe_answered_by_an_error_reply_keeps_probing() -> None:
+    """A server answering the probe's PING with -BUSY (a long script) is probed until PONG."""
+    seen: list[ServerState] = []  # the server's state as each probe arrives
+    pools: list[Pool] = []
+
+    async def busy_for_a_while(conn: HostileConnection) -> None:
+        await answer_handshake(conn, SETUP_COMMANDS)  # returns the handshake's PING
+        await conn.send(b"+PONG\r\n")
+        held = 0  # GETs left unanswered: the pool times out and opens the circuit
+        while True:
+            command = await conn.read_command()
+            if command[0].upper() != b"PING":
+                held += 1
+                continue
+            seen.append(pools[0].status()[0].state)
+            if held or len(seen) <= 3:
+                # The late GET replies first (replies come in order), then BUSY.
+                await conn.send(b"$-1\r\n" * held + b"-BUSY Redis is busy running a script\r\n")
+                held = 0
+            else:
+                await conn.send(b"+PONG\r\n")
+
+    async with (
+        open_hostile_server(busy_for_a_while) as hostile,
+        ready_pool(hostile.url, timeout=0.2, probe_interval=0.2, backoff_cap=0.05) as pool,
+    ):
+        pools.append(pool)
+        (entry,) = await pool.get("k")
+        assert isinstance(entry, ServerTimeout)
+        assert pool.status()[0].state is ServerState.SUSPECT
+        await wait_until(
+            holds(lambda: pool.status()[0].state is ServerState.UP), what="circuit closed"
+        )
+        # Every probe that got BUSY left the circuit open; the PONG closed it.
+        assert seen == [ServerState.SUSPECT] * 4
+        assert await pool.ping() == ["PONG"]
+
+
 # --------------------------------------------------------------------------- closing
+
+
+async def test_aclose_closes_the_pool_even_when_cancelled(redis_factory: RedisFactory) -> None:
+    """aclose() in a cancelled scope while a read repair waits: closed at once, owner exits."""
+    a, b = redis_factory.many(2)
+    async with proxied(b) as proxy:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                pool = Pool(a.url, proxy.url, timeout=2.0, stall_timeout=10.0)
+                await nursery.start(pool.run)
+                await wait_ready(pool)
+                counter = CounterCRDT(pool, "ctr")
+                await counter.incr(5)
+                await b.acommand("DEL", "ctr")  # b falls behind
+                assert await counter.get() == 5  # starts a read repair of b
+                proxy.blackhole()  # the repair waits for b
+                assert pool._background  # the repair is under way
+                with trio.CancelScope() as scope:
+                    scope.cancel()  # the caller was cancelled: aclose() must close all the same
+                    await pool.aclose()
+                closed_at = trio.current_time()
+                assert "closed" in repr(pool)
+            assert trio.current_time() - closed_at < FAST
+        with pytest.raises(PoolClosed):
+            await pool.ping()
+        assert await a.aclient_count() == 0
+
+
+async def test_closing_during_the_digest_script_load_logs_no_error(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads seeing NOSCRIPT start one SCRIPT LOAD; closing while it waits is quiet."""
+    a, b = redis_factory.many(2)
+    async with proxied(b) as proxy:
+        with caplog.at_level(logging.DEBUG, logger="trio_redisha"):
+            async with ready_pool(a.url, proxy.url, timeout=2.0, close_timeout=0.3) as pool:
+                hm = HashMap(pool, "hm", timeout=1.5)
+                await hm.set({"x": 1})
+                loads = await command_calls(a, "script|load")
+                proxy.set_latency(0.3)  # b is slow: the load is under way for a while
+                async with trio.open_nursery() as readers:
+                    for _ in range(5):
+                        readers.start_soon(hm.get)  # each meets NOSCRIPT on b
+
+                    async def load_started() -> bool:
+                        return await command_calls(a, "script|load") > loads
+
+                    await wait_until(load_started, what="a load started")
+                    proxy.blackhole()  # the load (and the reads) now wait for b
+                # The reads gave up on b at their deadline; the load, on the pool's
+                # longer one, is still waiting when the pool closes.
+                assert await command_calls(a, "script|load") == loads + 1  # one, not five
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], [r.getMessage() for r in errors]
 
 
 async def _incr_until_closed(

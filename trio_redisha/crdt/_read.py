@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
@@ -67,6 +68,10 @@ if TYPE_CHECKING:
 __all__ = ["LateReplies", "Snapshot", "read_key"]
 
 logger = logging.getLogger("trio_redisha.crdt")
+
+#: The pools loading the digest script right now: every read that meets NOSCRIPT
+#: asks for a load, and one at a time per pool is enough.
+_loading_digest: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 S = TypeVar("S", bound=Mergeable)
 
@@ -684,7 +689,7 @@ async def _digest_read(
                     stale.append(i)  # ours, but without a digest
                 again.append(i)
     if noscript:
-        pool._start_background(_load_digest_script, pool)
+        _load_digest_script_soon(pool)
     # One full read per digest not seen yet: its servers hold the same state.
     stand_ins = {min(group, key=lambda i: servers[i].latency): d for d, group in alike.items()}
     again += stand_ins
@@ -869,8 +874,23 @@ def _clear_stamp(raw: bytes | None) -> Entry | None:
     return e if is_clear_stamp(e) else None
 
 
+def _load_digest_script_soon(pool: Pool) -> None:
+    """Load the digest script in the background, unless a load is under way."""
+    if pool in _loading_digest:
+        return
+    _loading_digest.add(pool)
+    if not pool._start_background(_load_digest_script, pool):
+        _loading_digest.discard(pool)
+
+
 async def _load_digest_script(pool: Pool) -> None:
-    await pool.execute("SCRIPT", "LOAD", DIGEST_READ.source)
+    """:func:`_load_digest_script_soon`'s task: a failure is left to the next read."""
+    try:
+        await pool.execute("SCRIPT", "LOAD", DIGEST_READ.source)
+    except RedisHAError as exc:  # PoolClosed on an orderly close among them
+        logger.debug("loading the digest script failed: %s", exc)
+    finally:
+        _loading_digest.discard(pool)
 
 
 def _kind_of(key: str | bytes, copies: Sequence[dict[bytes, bytes]]) -> CRDTType[Any]:

@@ -512,9 +512,22 @@ class Pool:
         their own deadline, for a first connection attempt still under way;
         after that a server not connected yet counts as unavailable at once, so
         a server that hangs on connect costs at most one deadline.
+
+        A pool closed before it ran (its owner gave up while this task was
+        still starting) reports itself started and returns at once.
+
+        Raises:
+            ConfigurationError: The pool is already running.
+            PoolClosed: The pool already ran and was closed.
         """
-        if self._nursery is not None or self._closed:
-            raise RuntimeError("a Pool can be run only once")
+        # _nursery is set by the first run and never cleared: it means "has run".
+        if self._nursery is not None:
+            if self._closed:
+                raise PoolClosed("the pool is closed: a Pool runs only once")
+            raise ConfigurationError("the pool is already running: a Pool runs only once")
+        if self._closed:
+            task_status.started(self)
+            return
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -560,23 +573,28 @@ class Pool:
         """Close the pool: wait (bounded) for started repairs, then stop everything.
 
         Calls still waiting get :class:`PoolClosed`. No task or socket outlives
-        this call.
+        this call. Cancelled, it skips the wait for repairs and closes at once
+        (as trio's ``aclose`` methods do), then lets the cancellation through.
         """
         if self._closed and self._nursery is None:
             return
         self._closing = True
-        if self._background:
-            with trio.move_on_after(self._close_timeout):
-                await self._background_idle.wait()
-        if self._run_scope is not None:
-            # Close the connections before cancelling their tasks, so that calls in
-            # flight see a closed pool and every slot fails with PoolClosed.
-            self._close_connections()
-            self._run_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await self._stopped.wait()
-        else:
-            self._shutdown()
+        try:
+            if self._background:
+                with trio.move_on_after(self._close_timeout):
+                    await self._background_idle.wait()
+        finally:
+            # However the wait ended: a Cancelled escaping here must not leave the
+            # pool running, or the nursery that runs it never exits.
+            if self._run_scope is not None:
+                # Close the connections before cancelling their tasks, so that calls in
+                # flight see a closed pool and every slot fails with PoolClosed.
+                self._close_connections()
+                self._run_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await self._stopped.wait()
+            else:
+                self._shutdown()
 
     # -- background work
 

@@ -19,7 +19,7 @@ import trio
 
 from ..config import ServerSpec
 from ..connection import DEFAULT_MAX_PENDING, DEFAULT_STALL_TIMEOUT, Connection, connect
-from ..exceptions import RedisHAError, ServerTimeout
+from ..exceptions import PoolClosed, RedisHAError, ReplyError
 from ..resp import DEFAULT_LIMITS, Limits
 from ._server import Server
 
@@ -160,7 +160,14 @@ class Upkeep:
                 nursery.start_soon(self._probe, server, name=f"redisha-probe {server.label}")
 
     async def _probe(self, server: Server) -> None:
-        """PING a suspect server until it answers, then close its circuit."""
+        """PING a suspect server until it answers PONG, then close its circuit.
+
+        An error reply (``-BUSY`` while a long script runs, ``-LOADING``) means
+        the server is there but not usable yet: the circuit stays open and the
+        probing goes on. It ends when the circuit closes, when the connection
+        is gone (the upkeep task reconnects; a new connection starts healthy)
+        or when the pool closes.
+        """
         try:
             attempt = 0
             while server.circuit_open:
@@ -169,12 +176,19 @@ class Upkeep:
                     return  # keep() reconnects; a new connection starts healthy
                 try:
                     await conn.execute("PING", timeout=self.probe_interval)
-                except ServerTimeout:
+                except PoolClosed:
+                    return
+                except ReplyError as exc:
+                    logger.debug("probe of redis server %s: %s", server.label, exc)
                     await trio.sleep(self.backoff(attempt))
                     attempt += 1
                     continue
                 except RedisHAError:
-                    return
+                    # Timed out, or the connection broke: keep() will notice the
+                    # latter and change the state, which ends this loop.
+                    await trio.sleep(self.backoff(attempt))
+                    attempt += 1
+                    continue
                 if server.probe_succeeded():
                     logger.warning("redis server %s answers again", server.label)
         finally:
