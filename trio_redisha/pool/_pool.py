@@ -247,7 +247,9 @@ class Pool:
             this is closed and rebuilt; no call may wait longer than this.
         max_pending: Outstanding replies allowed per connection; beyond it the
             server counts as unavailable for further commands.
-        decode_responses: Decode bulk strings to ``str`` (UTF-8).
+        decode_responses: Decode bulk strings to ``str`` (UTF-8). Bytes that are
+            not UTF-8 become U+FFFD, so keep it off for binary values: a map or
+            set reply whose keys differ only in such bytes would collapse.
         repair_rate: Read repairs allowed per second (token bucket).
         close_timeout: How long leaving the pool waits for started repairs.
         password: Password for servers whose URL sets none.
@@ -1428,7 +1430,7 @@ class Pool:
         return await self.execute("PING", timeout=timeout)
 
     async def get(self, key: str | bytes, *, timeout: float | None = None) -> Replies:
-        """GET on every server."""
+        """GET on every server (with placement: the key's owners, as :meth:`execute`)."""
         return await self.execute("GET", key, timeout=timeout)
 
     async def set(
@@ -1439,7 +1441,7 @@ class Pool:
         timeout: float | None = None,
         quorum: int | None = None,
     ) -> Replies:
-        """SET on every server."""
+        """SET on every server (with placement: the key's owners, as :meth:`execute`)."""
         return await self.execute("SET", key, value, timeout=timeout, quorum=quorum)
 
     async def setnx(self, key: str | bytes, value: Any, *, timeout: float | None = None) -> Replies:
@@ -1447,7 +1449,7 @@ class Pool:
         return await self.execute("SETNX", key, value, timeout=timeout)
 
     async def delete(self, *keys: str | bytes, timeout: float | None = None) -> Replies:
-        """DEL on every server."""
+        """DEL on every server (with placement: the keys' owners, as :meth:`execute`)."""
         return await self.execute("DEL", *keys, timeout=timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
