@@ -7,11 +7,13 @@ read repair poll with a deadline.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import urls, wait_until
+from tests.harness.helpers import raw_hash, urls, wait_until
 from tests.test_pool import holds, ready_pool
 from tests.test_pool_placement import by_label, keys_on, wait_state
 from trio_redisha import (
@@ -28,6 +30,8 @@ from trio_redisha._demo import run_demo
 from trio_redisha.cli import main
 from trio_redisha.crdt import RepairReport, repair_all
 from trio_redisha.crdt._plan import remove_copies
+from trio_redisha.crdt._storage import hash_fields
+from trio_redisha.pool._hints import Hints
 from trio_redisha.testing import RedisServer, decode_reply
 
 TIMEOUT = 1.0
@@ -373,3 +377,120 @@ async def test_a_hedged_read_with_placement_does_not_wait_for_a_hung_owner(
                 assert trio.current_time() - start < 0.9
         finally:
             hung.thaw()
+
+
+async def lacks(server: RedisServer, key: str) -> bool:
+    """Whether ``server`` holds no ``key``, asked on the server itself."""
+    return not await raw_hash(server, key)
+
+
+def _preference_key(pool: Pool, prefix: str) -> str:
+    """A key whose first fallback has a lower index than its second."""
+    placement = pool.placement
+    assert placement is not None
+    for n in range(10_000):
+        key = f"{prefix}{n}"
+        pref = placement.preference(key)
+        if pref[1] < pref[2]:
+            return key
+    raise AssertionError("no such key")
+
+
+async def test_a_write_landing_on_a_fallback_during_its_hand_back_keeps_its_hint(
+    redis_factory: RedisFactory,
+) -> None:
+    # The removal of X's copy succeeded, then (while the removal of another copy
+    # waited on a hung server) a sloppy write landed on X again: the hand-back
+    # forgot X's hint at the end, and the writer's reads lost that write.
+    three = redis_factory.many(3)
+    servers = by_label(three)
+    async with ready_pool(*urls(three), replicas=1, timeout=0.5) as pool:
+        assert pool.placement is not None
+        key = _preference_key(pool, "race")
+        o, x, y = pool.placement.preference(key)[:3]
+        owner, fallback, hung = (servers[pool.servers[i]] for i in (o, x, y))
+        await owner.akill()
+        await wait_state(pool, o, ServerState.DOWN)
+        m = HashMap(pool, key)
+        await m.set({"a": 1})
+        assert pool._hinted(key) == (x,)
+        read = hash_fields(decode_reply(await fallback.acommand("HGETALL", key)))
+        await hung.afreeze()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(remove_copies, pool, key, [(x, read), (y, {})], 5.0)
+                await wait_until(partial(lacks, fallback, key), what="the fallback's copy removed")
+                await m.set({"c": 3})  # the owner is still down: to the fallback again
+                assert await raw_hash(fallback, key)
+                await hung.athaw()
+        finally:
+            await hung.athaw()
+        assert pool._hinted(key) == (x,)
+        await owner.astart()  # empty: only the fallback holds c
+        await wait_state(pool, o, ServerState.UP)
+        assert await HashMap(pool, key).get() == {"c": 3}
+
+
+async def test_read_repair_keeps_the_copy_when_an_owner_restarted_empty_before_removal(
+    redis_factory: RedisFactory,
+) -> None:
+    # The owners acknowledged the repair, then restarted empty during the delay
+    # before the hand-back: the fallback's copy was removed all the same, and the
+    # acknowledged increment was gone from every server.
+    three = redis_factory.many(3)
+    servers = by_label(three)
+    async with ready_pool(*urls(three), replicas=1, timeout=TIMEOUT) as pool:
+        key = "visits"
+        assert pool.placement is not None
+        o, f = pool.placement.preference(key)[:2]
+        owner, fallback = servers[pool.servers[o]], servers[pool.servers[f]]
+        await owner.akill()
+        await wait_state(pool, o, ServerState.DOWN)
+        await Counter(pool, key).incr(42)
+        await owner.astart()
+        await wait_state(pool, o, ServerState.UP)
+        assert await Counter(pool, key).get() == 42  # read repair: owner written, then wait
+        await wait_until(partial(raw_hash, owner, key), what="the owner repaired")
+        assert pool._background  # the hand-back waits its delay
+        await owner.arestart_empty()
+        await wait_state(pool, o, ServerState.UP)
+        await wait_until(lambda: not pool._background, what="read repair done")
+        assert await raw_hash(fallback, key), "the copy was removed though the owner lost it"
+        assert await Counter(pool, key).get() == 42
+        # The next read hands it back, the owner keeping it this time.
+        await wait_until(lambda: not pool._hinted(key), what="handed back")
+        assert not await raw_hash(fallback, key) and await raw_hash(owner, key)
+        assert await Counter(pool, key).get() == 42
+
+
+async def test_a_partition_hint_is_forgotten_once_the_fallback_holds_none_of_its_keys(
+    redis_factory: RedisFactory,
+) -> None:
+    three = redis_factory.many(3)
+    servers = by_label(three)
+    async with ready_pool(*urls(three), replicas=1, timeout=0.5) as pool:
+        assert pool.placement is not None
+        pool._hints = Hints(max_keys=1)  # the first key one by one, then per partition
+        first, second, other = "{p}first", "{p}m", "{p}other"
+        o = pool._owner_indices(first)[0]
+        f = pool.placement.preference(first)[1]
+        owner, fallback = servers[pool.servers[o]], servers[pool.servers[f]]
+        await owner.akill()
+        await wait_state(pool, o, ServerState.DOWN)
+        await HashMap(pool, first).set({"a": 1})
+        await HashMap(pool, second).set({"b": 2})  # hinted for the whole partition
+        assert pool._hinted(other) == (f,)
+        await owner.astart()
+        await wait_state(pool, o, ServerState.UP)
+        assert await HashMap(pool, second).get() == {"b": 2}
+        await wait_until(partial(lacks, fallback, second), what="second handed back")
+        await wait_until(lambda: not pool._background, what="read repair done")
+        # The fallback still holds a key of the partition: the hint stays.
+        assert await raw_hash(fallback, first)
+        assert pool._hinted(other) == (f,)
+        assert await HashMap(pool, first).get() == {"a": 1}
+        await wait_until(partial(lacks, fallback, first), what="first handed back")
+        await wait_until(lambda: not pool._hinted(other), what="partition hint forgotten")
+        assert pool._read_targets(other) == (o,)
+        assert await HashMap(pool, first).get() == {"a": 1}
+        assert await HashMap(pool, second).get() == {"b": 2}

@@ -37,3 +37,38 @@ def test_past_the_bound_hints_are_kept_per_partition_never_dropped() -> None:
     assert hints.servers([b"{t}1"], key_partition(b"{t}1")) == set()
     assert hints.servers([b"{u}1"], key_partition(b"{u}1")) == {7}
     assert [k for k, _ in hints.items()] == [key_partition(b"{u}1")]
+
+
+def test_a_hint_added_again_since_the_hand_back_began_stays() -> None:
+    hints = Hints()
+    p = key_partition(b"a")
+    hints.add([b"a"], p, [4, 5])
+    since = hints.generation
+    hints.add([b"a"], p, [4])  # a write reached 4 while its copy was being removed
+    hints.handed_back(b"a", [4, 5], since=since)
+    assert hints.servers([b"a"], p) == {4}
+    hints.handed_back(b"a", [4], since=hints.generation)
+    assert not hints
+
+
+def test_a_partition_hint_goes_only_once_its_fallback_is_known_empty() -> None:
+    hints = Hints(max_keys=0)  # every hint per partition
+    p, q = key_partition(b"{t}"), key_partition(b"{u}")
+    hints.add([b"{t}1"], p, [7], indexed=True)
+    since = hints.generation
+    hints.add([b"{t}2"], p, [8], indexed=True)
+    assert hints.partition_servers(p) == {7, 8}
+    # Handing back one key of the partition keeps the hint: other keys may need it.
+    hints.handed_back(b"{t}1", [7, 8], since=since)
+    assert hints.servers([b"{t}x"], p) == {7, 8}
+    hints.partition_emptied(p, 7, since=since)
+    hints.partition_emptied(p, 8, since=since)  # added after `since`: stays
+    assert hints.servers([b"{t}x"], p) == {8}
+    hints.partition_emptied(p, 8, since=hints.generation)
+    assert not hints
+    # A plain command's write is not in the digest tree: no segment check clears it.
+    hints.add([b"{u}1"], q, [7])
+    hints.add([b"{u}2"], q, [7], indexed=True)
+    assert hints.partition_servers(q) == set()
+    hints.partition_emptied(q, 7, since=hints.generation)
+    assert hints.servers([b"{u}x"], q) == {7}

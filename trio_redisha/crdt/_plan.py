@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import trio
 
-from ..exceptions import ForeignValueError, ReplyError
+from ..exceptions import ForeignValueError, ProtocolError, ReplyError
+from ..placement import key_partition
 from ..replies import Replies
 from ..scripts import Script
-from ._digest import script_keys
+from . import _digest
+from ._digest import script_keys, tree_key
 from ._scripts import FOREIGN_CODE, PURGE
 from ._state import Mergeable
-from ._storage import CRDTType, Fields, hash_fields, script_argv
+from ._storage import MARKER_FIELD, CRDTType, Fields, check_key, hash_fields, script_argv
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -319,11 +321,29 @@ return 1
 )
 
 
+#: Whether a server's digest-tree segment (``KEYS[1]``) indexes any key that
+#: exists: 1 if so, else 0. Entries of keys gone (expired, deleted by hand) do
+#: not count. The CRDT write scripts enter every key they write there.
+SEGMENT_HOLDS = Script(
+    """
+local all = redis.call('HKEYS', KEYS[1])
+for j = 1, #all do
+  local f = all[j]
+  if string.sub(f, 1, 1) == 'k' and redis.call('EXISTS', string.sub(f, 2)) == 1 then
+    return 1
+  end
+end
+return 0
+"""
+)
+
+
 async def remove_copies(
     pool: Pool,
     key: str | bytes,
     copies: Sequence[tuple[int, Mapping[bytes, bytes]]],
     timeout: float | None,
+    since: int | None = None,
 ) -> tuple[int, ...]:
     """Delete copies of ``key`` from servers that are not its owners: the one way to.
 
@@ -333,17 +353,26 @@ async def remove_copies(
     since (one the owners may not have) is never lost: that copy stays for the
     next read or walk. The caller must have had every owner acknowledge a
     state that includes what was read. The servers whose copy was deleted are
-    forgotten from the pool's hints (:meth:`Pool._handed_back`).
+    forgotten from the pool's hints (:meth:`Pool._handed_back`), unless a
+    write hinted them again after ``since``. A server also hinted for the
+    key's whole partition (past the hints' ``max_keys``) is asked whether it
+    still holds any key of the partition; if not, that hint goes too.
 
     Args:
         pool: The pool.
         key: The key.
         copies: ``(server index, fields as read)`` of each copy to delete.
         timeout: Deadline in seconds (``None``: the pool's).
+        since: The pool's hint generation (:meth:`Pool._hint_generation`)
+            when the hand-back began (``None``: now). A hint added after it
+            may stand for a write this removal did not see (one landing on
+            the server after its copy was removed), and stays.
 
     Returns:
         The indices of the servers whose copy was deleted.
     """
+    if since is None:
+        since = pool._hint_generation()
     removed: list[int] = []
     # One script per copy: each carries that server's own fields.
     for i, fields in copies:
@@ -354,8 +383,35 @@ async def remove_copies(
         if replies[0] == 1:
             removed.append(i)
     if removed:
-        pool._handed_back(key, removed)
+        pool._handed_back(key, removed, since)
+        await _forget_emptied_partition(pool, key, removed, since, timeout)
     return tuple(removed)
+
+
+async def _forget_emptied_partition(
+    pool: Pool, key: str | bytes, removed: Sequence[int], since: int, timeout: float | None
+) -> None:
+    """Forget the partition-wide hints of ``removed`` servers holding no key of the partition.
+
+    A partition-wide hint stands for keys the pool no longer knows one by
+    one, so it may go only once the server holds none of them: its digest-tree
+    segment, which every CRDT write enters its key in, indexes no existing key.
+    (Hints of plain commands' writes are never cleared so: see
+    :meth:`~trio_redisha.pool._hints.Hints.add`.)
+    """
+    if not _digest._tree_enabled:
+        return  # no write enters its key in the tree: an empty segment proves nothing
+    partition = key_partition(check_key(key))
+    hinted = set(pool._partition_hinted(partition))
+    check = [i for i in removed if i in hinted]
+    if not check:
+        return
+    replies = await pool.execute_script(
+        SEGMENT_HOLDS, [tree_key(partition)], [], timeout=timeout, servers=check
+    )
+    for i, r in zip(check, replies, strict=True):
+        if r == 0:
+            pool._partition_emptied(partition, i, since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +465,12 @@ async def settle(
             miss a copy being removed.
         delay: Seconds to wait between the owners' acknowledgements and the
             removal (read repair waits the pool's ``timeout``, for the same reason).
+            The owners are then read again, and the copies removed only if
+            every owner still holds all of them: one restarted empty
+            meanwhile would leave the copy the value's last.
     """
+    # Hints added from here on stand for writes the removal may not have seen.
+    since = pool._hint_generation()
     if not snap.complete:
         # A server that did not answer may hold what an old tombstone deletes:
         # the owners must get every tombstone before any other copy goes.
@@ -429,10 +490,54 @@ async def settle(
         return Settled(changed, pending=tuple(extra))
     if delay > 0:
         await trio.sleep(delay)
+        # The owners acknowledged `delay` ago; one restarted empty since (no
+        # persistence) lost it, and the copy would then be the value's last one.
+        if not await _owners_cover(pool, snap, owners, extra, timeout):
+            return Settled(changed, (), tuple(extra))
     position = {i: p for p, i in enumerate(snap.asked)}
     copies = []
     for i in extra:
         raw = snap.replies[position[i]]
         copies.append((i, hash_fields(raw)))
-    removed = await remove_copies(pool, snap.key, copies, timeout)
+    removed = await remove_copies(pool, snap.key, copies, timeout, since)
     return Settled(changed, removed, tuple(i for i in extra if i not in removed))
+
+
+async def _owners_cover(
+    pool: Pool,
+    snap: Snapshot[Any],
+    owners: Sequence[int],
+    copies: Collection[int],
+    timeout: float | None,
+) -> bool:
+    """Whether every owner, read now, holds everything the read found in ``copies``.
+
+    One ``HGETALL`` per owner. An owner that does not answer, holds another
+    type, or lacks anything of one of those copies (it restarted empty, say)
+    makes it ``False``: the copies must stay.
+
+    Args:
+        pool: The pool.
+        snap: The read that found the copies.
+        owners: The servers that must hold the key.
+        copies: Indices of the servers whose copies (as read in ``snap``) are checked.
+        timeout: Deadline in seconds (``None``: the pool's).
+    """
+    kind = snap.kind
+    read = dict(snap.states)
+    found = [read[i] for i in copies if i in read]
+    replies = await pool.execute_on(owners, "HGETALL", snap.key, timeout=timeout)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            return False
+        try:
+            fields = hash_fields(reply)
+        except ProtocolError:
+            return False
+        if fields.get(MARKER_FIELD, kind.marker) != kind.marker:
+            return False
+        held = kind.parse(fields)
+        # What the owner lacks of the copy: nothing if merging the copy in changes nothing.
+        if any(kind.needs(held, held.merge(c), 0) for c in found):
+            return False
+    return True

@@ -702,7 +702,7 @@ class Pool:
         ]
 
     def _write_partition(
-        self, partition: int, keys: Sequence[bytes], quorum: int | None
+        self, partition: int, keys: Sequence[bytes], quorum: int | None, indexed: bool = False
     ) -> tuple[int, ...]:
         placement = self._placement
         assert placement is not None
@@ -725,7 +725,7 @@ class Pool:
             fallbacks.extend(i for i in chosen.fallbacks if i not in fallbacks)
         if fallbacks:
             for p, mine in parts.items():
-                self._hints.add(mine, p, fallbacks)
+                self._hints.add(mine, p, fallbacks, indexed=indexed)
             self.stats.sloppy_writes += 1
         return (*owners, *fallbacks)
 
@@ -781,7 +781,9 @@ class Pool:
         if quorum is not None:
             _count("quorum", quorum, self._placement.replicas)
         kb = arg_bytes(1, key)
-        return self._write_partition(self._placement.partition(kb), [kb], quorum)
+        # The CRDT layer's write scripts enter the key in the fallback's digest
+        # tree, which is what lets a partition-wide hint be cleared later.
+        return self._write_partition(self._placement.partition(kb), [kb], quorum, indexed=True)
 
     def _previous_owner_indices(self, key: str | bytes) -> tuple[int, ...]:
         """The key's owners in the layout being moved away from, as this pool's indices."""
@@ -802,9 +804,29 @@ class Pool:
         kb = arg_bytes(1, key)
         return tuple(sorted(self._hints.servers([kb], Placement.partition(kb))))
 
-    def _handed_back(self, key: str | bytes, servers: Iterable[int] | None = None) -> None:
-        """Forget the hints of ``key`` (on ``servers`` only, if given): copies handed back."""
-        self._hints.handed_back(arg_bytes(1, key), servers)
+    def _hint_generation(self) -> int:
+        """The hints' generation now: a hand-back's ``since`` (see :meth:`_handed_back`)."""
+        return self._hints.generation
+
+    def _handed_back(
+        self, key: str | bytes, servers: Iterable[int] | None = None, since: int | None = None
+    ) -> None:
+        """Forget the hints of ``key`` (on ``servers`` only, if given): copies handed back.
+
+        With ``since`` (a :meth:`_hint_generation` taken when the hand-back
+        began), a hint added after it stays: it may stand for a write the
+        hand-back did not see.
+        """
+        self._hints.handed_back(arg_bytes(1, key), servers, since=since)
+
+    def _partition_hinted(self, partition: int) -> tuple[int, ...]:
+        """The fallbacks hinted for ``partition`` as a whole that a segment check may clear."""
+        return tuple(sorted(self._hints.partition_servers(partition)))
+
+    def _partition_emptied(self, partition: int, server: int, since: int) -> None:
+        """``server`` was found, after generation ``since``, to hold no indexed key of
+        ``partition``: forget its partition-wide hint (see :meth:`Hints.partition_emptied`)."""
+        self._hints.partition_emptied(partition, server, since=since)
 
     async def execute(
         self,
@@ -1445,7 +1467,7 @@ class Pool:
         return await self.execute("SET", key, value, timeout=timeout, quorum=quorum)
 
     async def setnx(self, key: str | bytes, value: Any, *, timeout: float | None = None) -> Replies:
-        """SETNX on every server: ``[1, 1, 1]`` where the key was new."""
+        """SETNX on every server (or the key's owners): ``[1, 1, 1]`` where the key was new."""
         return await self.execute("SETNX", key, value, timeout=timeout)
 
     async def delete(self, *keys: str | bytes, timeout: float | None = None) -> Replies:
