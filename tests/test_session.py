@@ -18,8 +18,10 @@ import pytest
 import trio
 
 import trio_redisha
+from tests.conftest import RedisFactory
 from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
 from tests.harness.helpers import FAST, eventually, pttls, raw, raw_hash, urls
+from tests.test_pool_placement import wait_state
 from trio_redisha import (
     CodecError,
     CodecTypeError,
@@ -30,6 +32,7 @@ from trio_redisha import (
     Pool,
     QuorumError,
     Replies,
+    ServerState,
     SessionStore,
 )
 from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
@@ -436,6 +439,51 @@ async def test_a_save_reaches_servers_that_lost_the_session_through_the_others(
             return await load_alone(a, sid) == {"user": "ada", "cart": ["book"]}
 
         await eventually(repaired, "the emptied server to be repaired")
+
+
+async def test_a_save_missed_by_the_delete_on_one_server_is_undone(
+    redis_servers: list[RedisServer],
+) -> None:
+    """Server C missed the logout; a request that loaded the session before it saves
+    with every server reachable: the ones that applied the delete say so, C's write is
+    undone by a later clear, and nothing comes back."""
+    a, b, _ = redis_servers
+    for quorum in (1, 2):
+        async with (
+            pool_on(*urls(redis_servers), write_quorum=quorum) as pool,
+            pool_on(a.url, b.url, write_quorum=2) as without_c,
+        ):
+            store = SessionStore(pool)
+            sid = store.new_id()
+            await store.save(sid, {"user": "ada", "role": "admin"})
+            late = await store.load(sid)
+            await SessionStore(without_c).delete(sid)
+            late["theme"] = "dark"
+            assert await store.save(sid, late) is False, quorum
+            assert await store.load(sid) == {}
+            for server in redis_servers:
+                assert await load_alone(server, sid) == {}, (quorum, server)
+
+
+async def test_a_save_with_placement_and_an_owner_down_goes_to_a_fallback(
+    redis_factory: RedisFactory,
+) -> None:
+    """The fallback standing in for the owner holds no copy: it takes the write as it is
+    (before, its refusal failed every changed save with write_quorum=2: a 503)."""
+    servers = redis_factory.many(4)
+    async with pool_on(*urls(servers), replicas=2, write_quorum=2) as pool:
+        store = SessionStore(pool)
+        sid = store.new_id()
+        await store.save(sid, {"user": "ada"})
+        session = await store.load(sid)
+        first = pool.owners(store.key(sid))[0]
+        owner = next(s for s in servers if s.url == first)
+        await owner.akill()
+        await wait_state(pool, pool.servers.index(first), ServerState.DOWN)
+        session["cart"] = ["book"]
+        assert await store.save(sid, session) is True
+        assert await store.save(sid, await store.load(sid)) is True  # unchanged: the expiry
+        assert await store.load(sid) == {"user": "ada", "cart": ["book"]}
 
 
 async def test_a_session_loaded_empty_is_saved_as_a_new_one(

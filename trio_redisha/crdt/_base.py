@@ -29,12 +29,15 @@ from ._context import context_for
 from ._digest import script_keys
 from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
 from ._read import LateReplies, Snapshot, read_key
-from ._state import Mergeable
-from ._storage import Fields, check_key, script_argv
+from ._state import Entry, Mergeable
+from ._storage import CLEAR_FIELD, Fields, check_key, script_argv
 from .codecs import Codec
 
 #: A first pair that makes an LWW write conditional (see ``_scripts.LWW_MERGE``).
 _LIVE_GUARD: tuple[bytes, bytes] = (b"x:", b"1")
+#: Its answers where nothing was written: the key absent; cleared, nothing live since.
+_GONE: tuple[object, ...] = (b"GONE", "GONE")
+_CLEARED: tuple[object, ...] = (b"CLEARED", "CLEARED")
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -362,9 +365,11 @@ class CRDTBase(Generic[S]):
         """:meth:`_write`, applied only where the key holds a live register.
 
         For an LWW type (:data:`~trio_redisha.crdt._storage.MAP`,
-        :data:`~trio_redisha.crdt._storage.SET`): a server whose copy holds no
-        live register (absent, expired, cleared, only tombstones) writes
-        nothing, and neither its expiry nor its digest changes. With no
+        :data:`~trio_redisha.crdt._storage.SET`): a server whose copy is
+        absent (expired, never written) or cleared with no live register since
+        writes nothing, and neither its expiry nor its digest changes (a copy
+        whose fields were all deleted one by one, without a clear, still takes
+        the write: only a cleared copy is scanned). With no
         ``fields``, a server holding a live register only gets the expiry.
 
         Returns:
@@ -387,13 +392,21 @@ class CRDTBase(Generic[S]):
             timeout=self._timeout,
             servers=servers,
         )
-        gone = [i for i, r in enumerate(replies) if r == b"GONE" or r == "GONE"]
+        gone = [i for i, r in enumerate(replies) if r in _GONE or r in _CLEARED]
         if not gone:
             self._check_write(replies)
             return True
-        wrote = any(
-            not isinstance(r, BaseException) and i not in gone for i, r in enumerate(replies)
-        )
+        wrote = [i for i, r in enumerate(replies) if not isinstance(r, BaseException)]
+        wrote = [i for i in wrote if i not in gone]
+        if any(replies[i] in _CLEARED for i in gone):
+            # Deleted: a server applied the clear and took nothing since. A
+            # server that missed it took this write, later than the clear:
+            # a new clear, later still, undoes it everywhere.
+            self._check_foreign(replies)
+            if wrote:
+                ts = self._ctx.clock.check(self._ctx.clock.now())
+                await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
+            return False
         owners = set(self._pool.owners(self._key))
         gone_owners = sum(1 for i in gone if replies.servers[i] in owners)
         if not wrote:
@@ -404,10 +417,26 @@ class CRDTBase(Generic[S]):
             if not gone_owners:  # only fallbacks, which hold no copy yet: a sloppy write
                 await self._write(fields)
                 return True
+        entries = list(replies)
+        # Live elsewhere: a server without the key is behind (restarted empty,
+        # or a fallback standing in for an owner down, which holds no copy until
+        # a sloppy write). It gets the write as it is; a read repairs the rest.
+        sloppy = gone if wrote else []
+        if sloppy:
+            labels = self._pool.servers
+            again = await self._pool.execute_script(
+                kind.script,
+                self._script_keys,
+                script_argv((kind.marker, self._pttl_ms), fields),
+                timeout=self._timeout,
+                servers=tuple(labels.index(replies.servers[i]) for i in sloppy),
+            )
+            for i, r in zip(sloppy, again, strict=True):
+                entries[i] = r
         shown = Replies(
             [
-                ReplyError("GONE the key holds nothing live here") if i in gone else r
-                for i, r in enumerate(replies)
+                ReplyError("GONE the key holds nothing live here") if r in _GONE else r
+                for r in entries
             ],
             replies.servers,
         )

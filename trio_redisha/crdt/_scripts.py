@@ -433,13 +433,19 @@ end
 #: it. A clear stamp ``<ts>:<actor>:-`` under ``c:`` replaces a smaller
 #: stored one and then deletes every field holding a register it kills.
 #: Answers how many fields changed (written or deleted). A first pair
-#: ``x:, 1`` (never stored) makes the write conditional: on a key holding no
-#: live register (absent, expired, cleared, only tombstones) nothing is
-#: written, the expiry is left, and the answer is ``GONE``.
+#: ``x:, 1`` (never stored) makes the write conditional: on a key absent
+#: (expired, never written) or cleared with no live register since, nothing
+#: is written, the expiry is left, and the answer is ``GONE`` (absent) or
+#: ``CLEARED``. Only a key
+#: holding a clear stamp is scanned; one whose fields were all deleted one by
+#: one, without a clear, still takes the write.
 _LWW_MERGE_BODY = r"""
 local why, got = load('c:', 3)
 if why then return why end
-if ARGV[3] == 'x:' and not live(parse_clear(got[3])) then return 'GONE' end
+if ARGV[3] == 'x:' then
+  if fresh then return 'GONE' end
+  if got[3] and not live(parse_clear(got[3])) then return 'CLEARED' end
+end
 begin(got)
 local rawclear = got[3]
 local clear = parse_clear(rawclear)
