@@ -218,6 +218,25 @@ async def test_sort_patterns_must_share_the_key_s_owners(nine: list[RedisServer]
         assert await pool.execute("SORT", "{t}:ids", "ALPHA") == [[b"a", b"b", b"c"]] * 3
 
 
+async def test_a_sort_without_store_is_routed_as_a_read(nine: list[RedisServer]) -> None:
+    # SORT is flagged a write (for STORE): with owners down, a plain SORT went
+    # to a fallback as a sloppy write and left a hint for a read.
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        key = "{s}:ids"
+        await pool.execute("RPUSH", key, 2, 1)
+        owners = pool._owner_indices(key)
+        await servers[pool.servers[owners[0]]].akill()
+        await wait_state(pool, owners[0], ServerState.DOWN)
+        got = await pool.execute("SORT", key)
+        # A read: the owners up, and a fallback for the one down (it holds nothing).
+        assert got.values == [[b"1", b"2"], [b"1", b"2"], []]
+        assert pool._hinted(key) == () and pool.stats.sloppy_writes == 0
+        stored = await pool.execute("SORT", key, "STORE", "{s}:sorted", quorum=3)
+        assert stored.values == [2, 2, 0]  # a write: a fallback stands in for the owner
+        assert pool.stats.sloppy_writes == 1
+
+
 async def test_keyless_commands_go_to_every_server(nine: list[RedisServer]) -> None:
     async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
         ping = await pool.ping()

@@ -689,7 +689,9 @@ class Pool:
             _count("quorum", quorum, placement.replicas)
         if len(keys) == 1 and isinstance(args[0], (str, bytes)):
             _remember_single_key(args[0])
-        if "readonly" in command_info(args).flags:
+        info = command_info(args)
+        # SORT without STORE reads (the table flags SORT a write for its STORE).
+        if "readonly" in info.flags or (info.name == "sort" and len(keys) == 1):
             return self._read_partition(partition, keys)
         return self._write_partition(partition, keys, quorum)
 
