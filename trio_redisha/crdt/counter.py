@@ -242,7 +242,8 @@ class Counter(CRDTBase[CounterState]):
             raise
 
 
-#: What the pool raises before it sends anything (a bad argument, a closed pool).
+#: What the pool raises only before it sends anything (a bad argument). Not
+#: PoolClosed: a pool closing fails calls already sent with it too.
 _REFUSED: Final = (ConfigurationError, CommandEncodeError, UnsupportedCommand, CrossSlotError)
 
 
