@@ -26,6 +26,7 @@ from ._server import RedisServer as RedisServer
 from ._server import RedisServerError as RedisServerError
 from ._server import RedisServerGroup as RedisServerGroup
 from ._server import RedisServerNotFoundError as RedisServerNotFoundError
+from ._server import RedisServerOptions as RedisServerOptions
 from ._server import RedisStartError as RedisStartError
 from ._server import TLSFiles as TLSFiles
 from ._server import astart_servers as astart_servers
@@ -57,6 +58,7 @@ __all__ = [
     "RedisServerError",
     "RedisServerGroup",
     "RedisServerNotFoundError",
+    "RedisServerOptions",
     "RedisStartError",
     "TLSFiles",
     "astart_servers",

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, TypedDict
 
 import trio
 
@@ -50,6 +50,9 @@ from ..exceptions import (
 )
 from ._wire import Arg, encode_command, split_replies
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
@@ -59,6 +62,7 @@ __all__ = [
     "RedisServerError",
     "RedisServerGroup",
     "RedisServerNotFoundError",
+    "RedisServerOptions",
     "RedisStartError",
     "TLSFiles",
     "astart_servers",
@@ -1150,6 +1154,23 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+class RedisServerOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`RedisServer`, for the helpers that pass them on.
+
+    For type checkers: a misspelled option is reported where it is written.
+    """
+
+    password: str | None
+    acl_users: Sequence[str]
+    unix_socket: bool
+    tls: TLSFiles | None
+    port: int | None
+    directory: str | os.PathLike[str] | None
+    extra_args: Iterable[str]
+    executable: str | os.PathLike[str] | None
+    start_timeout: float
+
+
 class RedisServerGroup:
     """Servers made, started and stopped together: the fixtures' factory.
 
@@ -1170,7 +1191,7 @@ class RedisServerGroup:
         defaults: The :class:`RedisServer` options given to every server made.
     """
 
-    def __init__(self, **defaults: Any) -> None:
+    def __init__(self, **defaults: Unpack[RedisServerOptions]) -> None:
         """Make an empty group.
 
         Args:
@@ -1178,10 +1199,10 @@ class RedisServerGroup:
                 server the group makes (``executable=`` typically); those of each
                 call override them.
         """
-        self.defaults = defaults
+        self.defaults: RedisServerOptions = defaults
         self.servers: list[RedisServer] = []
 
-    def new(self, **options: Any) -> RedisServer:
+    def new(self, **options: Unpack[RedisServerOptions]) -> RedisServer:
         """Make a server without starting it (the group will stop it).
 
         Args:
@@ -1190,11 +1211,12 @@ class RedisServerGroup:
         Returns:
             The server, not running yet.
         """
-        server = RedisServer(**{**self.defaults, **options})
+        merged: RedisServerOptions = {**self.defaults, **options}
+        server = RedisServer(**merged)
         self.servers.append(server)
         return server
 
-    def __call__(self, **options: Any) -> RedisServer:
+    def __call__(self, **options: Unpack[RedisServerOptions]) -> RedisServer:
         """Make and start one server.
 
         Args:
@@ -1208,7 +1230,7 @@ class RedisServerGroup:
         """
         return self.many(1, **options)[0]
 
-    def many(self, count: int, **options: Any) -> list[RedisServer]:
+    def many(self, count: int, **options: Unpack[RedisServerOptions]) -> list[RedisServer]:
         """Make and start ``count`` servers with the same options, in parallel.
 
         Args:
@@ -1226,7 +1248,7 @@ class RedisServerGroup:
         start_servers(servers)
         return servers
 
-    async def amany(self, count: int, **options: Any) -> list[RedisServer]:
+    async def amany(self, count: int, **options: Unpack[RedisServerOptions]) -> list[RedisServer]:
         """Async :meth:`many`: the servers start concurrently, the loop keeps running.
 
         Args:
@@ -1244,7 +1266,7 @@ class RedisServerGroup:
         await astart_servers(servers)
         return servers
 
-    def _make(self, count: int, options: dict[str, Any]) -> list[RedisServer]:
+    def _make(self, count: int, options: RedisServerOptions) -> list[RedisServer]:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigurationError(f"count must be an int >= 1, got {count!r}")
         if count > 1 and options.get("port") is not None:
@@ -1285,7 +1307,9 @@ class RedisServerGroup:
 
 
 @contextlib.contextmanager
-def local_redis_servers(count: int = 1, **options: Any) -> Iterator[list[RedisServer]]:
+def local_redis_servers(
+    count: int = 1, **options: Unpack[RedisServerOptions]
+) -> Iterator[list[RedisServer]]:
     """Start ``count`` servers in parallel; stop them all when the block exits.
 
     For synchronous code (benchmarks that run ``trio.run`` and ``asyncio.run``
@@ -1313,7 +1337,9 @@ def local_redis_servers(count: int = 1, **options: Any) -> Iterator[list[RedisSe
 
 
 @contextlib.asynccontextmanager
-async def open_redis_servers(count: int = 1, **options: Any) -> AsyncIterator[list[RedisServer]]:
+async def open_redis_servers(
+    count: int = 1, **options: Unpack[RedisServerOptions]
+) -> AsyncIterator[list[RedisServer]]:
     """Start ``count`` servers concurrently; stop them all when the block exits.
 
     Example::
@@ -1339,7 +1365,9 @@ async def open_redis_servers(count: int = 1, **options: Any) -> AsyncIterator[li
 
 
 @contextlib.asynccontextmanager
-async def open_redis_server(**options: Any) -> AsyncIterator[RedisServer]:
+async def open_redis_server(
+    **options: Unpack[RedisServerOptions],
+) -> AsyncIterator[RedisServer]:
     """Start one server; stop it when the block exits.
 
     Args:
