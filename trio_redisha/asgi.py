@@ -46,7 +46,6 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
-from .crdt.codecs import encode_value
 from .exceptions import (
     CodecError,
     ConfigurationError,
@@ -327,14 +326,14 @@ async def commit_session(
         return cookie.set_cookie(new)
     # Only the changed and removed fields; unchanged, only the expiry (sliding).
     # Either only into a session that still exists (see SessionStore.save).
-    if _changed(store, session):
+    _, _, changed, removed = store._diff(sid, session)
+    try:
         live = await store.save(sid, session)
-    else:
-        try:
-            live = await store.save(sid, session)
-        except UNAVAILABLE as exc:
-            logger.warning("session expiry not refreshed: %s", exc)
-            live = True
+    except UNAVAILABLE as exc:
+        if changed or removed:
+            raise
+        logger.warning("session expiry not refreshed: %s", exc)
+        live = True
     if not live:
         # Deleted (a logout, a rotation) or expired while this request ran: its
         # changes are dropped, and no cookie is sent, so the client keeps the
@@ -479,11 +478,3 @@ class SessionMiddleware:
         rotate = bool(scope.get(ROTATE_KEY))
         cookie = await commit_session(self.store, self.cookie, state.sid, session, rotate=rotate)
         return None if cookie is None else cookie.encode("latin-1")
-
-
-def _changed(store: SessionStore, session: Session) -> bool:
-    """Whether ``session`` differs from what was loaded (by encoded value)."""
-    before = session._loaded
-    if before.keys() != session.keys():
-        return True
-    return any(encode_value(store.codec, v) != before[k] for k, v in session.items())

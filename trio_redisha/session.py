@@ -487,17 +487,7 @@ class SessionStore:
             ForeignValueError: The key holds something this library did not write.
         """
         self.key(sid)
-        if not isinstance(data, Mapping):
-            raise CodecTypeError(f"session data must be a mapping, not {type(data).__name__}")
-        encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
-        here = (self._pool, self._prefix + sid)
-        # The snapshot says what *this* key held only if it was taken here.
-        before = data._loaded if isinstance(data, Session) and data._origin == here else None
-        if before is None:
-            changed, removed = encoded, []
-        else:
-            changed = {k: v for k, v in encoded.items() if before.get(k) != v}
-            removed = [k for k in before if k not in encoded]
+        encoded, before, changed, removed = self._diff(sid, data)
         if not before:  # not loaded here, or loaded empty: a new session
             if changed:
                 await self._guarded(sid, self._map(sid).update(changed))
@@ -510,9 +500,28 @@ class SessionStore:
             live = await self._guarded(sid, self._map(sid)._update_if_live(changed, delete=removed))
         if live and isinstance(data, Session):
             data._sid = sid
-            data._origin = here
+            data._origin = (self._pool, self._prefix + sid)
             data._loaded = encoded
         return live
+
+    def _diff(
+        self, sid: str, data: Mapping[str, Any]
+    ) -> tuple[dict[str, bytes], dict[str, bytes] | None, dict[str, bytes], list[str]]:
+        """``data`` encoded, its snapshot of ``sid`` (if taken here), what changed, what went.
+
+        Raises:
+            CodecError: As :meth:`save`; nothing was sent.
+        """
+        if not isinstance(data, Mapping):
+            raise CodecTypeError(f"session data must be a mapping, not {type(data).__name__}")
+        encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
+        # The snapshot says what *this* key held only if it was taken here.
+        here = (self._pool, self._prefix + sid)
+        before = data._loaded if isinstance(data, Session) and data._origin == here else None
+        if before is None:
+            return encoded, None, encoded, []
+        changed = {k: v for k, v in encoded.items() if before.get(k) != v}
+        return encoded, before, changed, [k for k in before if k not in encoded]
 
     async def _rebased(self, sid: str, data: Mapping[str, Any]) -> dict[str, Any]:
         """Session ``sid`` as the servers hold it now, with the changes ``data`` made.
@@ -521,18 +530,13 @@ class SessionStore:
         request that changed other keys since ``data`` was loaded keeps them.
         ``data`` not loaded from here is taken whole.
         """
-        here = (self._pool, self._prefix + sid)
-        if not isinstance(data, Session) or data._origin != here:
+        _, before, changed, removed = self._diff(sid, data)
+        if before is None:
             return dict(data)
-        before = data._loaded
-        encoded = {_check_key(k): encode_value(self._codec, v) for k, v in data.items()}
         out: dict[str, Any] = dict(await self.load(sid))
-        for k, v in data.items():
-            if before.get(k) != encoded[k]:
-                out[k] = v
-        for k in before:
-            if k not in encoded:
-                out.pop(k, None)
+        out.update((k, data[k]) for k in changed)
+        for k in removed:
+            out.pop(k, None)
         return out
 
     async def delete(self, sid: str) -> None:

@@ -350,16 +350,20 @@ class CRDTBase(Generic[S]):
                 was left untouched there; other servers may have applied the write).
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
         """
+        replies = await self._run_script(fields, self._script_servers())
+        self._check_write(replies)
+        return replies
+
+    async def _run_script(self, fields: Fields, servers: tuple[int, ...] | None) -> Replies:
+        """The merge script with ``fields`` on ``servers`` (``None``: every server)."""
         kind = self._kind
-        replies = await self._pool.execute_script(
+        return await self._pool.execute_script(
             kind.script,
             self._script_keys,
             script_argv((kind.marker, self._pttl_ms), fields),
             timeout=self._timeout,
-            servers=self._script_servers(),
+            servers=servers,
         )
-        self._check_write(replies)
-        return replies
 
     async def _write_if_live(self, fields: Fields) -> bool:
         """:meth:`_write`, applied only where the key holds a live register.
@@ -373,31 +377,26 @@ class CRDTBase(Generic[S]):
         ``fields``, a server holding a live register only gets the expiry.
 
         Returns:
-            False if nothing was written because the key is gone: at least
-            ``write_quorum`` of its owners answered so, and no server wrote.
-            Fallbacks (with placement) hold no copy until they take a sloppy
-            write: where only they answer, the write goes to them as it is.
+            False if the key is gone: a server holds it cleared (a write that
+            another server, one that missed the clear, took is then undone by
+            a new clear), or no server wrote and at least ``write_quorum`` of
+            its owners hold no copy. Where some server wrote, or only
+            fallbacks (with placement) answered, those without the key are
+            behind: they get the write as it is.
 
         Raises:
             ForeignValueError: As :meth:`_write`.
             QuorumError: Fewer than ``write_quorum`` servers wrote, and fewer
                 than ``write_quorum`` owners said the key is gone.
         """
-        kind = self._kind
-        servers = self._script_servers()
-        replies = await self._pool.execute_script(
-            kind.script,
-            self._script_keys,
-            script_argv((kind.marker, self._pttl_ms), [_LIVE_GUARD, *fields]),
-            timeout=self._timeout,
-            servers=servers,
-        )
+        replies = await self._run_script([_LIVE_GUARD, *fields], self._script_servers())
         gone = [i for i, r in enumerate(replies) if r in _GONE or r in _CLEARED]
         if not gone:
             self._check_write(replies)
             return True
-        wrote = [i for i, r in enumerate(replies) if not isinstance(r, BaseException)]
-        wrote = [i for i in wrote if i not in gone]
+        wrote = [
+            i for i, r in enumerate(replies) if not isinstance(r, BaseException) and i not in gone
+        ]
         if any(replies[i] in _CLEARED for i in gone):
             # Deleted: a server applied the clear and took nothing since. A
             # server that missed it took this write, later than the clear:
@@ -424,12 +423,8 @@ class CRDTBase(Generic[S]):
         sloppy = gone if wrote else []
         if sloppy:
             labels = self._pool.servers
-            again = await self._pool.execute_script(
-                kind.script,
-                self._script_keys,
-                script_argv((kind.marker, self._pttl_ms), fields),
-                timeout=self._timeout,
-                servers=tuple(labels.index(replies.servers[i]) for i in sloppy),
+            again = await self._run_script(
+                fields, tuple(labels.index(replies.servers[i]) for i in sloppy)
             )
             for i, r in zip(sloppy, again, strict=True):
                 entries[i] = r
