@@ -1028,8 +1028,9 @@ async def test_execute_timeout_covers_the_wait_for_room_in_the_backlog(
         await trio.testing.wait_all_tasks_blocked()
         assert conn.pending == 4
         start = trio.current_time()
-        with pytest.raises(ServerTimeout, match="nothing was sent"):
+        with pytest.raises(ServerTimeout, match="nothing was sent") as info:
             await conn.execute("ECHO", "never", timeout=0.5)
+        assert info.value.sent is False
         assert trio.current_time() - start == pytest.approx(0.5)
         assert conn.pending == 4
         server.unhang()

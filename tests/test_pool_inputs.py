@@ -33,6 +33,7 @@ from trio_redisha import (
     open_pool,
 )
 from trio_redisha.connection import connect, connect_stream
+from trio_redisha.exceptions import timeout_before_send
 from trio_redisha.testing import RedisServer, decode_reply
 
 
@@ -272,6 +273,21 @@ def test_first_chains_the_failure_and_says_what_happened() -> None:
         mixed.first()
     assert e.value.__cause__ is down
     assert Replies(["x"], ("a",)).first() == "x"
+
+
+def test_a_timeout_before_sending_is_not_a_write_that_may_have_applied() -> None:
+    # A deadline that passed before the command left (a full backlog, no time
+    # left for a script's next round) cannot have applied it: counted as
+    # applied, a Counter kept a reserved increment it could have given back.
+    unsent = timeout_before_send("a: no room for the command within 0.5 s")
+    assert unsent.sent is False
+    assert ServerTimeout("b did not reply within 0.5 s").sent is True
+    assert not Replies([unsent, ServerUnavailable("b refused")], ("a", "b")).may_have_applied()
+    late = Replies([unsent, ServerTimeout("b did not reply within 0.5 s")], ("a", "b"))
+    assert late.may_have_applied()
+    with pytest.raises(QuorumError) as e:
+        Replies([unsent], ("a",)).check_quorum(1)
+    assert e.value.may_have_applied is False
 
 
 async def test_quorum_error_from_a_pool_call_lists_every_entry(

@@ -61,6 +61,7 @@ from .exceptions import (
     ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
+    timeout_before_send,
 )
 from .resp import DEFAULT_LIMITS, NEED_DATA, Limits, Parser, Push, encode_command, make_parser
 
@@ -824,7 +825,7 @@ class Connection:
                 await space.park()
         left = deadline - trio.current_time()
         if left <= 0 and self._error is None:
-            raise ServerTimeout(
+            raise timeout_before_send(
                 f"{self.label}: no room for the command within {timeout} s"
                 f" ({len(self._pending)} requests outstanding); nothing was sent"
             )

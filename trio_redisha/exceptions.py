@@ -74,9 +74,16 @@ class AuthenticationError(ServerUnavailable):
 class ServerTimeout(RedisHAError):
     """The server did not reply before the deadline.
 
-    The command was sent and may have been applied; its late reply is read and
-    discarded, never handed to another caller.
+    Usually the command was sent and may have been applied; its late reply is read
+    and discarded, never handed to another caller. When the deadline passed before
+    it could be sent (a full backlog, no time left for a script's follow-up round),
+    ``sent`` is False and the server cannot have applied it.
+
+    Attributes:
+        sent: Whether the command had left for the server (so it may have applied it).
     """
+
+    sent: bool = True
 
 
 class ReplyError(RedisHAError):
@@ -254,3 +261,10 @@ class RedisServerNotFoundError(RedisServerError):
 
 class RedisStartError(RedisServerError):
     """A ``redis-server`` process did not come up; the message holds its log."""
+
+
+def timeout_before_send(message: str) -> ServerTimeout:
+    """A :class:`ServerTimeout` for a command the deadline stopped before it was sent."""
+    exc = ServerTimeout(message)
+    exc.sent = False
+    return exc

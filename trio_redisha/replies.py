@@ -72,15 +72,13 @@ class Replies(list[Any]):
         """Whether a write may have reached some server.
 
         True when a server acknowledged it, or timed out or disconnected after it
-        was sent; False when every server refused it before sending or answered
-        with an error.
+        was sent; False when every server refused it, timed out or failed before it
+        was sent, or answered with an error.
         """
         for r in self:
             if not isinstance(r, BaseException):
                 return True
-            if isinstance(r, ServerTimeout):
-                return True
-            if isinstance(r, ServerUnavailable) and r.sent:
+            if isinstance(r, (ServerTimeout, ServerUnavailable)) and r.sent:
                 return True
         return False
 

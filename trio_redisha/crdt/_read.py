@@ -27,7 +27,7 @@ from ..exceptions import (
     QuorumError,
     RedisHAError,
     ReplyError,
-    ServerTimeout,
+    timeout_before_send,
 )
 from ..replies import Replies
 from ..resp import encode_command
@@ -730,7 +730,7 @@ async def _read_in_full(
         got.update(zip(servers, more, strict=True))
     else:
         for i in servers:
-            got[i] = ServerTimeout(f"{pool.servers[i]}: no time left for a full read")
+            got[i] = timeout_before_send(f"{pool.servers[i]}: no time left for a full read")
 
 
 def _remember(

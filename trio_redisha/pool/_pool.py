@@ -67,6 +67,7 @@ from ..exceptions import (
     ReplyError,
     ServerTimeout,
     ServerUnavailable,
+    timeout_before_send,
 )
 from ..placement import (
     Placement,
@@ -1070,7 +1071,7 @@ class Pool:
         if trio.current_time() >= deadline:
             return Replies(
                 [
-                    ServerTimeout(
+                    timeout_before_send(
                         f"{self._labels[i]}: no time left for {op} in the call's deadline"
                     )
                     for i in targets
