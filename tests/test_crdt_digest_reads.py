@@ -25,7 +25,7 @@ from tests.harness.helpers import (
     urls,
     wait_until,
 )
-from tests.test_crdt_faults import Cluster, assert_each_alone, cluster
+from tests.test_crdt_faults import Cluster, alone, assert_each_alone, cluster
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, QuorumError, Set
 from trio_redisha.crdt import _read, context_for
 from trio_redisha.crdt._digest import tree_key
@@ -166,6 +166,80 @@ async def test_a_hung_server_costs_at_most_the_deadline(redis_servers: list[Redi
         finally:
             for s in redis_servers:
                 s.thaw()
+
+
+async def test_a_hung_server_s_circuit_is_open_when_the_read_returns(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The read returned at its deadline without the frozen server, but the pool
+    # judged the server only later (its late-reply watcher): the write made
+    # next was sent to it and waited a whole deadline more (1.5 deadlines for
+    # a session's load and save).
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await wait_until(lambda: pool.available == 3, what="every server connected")
+        await load_digest_script(pool, redis_servers)
+        # 20 ms each way: never the fastest, so it is asked for a digest only. (A
+        # full copy's server that hangs ends the first round at half the
+        # deadline; it is judged at the deadline, as a hedged read's are.)
+        c.proxies[2].set_latency(0.02)
+        await HashMap(pool, "m").set({"a": 1})
+        assert await HashMap(pool, "m").get() == {"a": 1}
+        redis_servers[2].freeze()
+        try:
+            start = trio.current_time()
+            assert await HashMap(pool, "m").get() == {"a": 1}
+            assert pool.available == 2  # judged before the read returned
+            await HashMap(pool, "m").set({"b": 2})
+            took = trio.current_time() - start
+            assert took < 0.5 + 0.2  # one deadline for both, not one and a half
+        finally:
+            redis_servers[2].thaw()
+
+
+async def test_a_digest_that_differs_still_gets_its_full_read_beside_a_hung_server(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The first round waits past half the deadline only while the replies in
+    # agree: one that differs needs the rest of it for its full read.
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await wait_until(lambda: pool.available == 3, what="every server connected")
+        await load_digest_script(pool, redis_servers)
+        c.proxies[2].set_latency(0.02)  # never the fastest: asked for a digest
+        await HashMap(pool, "m").set({"a": 1})
+        async with alone(redis_servers[1]) as other:
+            await HashMap(other, "m").set({"b": 2})
+        redis_servers[2].freeze()
+        try:
+            got = await HashMap(pool, "m", read_quorum=2).get()
+        finally:
+            redis_servers[2].thaw()
+        assert got == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("differs", [False, True], ids=["same-state", "other-state"])
+async def test_a_server_slower_than_half_the_deadline_counts(
+    redis_servers: list[RedisServer], differs: bool
+) -> None:
+    # The first round waited half the deadline: a server answering in 0.4 s of
+    # 0.6 was left out, though a plain GET waited for it. A read_quorum=3 read
+    # failed, and a field only that server held was missing.
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await wait_until(lambda: pool.available == 3, what="every server connected")
+        await load_digest_script(pool, redis_servers)
+        await HashMap(pool, "m").set({"a": 1})
+        if differs:
+            async with alone(redis_servers[2]) as other:
+                await HashMap(other, "m").set({"b": 2})
+        c.proxies[2].set_latency(0.2)  # each way: 0.4 s a reply
+        replies = await pool.get("plain", timeout=0.6)
+        assert replies.ok_count == 3
+        expected = {"a": 1, "b": 2} if differs else {"a": 1}
+        start = trio.current_time()
+        assert await HashMap(pool, "m", read_quorum=3, timeout=0.6).get() == expected
+        assert trio.current_time() - start < 0.6 + 0.2
 
 
 async def load_digest_script(pool: Pool, servers: Sequence[RedisServer]) -> None:

@@ -77,6 +77,7 @@ __all__ = [
     "WAITING",
     "ConnectOptions",
     "Connection",
+    "Cutoff",
     "Hedge",
     "Slot",
     "SlotState",
@@ -451,6 +452,52 @@ class Hedge:
     def expire(self) -> None:
         """Its time is up: lower the waiter's need."""
         self._waiter.hedge(self._need)
+
+
+class Cutoff:
+    """A timer entry that ends a wait early unless what has arrived so far will do.
+
+    A CRDT digest read waits for every server up to its deadline when the
+    replies in by half of it agree (the full copy came, and each digest so far
+    matches it): the servers still to answer may only confirm that state, and
+    count if they do. When they do not agree, the read needs the rest of its
+    deadline for a second round of full reads, and this entry ends the wait.
+
+    Args:
+        waiter: The fan-out's waiter.
+        slots: The fan-out's entries, in its targets' order (a :class:`Slot`, or
+            the error of a server it could not send to, or ``None``).
+        done: Called with the replies in so far, in that order (``None`` for a
+            server that has not replied, or failed); True ends the wait.
+    """
+
+    __slots__ = ("_done", "_slots", "_waiter")
+
+    def __init__(
+        self,
+        waiter: Waiter,
+        slots: Sequence[Slot | BaseException | None],
+        done: Callable[[list[Any]], bool],
+    ) -> None:
+        self._waiter = waiter
+        self._slots = slots
+        self._done = done
+
+    @property
+    def filled(self) -> bool:
+        """Whether the wait is over (the timer then drops the entry)."""
+        return self._waiter.filled
+
+    def expire(self) -> None:
+        """Its time is up: end the wait unless what arrived agrees."""
+        got = [s.value if type(s) is Slot and s.state is DONE else None for s in self._slots]
+        try:
+            agree = not self._done(got)
+        except Exception:  # a bug in the check must not stop the pool's timer
+            logger.exception("a fan-out's cutoff check failed")
+            agree = False
+        if not agree:
+            self._waiter.expire()
 
 
 # --------------------------------------------------------------------------- transports

@@ -554,6 +554,12 @@ def _hedge_after(servers: Sequence[Server], usable: Sequence[int], need: int) ->
     return latencies[min(need, len(latencies)) - 1] * HEDGE_FACTOR + HEDGE_SLACK
 
 
+def _slow(server: Server, total: float) -> bool:
+    """Whether the server's replies take over half of ``total`` (see :func:`_digest_read`)."""
+    half = total / 2
+    return server.latency > half or bool(server.latencies and server.latencies[-1] > half)
+
+
 def _owed_for(server: Server) -> float:
     """Seconds the server has owed its oldest reply (0: none owed)."""
     conn = server.conn
@@ -588,9 +594,11 @@ async def _digest_read(
     digest get its reply once the full copy proves to hold that digest, and
     are read in full themselves if it does not: the key changed meanwhile).
     The first round waits
-    half the deadline (the replies not awaited are still judged by the pool up
-    to the whole deadline), the full reads of the servers that differ, or of
-    every server if the full copy failed, get the rest: never past the deadline.
+    up to the deadline while the replies in agree, but only half of it once
+    they do not (:class:`_FirstRound`: the replies not awaited are still judged
+    by the pool up to the whole deadline); the full reads of the servers that
+    differ, or of every server if the full copy failed, get the rest: never
+    past the deadline.
     Also returns each full copy that was a hash, with its fields (``None``:
     not built, see :func:`_pair_values`), and the servers that hold the key
     without a digest (data from before digests), for :func:`rehash_soon`.
@@ -620,21 +628,28 @@ async def _digest_read(
                 key=lambda i: (i in owing, servers[i].consecutive_timeouts > 0, servers[i].latency),
             )
         )
+    total = pool.timeout if timeout is None else timeout
+    if hedge is None:
+        # A server whose replies take over half the deadline (of late, or its
+        # last one) has no time for a second round: a digest that differs could
+        # not be followed by its full read. It sends its full copy at once (a
+        # hedged read does not wait for it).
+        fulls.update(i for i in usable if _slow(servers[i], total))
     if late is not None:
         late.full = frozenset(fulls)
-    total = pool.timeout if timeout is None else timeout
     deadline = trio.current_time() + total
     # The full copies are sent first: they take their servers longest.
     order = sorted(targets, key=lambda i: i not in fulls)
     first = await pool._execute_each(
         order,
         [full_cmd if i in fulls else digest_cmd for i in order],
-        timeout=total / 2,
+        timeout=total,
         wait_for=len(targets),
         watch_until=deadline,
         op="HGETALL",
         hedge=hedging,
         late=late,
+        cutoff=(total / 2, _FirstRound(len(fulls), cached)),
     )
     got: dict[int, Any] = dict(zip(order, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply
@@ -716,6 +731,48 @@ async def _digest_read(
     if retry:
         await _read_in_full(pool, key, retry, deadline, got)
     return got, parsed, stale
+
+
+class _FirstRound:
+    """Whether a digest read's first round must end at half its deadline (a :class:`Cutoff`).
+
+    It must once a reply in so far needs a second round: a digest (or an error,
+    ``NOSCRIPT`` included) that no full copy in so far (nor the cached copy)
+    holds. The second round then gets the rest of the deadline. While every
+    reply in agrees, or none came yet, the round waits for the others up to the
+    deadline: a server slower than half of it still counts, and a full copy
+    still to come needs no second round.
+
+    Args:
+        fulls: How many of the first targets were asked for a full copy.
+        cached: The read cache's copy, if the read has one.
+    """
+
+    __slots__ = ("_cached", "_fulls")
+
+    def __init__(self, fulls: int, cached: CachedCopy | None) -> None:
+        self._fulls = fulls
+        self._cached = cached
+
+    def __call__(self, replies: list[Any]) -> bool:
+        known: set[bytes] = set()
+        if self._cached is not None:
+            known.add(self._cached.digest)
+        for reply in replies[: self._fulls]:
+            if reply is None or isinstance(reply, BaseException) or not reply:
+                continue  # still to come, failed, or no key: it matches no digest
+            try:
+                digest = _digest_field(reply)
+            except ProtocolError:
+                continue
+            if digest:
+                known.add(digest)
+        for reply in replies[self._fulls :]:
+            if reply is None or (type(reply) is int and reply == 0):
+                continue  # still to come (or failed), or no key: no second round
+            if not (type(reply) is list and len(reply) == 2 and reply[0] in known):
+                return True
+        return False
 
 
 async def _read_in_full(

@@ -51,6 +51,7 @@ from ..connection import (
     FAILED,
     WAITING,
     Connection,
+    Cutoff,
     Hedge,
     Slot,
     SoloGroup,
@@ -903,6 +904,7 @@ class Pool:
         op: str = "",
         hedge: tuple[int, float] | None = None,
         late: LateHook | None = None,
+        cutoff: tuple[float, Callable[[list[Any]], bool]] | None = None,
     ) -> Replies:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
@@ -922,6 +924,7 @@ class Pool:
             watch_until,
             hedge,
             late,
+            cutoff,
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -1177,6 +1180,7 @@ class Pool:
         watch_until: float | None = None,
         hedge: tuple[int, float] | None = None,
         late: LateHook | None = None,
+        cutoff: tuple[float, Callable[[list[Any]], bool]] | None = None,
     ) -> Replies:
         """Send ``data`` to ``targets``, wait for the replies, return them in order.
 
@@ -1188,6 +1192,9 @@ class Pool:
         ``k`` successful replies will do (:class:`~trio_redisha.connection.Hedge`).
         ``late``: with ``wait_for``, called with the index and the raw reply of
         each server not awaited whose reply still came before the deadline.
+        ``cutoff``: ``(seconds, done)``: that many seconds after the send, the
+        wait ends if ``done`` says so, given the replies in so far
+        (:class:`~trio_redisha.connection.Cutoff`).
         """
         n = len(targets)
         if timeout is not None:
@@ -1256,6 +1263,8 @@ class Pool:
                 slots.append(server.unavailable_error())
         if hedge is not None and hedge[0] < need:
             self._deadlines.add(min(now + hedge[1], deadline), Hedge(waiter, hedge[0]))
+        if cutoff is not None and cutoff[0] < deadline - now:
+            self._deadlines.add(now + cutoff[0], Cutoff(waiter, slots, cutoff[1]))
         if mine and (connecting or not solo):
             for other, _ in mine:
                 other.ensure_reader()
@@ -1363,7 +1372,10 @@ class Pool:
         replies came (a hedged read's entries then say it was waited for).
         """
         seconds = self.timeout if timeout is None else timeout
-        if wait_for is not None:
+        if wait_for is not None and (not expired or trio.current_time() < deadline):
+            # Its reply may still come in time: the watcher judges the server then.
+            # (Past that time, it is judged now: a call made next must find the
+            # circuit open, not race the watcher.)
             self._watch_late(server, slot, deadline, late)
             if expired:
                 return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
