@@ -545,6 +545,31 @@ async def test_a_late_server_holding_another_state_is_read_again_and_repaired(
         assert await m.get() == {"a": 1, "b": 2}
 
 
+async def test_a_late_server_restarted_empty_is_refilled_by_hedged_reads(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Its late reply was NOSCRIPT (the restart flushed the digest script), which
+    # was not compared; and the servers awaited have the script, so nothing
+    # loaded it there: hedged reads never refilled it.
+    async with cluster(redis_servers) as c:
+        pool = c.pool
+        await wait_until(lambda: pool.available == 3, what="every server connected")
+        await load_digest_script(pool, redis_servers)
+        m = HashMap(pool, "m", hedged=True)
+        await m.set({"a": 1})
+        await redis_servers[2].arestart_empty()
+        c.proxies[2].set_latency(0.02)  # a little slower than the others: not awaited
+        await wait_until(lambda: pool.available == 3, what="server 2 reconnected")
+
+        async def refilled() -> bool:
+            assert await m.get() == {"a": 1}
+            async with alone(redis_servers[2]) as p:
+                return await HashMap(p, "m").get() == {"a": 1}
+
+        await wait_until(refilled, what="server 2 refilled by hedged reads")
+        assert pool.stats.hedged_rechecks >= 1
+
+
 async def test_a_late_server_that_agrees_costs_no_second_read(
     redis_servers: list[RedisServer],
 ) -> None:

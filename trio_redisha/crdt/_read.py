@@ -157,7 +157,8 @@ class LateReplies:
     is slow rather than hung still answers, and each such reply is compared
     with what the read found: its digest with the full copy's, "no key" with
     no key. The first one that differs (another state, or a state the read
-    cannot compare, as when the servers it waited for disagreed) calls
+    cannot compare, as when the servers it waited for disagreed, or a
+    ``NOSCRIPT``: its scripts were flushed, as by a restart) calls
     ``on_differ``, once: the caller then reads the key again, from every
     server, and repairs. Replies that come before :meth:`settle` wait for it.
     What the read found is kept as one digest, not the snapshot: late
@@ -200,8 +201,16 @@ class LateReplies:
             self._check(index, reply)
 
     def _check(self, index: int, reply: Any) -> None:
-        if self._fired or isinstance(reply, BaseException):
-            return  # an error reply (NOSCRIPT...): nothing to compare
+        if self._fired:
+            return
+        if isinstance(reply, BaseException):
+            if isinstance(reply, ReplyError) and reply.code == "NOSCRIPT":
+                # Its scripts were flushed: restarted (empty, maybe), or FLUSHed.
+                # The servers awaited have the digest script, so no read of
+                # theirs would load it there; the recheck's read does.
+                self._fired = True
+                self._on_differ()
+            return  # another error reply: nothing to compare
         agreed = self._agreed
         if index in self.full:
             try:
