@@ -1350,6 +1350,7 @@ async def test_busy_poll_is_checked(redis_server: RedisServer, bad: object) -> N
         ("stall_timeout", -1.0),
         ("stall_timeout", float("nan")),
         ("stall_timeout", float("inf")),
+        ("stall_timeout", 10**400),
         ("stall_timeout", "5"),
     ],
 )

@@ -908,8 +908,10 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"timeout": "1"},
     {"timeout": True},
     {"timeout": math.inf},
+    {"timeout": 10**400},  # float() cannot hold it: a bare OverflowError
     {"tombstone_grace": "1"},
     {"tombstone_grace": math.inf},
+    {"tombstone_grace": 10**400},
     {"ttl": "1"},
     {"ttl": 1e300},  # every server would refuse the expiry
     {"codec": object()},

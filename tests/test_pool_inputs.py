@@ -115,6 +115,7 @@ async def test_execute_in_a_cancelled_scope_sends_nothing(
         {"timeout": -1.0},
         {"timeout": math.nan},
         {"timeout": math.inf},
+        {"timeout": 10**400},  # an int float() cannot hold: a bare OverflowError
         {"timeout": "1"},
         {"timeout": 6.0},  # beyond the pool's stall_timeout (5 s)
         {"wait_for": 0},
@@ -174,6 +175,9 @@ def test_write_quorum_true_is_refused_with_placement() -> None:
         {"timeout": 6.0},  # beyond the default stall_timeout
         {"timeout": 2.0, "stall_timeout": 1.0},
         {"timeout": math.inf},
+        {"timeout": 10**400},
+        {"stall_timeout": 10**400},
+        {"connect_timeout": 10**400},
         {"close_timeout": 0},
         {"probe_interval": -1},
         {"trip_after": True},

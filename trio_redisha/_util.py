@@ -14,6 +14,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
+    "finite_seconds",
     "is_cancellation",
     "open_owned_nursery",
     "quantile",
@@ -40,6 +41,24 @@ def takes_arguments_of(
         return wrapper
 
     return decorate
+
+
+def finite_seconds(value: object, *, zero: bool = False) -> float | None:
+    """``value`` as a float, if it is a finite number of seconds above zero; else None.
+
+    ``zero``: 0 will do too. An int too large for a float (``10**400``) is not
+    finite: ``float()`` of it raises ``OverflowError``, which a range check alone
+    would let through.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        return None
+    return seconds
 
 
 def word(arg: Any) -> str | None:

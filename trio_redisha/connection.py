@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 import os
 import select
 import socket
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._util import is_cancellation, open_owned_nursery, word
+from ._util import finite_seconds, is_cancellation, open_owned_nursery, word
 from .config import ServerOptions, ServerSpec, parse_server
 from .exceptions import (
     AuthenticationError,
@@ -212,9 +211,10 @@ def check_stall_timeout(value: object) -> float:
     Raises:
         ConfigurationError: Anything else.
     """
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+    seconds = finite_seconds(value)
+    if seconds is None:
         raise ConfigurationError(f"stall_timeout must be a positive finite number, got {value!r}")
-    return float(value)
+    return seconds
 
 
 #: After this many solo reads in a row whose reply did not come within the

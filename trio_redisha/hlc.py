@@ -15,10 +15,10 @@ writer cannot drag every clock into the far future.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
+from ._util import finite_seconds
 from .exceptions import CodecError, ConfigurationError
 
 __all__ = ["DEFAULT_MAX_DRIFT", "HybridLogicalClock"]
@@ -48,11 +48,7 @@ class HybridLogicalClock:
     def __init__(
         self, *, max_drift: float = DEFAULT_MAX_DRIFT, wall: Callable[[], float] = time.time
     ) -> None:
-        if (
-            not isinstance(max_drift, (int, float))
-            or isinstance(max_drift, bool)
-            or not 0 <= max_drift < math.inf
-        ):
+        if finite_seconds(max_drift, zero=True) is None:
             raise ConfigurationError(
                 f"max_drift must be a finite number of seconds >= 0, got {max_drift!r}"
             )

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from .._util import finite_seconds
 from ..exceptions import ConfigurationError, RedisHAError, ReplyError
 from ..replies import Replies
 from ._cache import key_name
@@ -96,9 +97,10 @@ def check_timeout(timeout: object) -> float | None:
     """
     if timeout is None:
         return None
-    if not _is_number(timeout) or not 0 < timeout < math.inf:  # type: ignore[operator]
+    seconds = finite_seconds(timeout)
+    if seconds is None:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return float(timeout)  # type: ignore[arg-type]
+    return seconds
 
 
 def check_grace(grace: object) -> float:
@@ -107,9 +109,10 @@ def check_grace(grace: object) -> float:
     Raises:
         ConfigurationError: It is not.
     """
-    if not _is_number(grace) or not 0 <= grace < math.inf:  # type: ignore[operator]
+    seconds = finite_seconds(grace, zero=True)
+    if seconds is None:
         raise ConfigurationError(f"tombstone_grace must be >= 0 seconds, got {grace!r}")
-    return float(grace)  # type: ignore[arg-type]
+    return seconds
 
 
 def check_codec(codec: object) -> None:

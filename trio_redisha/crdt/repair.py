@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .._util import open_owned_nursery
+from .._util import finite_seconds, open_owned_nursery
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._digest import TREE_PREFIX, rehash_key
@@ -429,11 +429,7 @@ async def repair_all(
     check_timeout(timeout)
     if removal_delay is None:
         removal_delay = pool.timeout
-    elif (
-        isinstance(removal_delay, bool)
-        or not isinstance(removal_delay, (int, float))
-        or not 0 <= removal_delay < math.inf
-    ):
+    elif finite_seconds(removal_delay, zero=True) is None:
         raise ConfigurationError(f"removal_delay must be >= 0 seconds, got {removal_delay!r}")
     if isinstance(keys, (str, bytes)):
         raise ConfigurationError(f"keys must be an iterable of keys, not a single key {keys!r}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextvars
 import difflib
 import logging
-import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -41,7 +40,7 @@ from .._commands import COMMANDS as _COMMAND_TABLE
 from .._commands import CONTAINERS as _CONTAINERS
 from .._commands import REDIS_VERSION, command_info, command_keys, pattern_keys
 from .._deadlines import GRANULARITY, Deadlines
-from .._util import open_owned_nursery, takes_arguments_of
+from .._util import finite_seconds, open_owned_nursery, takes_arguments_of
 from ..config import ServerSpec, parse_server
 from ..connection import (
     DEFAULT_BUSY_POLL,
@@ -180,9 +179,10 @@ def _op(name: Any) -> Any:
 
 def _positive(name: str, value: object) -> float:
     """``value`` as a float, if it is a finite number above zero."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+    seconds = finite_seconds(value)
+    if seconds is None:
         raise ConfigurationError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return seconds
 
 
 def _count(name: str, value: object, most: int) -> int:
