@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.helpers import command_calls
 from tests.test_pool import ready_pool
-from trio_redisha import Pool, UnsupportedCommand
+from trio_redisha import ConfigurationError, Pool, UnsupportedCommand
 from trio_redisha._commands import COMMANDS
 from trio_redisha.pool._guard import _STATEFUL
 from trio_redisha.pool._pool import command_method
@@ -105,3 +105,22 @@ def test_the_guard_covers_the_tables_blocking_and_transaction_commands() -> None
             assert name.upper() in _STATEFUL, name
         if name.endswith("subscribe"):
             assert name.upper() in _STATEFUL, name
+
+
+async def test_the_named_methods_take_executes_keywords(redis_servers: list[RedisServer]) -> None:
+    # ping/get/set/setnx/delete took timeout= only (set: quorum= too), while every
+    # other command method takes execute()'s keywords: pool.get(k, wait_for=1)
+    # was a bare TypeError.
+    async with ready_pool(*(s.url for s in redis_servers)) as pool:
+        assert await pool.ping(quorum=3, wait_for=3, decode=True) == ["PONG"] * 3
+        assert await pool.ping("hi", decode=True) == ["hi"] * 3
+        assert await pool.set("k", "v", "EX", 60, quorum=3, wait_for=3) == ["OK"] * 3
+        assert all(0 < ttl <= 60 for ttl in await pool.ttl("k"))
+        assert await pool.set("k", "w", "NX") == [None] * 3  # SET's own options
+        assert await pool.get("k", decode=True, quorum=2) == ["v"] * 3
+        first = await pool.get("k", wait_for=1)
+        assert first.ok_count >= 1 and b"v" in first
+        assert await pool.setnx("n", 1, quorum=3, decode=False) == [1] * 3
+        assert await pool.delete("k", "n", quorum=3, wait_for=3) == [2] * 3
+        with pytest.raises(ConfigurationError):
+            await pool.get("k", wait_for=4)  # checked as execute() checks it

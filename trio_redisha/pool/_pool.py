@@ -1462,32 +1462,101 @@ class Pool:
 
     # -- thin helpers (the seed's examples)
 
-    async def ping(self, *, timeout: float | None = None) -> Replies:
-        """PING every server: ``["PONG", "PONG", "PONG"]`` when all are well."""
-        return await self.execute("PING", timeout=timeout)
+    # Each takes the keywords of execute(), as the methods of __getattr__ do.
 
-    async def get(self, key: str | bytes, *, timeout: float | None = None) -> Replies:
-        """GET on every server (with placement: the key's owners, as :meth:`execute`)."""
-        return await self.execute("GET", key, timeout=timeout)
+    async def ping(
+        self,
+        *message: Any,
+        timeout: float | None = None,
+        quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
+    ) -> Replies:
+        """PING every server: ``["PONG", "PONG", "PONG"]`` when all are well.
+
+        ``message``: at most one, echoed back instead of ``PONG``. The keywords
+        are :meth:`execute`'s.
+        """
+        return await self.execute(
+            "PING", *message, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+        )
+
+    async def get(
+        self,
+        key: str | bytes,
+        *,
+        timeout: float | None = None,
+        quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
+    ) -> Replies:
+        """GET on every server (with placement: the key's owners, as :meth:`execute`).
+
+        The keywords are :meth:`execute`'s: ``wait_for=1`` returns with the first reply.
+        """
+        return await self.execute(
+            "GET", key, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+        )
 
     async def set(
+        self,
+        key: str | bytes,
+        value: Any,
+        *options: Any,
+        timeout: float | None = None,
+        quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
+    ) -> Replies:
+        """SET on every server (with placement: the key's owners, as :meth:`execute`).
+
+        ``options``: SET's own, as Redis spells them: ``pool.set(k, v, "EX", 60, "NX")``.
+        The keywords are :meth:`execute`'s.
+        """
+        return await self.execute(
+            "SET",
+            key,
+            value,
+            *options,
+            timeout=timeout,
+            quorum=quorum,
+            wait_for=wait_for,
+            decode=decode,
+        )
+
+    async def setnx(
         self,
         key: str | bytes,
         value: Any,
         *,
         timeout: float | None = None,
         quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
     ) -> Replies:
-        """SET on every server (with placement: the key's owners, as :meth:`execute`)."""
-        return await self.execute("SET", key, value, timeout=timeout, quorum=quorum)
+        """SETNX on every server (or the key's owners): ``[1, 1, 1]`` where the key was new.
 
-    async def setnx(self, key: str | bytes, value: Any, *, timeout: float | None = None) -> Replies:
-        """SETNX on every server (or the key's owners): ``[1, 1, 1]`` where the key was new."""
-        return await self.execute("SETNX", key, value, timeout=timeout)
+        The keywords are :meth:`execute`'s.
+        """
+        return await self.execute(
+            "SETNX", key, value, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+        )
 
-    async def delete(self, *keys: str | bytes, timeout: float | None = None) -> Replies:
-        """DEL on every server (with placement: the keys' owners, as :meth:`execute`)."""
-        return await self.execute("DEL", *keys, timeout=timeout)
+    async def delete(
+        self,
+        *keys: str | bytes,
+        timeout: float | None = None,
+        quorum: int | None = None,
+        wait_for: int | None = None,
+        decode: bool | None = None,
+    ) -> Replies:
+        """DEL on every server (with placement: the keys' owners, as :meth:`execute`).
+
+        The keywords are :meth:`execute`'s.
+        """
+        return await self.execute(
+            "DEL", *keys, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
+        )
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
         """Any other Redis command as a method, as in the seed: ``await pool.hset(k, f, v)``.
