@@ -15,6 +15,7 @@ from trio_redisha import (
     CommandEncodeError,
     ConfigurationError,
     CrossSlotError,
+    Pool,
     ServerSpec,
     UnsupportedCommand,
 )
@@ -158,6 +159,33 @@ def test_placement_is_pinned() -> None:
     assert p.owner_identities(866) == ("10.0.0.2:6379/0", "10.0.0.4:6379/0")
     assert p.owner_identities(12182) == ("10.0.0.3:6379/0", "10.0.0.1:6379/0")
     assert p.owner_identities(16383) == ("10.0.0.2:6379/0", "10.0.0.5:6379/0")
+
+
+@pytest.mark.parametrize("partition", [-1, -16384, 16384, True, 1.0, "0", None])
+def test_a_partition_out_of_range_is_refused(partition: object) -> None:
+    # owners_of_partition(-1) gave partition 16383's owners, as a list index
+    # would, and 16384 a bare "list index out of range".
+    p = Placement(servers(5), 2)
+    for accessor in (
+        p.owners_of_partition,
+        p.owner_labels,
+        p.owner_identities,
+        p.preference_of_partition,
+    ):
+        with pytest.raises(IndexError, match=r"is not in 0\.\.16383"):
+            accessor(partition)  # type: ignore[arg-type]
+    assert p.owners_of_partition(16383) == p.owners_of_partition(PARTITIONS - 1)
+
+
+@pytest.mark.parametrize("replicas", [None, 2])
+def test_pool_owners_checks_the_key_with_placement_or_without(replicas: int | None) -> None:
+    # Without placement, owners(None) returned every label: the docstring's
+    # CommandEncodeError came only with placement.
+    pool = Pool(*servers(3), replicas=replicas)
+    assert len(pool.owners("k")) == (3 if replicas is None else 2)
+    for bad in (None, 5, "\ud800"):
+        with pytest.raises(CommandEncodeError):
+            pool.owners(bad)  # type: ignore[arg-type]
 
 
 def test_bad_configurations_are_refused() -> None:

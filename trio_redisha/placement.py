@@ -16,8 +16,8 @@ quorum walks to, in order. Why this scheme rather than a ring:
   agree on or gossip. Every process that is given the same servers, in any order
   and any spelling of their URLs, computes the same table.
 * Movement is minimal by construction: adding a server changes a partition's
-  owners only where the new server's weight enters its top N (a fraction
-  N/(M+1) of the placements, the ideal), and removing one only where it was an
+  owners only where the new server's weight enters its top N (N/(M+1) of the
+  partitions, 1/(M+1) of the placements: the ideal), and removing one only where it was an
   owner, where the next server in that partition's order steps in and the
   others keep their ranks.
 * Balance comes from 16,384 independent draws per server, not from tuning a
@@ -251,15 +251,22 @@ class Placement:
     # ------------------------------------------------------------ partitions
 
     def owners_of_partition(self, partition: int) -> tuple[int, ...]:
-        """Return the indices of the partition's N owners, in preference order."""
-        return self._owners[partition]
+        """Return the indices of the partition's N owners, in preference order.
+
+        Raises:
+            IndexError: ``partition`` is not an int in ``0..PARTITIONS - 1``.
+        """
+        return self._owners[_partition(partition)]
 
     def preference_of_partition(self, partition: int) -> tuple[int, ...]:
-        """Return every server index in the partition's preference order."""
+        """Return every server index in the partition's preference order.
+
+        Raises:
+            IndexError: ``partition`` is not an int in ``0..PARTITIONS - 1``.
+        """
         order = self._fallbacks.get(partition)
         if order is None:
-            if not 0 <= partition < PARTITIONS:
-                raise IndexError(f"partition {partition} is not in 0..{PARTITIONS - 1}")
+            _partition(partition)
             weights = [w[partition] for w in self._weights]
             ranked = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)
             order = tuple(self._rank_to_index[r] for r in ranked)
@@ -286,14 +293,22 @@ class Placement:
         return [p for p, owners in enumerate(self._owners) if server in owners]
 
     def owner_labels(self, partition: int) -> tuple[str, ...]:
-        """Return the labels of the partition's owners, in preference order."""
+        """Return the labels of the partition's owners, in preference order.
+
+        Raises:
+            IndexError: ``partition`` is not an int in ``0..PARTITIONS - 1``.
+        """
         labels = self.labels
-        return tuple(labels[i] for i in self._owners[partition])
+        return tuple(labels[i] for i in self._owners[_partition(partition)])
 
     def owner_identities(self, partition: int) -> tuple[str, ...]:
-        """Return the canonical identities of the partition's owners, in preference order."""
+        """Return the canonical identities of the partition's owners, in preference order.
+
+        Raises:
+            IndexError: ``partition`` is not an int in ``0..PARTITIONS - 1``.
+        """
         idents = self.identities
-        return tuple(idents[i] for i in self._owners[partition])
+        return tuple(idents[i] for i in self._owners[_partition(partition)])
 
     def changed_partitions(self, other: Placement) -> list[int]:
         """Return the partitions whose owners (as a set of servers) differ in ``other``.
@@ -313,12 +328,24 @@ class Placement:
         return f"<Placement replicas={self.replicas} of {len(self.labels)} servers>"
 
 
+def _partition(partition: object) -> int:
+    """``partition`` if it is a partition number (a negative one is no index from the end).
+
+    Raises:
+        IndexError: It is not an int in ``0..PARTITIONS - 1``.
+    """
+    if type(partition) is not int or not 0 <= partition < PARTITIONS:
+        raise IndexError(f"partition {partition!r} is not in 0..{PARTITIONS - 1}")
+    return partition
+
+
 def moved_fraction(old: Placement, new: Placement) -> float:
     """Return the fraction of ``new``'s placements (partition, owner) that ``old`` lacks.
 
     Each partition has N placements; a placement is *moved* when its server did
     not own the partition before, so its data must be copied there. Adding one
-    server to M moves N/(M+1) at best; removing one moves what it held, N/M.
+    server to M moves 1/(M+1) of them at best (the new server's share); removing
+    one moves what it held, 1/M.
     """
     moved = 0
     for p in range(PARTITIONS):

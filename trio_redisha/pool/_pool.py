@@ -476,9 +476,11 @@ class Pool:
         have the same owners.
 
         Raises:
-            CommandEncodeError: The key is neither str nor bytes.
+            CommandEncodeError: The key is neither str nor bytes, or a str that
+                cannot be sent (with placement or without).
         """
         if self._placement is None:
+            key_partition(key)  # the same check: a key no command could carry
             return self._labels
         labels = self._labels
         return tuple(labels[i] for i in self._placement.owners(key))
