@@ -79,6 +79,11 @@ def make_app(store: SessionStore) -> QuartTrio:
         await websocket.accept()
         await websocket.send(f"user={session.get('user')}")
 
+    @app.websocket("/ws-refused")
+    async def ws_refused() -> tuple[str, int]:
+        session["from_ws"] = "yes"
+        return "nope", 403
+
     return app
 
 
@@ -158,6 +163,24 @@ async def test_killed_frozen_and_all_gone(redis_servers: list[RedisServer]) -> N
             r = await fresh.post("/set", params={"c": "3"})  # cannot save: 503
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert r.text == "session store unavailable\n" and "set-cookie" not in r.headers
+
+
+async def test_a_websocket_rejected_with_a_response_saves_nothing(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Quart hands the rejection's response to save_session: the websocket's
+    # change was saved and a cookie set, though websockets save nothing.
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"user": "ada"})
+        sid = sid_of(client)
+        url = base.replace("http://", "ws://") + "/ws-refused"
+        cookie = [(b"cookie", f"{COOKIE}={sid}".encode())]
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            async with trio_websocket.open_websocket_url(url, extra_headers=cookie):
+                pass
+        assert info.value.status_code == 403
+        assert b"set-cookie" not in [k.lower() for k, _ in info.value.headers]
+        assert (await store.load(sid)) == {"user": "ada"}
 
 
 async def test_needs_a_session_store() -> None:

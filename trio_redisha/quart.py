@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 try:
     import quart_trio  # noqa: F401 - what the interface runs on: checked with the rest
     from flask.sessions import SessionMixin
-    from quart import session, websocket
+    from quart import has_websocket_context, session, websocket
     from quart.sessions import SessionInterface
     from werkzeug.exceptions import ServiceUnavailable
 except ImportError as exc:  # the extra is missing: say which, not flask's name
@@ -201,10 +201,14 @@ class RedisHASessionInterface(SessionInterface):
         """Write what the request changed and set (or expire) the cookie.
 
         Nothing is saved for a websocket (no cookie can be set once it is
-        open), a 5xx response, or a placeholder session. A save that cannot
-        reach its quorum turns the response into a 503.
+        open; one rejected with an HTTP response, which Quart passes here,
+        saves nothing either, as with :class:`~trio_redisha.asgi.SessionMiddleware`),
+        a 5xx response, or a placeholder session. A save that cannot reach its
+        quorum turns the response into a 503.
         """
         if not isinstance(session, RedisHASession) or session.unavailable or response is None:
+            return
+        if has_websocket_context():
             return
         if response.status_code >= 500:
             return
