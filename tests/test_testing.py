@@ -581,6 +581,9 @@ def test_plugin_missing_binary_fails_with_the_install_command(
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*apt-get install redis-server*"])
+    # Once, not again under "During handling of the above exception".
+    assert result.stdout.str().count("apt-get install redis-server") == 1
+    result.stdout.no_fnmatch_line("*During handling of the above exception*")
 
 
 def test_user_conftest_fixture_wins(pytester: pytest.Pytester) -> None:

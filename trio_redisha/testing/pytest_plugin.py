@@ -55,7 +55,10 @@ def redis_executable() -> str:
     try:
         return find_redis_server()
     except RedisServerNotFoundError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    # Outside the except block: pytest.fail inside it showed the message twice
+    # ("During handling of the above exception, another exception occurred").
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
