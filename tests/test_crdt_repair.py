@@ -263,3 +263,55 @@ async def test_a_server_restarted_during_the_pass_makes_it_not_ok(
         assert restarted
         assert not report.ok and report.restarted == [redis_servers[1].url], report.summary()
         assert "restarted during the pass" in report.summary()
+
+
+@pytest.mark.parametrize("call", ["repair_all", "repair_key"])
+async def test_sources_leaving_a_server_out_purge_no_tombstone(
+    redis_servers: list[RedisServer], call: str
+) -> None:
+    # Server 2 missed the delete and still holds the field. The sources 0 and 1
+    # answered and agreed, so the pass purged the tombstone there; the next walk
+    # over every server then brought the deleted field back from server 2.
+    async with pool_on(*redis_servers) as pool:
+        await HashMap(pool, "m").set({"gone": 1, "kept": 2})
+    async with pool_on(redis_servers[0], redis_servers[1]) as partial:  # 2 cut off
+        await HashMap(partial, "m").delete("gone")
+    async with pool_on(*redis_servers) as pool:
+        if call == "repair_all":
+            report = await repair_all(pool, rate=0, sources=[0, 1], tombstone_grace=0)
+            assert report.ok, report.summary()
+        else:
+            await repair_key(pool, "m", sources=[0, 1], tombstone_grace=0)
+        for s in redis_servers[:2]:  # the tombstone is kept where it was
+            tombstone = decode_reply(await s.acommand("HGET", "m", "f:gone"))
+            assert isinstance(tombstone, bytes) and tombstone.endswith(b":-")
+        report = await repair_all(pool, rate=0, tombstone_grace=0)
+        assert report.ok and report.repaired == 1, report.summary()
+        assert await HashMap(pool, "m", read_quorum=3).get() == {"kept": 2}
+        for s in redis_servers:  # purged everywhere by the pass that read every server
+            assert decode_reply(await s.acommand("HEXISTS", "m", "f:gone")) == 0
+
+
+@pytest.mark.redis_servers(4)
+async def test_with_placement_sources_leaving_a_copy_out_purge_no_tombstone(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A copy on a server that is not an owner (as a fallback's) still holds the
+    # deleted field; sources naming only the owners must not purge the tombstone.
+    async with pool_on(*redis_servers) as everywhere:
+        await HashMap(everywhere, "m").set({"gone": 1, "kept": 2})
+    async with pool_on(*redis_servers, replicas=2) as pool:
+        assert pool.placement is not None
+        owners = sorted(pool._owner_indices("m"))
+        others = [i for i in range(4) if i not in owners]
+        await HashMap(pool, "m").delete("gone")  # the owners only
+        report = await repair_all(pool, rate=0, sources=owners, tombstone_grace=0)
+        assert report.ok, report.summary()
+        for i in owners:
+            stored = decode_reply(await redis_servers[i].acommand("HGET", "m", "f:gone"))
+            assert isinstance(stored, bytes) and stored.endswith(b":-")
+        report = await repair_all(pool, rate=0, tombstone_grace=0, removal_delay=0)
+        assert report.ok and report.removed == len(others), report.summary()
+        assert await HashMap(pool, "m", read_quorum=2).get() == {"kept": 2}
+    for i in others:
+        assert decode_reply(await redis_servers[i].acommand("EXISTS", "m")) == 0

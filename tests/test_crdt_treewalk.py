@@ -342,3 +342,60 @@ async def test_keys_on_different_servers_are_all_counted(
     assert report.ok, report.messages
     assert report.scanned == report.read == report.repaired == 3 * 4 + 2
     await assert_identical(redis_servers, [*data_keys(4), "m:4", "m:5"])
+
+
+async def test_scanned_counts_each_key_once_when_the_largest_server_stops_answering(
+    redis_servers: list[RedisServer],
+) -> None:
+    # b holds the most keys; it froze once the first key was repaired. Each key
+    # read after that (b not answering) was counted as one b lacked, on top of
+    # b's own count of them: 2n keys scanned out of n + 1.
+    _a, b, c = redis_servers
+    n = 20
+    async with pool_on(redis_servers) as pool:
+        for i in range(n):
+            await HashMap(pool, f"k:{i}").set({"v": i})
+    async with pool_on([b]) as pool:
+        await HashMap(pool, "only-on-b").set({"v": 1})
+    await c.arestart_empty()  # every key differs: all are read
+
+    def progress(report: RepairReport) -> None:
+        if report.processed == 1 and not b.frozen:
+            b.freeze()
+
+    try:
+        async with pool_on(redis_servers) as pool:
+            report = await repair_all(
+                pool, rate=0, concurrency=1, timeout=0.3, on_progress=progress
+            )
+    finally:
+        if b.frozen:
+            b.thaw()
+    assert b.url in report.unreachable and not report.ok
+    assert report.processed > 1, report.summary()  # some read after b froze
+    assert report.scanned == n + 1, report.summary()  # b's keys; none seen only elsewhere
+
+
+@pytest.mark.parametrize("other", ["string", "foreign hash", "set"])
+async def test_a_key_of_different_types_is_skipped_once(
+    redis_servers: list[RedisServer], other: str
+) -> None:
+    # A map on a and b, something else on c: the tree walk counted it as skipped
+    # nowhere (or, a hash without the marker, twice), the reading walk once.
+    a, b, c = redis_servers
+    await write_all([a, b], n=2)
+    if other == "string":
+        await raw(c, "SET", "m:0", "plain")
+    elif other == "foreign hash":
+        await raw(c, "HSET", "m:0", "name", "not ours")
+    else:
+        async with pool_on([c]) as pool:
+            await Set(pool, "m:0").add("x")
+    for full in (False, True):
+        report = await walk(redis_servers, full=full)
+        assert report.ok, report.messages
+        assert report.skipped == 1, (full, report.summary())
+        assert report.scanned == len(data_keys(2)), (full, report.summary())
+        # The tree walk first: c gets every other key; nothing is left to the reading walk.
+        assert report.repaired == (0 if full else len(data_keys(2)) - 1), report.summary()
+    assert await raw(c, "TYPE", "m:0") == (b"hash" if other != "string" else b"string")

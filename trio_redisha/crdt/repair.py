@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -27,9 +28,10 @@ from .._util import finite_seconds, open_owned_nursery
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._digest import TREE_PREFIX, rehash_key
-from ._plan import Settled, carry_out, now_us, settle
-from ._read import read_key
-from ._storage import check_key
+from ._plan import Settled, carry_out, is_foreign_reply, now_us, settle
+from ._read import Snapshot, read_key
+from ._scripts import MARKERS
+from ._storage import MARKER_FIELD, check_key
 from ._treewalk import TreeWalk, walk_tree
 
 if TYPE_CHECKING:
@@ -76,12 +78,13 @@ async def repair_key(
     The type is read from the marker field of the stored hash (see
     :func:`~trio_redisha.crdt.detect_type`). Servers that are behind, or
     answered without the key, get the fields they lack; tombstones older than
-    ``tombstone_grace`` are purged, if every server read answered and was
-    brought up to date. Expiry: if every server holding the key has one, the
-    longest remaining one is given to the servers written (the longest TTL
-    wins, as in Redis Active-Active); otherwise it is left alone. If the key
-    expired on every holder since it was read, nothing is written (it would
-    come back without an expiry).
+    ``tombstone_grace`` are purged, if every server of the pool was read (no
+    ``sources`` leaving one out), answered and was brought up to date.
+    Expiry: if every server holding the key has one, the longest remaining one
+    is given to the servers written (the longest TTL wins, as in Redis
+    Active-Active); otherwise it is left alone. If the key expired on every
+    holder since it was read, nothing is written (it would come back without
+    an expiry).
 
     Args:
         pool: The pool.
@@ -89,7 +92,8 @@ async def repair_key(
         tombstone_grace: Seconds tombstones are kept (as given to the objects).
         timeout: Deadline of each call in seconds (``None``: the pool's).
         sources: Indices of the servers that may hold a copy and are read
-            (``None``: every server).
+            (``None``: every server). Leaving a server out, no tombstone is
+            purged: that server may still hold what it deletes.
         targets: Indices of the servers that must end up with the merged
             state (``None``: the sources; with placement, the key's owners).
             They are read too, so only what each one lacks is sent; the other
@@ -137,11 +141,11 @@ async def _repair_one(
     targets: Sequence[int] | None,
     hold: bool = False,
     full_from: Sequence[int] = (),
-    on_read: Callable[[tuple[int, ...]], None] | None = None,
+    on_read: Callable[[Snapshot[Any]], None] | None = None,
 ) -> Settled:
     """:func:`repair_key`, saying also which non-owner copies were removed or left.
 
-    ``on_read`` is given the servers that held the key when it was read.
+    ``on_read`` is given what the read found (before anything is written).
     """
     placed = targets is None and pool.placement is not None
     if placed:
@@ -154,8 +158,13 @@ async def _repair_one(
     if snap is None:
         return Settled()
     if on_read is not None:
-        on_read(snap.holders)
+        on_read(snap)
     purge_before = now_us() - int(tombstone_grace * 1_000_000)
+    if servers is not None and not set(range(len(pool))) <= set(servers):
+        # A server not read may hold a copy with what a tombstone deletes (with
+        # placement: a fallback's, whoever wrote it): purged here, the value
+        # would come back from there. Every tombstone is sent, none purged.
+        purge_before = 0
     if placed:
         assert targets is not None
         return await settle(pool, snap, targets, purge_before, timeout, hold=hold)
@@ -173,10 +182,12 @@ class RepairReport:
         servers: How many servers the pass read from.
         scanned: Distinct hash keys found by SCAN on any server (or given);
             in a tree walk, the keys of ours on the server holding the most,
-            plus the keys read that it did not hold, plus the hashes that are
-            not ours: the same count with every key on every server, and a
+            plus the keys read that it answered without, plus the hashes that
+            are not ours: the same count with every key on every server, and a
             lower bound with placement (no server holds every key, and the
-            converged keys the largest one lacks are not read).
+            converged keys the largest one lacks are not read) or when that
+            server stops answering during the pass (a key read then may be
+            one it counted, or not).
         segments: Tree walk: digest-tree segments compared across the servers.
         differing: Tree walk: segments whose digests differed, even after a
             sweep, so that their index entries were read.
@@ -186,7 +197,8 @@ class RepairReport:
             every key; a tree walk only those whose digests differ).
         processed: Keys whose repair has finished, whatever its outcome.
         repaired: Keys that were behind on some server and were written back.
-        skipped: Hashes that are not trio-redisha CRDTs (left untouched).
+        skipped: Hashes that are not trio-redisha CRDTs, and keys of
+            different types on different servers (left untouched), each once.
         moved: With placement, keys of which some copy on a server that is
             not an owner was removed (handed back or migrated).
         removed: Copies removed from servers that are not the key's owners.
@@ -401,6 +413,7 @@ async def repair_all(
         concurrency: Keys repaired at once.
         keys: Repair these keys instead of scanning (``match`` is then unused).
         sources: Indices of the servers scanned and read (``None``: all).
+            Leaving a server out, the pass purges no tombstone.
         targets: Indices of the servers each key is written to (``None``: the
             sources; with placement, the key's owners, copies elsewhere
             removed), or a function of the key returning them.
@@ -462,12 +475,16 @@ async def repair_all(
     # covers every key of every server, so anything narrower reads instead.
     tree = not full and keys is None and match == b"*" and sources is None and targets is None
     walk = TreeWalk()
-    elsewhere = 0  # tree walk: keys read that the largest server did not hold
+    # Tree walk, for a distinct count: the keys read that the largest server
+    # answered without (not in its count), and the keys refused as not ours,
+    # each with whether that server may hold it as ours (then it is counted).
+    elsewhere: set[bytes] = set()
+    refused: dict[bytes, bool] = {}
 
-    def count_holders(holders: tuple[int, ...]) -> None:
-        nonlocal elsewhere
-        if walk.largest not in holders:
-            elsewhere += 1
+    def count_read(key: bytes, snap: Snapshot[Any]) -> None:
+        # A server that did not answer may hold the key, counted already.
+        if walk.largest in snap.answered and walk.largest not in snap.holders:
+            elsewhere.add(key)
 
     # A server restarted empty during the pass loses what the pass wrote there,
     # and nothing else tells: its run id changes.
@@ -535,10 +552,14 @@ async def repair_all(
                         to,
                         hold=placed and not final,
                         full_from=() if final else hints.pop(key, ()),
-                        on_read=count_holders if tree and not final else None,
+                        on_read=partial(count_read, key) if tree and not final else None,
                     )
                 except ForeignValueError:
-                    if not final:
+                    if tree and not final:
+                        refused[key] = await _may_hold_ours(pool, walk.largest, key, timeout)
+                        if key not in walk.foreign:  # those are counted at the end
+                            report.skipped += 1
+                    elif not final:
                         report.skipped += 1
                 except RedisHAError as exc:
                     report.errors += 1
@@ -579,9 +600,14 @@ async def repair_all(
             for _ in range(concurrency):
                 nursery.start_soon(worker, receive.clone(), False)
     if tree:
-        # Distinct keys: the largest server's, plus those read that it lacked.
-        report.skipped = len(walk.foreign)
-        report.scanned = walk.indexed + elsewhere + report.skipped
+        # Each key once: a key of ours on some server and a foreign hash on
+        # another is both in walk.foreign and refused.
+        report.skipped += len(walk.foreign)
+        # Distinct keys: the largest server's, plus those it did not count.
+        uncounted = elsewhere.union(
+            (k for k, counted in refused.items() if not counted), walk.foreign - refused.keys()
+        )
+        report.scanned = walk.indexed + len(uncounted)
     if revisit:
         await trio.sleep(removal_delay)
         send, receive = trio.open_memory_channel[bytes](concurrency * 4)
@@ -607,6 +633,22 @@ async def repair_all(
             report.restarted.append(pool.servers[i])
     report.elapsed = trio.current_time() - start
     return report
+
+
+async def _may_hold_ours(pool: Pool, index: int | None, key: bytes, timeout: float | None) -> bool:
+    """Whether server ``index`` may hold ``key`` as a CRDT of ours (one it counts).
+
+    ``False`` only when it answered with no marker or one not ours, or that
+    the key is not a hash: a server that did not answer may hold it.
+    """
+    if index is None:
+        return False
+    (reply,) = await pool.execute_on([index], "HGET", key, MARKER_FIELD, timeout=timeout)
+    if isinstance(reply, BaseException):
+        return not is_foreign_reply(reply)  # WRONGTYPE: not a hash
+    if isinstance(reply, str):
+        reply = reply.encode()
+    return reply in MARKERS
 
 
 async def _run_ids(
