@@ -11,14 +11,23 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 
 import trio_redisha
-from tests.harness.helpers import command_calls, eventually, pttls, raw, raw_hash, writes_done
+from tests.harness.fault_proxy import open_fault_proxy
+from tests.harness.helpers import (
+    FAST,
+    command_calls,
+    eventually,
+    pttls,
+    raw,
+    raw_hash,
+    writes_done,
+)
 from trio_redisha import (
     CodecError,
     CodecTypeError,
@@ -196,6 +205,41 @@ async def test_codecs(redis_servers: list[RedisServer]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("added", "removed"),
+    [
+        ((1, True, 1.0), 1),
+        ((1, True, 1.0), True),
+        ((1, 1.0), 1.0),
+        ((0, False, 0.0, -0.0), -0.0),
+        ((False,), 0),
+        ((2**60, float(2**60)), float(2**60)),
+        ((10**16,), 1e16),
+    ],
+)
+async def test_a_json_set_removes_every_member_equal_to_the_removed_one(
+    redis_servers: list[RedisServer], added: tuple[Any, ...], removed: Any
+) -> None:
+    # Members are stored by their encoding, and JSON encodes values Python
+    # holds equal differently (1, 1.0, true): get() merged them into one, and
+    # rem(1) left True behind, so 1 was still in the set. As with a Python
+    # set, a remove takes every member equal to it; unequal ones stay.
+    async with pool_on(*redis_servers) as pool:
+        s = Set(pool, "s", codec=JSONCodec())
+        await s.add(*added, 2, "1", 1.5)
+        got = await s.get()
+        assert removed in got and len(got) == 4
+        await s.rem(removed)
+        got = await s.get()
+        assert removed not in got
+        assert got == {2, "1", 1.5}
+        # Added again after the remove, it is a member again.
+        await s.add(added[-1])
+        assert await s.get() == {added[-1], 2, "1", 1.5}
+        stored = await raw_hash(redis_servers[0], "s")
+        assert len([f for f, v in stored.items() if f.startswith(b"m:") and v.endswith(b"+")]) == 4
+
+
+@pytest.mark.parametrize(
     ("codec", "good", "bad"),
     [
         (JSONCodec(), "x", object()),
@@ -316,6 +360,120 @@ async def test_a_counter_that_expired_counts_from_zero_again(
         for _ in range(5):
             await hot.incr()
         assert await hot.get() == 5
+
+
+@pytest.mark.parametrize("fault", ["refused", "lost"])
+async def test_a_counter_write_that_reached_no_server_does_not_keep_its_totals_alive(
+    redis_server: RedisServer, fault: str
+) -> None:
+    # A failed increment stamped the counter as written before it was sent:
+    # after the key expired, the next increment skipped the read that resets
+    # the totals and brought back the expired ones (incr(5), a failed incr(1),
+    # expiry, incr(1) read 6, not 1). Refused: QuorumError may_have_applied
+    # False; lost: sent, then dropped by the partition (unknown outcome, but
+    # it reached no server either).
+    ttl = 1.5
+    async with AsyncExitStack() as stack:
+        proxy = await stack.enter_async_context(
+            open_fault_proxy(redis_server.host, redis_server.port)
+        )
+        pool = await stack.enter_async_context(trio_redisha.open_pool(proxy.url, **FAST))
+        ctr = Counter(pool, "window", ttl=ttl)
+        start = trio.current_time()
+        await ctr.incr(5)
+        # Time passing, not a state: the failed write comes late in the key's life.
+        await trio.sleep_until(start + ttl / 2)
+        failed = trio.current_time()
+        if fault == "refused":
+            proxy.partition()
+            await eventually(lambda: not pool.status()[0].available, "the pool to notice")
+        else:
+            proxy.blackhole()
+        with pytest.raises(QuorumError) as info:
+            await ctr.incr(1)
+        assert info.value.may_have_applied is (fault == "lost")
+        proxy.partition()  # what the blackhole held never arrives
+        actor = context_for(pool).actor
+        assert (await raw_hash(redis_server, "window"))[b"p:" + actor] == b"5"
+
+        async def expired() -> bool:
+            return bool(await raw(redis_server, "EXISTS", "window") == 0)
+
+        await eventually(expired, "the counter to expire")
+        proxy.heal()
+        await eventually(lambda: pool.status()[0].available, "the pool to reconnect")
+        await ctr.incr(1)
+        # Within ttl of the failed write: the case that skipped the read.
+        assert trio.current_time() - failed < ttl
+        assert await ctr.get() == 1
+        assert (await raw_hash(redis_server, "window"))[b"p:" + actor] == b"1"
+
+
+async def test_a_counter_read_that_found_its_key_alive_does_not_keep_its_totals_alive(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After ttl of silence an increment reads first. The read found the key
+    # (another writer kept it alive), and was counted as a write of ours: its
+    # own write then failed, the key expired, and the next increment, within
+    # ttl of that read, skipped the read and brought the expired totals back.
+    ttl = 1.2
+    async with AsyncExitStack() as stack:
+        proxy = await stack.enter_async_context(
+            open_fault_proxy(redis_server.host, redis_server.port)
+        )
+        pool = await stack.enter_async_context(trio_redisha.open_pool(proxy.url, **FAST))
+        other = await stack.enter_async_context(pool_on(redis_server))
+        ctr = Counter(pool, "window", ttl=ttl)
+        read = Counter._read_snapshot
+
+        async def read_then_cut(self: Counter) -> Any:
+            snap = await read(self)
+            if self is ctr:
+                proxy.partition()  # the write that follows the read fails
+            return snap
+
+        start = trio.current_time()
+        await ctr.incr(5)
+        # Time passing, not states: the other writer refreshes the key, then
+        # this one writes after ttl of silence.
+        await trio.sleep_until(start + ttl / 2)
+        await Counter(other, "window", ttl=ttl).incr(1)
+        await trio.sleep_until(start + ttl + 0.05)
+        monkeypatch.setattr(Counter, "_read_snapshot", read_then_cut)
+        read_at = trio.current_time()
+        with pytest.raises(QuorumError):
+            await ctr.incr(1)
+        monkeypatch.undo()
+
+        async def expired() -> bool:
+            return bool(await raw(redis_server, "EXISTS", "window") == 0)
+
+        await eventually(expired, "the counter to expire")
+        proxy.heal()
+        await eventually(lambda: pool.status()[0].available, "the pool to reconnect")
+        await ctr.incr(1)
+        assert trio.current_time() - read_at < ttl  # the case that skipped the read
+        assert await ctr.get() == 1
+
+
+async def test_concurrent_increments_after_the_key_expired_are_each_counted_once(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Each of them reads first (none has been acknowledged yet): the one whose
+    # read ends first resets the totals, the others see it and count on.
+    async with pool_on(*redis_servers) as pool:
+        ctr = Counter(pool, "window", ttl=0.2)
+        await ctr.incr(5)
+
+        async def expired() -> bool:
+            found = [await raw(s, "EXISTS", "window") for s in redis_servers]
+            return found == [0, 0, 0]
+
+        await eventually(expired, "the counter to expire everywhere")
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(Counter(pool, "window", ttl=0.2).incr, 1 + i % 2)
+        assert await ctr.get() == 30
 
 
 async def test_a_deadline_the_pool_would_refuse_is_refused_by_the_constructor(
@@ -898,8 +1056,23 @@ async def test_map_arguments_of_the_wrong_kind_send_nothing(
             await m.update(delete=b"abc")  # type: ignore[arg-type]
         with pytest.raises(CodecError, match="mapping"):
             await m.set([("a", 1)])  # type: ignore[arg-type]
+        # Not an iterable of names: a bare TypeError ("'int' object is not
+        # iterable") was raised, outside the library's hierarchy.
+        for bad in (5, object()):
+            with pytest.raises(CodecTypeError, match="iterable"):
+                await m.update({"a": 1}, delete=bad)  # type: ignore[arg-type]
+            with pytest.raises(CodecTypeError, match="iterable"):
+                await m._update_if_live(delete=bad)  # type: ignore[arg-type]
     for server in redis_servers:
         assert decode_reply(await server.acommand("DBSIZE")) == 0
+    async with pool_on(*redis_servers) as pool:
+        # delete=None deletes nothing, as fields=None writes nothing.
+        m = HashMap(pool, "m")
+        await m.update(None, delete=None)
+        assert await raw(redis_servers[0], "DBSIZE") == 0
+        await m.update({"a": 1, "b": 2}, delete=None)
+        await m.update(delete=None)
+        assert await m.get() == {"a": 1, "b": 2}
 
 
 BAD_OPTIONS: list[dict[str, Any]] = [

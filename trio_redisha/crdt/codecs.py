@@ -8,7 +8,11 @@ unpickling network data (as the Ruby gem's ``Marshal.load`` did) would let
 whoever can write to one Redis server run code in every client.
 
 A set member's encoding is its identity, so a codec used for sets must be
-deterministic and injective (two equal members, one encoding).
+deterministic and injective (two equal members, one encoding). JSON is not,
+for numbers: Python holds ``1 == 1.0 == True`` (and ``0 == -0.0 == False``),
+which JSON writes ``1``, ``1.0``, ``true``. A :class:`~trio_redisha.Set` with
+:class:`JSONCodec` stores them as distinct members, and removes them all
+together (see :func:`json_equals`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..exceptions import CodecError, CodecTypeError
 
-__all__ = ["BytesCodec", "Codec", "JSONCodec", "StrCodec", "encode_value"]
+__all__ = ["BytesCodec", "Codec", "JSONCodec", "StrCodec", "encode_value", "json_equals"]
 
 # The C scanner behind json.loads, called directly: a value is one JSON text
 # with no whitespace around it (as encode() writes it), and json.loads's own
@@ -47,7 +51,8 @@ class JSONCodec:
 
     Keys are sorted so that equal values have equal encodings. ``NaN`` and the
     infinities are refused: they are not JSON and other languages cannot read
-    them.
+    them. Numbers Python holds equal are not encoded alike (``1``, ``1.0``,
+    ``true``): see :class:`~trio_redisha.Set` for what that means for members.
     """
 
     __slots__ = ()
@@ -166,3 +171,36 @@ def encode_value(codec: Codec, value: Any) -> bytes:
     if isinstance(out, (bytes, bytearray, memoryview)):
         return bytes(out)
     raise CodecError(f"{codec!r} returned {type(out).__name__}, not bytes or str")
+
+
+def json_equals(value: Any) -> list[Any]:
+    """The JSON scalars Python holds equal to ``value``, which JSON encodes differently.
+
+    ``value`` first, then the others: for ``1`` (or ``1.0``, ``True``) those
+    are ``1``, ``1.0`` and ``True``; for ``0`` also ``-0.0`` and ``False``;
+    for a whole float its ``int``, for an ``int`` the ``float`` holding it
+    exactly. Anything else (text, a fraction, ``None``...) is equal to itself
+    only. A :class:`~trio_redisha.Set` with :class:`JSONCodec` removes all
+    of them when asked to remove one, as a Python set would.
+    """
+    if isinstance(value, bool):
+        whole = int(value)
+    elif isinstance(value, int):
+        whole = int(value)  # an IntEnum member is encoded as its int
+    elif isinstance(value, float) and value.is_integer():
+        whole = int(value)
+    else:
+        return [value]
+    out = [value, whole]
+    try:
+        as_float = float(whole)
+    except OverflowError:  # beyond any float: no float is equal to it
+        pass
+    else:
+        if as_float == whole:  # exact: int == float compares the values
+            out.append(as_float)
+    if whole == 0:
+        out.append(-0.0)
+    if whole in (0, 1):
+        out.append(bool(whole))
+    return out

@@ -60,14 +60,18 @@ class Counter(CRDTBase[CounterState]):
     when no server can have received it (:attr:`QuorumError.may_have_applied`
     is false) is it rolled back. One made from a scope already cancelled does
     nothing (Trio's rule); one cancelled while it waits is of unknown outcome.
+    With a ``ttl``, such an increment does not keep the key alive: if it
+    reached no server and the key expires, the count starts from zero again
+    without it (see ``ttl``).
 
     Args:
         pool: The pool whose servers hold the replicas.
         key: The Redis key (a hash on each server).
         ttl: Seconds before the key expires; every write and repair refreshes it.
-            Once it expired the counter counts from zero again: a write after
-            ``ttl`` seconds of this writer's silence reads first (see
-            docs/consistency.md, "TTL").
+            Once it expired the counter counts from zero again: a write made
+            ``ttl`` seconds or more after this writer's last *acknowledged*
+            write (one that failed may have reached no server) reads first
+            (see docs/consistency.md, "TTL").
         write_quorum: Acknowledgements a write needs (``None``: the pool's).
         read_quorum: Servers that must answer a read (default 1).
         timeout: Deadline of each call in seconds (``None``: the pool's).
@@ -170,26 +174,37 @@ class Counter(CRDTBase[CounterState]):
         """With a ``ttl``: start from zero again if the key expired since our last write.
 
         This writer's totals are absolute: sent again to a key that expired,
-        they would bring back every increment that expired with it. So when it
-        has been silent for ``ttl`` seconds or more, a read comes first; if no
-        server that answered holds the key, the totals start again from zero. (A
-        key another writer kept alive is read and goes on. A server that did not
-        answer expires its copy on its own clock, at about the same time.)
+        they would bring back every increment that expired with it. So when no
+        write of it has been acknowledged for ``ttl`` seconds or more, a read
+        comes first; if no server that answered holds the key, the totals start
+        again from zero. (A key another writer kept alive is read and goes on. A
+        server that did not answer expires its copy on its own clock, at about
+        the same time.)
         """
         known = self._known
         name = self._name
-        sent = self._ctx.sent.get(name)
-        if sent is None or trio.current_time() - sent < self._ttl:  # type: ignore[operator]
-            return
-        before = (known[0], known[1], sent)
-        snap = await self._read_snapshot()
-        if (known[0], known[1], self._ctx.sent.get(name)) != before:
-            return  # another increment of ours went out meanwhile: it knows
+        sents = self._ctx.sent
+        while True:
+            sent = sents.get(name)
+            if sent is None or trio.current_time() - sent < self._ttl:  # type: ignore[operator]
+                return
+            before = (known[0], known[1], sent)
+            snap = await self._read_snapshot()
+            if (known[0], known[1], sents.get(name)) == before:
+                break
+            # Another call of ours changed the totals or had a write acknowledged
+            # meanwhile: judge again from what it left (a write refused meanwhile
+            # rolls its totals back, and then the key may still have expired).
         if not snap.holders:
             known[0] = known[1] = 0
+            # Totals of zero bring nothing back, and every later increment is
+            # sent from now on.
+            sents[name] = trio.current_time()
         else:
+            # Not a refresh: the key was alive at the read, but for how long
+            # is unknown. The next acknowledged write stamps it; until then,
+            # each write reads first.
             self._learn(snap.merged.p.get(self._actor, 0), snap.merged.n.get(self._actor, 0))
-        self._ctx.sent[name] = trio.current_time()
 
     async def _add(self, dp: int, dn: int) -> None:
         # Trio's rule: a call that raises Cancelled did nothing. From a scope
@@ -206,8 +221,14 @@ class Counter(CRDTBase[CounterState]):
         if p >= _MAX_TOTAL or n >= _MAX_TOTAL:
             raise CodecError(f"counter {self._key!r}: totals beyond 19 digits cannot be stored")
         known[0], known[1] = p, n
+        sents = self._ctx.sent
+        started = trio.current_time()
         if self._ttl is not None:
-            self._ctx.sent[self._name] = trio.current_time()
+            # Only an acknowledged write refreshes the expiry for sure (below).
+            # But the first one may create the key without an acknowledgement:
+            # from then on, ttl seconds without one mean a read first. (A stamp
+            # too early costs a read; one too late brings expired totals back.)
+            sents.setdefault(self._name, started)
         pb, nb = b"%d" % p, b"%d" % n
         pf, nf = self._names
         try:
@@ -224,6 +245,12 @@ class Counter(CRDTBase[CounterState]):
             if known[0] == p and known[1] == n:
                 known[0], known[1] = p - dp, n - dn
             raise
+        if self._ttl is not None and replies.ok_count and started > sents[self._name]:
+            # A server ran the script, so set the expiry at `started` or later.
+            # A write that reached no server, or whose outcome is unknown (it
+            # may have reached none), leaves the stamp as it was: the key
+            # expires when it would have, and a write after that reads first.
+            sents[self._name] = started
         for r in replies:
             # The script answers the stored totals; never go below them. (A
             # server answering what was sent, the usual case, teaches nothing.)

@@ -46,10 +46,18 @@ def _fields(fields: object) -> Mapping[Any, Any]:
     return fields
 
 
-def _names(names: Iterable[str | bytes]) -> list[bytes]:
+def _names(names: Iterable[str | bytes] | None) -> list[bytes]:
+    if names is None:  # as fields=None: nothing to delete
+        return []
     if isinstance(names, (str, bytes)):
         raise CodecTypeError(f"delete takes an iterable of names, not a single name {names!r}")
-    return [_name(n) for n in names]
+    try:
+        it = iter(names)
+    except TypeError:
+        raise CodecTypeError(
+            f"delete takes an iterable of names, not {type(names).__name__}"
+        ) from None
+    return [_name(n) for n in it]
 
 
 class HashMap(CodecCRDT[MapState]):
@@ -162,7 +170,7 @@ class HashMap(CodecCRDT[MapState]):
         self,
         fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
         *,
-        delete: Iterable[str | bytes] = (),
+        delete: Iterable[str | bytes] | None = (),
     ) -> None:
         """Write some fields and delete others in one write (one timestamp).
 
@@ -170,13 +178,14 @@ class HashMap(CodecCRDT[MapState]):
         fields not named are left as they are.
 
         Args:
-            fields: Fields to write.
-            delete: Names of fields to delete (tombstones).
+            fields: Fields to write (``None``: none).
+            delete: Names of fields to delete (tombstones; ``None``: none).
 
         Raises:
             CodecError: A value cannot be encoded, a name is invalid (as in
                 :meth:`set`) or both written and deleted, or ``delete`` is a
-                single str or bytes; nothing was sent.
+                single str or bytes, or not iterable (a ``CodecTypeError``);
+                nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
@@ -185,7 +194,9 @@ class HashMap(CodecCRDT[MapState]):
             await self._write(out)
 
     def _registers(
-        self, fields: Mapping[str, Any] | Mapping[bytes, Any] | None, delete: Iterable[str | bytes]
+        self,
+        fields: Mapping[str, Any] | Mapping[bytes, Any] | None,
+        delete: Iterable[str | bytes] | None,
     ) -> Fields:
         """The registers :meth:`update` writes, all with one new timestamp."""
         items = _fields({} if fields is None else fields).items()
@@ -207,7 +218,7 @@ class HashMap(CodecCRDT[MapState]):
         self,
         fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
         *,
-        delete: Iterable[str | bytes] = (),
+        delete: Iterable[str | bytes] | None = (),
     ) -> bool:
         """:meth:`update`, only where the map holds a live field (for the session store).
 

@@ -11,13 +11,14 @@ by union, and its README said "delete is not safe").
 from __future__ import annotations
 
 import builtins
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
 from ..exceptions import CodecError, CodecTypeError
 from ._base import CodecCRDT
 from ._state import Entry, SetState
 from ._storage import SET
-from .codecs import BytesCodec, StrCodec, encode_value
+from .codecs import BytesCodec, JSONCodec, StrCodec, encode_value, json_equals
 
 if TYPE_CHECKING:
     pass
@@ -46,7 +47,13 @@ class Set(CodecCRDT[SetState]):
         key: The Redis key (a hash on each server).
         ttl: Seconds before the key expires; every write and repair refreshes it.
         codec: Encodes members (default :class:`StrCodec`); its encoding is the
-            member's identity, so it must be deterministic.
+            member's identity, so it must be deterministic, and give members
+            Python holds equal one encoding. :class:`JSONCodec` does not, for
+            numbers (``1``, ``1.0`` and ``True`` are ``1``, ``1.0``, ``true``):
+            they are stored as distinct members, :meth:`get` returns one of
+            them (which one is unspecified, as ``{1, True}`` keeps one), and
+            :meth:`rem` removes all of them, so that ``1 in await s.get()`` is
+            false after ``rem(1)`` whichever was added.
         write_quorum: Acknowledgements a write needs (``None``: the pool's).
         read_quorum: Servers that must answer a read (default 1).
         timeout: Deadline of each call in seconds (``None``: the pool's).
@@ -119,6 +126,14 @@ class Set(CodecCRDT[SetState]):
                 raise CodecError(f"{self._codec!r} cannot decode what it encoded: {exc}") from exc
         return raw
 
+    def _json_equals(self, member: Any) -> list[bytes]:
+        """``member`` as stored, then the members equal to it a JSON codec stores differently."""
+        out = [self._encode_member(member)]
+        for other in json_equals(member)[1:]:
+            with suppress(CodecError):  # a codec refusing it (a subclass) stores no such member
+                out.append(encode_value(self._codec, other))
+        return out
+
     async def add(self, *members: Any) -> None:
         """Add members.
 
@@ -132,6 +147,11 @@ class Set(CodecCRDT[SetState]):
     async def rem(self, *members: Any) -> None:
         """Remove members, leaving a tombstone so that no server brings them back.
 
+        With :class:`JSONCodec`, every member equal to one of ``members``
+        goes too (``rem(1)`` removes ``1.0`` and ``True``; see
+        :func:`~trio_redisha.crdt.codecs.json_equals`): a tombstone is written
+        for each of its encodings.
+
         Raises:
             CodecError: A member cannot be encoded; nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
@@ -140,7 +160,13 @@ class Set(CodecCRDT[SetState]):
         await self._mark(members, deleted=True)
 
     async def _mark(self, members: tuple[Any, ...], *, deleted: bool) -> None:
-        if len(members) == 1:  # the usual call: no set to build and sort
+        if deleted and isinstance(self._codec, JSONCodec):
+            # Members are their encodings, and JSON encodes equal numbers
+            # differently: rem(1) must not leave 1.0 or True behind.
+            encoded = sorted({raw for m in members for raw in self._json_equals(m)})
+            if not encoded:
+                return
+        elif len(members) == 1:  # the usual call: no set to build and sort
             encoded = [self._encode_member(members[0])]
         else:
             encoded = sorted({self._encode_member(m) for m in members})
