@@ -53,9 +53,11 @@ class CRDTContext:
         totals: Per counter key, ``[P, N]``: the totals this writer has
             written or reserved. Shared by every :class:`Counter` of the key,
             so two objects never send the same total for different increments.
-        sent: Per counter key, when (``trio.current_time()``) this writer last
-            sent its totals: a counter with a ``ttl`` silent for longer may
-            have expired, and then must not send them again.
+        sent: Per counter key, a time (``trio.current_time()``) at or before
+            which some server last had its expiry refreshed by this writer: the
+            send time of its last acknowledged write (of its first write, or of
+            a reset to zero, until one is). A counter with a ``ttl`` that long
+            ago may have expired, and then must not send its totals again.
     """
 
     __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rechecking",
