@@ -124,3 +124,5 @@ async def test_the_named_methods_take_executes_keywords(redis_servers: list[Redi
         assert await pool.delete("k", "n", quorum=3, wait_for=3) == [2] * 3
         with pytest.raises(ConfigurationError):
             await pool.get("k", wait_for=4)  # checked as execute() checks it
+        with pytest.raises(TypeError):  # and typed: strict mypy flags the misspelling
+            await pool.get("k", wait_fr=1)  # type: ignore[call-arg]

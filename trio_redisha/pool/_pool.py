@@ -32,7 +32,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import trio
 
@@ -94,6 +94,8 @@ from ._upkeep import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ..otel import PoolMetrics
 
 __all__ = ["Pool", "open_pool"]
@@ -116,6 +118,15 @@ _LOAD_FAILED: Final = ("ERR Error compiling function", "ERR Error registering fu
 def _refuses_functions(r: ReplyError) -> bool:
     """Whether ``r`` says the server runs no functions for us: an unknown command, an ACL."""
     return r.code == "NOPERM" or r.message.startswith("ERR unknown command")
+
+
+class CallOptions(TypedDict, total=False):
+    """The keywords of :meth:`Pool.execute`, taken by every command method too."""
+
+    timeout: float | None
+    quorum: int | None
+    wait_for: int | None
+    decode: bool | None
 
 
 #: Called with a server's index and its raw reply when the reply of a server a
@@ -1464,101 +1475,47 @@ class Pool:
 
     # -- thin helpers (the seed's examples)
 
-    # Each takes the keywords of execute(), as the methods of __getattr__ do.
+    # Each takes the keywords of execute() (CallOptions), as the methods of
+    # __getattr__ do.
 
-    async def ping(
-        self,
-        *message: Any,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
+    async def ping(self, *message: Any, **options: Unpack[CallOptions]) -> Replies:
         """PING every server: ``["PONG", "PONG", "PONG"]`` when all are well.
 
         ``message``: at most one, echoed back instead of ``PONG``. The keywords
         are :meth:`execute`'s.
         """
-        return await self.execute(
-            "PING", *message, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
-        )
+        return await self.execute("PING", *message, **options)
 
-    async def get(
-        self,
-        key: str | bytes,
-        *,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
+    async def get(self, key: str | bytes, **options: Unpack[CallOptions]) -> Replies:
         """GET on every server (with placement: the key's owners, as :meth:`execute`).
 
         The keywords are :meth:`execute`'s: ``wait_for=1`` returns with the first reply.
         """
-        return await self.execute(
-            "GET", key, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
-        )
+        return await self.execute("GET", key, **options)
 
     async def set(
-        self,
-        key: str | bytes,
-        value: Any,
-        *options: Any,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
+        self, key: str | bytes, value: Any, *args: Any, **options: Unpack[CallOptions]
     ) -> Replies:
         """SET on every server (with placement: the key's owners, as :meth:`execute`).
 
-        ``options``: SET's own, as Redis spells them: ``pool.set(k, v, "EX", 60, "NX")``.
-        The keywords are :meth:`execute`'s.
+        ``args``: SET's own options, as Redis spells them: ``pool.set(k, v, "EX", 60,
+        "NX")``. The keywords are :meth:`execute`'s.
         """
-        return await self.execute(
-            "SET",
-            key,
-            value,
-            *options,
-            timeout=timeout,
-            quorum=quorum,
-            wait_for=wait_for,
-            decode=decode,
-        )
+        return await self.execute("SET", key, value, *args, **options)
 
-    async def setnx(
-        self,
-        key: str | bytes,
-        value: Any,
-        *,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
+    async def setnx(self, key: str | bytes, value: Any, **options: Unpack[CallOptions]) -> Replies:
         """SETNX on every server (or the key's owners): ``[1, 1, 1]`` where the key was new.
 
         The keywords are :meth:`execute`'s.
         """
-        return await self.execute(
-            "SETNX", key, value, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
-        )
+        return await self.execute("SETNX", key, value, **options)
 
-    async def delete(
-        self,
-        *keys: str | bytes,
-        timeout: float | None = None,
-        quorum: int | None = None,
-        wait_for: int | None = None,
-        decode: bool | None = None,
-    ) -> Replies:
+    async def delete(self, *keys: str | bytes, **options: Unpack[CallOptions]) -> Replies:
         """DEL on every server (with placement: the keys' owners, as :meth:`execute`).
 
         The keywords are :meth:`execute`'s.
         """
-        return await self.execute(
-            "DEL", *keys, timeout=timeout, quorum=quorum, wait_for=wait_for, decode=decode
-        )
+        return await self.execute("DEL", *keys, **options)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
         """Any other Redis command as a method, as in the seed: ``await pool.hset(k, f, v)``.
