@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -11,9 +13,9 @@ pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tests.harness.helpers import wait_until
+from tests.harness.helpers import FAST, wait_until
 from tests.test_pool import holds, ready_pool
-from trio_redisha import QuorumError, ServerState
+from trio_redisha import HashMap, Pool, QuorumError, ServerState, SessionStore
 from trio_redisha.testing import RedisServer
 
 
@@ -47,7 +49,7 @@ async def test_operation_duration_per_server_with_semantic_attributes(
         for _ in range(5):
             await pool.execute("SET", "k", "v")
         await pool.execute("HGET", "k", "f")  # WRONGTYPE on every server
-    metrics = collect(reader)
+        metrics = collect(reader)  # while it is open: a closed pool is not reported
     points = metrics["db.client.operation.duration"]
     sets = [p for p in points if p.attributes["db.operation.name"] == "SET"]
     assert len(sets) == 3  # one series per server
@@ -165,3 +167,152 @@ async def test_a_command_name_given_as_bytearray_is_measured_by_its_name(
     sets = [p for p in points if p.attributes["db.operation.name"] == "SET"]
     assert len(sets) == 3
     assert all(p.count == 2 for p in sets)
+
+
+def watching(pool: Pool) -> bool:
+    """Whether a task still watches for the reply of a server a call did not wait for."""
+    assert pool._nursery is not None
+    return any(t.name.startswith("redisha-late") for t in pool._nursery.child_tasks)
+
+
+def measured(reader: InMemoryMetricReader, port: int, op: str) -> dict[str | None, int]:
+    """Measurements of ``op`` on the server at ``port``, by ``error.type``."""
+    out: dict[str | None, int] = {}
+    for p in collect(reader).get("db.client.operation.duration", []):
+        if p.attributes["server.port"] == port and p.attributes["db.operation.name"] == op:
+            error = p.attributes.get("error.type")
+            out[error] = out.get(error, 0) + p.count
+    return out
+
+
+async def test_every_pool_on_one_provider_is_reported_and_a_closed_one_let_go(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    # The provider hands every pool the same meter: the second pool's
+    # instruments were the first one's, its callbacks dropped, and the first
+    # pool was kept alive (and reported, frozen) by them after it closed.
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(b.url, c.url, meter_provider=provider) as second:
+        async with ready_pool(a.url, meter_provider=provider) as first:
+            await first.execute("PING")
+            for _ in range(3):
+                await second.execute("PING")
+            metrics = collect(reader)
+            by_pool = {
+                p.attributes["redisha.pool"]: p.value
+                for p in metrics["redisha.fanout.replies.expected"]
+            }
+            assert sorted(by_pool.values()) == [1, 6]
+            states = metrics["redisha.server.state"]
+            assert {p.attributes["server.port"] for p in states} == {a.port, b.port, c.port}
+            assert total(states, **{"server.port": a.port, "redisha.server.state": "up"}) == 1
+            assert total(states, **{"server.port": b.port, "redisha.server.state": "up"}) == 1
+            assert len({p.attributes["redisha.pool"] for p in states}) == 2
+        await second.execute("PING")
+        metrics = collect(reader)
+        # The closed pool's series stop; the other's go on.
+        assert [p.value for p in metrics["redisha.fanout.replies.expected"]] == [8]
+        ports = {p.attributes["server.port"] for p in metrics["redisha.server.state"]}
+        assert ports == {b.port, c.port}
+        ports = {p.attributes["server.port"] for p in metrics["redisha.server.circuit_open"]}
+        assert ports == {b.port, c.port}
+        ref = weakref.ref(first)
+        del first
+        gc.collect()
+        assert ref() is None, "the closed pool is still referenced"
+    assert collect(reader).get("redisha.fanout.replies.expected") is None
+
+
+async def test_a_server_a_call_did_not_wait_for_times_out_once(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(a.url, b.url, c.url, meter_provider=provider, **FAST) as pool:
+        c.freeze()
+        try:
+            replies = await pool.execute("PING", wait_for=2)
+            assert replies[:2] == ["PONG", "PONG"]
+            # Not awaited: watched until the deadline, then measured as a timeout.
+            await wait_until(lambda: measured(reader, c.port, "PING"), what="c measured")
+            await wait_until(lambda: not watching(pool), what="no watcher left")
+            assert measured(reader, c.port, "PING") == {"ServerTimeout": 1}
+            assert measured(reader, a.port, "PING") == {None: 1}
+        finally:
+            c.thaw()
+
+
+async def test_a_call_waiting_for_a_server_until_its_deadline_records_the_timeout_once(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    # wait_for=3 waits for the frozen server until the deadline: the pool then
+    # judges it at once, or a watcher does; either way one timeout is measured.
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(a.url, b.url, c.url, meter_provider=provider, **FAST) as pool:
+        c.freeze()
+        try:
+            replies = await pool.execute("PING", wait_for=3)
+            assert replies[:2] == ["PONG", "PONG"]
+            await wait_until(lambda: not watching(pool), what="no watcher left")
+            assert measured(reader, c.port, "PING") == {"ServerTimeout": 1}
+        finally:
+            c.thaw()
+
+
+async def test_a_late_reply_before_the_deadline_is_measured_as_a_reply(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(a.url, b.url, c.url, meter_provider=provider, timeout=3.0) as pool:
+        c.freeze()
+        try:
+            replies = await pool.execute("PING", wait_for=2)
+            assert replies[:2] == ["PONG", "PONG"]
+        finally:
+            c.thaw()  # it answers the PING it holds, well before the 3 s deadline
+        await wait_until(lambda: measured(reader, c.port, "PING"), what="c measured")
+        await wait_until(lambda: not watching(pool), what="no watcher left")
+        assert measured(reader, c.port, "PING") == {None: 1}
+        assert pool.stats.replies_received == 3
+
+
+async def test_crdt_reads_short_of_their_quorum_are_counted(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    async with ready_pool(*(s.url for s in redis_servers), meter_provider=provider, **FAST) as pool:
+        store = SessionStore(pool, ttl=100)
+        sid = store.new_id()
+        await store.save(sid, {"a": 1})
+        for server in redis_servers:
+            server.kill()
+        with pytest.raises(QuorumError):
+            await store.load(sid)
+        with pytest.raises(QuorumError):
+            await HashMap(pool, "h").get()
+        with pytest.raises(QuorumError):
+            await pool.execute("PING", quorum=1)
+        assert pool.stats.quorum_failures == 3
+        assert total(collect(reader)["redisha.quorum.failures"]) == 3
+
+
+async def test_a_hedged_crdt_read_measures_the_server_it_did_not_wait_for(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    a, b, c = redis_servers
+    async with ready_pool(a.url, b.url, c.url, meter_provider=provider, **FAST) as pool:
+        store = SessionStore(pool, ttl=100, hedged=True, read_quorum=2, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"a": 1})
+        c.freeze()
+        try:
+            assert await store.load(sid) == {"a": 1}
+            await wait_until(lambda: measured(reader, c.port, "HGETALL"), what="c measured")
+            await wait_until(lambda: not watching(pool), what="no watcher left")
+            assert measured(reader, c.port, "HGETALL") == {"ServerTimeout": 1}
+        finally:
+            c.thaw()

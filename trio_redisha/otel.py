@@ -16,7 +16,9 @@ each moves):
 * ``db.client.operation.duration`` (histogram, s): one measurement per server
   per command, with ``db.system.name``, ``server.address``, ``server.port``,
   ``db.operation.name`` and, when it failed, ``error.type`` (the Redis error
-  code such as ``WRONGTYPE``, or ``ServerTimeout`` / ``ServerUnavailable``);
+  code such as ``WRONGTYPE``, or ``ServerTimeout`` / ``ServerUnavailable``); a
+  server a call did not wait for (``wait_for``, hedged reads) is measured when
+  its late reply comes, or as a timeout when the watch of it ends;
 * ``redisha.server.state`` (gauge): 1 for each server's current state
   (``redisha.server.state`` attribute: connecting, up, suspect, down, closed),
   0 for the others; ``redisha.server.circuit_open`` (gauge): 1 while a
@@ -27,6 +29,10 @@ each moves):
   ``redisha.replicas.divergent``, ``redisha.repair.keys_walked``,
   ``redisha.repair.keys_repaired``, ``redisha.digests.rehashed`` (counters).
 
+The counters and gauges carry ``redisha.pool``: the pools of one provider
+share its instruments and are each reported under their own number; a closed
+pool is no longer reported, nor kept alive.
+
 Only the duration histogram is recorded on the command path. The counters
 and gauges are observable instruments over totals the pool keeps anyway
 (:class:`~trio_redisha.pool.PoolStats`), read only when a reader collects.
@@ -34,8 +40,13 @@ and gauges are observable instruments over totals the pool keeps anyway
 
 from __future__ import annotations
 
+import itertools
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
+
+import trio
 
 from ._util import word
 from .connection import DONE, FAILED, Slot
@@ -61,7 +72,7 @@ MAX_ATTRIBUTE_SETS: Final = 4096
 _COUNTERS: Final = (
     ("redisha.fanout.replies.expected", "replies_expected", "{reply}", "Replies asked for"),
     ("redisha.fanout.replies.received", "replies_received", "{reply}", "Replies in time"),
-    ("redisha.quorum.failures", "quorum_failures", "{call}", "Calls short of their quorum"),
+    ("redisha.quorum.failures", "quorum_failures", "{call}", "Calls and reads short of quorum"),
     ("redisha.read_repairs", "read_repairs", "{repair}", "Read repairs started"),
     ("redisha.replicas.divergent", "replicas_divergent", "{replica}", "Replicas found behind"),
     ("redisha.repair.keys_walked", "repair_keys_walked", "{key}", "Keys the walker read"),
@@ -72,35 +83,45 @@ _COUNTERS: Final = (
 )
 
 
-class PoolMetrics:
-    """The instruments of one pool; the pool creates it from its ``meter_provider``.
+class _Instruments:
+    """The instruments of one meter provider, and the live pools they report on.
+
+    A provider hands every caller of ``get_meter("trio_redisha", ...)`` the same
+    meter, and a meter makes each instrument once: creating it again returns the
+    first one and drops the new callbacks. So each provider gets one set of
+    instruments, whose callbacks observe every live pool under its own
+    ``redisha.pool`` attribute. Pools are held weakly and forgotten once closed:
+    their series stop (the SDK reports only what a callback observes) and they
+    can be garbage-collected.
 
     Args:
-        pool: The pool reported on.
         meter_provider: An OpenTelemetry ``MeterProvider``.
     """
 
-    def __init__(self, pool: Pool, meter_provider: Any) -> None:
+    def __init__(self, meter_provider: Any) -> None:
         from opentelemetry.metrics import CallbackOptions, Observation
 
         from . import __version__
 
-        self._pool = pool
         meter = meter_provider.get_meter("trio_redisha", __version__)
-        self._duration = meter.create_histogram(
+        self.duration = meter.create_histogram(
             "db.client.operation.duration",
             unit="s",
             description="Duration of database client operations, per server.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
-        self._record = self._duration.record
-        self._server_attrs = [_server_attributes(label) for label in pool.servers]
-        self._attrs: dict[tuple[int, Any, str | None], dict[str, Any]] = {}
         self._Observation = Observation
+        # Readers may collect from their own thread (a periodic exporter does).
+        self._lock = threading.Lock()
+        self._pools: dict[int, weakref.ref[PoolMetrics]] = {}
+        self._numbers = itertools.count(1)
 
         def counter_callback(field: str) -> Any:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
-                return [Observation(getattr(pool.stats, field))]
+                return [
+                    Observation(getattr(pool.stats, field), metrics.pool_attributes)
+                    for metrics, pool in self._live()
+                ]
 
             return callback
 
@@ -121,22 +142,92 @@ class PoolMetrics:
             description="1 while a server's circuit is open (skipped until a probe answers).",
         )
 
+    def add(self, metrics: PoolMetrics) -> int:
+        """Report on ``metrics``' pool from now on; return its ``redisha.pool`` number."""
+        with self._lock:
+            number = next(self._numbers)
+            self._pools[number] = weakref.ref(metrics)
+        return number
+
+    def _live(self) -> list[tuple[PoolMetrics, Pool]]:
+        """The pools still open (held for this collection); the others are forgotten."""
+        live = []
+        with self._lock:
+            for number, ref in list(self._pools.items()):
+                metrics = ref()
+                pool = None if metrics is None else metrics.pool()
+                if metrics is None or pool is None or pool._closed:
+                    del self._pools[number]
+                else:
+                    live.append((metrics, pool))
+        return live
+
     def _observe_states(self, options: Any) -> list[Any]:
         out = []
-        for attrs, status in zip(self._server_attrs, self._pool.status(), strict=True):
-            for state in ServerState:
-                out.append(
-                    self._Observation(
-                        int(status.state is state), {**attrs, "redisha.server.state": state.value}
+        for metrics, pool in self._live():
+            for attrs, status in zip(metrics.gauge_attributes, pool.status(), strict=True):
+                for state in ServerState:
+                    out.append(
+                        self._Observation(
+                            int(status.state is state),
+                            {**attrs, "redisha.server.state": state.value},
+                        )
                     )
-                )
         return out
 
     def _observe_circuits(self, options: Any) -> list[Any]:
         return [
             self._Observation(int(status.state is ServerState.SUSPECT), attrs)
-            for attrs, status in zip(self._server_attrs, self._pool.status(), strict=True)
+            for metrics, pool in self._live()
+            for attrs, status in zip(metrics.gauge_attributes, pool.status(), strict=True)
         ]
+
+
+#: Each meter provider's instruments; weak, so a provider dropped is not kept.
+_SHARED: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+_SHARED_LOCK: Final = threading.Lock()
+
+
+def _instruments(meter_provider: Any) -> _Instruments:
+    """The instruments of ``meter_provider``, made by its first pool."""
+    with _SHARED_LOCK:
+        try:
+            shared = _SHARED.get(meter_provider)
+        except TypeError:  # neither hashable nor weakly referenceable: not shared
+            return _Instruments(meter_provider)
+        if shared is None:
+            shared = _SHARED[meter_provider] = _Instruments(meter_provider)
+        return shared
+
+
+class PoolMetrics:
+    """The instruments of one pool; the pool creates it from its ``meter_provider``.
+
+    The pools of one provider share its instruments (see :class:`_Instruments`):
+    counters and gauges carry each pool's ``redisha.pool`` number, the duration
+    histogram only the server's attributes.
+
+    Args:
+        pool: The pool reported on (held weakly: the provider outlives it).
+        meter_provider: An OpenTelemetry ``MeterProvider``.
+
+    Attributes:
+        pool: A weak reference to the pool.
+        pool_attributes: ``{"redisha.pool": n}``, n counting the pools of the provider.
+        gauge_attributes: Each server's attributes with ``redisha.pool``.
+    """
+
+    def __init__(self, pool: Pool, meter_provider: Any) -> None:
+        shared = _instruments(meter_provider)
+        self._record = shared.duration.record
+        self.pool = weakref.ref(pool)
+        self._server_attrs = [_server_attributes(label) for label in pool.servers]
+        self._attrs: dict[tuple[int, Any, str | None], dict[str, Any]] = {}
+        #: Slots a watcher (Pool._late_reply) measures, with their operation.
+        self._watched: dict[Slot, Any] = {}
+        number = shared.add(self)
+        self.pool_attributes: dict[str, Any] = {"redisha.pool": number}
+        self.gauge_attributes = [{**a, "redisha.pool": number} for a in self._server_attrs]
 
     def _attributes(self, index: int, op: Any, error: str | None) -> dict[str, Any]:
         key = (index, op, error)
@@ -155,19 +246,21 @@ class PoolMetrics:
                 self._attrs[key] = attrs
         return attrs
 
-    def fanout(
-        self,
-        op: Any,
-        targets: Sequence[int],
-        slots: Sequence[object],
-        end: float,
-        hedged: bool,
-    ) -> None:
-        """Record one measurement per server a command was sent to."""
+    def fanout(self, op: Any, targets: Sequence[int], slots: Sequence[object], end: float) -> None:
+        """Record one measurement per server a command was sent to.
+
+        A server whose reply had not come when the call returned at ``end`` is
+        measured as a timeout, unless a watcher took its slot (:meth:`watching`):
+        the watcher measures it then (:meth:`watched`).
+        """
         record = self._record
+        watched = self._watched
         for idx, slot in zip(targets, slots, strict=True):
             if type(slot) is not Slot:
                 continue  # skipped: nothing was sent
+            if watched and slot in watched:
+                watched[slot] = op
+                continue
             state = slot.state
             if state is DONE:
                 value = slot.value
@@ -176,8 +269,30 @@ class PoolMetrics:
             elif state is FAILED:
                 error = type(slot.value).__name__
                 record(end - slot.sent_at, self._attributes(idx, op, error))
-            elif not hedged:
+            else:
                 record(end - slot.sent_at, self._attributes(idx, op, "ServerTimeout"))
+
+    def watching(self, slot: Slot) -> None:
+        """A watcher took ``slot``, before the call's :meth:`fanout`: that leaves it."""
+        self._watched[slot] = None
+
+    def watched(self, slot: Slot, ended: bool) -> None:
+        """The watch of ``slot`` is over; ``ended``: it was not cut short by the close.
+
+        Measured once: the late reply (or error), else a timeout at the watch's
+        deadline. A watch cancelled by the pool's close has no outcome to measure.
+        """
+        op = self._watched.pop(slot, None)
+        if not ended:
+            return
+        state = slot.state
+        if state is DONE:
+            value = slot.value
+            error = value.code if type(value) is ReplyError else None
+            self._record(slot.done_at - slot.sent_at, self._attributes(slot.index, op, error))
+            return
+        error = type(slot.value).__name__ if state is FAILED else "ServerTimeout"
+        self._record(trio.current_time() - slot.sent_at, self._attributes(slot.index, op, error))
 
 
 def _server_attributes(label: str) -> dict[str, Any]:

@@ -428,6 +428,7 @@ def _finish(
     counted = _counted(pool, key, answered)
     if counted < read_quorum:
         also = "" if counted == len(answered) else " (fallbacks holding nothing do not count)"
+        pool.stats.quorum_failures += 1  # a read short of its quorum, as Pool._check_quorum counts
         raise QuorumError(
             f"read of {key!r}: {counted} of {len(replies)} servers answered, "
             f"{read_quorum} required{also}",

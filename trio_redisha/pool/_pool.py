@@ -1330,7 +1330,7 @@ class Pool:
         stats.replies_expected += n
         stats.replies_received += received
         if self._metrics is not None:
-            self._metrics.fanout(op, targets, slots, trio.current_time(), wait_for is not None)
+            self._metrics.fanout(op, targets, slots, trio.current_time())
         labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
         replies = Replies(out, labels)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
@@ -1452,26 +1452,44 @@ class Pool:
                 self._late_reply, server, slot, deadline, late, name=f"redisha-late {server.label}"
             )
 
-    async def _late_reply(
+    def _late_reply(
         self, server: Server, slot: Slot, deadline: float, late: LateHook | None
-    ) -> None:
-        waiter = Waiter(1)
-        slot.watch(waiter)
-        try:
-            with trio.move_on_at(deadline):
-                await waiter.wait()
-        finally:
-            slot.detach()
-        if slot.state is DONE:
-            server.replied(slot)
-            self.stats.replies_received += 1  # in time, though not awaited
-            if late is not None and not self._closing:
-                try:
-                    late(slot.index, slot.value)
-                except Exception:  # a hook's bug must not take the pool down
-                    logger.exception("the late-reply hook of a hedged read failed")
-        elif slot.state is not FAILED:
-            self._upkeep.timed_out(server, None if self._closing else self._nursery)
+    ) -> Awaitable[None]:
+        """The watcher task of :meth:`_watch_late`: returns its coroutine.
+
+        A plain function, so that ``start_soon`` runs this part at once, inside
+        :meth:`_missed`: the slot is claimed for the metrics before the call
+        records its own, which then leave it to the watcher (measured once: its
+        late reply, or a timeout at ``deadline``; see ``PoolMetrics.watched``).
+        """
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.watching(slot)
+
+        async def watch() -> None:
+            waiter = Waiter(1)
+            slot.watch(waiter)
+            ended = False
+            try:
+                with trio.move_on_at(deadline):
+                    await waiter.wait()
+                ended = True
+            finally:
+                slot.detach()
+                if metrics is not None:
+                    metrics.watched(slot, ended)
+            if slot.state is DONE:
+                server.replied(slot)
+                self.stats.replies_received += 1  # in time, though not awaited
+                if late is not None and not self._closing:
+                    try:
+                        late(slot.index, slot.value)
+                    except Exception:  # a hook's bug must not take the pool down
+                        logger.exception("the late-reply hook of a hedged read failed")
+            elif slot.state is not FAILED:
+                self._upkeep.timed_out(server, None if self._closing else self._nursery)
+
+        return watch()
 
     # -- thin helpers (the seed's examples)
 

@@ -17,7 +17,8 @@ class PoolStats:
     Attributes:
         replies_expected: Server replies fan-outs asked for (one per server per call).
         replies_received: Replies that arrived before their deadline (error replies count).
-        quorum_failures: Calls (and CRDT writes) that raised QuorumError.
+        quorum_failures: Calls, CRDT reads and CRDT writes that raised QuorumError
+            (a CRDT read: fewer than its ``read_quorum`` servers answered).
         read_repairs: Read repairs started by CRDT reads.
         replicas_divergent: Replicas a CRDT read found behind the merged state.
         repair_keys_walked: Keys the anti-entropy walker looked at.
