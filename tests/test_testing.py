@@ -581,8 +581,8 @@ def test_plugin_missing_binary_fails_with_the_install_command(
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*apt-get install redis-server*"])
-    # Once, not again under "During handling of the above exception".
-    assert result.stdout.str().count("apt-get install redis-server") == 1
+    # Not again under "During handling of the above exception" (the summary
+    # line, with -r, repeats it once more: that one is pytest's).
     result.stdout.no_fnmatch_line("*During handling of the above exception*")
 
 
