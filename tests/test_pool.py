@@ -928,3 +928,24 @@ async def test_a_library_that_cannot_load_falls_back_to_evalsha(
         # Those servers are not asked to load a library again.
         assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [6, 6, 6]
         assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("form", ["evalsha", "function"])
+async def test_a_script_s_own_error_that_reads_like_a_missing_script_runs_it_once(
+    redis_servers: list[RedisServer], form: str
+) -> None:
+    # Any error beginning "NOSCRIPT" (or "ERR Function not found") was taken for
+    # the server's "not loaded": the script ran again (EVAL, or FUNCTION LOAD
+    # REPLACE and FCALL), and its write was applied twice.
+    body = "redis.call('INCR', KEYS[1]) return redis.error_reply(ARGV[1])"
+    script = (
+        Script(body)
+        if form == "evalsha"
+        else Script(body, f"local function main(KEYS, ARGV) {body} end")
+    )
+    message = "NOSCRIPT user error" if form == "evalsha" else "ERR Function not found here"
+    async with ready_pool(*urls(redis_servers)) as pool:
+        for expected in (1, 2, 3):  # the first call loads it, then it is cached
+            replies = await pool.execute_script(script, ["n"], [message])
+            assert [str(r) for r in replies] == [message] * 3
+            assert await pool.get("n") == [b"%d" % expected] * 3

@@ -107,8 +107,13 @@ _UP: Final = ServerState.UP
 _SCRIPT_OPS: Final = frozenset(("EVALSHA", "EVAL", "FCALL"))
 
 #: What FCALL answers for a function the server does not have (it restarted
-#: empty, or never saw the library).
+#: empty, or never saw the library): the whole message, compared exactly. A
+#: script's own error reply may begin so ("ERR Function not found here"): taken
+#: for a missing one, the script ran a second time.
 _NO_FUNCTION: Final = "ERR Function not found"
+#: What EVALSHA answers for a script the server does not have, exactly (a
+#: script's error_reply("NOSCRIPT ...") is its own error: it ran).
+_NO_SCRIPT: Final = "NOSCRIPT No matching script. Please use EVAL."
 
 
 #: How FUNCTION LOAD begins its answer to a library it cannot compile or run.
@@ -1045,7 +1050,7 @@ class Pool:
         missing = [
             pos
             for pos, r in enumerate(replies)
-            if isinstance(r, ReplyError) and r.code == "NOSCRIPT"
+            if isinstance(r, ReplyError) and r.message == _NO_SCRIPT
         ]
         if missing:
             if deadline is None:
@@ -1111,7 +1116,7 @@ class Pool:
         refused: dict[int, str] = {}  # position to the server's reason
         for pos, r in enumerate(replies):
             if isinstance(r, ReplyError):
-                if r.message.startswith(_NO_FUNCTION):
+                if r.message == _NO_FUNCTION:
                     missing.append(pos)
                 elif _refuses_functions(r):
                     refused[pos] = r.message
