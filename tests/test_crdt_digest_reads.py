@@ -175,10 +175,8 @@ async def test_a_hung_server_s_circuit_is_open_when_the_read_returns(
     # judged the server only later (its late-reply watcher): the write made
     # next was sent to it and waited a whole deadline more (1.5 deadlines for
     # a session's load and save).
-    async with cluster(redis_servers) as c:
+    async with warm_cluster(redis_servers) as c:
         pool = c.pool
-        await wait_until(lambda: pool.available == 3, what="every server connected")
-        await load_digest_script(pool, redis_servers)
         # 20 ms each way: never the fastest, so it is asked for a digest only. (A
         # full copy's server that hangs ends the first round at half the
         # deadline; it is judged at the deadline, as a hedged read's are.)
@@ -202,10 +200,8 @@ async def test_a_digest_that_differs_still_gets_its_full_read_beside_a_hung_serv
 ) -> None:
     # The first round waits past half the deadline only while the replies in
     # agree: one that differs needs the rest of it for its full read.
-    async with cluster(redis_servers) as c:
+    async with warm_cluster(redis_servers) as c:
         pool = c.pool
-        await wait_until(lambda: pool.available == 3, what="every server connected")
-        await load_digest_script(pool, redis_servers)
         c.proxies[2].set_latency(0.02)  # never the fastest: asked for a digest
         await HashMap(pool, "m").set({"a": 1})
         async with alone(redis_servers[1]) as other:
@@ -225,10 +221,8 @@ async def test_a_server_slower_than_half_the_deadline_counts(
     # The first round waited half the deadline: a server answering in 0.4 s of
     # 0.6 was left out, though a plain GET waited for it. A read_quorum=3 read
     # failed, and a field only that server held was missing.
-    async with cluster(redis_servers) as c:
+    async with warm_cluster(redis_servers) as c:
         pool = c.pool
-        await wait_until(lambda: pool.available == 3, what="every server connected")
-        await load_digest_script(pool, redis_servers)
         await HashMap(pool, "m").set({"a": 1})
         if differs:
             async with alone(redis_servers[2]) as other:
@@ -251,6 +245,15 @@ async def load_digest_script(pool: Pool, servers: Sequence[RedisServer]) -> None
         ),
         what="the digest script to be loaded everywhere",
     )
+
+
+@asynccontextmanager
+async def warm_cluster(servers: list[RedisServer]) -> AsyncIterator[Cluster]:
+    """:func:`cluster`, every server connected and holding the digest script."""
+    async with cluster(servers) as c:
+        await wait_until(lambda: c.pool.available == len(servers), what="every server connected")
+        await load_digest_script(c.pool, servers)
+        yield c
 
 
 async def test_a_read_gives_old_data_its_digest(redis_servers: list[RedisServer]) -> None:
@@ -551,10 +554,8 @@ async def test_a_late_server_restarted_empty_is_refilled_by_hedged_reads(
     # Its late reply was NOSCRIPT (the restart flushed the digest script), which
     # was not compared; and the servers awaited have the script, so nothing
     # loaded it there: hedged reads never refilled it.
-    async with cluster(redis_servers) as c:
+    async with warm_cluster(redis_servers) as c:
         pool = c.pool
-        await wait_until(lambda: pool.available == 3, what="every server connected")
-        await load_digest_script(pool, redis_servers)
         m = HashMap(pool, "m", hedged=True)
         await m.set({"a": 1})
         await redis_servers[2].arestart_empty()
