@@ -224,39 +224,24 @@ async def test_every_pool_on_one_provider_is_reported_and_a_closed_one_let_go(
     assert collect(reader).get("redisha.fanout.replies.expected") is None
 
 
-async def test_a_server_a_call_did_not_wait_for_times_out_once(
-    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+@pytest.mark.parametrize("wait_for", [2, 3], ids=["not-awaited", "awaited-to-the-deadline"])
+async def test_a_server_that_misses_the_deadline_is_measured_once(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader, wait_for: int
 ) -> None:
+    # wait_for=2: not awaited, watched until the deadline, then measured as a
+    # timeout. wait_for=3: awaited until the deadline, when the pool judges it
+    # at once (or a watcher does). Either way one timeout is measured.
     provider = MeterProvider(metric_readers=[reader])
     a, b, c = redis_servers
     async with ready_pool(a.url, b.url, c.url, meter_provider=provider, **FAST) as pool:
         c.freeze()
         try:
-            replies = await pool.execute("PING", wait_for=2)
+            replies = await pool.execute("PING", wait_for=wait_for)
             assert replies[:2] == ["PONG", "PONG"]
-            # Not awaited: watched until the deadline, then measured as a timeout.
             await wait_until(lambda: measured(reader, c.port, "PING"), what="c measured")
             await wait_until(lambda: not watching(pool), what="no watcher left")
             assert measured(reader, c.port, "PING") == {"ServerTimeout": 1}
             assert measured(reader, a.port, "PING") == {None: 1}
-        finally:
-            c.thaw()
-
-
-async def test_a_call_waiting_for_a_server_until_its_deadline_records_the_timeout_once(
-    redis_servers: list[RedisServer], reader: InMemoryMetricReader
-) -> None:
-    # wait_for=3 waits for the frozen server until the deadline: the pool then
-    # judges it at once, or a watcher does; either way one timeout is measured.
-    provider = MeterProvider(metric_readers=[reader])
-    a, b, c = redis_servers
-    async with ready_pool(a.url, b.url, c.url, meter_provider=provider, **FAST) as pool:
-        c.freeze()
-        try:
-            replies = await pool.execute("PING", wait_for=3)
-            assert replies[:2] == ["PONG", "PONG"]
-            await wait_until(lambda: not watching(pool), what="no watcher left")
-            assert measured(reader, c.port, "PING") == {"ServerTimeout": 1}
         finally:
             c.thaw()
 
