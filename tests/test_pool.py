@@ -925,8 +925,9 @@ async def test_a_library_that_cannot_load_falls_back_to_evalsha(
     async with ready_pool(*urls(redis_servers)) as pool:
         assert await pool.execute_script(bad, ["n"], [5], quorum=3) == [5, 5, 5]
         assert [await command_calls(s, "eval") for s in redis_servers] == [1, 1, 1]
-        # Those servers are not asked to load a library again.
-        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [6, 6, 6]
+        # That library is not sent again (other scripts' libraries still are:
+        # test_a_library_that_cannot_load_demotes_that_script_only).
+        assert await pool.execute_script(bad, ["n"], [1], quorum=3) == [6, 6, 6]
         assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
 
 
@@ -949,3 +950,110 @@ async def test_a_script_s_own_error_that_reads_like_a_missing_script_runs_it_onc
             replies = await pool.execute_script(script, ["n"], [message])
             assert [str(r) for r in replies] == [message] * 3
             assert await pool.get("n") == [b"%d" % expected] * 3
+
+
+#: A library form whose top level uses `string`, which Redis does not offer
+#: there: FUNCTION LOAD answers "ERR Error registering functions".
+UNLOADABLE = Script(
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+    "local sub = string.sub\n"
+    "local function main(KEYS, ARGV) return redis.call('INCRBY', KEYS[1], ARGV[1]) end",
+)
+
+
+async def test_a_library_that_cannot_load_demotes_that_script_only(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # It made every server run every script with EVALSHA for the pool's life
+    # (the CRDTs' included), logged as "runs no functions for us".
+    async with ready_pool(*urls(redis_servers)) as pool:
+        with caplog.at_level(logging.INFO, logger="trio_redisha.pool"):
+            for expected in (5, 10):
+                replies = await pool.execute_script(UNLOADABLE, ["n"], [5], quorum=3)
+                assert replies == [expected] * 3
+        # It runs with EVALSHA, its library not sent again after the first call.
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
+        assert [await command_calls(s, "evalsha") for s in redis_servers] == [2, 2, 2]
+        # Logged once, at warning level, naming the script; no server is demoted.
+        lines = [r for r in caplog.records if r.name == "trio_redisha.pool" and "EVALSHA" in r.msg]
+        assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+        assert UNLOADABLE.sha in lines[0].getMessage()
+        assert "string" in lines[0].getMessage()  # the server's reason
+        assert not [r for r in caplog.records if "runs no functions" in r.getMessage()]
+        # Other scripts still run as functions there.
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [11, 11, 11]
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [12, 12, 12]
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [2, 2, 2]
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [4, 4, 4]
+        assert [await command_calls(s, "evalsha") for s in redis_servers] == [2, 2, 2]
+
+
+async def test_a_key_the_acl_denies_is_that_call_s_error_only(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A NOPERM about a key was taken for "this server runs no functions for us":
+    # the call ran again with EVALSHA (NOPERM again), and every later call too.
+    for server in redis_servers:
+        await server.acommand("ACL", "SETUSER", "app", "on", ">pw", "~app:*", "&*", "+@all")
+    servers = [f"redis://app:pw@127.0.0.1:{s.port}" for s in redis_servers]
+    async with ready_pool(*servers) as pool:
+        assert await pool.execute_script(INCR, ["app:n"], [1], quorum=3) == [1, 1, 1]
+        with caplog.at_level(logging.INFO, logger="trio_redisha.pool"):
+            replies = await pool.execute_script(INCR, ["secret:n"], [1])
+        assert all(isinstance(r, ReplyError) and r.code == "NOPERM" for r in replies)
+        assert "keys" in str(replies[0])
+        assert not [r for r in caplog.records if "functions" in r.getMessage()]
+        assert [await command_calls(s, "evalsha", "eval") for s in redis_servers] == [0, 0, 0]
+        # The next calls still run the function.
+        assert await pool.execute_script(INCR, ["app:n"], [1], quorum=3) == [2, 2, 2]
+        # Missing then run, then run: the refused FCALL counts as rejected, not called.
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [3, 3, 3]
+        assert [await command_calls(s, "evalsha", "eval") for s in redis_servers] == [0, 0, 0]
+
+
+async def test_a_server_denying_function_load_gets_evalsha(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # FCALL allowed, FUNCTION LOAD denied: FCALL finds the function missing,
+    # FUNCTION LOAD answers NOPERM naming 'function|load': that server has no
+    # functions for the pool (as one before Redis 7 answering "unknown command").
+    _, _, c = redis_servers
+    for server in redis_servers:
+        await server.acommand("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all")
+    await c.acommand("ACL", "SETUSER", "app", "-function|load")
+    servers = [f"redis://app:pw@127.0.0.1:{s.port}" for s in redis_servers]
+    async with ready_pool(*servers) as pool:
+        with caplog.at_level(logging.INFO, logger="trio_redisha.pool"):
+            assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [1, 1, 1]
+        (line,) = [r.getMessage() for r in caplog.records if "functions" in r.getMessage()]
+        assert f":{c.port}" in line and "function|load" in line
+        assert await pool.execute_script(INCR, ["n"], [1], quorum=3) == [2, 2, 2]
+        assert [await command_calls(s, "fcall") for s in redis_servers] == [2, 2, 1]
+        assert [await command_calls(s, "evalsha") for s in redis_servers] == [1, 1, 2]
+
+
+async def _redis_6(conn: HostileConnection) -> None:
+    """Answer like a Redis 6: no functions (FCALL unknown, in its backquotes); EVAL adds 1."""
+    command = await answer_handshake(conn, SETUP_COMMANDS)
+    while True:
+        name = command[0].upper()
+        if name == b"FCALL":
+            await conn.send(b"-ERR unknown command `FCALL`, with args beginning with: \r\n")
+        elif name == b"EVALSHA":
+            await conn.send(b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+        elif name == b"EVAL":
+            await conn.send(b":1\r\n")
+        else:
+            await conn.send(b"+PONG\r\n")
+        command = await conn.read_command()
+
+
+async def test_a_server_without_fcall_gets_evalsha(caplog: pytest.LogCaptureFixture) -> None:
+    async with open_hostile_server(_redis_6) as old, ready_pool(old.url) as pool:
+        with caplog.at_level(logging.INFO, logger="trio_redisha.pool"):
+            assert await pool.execute_script(INCR, ["n"], [1]) == [1]
+            assert await pool.execute_script(INCR, ["n"], [1]) == [1]
+        names = [n for n in old.command_names() if n in (b"FCALL", b"EVALSHA", b"EVAL")]
+        assert names == [b"FCALL", b"EVALSHA", b"EVAL", b"EVALSHA", b"EVAL"]
+        (line,) = [r.getMessage() for r in caplog.records if "functions" in r.getMessage()]
+        assert "unknown command" in line

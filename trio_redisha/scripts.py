@@ -21,9 +21,20 @@ class Script:
     ``source`` does. Its helpers are then defined once, when the library loads,
     instead of on every call, as Lua does for a script. The pool loads it with
     ``FUNCTION LOAD`` where it is missing and runs it with ``FCALL``, and uses
-    ``EVALSHA`` on servers that have no functions (before Redis 7, or denied by
-    an ACL). The chunk's top level runs at load time, when Redis offers none of
-    Lua's libraries (``string``, ``table``...): only functions may use them.
+    ``EVALSHA`` on servers that have no functions (before Redis 7, or an ACL
+    denying ``FCALL`` or ``FUNCTION LOAD``). The chunk's top level runs at load
+    time, when Redis offers none of Lua's libraries (``string``, ``table``...):
+    only functions may use them. A chunk that a server cannot compile or
+    register makes that script run with ``EVALSHA`` from then on, everywhere
+    (logged once, at warning level); other scripts still run as functions.
+
+    The pool tells "not loaded here" from the script's own errors by Redis's
+    exact texts: ``NOSCRIPT No matching script. Please use EVAL.`` and ``ERR
+    Function not found``, then (a server without functions) ``ERR unknown command
+    'FCALL'`` and the ``NOPERM`` that denies ``'fcall'`` or ``'function|load'``.
+    A script must not answer one of those itself (``redis.error_reply``, or a
+    ``{err=...}`` table): the pool would take it for the server's and run the
+    script a second time. Any other error it answers is that call's reply.
 
     Example::
 

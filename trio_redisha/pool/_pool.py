@@ -116,13 +116,27 @@ _NO_FUNCTION: Final = "ERR Function not found"
 _NO_SCRIPT: Final = "NOSCRIPT No matching script. Please use EVAL."
 
 
-#: How FUNCTION LOAD begins its answer to a library it cannot compile or run.
+#: How FUNCTION LOAD begins its answer to a library it cannot compile or run:
+#: a fault of that Script's library form (the same on every server), not of the
+#: server, which runs other libraries.
 _LOAD_FAILED: Final = ("ERR Error compiling function", "ERR Error registering functions")
+#: How an ACL's refusal of FCALL or FUNCTION LOAD ends (Redis 7.0: "NOPERM this
+#: user has no permissions to run the 'fcall' command", 7.2: "NOPERM User <name>
+#: has ..."). A NOPERM about a key ("... to access one of the keys ...") is that
+#: call's error only: taken for a refusal, it switched the server to EVALSHA.
+_DENIED_FUNCTIONS: Final = ("to run the 'fcall' command", "to run the 'function|load' command")
+#: How a server without functions (before Redis 7, or the command renamed away)
+#: begins its answer, lowercased: 'FCALL' in quotes, or in backquotes before 7.0.
+_UNKNOWN_FUNCTIONS: Final = tuple(
+    f"err unknown command {q}{name}{q}" for name in ("fcall", "function") for q in "'`"
+)
 
 
 def _refuses_functions(r: ReplyError) -> bool:
     """Whether ``r`` says the server runs no functions for us: an unknown command, an ACL."""
-    return r.code == "NOPERM" or r.message.startswith("ERR unknown command")
+    if r.code == "NOPERM":
+        return r.message.endswith(_DENIED_FUNCTIONS)
+    return r.message.lower().startswith(_UNKNOWN_FUNCTIONS)
 
 
 class CallOptions(TypedDict, total=False):
@@ -415,6 +429,9 @@ class Pool:
         # The servers found to have no functions (before Redis 7, or denied by
         # an ACL): scripts run there with EVALSHA for the pool's life.
         self._no_functions: set[int] = set()
+        # The library names (Script.function) of the library forms a server
+        # could not load: those Scripts run with EVALSHA everywhere.
+        self._unloadable: set[str] = set()
         self.timeout = timeout
         self.write_quorum = write_quorum
         self._stall_timeout = stall_timeout
@@ -1109,11 +1126,19 @@ class Pool:
         timeout: float | None,
         decode: bool | None,
     ) -> Replies:
-        """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused."""
+        """``FCALL`` on ``targets``; ``FUNCTION LOAD`` where missing, EVALSHA where refused.
+
+        A library form that a server cannot compile or register makes that
+        Script, not the server, run with EVALSHA from then on (its ``source``
+        does the same): other Scripts still run as functions there.
+        """
+        if script.function in self._unloadable:
+            return await self._evalsha(script, tail, targets, timeout, decode)
         fcall = encode_command(["FCALL", script.function, *tail])
         replies = await self._fanout(fcall, targets, timeout, None, None, decode, "FCALL")
         missing: list[int] = []
         refused: dict[int, str] = {}  # position to the server's reason
+        unloadable: list[int] = []  # positions whose server could not load the library
         for pos, r in enumerate(replies):
             if isinstance(r, ReplyError):
                 if r.message == _NO_FUNCTION:
@@ -1137,10 +1162,11 @@ class Pool:
                     isinstance(r, ReplyError) and r.message.endswith("already exists")
                 ):
                     ready.append(pos)  # loaded, now or by a call alongside
-                elif isinstance(r, ReplyError) and (
-                    _refuses_functions(r) or r.message.startswith(_LOAD_FAILED)
-                ):
-                    refused[pos] = r.message  # it cannot run this library
+                elif isinstance(r, ReplyError) and _refuses_functions(r):
+                    refused[pos] = r.message  # it runs no functions for us
+                elif isinstance(r, ReplyError) and r.message.startswith(_LOAD_FAILED):
+                    unloadable.append(pos)  # this library's fault, not the server's
+                    self._library_fails(script, targets[pos], r.message)
                 else:
                     replies[pos] = r  # no answer, or not now (OOM...): this server's entry
             if ready:
@@ -1149,21 +1175,33 @@ class Pool:
                 )
                 for pos, r in zip(ready, again, strict=True):
                     replies[pos] = r
-        if refused:
-            for pos, why in refused.items():
-                idx = targets[pos]
-                if idx not in self._no_functions:
-                    self._no_functions.add(idx)
-                    logger.info(
-                        "redis server %s runs no functions for us (%s); scripts use EVALSHA there",
-                        self._labels[idx], why[:200],
-                    )  # fmt: skip
+        for pos, why in refused.items():
+            idx = targets[pos]
+            if idx not in self._no_functions:
+                self._no_functions.add(idx)
+                logger.info(
+                    "redis server %s runs no functions for us (%s); scripts use EVALSHA there",
+                    self._labels[idx], why[:200],
+                )  # fmt: skip
+        fallback = sorted((*refused, *unloadable))
+        if fallback:
             again = await self._evalsha(
-                script, tail, tuple(targets[p] for p in refused), timeout, decode, deadline
+                script, tail, tuple(targets[p] for p in fallback), timeout, decode, deadline
             )
-            for pos, r in zip(refused, again, strict=True):
+            for pos, r in zip(fallback, again, strict=True):
                 replies[pos] = r
         return replies
+
+    def _library_fails(self, script: Script, idx: int, why: str) -> None:
+        """Remember that ``script``'s library form does not load; log it once."""
+        assert script.function is not None
+        if script.function not in self._unloadable:
+            self._unloadable.add(script.function)
+            logger.warning(
+                "the library form of script %s (%s) does not load on %s (%s);"
+                " that script runs with EVALSHA",
+                script.sha, script.function, self._labels[idx], why[:200],
+            )  # fmt: skip
 
     def _check_quorum(self, replies: Replies, quorum: int | None) -> Replies:
         """``replies.check_quorum(quorum)``, counting failures in :attr:`stats`."""
