@@ -76,6 +76,64 @@ async def test_per_call_deadline(autojump_clock: Any) -> None:
         assert 0.1 <= took <= 0.1 + GRANULARITY
 
 
+async def test_a_short_call_deadline_does_not_open_a_healthy_server_s_circuit(
+    autojump_clock: Any,
+) -> None:
+    # One timeout=0.1 call counted a timeout against a server answering in 0.2
+    # s, well within the pool's 0.5: with trip_after=1 every caller then skipped it.
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].delay = 0.2
+        for _ in range(3):
+            replies, took = await timed(pool.ping(timeout=0.1))
+            assert isinstance(replies[2], ServerTimeout)
+            assert 0.1 <= took <= 0.1 + GRANULARITY
+        await trio.sleep(0.5)  # the late replies come
+        status = pool.status()[2]
+        assert status.state is ServerState.UP
+        assert status.consecutive_timeouts == 0
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+
+
+async def test_a_server_missing_the_pool_s_timeout_is_judged_then_after_short_calls(
+    autojump_clock: Any,
+) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].hang()
+        start = trio.current_time()
+        # Calls with a short deadline, one after another: the server is judged
+        # at the first one's send plus the pool's timeout, and only once.
+        while pool.status()[2].state is ServerState.UP:
+            replies = await pool.ping(timeout=0.1)
+            assert isinstance(replies[2], ServerTimeout)
+            assert trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
+        opened = trio.current_time() - start
+        assert 0.5 <= opened <= 0.5 + 0.1 + GRANULARITY
+        assert pool.status()[2].consecutive_timeouts == 1
+        replies, took = await timed(pool.ping(timeout=0.1))
+        assert took == 0 and "circuit open" in str(replies[2])
+        servers[2].unhang()
+        await until(lambda: pool.status()[2].state is ServerState.UP)
+
+
+async def test_a_short_hedged_read_still_judges_a_slow_server_by_the_pool_s_timeout(
+    autojump_clock: Any,
+) -> None:
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[1].delay = 0.2
+        servers[2].delay = 0.7
+        start = trio.current_time()
+        replies = await pool.execute("PING", wait_for=1, timeout=0.1)
+        assert replies[0] == "PONG"
+        assert all(isinstance(r, ServerTimeout) for r in replies[1:])
+        # Past the call's deadline, before the pool's: neither is judged yet.
+        await trio.sleep_until(start + 0.15)
+        assert [st.state for st in pool.status()] == [ServerState.UP] * 3
+        await trio.sleep_until(start + 0.5 + GRANULARITY)
+        states = [st.state for st in pool.status()]
+        assert states == [ServerState.UP, ServerState.UP, ServerState.SUSPECT]
+        assert pool.status()[1].consecutive_timeouts == 0
+
+
 async def test_slow_but_in_time_server_waits_for_its_reply(autojump_clock: Any) -> None:
     async with memory_pool(timeout=0.5) as (pool, servers):
         servers[2].delay = 0.3

@@ -1428,14 +1428,28 @@ class Pool:
         replies came (a hedged read's entries then say it was waited for).
         """
         seconds = self.timeout if timeout is None else timeout
-        if wait_for is not None and (not expired or trio.current_time() < deadline):
+        now = trio.current_time()
+        # A deadline shorter than the pool's says nothing of the server by the
+        # pool's standard (one timeout=1e-5 call opened a healthy server's
+        # circuit for every caller): it is judged by its reply up to the pool's
+        # timeout from the send.
+        judge_at = deadline
+        if seconds < self.timeout:
+            judge_at = max(deadline, slot.sent_at + self.timeout)
+        if wait_for is not None and (not expired or now < judge_at):
             # Its reply may still come in time: the watcher judges the server then.
             # (Past that time, it is judged now: a call made next must find the
             # circuit open, not race the watcher.)
-            self._watch_late(server, slot, deadline, late)
+            self._watch_late(server, slot, judge_at, late, deadline)
             if expired:
                 return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
+        if now < judge_at and not self._closing:
+            # One such watcher per server at a time: its replies come in order,
+            # so the first one missed tells of the later ones too.
+            if not server.late_watch:
+                self._watch_late(server, slot, judge_at, short=True)
+            return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
         return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
 
@@ -1481,22 +1495,44 @@ class Pool:
                 raise PoolClosed("the pool was closed during the call")
 
     def _watch_late(
-        self, server: Server, slot: Slot, deadline: float, late: LateHook | None = None
+        self,
+        server: Server,
+        slot: Slot,
+        judge_at: float,
+        late: LateHook | None = None,
+        deadline: float | None = None,
+        *,
+        short: bool = False,
     ) -> None:
-        """After a hedged return, still judge the server by its late reply.
+        """After a hedged or short-deadline return, still judge the server by its late reply.
 
         The watcher is bookkeeping only: it runs in the pool's nursery but is not
-        background work that closing waits for; closing cancels it. A reply that
-        comes before ``deadline`` goes to ``late`` too, with the server's index
-        (the slot's ``index``).
+        background work that closing waits for; closing cancels it. The server
+        is judged at ``judge_at``. A reply that comes before ``deadline`` (the
+        call's: ``judge_at`` if ``None``) goes to ``late`` too, with the
+        server's index (the slot's ``index``). ``short``: the server's one
+        watcher of :meth:`_missed` (``Server.late_watch``).
         """
         if self._nursery is not None and not self._closing:
             self._nursery.start_soon(
-                self._late_reply, server, slot, deadline, late, name=f"redisha-late {server.label}"
+                self._late_reply,
+                server,
+                slot,
+                judge_at,
+                late,
+                judge_at if deadline is None else deadline,
+                short,
+                name=f"redisha-late {server.label}",
             )
 
     def _late_reply(
-        self, server: Server, slot: Slot, deadline: float, late: LateHook | None
+        self,
+        server: Server,
+        slot: Slot,
+        judge_at: float,
+        late: LateHook | None,
+        deadline: float,
+        short: bool,
     ) -> Awaitable[None]:
         """The watcher task of :meth:`_watch_late`: returns its coroutine.
 
@@ -1508,23 +1544,28 @@ class Pool:
         metrics = self._metrics
         if metrics is not None:
             metrics.watching(slot)
+        if short:
+            server.late_watch = True
 
         async def watch() -> None:
             waiter = Waiter(1)
             slot.watch(waiter)
             ended = False
             try:
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(judge_at):
                     await waiter.wait()
                 ended = True
             finally:
                 slot.detach()
+                if short:
+                    server.late_watch = False
                 if metrics is not None:
                     metrics.watched(slot, ended)
             if slot.state is DONE:
                 server.replied(slot)
-                self.stats.replies_received += 1  # in time, though not awaited
-                if late is not None and not self._closing:
+                if slot.done_at <= deadline:
+                    self.stats.replies_received += 1  # in time, though not awaited
+                if late is not None and not self._closing and slot.done_at <= deadline:
                     try:
                         late(slot.index, slot.value)
                     except Exception:  # a hook's bug must not take the pool down

@@ -88,6 +88,7 @@ class Server:
         "index",
         "label",
         "last_error",
+        "late_watch",
         "latencies",
         "latency",
         "probing",
@@ -103,6 +104,9 @@ class Server:
         self.conn: Connection | None = None
         self.state = ServerState.CONNECTING
         self.probing = False
+        # A watcher waits for a reply that missed a call's short deadline
+        # (Pool._missed): one at a time.
+        self.late_watch = False
         self.consecutive_timeouts = 0
         self.last_error: str | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
