@@ -1063,6 +1063,13 @@ async def test_map_arguments_of_the_wrong_kind_send_nothing(
                 await m.update({"a": 1}, delete=bad)  # type: ignore[arg-type]
             with pytest.raises(CodecTypeError, match="iterable"):
                 await m._update_if_live(delete=bad)  # type: ignore[arg-type]
+        # One field named twice, as str and as bytes: two registers of one
+        # timestamp were written, and the larger payload won.
+        twice: dict[Any, Any] = {"a": 1, b"a": 2}
+        with pytest.raises(CodecError, match="twice"):
+            await m.set(twice)
+        with pytest.raises(CodecError, match="twice"):
+            await m.update(twice, delete=["b"])
     for server in redis_servers:
         assert decode_reply(await server.acommand("DBSIZE")) == 0
     async with pool_on(*redis_servers) as pool:

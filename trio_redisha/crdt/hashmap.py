@@ -10,6 +10,7 @@ map-level stamp that acts as a tombstone on every field at once.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -136,18 +137,14 @@ class HashMap(CodecCRDT[MapState]):
 
         Raises:
             CodecError: ``fields`` is not a mapping, a name is not str or bytes
-                (or not valid UTF-8 text), or a value cannot be encoded;
-                nothing was sent.
+                (or not valid UTF-8 text) or is given twice (``"a"`` and
+                ``b"a"``), or a value cannot be encoded; nothing was sent.
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        encoded = [(_name(k), encode_value(self._codec, v)) for k, v in _fields(fields).items()]
-        if not encoded:
-            return
-        ts = self._ctx.clock.check(self._ctx.clock.now())
-        await self._write(
-            [(b"f:" + name, Entry(ts, self._actor, False, data).encode()) for name, data in encoded]
-        )
+        out = self._registers(fields, None)
+        if out:
+            await self._write(out)
 
     async def delete(self, *names: str | bytes) -> None:
         """Delete fields, leaving a tombstone so that no server brings them back.
@@ -201,6 +198,12 @@ class HashMap(CodecCRDT[MapState]):
         """The registers :meth:`update` writes, all with one new timestamp."""
         items = _fields({} if fields is None else fields).items()
         encoded = [(_name(k), encode_value(self._codec, v)) for k, v in items]
+        if len({n for n, _ in encoded}) < len(encoded):
+            # "a" and b"a" are two keys of a dict but one field: two registers
+            # of one timestamp, of which the larger payload won.
+            counts = collections.Counter(n for n, _ in encoded)
+            twice = sorted(n for n, c in counts.items() if c > 1)
+            raise CodecError(f"fields named twice (as str and bytes): {twice!r}")
         dead = _names(delete)
         both = {n for n, _ in encoded}.intersection(dead)
         if both:
