@@ -73,6 +73,13 @@ async def logout(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def flush(request: Request) -> Response:
+    """Django's ``session.flush()``: clear, and a new id."""
+    request.session.clear()
+    regenerate_session_id(request)
+    return JSONResponse({})
+
+
 @asynccontextmanager
 async def serving(
     servers: list[RedisServer], outer: list[Middleware] | None = None
@@ -86,6 +93,7 @@ async def serving(
                 Route("/del", delete_fields, methods=["POST"]),
                 Route("/login", login, methods=["POST"]),
                 Route("/logout", logout, methods=["POST"]),
+                Route("/flush", flush, methods=["POST"]),
             ],
             middleware=[
                 *(outer or []),
@@ -154,6 +162,24 @@ async def test_regenerated_id_deletes_the_old_one(redis_servers: list[RedisServe
         await client.post("/logout")
         assert COOKIE not in client.cookies
         assert await store.load(after) == {}
+
+
+async def test_a_session_cleared_under_a_regenerated_id_is_deleted(
+    redis_servers: list[RedisServer],
+) -> None:
+    # starsessions removes an emptied session under its current id: after
+    # regenerate_session_id() that is the new id, never stored, and the old
+    # id went on opening the logged-in session until it expired.
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/login")
+        sid = sid_of(client)
+        assert visible(await store.load(sid)) == {"user": "ada"}
+        await client.post("/flush")
+        assert COOKIE not in client.cookies
+        assert await store.load(sid) == {}
+        # A request that never read a session removes nothing else.
+        await client.post("/flush")
+        assert COOKIE not in client.cookies
 
 
 async def test_a_killed_and_a_frozen_server(redis_servers: list[RedisServer]) -> None:

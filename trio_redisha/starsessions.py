@@ -21,7 +21,8 @@ two things of starsessions' own design:
   never adopted: :meth:`write` puts the session under a new id of its own
   (256 random bits) and returns it, as the interface allows;
 * after ``regenerate_session_id()`` the old id is deleted, not left alive
-  until it expires.
+  until it expires (also when the session was emptied, as a logout that
+  clears it and regenerates the id does).
 
 The expiry is the :class:`SessionStore`'s ``ttl`` (sliding, refreshed by
 every write): starsessions' ``lifetime`` and ``ttl`` arguments are not used,
@@ -32,6 +33,7 @@ from Starlette, unless it has an exception handler for it).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from typing import Any, Final
 
@@ -56,6 +58,13 @@ _TOKEN: Final = "trio_redisha"
 # Stands for "changed" in a snapshot: no codec's output is a lone NUL byte
 # (JSON never is), so it never equals a field's encoding.
 _CHANGED: Final = b"\x00"
+# The id this request's session was read under (:meth:`RedisHAStore.read`).
+# starsessions removes an emptied session under its current id: after
+# regenerate_session_id(), a new id never stored, so remove() needs the old
+# one. Each request runs in a task of its own, whose context this lives in.
+_READ_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trio_redisha_starsessions_read_id", default=None
+)
 
 
 def _digest(data: bytes) -> str:
@@ -101,11 +110,13 @@ class RedisHAStore(_StarSessionStore):
         Raises:
             QuorumError: Fewer than the store's ``read_quorum`` servers answered.
         """
+        _READ_ID.set(None)  # (should a server run two requests in one context)
         if not self.store.is_valid_id(session_id):
             return b""  # never sent to Redis
         session = await self.store.load(session_id)
         if not session:
             return b""
+        _READ_ID.set(session_id)
         data = dict(session)
         fields = {k: _digest(v) for k, v in session._loaded.items()}
         metadata = data.get(METADATA_KEY)
@@ -126,6 +137,7 @@ class RedisHAStore(_StarSessionStore):
             CodecError: A value cannot be encoded; nothing was sent.
             QuorumError: Fewer than the store's ``write_quorum`` servers acknowledged.
         """
+        _READ_ID.set(None)  # the token below says which id was read
         values: dict[str, Any] = dict(self.serializer.deserialize(data))
         token: Any = None
         metadata = values.get(METADATA_KEY)
@@ -167,9 +179,17 @@ class RedisHAStore(_StarSessionStore):
     async def remove(self, session_id: str) -> None:
         """Delete the session on every server, for good (an invalid id is ignored).
 
+        A session read in this request under another id (emptied after
+        ``regenerate_session_id()``: starsessions then removes the new id) is
+        deleted too: the old id opens nothing afterwards.
+
         Raises:
             QuorumError: Fewer than the store's ``write_quorum`` servers acknowledged.
         """
+        read_id = _READ_ID.get()
+        if read_id is not None and read_id != session_id:
+            await self.store.delete(read_id)
+            _READ_ID.set(None)
         await self.store.delete(session_id)
 
     async def exists(self, session_id: str) -> bool:
