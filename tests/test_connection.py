@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import signal
 import socket
 import ssl
 import time
@@ -1428,3 +1429,112 @@ async def test_busy_polling_never_holds_a_runnable_task_back() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.lowlevel.checkpoint)
         assert not spinner.allowed(1e-4)  # that task could run: sleep instead
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+class InterruptingTransport(_Transport):
+    """Wraps a connection's transport to raise SIGINT right after a chosen send."""
+
+    def __init__(self, inner: _Transport, when: Callable[[bytes], bool]) -> None:
+        self.inner = inner
+        self.when: Callable[[bytes], bool] | None = when
+
+    def send_nowait(self, data: bytes) -> int:
+        sent = self.inner.send_nowait(data)
+        self._maybe_interrupt(data)
+        return sent
+
+    async def send_all(self, data: bytes) -> None:
+        await self.inner.send_all(data)
+        self._maybe_interrupt(data)
+
+    def _maybe_interrupt(self, data: bytes) -> None:
+        if self.when is not None and self.when(data):
+            self.when = None
+            # Trio's handler runs at the next bytecode: in unprotected code it
+            # raises KeyboardInterrupt right here, the bytes already sent.
+            signal.raise_signal(signal.SIGINT)
+
+    async def receive_some(self) -> bytes:
+        return await self.inner.receive_some()
+
+    def close_now(self) -> None:
+        self.inner.close_now()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_ctrl_c_just_after_an_early_flush_runs_nothing_twice(redis_server: RedisServer) -> None:
+    # KeyboardInterrupt raised in _flush_now after the send, before the buffer
+    # was cleared: the writer task sent those commands again, the server ran
+    # them twice, and every later reply went to the caller after its own (the
+    # GET below got 18, an EVALSHA's reply). Protected, the interrupt comes at
+    # the next checkpoint, where the connection is cancellation-safe.
+    n = FLUSH_AT + 1  # the first goes out at once (idle), then FLUSH_AT early
+    script = "return redis.call('INCR', KEYS[1])"
+    after: list[Any] = []
+
+    async def main() -> None:
+        conn = await connect(redis_server.url)
+        sha = decode_reply(redis_server.command("SCRIPT", "LOAD", script))
+        conn._transport = InterruptingTransport(
+            conn._transport, lambda data: data.count(b"EVALSHA") == FLUSH_AT
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            try:
+                waiter = Waiter(n)
+                for _ in range(n):
+                    conn.submit(encode_command(("EVALSHA", sha, 1, "n")), waiter, early=True)
+                await waiter.wait()
+            finally:
+                # "Save on the way out": the connection must still be in step.
+                with trio.CancelScope(shield=True), trio.move_on_after(PROMPT):
+                    after.append(await conn.execute("GET", "n"))
+                nursery.cancel_scope.cancel()
+
+    raised: BaseException | None = None
+    try:
+        trio.run(main)
+    except BaseException as exc:  # looked at below
+        raised = exc
+    assert after == [b"%d" % n]
+    assert decode_reply(redis_server.command("GET", "n")) == b"%d" % n
+    # The interrupt itself still reaches the caller, and nothing else does.
+    assert pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True).matches(raised)
+
+
+class ProtectionSpy(Waiter):
+    """A waiter that records whether each fill of its slots ran KI-protected."""
+
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.protected: list[bool] = []
+
+    def slot_filled(self, success: bool) -> None:
+        self.protected.append(trio.lowlevel.currently_ki_protected())
+        super().slot_filled(success)
+
+
+async def test_slots_are_filled_ki_protected_by_the_reader_and_solo(
+    redis_server: RedisServer,
+) -> None:
+    # A KeyboardInterrupt between taking a slot off the FIFO and filling it
+    # gave every later caller the reply of the one before.
+    async with open_connection(redis_server.url) as conn:
+        assert await conn.execute("PING") == "PONG"
+        readers = ProtectionSpy(5)
+        for _ in range(5):
+            conn.submit(encode_command(("PING",)), readers)  # the reader task reads
+        with trio.fail_after(PROMPT):
+            await readers.wait()
+        solo = ProtectionSpy(1)
+        slot = conn.submit(encode_command(("PING",)), solo, solo=True)
+        assert conn.take_solo(slot)
+        with trio.fail_after(PROMPT):
+            await conn.read_solo(slot)
+        assert readers.protected == [True] * 5
+        assert solo.protected == [True]

@@ -96,6 +96,7 @@ class Deadlines:
             nxt = heap[0][0]
         return nxt
 
+    @trio.lowlevel.enable_ki_protection  # it expires waiters (connection._ki_protected)
     async def run(self) -> None:
         """The timer task: run it in the pool's nursery."""
         while True:

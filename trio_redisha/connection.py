@@ -225,6 +225,16 @@ SPIN_PAUSE: Final = 64
 
 _perf_counter = time.perf_counter
 
+#: Marks the code that keeps the reply FIFO, the write buffer and the socket in
+#: step. Trio raises KeyboardInterrupt at any bytecode of unprotected code: a
+#: Ctrl-C just after a send, before the buffer was cleared, sent its commands
+#: twice, and one between taking a slot off the FIFO and filling it gave every
+#: later caller the reply of the one before. Protected, the interrupt comes at
+#: the next checkpoint instead, where these methods are cancellation-safe. It
+#: costs nothing per call: trio looks the code objects up only when a signal
+#: arrives.
+_ki_protected = trio.lowlevel.enable_ki_protection
+
 
 class _Spinner:
     """Whether busy polling pays on one connection (or solo group): adaptive, per reader."""
@@ -307,6 +317,7 @@ class Slot:
         """Seconds from queueing to the reply (meaningful once ``DONE``)."""
         return self.done_at - self.sent_at
 
+    @_ki_protected
     def fill(self, reply: Any, now: float) -> None:
         """Store the reply and tell the waiter, if any."""
         self.value = reply
@@ -316,6 +327,7 @@ class Slot:
         if waiter is not None:
             waiter.slot_filled(type(reply) is not ReplyError)
 
+    @_ki_protected
     def fail(self, error: BaseException) -> None:
         """Record that no reply will come, and tell the waiter, if any."""
         self.value = error
@@ -324,10 +336,12 @@ class Slot:
         if waiter is not None:
             waiter.slot_filled(False)
 
+    @_ki_protected
     def detach(self) -> None:
         """Stop waiting: the reply, when it comes, is read and dropped."""
         self.waiter = None
 
+    @_ki_protected
     def watch(self, waiter: Waiter) -> None:
         """Hand a slot still waiting to ``waiter`` (a slot already settled counts for nothing)."""
         if self.state is WAITING:
@@ -368,10 +382,12 @@ class Waiter:
         """Whether there is nothing to wait for: woken, enough replies, or none to come."""
         return self.filled or self.outstanding <= 0 or self.ok >= self.need
 
+    @_ki_protected
     def expect(self) -> None:
         """Count one more slot that will be filled."""
         self.outstanding += 1
 
+    @_ki_protected
     def slot_filled(self, success: bool) -> None:
         """One slot was filled, with a successful reply or not."""
         self.outstanding -= 1
@@ -383,6 +399,7 @@ class Waiter:
         if self._task is not None and (self.outstanding <= 0 or self.ok >= self.need):
             self._wake()
 
+    @_ki_protected
     def hedge(self, need: int) -> None:
         """From now on, ``need`` successful replies end the wait (see :class:`Hedge`)."""
         self.need = min(self.need, need)
@@ -393,6 +410,7 @@ class Waiter:
         elif isinstance(self.solo, SoloGroup):
             self.solo.wake()  # the caller reads its replies itself: it looks again
 
+    @_ki_protected
     def expire(self) -> None:
         """The deadline passed: wake the task with whatever has arrived."""
         if not self.filled:
@@ -402,6 +420,7 @@ class Waiter:
             else:
                 self._wake()
 
+    @_ki_protected
     def _wake(self) -> None:
         self.filled = True
         task = self._task
@@ -702,6 +721,7 @@ class Connection:
 
     # -- submitting
 
+    @_ki_protected
     def submit(
         self,
         data: bytes,
@@ -766,6 +786,7 @@ class Connection:
             trio.lowlevel.reschedule(task)
         return slot
 
+    @_ki_protected
     def _flush_now(self) -> None:
         """Send what the write buffer holds without blocking (see :data:`FLUSH_AT`).
 
@@ -900,6 +921,7 @@ class Connection:
             or slot.sent_at < self._solo_after
         )
 
+    @_ki_protected
     def ensure_reader(self) -> None:
         """Make sure the reader task reads the socket (after a solo read left it idle)."""
         if self._owner is _NOBODY:
@@ -908,6 +930,7 @@ class Connection:
             if wait is not None:
                 wait.cancel()
 
+    @_ki_protected
     def take_solo(self, slot: Slot) -> bool:
         """Let the caller of ``slot`` read its own reply, if it is alone on the connection.
 
@@ -926,6 +949,7 @@ class Connection:
         self._owner = _SOLO
         return True
 
+    @_ki_protected
     async def read_solo(self, slot: Slot, busy_poll: float = 0.0) -> None:
         """Read from the socket until ``slot`` is settled (after :meth:`take_solo`).
 
@@ -966,6 +990,7 @@ class Connection:
         finally:
             self.release_solo(slot)
 
+    @_ki_protected
     def _solo_recv(self) -> None:
         """One non-blocking ``recv`` for a solo caller, and the slots it fills."""
         sock = self._sock
@@ -986,6 +1011,7 @@ class Connection:
         except Exception as exc:  # a broken reply stream: as when the reader meets it
             self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
 
+    @_ki_protected
     def release_solo(self, slot: Slot) -> None:
         """The solo caller of ``slot`` leaves; the reader gets the socket back (at once if owed)."""
         if self._owner is _SOLO:
@@ -1004,6 +1030,7 @@ class Connection:
                 if wait is not None and not self._recheck_timed:
                     wait.cancel()  # the reader waits untimed for us to leave
 
+    @_ki_protected
     def interrupt_solo(self) -> None:
         """Make the caller in :meth:`read_solo` return now (the pool's deadline passed).
 
@@ -1022,6 +1049,7 @@ class Connection:
 
     # -- running
 
+    @_ki_protected
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the reader and writer until the connection closes or breaks.
 
@@ -1058,6 +1086,7 @@ class Connection:
         if self._error is not None and not isinstance(self._error, PoolClosed):
             raise self._error
 
+    @_ki_protected
     def _break(self, error: ServerUnavailable) -> None:
         """Fail every outstanding slot at once and stop the tasks."""
         if self._error is None:
@@ -1078,6 +1107,7 @@ class Connection:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    @_ki_protected
     def close_now(self) -> None:
         """Close immediately: waiters get :class:`PoolClosed`."""
         self._break(PoolClosed(f"connection to {self.label} closed"))
@@ -1088,6 +1118,7 @@ class Connection:
         self.close_now()
         await trio.lowlevel.checkpoint()
 
+    @_ki_protected
     def _received(self, data: bytes) -> None:
         """Parse ``data`` and fill the slots at the head of the FIFO, in order."""
         parser = self._parser
@@ -1117,6 +1148,7 @@ class Connection:
         if self._space and len(pending) < self._max_pending:
             self._space.unpark_all()
 
+    @_ki_protected
     async def _reader(self) -> None:
         transport = self._transport
         if type(transport) is _SocketTransport and not transport._closed:
@@ -1158,6 +1190,7 @@ class Connection:
             trio.lowlevel.notify_closing(fd)  # a solo caller still waiting wakes up
             os.close(fd)
 
+    @_ki_protected
     async def _read_while_owner(self) -> None:
         """The reader's loop; returns when a solo caller took the socket."""
         transport = self._transport
@@ -1182,6 +1215,7 @@ class Connection:
                 raise _broken_error(self.label, "closed by the server")
             self._received(data)
 
+    @_ki_protected
     async def _writer(self) -> None:
         transport = self._transport
         while True:
@@ -1206,6 +1240,7 @@ class Connection:
                 self._writing = False
             self._flush_ok = self._can_flush
 
+    @_ki_protected
     async def _watchdog(self) -> None:
         limit = self._stall_timeout
         while True:
@@ -1238,17 +1273,20 @@ class SoloGroup:
         self._expired = False
         self._closed = False
 
+    @_ki_protected
     def interrupt_solo(self) -> None:
         """The caller's deadline passed: :meth:`read` returns now."""
         if self.busy:
             self._expired = True
             self.wake()
 
+    @_ki_protected
     def wake(self) -> None:
         """Make :meth:`read` look at its connections again (one of them broke)."""
         if self.busy and not self._closed:
             trio.lowlevel.notify_closing(self._epoll.fileno())
 
+    @_ki_protected
     def close(self) -> None:
         """Release the ``epoll`` set (a caller still in :meth:`read` returns)."""
         if not self._closed:
@@ -1256,6 +1294,7 @@ class SoloGroup:
             self._closed = True
             self._epoll.close()
 
+    @_ki_protected
     async def read(
         self,
         pairs: Sequence[tuple[Connection, Slot]],

@@ -1224,6 +1224,7 @@ class Pool:
             )
         return timeout
 
+    @trio.lowlevel.enable_ki_protection  # (see connection._ki_protected)
     async def _fanout(
         self,
         data: bytes | Sequence[bytes],
@@ -1378,6 +1379,7 @@ class Pool:
         replies = Replies(out, labels)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
 
+    @trio.lowlevel.enable_ki_protection  # (see connection._ki_protected)
     async def _read_mine(
         self, mine: list[tuple[Connection, Slot]], waiter: Waiter, deadline: float
     ) -> None:
@@ -1457,6 +1459,7 @@ class Pool:
         self._settled_any.set()
         self._settled_any = trio.Event()
 
+    @trio.lowlevel.enable_ki_protection  # (see connection._ki_protected)
     async def _submit_when_connected(
         self,
         data: bytes | Sequence[bytes],
