@@ -10,6 +10,8 @@ digests) is caught up with by the sweep, the lazy retirement and the rehash.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -502,3 +504,41 @@ async def test_full_read_from_one_and_digests_from_the_others(
         reply, digests = await read_full_and_digests(pool, "h", 2, [0])
         assert digest_of_reply(reply) == ABSENT != digests[0]
         assert digest_of_reply(ValueError("x")) is None
+
+
+_THREADS_FIRST_USE = """
+import sys, threading, trio, trio_redisha
+barrier = threading.Barrier(4)
+out = [None] * 4
+def run(i):
+    async def main():
+        async with trio_redisha.open_pool(sys.argv[1]) as pool:
+            await pool.ping()
+            barrier.wait()
+            await trio_redisha.Counter(pool, f"c{i}").incr(i + 1)
+            return await trio_redisha.Counter(pool, f"c{i}").get()
+    try:
+        out[i] = trio.run(main)
+    except BaseException as exc:
+        out[i] = repr(exc)
+threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(out)
+"""
+
+
+def test_threads_making_their_first_crdt_at_once_all_work(redis_server: RedisServer) -> None:
+    # Each thread runs its own trio.run and pool (a threaded server embedding
+    # trio workers). The partition tag table, built on first use, was filled
+    # in place by every racing thread: a bare AssertionError in all but one.
+    # A fresh interpreter, where no table is built yet.
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_FIRST_USE, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2, 3, 4]"

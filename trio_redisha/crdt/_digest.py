@@ -54,6 +54,7 @@ its digest and tree entry.
 from __future__ import annotations
 
 import binascii
+import functools
 import itertools
 import string
 from collections.abc import Mapping, Sequence
@@ -96,28 +97,32 @@ ABSENT: Final = b""
 #: Segments combined into one digest by :func:`differing_segments` at its first level.
 DEFAULT_GROUP: Final = 64
 
-_tags: list[bytes] = []
 _tree_enabled = True  # only the write-cost benchmark turns it off
 
 
-def _tag_table() -> list[bytes]:
-    """A short hash tag for each partition: ``key_partition(b"{" + tag + b"}") == p``."""
-    if not _tags:
-        alphabet = (string.digits + string.ascii_letters).encode()
-        table: list[bytes | None] = [None] * PARTITIONS
-        left = PARTITIONS
-        for n in (1, 2, 3, 4):
-            for chars in itertools.product(alphabet, repeat=n):
-                tag = bytes(chars)
-                p = binascii.crc_hqx(tag, 0) % PARTITIONS
-                if table[p] is None:
-                    table[p] = tag
-                    left -= 1
-            if not left:
-                break
-        _tags.extend(t for t in table if t is not None)
-        assert len(_tags) == PARTITIONS
-    return _tags
+@functools.cache
+def _tag_table() -> tuple[bytes, ...]:
+    """A short hash tag for each partition: ``key_partition(b"{" + tag + b"}") == p``.
+
+    Built once, on first use, and published whole: threads that each run a
+    pool and race to the first use each get a complete table (a list filled
+    in place gave the second thread twice the entries, or half of them).
+    """
+    alphabet = (string.digits + string.ascii_letters).encode()
+    table: list[bytes | None] = [None] * PARTITIONS
+    left = PARTITIONS
+    for n in (1, 2, 3, 4):
+        for chars in itertools.product(alphabet, repeat=n):
+            tag = bytes(chars)
+            p = binascii.crc_hqx(tag, 0) % PARTITIONS
+            if table[p] is None:
+                table[p] = tag
+                left -= 1
+        if not left:
+            break
+    tags = tuple(t for t in table if t is not None)
+    assert len(tags) == PARTITIONS  # 4 characters of 62 reach every partition
+    return tags
 
 
 def tree_key(partition: int) -> bytes:
