@@ -177,6 +177,15 @@ def test_a_partition_out_of_range_is_refused(partition: object) -> None:
     assert p.owners_of_partition(16383) == p.owners_of_partition(PARTITIONS - 1)
 
 
+@pytest.mark.parametrize("server", [-1, 5, True, 1.0, "1", None])
+def test_partitions_of_a_server_not_in_the_placement_is_refused(server: object) -> None:
+    # "1" raised a bare TypeError; True and 1.0 were taken for server 1.
+    p = Placement(servers(5), 2)
+    with pytest.raises(IndexError, match=r"is not in 0\.\.4"):
+        p.partitions_of(server)  # type: ignore[arg-type]
+    assert len(p.partitions_of(4)) > 0
+
+
 @pytest.mark.parametrize("replicas", [None, 2])
 def test_pool_owners_checks_the_key_with_placement_or_without(replicas: int | None) -> None:
     # Without placement, owners(None) returned every label: the docstring's

@@ -287,9 +287,13 @@ class Placement:
             raise KeyError(f"{identity} is not a server of this placement") from None
 
     def partitions_of(self, server: int) -> list[int]:
-        """Return the partitions that the server (an index) owns, in ascending order."""
-        if not 0 <= server < len(self.labels):
-            raise IndexError(f"server {server} is not in 0..{len(self.labels) - 1}")
+        """Return the partitions that the server (an index) owns, in ascending order.
+
+        Raises:
+            IndexError: ``server`` is not an int in ``0..len(labels) - 1``.
+        """
+        if type(server) is not int or not 0 <= server < len(self.labels):
+            raise IndexError(f"server {server!r} is not in 0..{len(self.labels) - 1}")
         return [p for p, owners in enumerate(self._owners) if server in owners]
 
     def owner_labels(self, partition: int) -> tuple[str, ...]:
