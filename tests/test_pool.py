@@ -931,6 +931,32 @@ async def test_a_library_that_cannot_load_falls_back_to_evalsha(
         assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
 
 
+WRITE_THEN_FAIL = Script(
+    "redis.call('SET', KEYS[1], ARGV[1]) return redis.error_reply('ERR validation failed')"
+)
+
+
+async def test_a_script_that_wrote_then_failed_may_have_applied(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Its QuorumError said may_have_applied=False: a caller trusting it and
+    # retrying applied the write twice.
+    async with ready_pool(*urls(redis_servers)) as pool:
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute_script(WRITE_THEN_FAIL, ["k"], ["written"], quorum=2)
+        assert caught.value.may_have_applied
+        assert caught.value.replies.script
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute("eval", WRITE_THEN_FAIL.source, 1, "k", "again", quorum=2)
+        assert caught.value.may_have_applied
+        assert await pool.get("k") == [b"again"] * 3
+        # Not a script: an error reply applied nothing.
+        await pool.set("s", "text")
+        with pytest.raises(QuorumError) as caught:
+            await pool.execute("INCR", "s", quorum=2)
+        assert not caught.value.may_have_applied
+
+
 @pytest.mark.parametrize("form", ["evalsha", "function"])
 async def test_a_script_s_own_error_that_reads_like_a_missing_script_runs_it_once(
     redis_servers: list[RedisServer], form: str
@@ -986,6 +1012,51 @@ async def test_a_library_that_cannot_load_demotes_that_script_only(
         assert [await command_calls(s, "function|load") for s in redis_servers] == [2, 2, 2]
         assert [await command_calls(s, "fcall") for s in redis_servers] == [4, 4, 4]
         assert [await command_calls(s, "evalsha") for s in redis_servers] == [2, 2, 2]
+
+
+#: A library form that compiles, but returns before the pool's registration
+#: line runs: FUNCTION LOAD answers "ERR No functions registered".
+REGISTERS_NOTHING = Script(
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+    "local function main(KEYS, ARGV) return redis.call('INCRBY', KEYS[1], ARGV[1]) end\n"
+    "do return end",
+)
+
+
+async def test_a_library_that_registers_nothing_falls_back_to_evalsha(
+    redis_servers: list[RedisServer],
+) -> None:
+    # Every call failed with "ERR No functions registered", for good, unlogged.
+    async with ready_pool(*urls(redis_servers)) as pool:
+        assert await pool.execute_script(REGISTERS_NOTHING, ["n"], [2], quorum=3) == [2, 2, 2]
+        assert await pool.execute_script(REGISTERS_NOTHING, ["n"], [2], quorum=3) == [4, 4, 4]
+        assert [await command_calls(s, "function|load") for s in redis_servers] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("keys", ["user:1", b"user:1", None, 5, (k for k in ["a"])])
+async def test_script_keys_that_are_not_a_list_are_refused(
+    redis_servers: list[RedisServer], keys: Any
+) -> None:
+    # A str was split into one key per character (the wrong keys written);
+    # None, 5 or a generator raised a bare TypeError.
+    async with ready_pool(*urls(redis_servers)) as pool:
+        with pytest.raises(ConfigurationError, match="keys must be a list or tuple"):
+            await pool.execute_script(INCR, keys, [1])
+        with pytest.raises(ConfigurationError, match="args must be a list or tuple"):
+            await pool.execute_script(INCR, ["n"], keys)
+        assert [await command_calls(s, "fcall", "evalsha", "eval") for s in redis_servers] == [
+            0,
+            0,
+            0,
+        ]
+
+
+@pytest.mark.parametrize(
+    ("source", "library"), [(None, None), (b"return 1", None), ("return 1", b"x"), ("\udcff", None)]
+)
+def test_a_script_of_something_else_than_lua_text_is_refused(source: Any, library: Any) -> None:
+    with pytest.raises(ConfigurationError, match="Script's"):
+        Script(source, library)
 
 
 async def test_a_key_the_acl_denies_is_that_call_s_error_only(

@@ -294,6 +294,32 @@ def test_a_timeout_before_sending_is_not_a_write_that_may_have_applied() -> None
     assert e.value.may_have_applied is False
 
 
+@pytest.mark.parametrize("quorum", ["2", 0, -1, True, 1.5])
+def test_check_quorum_refuses_a_quorum_that_is_not_a_count(quorum: object) -> None:
+    # "2" raised a bare TypeError; 0 and -1 passed with no server succeeding.
+    replies = Replies([ServerUnavailable("a is down")], ("a",))
+    with pytest.raises(ConfigurationError, match="quorum"):
+        replies.check_quorum(quorum)  # type: ignore[arg-type]
+
+
+def test_a_script_s_error_reply_may_follow_its_writes() -> None:
+    # Redis keeps what a script wrote before it failed: an error reply of
+    # EVAL, EVALSHA or FCALL is a write that may have applied, unless it says
+    # the script never ran. Any other command's error reply applied nothing.
+    failed = ReplyError("ERR validation failed")
+    assert Replies([failed], ("a",), script=True).may_have_applied()
+    assert not Replies([failed], ("a",)).may_have_applied()
+    for never_ran in (
+        "NOSCRIPT No matching script. Please use EVAL.",
+        "ERR Function not found",
+        "BUSY Redis is busy running a script.",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "READONLY You can't write against a read only replica.",
+        "REDISHA_FOREIGN the key holds a string",
+    ):
+        assert not Replies([ReplyError(never_ran)], ("a",), script=True).may_have_applied()
+
+
 async def test_quorum_error_from_a_pool_call_lists_every_entry(
     redis_factory: RedisFactory,
 ) -> None:

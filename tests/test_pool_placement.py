@@ -7,6 +7,7 @@ through the pool under test. Every wait for a state change polls with a deadline
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import trio
@@ -318,6 +319,34 @@ async def test_sloppy_writes_land_on_fallbacks_and_reads_see_them(
         for i, label in enumerate(pool.servers):
             if i not in (*owners, fallback):
                 assert await keys_on(servers[label]) == set()
+
+
+async def test_a_refused_or_cancelled_write_records_no_hint(nine: list[RedisServer]) -> None:
+    # targets() recorded the hint and counted a sloppy write before the
+    # options were checked, and before the cancel checkpoint: every later
+    # read of the key went to a fallback that never got anything.
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        key = "cart:8"
+        owners = pool._owner_indices(key)
+        for i in owners[:2]:
+            await servers[pool.servers[i]].akill()
+        for i in owners[:2]:
+            await wait_state(pool, i, ServerState.DOWN)
+        bad: list[dict[str, Any]] = [{"timeout": -1}, {"decode": "yes"}, {"wait_for": 10}]
+        for options in bad:
+            with pytest.raises(ConfigurationError):
+                await pool.execute("SET", key, "v", quorum=2, **options)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await pool.execute("SET", key, "v", quorum=2)
+        script = Script("return redis.call('SET', KEYS[1], ARGV[1])")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await pool.execute_script(script, [key], ["v"], quorum=2)
+        assert pool._hinted(key) == ()
+        assert pool.stats.sloppy_writes == 0
+        assert pool.stats.replies_expected == 0  # nothing was sent
 
 
 async def test_a_sloppy_write_of_keys_in_two_partitions_is_found_by_a_read_of_either(

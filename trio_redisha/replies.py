@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-from .exceptions import QuorumError, ReplyError, ServerTimeout, ServerUnavailable
+from .exceptions import (
+    ConfigurationError,
+    QuorumError,
+    ReplyError,
+    ServerTimeout,
+    ServerUnavailable,
+)
 
 __all__ = ["Replies"]
+
+#: The error codes with which a script is refused before it runs, or stops
+#: before its first write: it wrote nothing. Any other error reply of a
+#: script may come after some of its writes, which Redis keeps.
+_SCRIPT_DID_NOT_RUN: Final = frozenset(
+    ("NOSCRIPT", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "OOM", "REDISHA_FOREIGN")
+)
+#: The error of FCALL for a function that is not loaded.
+_NO_FUNCTION: Final = "ERR Function not found"
 
 
 class Replies(list[Any]):
@@ -26,13 +41,19 @@ class Replies(list[Any]):
 
     Attributes:
         servers: The labels of the servers, in the same order (passwords removed).
+        script: Whether the command was a script (``EVAL``, ``EVALSHA``,
+            ``FCALL``): an error reply may then come after some of its writes
+            (:meth:`may_have_applied`).
     """
 
-    __slots__ = ("servers",)
+    __slots__ = ("script", "servers")
 
-    def __init__(self, entries: Iterable[Any] = (), servers: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, entries: Iterable[Any] = (), servers: tuple[str, ...] = (), *, script: bool = False
+    ) -> None:
         super().__init__(entries)
         self.servers = servers
+        self.script = script
 
     @property
     def values(self) -> list[Any]:
@@ -73,19 +94,40 @@ class Replies(list[Any]):
 
         True when a server acknowledged it, or timed out or disconnected after it
         was sent; False when every server refused it, timed out or failed before it
-        was sent, or answered with an error.
+        was sent, or answered with an error. A script's error reply (:attr:`script`)
+        counts as applied, as Redis keeps the writes a script made before it
+        failed, unless it says the script did not run (``NOSCRIPT``, ``BUSY``,
+        ``OOM``, ``READONLY``, ``LOADING``, a function not loaded...).
         """
         for r in self:
             if not isinstance(r, BaseException):
                 return True
             if isinstance(r, (ServerTimeout, ServerUnavailable)) and r.sent:
                 return True
+            if (
+                self.script
+                and isinstance(r, ReplyError)
+                and r.code not in _SCRIPT_DID_NOT_RUN
+                and r.message != _NO_FUNCTION
+            ):
+                return True
         return False
 
     def check_quorum(self, quorum: int | None) -> Replies:
-        """Return ``self``, or raise :class:`QuorumError` if fewer than ``quorum`` succeeded."""
+        """Return ``self``, or raise :class:`QuorumError` if fewer than ``quorum`` succeeded.
+
+        Raises:
+            QuorumError: Fewer than ``quorum`` entries are successful replies.
+            ConfigurationError: ``quorum`` is not ``None`` or an int of at least 1.
+        """
         if quorum is None:
             return self
+        if not isinstance(quorum, int) or isinstance(quorum, bool) or quorum < 1:
+            raise ConfigurationError(f"quorum must be an int >= 1, got {quorum!r}")
+        return self._check_quorum(quorum)
+
+    def _check_quorum(self, quorum: int) -> Replies:
+        """:meth:`check_quorum` of a quorum already checked (by the pool)."""
         ok = self.ok_count
         if ok < quorum:
             applied = self.may_have_applied()

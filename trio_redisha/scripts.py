@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from .exceptions import ConfigurationError
+
 __all__ = ["Script"]
 
 
@@ -54,6 +56,10 @@ class Script:
         function: The name the library registers ``main`` under (and the
             library's own name): ``redisha_`` and 24 hex digits of the chunk's
             SHA1, so that every version has its own. ``None`` without a library.
+
+    Raises:
+        ConfigurationError: ``source`` is not a ``str``, or ``library`` not a
+            ``str`` or ``None`` (or either is not valid UTF-8 text).
     """
 
     source: str
@@ -62,10 +68,25 @@ class Script:
     function: str | None = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        if not isinstance(self.source, str):
+            raise ConfigurationError(
+                f"a Script's source is Lua text (str), not {type(self.source).__name__}"
+            )
+        if self.library is not None and not isinstance(self.library, str):
+            raise ConfigurationError(
+                f"a Script's library is Lua text (str) or None, not {type(self.library).__name__}"
+            )
+        try:
+            source = self.source.encode()
+            library = None if self.library is None else self.library.encode()
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"a Script's Lua text is not valid UTF-8: {exc.reason}"
+            ) from None
+        object.__setattr__(self, "sha", hashlib.sha1(source).hexdigest())
         name = None
-        if self.library is not None:
-            name = "redisha_" + hashlib.sha1(self.library.encode()).hexdigest()[:24]
+        if library is not None:
+            name = "redisha_" + hashlib.sha1(library).hexdigest()[:24]
         object.__setattr__(self, "function", name)
 
     @property

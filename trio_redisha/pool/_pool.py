@@ -119,7 +119,14 @@ _NO_SCRIPT: Final = "NOSCRIPT No matching script. Please use EVAL."
 #: How FUNCTION LOAD begins its answer to a library it cannot compile or run:
 #: a fault of that Script's library form (the same on every server), not of the
 #: server, which runs other libraries.
-_LOAD_FAILED: Final = ("ERR Error compiling function", "ERR Error registering functions")
+#: (A chunk that returns before registering: "No functions registered"; one
+#: whose function name another library registers: "Function ... already exists".)
+_LOAD_FAILED: Final = (
+    "ERR Error compiling function",
+    "ERR Error registering functions",
+    "ERR No functions registered",
+    "ERR Function ",
+)
 #: How an ACL's refusal of FCALL or FUNCTION LOAD ends (Redis 7.0: "NOPERM this
 #: user has no permissions to run the 'fcall' command", 7.2: "NOPERM User <name>
 #: has ..."). A NOPERM about a key ("... to access one of the keys ...") is that
@@ -192,6 +199,28 @@ def _partitions(first: int, keys: Sequence[bytes]) -> dict[int, list[bytes]]:
     for key in keys:
         out.setdefault(key_partition(key), []).append(key)
     return out
+
+
+def _script_arguments(name: str, values: object) -> tuple[Any, ...]:
+    """``values`` (a script's keys or args) as a tuple: a list, tuple or other sequence.
+
+    Raises:
+        ConfigurationError: A single str or bytes (its characters would be the
+            keys), or not a sequence.
+    """
+    if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Sequence):
+        raise ConfigurationError(
+            f"execute_script's {name} must be a list or tuple, not {type(values).__name__}"
+            f"{' (one key? [key])' if isinstance(values, (str, bytes)) else ''}"
+        )
+    return tuple(values)
+
+
+def _is_script(op: Any) -> bool:
+    """Whether a command name (any case, str or bytes) is EVAL, EVALSHA or FCALL."""
+    if isinstance(op, (bytes, bytearray, memoryview)):
+        op = bytes(op).decode("latin-1")
+    return isinstance(op, str) and op.upper() in _SCRIPT_OPS
 
 
 def _op(name: Any) -> Any:
@@ -910,8 +939,34 @@ class Pool:
         """
         check_command(args)
         data = encode_command(args)
-        targets = self._all if self._placement is None else self.targets(args, quorum)
+        if self._placement is None:
+            targets = self._all
+        else:
+            # targets() records the hints of a write that goes to fallbacks:
+            # only for a call that is sent.
+            await self._before_placing(timeout, wait_for, decode)
+            targets = self.targets(args, quorum)
         return await self._fanout(data, targets, timeout, quorum, wait_for, decode, _op(args[0]))
+
+    async def _before_placing(
+        self, timeout: float | None, wait_for: int | None, decode: bool | None
+    ) -> None:
+        """What :meth:`_fanout` checks first, for a call about to record hints.
+
+        Raises:
+            ConfigurationError: An option out of range (as :meth:`_fanout`).
+            PoolClosed: The pool is closed.
+            trio.Cancelled: The scope is cancelled: nothing is sent, nor recorded.
+        """
+        if timeout is not None:
+            self._call_timeout(timeout)
+        if wait_for is not None:
+            _count("wait_for", wait_for, len(self._servers))
+        if decode is not None and type(decode) is not bool:
+            raise ConfigurationError(f"decode must be True, False or None, got {decode!r}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closing and not _IN_BACKGROUND.get():
+            raise PoolClosed("the pool is closed")
 
     async def execute_on(
         self, servers: Sequence[int], *args: Any, timeout: float | None = None
@@ -1019,13 +1074,15 @@ class Pool:
             CrossSlotError: ``servers`` is None, and with placement the keys do
                 not share their owners; nothing is sent.
             ConfigurationError: ``script`` is not a :class:`~trio_redisha.Script`,
-                or an option is out of range; nothing is sent.
+                ``keys`` or ``args`` is not a list or tuple (a str would be
+                split into keys), or an option is out of range; nothing is sent.
         """
         if not isinstance(script, Script):
             raise ConfigurationError(
                 f"execute_script takes a trio_redisha.Script, not {type(script).__name__}"
                 " (wrap the source: Script(source))"
             )
+        keys, args = _script_arguments("keys", keys), _script_arguments("args", args)
         if servers is not None:
             targets = self._check_indices(servers)
         elif self._placement is None or not keys:
@@ -1035,6 +1092,7 @@ class Pool:
             partition = keys_partition(self._placement, kb, "EVALSHA", self._previous)
             if quorum is not None:
                 _count("quorum", quorum, self._placement.replicas)
+            await self._before_placing(timeout, None, decode)
             targets = self._write_partition(partition, kb, quorum)
         if quorum is not None:
             _count("quorum", quorum, len(targets))
@@ -1158,10 +1216,8 @@ class Pool:
             )
             ready: list[int] = []
             for pos, r in zip(missing, loaded, strict=True):
-                if not isinstance(r, Exception) or (
-                    isinstance(r, ReplyError) and r.message.endswith("already exists")
-                ):
-                    ready.append(pos)  # loaded, now or by a call alongside
+                if not isinstance(r, Exception):
+                    ready.append(pos)  # loaded (REPLACE: also if a call alongside loaded it)
                 elif isinstance(r, ReplyError) and _refuses_functions(r):
                     refused[pos] = r.message  # it runs no functions for us
                 elif isinstance(r, ReplyError) and r.message.startswith(_LOAD_FAILED):
@@ -1208,7 +1264,7 @@ class Pool:
         if quorum is None:
             return replies
         try:
-            return replies.check_quorum(quorum)
+            return replies._check_quorum(quorum)  # quorum checked by the caller (_count)
         except QuorumError:
             self.stats.quorum_failures += 1
             raise
@@ -1295,7 +1351,11 @@ class Pool:
         # connections seen so far go back to their readers.
         solo = n == 1 or (need == n and self._solo_group is not None)
         mine: list[tuple[Connection, Slot]] = []
-        scripts = op in _SCRIPT_OPS  # long work for the servers: sent as soon as it piles up
+        # Long work for the servers: sent as soon as it piles up. (And their
+        # error replies may follow some writes: Replies.script.)
+        scripts = op in _SCRIPT_OPS or (
+            (type(op) is not str or not op.isupper()) and _is_script(op)
+        )
         for idx, cmd in zip(targets, datas, strict=False):
             server = servers[idx]
             conn = server.conn if server.state is _UP else None
@@ -1376,7 +1436,7 @@ class Pool:
         if self._metrics is not None:
             self._metrics.fanout(op, targets, slots, trio.current_time())
         labels = self._labels if targets is self._all else tuple(self._labels[i] for i in targets)
-        replies = Replies(out, labels)
+        replies = Replies(out, labels, script=scripts)
         return self._check_quorum(replies, quorum) if quorum is not None else replies
 
     @trio.lowlevel.enable_ki_protection  # (see connection._ki_protected)
