@@ -18,8 +18,8 @@ the pool, so:
 Example::
 
     store = SessionStore(pool, ttl=3600)
-    sid = request_cookie or store.new_id()
-    session = await store.load(sid)          # {} if unknown, expired or invalid
+    session = await store.load(request_cookie or "")  # {} if unknown, expired or invalid
+    sid = request_cookie if session else store.new_id()  # never adopt an unknown id
     session["visits"] = session.get("visits", 0) + 1
     await store.save(sid, session)           # writes "visits" only; refreshes the TTL
     ...
@@ -466,7 +466,9 @@ class SessionStore:
 
         Given any other mapping, or a session loaded from another store or
         under another id, every key in it is written and no key is deleted
-        (a new session; under an id deleted before, a fresh one).
+        (a new session; under an id deleted before, a fresh one, into which a
+        request that loaded the old session before its delete still saves: start
+        new sessions under :meth:`new_id`, never under an id a client sent).
 
         The expiry is refreshed on every server the write reaches (or, when
         nothing changed, on every server holding the session).
