@@ -7,6 +7,7 @@ read repair poll with a deadline.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import pytest
@@ -494,3 +495,125 @@ async def test_a_partition_hint_is_forgotten_once_the_fallback_holds_none_of_its
         assert pool._read_targets(other) == (o,)
         assert await HashMap(pool, first).get() == {"a": 1}
         assert await HashMap(pool, second).get() == {"b": 2}
+
+
+async def lose_fallback_copy(
+    pool: Pool,
+    servers: dict[str, RedisServer],
+    key: str,
+    *,
+    during: Callable[[tuple[int, ...]], Awaitable[None]] | None = None,
+    back: int = 2,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Kill two of ``key``'s owners, write a map (W=2: a fallback takes it), restart
+    that fallback empty, then start ``back`` of the owners again (empty).
+
+    ``during`` runs while the owners are down, given them. Returns the owners and
+    the fallbacks hinted.
+    """
+    owners = pool._owner_indices(key)
+    down = owners[:2]
+    for i in down:
+        await servers[pool.servers[i]].akill()
+    for i in down:
+        await wait_state(pool, i, ServerState.DOWN)
+    await HashMap(pool, key, write_quorum=2).set({"f": "v"})
+    if during is not None:
+        await during(down)
+    hinted = pool._hinted(key)
+    assert hinted and not set(hinted) & set(owners)
+    for i in hinted:
+        await servers[pool.servers[i]].arestart_empty()  # its copy is gone
+    for i in down[:back]:
+        await servers[pool.servers[i]].astart()  # no persistence: empty
+    for i in (*down[:back], *hinted):
+        await wait_state(pool, i, ServerState.UP)
+    return owners, hinted
+
+
+async def test_a_read_forgets_the_hint_of_a_fallback_that_lost_its_copy(
+    redis_factory: RedisFactory,
+) -> None:
+    # The fallback restarted empty: its hint was kept for the pool's life, every
+    # read of the key went to it, and the read fast path was off for every key.
+    five = redis_factory.many(5)
+    servers = by_label(five)
+    async with ready_pool(*urls(five), replicas=3, write_quorum=2, timeout=0.3) as pool:
+        key = "m:1"
+        owners, hinted = await lose_fallback_copy(pool, servers, key, back=1)
+        # An owner still down: it did not answer, so the hint stays.
+        assert await HashMap(pool, key).get() == {"f": "v"}
+        await wait_until(lambda: not pool._background, what="read repair done")
+        assert pool._hinted(key) == hinted
+        await servers[pool.servers[owners[1]]].astart()
+        await wait_state(pool, owners[1], ServerState.UP)
+        # Every owner answers and holds the merge; the fallback holds nothing.
+        assert await HashMap(pool, key).get() == {"f": "v"}
+        await wait_until(lambda: not pool._hints, what="the hint forgotten")
+        assert pool._read_targets(key) == owners
+        for i in owners:
+            assert await raw_hash(servers[pool.servers[i]], key), i
+        assert await HashMap(pool, key, read_quorum=3).get() == {"f": "v"}
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["tree walk", "reading walk"])
+async def test_a_walk_forgets_the_hints_of_copies_gone_from_their_fallbacks(
+    redis_factory: RedisFactory, full: bool
+) -> None:
+    # Sessions saved during an outage expired before they were read again, and a
+    # map's fallback restarted empty: the walk checked every server, yet every
+    # hint stayed (past the bound, per partition) for the pool's life.
+    five = redis_factory.many(5)
+    servers = by_label(five)
+    async with ready_pool(*urls(five), replicas=3, write_quorum=2, timeout=0.3) as pool:
+        pool._hints = Hints(max_keys=3)  # the map and two sessions, then per partition
+        key = "m:1"
+        store = SessionStore(pool, ttl=1, write_quorum=2)
+        sids: list[str] = []
+
+        async def save_sessions(down: tuple[int, ...]) -> None:
+            while len(sids) < 6:
+                sid = store.new_id()
+                if set(down) <= set(pool._owner_indices(store.key(sid))):  # a sloppy save
+                    await store.save(sid, {"u": 1})
+                    sids.append(sid)
+
+        owners, hinted = await lose_fallback_copy(pool, servers, key, during=save_sessions, back=1)
+        assert any(isinstance(k, int) for k, _ in pool._hints.items())  # partition hints
+
+        up = [servers[label] for i, label in enumerate(pool.servers) if i != owners[1]]
+
+        async def sessions_gone() -> bool:  # the owner still down holds nothing
+            for s in up:
+                for sid in sids:
+                    if int(decode_reply(await s.acommand("EXISTS", store.key(sid)))):  # type: ignore[call-overload]
+                        return False
+            return True
+
+        await wait_until(sessions_gone, what="the sessions expired")
+        # An owner of the map still down: its hint stays.
+        await repair_all(pool, rate=0, full=full)
+        assert pool._hinted(key) == hinted
+        await servers[pool.servers[owners[1]]].astart()
+        await wait_state(pool, owners[1], ServerState.UP)
+        report = await repair_all(pool, rate=0, full=full)
+        assert report.ok, report.messages
+        assert not pool._hints, pool._hints.items()
+        for i in owners:
+            assert await raw_hash(servers[pool.servers[i]], key), i
+        assert await HashMap(pool, key, read_quorum=3).get() == {"f": "v"}
+
+
+async def test_a_reading_walk_forgets_the_hint_of_a_fallback_that_lost_its_copy(
+    redis_factory: RedisFactory,
+) -> None:
+    five = redis_factory.many(5)
+    servers = by_label(five)
+    async with ready_pool(*urls(five), replicas=3, write_quorum=2, timeout=0.3) as pool:
+        key = "m:1"
+        owners, _ = await lose_fallback_copy(pool, servers, key)
+        report = await repair_all(pool, rate=0, full=True)
+        assert report.ok, report.messages
+        assert not pool._hinted(key)
+        assert pool._read_targets(key) == owners
+        assert await HashMap(pool, key, read_quorum=3).get() == {"f": "v"}

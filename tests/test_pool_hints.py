@@ -72,3 +72,14 @@ def test_a_partition_hint_goes_only_once_its_fallback_is_known_empty() -> None:
     assert hints.partition_servers(q) == set()
     hints.partition_emptied(q, 7, since=hints.generation)
     assert hints.servers([b"{u}x"], q) == {7}
+
+
+def test_a_keys_own_hints_are_told_apart_from_its_partitions() -> None:
+    hints = Hints(max_keys=1)
+    p = key_partition(b"{t}1")
+    hints.add([b"{t}1"], p, [4], indexed=True)
+    hints.add([b"{t}2"], p, [5], indexed=True)  # past the bound: the whole partition
+    assert hints.servers([b"{t}1"], p) == {4, 5}
+    # What a check of the key on the fallback can forget: its own hints only.
+    assert hints.key_servers(b"{t}1") == {4}
+    assert hints.key_servers(b"{t}2") == set()

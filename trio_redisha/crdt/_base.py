@@ -28,7 +28,7 @@ from ..replies import Replies
 from ._cache import key_name
 from ._context import context_for
 from ._digest import script_keys
-from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle
+from ._plan import carry_out, foreign_error, is_foreign_reply, now_us, settle, unheld_hints
 from ._read import LateReplies, Snapshot, read_key
 from ._state import Entry, Mergeable
 from ._storage import CLEAR_FIELD, Fields, check_key, script_argv
@@ -316,7 +316,10 @@ class CRDTBase(Generic[S]):
 
         Copies on the key's owners in the previous layout are left: processes
         still on the old layout read them until ``repair --previous`` ends the
-        migration.
+        migration. Hinted fallbacks the read found without the key (restarted
+        empty, the copy expired) have their hints forgotten, once every owner
+        answered: otherwise nothing would, and every read of the key would go
+        there for the pool's life.
         """
         pool = self._pool
         owners = pool._owner_indices(self._key)
@@ -328,6 +331,11 @@ class CRDTBase(Generic[S]):
         old = previous_owners(pool, self._key)
         extra = [i for i in snap.holders if i not in owners and i not in old]
         if not plan and not extra:
+            if self._placed_forgets(snap, owners) and self._ctx.repair_allowed():
+                # Nothing to write or remove: no read repair counted.
+                pool._start_background(
+                    _settle, pool, snap, owners, purge_before, extra, self._timeout
+                )
             return
         stats = pool.stats
         stats.replicas_divergent += len(plan.behind) + len(extra)
@@ -335,6 +343,14 @@ class CRDTBase(Generic[S]):
             _settle, pool, snap, owners, purge_before, extra, self._timeout
         ):
             stats.read_repairs += 1
+
+    def _placed_forgets(self, snap: Snapshot[S], owners: tuple[int, ...]) -> bool:
+        """Whether :meth:`_placed_repair` has hints to forget: every owner answered
+        and a hinted server was read without the key (:func:`._plan.unheld_hints`)."""
+        if not self._pool._hints:  # the usual case: nothing more per read
+            return False
+        answered = set(snap.answered)
+        return all(i in answered for i in owners) and bool(unheld_hints(self._pool, snap, owners))
 
     def _script_servers(self) -> tuple[int, ...] | None:
         """Where a write goes: ``None`` (every server) without placement, else the

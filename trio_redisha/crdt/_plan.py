@@ -38,6 +38,8 @@ __all__ = [
     "carry_out",
     "flatten",
     "foreign_error",
+    "forget_unheld",
+    "forget_vanished",
     "is_foreign_reply",
     "longest_ttl",
     "now_us",
@@ -45,6 +47,7 @@ __all__ = [
     "remove_copies",
     "run_repair",
     "settle",
+    "unheld_hints",
 ]
 
 S = TypeVar("S", bound=Mergeable)
@@ -414,6 +417,163 @@ async def _forget_emptied_partition(
             pool._partition_emptied(partition, i, since)
 
 
+def unheld_hints(pool: Pool, snap: Snapshot[Any], owners: Collection[int]) -> tuple[int, ...]:
+    """The servers hinted for ``snap``'s key that its read found without it.
+
+    Such a fallback (restarted empty, or its copy expired) has nothing to hand
+    back, so no removal ever forgets its hint: the hint would send every read
+    of the key there, and keep the pool's read fast path off, for the pool's
+    life. Only hints that checking the server can forget count: the key's own,
+    and its partition's whole hint where a segment check may clear it
+    (:func:`_forget_emptied_partition`).
+
+    Args:
+        pool: The pool.
+        snap: The read.
+        owners: The key's owners (never counted: they are not hinted).
+    """
+    hints = pool._hints
+    if not hints:
+        return ()
+    kb = check_key(snap.key)
+    hinted = hints.key_servers(kb)
+    if _digest._tree_enabled:
+        hinted |= hints.partition_servers(key_partition(kb))
+    if not hinted:
+        return ()
+    held = set(snap.holders)
+    return tuple(i for i in snap.answered if i in hinted and i not in held and i not in owners)
+
+
+async def forget_unheld(
+    pool: Pool, key: str | bytes, servers: Sequence[int], since: int, timeout: float | None
+) -> tuple[int, ...]:
+    """Forget the hints of ``key`` on ``servers`` (fallbacks) that hold no copy of it.
+
+    The caller read them without the key while every owner answered. Each is
+    asked again (``EXISTS``), after ``since`` was taken: a write hinted before
+    ``since`` that reached the server after the caller's read shows here, and
+    its hint stays; a hint added after ``since`` stays whatever the answer (the
+    generation guard of :meth:`~trio_redisha.pool._hints.Hints.handed_back`).
+    A server also hinted for the key's whole partition goes from there once it
+    holds no key of the partition, as after a removal.
+
+    Args:
+        pool: The pool.
+        key: The key.
+        servers: The hinted servers read without the key.
+        since: The pool's hint generation (:meth:`Pool._hint_generation`) taken
+            before the check.
+        timeout: Deadline in seconds (``None``: the pool's).
+
+    Returns:
+        The servers found without the key: their hints forgotten (but those
+        added after ``since``).
+    """
+    if not servers:
+        return ()
+    replies = await pool.execute_on(servers, "EXISTS", key, timeout=timeout)
+    gone = tuple(i for i, r in zip(servers, replies, strict=True) if type(r) is int and r == 0)
+    if gone:
+        pool._handed_back(key, gone, since)
+        await _forget_emptied_partition(pool, key, gone, since, timeout)
+    return gone
+
+
+#: Whether each key of ``KEYS`` exists: a list of 1 or 0, in order.
+EXISTS_EACH = Script(
+    """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('EXISTS', KEYS[i]) end
+return out
+"""
+)
+
+#: Keys :func:`forget_vanished` asks one server about per call.
+_EXISTS_BATCH = 256
+#: Calls of :func:`forget_vanished` in flight at once.
+_PARALLEL = 4
+
+
+async def forget_vanished(pool: Pool, since: int, timeout: float | None) -> None:
+    """Forget the hints whose fallback holds no copy any more: the end of a walk.
+
+    A walk reads the keys some server holds; a key gone from every server (a
+    session saved during an outage, expired since) is read by nobody, and its
+    hints would stay for the pool's life (past the hints' bound, partition-wide).
+    So every key hinted is asked for (``EXISTS``) on its owners and on its
+    hinted servers: where every one answered and no hinted server holds the
+    key, its hints go. (Where one does hold it, its copy differs from the
+    owners', so the walk hands it back, forgetting the others' hints then.) A
+    partition-wide hint goes where the server's digest-tree segment of the
+    partition holds no key (see :func:`_forget_emptied_partition`), every owner
+    of the partition answering.
+
+    Args:
+        pool: The pool.
+        since: The hints' generation when the walk began: a hint added after it
+            stands for a write the walk may not have seen and stays; one added
+            before it had the whole walk to land on its server.
+        timeout: Deadline of each call in seconds (``None``: the pool's).
+    """
+    placement = pool.placement
+    if placement is None or not pool._hints:
+        return
+    keys: list[tuple[bytes, tuple[int, ...], frozenset[int]]] = []
+    partitions: list[int] = []
+    by_server: dict[int, list[bytes]] = {}
+    for what, hinted in pool._hints.items():
+        if isinstance(what, int):
+            partitions.append(what)
+            continue
+        owners = pool._owner_indices(what)
+        keys.append((what, owners, hinted))
+        for i in {*owners, *hinted}:
+            by_server.setdefault(i, []).append(what)
+    exists: dict[tuple[int, bytes], bool] = {}  # (server, key): answered, with whether held
+    limit = trio.CapacityLimiter(_PARALLEL)
+
+    async def ask(i: int, batch: list[bytes]) -> None:
+        async with limit:
+            (reply,) = await pool.execute_script(
+                EXISTS_EACH, batch, (), timeout=timeout, servers=[i]
+            )
+        if isinstance(reply, list) and len(reply) == len(batch):
+            for k, e in zip(batch, reply, strict=True):
+                if type(e) is int:
+                    exists[i, k] = e != 0
+
+    async def segment(p: int, hinted: tuple[int, ...]) -> None:
+        owners = placement.owners_of_partition(p)
+        asked = (*owners, *(i for i in hinted if i not in owners))
+        async with limit:
+            replies = await pool.execute_script(
+                SEGMENT_HOLDS, [tree_key(p)], [], timeout=timeout, servers=asked
+            )
+        answer = dict(zip(asked, replies, strict=True))
+        if all(type(answer[i]) is int for i in owners):
+            for i in hinted:
+                if type(answer[i]) is int and answer[i] == 0:
+                    pool._partition_emptied(p, i, since)
+
+    async with trio.open_nursery() as nursery:
+        for i, mine in by_server.items():
+            for j in range(0, len(mine), _EXISTS_BATCH):
+                nursery.start_soon(ask, i, mine[j : j + _EXISTS_BATCH])
+        if _digest._tree_enabled:
+            for p in partitions:
+                clearable = pool._partition_hinted(p)
+                if clearable:
+                    nursery.start_soon(segment, p, clearable)
+    for key, owners, hinted in keys:
+        # A hinted server holding the key (or silent) leaves the key to its
+        # hand-back, which forgets the others too (settle).
+        if all((i, key) in exists for i in owners) and all(
+            exists.get((i, key)) is False for i in hinted
+        ):
+            pool._handed_back(key, hinted, since)
+
+
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What :func:`settle` did to one key.
@@ -425,12 +585,15 @@ class Settled:
             acknowledge, or the copy changed since it was read.
         pending: Servers whose non-owner copy could be removed (every owner
             acknowledged) but was kept as asked (``hold``).
+        forgotten: Hinted servers found holding no copy (see
+            :func:`forget_unheld`): their hints forgotten.
     """
 
     changed: bool = False
     removed: tuple[int, ...] = ()
     left: tuple[int, ...] = ()
     pending: tuple[int, ...] = ()
+    forgotten: tuple[int, ...] = ()
 
 
 async def settle(
@@ -450,7 +613,9 @@ async def settle(
     other servers (``remove``: those of them that may go; ``None``: all) are
     deleted (:func:`remove_copies`) only once *every* owner acknowledged the
     merged state: each one answered the read and was up to date or took the
-    repair write.
+    repair write. Then too, the hints of the servers the read found without
+    the key (:func:`unheld_hints`) are forgotten, each server asked again
+    first (:func:`forget_unheld`).
 
     Args:
         pool: The pool.
@@ -462,7 +627,8 @@ async def settle(
         hold: Remove nothing; say which copies could go (:attr:`Settled.pending`).
             The walker removes them in a second round, a while later, so that
             no read still in flight from before the owners were written can
-            miss a copy being removed.
+            miss a copy being removed. (Hints of servers holding nothing are
+            forgotten all the same: no read misses a copy that is not there.)
         delay: Seconds to wait between the owners' acknowledgements and the
             removal (read repair waits the pool's ``timeout``, for the same reason).
             The owners are then read again, and the copies removed only if
@@ -481,26 +647,37 @@ async def settle(
         acked = True
     mine = set(owners)
     extra = [i for i in snap.holders if i not in mine and (remove is None or i in remove)]
-    if not extra:
+    # Hinted servers read without the key hold nothing to hand back: their hints
+    # go along with the hand-back, under the same conditions (forget_unheld).
+    unheld = unheld_hints(pool, snap, mine)
+    if not extra and not unheld:
         return Settled(changed)
     answered = {i for i, _ in snap.states}
     if not acked or not mine <= answered:
         return Settled(changed, (), tuple(extra))
     if hold:
-        return Settled(changed, pending=tuple(extra))
+        forgotten = await forget_unheld(pool, snap.key, unheld, since, timeout)
+        return Settled(changed, pending=tuple(extra), forgotten=forgotten)
     if delay > 0:
+        # Also lets a write hinted before `since`, still on its way to an unheld
+        # server, land there before that server is asked again.
         await trio.sleep(delay)
         # The owners acknowledged `delay` ago; one restarted empty since (no
         # persistence) lost it, and the copy would then be the value's last one.
-        if not await _owners_cover(pool, snap, owners, extra, timeout):
+        if extra and not await _owners_cover(pool, snap, owners, extra, timeout):
             return Settled(changed, (), tuple(extra))
-    position = {i: p for p, i in enumerate(snap.asked)}
-    copies = []
-    for i in extra:
-        raw = snap.replies[position[i]]
-        copies.append((i, hash_fields(raw)))
-    removed = await remove_copies(pool, snap.key, copies, timeout, since)
-    return Settled(changed, removed, tuple(i for i in extra if i not in removed))
+    removed: tuple[int, ...] = ()
+    if extra:
+        position = {i: p for p, i in enumerate(snap.asked)}
+        copies = []
+        for i in extra:
+            raw = snap.replies[position[i]]
+            copies.append((i, hash_fields(raw)))
+        removed = await remove_copies(pool, snap.key, copies, timeout, since)
+    forgotten = await forget_unheld(pool, snap.key, unheld, since, timeout)
+    return Settled(
+        changed, removed, tuple(i for i in extra if i not in removed), forgotten=forgotten
+    )
 
 
 async def _owners_cover(

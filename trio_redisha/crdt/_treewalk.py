@@ -47,6 +47,7 @@ import trio
 from ..placement import PARTITIONS
 from ._digest import _text_bytes as _text
 from ._digest import rehash_key, tree_key, unpack_digests
+from ._plan import forget_vanished
 from ._scripts import ENTRIES, NAMES, SEGMENTS, SWEEP, UNDIGESTED
 from ._storage import ZERO_DIGEST
 
@@ -262,6 +263,9 @@ async def walk_tree(
 ) -> None:
     """Compare the servers' digest trees and hand each key that differs to ``found``.
 
+    Last, the pool's hints whose fallback holds no copy any more are forgotten
+    (:func:`~._plan.forget_vanished`).
+
     Args:
         pool: The pool (every server is walked; with placement, partitions
             are compared among their owners, other servers must be empty).
@@ -271,6 +275,8 @@ async def walk_tree(
         count: ``SCAN COUNT`` hint of the old-data scan.
         timeout: Deadline of each call in seconds.
     """
+    # Hints added from here on stand for writes the walk may not have seen.
+    since = pool._hint_generation()
     servers = tuple(range(len(pool)))
     async with trio.open_nursery() as nursery:
         for i in servers:
@@ -329,3 +335,6 @@ async def walk_tree(
         for owners, parts in _owner_groups(pool).items():
             for j in range(0, len(parts), CHUNK):
                 nursery.start_soon(chunk, owners, parts[j : j + CHUNK])
+    # A key gone from every server (expired, say) differs nowhere, so it is never
+    # found above: its hints, with nothing behind them, go here.
+    await forget_vanished(pool, since, timeout)

@@ -28,7 +28,7 @@ from .._util import finite_seconds, open_owned_nursery
 from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._digest import TREE_PREFIX, rehash_key
-from ._plan import Settled, carry_out, is_foreign_reply, now_us, settle
+from ._plan import Settled, carry_out, forget_vanished, is_foreign_reply, now_us, settle
 from ._read import Snapshot, read_key
 from ._scripts import MARKERS
 from ._storage import MARKER_FIELD, check_key
@@ -522,8 +522,13 @@ async def repair_all(
                 for m in walk.messages:
                     report.note(m)
             elif keys is None:
+                since = pool._hint_generation()
                 for index in scan:
                     await _scan_server(pool, index, match, count, report, found)
+                if sources is None and targets is None and match == b"*":
+                    # As at the end of the tree walk: keys gone from every
+                    # server are scanned nowhere, and their hints would stay.
+                    await forget_vanished(pool, since, timeout)
             elif isinstance(keys, AsyncIterable):
                 async for k in keys:
                     await found(check_key(k))

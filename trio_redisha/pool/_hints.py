@@ -5,8 +5,10 @@ on to fallback servers (sloppy quorum). The pool remembers, for each such key,
 which fallbacks it wrote, and reads of the key include them until the copies
 are handed back to the owners, even after the owners return (empty, perhaps):
 otherwise a read made once the owners are back would miss an acknowledged
-write. The record is in memory and per pool; a fallback copy written by
-another process is found by ``repair``, which walks the servers themselves.
+write. A fallback found holding no copy of the key (it restarted empty, the
+copy expired) has nothing to hand back: its hint is forgotten alike. The record
+is in memory and per pool; a fallback copy written by another process is found
+by ``repair``, which walks the servers themselves.
 
 The record is bounded: past ``max_keys`` keys, further hints are kept per
 partition (a partition's reads then include the fallbacks, whatever the key),
@@ -116,6 +118,11 @@ class Hints:
         if whole:
             out.update(whole)
         return out
+
+    def key_servers(self, key: bytes) -> set[int]:
+        """The fallbacks hinted for ``key`` itself (not for its whole partition): those a
+        :meth:`handed_back` may forget."""
+        return set(self._keys.get(key, ()))
 
     def partition_servers(self, partition: int) -> set[int]:
         """The fallbacks hinted for ``partition`` as a whole that :meth:`partition_emptied`
