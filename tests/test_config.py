@@ -500,3 +500,34 @@ def test_encrypted_key_is_refused_not_prompted_for(tls_files: Any, tmp_path: Any
     url = f"rediss://h?ssl_certfile={tls_files.cert_file}&ssl_keyfile={encrypted}"
     with pytest.raises(ConfigurationError, match="encrypted"):
         parse_server(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://app:?{SECRET}=x@db.example.com",  # '?' in a password: the rest is the query
+        f"redis://:1?db={SECRET}@db.example.com",
+        f"redis://:42?{SECRET}=1&x=y@db.example.com",
+        f"redis://:1#{SECRET}@db.example.com",  # '#': the fragment
+        f"redis://:1/{SECRET}@db.example.com",  # '/': the path
+    ],
+)
+def test_a_password_not_percent_encoded_is_never_quoted(url: str) -> None:
+    # The URL was redacted, but the option names and values quoted beside it
+    # were pieces of the password ("unknown option(s) xq7-supersecret-9zk").
+    text = _config_error(url)
+    assert SECRET.lower() not in text.lower(), text
+    assert "percent-encode" in text
+
+
+def test_a_unix_url_with_a_host_part_is_refused_and_its_path_decoded() -> None:
+    # unix://tmp/redis.sock read "tmp" as a host and used /redis.sock.
+    assert "three slashes" in _config_error("unix://tmp/redis.sock")
+    assert parse_server("unix:///tmp/my%20dir/redis.sock").path == "/tmp/my dir/redis.sock"
+
+
+@pytest.mark.parametrize("db", ["1_0", "+1", "\u0663", " 1", "1 "])
+def test_a_database_number_is_ascii_digits(db: str) -> None:
+    # int() took "1_0" for 10 and an Arabic-Indic three for 3.
+    _config_error(f"redis://h/{db}")
+    _config_error(f"redis://h?db={db}")

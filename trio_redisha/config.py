@@ -132,11 +132,16 @@ def _flag(name: str, value: str) -> bool:
     raise ConfigurationError(f"option {name} must be true or false, got {value!r}")
 
 
+def _digits(text: str) -> int | None:
+    """``text`` as a number if it is ASCII digits only (``int()`` also takes
+    ``"1_0"``, ``"+1"``, ``" 1"`` and other scripts' digits)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _int_option(name: str, value: str, low: int, high: int) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigurationError(f"option {name} must be an integer, got {value!r}") from None
+    n = _digits(value)
+    if n is None:
+        raise ConfigurationError(f"option {name} must be an integer, got {value!r}")
     if not low <= n <= high:
         raise ConfigurationError(f"option {name} must be in {low}..{high}, got {n}")
     return n
@@ -215,6 +220,20 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
         redacted = _redact(url)
         detail = f": {error}" if redacted == url else ""
         raise ConfigurationError(f"invalid server URL {redacted!r}{detail}")
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # A '/', '?' or '#' in a password not percent-encoded ends the host part
+        # early: the rest of the password would be read as the path, options
+        # or fragment, and quoted in the errors about them. (unix:/:pw@/path,
+        # one slash, puts the credentials in the socket path.) Never quoted.
+        if parts.scheme.lower() == "unix" and not parts.netloc:
+            raise ConfigurationError(
+                f"the socket path of {_redact(url)!r} holds '@': credentials go before "
+                "the path, as in unix://:password@/path/to/redis.sock"
+            )
+        raise ConfigurationError(
+            f"invalid server URL {_redact(url)!r}: an '@' after the host part; percent-encode"
+            " the credentials (a '/', '?' or '#' in a password as %2F, %3F, %23)"
+        )
     if port == 0:
         raise ConfigurationError(f"port must be in 1..65535 in {_redact(url)!r}")
     scheme = parts.scheme.lower()
@@ -236,10 +255,8 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     db = 0
     path_db = parts.path.lstrip("/") if scheme != "unix" else ""
     if path_db:
-        try:
-            db = int(path_db)
-        except ValueError:
-            db = -1
+        n = _digits(path_db)
+        db = -1 if n is None else n
         if not 0 <= db <= _MAX_DB:
             raise ConfigurationError(
                 f"the path of {_redact(url)!r} must be a database number in 0..{_MAX_DB}"
@@ -263,17 +280,16 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> ServerSpec:
     if scheme == "unix":
         if not parts.path:
             raise ConfigurationError(f"{_redact(url)!r} names no socket path")
-        if "@" in parts.path:
-            # unix:/:pw@/path (one slash) puts the credentials in the path, which
-            # labels and errors then show: refuse it, and never quote it.
+        if parts.hostname:
+            # unix://tmp/redis.sock: "tmp" is a host, and the path /redis.sock.
             raise ConfigurationError(
-                f"the socket path of {_redact(url)!r} holds '@': credentials go before "
-                "the path, as in unix://:password@/path/to/redis.sock"
+                f"{_redact(url)!r} has a host part: a socket path needs three slashes,"
+                " as in unix:///path/to/redis.sock"
             )
         return ServerSpec(
             host=None,
             port=0,
-            path=parts.path,
+            path=unquote(parts.path),  # percent-decoded, as the credentials are
             username=username,
             password=password,
             db=db,
