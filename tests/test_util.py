@@ -7,7 +7,7 @@ import sys
 import pytest
 import trio
 
-from trio_redisha._util import open_owned_nursery, quantile
+from trio_redisha._util import open_owned_nursery, quantile, word
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -49,3 +49,12 @@ async def test_owned_nursery_with_a_task_and_the_block_failing() -> None:
             nursery.start_soon(boom)  # runs, and fails, before its first checkpoint
             raise KeyError("block")
     assert {type(e) for e in caught.value.exceptions} == {ValueError, KeyError}
+
+
+def test_word_of_a_released_memoryview_is_none() -> None:
+    # bytes() of it raised a bare ValueError before the encoder could say
+    # CommandEncodeError (as the command name, or CLIENT's third argument).
+    view = memoryview(b"GET")
+    view.release()
+    assert word(view) is None
+    assert word(memoryview(b"get")) == "GET"

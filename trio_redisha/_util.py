@@ -66,7 +66,10 @@ def word(arg: Any) -> str | None:
     if isinstance(arg, str):
         return arg.upper()
     if isinstance(arg, (bytes, bytearray, memoryview)):
-        return bytes(arg).decode("latin-1").upper()
+        try:
+            return bytes(arg).decode("latin-1").upper()
+        except (ValueError, TypeError):  # a released memoryview: the encoder says so
+            return None
     return None
 
 
