@@ -438,6 +438,30 @@ def test_nested_invalid_integer_breaks_the_parser(factory: ParserFactory) -> Non
 # --------------------------------------------------------------------------- limits
 
 
+def test_one_reply_s_elements_are_bounded_whatever_its_bytes(factory: ParserFactory) -> None:
+    # Two million empty sets are 8 MB of bytes and held 460 MB of objects,
+    # within every byte limit: the elements of all of a reply's aggregates
+    # are counted, nested ones included (a map's entry is two).
+    parser = factory(DEFAULT_LIMITS)
+    parser.feed(b"*%d\r\n" % (DEFAULT_LIMITS.max_reply_elements + 1))
+    with pytest.raises(ProtocolError, match="elements"):
+        parser.next_reply()
+    limits = Limits(max_reply_elements=6)
+    fits = b"*2\r\n%1\r\n$1\r\na\r\n~0\r\n*2\r\n:1\r\n:2\r\n"  # 2 + 2 + 2
+    parser = factory(limits)
+    parser.feed(fits + fits)  # counted per reply
+    assert parse_all(parser) == [[{b"a": set()}, [1, 2]]] * 2
+    for bad in (
+        b"*7\r\n",
+        b"*2\r\n*3\r\n:1\r\n:2\r\n:3\r\n*2\r\n",  # 2 + 3 + 2
+        b"%4\r\n" + b"$1\r\nx\r\n" * 8,  # the fast path's kind of reply
+    ):
+        parser = factory(limits)
+        parser.feed(bad)
+        with pytest.raises(ProtocolError, match="more than 6 elements"):
+            parse_all(parser)
+
+
 def test_limits_are_enforced(factory: ParserFactory) -> None:
     limits = Limits(
         max_bulk_length=10,

@@ -245,10 +245,13 @@ class _BufferedParser:
         "_bulk_tag",
         "_chunks",
         "_chunks_len",
+        "_elements",
         "_idle",
         "_max_agg",
         "_max_bulk",
         "_max_depth",
+        "_max_elements",
+        "_max_fast_agg",
         "_max_incomplete",
         "_max_line",
         "_origin",
@@ -263,6 +266,11 @@ class _BufferedParser:
         self._max_line = limits.max_line_length
         self._max_depth = limits.max_depth
         self._max_incomplete = limits.max_incomplete_bytes
+        self._max_elements = limits.max_reply_elements
+        # The fast path's aggregates, of at most 2 * this elements (a map's
+        # entries count two): a larger one goes to the general code, which checks.
+        self._max_fast_agg = min(self._max_agg, self._max_elements // 2)
+        self._elements = 0  # elements of the current reply's aggregates so far
         self._buf = b""
         self._pos = 0  # start of the unparsed bytes in _buf
         self._search = 0  # where the search for the next CRLF resumes; always >= _pos
@@ -345,7 +353,12 @@ class _BufferedParser:
                 elif tag == 42 or tag == 37:  # * array or % map, of bulk strings only
                     count = _SMALL_LENGTHS.get(buf[pos + 1 : idx])
                     start = idx + 2
-                    if count and count <= self._max_agg and start < len(buf) and buf[start] == 36:
+                    if (
+                        count
+                        and count <= self._max_fast_agg
+                        and start < len(buf)
+                        and buf[start] == 36
+                    ):
                         items: list[Any] = []
                         end, left = _bulk_run(
                             buf,

@@ -101,6 +101,7 @@ class RespParser(_BufferedParser):
                 if value is _NOTHING:
                     if not stack:
                         self._origin = self._base + pos
+                        self._elements = 0
                     idx = find(b"\r\n", search)
                     if not pos < idx <= pos + max_line:
                         self._check_unended(pos, idx)
@@ -140,9 +141,14 @@ class RespParser(_BufferedParser):
                         else:
                             if len(stack) >= self._max_depth:
                                 raise ProtocolError(f"replies nested deeper than {self._max_depth}")
-                            stack.append(
-                                [kind, [], 2 * length if kind in (_MAP, _ATTR) else length]
-                            )
+                            count = 2 * length if kind in (_MAP, _ATTR) else length
+                            self._elements += count
+                            if self._elements > self._max_elements:
+                                # Each element costs memory its bytes may not show.
+                                raise ProtocolError(
+                                    f"reply of more than {self._max_elements} elements"
+                                )
+                            stack.append([kind, [], count])
                             continue
                     else:
                         value = _scalar(tag, line)

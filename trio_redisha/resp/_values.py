@@ -48,13 +48,15 @@ class Push(list[Any]):
 class Limits:
     """Bounds that keep a broken or hostile server from exhausting memory.
 
-    They bound the *bytes* of a reply, not the memory of the Python objects
-    made of them. Most replies take a few times their bytes; tiny aggregates
-    take far more: ``~0\\r\\n`` (4 bytes) becomes an empty ``set`` of about
-    200, so a reply of a million of them (4 MB) holds over 200 MB. Against a
-    server that may be hostile, lower ``max_incomplete_bytes`` and
-    ``max_aggregate_length`` to what the application's replies need: the
-    defaults only stop a reply no honest server sends.
+    The byte limits bound the *bytes* of a reply, not the memory of the Python
+    objects made of them. Most replies take a few times their bytes; tiny
+    aggregates take far more: ``~0\\r\\n`` (4 bytes) becomes an empty ``set``
+    of about 200. ``max_reply_elements`` bounds those objects: no element
+    costs more than about 250 bytes, so by default one reply holds at most
+    about 500 MB however it is made (two million empty sets, 8 MB of bytes,
+    hold 460 MB), and replies of ordinary values far less. Against a server
+    that may be hostile, lower the limits to what the application's replies
+    need: the defaults only stop a reply no honest server sends.
 
     Attributes:
         max_bulk_length: Largest bulk string accepted. Redis's own
@@ -66,6 +68,9 @@ class Limits:
         max_line_length: Longest header or simple line (``+``, ``-``, ``:``...) that
             may be buffered while waiting for its CRLF.
         max_incomplete_bytes: Most bytes one reply may occupy while incomplete.
+        max_reply_elements: Most elements in one reply, counting those of every
+            aggregate in it (a map's entry is two). 2M (2**21): an ``HGETALL``
+            of a million fields; a larger reply is refused.
     """
 
     max_bulk_length: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len default
@@ -73,6 +78,7 @@ class Limits:
     max_depth: int = 64
     max_line_length: int = 1024 * 1024
     max_incomplete_bytes: int = 1024 * 1024 * 1024
+    max_reply_elements: int = 1 << 21
 
     def __post_init__(self) -> None:
         for name in (
@@ -81,6 +87,7 @@ class Limits:
             "max_depth",
             "max_line_length",
             "max_incomplete_bytes",
+            "max_reply_elements",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
