@@ -7,6 +7,7 @@ read repair poll with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -14,6 +15,7 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
+from tests.harness.fault_proxy import open_fault_proxy
 from tests.harness.helpers import raw_hash, urls, wait_until
 from tests.test_pool import holds, ready_pool
 from tests.test_pool_placement import by_label, keys_on, wait_state
@@ -617,3 +619,30 @@ async def test_a_reading_walk_forgets_the_hint_of_a_fallback_that_lost_its_copy(
         assert not pool._hinted(key)
         assert pool._read_targets(key) == owners
         assert await HashMap(pool, key, read_quorum=3).get() == {"f": "v"}
+
+
+async def test_a_hedged_read_waits_for_owners_while_a_fallback_answers_empty(
+    redis_factory: RedisFactory,
+) -> None:
+    # An owner down: the read also asks a fallback, which holds nothing and
+    # does not count towards the quorum. The hedge of read_quorum replies
+    # stopped at the fast owner and that fallback: QuorumError, every read,
+    # while the second owner answered well within the deadline.
+    four = redis_factory.many(4)
+    async with contextlib.AsyncExitStack() as stack:
+        proxies = [await stack.enter_async_context(open_fault_proxy(s.host, s.port)) for s in four]
+        pool = await stack.enter_async_context(
+            ready_pool(*(p.url for p in proxies), replicas=3, write_quorum=2)
+        )
+        key = "hk"
+        owners = pool._owner_indices(key)
+        await HashMap(pool, key).set({"a": 1})
+        proxies[owners[0]].partition()
+        await wait_until(
+            holds(lambda: pool._servers[owners[0]].usable() is None), what="owner 0 skipped"
+        )
+        assert len(pool.targets(("HGETALL", key))) == 4  # a fallback stands in
+        proxies[owners[2]].set_latency(0.06)  # in time: the deadline is 0.5 s
+        hedged = HashMap(pool, key, read_quorum=2, hedged=True)
+        for _ in range(3):
+            assert await hedged.get() == {"a": 1}
