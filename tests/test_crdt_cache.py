@@ -10,18 +10,20 @@ foreign value under the key all read exactly as without the cache.
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 from typing import Any
 
 import pytest
 import trio
 
-from tests.harness.helpers import command_calls, eventually, raw, raw_hash
+from tests.harness.helpers import FAST, command_calls, eventually, raw, raw_hash
 from tests.test_crdt_digest_reads import full_reads, load_digest_script, pool_on
 from tests.test_crdt_faults import cluster
 from trio_redisha import ConfigurationError, ForeignValueError, HashMap, Pool, Set
 from trio_redisha.crdt import _read, context_for
-from trio_redisha.crdt._cache import MIN_FIELDS, ReadCache
+from trio_redisha.crdt._cache import MIN_FIELDS, ReadCache, copy_cost
 from trio_redisha.crdt._state import StoredRegisters
 from trio_redisha.testing import RedisServer
 
@@ -285,9 +287,9 @@ async def test_reads_match_uncached_reads_under_random_writes(
 
 def test_the_cache_is_bounded_and_least_recently_used_first() -> None:
     fields = {b"m:%04d" % i: b"1:a:+" for i in range(MIN_FIELDS)}
-    cost = sum(map(len, fields)) + sum(map(len, fields.values())) + 160 * len(fields)
     stored = StoredRegisters.of(fields, b"m:", ())
     assert stored is not None
+    cost = copy_cost(stored)  # how much memory it holds: the test below
     cache = ReadCache(4 * cost + 10)
     for name in (b"a", b"b", b"c", b"d"):
         assert cache.put(name, b"digest", [], stored)
@@ -312,3 +314,42 @@ def test_the_cache_is_bounded_and_least_recently_used_first() -> None:
     cache.clear()
     assert len(cache) == 0 and cache.size == 0
     assert not ReadCache(0).put(b"x", b"digest", [], stored)
+
+
+@pytest.mark.parametrize("member", ["{:d}", "{:012x}", "member-{:034d}"])
+async def test_the_cache_holds_no_more_memory_than_it_counts(
+    redis_servers: list[RedisServer], member: str
+) -> None:
+    # Its estimate left out the parsed entries, the registers' dict and the
+    # members a Set read decodes: the copies held up to 1.5 times the bound.
+    async with pool_on(redis_servers, read_cache=4 << 20) as pool:
+        cache = context_for(pool).read_cache
+        names = [f"big{k}" for k in range(4)]
+        for name in names:
+            s = Set(pool, name)
+            members = [member.format(i) for i in range(2000)]
+            for start in range(0, len(members), 500):
+                await s.add(*members[start : start + 500])
+        cache.clear()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for _ in range(2):  # kept, then answered from the cache
+                for name in names:
+                    await Set(pool, name).get()
+            assert len(cache) == len(names)
+            held = await settled(pool)
+            counted = cache.size
+            cache.clear()
+            freed = held - await settled(pool)
+        finally:
+            tracemalloc.stop()
+        assert freed <= counted, (freed, counted)
+
+
+async def settled(pool: Pool) -> int:
+    """The memory traced once the pool's timer dropped the last reads' replies."""
+    await trio.sleep(FAST["timeout"] + 0.1)
+    await Set(pool, "tiny").get()  # its timer entry replaces theirs
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
