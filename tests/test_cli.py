@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -565,6 +566,37 @@ def test_demo_interrupted_leaves_nothing_behind(
     assert err.strip() == message
     assert redis_processes_in(workdir) == []
     assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize("command", [["exec", "PING"], ["status"], ["repair", "--full"]])
+def test_sigterm_stops_a_command_with_exit_143(command: list[str]) -> None:
+    # Only the demo handled it: the others died by the signal (a parent saw
+    # -15, not the documented 143) and printed nothing.
+    with socket.socket() as silent:  # accepts, never answers: the command waits
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(30)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}"
+        name, *rest = command
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_redisha", name, "-t", "20", "-s", url, *rest],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            conn, _ = silent.accept()  # it is running, waiting for the handshake
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=30) == 143
+            assert proc.stderr is not None
+            assert proc.stderr.read().strip() == "trio-redisha: terminated"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
 def test_the_demo_and_the_library_do_not_import_the_command_line() -> None:

@@ -14,9 +14,12 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import IO, Any, Final, NoReturn
 
 from .._exits import (
@@ -392,10 +395,49 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+class _Termination:
+    """SIGTERM, handled as trio handles Ctrl-C, and remembered for the exit code."""
+
+    received = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: FrameType | None) -> None:
+        cls.received = True
+        # Trio's own SIGINT handler, while trio.run runs: it raises
+        # KeyboardInterrupt where that is safe, or delivers it at the next
+        # checkpoint. Outside a run, Python's default, which raises it.
+        sigint = signal.getsignal(signal.SIGINT)
+        if callable(sigint):
+            sigint(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminated_on_sigterm() -> Iterator[None]:
+    """Stop a command on SIGTERM as on Ctrl-C; :func:`exit_code_for` then gives 143.
+
+    The commands' cleanup (the pool closed, the servers of ``demo`` stopped)
+    runs as for Ctrl-C. Only in the main thread, where Python runs handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Termination.received = False
+    previous = signal.signal(signal.SIGTERM, _Termination.handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """Report an expected failure on stderr and return its exit code, else None."""
     leaves = _leaves(exc)
     if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+        if _Termination.received:
+            print("trio-redisha: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         print("trio-redisha: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if len(leaves) != 1:
