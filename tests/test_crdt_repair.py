@@ -20,6 +20,7 @@ import trio_redisha
 from trio_redisha import ConfigurationError, Counter, HashMap, Pool, Set
 from trio_redisha.crdt import CRDTContext, RepairReport, context_for, repair_all, repair_key
 from trio_redisha.crdt._digest import TREE_PREFIX
+from trio_redisha.crdt._storage import DIGEST_FIELD, state_digest
 from trio_redisha.testing import RedisServer, decode_reply
 
 
@@ -315,3 +316,30 @@ async def test_with_placement_sources_leaving_a_copy_out_purge_no_tombstone(
         assert await HashMap(pool, "m", read_quorum=2).get() == {"kept": 2}
     for i in others:
         assert decode_reply(await redis_servers[i].acommand("EXISTS", "m")) == 0
+
+
+async def test_the_reading_walk_reads_every_server_in_full_and_fixes_wrong_digests(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A server whose state changed without its digest (a writer from before
+    # digests, or a collision) compared equal to the others: full=True still
+    # read by digest, so nothing was ever repaired, and reads kept missing it.
+    async with pool_on(*redis_servers) as pool:
+        await Counter(pool, "ctr").incr(5)
+        await Counter(pool, "warm").get()  # the digest script loaded everywhere
+    c = redis_servers[2]
+    await c.acommand("HSET", "ctr", "p:00000000000000aa", "7")  # the digest left as it was
+    async with pool_on(*redis_servers) as pool:
+        await Counter(pool, "warm").get()
+        tree = await repair_all(pool, rate=0)
+        assert tree.ok and tree.repaired == 0  # the digests agree: the tree walk cannot tell
+        report = await repair_all(pool, rate=0, full=True)
+        assert report.ok and report.repaired == 1 and report.rehashed == 1
+        assert await Counter(pool, "ctr").get() == 12
+    states = [decode_reply(await s.acommand("HGETALL", "ctr")) for s in redis_servers]
+    assert states[0] == states[1] == states[2]
+    fields = dict(zip(states[0][::2], states[0][1::2], strict=True))
+    assert fields[DIGEST_FIELD] == state_digest(fields)
+    for s in redis_servers:  # and reads by digest see the same on every server
+        async with pool_on(s) as alone:
+            assert await Counter(alone, "ctr").get() == 12

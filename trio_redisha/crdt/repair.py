@@ -25,13 +25,19 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from .._util import finite_seconds, open_owned_nursery
-from ..exceptions import ConfigurationError, ForeignValueError, RedisHAError, ReplyError
+from ..exceptions import (
+    ConfigurationError,
+    ForeignValueError,
+    ProtocolError,
+    RedisHAError,
+    ReplyError,
+)
 from ._base import DEFAULT_TOMBSTONE_GRACE, check_grace, check_timeout
 from ._digest import TREE_PREFIX, rehash_key
 from ._plan import Settled, carry_out, forget_vanished, is_foreign_reply, now_us, settle
-from ._read import Snapshot, read_key
+from ._read import Snapshot, _fields_of, read_key
 from ._scripts import MARKERS
-from ._storage import MARKER_FIELD, check_key
+from ._storage import DIGEST_FIELD, MARKER_FIELD, check_key, state_digest
 from ._treewalk import TreeWalk, walk_tree
 
 if TYPE_CHECKING:
@@ -142,10 +148,14 @@ async def _repair_one(
     hold: bool = False,
     full_from: Sequence[int] = (),
     on_read: Callable[[Snapshot[Any]], None] | None = None,
+    verify: Callable[[int], None] | None = None,
 ) -> Settled:
     """:func:`repair_key`, saying also which non-owner copies were removed or left.
 
     ``on_read`` is given what the read found (before anything is written).
+    ``verify``: read every server in full, not by digest, and recompute the
+    digest where it does not match the key's contents (a write by a version
+    before digests, a collision); called with the number of such servers.
     """
     placed = targets is None and pool.placement is not None
     if placed:
@@ -154,11 +164,19 @@ async def _repair_one(
     if targets is not None:
         base = range(len(pool)) if sources is None else sources
         servers = [*base, *(t for t in targets if t not in base)]
+    if verify is not None:
+        full_from = tuple(range(len(pool))) if servers is None else tuple(servers)
     snap = await read_key(pool, key, None, servers=servers, timeout=timeout, full_from=full_from)
     if snap is None:
         return Settled()
     if on_read is not None:
         on_read(snap)
+    if verify is not None:
+        wrong = _wrong_digests(snap)
+        if wrong:
+            # Before any repair write: the scripts move a digest by delta.
+            await rehash_key(pool, key, wrong, timeout=timeout)
+            verify(len(wrong))
     purge_before = now_us() - int(tombstone_grace * 1_000_000)
     if servers is not None and not set(range(len(pool))) <= set(servers):
         # A server not read may hold a copy with what a tombstone deletes (with
@@ -172,6 +190,25 @@ async def _repair_one(
     if not plan:
         return Settled()
     return Settled(await carry_out(pool, snap.kind, key, plan, snap.holders, timeout))
+
+
+def _wrong_digests(snap: Snapshot[Any]) -> list[int]:
+    """The servers whose full copy holds a digest that its contents do not give.
+
+    A copy without a digest is left to the read (:func:`~._read.rehash_soon`).
+    """
+    wrong = []
+    for i, reply in zip(snap.asked, snap.replies, strict=True):
+        if isinstance(reply, BaseException) or not reply:
+            continue
+        try:
+            fields = _fields_of(reply)
+        except ProtocolError:
+            continue
+        stored = fields.get(DIGEST_FIELD)
+        if stored is not None and stored != state_digest(fields):
+            wrong.append(i)
+    return wrong
 
 
 @dataclass
@@ -191,8 +228,10 @@ class RepairReport:
         segments: Tree walk: digest-tree segments compared across the servers.
         differing: Tree walk: segments whose digests differed, even after a
             sweep, so that their index entries were read.
-        rehashed: Tree walk: keys without a digest (written before digests
-            existed) that were given one.
+        rehashed: Keys given a digest that their contents give: in a tree
+            walk, keys without one (written before digests existed); in a
+            reading walk, also keys whose digest did not match their contents
+            on some server (a write by a version before digests, a collision).
         read: Keys read in full from the servers (the reading walk reads
             every key; a tree walk only those whose digests differ).
         processed: Keys whose repair has finished, whatever its outcome.
@@ -249,7 +288,7 @@ class RepairReport:
                 f" {self.read} keys read"
             )
             if self.rehashed:
-                text += f", {self.rehashed} old keys given a digest"
+                text += f", {self.rehashed} keys given their digest"
         if self.moved or self.removed or self.left:
             text += (
                 f"; {self.removed} copies removed from non-owners ({self.moved} keys),"
@@ -542,6 +581,9 @@ async def repair_all(
     revisit: list[bytes] = []
     counted: set[bytes] = set()
 
+    def rehashed(servers: int) -> None:  # the reading walk's digests recomputed
+        report.rehashed += 1
+
     async def worker(receive: trio.MemoryReceiveChannel[bytes], final: bool) -> None:
         async with receive:
             async for key in receive:
@@ -558,6 +600,7 @@ async def repair_all(
                         hold=placed and not final,
                         full_from=() if final else hints.pop(key, ()),
                         on_read=partial(count_read, key) if tree and not final else None,
+                        verify=None if tree or final else rehashed,
                     )
                 except ForeignValueError:
                     if tree and not final:
