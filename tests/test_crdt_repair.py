@@ -336,7 +336,7 @@ async def test_the_reading_walk_reads_every_server_in_full_and_fixes_wrong_diges
         report = await repair_all(pool, rate=0, full=True)
         assert report.ok and report.repaired == 1 and report.rehashed == 1
         assert await Counter(pool, "ctr").get() == 12
-    states = [decode_reply(await s.acommand("HGETALL", "ctr")) for s in redis_servers]
+    states: list[Any] = [decode_reply(await s.acommand("HGETALL", "ctr")) for s in redis_servers]
     assert states[0] == states[1] == states[2]
     fields = dict(zip(states[0][::2], states[0][1::2], strict=True))
     assert fields[DIGEST_FIELD] == state_digest(fields)
