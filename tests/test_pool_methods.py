@@ -126,3 +126,6 @@ async def test_the_named_methods_take_executes_keywords(redis_servers: list[Redi
             await pool.get("k", wait_for=4)  # checked as execute() checks it
         with pytest.raises(TypeError):  # and typed: strict mypy flags the misspelling
             await pool.get("k", wait_fr=1)  # type: ignore[call-arg]
+        # The command methods too (their keywords were untyped: **Any).
+        with pytest.raises(TypeError):
+            await pool.hset("h", "f", "v", qourum=2)  # type: ignore[call-arg]

@@ -32,7 +32,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict
 
 import trio
 
@@ -153,6 +153,18 @@ class CallOptions(TypedDict, total=False):
     quorum: int | None
     wait_for: int | None
     decode: bool | None
+
+
+class CommandMethod(Protocol):
+    """A Redis command as a method of the pool (``pool.hset``): see :meth:`Pool.__getattr__`.
+
+    Its arguments, then :meth:`Pool.execute`'s keywords (:class:`CallOptions`),
+    so that a type checker catches a misspelled one where it is written.
+    """
+
+    def __call__(self, *args: Any, **options: Unpack[CallOptions]) -> Awaitable[Replies]:
+        """Run the command with ``args`` (see :meth:`Pool.execute`)."""
+        ...
 
 
 #: Called with a server's index and its raw reply when the reply of a server a
@@ -1682,7 +1694,7 @@ class Pool:
         """
         return await self.execute("DEL", *keys, **options)
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Replies]]:
+    def __getattr__(self, name: str) -> CommandMethod:
         """Any other Redis command as a method, as in the seed: ``await pool.hset(k, f, v)``.
 
         Only names of Redis's command table (:func:`command_method` maps them):
