@@ -1045,6 +1045,17 @@ async def test_keys_in_the_librarys_own_namespace_are_refused(
         assert decode_reply(await server.acommand("EXISTS", *ok_keys)) == 3
 
 
+async def test_map_names_of_both_types_in_one_mapping(redis_servers: list[RedisServer]) -> None:
+    # They were written, but did not type-check: the annotation took a mapping
+    # of str names or one of bytes names only (Mapping's key is invariant).
+    async with pool_on(*redis_servers) as pool:
+        m = HashMap(pool, "m")
+        mixed: dict[str | bytes, Any] = {"x": 1, b"y": 2}
+        await m.set(mixed)
+        await m.update(mixed, delete=["z"])
+        assert await m.get() == {"x": 1, "y": 2}
+
+
 async def test_map_arguments_of_the_wrong_kind_send_nothing(
     redis_servers: list[RedisServer],
 ) -> None:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["HashMap"]
 
+#: What a write takes: field names to values. Names are str or bytes, or both
+#: in one mapping (Mapping's key type is invariant: a union of the three).
+_Fields = Mapping[str, Any] | Mapping[bytes, Any] | Mapping[str | bytes, Any]
+
 
 def _name(name: str | bytes) -> bytes:
     # Strict UTF-8: with surrogateescape, "\udcc3\udca9" would be stored as the
@@ -130,7 +134,7 @@ class HashMap(CodecCRDT[MapState]):
                 raise CodecError(f"{self._key!r} field {text!r}: {exc}") from exc
         return out
 
-    async def set(self, fields: Mapping[str, Any] | Mapping[bytes, Any]) -> None:
+    async def set(self, fields: _Fields) -> None:
         """Write the given fields (others are left as they are).
 
         Every value is encoded before anything is sent.
@@ -165,7 +169,7 @@ class HashMap(CodecCRDT[MapState]):
 
     async def update(
         self,
-        fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        fields: _Fields | None = None,
         *,
         delete: Iterable[str | bytes] | None = (),
     ) -> None:
@@ -192,7 +196,7 @@ class HashMap(CodecCRDT[MapState]):
 
     def _registers(
         self,
-        fields: Mapping[str, Any] | Mapping[bytes, Any] | None,
+        fields: _Fields | None,
         delete: Iterable[str | bytes] | None,
     ) -> Fields:
         """The registers :meth:`update` writes, all with one new timestamp."""
@@ -219,7 +223,7 @@ class HashMap(CodecCRDT[MapState]):
 
     async def _update_if_live(
         self,
-        fields: Mapping[str, Any] | Mapping[bytes, Any] | None = None,
+        fields: _Fields | None = None,
         *,
         delete: Iterable[str | bytes] | None = (),
     ) -> bool:
