@@ -27,7 +27,7 @@ from tests.harness import asgi_server
 from tests.harness.asgi_server import serve_asgi
 from tests.harness.helpers import FAST
 from trio_redisha import ConfigurationError, SessionStore
-from trio_redisha.quart import RedisHASession, RedisHASessionInterface
+from trio_redisha.quart import RedisHASession, RedisHASessionInterface, rotate_session
 from trio_redisha.testing import RedisServer
 
 COOKIE = "sid"
@@ -59,7 +59,7 @@ def make_app(store: SessionStore) -> QuartTrio:
     @app.post("/login")
     async def login() -> dict[str, Any]:
         assert isinstance(session._get_current_object(), RedisHASession)  # type: ignore[attr-defined]
-        session.rotate()  # type: ignore[attr-defined]
+        rotate_session()  # session.rotate(), typed
         session["user"] = "ada"
         return dict(session)
 
@@ -266,3 +266,22 @@ async def test_load_failure_503_has_retry_after_and_logs_no_id(
     assert "session store unavailable" in logged and "session not saved" in logged
     assert sid not in logged and "\u2026" + sid[-4:] in logged
     assert not re.search(r"session:[A-Za-z0-9_-]{22}", logged)  # nor the new session's
+
+
+async def test_rotate_session_outside_our_interface_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The typed form of session.rotate(): without the interface installed,
+    # Quart's own session has no rotate, and saying so beats an AttributeError.
+    app = QuartTrio(__name__)
+
+    @app.post("/login")
+    async def login() -> str:
+        rotate_session()
+        return "in"
+
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post("/login")
+    assert response.status_code == 500
+    errors = [r for r in caplog.records if r.exc_info and r.exc_info[1] is not None]
+    assert errors and isinstance(errors[-1].exc_info[1], ConfigurationError)  # type: ignore[index]

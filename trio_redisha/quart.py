@@ -13,12 +13,12 @@ The rules are those of :class:`trio_redisha.asgi.SessionMiddleware`: the
 cookie is ``HttpOnly; SameSite=Lax; Secure`` by default (Quart's own
 ``SESSION_COOKIE_*`` settings, whose defaults are not, are not read); an id
 the store does not know is never adopted; ``session.clear()`` deletes the
-session on every server; ``session.rotate()`` after a login moves it to a new
-id; a 5xx response saves nothing; and when no quorum can be met the answer is
-503 with ``Retry-After`` (:meth:`RedisHASessionInterface.init_app` installs the
-checks that answer it before the view runs, and close a websocket with 1013;
-a save that fails turns the response into the 503). Session ids never appear
-in its log lines.
+session on every server; :func:`rotate_session` (``session.rotate()``) after
+a login moves it to a new id; a 5xx response saves nothing; and when no quorum
+can be met the answer is 503 with ``Retry-After``
+(:meth:`RedisHASessionInterface.init_app` installs the checks that answer it
+before the view runs, and close a websocket with 1013; a save that fails turns
+the response into the 503). Session ids never appear in its log lines.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from quart.wrappers import BaseRequestWebsocket, Response
     from werkzeug.wrappers import Response as WerkzeugResponse
 
-__all__ = ["RedisHASession", "RedisHASessionInterface"]
+__all__ = ["RedisHASession", "RedisHASessionInterface", "rotate_session"]
 
 logger = logging.getLogger("trio_redisha.quart")
 
@@ -80,6 +80,27 @@ class RedisHASession(Session, SessionMixin):
         return self.origin is None
 
 
+def rotate_session() -> None:
+    """Give the current request's session a new id when the response is sent.
+
+    ``session.rotate()``, typed: Quart's ``session`` proxy is typed as Flask's
+    ``SessionMixin``, which has no ``rotate``, so a type checker refuses the
+    call on it. Call it after a login.
+
+    Raises:
+        ConfigurationError: The request's session is not a
+            :class:`RedisHASession` (the app has no
+            :class:`RedisHASessionInterface`).
+    """
+    current = getattr(session, "_get_current_object", lambda: session)()
+    if not isinstance(current, RedisHASession):
+        raise ConfigurationError(
+            "the session is not a RedisHASession: install RedisHASessionInterface(store)"
+            ".init_app(app) first"
+        )
+    current.rotate()
+
+
 class RedisHASessionInterface(SessionInterface):
     """Quart's ``SessionInterface`` over a :class:`SessionStore`.
 
@@ -90,7 +111,7 @@ class RedisHASessionInterface(SessionInterface):
 
         @app.post("/login")
         async def login():
-            session.rotate()              # a new id once logged in
+            rotate_session()              # a new id once logged in (session.rotate())
             session["user"] = "ada"       # only this field is written
 
     Args:
