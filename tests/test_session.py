@@ -32,11 +32,12 @@ from trio_redisha import (
     Pool,
     QuorumError,
     Replies,
+    ReplyError,
     ServerState,
     SessionStore,
 )
 from trio_redisha.crdt import MARKER_FIELD, Entry, context_for, detect_type, repair_key
-from trio_redisha.session import DEFAULT_TTL, Session
+from trio_redisha.session import DEFAULT_TTL, Session, _scrub
 from trio_redisha.testing import RedisServer
 
 
@@ -776,3 +777,13 @@ async def test_the_librarys_debug_lines_never_show_a_session_id(
     assert sid not in text
     assert text.count("app:s:\u2026" + sid[-4:]) >= 3  # shown by its last characters
     assert other in text  # keys that are not sessions' are shown as they are
+
+
+def test_an_error_with_the_id_hidden_keeps_what_its_replies_say() -> None:
+    # The copy of the replies made to hide the id dropped Replies.script: a
+    # script's error reply then said its write could not have applied.
+    sid = "x" * 43
+    replies = Replies([ReplyError(f"ERR failed for session:{sid}")], ("a",), script=True)
+    shown = _scrub(replies, sid, "<id>")
+    assert shown.script and shown.may_have_applied()
+    assert sid not in str(shown[0]) and shown.servers == ("a",)

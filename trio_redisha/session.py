@@ -123,7 +123,7 @@ def _scrub(value: Any, secret: str, shown: str) -> Any:
         return _redacted_error(value, secret, shown)
     if isinstance(value, Replies):
         entries = (_scrub(r, secret, shown) if isinstance(r, BaseException) else r for r in value)
-        return Replies(entries, value.servers)
+        return Replies(entries, value.servers, script=value.script)
     if type(value) in (list, tuple):
         return type(value)(_scrub(v, secret, shown) for v in value)
     return value
