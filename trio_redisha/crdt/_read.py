@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
@@ -637,7 +637,10 @@ async def _digest_read(
     usable = [i for i in targets if servers[i].usable() is not None]
     if not usable:
         more = await pool._fanout(full_cmd, targets, timeout, None, None, False, "HGETALL")
-        return dict(zip(targets, more, strict=True)), [], []
+        replies = dict(zip(targets, more, strict=True))
+        undigested: list[int] = []  # a first read before the connections are up: old data too
+        _find_undigested(replies, targets, undigested)
+        return replies, [], undigested
     hedging: tuple[int, float] | None = None
     owing: set[int] = set()
     if hedge is not None:
@@ -739,6 +742,9 @@ async def _digest_read(
     again += stand_ins
     if again:
         await _read_in_full(pool, key, again, deadline, got)
+        # Those read in full only now (NOSCRIPT for the digest script, say)
+        # may hold the key without a digest too: they get theirs as well.
+        _find_undigested(got, (i for i in again if i not in stand_ins), stale)
     retry: list[int] = []  # the key changed between the rounds: read these in full too
     for i, digest in stand_ins.items():
         reply = got[i]
@@ -760,6 +766,17 @@ async def _digest_read(
     if retry:
         await _read_in_full(pool, key, retry, deadline, got)
     return got, parsed, stale
+
+
+def _find_undigested(got: dict[int, Any], servers: Iterable[int], stale: list[int]) -> None:
+    """Add to ``stale`` the ``servers`` whose full copy in ``got`` is ours but has no digest."""
+    for i in servers:
+        reply = got[i]
+        if i in stale or isinstance(reply, BaseException) or not reply:
+            continue
+        found = _pair_values(reply, _NOT_REGISTERS)
+        if found is not None and not found[1] and found[0] in REGISTRY:
+            stale.append(i)
 
 
 class _FirstRound:
