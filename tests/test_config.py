@@ -90,6 +90,8 @@ def test_rediss_uses_given_context_unless_url_has_tls_options() -> None:
         "rediss://h?ssl_check_hostname=perhaps",
         "rediss://h?ssl_bogus=1",
         "redis://h?ssl_cert_reqs=none",  # TLS options without TLS
+        # A name check of a certificate nobody verifies: it was silently dropped.
+        "rediss://h?ssl_cert_reqs=none&ssl_check_hostname=true",
     ],
 )
 def test_bad_tls_options(url: str) -> None:

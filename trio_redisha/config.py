@@ -179,6 +179,12 @@ def make_ssl_context(
         raise ConfigurationError(
             f"ssl_cert_reqs must be required, optional or none, got {cert_reqs!r}"
         )
+    if check_hostname and ctx.verify_mode == ssl.CERT_NONE:
+        # Checking the name of a certificate nobody verifies checks nothing:
+        # say so, rather than silently not checking it.
+        raise ConfigurationError(
+            "ssl_check_hostname=true needs a verified certificate, not ssl_cert_reqs=none"
+        )
     if check_hostname is not None and ctx.verify_mode != ssl.CERT_NONE:
         ctx.check_hostname = check_hostname
     if certfile:
