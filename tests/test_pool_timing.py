@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -113,6 +114,37 @@ async def test_a_server_missing_the_pool_s_timeout_is_judged_then_after_short_ca
         assert took == 0 and "circuit open" in str(replies[2])
         servers[2].unhang()
         await until(lambda: pool.status()[2].state is ServerState.UP)
+
+
+async def test_every_reply_a_short_call_missed_counts_towards_trip_after(
+    autojump_clock: Any,
+) -> None:
+    # One watcher per server judged one missed reply per window: with
+    # trip_after=3, short calls kept a hung server in use three times as long.
+    async with memory_pool(timeout=0.5, trip_after=3) as (pool, servers):
+        servers[2].hang()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(partial(pool.ping, timeout=0.1))
+        await until(lambda: pool.status()[2].state is not ServerState.UP)
+        assert trio.current_time() - start <= 0.5 + GRANULARITY
+        assert pool.status()[2].consecutive_timeouts == 3
+
+
+async def test_a_reply_after_a_short_call_s_deadline_is_not_counted_as_received(
+    autojump_clock: Any,
+) -> None:
+    # It was (replies_received, and a success in the duration metric), while
+    # the caller got a ServerTimeout.
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].delay = 0.2
+        before = pool.stats.replies_received
+        replies = await pool.ping(timeout=0.1)
+        assert isinstance(replies[2], ServerTimeout)
+        await trio.sleep(0.5)  # the late reply came, and the server was judged
+        assert pool.stats.replies_received - before == 2
+        assert pool.status()[2].state is ServerState.UP
 
 
 async def test_a_short_hedged_read_still_judges_a_slow_server_by_the_pool_s_timeout(

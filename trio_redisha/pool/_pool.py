@@ -1506,26 +1506,57 @@ class Pool:
         # A deadline shorter than the pool's says nothing of the server by the
         # pool's standard (one timeout=1e-5 call opened a healthy server's
         # circuit for every caller): it is judged by its reply up to the pool's
-        # timeout from the send.
-        judge_at = deadline
-        if seconds < self.timeout:
-            judge_at = max(deadline, slot.sent_at + self.timeout)
-        if wait_for is not None and (not expired or now < judge_at):
+        # timeout from the send (_judge_later). The call itself, its counts
+        # and its metrics, still see a timeout at its own deadline.
+        short = seconds < self.timeout and not self._closing and self._nursery is not None
+        if wait_for is not None and (not expired or now < deadline):
             # Its reply may still come in time: the watcher judges the server then.
             # (Past that time, it is judged now: a call made next must find the
             # circuit open, not race the watcher.)
-            self._watch_late(server, slot, judge_at, late, deadline)
+            self._watch_late(server, slot, deadline, late, judge=not short)
+            if short:
+                self._judge_later(server, slot, deadline)
             if expired:
                 return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
             return ServerTimeout(f"{server.label}: not awaited (hedged read)")
-        if now < judge_at and not self._closing:
-            # One such watcher per server at a time: its replies come in order,
-            # so the first one missed tells of the later ones too.
-            if not server.late_watch:
-                self._watch_late(server, slot, judge_at, short=True)
+        if short and now < slot.sent_at + self.timeout:
+            self._judge_later(server, slot, deadline)
             return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
         return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
+
+    def _judge_later(self, server: Server, slot: Slot, deadline: float) -> None:
+        """Judge ``server`` by ``slot`` at the pool's timeout from its send (see :meth:`_missed`).
+
+        Each such slot counts, once, as :meth:`_missed` counts a slot at the
+        pool's own deadline: a timeout if no reply came by then, a reply (a
+        latency sample) if one came after the call's ``deadline``. One task per
+        server judges them all, in the order they were sent (their times to be
+        judged come in that order too): the number of tasks stays one per
+        server, however many short calls miss.
+        """
+        server.late_slots.append((slot, deadline, slot.sent_at + self.timeout))
+        if not server.late_watch and self._nursery is not None:
+            server.late_watch = True
+            self._nursery.start_soon(self._judge, server, name=f"redisha-judge {server.label}")
+
+    async def _judge(self, server: Server) -> None:
+        """The task of :meth:`_judge_later` for ``server``: it ends with its queue."""
+        queue = server.late_slots
+        try:
+            while queue:
+                slot, deadline, judge_at = queue[0]
+                await trio.sleep_until(judge_at)
+                queue.popleft()
+                if slot.state is DONE:
+                    if slot.done_at > deadline:  # (a hedged call's own watcher took one in time)
+                        server.replied(slot)
+                elif slot.state is not FAILED:
+                    self._upkeep.timed_out(server, None if self._closing else self._nursery)
+        finally:
+            server.late_watch = False
+            if self._closing:
+                queue.clear()
 
     def _notify_settled(self) -> None:
         self._settled_any.set()
@@ -1573,41 +1604,33 @@ class Pool:
         self,
         server: Server,
         slot: Slot,
-        judge_at: float,
+        deadline: float,
         late: LateHook | None = None,
-        deadline: float | None = None,
         *,
-        short: bool = False,
+        judge: bool = True,
     ) -> None:
-        """After a hedged or short-deadline return, still judge the server by its late reply.
+        """After a hedged return, still judge the server by its late reply.
 
         The watcher is bookkeeping only: it runs in the pool's nursery but is not
-        background work that closing waits for; closing cancels it. The server
-        is judged at ``judge_at``. A reply that comes before ``deadline`` (the
-        call's: ``judge_at`` if ``None``) goes to ``late`` too, with the
-        server's index (the slot's ``index``). ``short``: the server's one
-        watcher of :meth:`_missed` (``Server.late_watch``).
+        background work that closing waits for; closing cancels it. A reply that
+        comes before ``deadline`` goes to ``late`` too, with the server's index
+        (the slot's ``index``). ``judge=False``: no reply by ``deadline`` is not
+        counted here (the call's deadline was shorter than the pool's:
+        :meth:`_judge_later` counts it).
         """
         if self._nursery is not None and not self._closing:
             self._nursery.start_soon(
                 self._late_reply,
                 server,
                 slot,
-                judge_at,
+                deadline,
                 late,
-                judge_at if deadline is None else deadline,
-                short,
+                judge,
                 name=f"redisha-late {server.label}",
             )
 
     def _late_reply(
-        self,
-        server: Server,
-        slot: Slot,
-        judge_at: float,
-        late: LateHook | None,
-        deadline: float,
-        short: bool,
+        self, server: Server, slot: Slot, deadline: float, late: LateHook | None, judge: bool
     ) -> Awaitable[None]:
         """The watcher task of :meth:`_watch_late`: returns its coroutine.
 
@@ -1619,33 +1642,28 @@ class Pool:
         metrics = self._metrics
         if metrics is not None:
             metrics.watching(slot)
-        if short:
-            server.late_watch = True
 
         async def watch() -> None:
             waiter = Waiter(1)
             slot.watch(waiter)
             ended = False
             try:
-                with trio.move_on_at(judge_at):
+                with trio.move_on_at(deadline):
                     await waiter.wait()
                 ended = True
             finally:
                 slot.detach()
-                if short:
-                    server.late_watch = False
                 if metrics is not None:
                     metrics.watched(slot, ended)
             if slot.state is DONE:
                 server.replied(slot)
-                if slot.done_at <= deadline:
-                    self.stats.replies_received += 1  # in time, though not awaited
-                if late is not None and not self._closing and slot.done_at <= deadline:
+                self.stats.replies_received += 1  # in time, though not awaited
+                if late is not None and not self._closing:
                     try:
                         late(slot.index, slot.value)
                     except Exception:  # a hook's bug must not take the pool down
                         logger.exception("the late-reply hook of a hedged read failed")
-            elif slot.state is not FAILED:
+            elif slot.state is not FAILED and judge:
                 self._upkeep.timed_out(server, None if self._closing else self._nursery)
 
         return watch()

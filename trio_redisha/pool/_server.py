@@ -88,6 +88,7 @@ class Server:
         "index",
         "label",
         "last_error",
+        "late_slots",
         "late_watch",
         "latencies",
         "latency",
@@ -104,8 +105,10 @@ class Server:
         self.conn: Connection | None = None
         self.state = ServerState.CONNECTING
         self.probing = False
-        # A watcher waits for a reply that missed a call's short deadline
-        # (Pool._missed): one at a time.
+        # The slots that missed a call's deadline shorter than the pool's, with
+        # that deadline and when to judge them (Pool._judge_later), and whether
+        # the task judging them runs.
+        self.late_slots: deque[tuple[Slot, float, float]] = deque()
         self.late_watch = False
         self.consecutive_timeouts = 0
         self.last_error: str | None = None
