@@ -73,6 +73,12 @@ async def logout(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def kick(request: Request) -> Response:
+    """An admin logging another user out: removes that user's session by its id."""
+    await request.app.state.ha_store.remove(request.query_params["sid"])
+    return JSONResponse(visible(request.session))
+
+
 async def flush(request: Request) -> Response:
     """Django's ``session.flush()``: clear, and a new id."""
     request.session.clear()
@@ -86,6 +92,7 @@ async def serving(
 ) -> AsyncIterator[tuple[str, SessionStore]]:
     async with trio_redisha.open_pool(*(s.url for s in servers), **FAST) as pool:
         store = SessionStore(pool, ttl=3600)
+        ha_store = RedisHAStore(store)
         app = Starlette(
             routes=[
                 Route("/", show),
@@ -94,18 +101,20 @@ async def serving(
                 Route("/login", login, methods=["POST"]),
                 Route("/logout", logout, methods=["POST"]),
                 Route("/flush", flush, methods=["POST"]),
+                Route("/kick", kick, methods=["POST"]),
             ],
             middleware=[
                 *(outer or []),
                 Middleware(
                     StarSessionMiddleware,
-                    store=RedisHAStore(store),
+                    store=ha_store,
                     lifetime=3600,
                     cookie_https_only=False,  # httpx sends no Secure cookie over http://
                 ),
                 Middleware(SessionAutoloadMiddleware),
             ],
         )
+        app.state.ha_store = ha_store
         async with serve_asgi(app) as base:
             yield base, store
 
@@ -180,6 +189,24 @@ async def test_a_session_cleared_under_a_regenerated_id_is_deleted(
         # A request that never read a session removes nothing else.
         await client.post("/flush")
         assert COOKIE not in client.cookies
+
+
+async def test_removing_another_session_leaves_the_caller_s_own(
+    redis_servers: list[RedisServer],
+) -> None:
+    # remove() deleted the session read in this request whenever it was given
+    # another id: an admin logging a user out was logged out too.
+    async with (
+        serving(redis_servers) as (base, store),
+        httpx.AsyncClient(base_url=base) as admin,
+        httpx.AsyncClient(base_url=base) as bob,
+    ):
+        await admin.post("/set", params={"role": "admin"})
+        await bob.post("/set", params={"user": "bob"})
+        bob_sid = sid_of(bob)
+        assert (await admin.post("/kick", params={"sid": bob_sid})).json() == {"role": "admin"}
+        assert await store.load(bob_sid) == {}
+        assert visible(await store.load(sid_of(admin))) == {"role": "admin"}
 
 
 async def test_a_killed_and_a_frozen_server(redis_servers: list[RedisServer]) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import re
 from typing import Any, Final
 
 try:
@@ -61,10 +62,16 @@ _CHANGED: Final = b"\x00"
 # The id this request's session was read under (:meth:`RedisHAStore.read`).
 # starsessions removes an emptied session under its current id: after
 # regenerate_session_id(), a new id never stored, so remove() needs the old
-# one. Each request runs in a task of its own, whose context this lives in.
+# one. Each request runs in a task of its own, whose context this lives in
+# (a session read in a child task, as under Starlette's BaseHTTPMiddleware, is
+# not seen by the parent that removes it: see the docs).
 _READ_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "trio_redisha_starsessions_read_id", default=None
 )
+#: What an id issued by :meth:`SessionStore.new_id` looks like (the only ids
+#: :meth:`RedisHAStore.write` stores): starsessions' own ids (32 hex digits, as
+#: ``regenerate_session_id()`` makes) never do.
+_ISSUED_ID: Final = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 
 def _digest(data: bytes) -> str:
@@ -179,17 +186,20 @@ class RedisHAStore(_StarSessionStore):
     async def remove(self, session_id: str) -> None:
         """Delete the session on every server, for good (an invalid id is ignored).
 
-        A session read in this request under another id (emptied after
-        ``regenerate_session_id()``: starsessions then removes the new id) is
-        deleted too: the old id opens nothing afterwards.
+        When ``session_id`` is one this store never issued (starsessions
+        removes an emptied session under its current id, which after
+        ``regenerate_session_id()`` is a new one of its own), the session read
+        in this request is deleted instead: the old id opens nothing afterwards.
+        Any id this store issued is deleted alone (an admin logging a user out
+        keeps their own session).
 
         Raises:
             QuorumError: Fewer than the store's ``write_quorum`` servers acknowledged.
         """
         read_id = _READ_ID.get()
-        if read_id is not None and read_id != session_id:
-            await self.store.delete(read_id)
+        if read_id is not None and read_id != session_id and not _ISSUED_ID.match(session_id):
             _READ_ID.set(None)
+            await self.store.delete(read_id)
         await self.store.delete(session_id)
 
     async def exists(self, session_id: str) -> bool:
