@@ -38,7 +38,6 @@ from ._common import (
     err_line,
     exit_code_for,
     logging_to_stderr,
-    terminated_on_sigterm,
     wrap,
 )
 from ._common import CommandError as CommandError
@@ -122,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     handler: Callable[[argparse.Namespace], int] = args.handler
-    with logging_to_stderr(args.verbose), terminated_on_sigterm():
+    with logging_to_stderr(args.verbose):
         try:
             return handler(args)
         except BaseException as exc:

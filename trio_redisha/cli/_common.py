@@ -18,9 +18,10 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
-from typing import IO, Any, Final, NoReturn
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import IO, Any, Final, NoReturn, TypeVar
+
+import trio
 
 from .._exits import (
     EXIT_FAILURE,
@@ -395,51 +396,60 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-class _Termination:
-    """SIGTERM, handled as trio handles Ctrl-C, and remembered for the exit code."""
-
-    received = False
-
-    @classmethod
-    def handle(cls, signum: int, frame: FrameType | None) -> None:
-        cls.received = True
-        # Trio's own SIGINT handler, while trio.run runs: it raises
-        # KeyboardInterrupt where that is safe, or delivers it at the next
-        # checkpoint. Outside a run, Python's default, which raises it.
-        sigint = signal.getsignal(signal.SIGINT)
-        if callable(sigint):
-            sigint(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
+T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def terminated_on_sigterm() -> Iterator[None]:
-    """Stop a command on SIGTERM as on Ctrl-C; :func:`exit_code_for` then gives 143.
+class Terminated(Exception):
+    """SIGTERM stopped the command (:func:`run_command`): exit code 143."""
 
-    The commands' cleanup (the pool closed, the servers of ``demo`` stopped)
-    runs as for Ctrl-C. Only in the main thread, where Python runs handlers.
+
+def run_command(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(async_fn, *args)``, stopped by SIGTERM as by Ctrl-C.
+
+    SIGTERM cancels the command, whose cleanup (the pool closed) then runs,
+    and raises :class:`Terminated`, which :func:`exit_code_for` turns into 143
+    and ``trio-redisha: terminated``. The signal is received by trio itself
+    (``open_signal_receiver``), in the main thread only, so it never lands
+    inside trio's own code, whatever SIGINT's disposition.
     """
+    return trio.run(_terminable, async_fn, args)
+
+
+async def _terminable(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _Termination.received = False
-    previous = signal.signal(signal.SIGTERM, _Termination.handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return await async_fn(*args)
+    results: list[T] = []
+    terminated = False
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def command() -> None:
+                results.append(await async_fn(*args))
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                nonlocal terminated
+                async for _ in signals:
+                    terminated = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(command)
+            nursery.start_soon(watch)
+    if terminated:
+        raise Terminated
+    return results[0]
 
 
 def exit_code_for(exc: BaseException) -> int | None:
     """Report an expected failure on stderr and return its exit code, else None."""
     leaves = _leaves(exc)
     if any(isinstance(e, KeyboardInterrupt) for e in leaves):
-        if _Termination.received:
-            print("trio-redisha: terminated", file=sys.stderr)
-            return EXIT_TERMINATED
         print("trio-redisha: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if any(isinstance(e, Terminated) for e in leaves):
+        print("trio-redisha: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     if len(leaves) != 1:
         return None
     leaf = leaves[0]

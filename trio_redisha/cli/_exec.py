@@ -6,8 +6,6 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
 from ..config import ServerSpec
 from ..pool import open_pool
 from ._common import (
@@ -22,6 +20,7 @@ from ._common import (
     out,
     pool_options,
     resolve_servers,
+    run_command,
     wrap,
 )
 
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("no command given, e.g. PING (see --help)", "trio-redisha exec")
     specs = resolve_servers(args.server)
-    replies = trio.run(_exec, specs, command, args.timeout)
+    replies = run_command(_exec, specs, command, args.timeout)
     stdout = out()
     width = max(len(label) for label in replies.servers)
     for label, entry in zip(replies.servers, replies, strict=True):

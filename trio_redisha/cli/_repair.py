@@ -11,8 +11,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
 from ..config import ServerSpec
 from ..crdt import RepairReport, repair_all
 from ..crdt.repair import DEFAULT_REPAIR_CONCURRENCY, DEFAULT_REPAIR_RATE, DEFAULT_SCAN_COUNT
@@ -29,6 +27,7 @@ from ._common import (
     pool_options,
     positive_int,
     resolve_servers,
+    run_command,
     wrap,
 )
 
@@ -183,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if args.previous and args.replicas is None:
         raise UsageError("--previous needs --replicas N")
     specs = resolve_servers(args.server)
-    report = trio.run(_repair, args, specs)
+    report = run_command(_repair, args, specs)
     for message in report.messages:
         print(f"trio-redisha: {one_line(message)}", file=sys.stderr)
     print(report.summary(), file=out())

@@ -27,6 +27,7 @@ from ._common import (
     pool_options,
     print_table,
     resolve_servers,
+    run_command,
     wrap,
 )
 
@@ -215,7 +216,7 @@ async def _status(specs: Sequence[ServerSpec], timeout: float) -> list[ServerRep
 def run(args: argparse.Namespace) -> int:
     """Run ``status``; return the exit code."""
     specs = resolve_servers(args.server)
-    reports = trio.run(_status, specs, args.timeout)
+    reports = run_command(_status, specs, args.timeout)
     stdout = out()
     if args.json:
         for r in reports:
