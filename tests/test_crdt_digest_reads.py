@@ -256,14 +256,16 @@ async def warm_cluster(servers: list[RedisServer]) -> AsyncIterator[Cluster]:
         yield c
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("script", ["loaded", "flushed"])
 async def test_a_read_gives_old_data_its_digest(
-    redis_servers: list[RedisServer], script: str
+    redis_servers: list[RedisServer], script: str, protocol: int
 ) -> None:
     # "flushed": the servers answer the digest script NOSCRIPT, and are read in
     # full in the second round; they were not given their digest then (only
     # the server read in full at once was), so every read stayed a full read.
-    async with pool_on(redis_servers) as pool:
+    # Over RESP3 (HGETALL answers a map) neither was found.
+    async with pool_on(redis_servers, protocol=protocol) as pool:
         await HashMap(pool, "old-map").set({"a": 1})
         await Set(pool, "old-set").add("x", "y")
         await load_digest_script(pool, redis_servers)

@@ -775,7 +775,13 @@ def _find_undigested(got: dict[int, Any], servers: Iterable[int], stale: list[in
         if i in stale or isinstance(reply, BaseException) or not reply:
             continue
         found = _pair_values(reply, _NOT_REGISTERS)
-        if found is not None and not found[1] and found[0] in REGISTRY:
+        if found is None:  # a dict (RESP3), or a reply to look at closer
+            try:
+                fields = _fields_of(reply)
+            except ProtocolError:
+                continue
+            found = [fields.get(MARKER_FIELD), fields.get(DIGEST_FIELD)]
+        if not found[1] and found[0] in REGISTRY:
             stale.append(i)
 
 
