@@ -314,8 +314,9 @@ class Pool:
         backoff_base: First reconnect delay bound, in seconds.
         backoff_cap: Largest reconnect delay bound, in seconds.
         trip_after: Consecutive timeouts that open a server's circuit.
-        probe_interval: Seconds between PING probes of a server whose circuit is
-            open (defaults to ``max(timeout, 0.1)``).
+        probe_interval: The deadline of each PING probe of a server whose
+            circuit is open (defaults to ``max(timeout, 0.1)``); between probes
+            the reconnect backoff is waited.
         stall_timeout: A connection whose oldest outstanding reply is older than
             this is closed and rebuilt; no call may wait longer than this.
         max_pending: Outstanding replies allowed per connection; beyond it the
