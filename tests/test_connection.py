@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import signal
 import socket
@@ -1538,3 +1539,18 @@ async def test_slots_are_filled_ki_protected_by_the_reader_and_solo(
             await conn.read_solo(slot)
         assert readers.protected == [True] * 5
         assert solo.protected == [True]
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, "1", math.nan, math.inf, True])
+async def test_a_bad_timeout_is_refused_before_the_send(
+    redis_server: RedisServer, timeout: Any
+) -> None:
+    # Trio refused it only after the send: the write was applied, the caller
+    # got a bare ValueError or TypeError, and the connection, left to a solo
+    # reader that never read, hung every later command.
+    async with open_connection(redis_server.url) as conn:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            await conn.execute("SET", "k", "applied", timeout=timeout)
+        with trio.fail_after(PROMPT):
+            assert await conn.execute("GET", "k") is None
+            assert await conn.execute("SET", "k", "v", timeout=1) == "OK"

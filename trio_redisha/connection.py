@@ -836,8 +836,19 @@ class Connection:
             ServerUnavailable: The connection is closed or broke.
             UnsupportedCommand: The command's replies are not one per command
                 (``SUBSCRIBE``, ``MONITOR``...); nothing was sent.
+            ConfigurationError: ``timeout`` is not ``None`` or a positive finite
+                number; nothing was sent.
         """
         check_dedicated(args)
+        if timeout is not None:
+            seconds = finite_seconds(timeout)
+            if seconds is None:
+                # Checked before the send: trio's own check came after it, and
+                # left the connection to a solo reader that never read.
+                raise ConfigurationError(
+                    f"timeout must be None or a positive finite number, got {timeout!r}"
+                )
+            timeout = seconds
         data = encode_command(args)
         # Trio's rule: a call that raises Cancelled did nothing. Past this point
         # the command is queued, and a cancellation only stops the waiting.
@@ -849,11 +860,16 @@ class Connection:
         slot = self.submit(data, waiter, solo=True)
         if slot.state is WAITING:
             if self.take_solo(slot):
-                if left is None:
-                    await self.read_solo(slot, self.busy_poll)
-                else:
-                    with trio.move_on_after(left):
+                try:
+                    if left is None:
                         await self.read_solo(slot, self.busy_poll)
+                    else:
+                        with trio.move_on_after(left):
+                            await self.read_solo(slot, self.busy_poll)
+                finally:
+                    # read_solo releases the socket itself; this covers anything
+                    # that could fail before it runs.
+                    self.release_solo(slot)
             else:
                 self.ensure_reader()
                 if left is None:
