@@ -36,11 +36,14 @@ from tests.harness.hostile import (
 )
 from trio_redisha import (
     ConfigurationError,
+    HashMap,
+    Limits,
     Pool,
     PoolClosed,
     QuorumError,
     Replies,
     ReplyError,
+    ReplyTooLarge,
     Script,
     ServerState,
     ServerTimeout,
@@ -1128,3 +1131,24 @@ async def test_a_server_without_fcall_gets_evalsha(caplog: pytest.LogCaptureFixt
         assert names == [b"FCALL", b"EVALSHA", b"EVAL", b"EVALSHA", b"EVAL"]
         (line,) = [r.getMessage() for r in caplog.records if "functions" in r.getMessage()]
         assert "unknown command" in line
+
+
+async def test_a_reply_over_the_element_limit_fails_that_entry_only(
+    redis_servers: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # It broke the connection (a ProtocolError): one read of a big honest key
+    # took every server down for every caller, and the servers were logged down.
+    async with ready_pool(*urls(redis_servers), limits=Limits(max_reply_elements=100)) as pool:
+        await HashMap(pool, "big").set({f"f{i}": i for i in range(60)})  # 120 + 4 elements
+        with caplog.at_level(logging.WARNING, logger="trio_redisha"):
+            replies = await pool.execute("HGETALL", "big")
+            assert all(isinstance(r, ReplyTooLarge) for r in replies)
+            assert "max_reply_elements" in str(replies[0])
+            assert replies.may_have_applied()  # the command ran; only its reply was dropped
+            assert await pool.ping() == PONG3  # the connections are in step and up
+            with pytest.raises(QuorumError, match="max_reply_elements"):
+                await HashMap(pool, "big").get()
+            assert await pool.ping() == PONG3
+        assert not [r for r in caplog.records if "down" in r.getMessage()]
+    async with ready_pool(*urls(redis_servers)) as pool:  # the default limits read it
+        assert len(await HashMap(pool, "big").get()) == 60

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from trio_redisha.exceptions import (
     ProtocolError,
     ReplyError,
+    ReplyTooLarge,
 )
 from trio_redisha.resp import (
     DEFAULT_LIMITS,
@@ -442,24 +443,32 @@ def test_one_reply_s_elements_are_bounded_whatever_its_bytes(factory: ParserFact
     # Two million empty sets are 8 MB of bytes and held 460 MB of objects,
     # within every byte limit: the elements of all of a reply's aggregates
     # are counted, nested ones included (a map's entry is two).
+    # A reply beyond the bound is read to its end and given as a ReplyTooLarge
+    # (an honest server's big hash): the stream stays in step for the next.
     parser = factory(DEFAULT_LIMITS)
     parser.feed(b"*%d\r\n" % (DEFAULT_LIMITS.max_reply_elements + 1))
-    with pytest.raises(ProtocolError, match="elements"):
-        parser.next_reply()
+    assert parser.next_reply() is NEED_DATA
     limits = Limits(max_reply_elements=6)
     fits = b"*2\r\n%1\r\n$1\r\na\r\n~0\r\n*2\r\n:1\r\n:2\r\n"  # 2 + 2 + 2
     parser = factory(limits)
     parser.feed(fits + fits)  # counted per reply
     assert parse_all(parser) == [[{b"a": set()}, [1, 2]]] * 2
     for bad in (
-        b"*7\r\n",
-        b"*2\r\n*3\r\n:1\r\n:2\r\n:3\r\n*2\r\n",  # 2 + 3 + 2
+        b"*7\r\n" + b":1\r\n" * 7,
+        b"*2\r\n*3\r\n:1\r\n:2\r\n:3\r\n*2\r\n:4\r\n%1\r\n$1\r\nk\r\n$1\r\nv\r\n",
         b"%4\r\n" + b"$1\r\nx\r\n" * 8,  # the fast path's kind of reply
+        b"*1\r\n|1\r\n+a\r\n+b\r\n*6\r\n" + b"$1\r\nx\r\n" * 6,  # inside: 1 + 2 + 6
     ):
-        parser = factory(limits)
-        parser.feed(bad)
-        with pytest.raises(ProtocolError, match="more than 6 elements"):
-            parse_all(parser)
+        for cut in (None, len(bad) // 2):  # whole, and in two pieces
+            parser = factory(limits)
+            got: list[Any] = []
+            for piece in [bad] if cut is None else [bad[:cut], bad[cut:]]:
+                parser.feed(piece)
+                got += parse_all(parser)
+            parser.feed(b"+OK\r\n")
+            got += parse_all(parser)
+            assert len(got) == 2 and got[1] == "OK", got
+            assert isinstance(got[0], ReplyTooLarge) and "more than 6 elements" in str(got[0])
 
 
 def test_limits_are_enforced(factory: ParserFactory) -> None:

@@ -30,6 +30,7 @@ from .exceptions import RedisServerError as RedisServerError
 from .exceptions import RedisServerNotFoundError as RedisServerNotFoundError
 from .exceptions import RedisStartError as RedisStartError
 from .exceptions import ReplyError as ReplyError
+from .exceptions import ReplyTooLarge as ReplyTooLarge
 from .exceptions import ServerTimeout as ServerTimeout
 from .exceptions import ServerUnavailable as ServerUnavailable
 from .exceptions import UnsupportedCommand as UnsupportedCommand
@@ -69,6 +70,7 @@ __all__ = [
     "RedisStartError",
     "Replies",
     "ReplyError",
+    "ReplyTooLarge",
     "Script",
     "ServerSpec",
     "ServerState",

@@ -57,6 +57,7 @@ from .exceptions import (
     ProtocolError,
     RedisHAError,
     ReplyError,
+    ReplyTooLarge,
     ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
@@ -325,7 +326,8 @@ class Slot:
         self.done_at = now
         waiter = self.waiter
         if waiter is not None:
-            waiter.slot_filled(type(reply) is not ReplyError)
+            kind = type(reply)
+            waiter.slot_filled(kind is not ReplyError and kind is not ReplyTooLarge)
 
     @_ki_protected
     def fail(self, error: BaseException) -> None:
@@ -881,7 +883,7 @@ class Connection:
             await trio.lowlevel.checkpoint()
         if slot.state is DONE:
             value = slot.value
-            if isinstance(value, ReplyError):
+            if isinstance(value, (ReplyError, ReplyTooLarge)):
                 raise value
             return value
         if slot.state is FAILED:
@@ -1025,7 +1027,7 @@ class Connection:
         try:
             self._received(data)
         except Exception as exc:  # a broken reply stream: as when the reader meets it
-            self._break(_first_redisha_error(exc) or _broken_error(self.label, exc))
+            self._break(_first_redisha_error(exc, self.label) or _broken_error(self.label, exc))
 
     @_ki_protected
     def release_solo(self, slot: Slot) -> None:
@@ -1088,7 +1090,7 @@ class Connection:
                 raise
             # Closed on purpose: the tasks' failures on the closed socket are expected.
             closed = isinstance(self._error, PoolClosed)
-            err = _first_redisha_error(exc)
+            err = _first_redisha_error(exc, self.label)
             self._break(err if err is not None else _broken_error(self.label, exc))
             if err is None:
                 raise
@@ -1401,18 +1403,19 @@ def solo_group() -> SoloGroup | None:
     return SoloGroup() if hasattr(select, "epoll") else None
 
 
-def _first_redisha_error(exc: BaseException) -> ServerUnavailable | None:
-    """Find the error that broke a connection inside a (possibly grouped) exception."""
+def _first_redisha_error(exc: BaseException, label: str) -> ServerUnavailable | None:
+    """Find the error that broke ``label``'s connection inside a (possibly grouped) exception."""
     if isinstance(exc, BaseExceptionGroup):
         for sub in exc.exceptions:
-            found = _first_redisha_error(sub)
+            found = _first_redisha_error(sub, label)
             if found is not None:
                 return found
         return None
     if isinstance(exc, ServerUnavailable):
         return exc
     if isinstance(exc, RedisHAError):
-        err = ServerUnavailable(f"{type(exc).__name__}: {exc}")
+        # Named as every other break is ("connection to <label> lost: ...").
+        err = _broken_error(label, f"{type(exc).__name__}: {exc}")
         err.__cause__ = exc
         return err
     return None

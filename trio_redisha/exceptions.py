@@ -42,6 +42,7 @@ __all__ = [
     "RedisServerNotFoundError",
     "RedisStartError",
     "ReplyError",
+    "ReplyTooLarge",
     "ServerTimeout",
     "ServerUnavailable",
     "UnsupportedCommand",
@@ -118,6 +119,19 @@ class ProtocolError(RedisHAError):
 
     The connection that received them is closed and rebuilt; it is never
     resynchronised.
+    """
+
+
+class ReplyTooLarge(RedisHAError):
+    """A server's reply had more elements than the pool's limits allow.
+
+    ``Limits.max_reply_elements`` (about two million by default) bounds what
+    one reply may hold, nested aggregates included. The reply was read to its
+    end and dropped: the connection stays up and in step, and other callers'
+    replies are not affected. The command ran (a write may have applied). It
+    stands in :class:`~trio_redisha.Replies` in the place of that server's
+    reply. To read such a key, give the pool larger limits:
+    ``open_pool(..., limits=Limits(max_reply_elements=...))``.
     """
 
 

@@ -9,6 +9,7 @@ from .exceptions import (
     ConfigurationError,
     QuorumError,
     ReplyError,
+    ReplyTooLarge,
     ServerTimeout,
     ServerUnavailable,
 )
@@ -103,6 +104,8 @@ class Replies(list[Any]):
             if not isinstance(r, BaseException):
                 return True
             if isinstance(r, (ServerTimeout, ServerUnavailable)) and r.sent:
+                return True
+            if isinstance(r, ReplyTooLarge):  # it ran: its reply was only dropped
                 return True
             if (
                 self.script

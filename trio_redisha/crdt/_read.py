@@ -27,6 +27,7 @@ from ..exceptions import (
     QuorumError,
     RedisHAError,
     ReplyError,
+    ReplyTooLarge,
     timeout_before_send,
 )
 from ..replies import Replies
@@ -435,6 +436,11 @@ def _finish(
     counted = _counted(pool, key, answered)
     if counted < read_quorum:
         also = "" if counted == len(answered) else " (fallbacks holding nothing do not count)"
+        if any(isinstance(r, ReplyTooLarge) for r in replies):
+            also += (
+                "; the key is too large for the pool's limits: give it larger ones,"
+                " open_pool(..., limits=Limits(max_reply_elements=...))"
+            )
         pool.stats.quorum_failures += 1  # a read short of its quorum, as Pool._check_quorum counts
         raise QuorumError(
             f"read of {key!r}: {counted} of {len(replies)} servers answered, "

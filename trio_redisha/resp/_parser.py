@@ -8,9 +8,9 @@ costs), so it was dropped rather than kept as a second framing of the stream.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Final
 
-from ..exceptions import ProtocolError
+from ..exceptions import ProtocolError, ReplyTooLarge
 from ._framing import Parser, _BufferedParser, _bulk_arrived, _bulk_run, _header_length
 from ._values import (
     _AGG_KINDS,
@@ -43,11 +43,15 @@ class RespParser(_BufferedParser):
         limits: Safety bounds; see :class:`Limits`.
     """
 
-    __slots__ = ("_stack",)
+    __slots__ = ("_dropping", "_stack")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
         self._stack: list[list[Any]] = []  # [kind, items, remaining]
+        # The current reply has more elements than max_reply_elements: it is
+        # framed to its end, building nothing (its aggregates' items are
+        # _DROPPED), and given as a ReplyTooLarge.
+        self._dropping = False
 
     @property
     def buffered(self) -> int:
@@ -91,13 +95,14 @@ class RespParser(_BufferedParser):
                     frame = stack[-1]
                     items = frame[1]
                     left = frame[2]
-                    pos, rest = _bulk_run(buf, n, find, small, pos, left, max_bulk, items)
+                    kept = None if items is _DROPPED else items
+                    pos, rest = _bulk_run(buf, n, find, small, pos, left, max_bulk, kept)
                     if rest != left:
                         search = pos
                         frame[2] = rest
                         if not rest:
                             stack.pop()
-                            value = items if frame[0] == _ARRAY else _finish(frame[0], items)
+                            value = _completed(frame)
                 if value is _NOTHING:
                     if not stack:
                         self._origin = self._base + pos
@@ -143,12 +148,14 @@ class RespParser(_BufferedParser):
                                 raise ProtocolError(f"replies nested deeper than {self._max_depth}")
                             count = 2 * length if kind in (_MAP, _ATTR) else length
                             self._elements += count
-                            if self._elements > self._max_elements:
+                            if self._elements > self._max_elements and not self._dropping:
                                 # Each element costs memory its bytes may not show.
-                                raise ProtocolError(
-                                    f"reply of more than {self._max_elements} elements"
-                                )
-                            stack.append([kind, [], count])
+                                # The framing is sound: the reply is read to its end
+                                # and dropped, and the connection stays in step.
+                                self._dropping = True
+                                for open_frame in stack:
+                                    open_frame[1] = _DROPPED
+                            stack.append([kind, _DROPPED if self._dropping else [], count])
                             continue
                     else:
                         value = _scalar(tag, line)
@@ -162,11 +169,17 @@ class RespParser(_BufferedParser):
                     if frame[2]:
                         break
                     stack.pop()
-                    value = frame[1] if frame[0] == _ARRAY else _finish(frame[0], frame[1])
+                    value = _completed(frame)
                 else:
                     if value is not _NOTHING:
                         self._pos = self._search = pos
                         self._idle = True  # between two replies
+                        if self._dropping:
+                            self._dropping = False
+                            return ReplyTooLarge(
+                                f"a reply of more than {self._max_elements} elements"
+                                " (Limits.max_reply_elements): read and dropped"
+                            )
                         return value
                 value = _NOTHING
         except ProtocolError as exc:
@@ -175,6 +188,26 @@ class RespParser(_BufferedParser):
         except _UNEXPECTED as exc:
             # Defence in depth: nothing but ProtocolError may leave the parser.
             raise self._break(_malformed(exc)) from exc
+
+
+class _Dropped:
+    """The items of an aggregate in a reply being dropped: nothing is kept."""
+
+    __slots__ = ()
+
+    def append(self, value: Any) -> None:
+        pass
+
+
+_DROPPED: Final = _Dropped()
+
+
+def _completed(frame: list[Any]) -> Any:
+    """The value of an aggregate whose last item came (``None`` if dropped)."""
+    kind, items = frame[0], frame[1]
+    if items is _DROPPED:
+        return _NOTHING if kind == _ATTR else None
+    return items if kind == _ARRAY else _finish(kind, items)
 
 
 def make_parser(limits: Limits = DEFAULT_LIMITS, *, use_hiredis: bool | None = None) -> Parser:

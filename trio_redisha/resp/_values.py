@@ -70,7 +70,9 @@ class Limits:
         max_incomplete_bytes: Most bytes one reply may occupy while incomplete.
         max_reply_elements: Most elements in one reply, counting those of every
             aggregate in it (a map's entry is two). 2M (2**21): an ``HGETALL``
-            of a million fields; a larger reply is refused.
+            of a million fields. A larger reply is read to its end and dropped,
+            and given as a :class:`~trio_redisha.exceptions.ReplyTooLarge` in its
+            place: the connection stays up (its framing is sound).
     """
 
     max_bulk_length: int = 512 * 1024 * 1024  # Redis proto-max-bulk-len default
