@@ -132,6 +132,24 @@ async def test_every_reply_a_short_call_missed_counts_towards_trip_after(
         assert pool.status()[2].consecutive_timeouts == 3
 
 
+async def test_each_missed_reply_is_judged_at_its_own_time(autojump_clock: Any) -> None:
+    # The queue was judged in the order the calls returned: a short call sent
+    # later, returning first, held back the judgment of an earlier send.
+    async with memory_pool(timeout=1.0) as (pool, servers):
+        servers[2].hang()
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(pool.ping, timeout=0.9))  # judged at 1.0
+
+            async def later() -> None:
+                await trio.sleep(0.5)
+                await pool.ping(timeout=0.05)  # returns first; judged at 1.5
+
+            nursery.start_soon(later)
+        await until(lambda: pool.status()[2].state is not ServerState.UP)
+        assert trio.current_time() - start <= 1.0 + GRANULARITY
+
+
 async def test_a_reply_after_a_short_call_s_deadline_is_not_counted_as_received(
     autojump_clock: Any,
 ) -> None:

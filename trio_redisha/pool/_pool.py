@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import heapq
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -1532,11 +1533,16 @@ class Pool:
         Each such slot counts, once, as :meth:`_missed` counts a slot at the
         pool's own deadline: a timeout if no reply came by then, a reply (a
         latency sample) if one came after the call's ``deadline``. One task per
-        server judges them all, in the order they were sent (their times to be
-        judged come in that order too): the number of tasks stays one per
-        server, however many short calls miss.
+        server judges them all, each at its time (a heap): the number of tasks
+        stays one per server, however many short calls miss.
         """
-        server.late_slots.append((slot, deadline, slot.sent_at + self.timeout))
+        # A heap by the time to judge: calls of different deadlines return in
+        # another order than they were sent.
+        server.late_count += 1
+        entry = (slot.sent_at + self.timeout, server.late_count, slot, deadline)
+        heapq.heappush(server.late_slots, entry)
+        if server.late_slots[0] is entry and server.late_wake is not None:
+            server.late_wake.cancel()  # the task sleeps until a later time: look again
         if not server.late_watch and self._nursery is not None:
             server.late_watch = True
             self._nursery.start_soon(self._judge, server, name=f"redisha-judge {server.label}")
@@ -1546,9 +1552,14 @@ class Pool:
         queue = server.late_slots
         try:
             while queue:
-                slot, deadline, judge_at = queue[0]
-                await trio.sleep_until(judge_at)
-                queue.popleft()
+                when = queue[0][0]
+                if trio.current_time() < when:
+                    with trio.CancelScope() as wake:
+                        server.late_wake = wake
+                        await trio.sleep_until(when)
+                    server.late_wake = None
+                    continue
+                _, _, slot, deadline = heapq.heappop(queue)
                 if slot.state is DONE:
                     if slot.done_at > deadline:  # (a hedged call's own watcher took one in time)
                         server.replied(slot)
@@ -1556,6 +1567,7 @@ class Pool:
                     self._upkeep.timed_out(server, None if self._closing else self._nursery)
         finally:
             server.late_watch = False
+            server.late_wake = None
             if self._closing:
                 queue.clear()
 
@@ -1656,7 +1668,7 @@ class Pool:
                 slot.detach()
                 if metrics is not None:
                     metrics.watched(slot, ended)
-            if slot.state is DONE:
+            if slot.state is DONE and slot.done_at <= deadline:
                 server.replied(slot)
                 self.stats.replies_received += 1  # in time, though not awaited
                 if late is not None and not self._closing:
@@ -1664,6 +1676,11 @@ class Pool:
                         late(slot.index, slot.value)
                     except Exception:  # a hook's bug must not take the pool down
                         logger.exception("the late-reply hook of a hedged read failed")
+            elif slot.state is DONE:
+                # Filled in the tick of the deadline, after it: not in time, a
+                # health sample only (or left to _judge, which counts it).
+                if judge:
+                    server.replied(slot)
             elif slot.state is not FAILED and judge:
                 self._upkeep.timed_out(server, None if self._closing else self._nursery)
 

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+import trio
+
 from .._util import quantile
 from ..config import ServerSpec
 from ..connection import Connection, Slot
@@ -88,7 +90,9 @@ class Server:
         "index",
         "label",
         "last_error",
+        "late_count",
         "late_slots",
+        "late_wake",
         "late_watch",
         "latencies",
         "latency",
@@ -105,11 +109,13 @@ class Server:
         self.conn: Connection | None = None
         self.state = ServerState.CONNECTING
         self.probing = False
-        # The slots that missed a call's deadline shorter than the pool's, with
-        # that deadline and when to judge them (Pool._judge_later), and whether
-        # the task judging them runs.
-        self.late_slots: deque[tuple[Slot, float, float]] = deque()
+        # The slots that missed a call's deadline shorter than the pool's: a
+        # heap of (when to judge, order, slot, that deadline) (Pool._judge_later),
+        # and whether the task judging them runs.
+        self.late_slots: list[tuple[float, int, Slot, float]] = []
+        self.late_count = 0  # (the heap's tie-breaker)
         self.late_watch = False
+        self.late_wake: trio.CancelScope | None = None  # the task's sleep, to cut short
         self.consecutive_timeouts = 0
         self.last_error: str | None = None
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
