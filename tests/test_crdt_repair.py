@@ -343,3 +343,23 @@ async def test_the_reading_walk_reads_every_server_in_full_and_fixes_wrong_diges
     for s in redis_servers:  # and reads by digest see the same on every server
         async with pool_on(s) as alone:
             assert await Counter(alone, "ctr").get() == 12
+
+
+async def test_the_reading_walk_gives_every_old_key_its_digest(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The upgrade's `repair --full` left them to the reads' rehash, which
+    # takes a read-repair token each: past the budget, none got a digest.
+    keys = [f"old{i}" for i in range(20)]
+    async with pool_on(*redis_servers) as pool:
+        for k in keys:
+            await HashMap(pool, k).set({"a": 1})
+    for s in redis_servers:
+        for k in keys:
+            await s.acommand("HDEL", k, DIGEST_FIELD)  # data from before digests
+    async with pool_on(*redis_servers, repair_rate=0.001) as pool:
+        report = await repair_all(pool, rate=0, full=True)
+        assert report.ok and report.rehashed == len(keys)
+    for s in redis_servers:
+        for k in keys:
+            assert decode_reply(await s.acommand("HEXISTS", k, DIGEST_FIELD)) == 1, (s, k)

@@ -193,20 +193,30 @@ async def _repair_one(
 
 
 def _wrong_digests(snap: Snapshot[Any]) -> list[int]:
-    """The servers whose full copy holds a digest that its contents do not give.
+    """The servers whose full copy of ours holds no digest, or one its contents do not give.
 
-    A copy without a digest is left to the read (:func:`~._read.rehash_soon`).
+    Each distinct reply is hashed once (on a converged fleet the servers'
+    replies are equal). A copy without one is data from before digests: the
+    walk gives it its digest itself, not the read's rate-limited rehash.
     """
     wrong = []
+    verdicts: list[tuple[Any, bool]] = []  # (reply, wrong) of the replies hashed so far
     for i, reply in zip(snap.asked, snap.replies, strict=True):
         if isinstance(reply, BaseException) or not reply:
             continue
-        try:
-            fields = _fields_of(reply)
-        except ProtocolError:
-            continue
-        stored = fields.get(DIGEST_FIELD)
-        if stored is not None and stored != state_digest(fields):
+        verdict = next((w for r, w in verdicts if r is reply or r == reply), None)
+        if verdict is None:
+            try:
+                fields = _fields_of(reply)
+            except ProtocolError:
+                continue
+            stored = fields.get(DIGEST_FIELD)
+            if stored is None:
+                verdict = fields.get(MARKER_FIELD) in MARKERS
+            else:
+                verdict = stored != state_digest(fields)
+            verdicts.append((reply, verdict))
+        if verdict:
             wrong.append(i)
     return wrong
 
