@@ -144,5 +144,15 @@ class Replies(list[Any]):
             )
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # With __slots__ and no __getstate__, pickle protocols 0 and 1 refused
+        # it (a QuorumError carries one: logging's SocketHandler uses 1).
+        return (_rebuild, (list(self), self.servers, self.script))
+
     # repr is the plain list's, so that printing a result reads as in the seed
     # gem's examples: ['PONG', 'PONG', 'PONG'].
+
+
+def _rebuild(entries: list[Any], servers: tuple[str, ...], script: bool) -> Replies:
+    """A :class:`Replies` from what :meth:`Replies.__reduce__` pickled."""
+    return Replies(entries, servers, script=script)
