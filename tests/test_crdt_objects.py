@@ -37,6 +37,7 @@ from trio_redisha import (
     HashMap,
     Pool,
     QuorumError,
+    SessionStore,
     Set,
 )
 from trio_redisha.crdt import (
@@ -1132,3 +1133,16 @@ async def test_bad_options_are_configuration_errors(
             await trio_redisha.crdt.repair_all(pool, keys="abc")
     for server in redis_servers:
         assert decode_reply(await server.acommand("DBSIZE")) == 0
+
+
+@pytest.mark.parametrize("pool", [None, "redis://127.0.0.1:6379", object()])
+def test_a_crdt_or_session_store_needs_a_pool(pool: Any) -> None:
+    # A bare AttributeError ("'NoneType' object has no attribute 'replicas'").
+    for make in (
+        lambda: Counter(pool, "k"),
+        lambda: HashMap(pool, "k"),
+        lambda: Set(pool, "k"),
+        lambda: SessionStore(pool),
+    ):
+        with pytest.raises(ConfigurationError, match=r"trio_redisha\.Pool"):
+            make()

@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
-from .crdt._base import check_codec, check_ttl
+from .crdt._base import check_codec, check_pool, check_ttl
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError, RedisHAError
 from .replies import Replies
@@ -296,6 +296,7 @@ class SessionStore:
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
         hedged: bool = False,
     ) -> None:
+        check_pool(pool)
         check_ttl(ttl)
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, got {prefix!r}")

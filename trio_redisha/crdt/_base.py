@@ -49,6 +49,21 @@ __all__ = ["DEFAULT_TOMBSTONE_GRACE", "CRDTBase", "CodecCRDT"]
 
 logger = logging.getLogger("trio_redisha.crdt")
 
+
+def check_pool(pool: object) -> None:
+    """Refuse anything but a :class:`~trio_redisha.Pool` (a URL, ``None``...).
+
+    Raises:
+        ConfigurationError: ``pool`` is not a ``Pool``.
+    """
+    from ..pool import Pool  # here: the pool module imports this package's users
+
+    if not isinstance(pool, Pool):
+        raise ConfigurationError(
+            f"pool must be a trio_redisha.Pool (from open_pool()), not {type(pool).__name__}"
+        )
+
+
 #: How long a tombstone (map delete, set remove) is kept before it may be purged:
 #: a week, long enough for a server cut off over a long weekend and for any
 #: delayed write. Purging also needs every server to answer (docs/consistency.md).
@@ -165,6 +180,7 @@ class CRDTBase(Generic[S]):
         tombstone_grace: float = DEFAULT_TOMBSTONE_GRACE,
         hedged: bool = False,
     ) -> None:
+        check_pool(pool)
         check_key(key)
         # With placement a key lives on N servers: the quorums count its owners
         # (acknowledgements from fallbacks standing in for owners count too).
