@@ -329,9 +329,11 @@ def pattern_keys(args: Sequence[object]) -> list[bytes]:
             if b"*" in pattern:  # as Redis: without one, no key is read
                 tag = _pattern_slot_tag(pattern)
                 if tag is None:
+                    # The position, not the pattern: as for keys, an error never
+                    # shows what they hold (a pattern names keys: an email, an id).
                     raise CrossSlotError(
-                        f"{text.upper()}: the {word.decode().upper()} pattern"
-                        f" {pattern[:64]!r} names keys on other servers; give it the key's"
+                        f"{text.upper()}: the {word.decode().upper()} pattern (argument"
+                        f" {i + 1}) names keys on other servers; give it the key's"
                         " hash tag, e.g. SORT {user42}:ids BY {user42}:w_*",
                         command=text.upper(),
                     )
