@@ -1554,3 +1554,16 @@ async def test_a_bad_timeout_is_refused_before_the_send(
         with trio.fail_after(PROMPT):
             assert await conn.execute("GET", "k") is None
             assert await conn.execute("SET", "k", "v", timeout=1) == "OK"
+
+
+async def test_a_connection_broken_by_a_protocol_error_names_its_server() -> None:
+    # "ProtocolError: invalid integer b'abc'", with no server named, unlike
+    # every other break ("connection to <server> lost: ...").
+    async with (
+        open_hostile_server(reply_with(b":abc\r\n")) as bad,
+        open_connection(bad.url) as conn,
+    ):
+        with pytest.raises(ServerUnavailable) as caught:
+            await conn.execute("GET", "x", timeout=PROMPT)
+    text = str(caught.value)
+    assert f"connection to {bad.url} lost" in text and "invalid integer" in text
