@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import trio_redisha
-from trio_redisha import ConfigurationError, Counter, HashMap, Pool, Set
+from trio_redisha import ConfigurationError, Counter, HashMap, Limits, Pool, QuorumError, Set
 from trio_redisha.crdt import CRDTContext, RepairReport, context_for, repair_all, repair_key
 from trio_redisha.crdt._digest import TREE_PREFIX
 from trio_redisha.crdt._storage import DIGEST_FIELD, state_digest
@@ -363,3 +363,21 @@ async def test_the_reading_walk_gives_every_old_key_its_digest(
     for s in redis_servers:
         for k in keys:
             assert decode_reply(await s.acommand("HEXISTS", k, DIGEST_FIELD)) == 1, (s, k)
+
+
+async def test_a_key_its_holders_could_not_be_read_for_is_an_error_not_absent(
+    redis_servers: list[RedisServer],
+) -> None:
+    # The servers holding it failed the read (here: too large for the pool's
+    # limits); the one restarted empty answered "no key", and repair took it
+    # for absent everywhere: nothing repaired, no error, report.ok.
+    a, b, c = redis_servers
+    async with pool_on(a, b, c) as pool:
+        await HashMap(pool, "big").set({f"f{i}": i for i in range(60)})
+    await c.arestart_empty()
+    async with pool_on(a, b, c, limits=Limits(max_reply_elements=100)) as pool:
+        with pytest.raises(QuorumError, match="max_reply_elements"):
+            await repair_key(pool, "big")
+        report = await repair_all(pool, rate=0)
+        assert not report.ok and report.errors == 1
+        assert "big" in report.messages[0]

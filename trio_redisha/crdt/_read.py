@@ -261,6 +261,7 @@ async def read_key(
     full_from: Sequence[int] = ...,
     hedged: bool = ...,
     late: LateReplies | None = ...,
+    absent_needs_all: bool = ...,
 ) -> Snapshot[S]: ...
 
 
@@ -276,6 +277,7 @@ async def read_key(
     full_from: Sequence[int] = ...,
     hedged: bool = ...,
     late: LateReplies | None = ...,
+    absent_needs_all: bool = ...,
 ) -> Snapshot[Any] | None: ...
 
 
@@ -290,6 +292,7 @@ async def read_key(
     full_from: Sequence[int] = (),
     hedged: bool = False,
     late: LateReplies | None = None,
+    absent_needs_all: bool = False,
 ) -> Snapshot[Any] | None:
     """Read ``key`` from the servers, check it is ours, merge, observe the clock.
 
@@ -313,6 +316,9 @@ async def read_key(
         late: With ``hedged``, gets the replies of the servers the read did
             not wait for, once they come (see :class:`LateReplies`); the caller
             settles it with the snapshot.
+        absent_needs_all: With ``kind=None``, ``None`` (absent) only if every
+            server asked answered; else :class:`QuorumError` (a repair: a
+            server that failed may hold the key).
 
     Returns:
         The snapshot; with ``kind=None``, ``None`` when no server holds the key.
@@ -351,7 +357,9 @@ async def read_key(
         got, known, stale = await _digest_read(
             pool, key, targets, timeout, full_from, cached, hedge, late
         )
-        snapshot = _finish(pool, key, kind, targets, got, read_quorum, known, cached)
+        snapshot = _finish(
+            pool, key, kind, targets, got, read_quorum, known, cached, absent_needs_all
+        )
         if stale:  # only once the read succeeded: never into a value not ours
             rehash_soon(pool, key, stale, timeout)
         if cache.capacity:
@@ -373,7 +381,7 @@ async def read_key(
             # told not to decode yet; with full replication this never runs.
             more = await pool.execute_on(missing, "HGETALL", key, timeout=timeout)
             got.update(zip(missing, more, strict=True))
-    return _finish(pool, key, kind, asked, got, read_quorum)
+    return _finish(pool, key, kind, asked, got, read_quorum, absent_needs_all=absent_needs_all)
 
 
 def _finish(
@@ -385,6 +393,7 @@ def _finish(
     read_quorum: int,
     known: Sequence[tuple[Any, dict[bytes, bytes] | None]] = (),
     cached: CachedCopy | None = None,
+    absent_needs_all: bool = False,
 ) -> Snapshot[Any] | None:
     """Parse, check and merge the full replies ``got`` of the servers ``asked``.
 
@@ -453,6 +462,23 @@ def _finish(
     holders = tuple(i for i, entry in answered if entry[1])
     if kind is None:
         if not holders:
+            if absent_needs_all and len(answered) < len(asked):
+                # A repair must not take "none of those that answered holds
+                # it" for "absent": the ones that failed may hold it.
+                too_large = any(isinstance(r, ReplyTooLarge) for r in replies)
+                raise QuorumError(
+                    f"read of {key!r}: no server that answered holds it, and"
+                    f" {len(asked) - len(answered)} of {len(asked)} failed"
+                    + (
+                        " (too large for the pool's limits: Limits(max_reply_elements=...))"
+                        if too_large
+                        else ""
+                    ),
+                    replies=replies,
+                    required=len(asked),
+                    succeeded=len(answered),
+                    may_have_applied=False,
+                )
             return None
         kind = _kind_of(key, [d[1] for d in distinct if d[1]])
     for d in distinct:

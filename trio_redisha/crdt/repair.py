@@ -122,7 +122,8 @@ async def repair_key(
         ForeignValueError: The key is not a trio-redisha CRDT (a plain value,
             a hash without the marker, an unknown type or format version, or
             different types on different servers). Nothing is written.
-        QuorumError: No server answered.
+        QuorumError: No server answered; or none of those that answered
+            holds the key while some failed (they may: it is not absent).
     """
     check_key(key)
     check_grace(tombstone_grace)
@@ -166,7 +167,15 @@ async def _repair_one(
         servers = [*base, *(t for t in targets if t not in base)]
     if verify is not None:
         full_from = tuple(range(len(pool))) if servers is None else tuple(servers)
-    snap = await read_key(pool, key, None, servers=servers, timeout=timeout, full_from=full_from)
+    snap = await read_key(
+        pool,
+        key,
+        None,
+        servers=servers,
+        timeout=timeout,
+        full_from=full_from,
+        absent_needs_all=True,  # a failed server may hold it: not "absent"
+    )
     if snap is None:
         return Settled()
     if on_read is not None:
