@@ -42,10 +42,12 @@ from trio_redisha import (
     AuthenticationError,
     ConfigurationError,
     Connection,
+    Limits,
     PoolClosed,
     ProtocolError,
     RedisHAError,
     ReplyError,
+    ReplyTooLarge,
     ServerTimeout,
     ServerUnavailable,
     UnsupportedCommand,
@@ -1567,3 +1569,33 @@ async def test_a_connection_broken_by_a_protocol_error_names_its_server() -> Non
             await conn.execute("GET", "x", timeout=PROMPT)
     text = str(caught.value)
     assert f"connection to {bad.url} lost" in text and "invalid integer" in text
+
+
+async def test_a_push_over_the_element_limit_never_reaches_a_caller() -> None:
+    # It came back as a plain ReplyTooLarge and filled the slot at the head of
+    # the FIFO: each later caller got the reply of the one before.
+    big_push = b">2\r\n$10\r\ninvalidate\r\n*4\r\n" + b"$1\r\nk\r\n" * 4  # 6 > 5 elements
+
+    async def handler(conn: HostileConnection) -> None:
+        command = await answer_handshake(conn, SETUP_COMMANDS)
+        first = True
+        while True:
+            if command[0].upper() != b"GET":
+                await conn.send(b"+OK\r\n")
+            else:
+                value = b"value-of-" + command[1]
+                reply = b"$%d\r\n%s\r\n" % (len(value), value)
+                await conn.send((big_push if first else b"") + reply)
+                first = False
+            command = await conn.read_command()
+
+    pushes: list[Any] = []
+    async with (
+        open_hostile_server(handler) as bad,
+        open_connection(bad.url, limits=Limits(max_reply_elements=5)) as conn,
+    ):
+        conn.on_push = pushes.append
+        with trio.fail_after(PROMPT):
+            for key in ("k1", "k2", "k3"):
+                assert await conn.execute("GET", key) == b"value-of-" + key.encode()
+    assert len(pushes) == 1 and isinstance(pushes[0][0], ReplyTooLarge)

@@ -471,6 +471,28 @@ def test_one_reply_s_elements_are_bounded_whatever_its_bytes(factory: ParserFact
             assert isinstance(got[0], ReplyTooLarge) and "more than 6 elements" in str(got[0])
 
 
+def test_a_dropped_push_stays_a_push_and_a_dropped_attribute_drops_only_itself(
+    factory: ParserFactory,
+) -> None:
+    # A push over the bound came back as a plain ReplyTooLarge, which the
+    # connection gave to the caller at the head of its FIFO: every later reply
+    # went to the wrong caller. A top-level attribute over it left the drop
+    # state set, so the reply after it was dropped or not by where a read ended.
+    limits = Limits(max_reply_elements=5)
+    push = b">2\r\n$10\r\ninvalidate\r\n*4\r\n" + b"$1\r\nk\r\n" * 4  # 2 + 4
+    attribute = b"|3\r\n" + b"+a\r\n:1\r\n" * 3  # 6
+    stream = push + b"$2\r\nv1\r\n" + attribute + b"+annotated\r\n$-1\r\n+third\r\n"
+    for cut in range(len(stream) + 1):
+        parser = factory(limits)
+        got: list[Any] = []
+        for piece in (stream[:cut], stream[cut:]):
+            parser.feed(piece)
+            got += parse_all(parser)
+        assert len(got) == 5, (cut, got)
+        assert type(got[0]) is Push and isinstance(got[0][0], ReplyTooLarge), cut
+        assert got[1:] == [b"v1", "annotated", None, "third"], (cut, got)
+
+
 def test_limits_are_enforced(factory: ParserFactory) -> None:
     limits = Limits(
         max_bulk_length=10,

@@ -131,7 +131,10 @@ class ReplyTooLarge(RedisHAError):
     replies are not affected. The command ran (a write may have applied). It
     stands in :class:`~trio_redisha.Replies` in the place of that server's
     reply. To read such a key, give the pool larger limits:
-    ``open_pool(..., limits=Limits(max_reply_elements=...))``.
+    ``open_pool(..., limits=Limits(max_reply_elements=...))``. A push over
+    the bound reaches ``on_push`` as ``Push([ReplyTooLarge(...)])``, never a
+    caller; a top-level attribute over it is dropped alone. The dropped
+    reply's bytes still count towards ``max_incomplete_bytes``.
     """
 
 

@@ -18,11 +18,13 @@ from ._values import (
     _ATTR,
     _MAP,
     _NOTHING,
+    _PUSH,
     _SMALL_LENGTHS,
     _UNEXPECTED,
     DEFAULT_LIMITS,
     NEED_DATA,
     Limits,
+    Push,
     _bulk_value,
     _finish,
     _malformed,
@@ -43,7 +45,7 @@ class RespParser(_BufferedParser):
         limits: Safety bounds; see :class:`Limits`.
     """
 
-    __slots__ = ("_dropping", "_stack")
+    __slots__ = ("_dropped_kind", "_dropping", "_stack")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
@@ -52,6 +54,7 @@ class RespParser(_BufferedParser):
         # framed to its end, building nothing (its aggregates' items are
         # _DROPPED), and given as a ReplyTooLarge.
         self._dropping = False
+        self._dropped_kind = _ARRAY  # the top-level kind of the reply being dropped
 
     @property
     def buffered(self) -> int:
@@ -62,7 +65,7 @@ class RespParser(_BufferedParser):
 
     def _need_data(self) -> _NeedData:
         self._check_incomplete(self._origin)
-        self._idle = not self._stack and self._bulk_end < 0
+        self._idle = not self._stack and self._bulk_end < 0 and not self._dropping
         return NEED_DATA
 
     def _next_slow(self) -> Any:
@@ -153,6 +156,7 @@ class RespParser(_BufferedParser):
                                 # The framing is sound: the reply is read to its end
                                 # and dropped, and the connection stays in step.
                                 self._dropping = True
+                                self._dropped_kind = stack[0][0] if stack else kind
                                 for open_frame in stack:
                                     open_frame[1] = _DROPPED
                             stack.append([kind, _DROPPED if self._dropping else [], count])
@@ -176,11 +180,17 @@ class RespParser(_BufferedParser):
                         self._idle = True  # between two replies
                         if self._dropping:
                             self._dropping = False
-                            return ReplyTooLarge(
+                            dropped = ReplyTooLarge(
                                 f"a reply of more than {self._max_elements} elements"
                                 " (Limits.max_reply_elements): read and dropped"
                             )
+                            # A push stays a push: it must never reach a caller.
+                            return Push([dropped]) if self._dropped_kind == _PUSH else dropped
                         return value
+                    if self._dropping and self._dropped_kind == _ATTR:
+                        # A top-level attribute was dropped: the reply it
+                        # annotates is read as any other.
+                        self._dropping = False
                 value = _NOTHING
         except ProtocolError as exc:
             self._break(exc)
