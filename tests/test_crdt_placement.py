@@ -639,3 +639,33 @@ async def test_a_hedged_read_waits_for_owners_while_a_fallback_answers_empty(
         hedged = HashMap(pool, key, read_quorum=2, hedged=True)
         for _ in range(3):
             assert await hedged.get() == {"a": 1}
+
+
+async def test_a_hedged_read_does_not_wait_for_a_slow_fallback_once_an_owner_answered(
+    redis_factory: RedisFactory,
+) -> None:
+    # The hedge waited for read_quorum replies plus one per fallback: every read
+    # took the slow fallback's time, though the owner's reply counted at once.
+    four = redis_factory.many(4)
+    async with contextlib.AsyncExitStack() as stack:
+        proxies = [await stack.enter_async_context(open_fault_proxy(s.host, s.port)) for s in four]
+        pool = await stack.enter_async_context(
+            ready_pool(*(p.url for p in proxies), replicas=2, write_quorum=1)
+        )
+        key = "hk"
+        owners = pool._owner_indices(key)
+        await HashMap(pool, key).set({"a": 1})
+        proxies[owners[0]].partition()
+        await wait_until(
+            holds(lambda: pool._servers[owners[0]].usable() is None), what="owner 0 skipped"
+        )
+        targets = pool.targets(("HGETALL", key))
+        (fallback,) = (i for i in targets if i not in owners)
+        proxies[fallback].set_latency(0.1)  # 0.2 s a round trip, in the 0.5 s deadline
+        hedged = HashMap(pool, key, read_quorum=1, hedged=True)
+        took = []
+        for _ in range(5):
+            start = trio.current_time()
+            assert await hedged.get() == {"a": 1}
+            took.append(trio.current_time() - start)
+        assert sorted(took)[2] < 0.1, took  # the median read: the owner's time, not 0.2 s

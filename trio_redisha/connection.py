@@ -303,7 +303,7 @@ class Slot:
         done_at: When it was filled.
     """
 
-    __slots__ = ("done_at", "index", "sent_at", "state", "value", "waiter")
+    __slots__ = ("done_at", "index", "needs_key", "sent_at", "state", "value", "waiter")
 
     def __init__(self, waiter: Waiter | None, index: int, now: float) -> None:
         self.state = WAITING
@@ -312,6 +312,9 @@ class Slot:
         self.index = index
         self.sent_at = now
         self.done_at = 0.0
+        #: An empty reply (no such key: ``0``, ``[]``, ``{}``) does not count as
+        #: a success for the waiter (a placement fallback's read: see Pool._fanout).
+        self.needs_key = False
 
     @property
     def latency(self) -> float:
@@ -327,7 +330,11 @@ class Slot:
         waiter = self.waiter
         if waiter is not None:
             kind = type(reply)
-            waiter.slot_filled(kind is not ReplyError and kind is not ReplyTooLarge)
+            waiter.slot_filled(
+                kind is not ReplyError
+                and kind is not ReplyTooLarge
+                and (not self.needs_key or bool(reply))
+            )
 
     @_ki_protected
     def fail(self, error: BaseException) -> None:

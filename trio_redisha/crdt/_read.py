@@ -347,15 +347,8 @@ async def read_key(
         name = key_name(key)
         # A walk that names the servers to read in full knows they differ: no cache.
         cached = cache.get(name) if cache.capacity and not full_from else None
-        hedge = None
-        if hedged:
-            # With placement, a fallback's "no such key" is a reply that the
-            # quorum does not count (_counted): a hedge of read_quorum replies
-            # stopped at the fast owner and an empty fallback, and the read
-            # failed its quorum while a second owner was still in time.
-            hedge = min(read_quorum + _uncounted(pool, key, targets), len(targets))
         got, known, stale = await _digest_read(
-            pool, key, targets, timeout, full_from, cached, hedge, late
+            pool, key, targets, timeout, full_from, cached, read_quorum if hedged else None, late
         )
         snapshot = _finish(
             pool, key, kind, targets, got, read_quorum, known, cached, absent_needs_all
@@ -520,16 +513,19 @@ def _counted(pool: Pool, key: str | bytes, answered: Sequence[tuple[int, list[An
     return sum(1 for i, entry in answered if i in owners or entry[1])
 
 
-def _uncounted(pool: Pool, key: str | bytes, targets: Sequence[int]) -> int:
-    """How many of ``targets`` may answer without counting towards the read quorum.
+def _uncounted(pool: Pool, key: str | bytes, targets: Sequence[int]) -> frozenset[int]:
+    """The ``targets`` that count towards the read quorum only if they hold the key.
 
     The servers that are neither owners nor owners of the previous layout:
-    fallbacks, which count only if they hold the key (:func:`_counted`).
+    fallbacks (:func:`_counted`). Their "no such key" is no success for the
+    read's waiter either (``Slot.needs_key``): a hedge of ``read_quorum``
+    replies stopped at the fast owner and an empty fallback, and the read then
+    failed its quorum while a second owner was still in time.
     """
     if pool.placement is None:
-        return 0
+        return frozenset()
     owners = {*pool._owner_indices(key), *pool._previous_owner_indices(key)}
-    return sum(1 for i in targets if i not in owners)
+    return frozenset(i for i in targets if i not in owners)
 
 
 def _finish_alike(
@@ -714,6 +710,7 @@ async def _digest_read(
         hedge=hedging,
         late=late,
         cutoff=(total / 2, _FirstRound(len(fulls), cached)),
+        sparse=_uncounted(pool, key, targets) if hedge is not None else frozenset(),
     )
     got: dict[int, Any] = dict(zip(order, first, strict=True))
     copies: dict[bytes, Any] = {}  # a full copy's digest to its reply

@@ -1009,6 +1009,7 @@ class Pool:
         hedge: tuple[int, float] | None = None,
         late: LateHook | None = None,
         cutoff: tuple[float, Callable[[list[Any]], bool]] | None = None,
+        sparse: frozenset[int] = frozenset(),
     ) -> Replies:
         """One fan-out of a different command to each server, raw replies (never decoded).
 
@@ -1029,6 +1030,7 @@ class Pool:
             hedge,
             late,
             cutoff,
+            sparse,
         )
 
     def _check_indices(self, servers: Iterable[int]) -> tuple[int, ...]:
@@ -1308,6 +1310,7 @@ class Pool:
         hedge: tuple[int, float] | None = None,
         late: LateHook | None = None,
         cutoff: tuple[float, Callable[[list[Any]], bool]] | None = None,
+        sparse: frozenset[int] = frozenset(),
     ) -> Replies:
         """Send ``data`` to ``targets``, wait for the replies, return them in order.
 
@@ -1321,7 +1324,9 @@ class Pool:
         each server not awaited whose reply still came before the deadline.
         ``cutoff``: ``(seconds, done)``: that many seconds after the send, the
         wait ends if ``done`` says so, given the replies in so far
-        (:class:`~trio_redisha.connection.Cutoff`).
+        (:class:`~trio_redisha.connection.Cutoff`). ``sparse``: the targets
+        whose empty reply (no such key) counts as no success for the waiter
+        (placement fallbacks of a CRDT read: ``Slot.needs_key``).
         """
         n = len(targets)
         if timeout is not None:
@@ -1375,6 +1380,8 @@ class Pool:
             conn = server.conn if server.state is _UP else None
             if conn is not None:
                 slot = conn.submit(cmd, waiter, idx, now, solo=solo, early=scripts)
+                if sparse and idx in sparse:
+                    slot.needs_key = True
                 slots.append(slot)
                 if solo and slot.state is WAITING:
                     if conn.can_solo(slot):
@@ -1401,7 +1408,7 @@ class Pool:
                 other.ensure_reader()
             mine = []
         if connecting:
-            await self._submit_when_connected(data, targets, slots, waiter, deadline)
+            await self._submit_when_connected(data, targets, slots, waiter, deadline, sparse)
         if mine:
             # The caller reads its replies itself: one trip through the scheduler
             # per batch of arrivals; the timer task interrupts it at the deadline
@@ -1583,6 +1590,7 @@ class Pool:
         slots: list[Slot | ServerUnavailable | None],
         waiter: Waiter,
         deadline: float,
+        sparse: frozenset[int] = frozenset(),
     ) -> None:
         """Send to servers still on their first connect as each one connects.
 
@@ -1604,7 +1612,9 @@ class Pool:
                     slots[pos] = server.unavailable_error()
                 else:
                     cmd = data if isinstance(data, bytes) else data[pos]
-                    slots[pos] = conn.submit(cmd, waiter, targets[pos], now)
+                    slot = conn.submit(cmd, waiter, targets[pos], now)
+                    slot.needs_key = targets[pos] in sparse
+                    slots[pos] = slot
             waiting = still
             if not waiting:
                 return
