@@ -8,14 +8,14 @@ read repair poll with a deadline.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.fault_proxy import open_fault_proxy
+from tests.harness.fault_proxy import FaultProxy, open_fault_proxy
 from tests.harness.helpers import raw_hash, urls, wait_until
 from tests.test_pool import holds, ready_pool
 from tests.test_pool_placement import by_label, keys_on, wait_state
@@ -614,18 +614,20 @@ async def test_a_walk_forgets_the_hints_of_copies_gone_from_their_fallbacks(
         assert await HashMap(pool, key, read_quorum=3).get() == {"f": "v"}
 
 
-async def test_a_hedged_read_waits_for_owners_while_a_fallback_answers_empty(
-    redis_factory: RedisFactory,
-) -> None:
-    # An owner down: the read also asks a fallback, which holds nothing and
-    # does not count towards the quorum. The hedge of read_quorum replies
-    # stopped at the fast owner and that fallback: QuorumError, every read,
-    # while the second owner answered well within the deadline.
+@contextlib.asynccontextmanager
+async def owner_down(
+    redis_factory: RedisFactory, replicas: int
+) -> AsyncIterator[tuple[Pool, list[FaultProxy], tuple[int, ...], str]]:
+    """Four servers behind proxies, a map "hk" written, its first owner cut off.
+
+    Yields the pool, the proxies, the key's owners and the key; the read of
+    the key then also asks a fallback, which holds nothing.
+    """
     four = redis_factory.many(4)
     async with contextlib.AsyncExitStack() as stack:
         proxies = [await stack.enter_async_context(open_fault_proxy(s.host, s.port)) for s in four]
         pool = await stack.enter_async_context(
-            ready_pool(*(p.url for p in proxies), replicas=3, write_quorum=2)
+            ready_pool(*(p.url for p in proxies), replicas=replicas, write_quorum=replicas - 1)
         )
         key = "hk"
         owners = pool._owner_indices(key)
@@ -634,7 +636,18 @@ async def test_a_hedged_read_waits_for_owners_while_a_fallback_answers_empty(
         await wait_until(
             holds(lambda: pool._servers[owners[0]].usable() is None), what="owner 0 skipped"
         )
-        assert len(pool.targets(("HGETALL", key))) == 4  # a fallback stands in
+        assert len(pool.targets(("HGETALL", key))) == replicas + 1  # a fallback stands in
+        yield pool, proxies, owners, key
+
+
+async def test_a_hedged_read_waits_for_owners_while_a_fallback_answers_empty(
+    redis_factory: RedisFactory,
+) -> None:
+    # An owner down: the read also asks a fallback, which holds nothing and
+    # does not count towards the quorum. The hedge of read_quorum replies
+    # stopped at the fast owner and that fallback: QuorumError, every read,
+    # while the second owner answered well within the deadline.
+    async with owner_down(redis_factory, replicas=3) as (pool, proxies, owners, key):
         proxies[owners[2]].set_latency(0.06)  # in time: the deadline is 0.5 s
         hedged = HashMap(pool, key, read_quorum=2, hedged=True)
         for _ in range(3):
@@ -646,21 +659,8 @@ async def test_a_hedged_read_does_not_wait_for_a_slow_fallback_once_an_owner_ans
 ) -> None:
     # The hedge waited for read_quorum replies plus one per fallback: every read
     # took the slow fallback's time, though the owner's reply counted at once.
-    four = redis_factory.many(4)
-    async with contextlib.AsyncExitStack() as stack:
-        proxies = [await stack.enter_async_context(open_fault_proxy(s.host, s.port)) for s in four]
-        pool = await stack.enter_async_context(
-            ready_pool(*(p.url for p in proxies), replicas=2, write_quorum=1)
-        )
-        key = "hk"
-        owners = pool._owner_indices(key)
-        await HashMap(pool, key).set({"a": 1})
-        proxies[owners[0]].partition()
-        await wait_until(
-            holds(lambda: pool._servers[owners[0]].usable() is None), what="owner 0 skipped"
-        )
-        targets = pool.targets(("HGETALL", key))
-        (fallback,) = (i for i in targets if i not in owners)
+    async with owner_down(redis_factory, replicas=2) as (pool, proxies, owners, key):
+        (fallback,) = (i for i in pool.targets(("HGETALL", key)) if i not in owners)
         proxies[fallback].set_latency(0.1)  # 0.2 s a round trip, in the 0.5 s deadline
         hedged = HashMap(pool, key, read_quorum=1, hedged=True)
         took = []
