@@ -240,6 +240,33 @@ async def test_a_sort_without_store_is_routed_as_a_read(nine: list[RedisServer])
         assert pool.stats.sloppy_writes == 1
 
 
+@pytest.mark.parametrize(
+    "search",
+    [
+        ("GEORADIUS", "{g}:geo", 13.36, 38.11, 10, "km"),
+        ("GEORADIUSBYMEMBER", "{g}:geo", "a", 10, "km"),
+    ],
+)
+async def test_a_georadius_without_store_is_routed_as_a_read(
+    nine: list[RedisServer], search: tuple[object, ...]
+) -> None:
+    # GEORADIUS is flagged a write for its STORE, as SORT is: a plain search
+    # with an owner down went to a fallback as a sloppy write.
+    servers = by_label(nine)
+    async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
+        key = "{g}:geo"
+        await pool.execute("GEOADD", key, 13.36, 38.11, "a")
+        owners = pool._owner_indices(key)
+        await servers[pool.servers[owners[0]]].akill()
+        await wait_state(pool, owners[0], ServerState.DOWN)
+        got = await pool.execute(*search)
+        assert got.values == [[b"a"], [b"a"], []]
+        assert pool._hinted(key) == () and pool.stats.sloppy_writes == 0
+        stored = await pool.execute(*search, "STORE", "{g}:found", quorum=3)
+        assert stored.values == [1, 1, 0]
+        assert pool.stats.sloppy_writes == 1
+
+
 async def test_keyless_commands_go_to_every_server(nine: list[RedisServer]) -> None:
     async with ready_pool(*urls(nine), replicas=3, timeout=TIMEOUT) as pool:
         ping = await pool.ping()

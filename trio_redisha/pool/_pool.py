@@ -770,8 +770,9 @@ class Pool:
         if len(keys) == 1 and isinstance(args[0], (str, bytes)):
             _remember_single_key(args[0])
         info = command_info(args)
-        # SORT without STORE reads (the table flags SORT a write for its STORE).
-        if "readonly" in info.flags or (info.name == "sort" and len(keys) == 1):
+        # SORT and GEORADIUS without STORE read (the table flags them writes
+        # for their STORE): only their one source key is found.
+        if "readonly" in info.flags or (info.name in _READ_UNLESS_STORE and len(keys) == 1):
             return self._read_partition(partition, keys)
         return self._write_partition(partition, keys, quorum)
 
@@ -1830,6 +1831,9 @@ def _no_command(pool: Pool, name: str) -> str:
         f" container_sub, as pool.client_list()){hint}"
     )
 
+
+#: Commands the table flags writes only for a STORE (or STOREDIST) option.
+_READ_UNLESS_STORE: Final = frozenset({"sort", "georadius", "georadiusbymember"})
 
 #: Routing facts of commands with one fixed key, by the name as given (``"SET"``,
 #: ``b"get"``): (the key's position, arity, readonly). Filled on first use by
