@@ -28,6 +28,7 @@ from trio_redisha._demo import run_demo
 from trio_redisha.cli import format_reply, main
 from trio_redisha.crdt import Counter, HashMap, Set
 from trio_redisha.crdt._digest import TREE_PREFIX
+from trio_redisha.resp import DEFAULT_LIMITS
 from trio_redisha.testing import RedisServer, decode_reply, pid_alive
 
 #: Deadline given to the commands: small, since every server here is local.
@@ -784,3 +785,36 @@ async def test_exec_json_is_valid_json_for_infinite_doubles(
     assert code == 0
     record = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert record["reply"] == ["inf", "-inf", "nan"]
+
+
+def test_max_reply_elements_reads_a_key_over_the_default_limit(
+    redis_servers: list[RedisServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The command line used the default limits, so a key over them could be
+    # neither read with exec nor repaired.
+    big = redis_servers[0]
+    fields = DEFAULT_LIMITS.max_reply_elements // 2 + 1
+    big.command("EVAL", "for i=1,ARGV[1] do redis.call('HSET',KEYS[1],i,'') end", 1, "h", fields)
+    one = ["-s", big.url, "-t", "60"]  # two million elements take a while on a busy machine
+    code, out, err = run(capsys, "exec", *one, "HLEN", "h")
+    assert out == [f"{big.url}  (integer) {fields}"]
+    code, out, err = run(capsys, "exec", *one, "HGETALL", "h")
+    assert code == 1 and "ReplyTooLarge" in out[0] + "".join(err)
+    code, out, err = run(
+        capsys, "exec", *one, "--max-reply-elements", str(4 * fields), "HGETALL", "h"
+    )
+    assert code == 0, err
+    label, reply = out[0].split("  ", 1)
+    assert label == big.url and len(out) == 1
+    assert len(json.loads(reply)) == 2 * fields
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_max_reply_elements_must_be_a_positive_integer(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    code, out, err = run(
+        capsys, "exec", "-s", "redis://127.0.0.1:1", "--max-reply-elements", value, "PING"
+    )
+    assert code == 2 and out == []
+    assert_one_line_error(err, "--max-reply-elements")

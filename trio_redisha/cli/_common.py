@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from ..exceptions import (
     RedisHAError,
     UnsupportedCommand,
 )
+from ..resp import DEFAULT_LIMITS
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -154,6 +156,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def element_count(text: str) -> int:
+    """``--max-reply-elements``: any positive integer (it bounds memory, not work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def add_verbose(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-v",
@@ -179,6 +192,17 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_CLI_TIMEOUT,
         metavar="S",
         help=f"per-command deadline in seconds (default {DEFAULT_CLI_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--max-reply-elements",
+        type=element_count,
+        default=None,
+        metavar="N",
+        help=(
+            "most elements one reply may hold, nested ones included (default"
+            f" {DEFAULT_LIMITS.max_reply_elements:,}: a map of about a million fields);"
+            " raise it to read larger keys"
+        ),
     )
 
 
@@ -375,16 +399,22 @@ def resolve_servers(given: Sequence[str] | None) -> list[ServerSpec]:
     return specs
 
 
-def pool_options(timeout: float) -> dict[str, Any]:
+def pool_options(timeout: float, max_reply_elements: int | None = None) -> dict[str, Any]:
+    """The pool's options for ``--timeout`` and ``--max-reply-elements``."""
     # One deadline for everything: the first call also waits for the connections.
     # A deadline longer than the pool's default stall timeout (a slow command, a
     # busy fleet) raises that too: a connection is only rebuilt once a reply is
     # late by twice the deadline.
-    return {
+    options: dict[str, Any] = {
         "timeout": timeout,
         "connect_timeout": timeout,
         "stall_timeout": max(DEFAULT_STALL_TIMEOUT, 2 * timeout),
     }
+    if max_reply_elements is not None:
+        options["limits"] = dataclasses.replace(
+            DEFAULT_LIMITS, max_reply_elements=max_reply_elements
+        )
+    return options
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "exec",
         help="run one command on every server and print each reply",
-        usage="%(prog)s [-h] [-v] [-s URL] [-t S] [--json] CMD [ARG ...]",
+        usage="%(prog)s [-h] [-v] [-s URL] [-t S] [--max-reply-elements N] [--json] CMD [ARG ...]",
         description=wrap(
             "Run one Redis command on every server in parallel and print one line per "
             "server: its reply or its error. Exit 0 if at least one server succeeded. "
@@ -54,8 +54,10 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-async def _exec(specs: Sequence[ServerSpec], command: Sequence[str], timeout: float) -> Any:
-    async with open_pool(*specs, **pool_options(timeout)) as pool:
+async def _exec(
+    specs: Sequence[ServerSpec], command: Sequence[str], timeout: float, max_elements: int | None
+) -> Any:
+    async with open_pool(*specs, **pool_options(timeout, max_elements)) as pool:
         return await pool.execute(*command)
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("no command given, e.g. PING (see --help)", "trio-redisha exec")
     specs = resolve_servers(args.server)
-    replies = run_command(_exec, specs, command, args.timeout)
+    replies = run_command(_exec, specs, command, args.timeout, args.max_reply_elements)
     stdout = out()
     width = max(len(label) for label in replies.servers)
     for label, entry in zip(replies.servers, replies, strict=True):

@@ -141,7 +141,8 @@ async def _repair(args: argparse.Namespace, specs: Sequence[ServerSpec]) -> Repa
         placement["replicas"] = args.replicas
         if args.previous:
             placement["previous"] = resolve_servers(args.previous)
-    async with open_pool(*specs, **pool_options(args.timeout), **placement) as pool:
+    options = pool_options(args.timeout, args.max_reply_elements)
+    async with open_pool(*specs, **options, **placement) as pool:
         if progress is None:
             return await repair_all(
                 pool, match=args.match, rate=args.rate, count=args.count,

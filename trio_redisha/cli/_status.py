@@ -208,15 +208,17 @@ async def server_status(
     return reports
 
 
-async def _status(specs: Sequence[ServerSpec], timeout: float) -> list[ServerReport]:
-    async with open_pool(*specs, **pool_options(timeout)) as pool:
+async def _status(
+    specs: Sequence[ServerSpec], timeout: float, max_elements: int | None
+) -> list[ServerReport]:
+    async with open_pool(*specs, **pool_options(timeout, max_elements)) as pool:
         return await server_status(pool, specs=specs)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``status``; return the exit code."""
     specs = resolve_servers(args.server)
-    reports = run_command(_status, specs, args.timeout)
+    reports = run_command(_status, specs, args.timeout, args.max_reply_elements)
     stdout = out()
     if args.json:
         for r in reports:
