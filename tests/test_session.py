@@ -516,6 +516,27 @@ async def test_delete_reads_first_so_it_kills_what_it_can_see(
         assert await SessionStore(ahead).load(sid) == {}
 
 
+async def test_a_delete_that_cannot_win_raises_and_never_returns_as_done(
+    redis_servers: list[RedisServer],
+) -> None:
+    """Two clocks each within the skew bound may be further apart than it: A's
+    stamps, 3,590 s ahead, are 3,610 s ahead of C's clock, which ignores them.
+    C's delete was stamped older than the data it had just read, returned, and
+    the session stayed alive for everyone (a logout that did nothing)."""
+    async with (
+        pool_on(*urls(redis_servers), clock_offset=+3590.0) as a,
+        pool_on(*urls(redis_servers), clock_offset=-20.0) as c,
+    ):
+        sid = SessionStore.new_id()
+        await SessionStore(a).save(sid, {"user": "alice"})
+        with pytest.raises(CodecError, match="clock-skew bound") as info:
+            await SessionStore(c).delete(sid)
+        assert sid not in str(info.value) and sid[:8] not in str(info.value)
+        assert await SessionStore(a).load(sid) == {"user": "alice"}  # nothing was written
+        await SessionStore(a).delete(sid)  # a clock that sees the data deletes it
+        assert await SessionStore(c).load(sid) == {}
+
+
 async def test_load_raises_when_no_server_answers(redis_servers: list[RedisServer]) -> None:
     async with pool_on(*urls(redis_servers)) as pool:
         store = SessionStore(pool)

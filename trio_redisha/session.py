@@ -560,11 +560,18 @@ class SessionStore:
         if not self.is_valid_id(sid):
             return
         m = self._map(sid)
-        # Observe every timestamp held, so the clear is later than all of them.
-        # If no server answers, the clear below says so (QuorumError).
+        # Observe every timestamp held, so the clear is later than all of them,
+        # and refuse a clear that would not be (a writer's clock further ahead
+        # than the skew bound). If no server answers, the clear says so
+        # (QuorumError).
+        newest = 0
         with contextlib.suppress(QuorumError):
-            await self._guarded(sid, m.get())
-        await self._guarded(sid, m.clear())
+            snap = await self._guarded(sid, m._read_snapshot())
+            stamps = snap.stored.timestamps() if snap.stored is not None else None
+            if stamps is None:
+                stamps = snap.merged.timestamps()
+            newest = max(stamps, default=0)
+        await self._guarded(sid, m._clear(newest))
 
     async def touch(self, sid: str) -> None:
         """Give session ``sid`` ``ttl`` seconds of life again (sliding expiry).

@@ -259,5 +259,26 @@ class HashMap(CodecCRDT[MapState]):
             QuorumError: Fewer than ``write_quorum`` servers acknowledged.
             ForeignValueError: The key holds something this library did not write.
         """
-        ts = self._ctx.clock.check(self._ctx.clock.now())
+        await self._clear(0)
+
+    async def _clear(self, newest: int) -> None:
+        """:meth:`clear`, refused if its stamp would not beat ``newest``.
+
+        ``newest``: the largest timestamp a read just found in the map. The
+        clock ignores one beyond its skew bound, so two writers' clocks each
+        within the bound, but further apart than it, would make a clear that
+        kills nothing: raised instead of written.
+
+        Raises:
+            CodecError: The stamp is not later than ``newest``.
+        """
+        clock = self._ctx.clock
+        ts = clock.check(clock.now())
+        if ts <= newest:
+            raise CodecError(
+                f"{self._key!r} holds data stamped {(newest - ts) / 1e6:.0f} s ahead of this"
+                " machine's clock, beyond its clock-skew bound (max_drift): a clear stamped"
+                " now would not win over it, so nothing was written. Fix the writers' clocks"
+                " (or raise max_drift)"
+            )
         await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
