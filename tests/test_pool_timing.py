@@ -289,6 +289,27 @@ async def test_first_calls_wait_for_a_first_connect_within_their_deadline(
         nursery.cancel_scope.cancel()
 
 
+async def test_first_calls_with_enough_replies_do_not_wait_for_a_first_connect(
+    autojump_clock: Any,
+) -> None:
+    # A wait_for= call (or a hedged read) with its replies in waited out the
+    # first-connect window for a server whose connect hung.
+    async with trio.open_nursery() as nursery:
+        servers = {label: MemoryServer(nursery, label) for label in LABELS}
+        servers[LABELS[1]].connect_delay = 0.2  # slow to connect, then fine
+        servers[LABELS[2]].connect_delay = 10.0  # hangs on connect
+        async with open_pool(*LABELS, connector=memory_connector(servers), timeout=0.5) as pool:
+            await until(lambda: pool.status()[0].state is ServerState.UP)
+            replies, took = await timed(pool.execute("PING", wait_for=1))
+            assert took == 0 and replies[0] == "PONG"
+            assert all(isinstance(r, ServerUnavailable) and not r.sent for r in replies[1:])
+            # Two replies needed: it waits for the slow server, not the hung one.
+            replies, took = await timed(pool.execute("PING", wait_for=2))
+            assert replies[:2] == ["PONG", "PONG"] and isinstance(replies[2], ServerUnavailable)
+            assert took == pytest.approx(0.2, abs=GRANULARITY)
+        nursery.cancel_scope.cancel()
+
+
 async def test_connect_timeout_bounds_a_hanging_connect(autojump_clock: Any) -> None:
     async with trio.open_nursery() as nursery:
         server = MemoryServer(nursery)

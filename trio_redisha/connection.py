@@ -373,7 +373,7 @@ class Waiter:
         need: Successful replies that end the wait early.
     """
 
-    __slots__ = ("_task", "filled", "need", "ok", "outstanding", "solo")
+    __slots__ = ("_task", "early", "filled", "need", "ok", "outstanding", "solo")
 
     def __init__(self, need: int) -> None:
         self.outstanding = 0
@@ -385,6 +385,10 @@ class Waiter:
         #: :class:`Connection` in :meth:`~Connection.read_solo`, or a
         #: :class:`SoloGroup`): :meth:`expire` interrupts it.
         self.solo: Connection | SoloGroup | None = None
+        #: Set once the wait may end, while the task is not waiting yet: it is
+        #: still sending to servers on their first connect (Pool._fanout), and
+        #: needs not wait for them once enough replies are in.
+        self.early: trio.Event | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -407,6 +411,8 @@ class Waiter:
         # that touched zero meanwhile must not end the wait. wait() re-checks.
         if self._task is not None and (self.outstanding <= 0 or self.ok >= self.need):
             self._wake()
+        elif self.early is not None and self.ok >= self.need:
+            self.early.set()
 
     @_ki_protected
     def hedge(self, need: int) -> None:
@@ -418,6 +424,8 @@ class Waiter:
             self._wake()
         elif isinstance(self.solo, SoloGroup):
             self.solo.wake()  # the caller reads its replies itself: it looks again
+        elif self.early is not None:
+            self.early.set()
 
     @_ki_protected
     def expire(self) -> None:
@@ -436,6 +444,8 @@ class Waiter:
         if task is not None:
             self._task = None
             trio.lowlevel.reschedule(task)
+        elif self.early is not None:
+            self.early.set()
 
     async def wait(self) -> None:
         """Wait until enough slots are filled (a checkpoint either way)."""

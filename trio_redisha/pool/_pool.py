@@ -503,7 +503,9 @@ class Pool:
         #: Until then, calls wait (within their deadline) for servers whose first
         #: connection attempt is still under way; set when the pool starts.
         self._first_connect_until = 0.0
-        self._settled_any = trio.Event()  # set (and replaced) when a server connects or fails
+        # The calls waiting for servers on their first connect: each is set when
+        # a server connects or fails (or by the call's own waiter, see Waiter.early).
+        self._settle_waits: set[trio.Event] = set()
         self._background = 0
         self._background_idle = trio.Event()
         self._background_idle.set()
@@ -1580,8 +1582,8 @@ class Pool:
                 queue.clear()
 
     def _notify_settled(self) -> None:
-        self._settled_any.set()
-        self._settled_any = trio.Event()
+        for event in self._settle_waits:
+            event.set()
 
     @trio.lowlevel.enable_ki_protection  # (see connection._ki_protected)
     async def _submit_when_connected(
@@ -1595,21 +1597,25 @@ class Pool:
     ) -> None:
         """Send to servers still on their first connect as each one connects.
 
-        Fills the ``None`` entries of ``slots``.
+        Fills the ``None`` entries of ``slots``. Once the replies in will do
+        (``wait_for``, a hedge, a cutoff), the servers still connecting are
+        not waited for: they are unavailable to this call, nothing is sent
+        to them.
         """
         servers = self._servers
         limit = min(deadline, self._first_connect_until)
         waiting = [pos for pos, slot in enumerate(slots) if slot is None]
         while True:
             now = trio.current_time()
+            done = waiter.filled or waiter.ok >= waiter.need
             still = []
             for pos in waiting:
                 server = servers[targets[pos]]
-                if server.state is ServerState.CONNECTING and now < limit:
+                if server.state is ServerState.CONNECTING and now < limit and not done:
                     still.append(pos)
                     continue
                 conn = server.usable()
-                if conn is None or now >= deadline:
+                if conn is None or now >= deadline or done:
                     slots[pos] = server.unavailable_error()
                 else:
                     cmd = data if isinstance(data, bytes) else data[pos]
@@ -1619,8 +1625,15 @@ class Pool:
             waiting = still
             if not waiting:
                 return
-            with trio.move_on_at(limit):
-                await self._settled_any.wait()
+            # Woken by a server settling, or by the replies in being enough.
+            event = waiter.early = trio.Event()
+            self._settle_waits.add(event)
+            try:
+                with trio.move_on_at(limit):
+                    await event.wait()
+            finally:
+                waiter.early = None
+                self._settle_waits.discard(event)
             if self._closing and not _IN_BACKGROUND.get():
                 raise PoolClosed("the pool was closed during the call")
 
