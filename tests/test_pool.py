@@ -818,6 +818,36 @@ async def test_a_server_refusing_functions_gets_evalsha(
 # --------------------------------------------------------------------------- running it
 
 
+async def test_a_call_the_close_ends_says_whether_it_was_sent(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A write in flight when the pool closed raised PoolClosed(sent=False),
+    # though every server had it and ran it: a caller would retry it.
+    frozen = redis_servers[2]
+    async with ready_pool(*urls(redis_servers), timeout=5.0, stall_timeout=10.0) as pool:
+        await frozen.afreeze()
+        try:
+            got: list[PoolClosed] = []
+
+            async def incr() -> None:
+                try:
+                    await pool.execute("INCR", "n")
+                except PoolClosed as exc:
+                    got.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(incr)
+                await wait_until(lambda: pool._servers[2].conn.pending == 1)  # type: ignore[union-attr]
+                await pool.aclose()
+        finally:
+            await frozen.athaw()
+    assert len(got) == 1 and got[0].sent is True
+    assert [decode_reply(s.command("GET", "n")) for s in redis_servers] == [b"1"] * 3
+    with pytest.raises(PoolClosed) as info:
+        await pool.execute("INCR", "n")  # after the close: never sent
+    assert info.value.sent is False
+
+
 async def test_second_tier_nursery_start_and_aclose(redis_servers: list[RedisServer]) -> None:
     pool = Pool(*urls(redis_servers))
     assert "Pool" in repr(pool)

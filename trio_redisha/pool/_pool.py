@@ -1425,7 +1425,7 @@ class Pool:
         else:
             await trio.lowlevel.checkpoint()
         if self._closed:
-            raise PoolClosed("the pool was closed during the call")
+            raise _closed_during(slots)
         decoding = self._decode if decode is None else decode
         out: list[Any] = []
         received = 0
@@ -1635,7 +1635,7 @@ class Pool:
                 waiter.early = None
                 self._settle_waits.discard(event)
             if self._closing and not _IN_BACKGROUND.get():
-                raise PoolClosed("the pool was closed during the call")
+                raise _closed_during(slots)
 
     def _watch_late(
         self,
@@ -1853,6 +1853,22 @@ _READ_UNLESS_STORE: Final = frozenset({"sort", "georadius", "georadiusbymember"}
 #: the slow path; bounded, since a name may be spelled in many cases.
 _SINGLE_KEY: dict[str | bytes, tuple[int, int, bool]] = {}
 _SINGLE_KEY_MAX: Final = 4096
+
+
+def _closed_during(slots: Sequence[Slot | BaseException | None]) -> PoolClosed:
+    """The error of a call the pool's close ended, ``sent`` if any server may have run it.
+
+    A reply that came, a command still waiting for its reply, or one whose
+    connection broke after sending it: the command may have been applied, and a
+    caller deciding whether to retry must know.
+    """
+    exc = PoolClosed("the pool was closed during the call")
+    exc.sent = any(
+        type(slot) is Slot
+        and (slot.state is not FAILED or getattr(slot.value, "sent", True) is not False)
+        for slot in slots
+    )
+    return exc
 
 
 def _remember_single_key(name: str | bytes) -> None:
