@@ -69,6 +69,13 @@ def test_rediss_explicit_opt_outs() -> None:
     optional = parse_server("rediss://h?ssl_cert_reqs=optional").ssl_context
     assert optional is not None
     assert optional.verify_mode == ssl.CERT_OPTIONAL
+    # A client's "optional" verifies the certificate all the same: its name
+    # check was silently dropped, so any certificate of the CA would pass.
+    assert optional.check_hostname is True
+    optional_no_name = parse_server(
+        "rediss://h?ssl_cert_reqs=optional&ssl_check_hostname=false"
+    ).ssl_context
+    assert optional_no_name is not None and optional_no_name.check_hostname is False
     no_hostname = parse_server("rediss://h?ssl_check_hostname=false").ssl_context
     assert no_hostname is not None
     assert no_hostname.verify_mode == ssl.CERT_REQUIRED

@@ -173,7 +173,9 @@ def make_ssl_context(
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif reqs == "optional":
-        ctx.check_hostname = False
+        # A client verifies an "optional" certificate as a required one (the
+        # server always sends one); its name is checked too, unless
+        # ssl_check_hostname=false says otherwise.
         ctx.verify_mode = ssl.CERT_OPTIONAL
     elif reqs != "required":
         raise ConfigurationError(
