@@ -765,6 +765,14 @@ async def test_a_server_never_writes_control_characters_to_the_terminal(
             captured = capsys.readouterr()
             assert "\x1b" not in captured.out + captured.err
             assert "[2Jthing" in captured.out + captured.err  # escaped, not sent
+    # -v logs the server going down, quoting its error: the log lines were raw.
+    hostile = reply_with(b"-ERR bad\x1b[2Jthing\r\n", handshake=())
+    async with open_hostile_server(hostile) as err:
+        for command in (["exec", "-v", "-s", err.url, "GET", "k"], ["status", "-v", "-s", err.url]):
+            await trio.to_thread.run_sync(main, [*command, "-t", "0.3"])
+            captured = capsys.readouterr()
+            assert "\x1b" not in captured.out + captured.err
+            assert "WARNING" in captured.err and "[2Jthing" in captured.err
 
 
 @pytest.mark.parametrize("option", ["--count", "--concurrency"])

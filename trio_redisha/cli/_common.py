@@ -504,6 +504,17 @@ def exit_code_for(exc: BaseException) -> int | None:
     return None
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines quote what servers sent: escape their control characters.
+
+    Each line of the record (a traceback's included) is kept, the control
+    characters in it are escaped, as :func:`one_line` does for error lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(_printable(line) for line in super().format(record).split("\n"))
+
+
 @contextlib.contextmanager
 def logging_to_stderr(verbose: bool) -> Iterator[None]:
     """Show the library's log records on stderr only when asked to.
@@ -520,7 +531,7 @@ def logging_to_stderr(verbose: bool) -> Iterator[None]:
         yield
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("trio-redisha: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("trio-redisha: %(levelname)s: %(message)s"))
     logger.addHandler(handler)
     old_level = logger.level
     if logger.getEffectiveLevel() > logging.INFO:
