@@ -116,6 +116,38 @@ async def test_a_server_missing_the_pool_s_timeout_is_judged_then_after_short_ca
         await until(lambda: pool.status()[2].state is ServerState.UP)
 
 
+async def test_calls_their_own_scope_cancels_judge_a_hung_server_too(
+    autojump_clock: Any,
+) -> None:
+    # A request budget shorter than the pool's timeout (move_on_after) left
+    # every missed reply unjudged: the circuit never opened, and each call
+    # waited its whole budget on the hung server.
+    async with memory_pool(timeout=0.5) as (pool, servers):
+        servers[2].hang()
+        start = trio.current_time()
+        while pool.status()[2].state is ServerState.UP:
+            with trio.move_on_after(0.1) as budget:
+                await pool.ping()
+            assert budget.cancelled_caught
+            assert trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
+        assert 0.5 <= trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
+        replies, took = await timed(pool.ping())
+        assert took == 0 and "circuit open" in str(replies[2])
+
+
+async def test_a_cancelled_call_does_not_open_a_healthy_server_s_circuit(
+    autojump_clock: Any,
+) -> None:
+    async with memory_pool(timeout=0.5, trip_after=1) as (pool, servers):
+        servers[2].delay = 0.2
+        for _ in range(3):
+            with trio.move_on_after(0.1):
+                await pool.ping()
+        await trio.sleep(0.5)  # the late replies come, in the pool's timeout
+        assert pool.status()[2].state is ServerState.UP
+        assert await pool.ping() == ["PONG", "PONG", "PONG"]
+
+
 async def test_every_reply_a_short_call_missed_counts_towards_trip_after(
     autojump_clock: Any,
 ) -> None:

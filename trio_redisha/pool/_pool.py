@@ -1410,20 +1410,24 @@ class Pool:
             for other, _ in mine:
                 other.ensure_reader()
             mine = []
-        if connecting:
-            await self._submit_when_connected(data, targets, slots, waiter, deadline, sparse)
-        if mine:
-            # The caller reads its replies itself: one trip through the scheduler
-            # per batch of arrivals; the timer task interrupts it at the deadline
-            # (Waiter.expire).
-            await self._read_mine(mine, waiter, deadline)
-        elif not waiter.satisfied:
-            # One timer task expires waiters for the whole pool: cheaper than a
-            # cancel scope per call (see _deadlines.py).
-            self._deadlines.add(deadline, waiter)
-            await waiter.wait()
-        else:
-            await trio.lowlevel.checkpoint()
+        try:
+            if connecting:
+                await self._submit_when_connected(data, targets, slots, waiter, deadline, sparse)
+            if mine:
+                # The caller reads its replies itself: one trip through the scheduler
+                # per batch of arrivals; the timer task interrupts it at the deadline
+                # (Waiter.expire).
+                await self._read_mine(mine, waiter, deadline)
+            elif not waiter.satisfied:
+                # One timer task expires waiters for the whole pool: cheaper than a
+                # cancel scope per call (see _deadlines.py).
+                self._deadlines.add(deadline, waiter)
+                await waiter.wait()
+            else:
+                await trio.lowlevel.checkpoint()
+        except BaseException:
+            self._judge_abandoned(targets, slots)
+            raise
         if self._closed:
             raise _closed_during(slots)
         decoding = self._decode if decode is None else decode
@@ -1536,6 +1540,29 @@ class Pool:
             return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
         self._upkeep.timed_out(server, None if self._closing else self._nursery)
         return ServerTimeout(f"{server.label} did not reply within {seconds:.3g} s")
+
+    def _judge_abandoned(
+        self, targets: Sequence[int], slots: Sequence[Slot | BaseException | None]
+    ) -> None:
+        """A call left its wait (its scope was cancelled): judge the replies it missed.
+
+        As a call's own short ``timeout=`` is (:meth:`_missed`): at the pool's
+        timeout from the send, a timeout if no reply came by then. Else callers
+        whose request budget (``move_on_after``) is shorter than the pool's
+        timeout never opened a hung server's circuit, and each waited its whole
+        budget on it until the stall watchdog.
+        """
+        if self._closing or self._nursery is None:
+            return
+        now = trio.current_time()
+        for idx, slot in zip(targets, slots, strict=False):
+            if type(slot) is Slot and slot.state is WAITING:
+                slot.detach()
+                server = self._servers[idx]
+                if now < slot.sent_at + self.timeout:
+                    self._judge_later(server, slot, now)
+                else:
+                    self._upkeep.timed_out(server, self._nursery)
 
     def _judge_later(self, server: Server, slot: Slot, deadline: float) -> None:
         """Judge ``server`` by ``slot`` at the pool's timeout from its send (see :meth:`_missed`).
