@@ -78,12 +78,12 @@ def _bulk_arrived(buf: bytes, end: int) -> bool:
 _BULK_HEADERS: Final = [b"$%d" % i for i in range(len(_SMALL_LENGTHS))]
 _BATCH_MIN: Final = 8  # shorter runs cost less element by element
 _BATCH_BYTES: Final = 256  # the fewest buffered bytes worth a batch of top-level replies
-# Bytes split in the first round: 128 per element expected, within these bounds
+# Bytes split in the first round: 32 per element expected, within these bounds
 # (each next round splits 4x more). The upper bound caps what one round costs when
-# its first element already disagrees, so that input crafted to make every batch
-# fail stays linear with a small constant.
-_BATCH_WINDOW: Final = 1024
-_BATCH_FIRST_MAX: Final = 8192
+# an early element disagrees (a nil among the values of an MGET, after each hit),
+# so that any input stays linear with a small constant.
+_BATCH_WINDOW: Final = 256
+_BATCH_FIRST_MAX: Final = 1024
 
 
 def _bulk_batch(
@@ -112,7 +112,19 @@ def _bulk_batch(
     Returns:
         Where the batch stopped, and how many elements the aggregate still expects.
     """
-    size = min(max(_BATCH_WINDOW, 128 * left), _BATCH_FIRST_MAX)
+    # The first two headers, checked at O(1): a run that cannot start, or
+    # stops after one element (nils and values alternating in an MGET), costs
+    # next to nothing, however often it is tried.
+    at = pos
+    for _ in range(2):
+        idx = buf.find(b"\r\n", at + 1, at + 22)
+        length = None if idx < 0 else _SMALL_LENGTHS.get(buf[at + 1 : idx])
+        if length is None:
+            return pos, left
+        at = idx + length + 4
+        if at >= n or buf[at] != 36:
+            return pos, left
+    size = min(max(_BATCH_WINDOW, 32 * left), _BATCH_FIRST_MAX)
     headers = _BULK_HEADERS.__getitem__
     while left:
         window_end = pos + size
@@ -206,7 +218,16 @@ def _bulk_run(
             break
         length = small(buf[pos + 1 : idx])
         if length is None:
-            break  # a large or invalid length: the general code decides
+            if idx != pos + 3 or buf[pos + 1] != 45 or buf[pos + 2] != 49:
+                break  # a large or invalid length: the general code decides
+            # "$-1": a nil (RESP2), a missing key of an MGET: None, in the run.
+            if append is not None:
+                append(None)
+            pos = idx + 2
+            left -= 1
+            if not left or pos >= n or buf[pos] != 36:
+                break
+            continue
         start = idx + 2
         end = start + length
         if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
