@@ -4,12 +4,14 @@ hedged reads, and closing the pool under load. Real redis-server processes.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
@@ -22,13 +24,16 @@ from tests.harness.hostile import (
     SETUP_COMMANDS,
     HostileConnection,
     answer_handshake,
+    handshake_reply,
     open_hostile_server,
 )
+from tests.harness.memory_server import MemoryServer
 from tests.test_pool import (
     FAST,
     PONG3,
     RECOVERY,
     SLACK,
+    _records_about,
     answers,
     fd_count,
     holds,
@@ -37,18 +42,23 @@ from tests.test_pool import (
     wait_ready,
 )
 from trio_redisha import (
+    Connection,
     HashMap,
     Pool,
     PoolClosed,
+    ServerSpec,
     ServerState,
     ServerTimeout,
     ServerUnavailable,
     open_pool,
 )
 from trio_redisha.crdt import Counter as CounterCRDT
+from trio_redisha.pool._upkeep import DEFAULT_SETTLE_TIME
 from trio_redisha.testing import RedisServer
 
 TIMEOUT = 0.5  # the pool's default deadline
+#: Labels of in-memory servers (reached through a pool's connector, on virtual time).
+MEMORY_LABELS = ("redis://a:6379", "redis://b:6379")
 
 
 @asynccontextmanager
@@ -555,3 +565,133 @@ async def test_call_waiting_on_hung_server_gets_pool_closed_at_close(
             closing = trio.current_time()
         assert trio.current_time() - closing < FAST
         await wait_until(holds(lambda: len(errors) == 1), what="PoolClosed", deadline=FAST)
+
+
+# --------------------------------------------------------------------------- flapping servers
+
+
+async def _close_after_handshake(conn: HostileConnection) -> None:
+    """Answer the handshake like a real server, then close (a proxy dropping clients)."""
+    while True:
+        command = await conn.read_command()
+        reply = handshake_reply(command, conn.id)
+        assert reply is not None, command
+        await conn.send(reply)
+        if command[0].upper() == b"PING":  # the handshake's last command
+            conn.close()
+            return
+
+
+async def test_a_server_closing_after_the_handshake_is_reconnected_with_backoff(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_redisha")
+    a = redis_factory()
+    async with (
+        open_hostile_server(_close_after_handshake) as flappy,
+        open_pool(a.url, flappy.url) as pool,
+    ):
+        label = pool.servers[1]
+        await wait_until(holds(lambda: flappy.accepted_total >= 1), what="a first connect")
+        # Over a second the default backoff (0.05 s doubling to 2 s) allows a handful of
+        # attempts; with no backoff they were hundreds. Polled under a deadline, so a
+        # storm fails the test as soon as it shows.
+        with trio.move_on_after(1.0):
+            await wait_until(holds(lambda: flappy.accepted_total > 20), deadline=2.0)
+        assert flappy.accepted_total <= 20, flappy.accepted_total
+        assert pool.status()[0].state is ServerState.UP
+    # One "is down" line for the whole episode, not a down/up pair per connection.
+    lines = _records_about(caplog, label, logging.WARNING)
+    assert len(lines) == 1, lines
+    assert "is down" in lines[0]
+
+
+@asynccontextmanager
+async def _flapping_memory_pool(
+    **options: Any,
+) -> AsyncIterator[tuple[Pool, MemoryServer, list[bool]]]:
+    """A pool over two in-memory servers; the second closes each connection after its
+    handshake while ``flapping[0]`` is true. Its connector refuses after 200 attempts,
+    so that a reconnect loop with no backoff cannot spin forever on virtual time."""
+    async with trio.open_nursery() as nursery:
+        servers = {label: MemoryServer(nursery, label) for label in MEMORY_LABELS}
+        flappy = servers[MEMORY_LABELS[1]]
+        flapping = [True]
+
+        async def connect(spec: ServerSpec) -> Connection:
+            server = servers[spec.label]
+            if len(server.attempts) >= 200:
+                raise ServerUnavailable("reconnect storm: the test stops it here")
+            conn = await server.connect(spec)
+            if server is flappy and flapping[0]:
+                flappy.drop_connections()  # the handshake went through; now close
+            return conn
+
+        async with open_pool(*MEMORY_LABELS, connector=connect, **options) as pool:
+            pool._upkeep.random.seed(7)  # the jitter, replayable
+            yield pool, flappy, flapping
+        nursery.cancel_scope.cancel()
+
+
+async def test_flapping_connections_back_off_like_failed_attempts(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_redisha")
+    base, cap = 0.05, 2.0
+    async with _flapping_memory_pool(backoff_base=base, backoff_cap=cap) as (pool, flappy, flap):
+        label = pool.servers[1]
+        await trio.sleep(20.0)
+        attempts = list(flappy.attempts)
+        # Each reconnect after a connection that closed at once waits like a failed
+        # attempt: at most min(cap, base * 2**k), growing; about cap / 2 once capped.
+        assert len(attempts) < 50, len(attempts)
+        gaps = [t1 - t0 for t0, t1 in itertools.pairwise(attempts)]
+        for k, gap in enumerate(gaps):
+            assert 0 <= gap <= min(cap, base * 2**k) + 1e-9, (k, gaps)
+        assert statistics.mean(gaps[6:]) > cap / 4, gaps
+        down = _records_about(caplog, label, logging.WARNING)
+        assert len(down) == 1 and "is down" in down[0], down
+        # It stops flapping: the next connection stays, and "is back up" is logged once
+        # it has lasted (not for every connection that closed at once).
+        flap[0] = False
+        await wait_until(lambda: pool.status()[1].state is ServerState.UP, deadline=cap + 1)
+        await trio.sleep(DEFAULT_SETTLE_TIME)
+        assert await pool.ping() == ["PONG", "PONG"]
+        lines = _records_about(caplog, label, logging.WARNING)
+        assert len(lines) == 2 and "is back up" in lines[1], lines
+        # A connection that lasted drops: the first reconnect is immediate, as before.
+        before = len(flappy.attempts)
+        dropped_at = trio.current_time()
+        flappy.drop_connections()
+        await wait_until(lambda: len(flappy.attempts) > before)
+        assert flappy.attempts[before] == dropped_at
+        await wait_until(lambda: pool.status()[1].state is ServerState.UP)
+        lines = _records_about(caplog, label, logging.WARNING)
+        assert len(lines) == 4 and "is down" in lines[2] and "is back up" in lines[3], lines
+
+
+async def test_a_server_closing_idle_connections_is_reconnected_at_once(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis-server --timeout 1 closes a client idle for more than a second: a
+    # connection that lasted, not a flap. Reconnects stay immediate (so the server
+    # stays usable), at one down/up pair per idle period, not a storm.
+    caplog.set_level(logging.INFO, logger="trio_redisha")
+    a, b = redis_factory(), redis_factory(extra_args=["--timeout", "1"])
+    async with ready_pool(a.url, b.url) as pool:
+        label = pool.servers[1]
+        start = trio.current_time()
+
+        def downs() -> list[str]:
+            return [
+                line for line in _records_about(caplog, label, logging.WARNING) if "down" in line
+            ]
+
+        for closes in (1, 2):
+            await wait_until(holds(lambda n=closes: len(downs()) >= n), what="idle close")  # type: ignore[misc]
+            took = await wait_until(lambda: answers(pool, 1), what="reconnected")
+            assert took < FAST
+        elapsed = trio.current_time() - start
+    lines = _records_about(caplog, label, logging.WARNING)
+    assert len(lines) <= 2 * (elapsed + 1), (elapsed, lines)
+    assert len(downs()) == len([line for line in lines if "back up" in line]), lines

@@ -2,7 +2,11 @@
 
 One :meth:`Upkeep.keep` task per server loops forever: connect and run the
 handshake (bounded by ``connect_timeout``), run the connection until it
-breaks, then try again after an exponential backoff with full jitter. A
+breaks, then try again: at once after a drop, after an exponential backoff
+with full jitter after a failed attempt, and so after connections that keep
+closing within ``settle_time`` of their handshake (a proxy dropping clients, a
+CLIENT KILL loop): such flaps count as failed attempts, and are logged at DEBUG
+after the first until a connection lasts. A
 server whose circuit opened after a timeout (:class:`~._server.Server`) gets a
 probe task that PINGs it until it answers. Every state change goes through
 the server's own transitions; the fan-out path never waits on anything here.
@@ -27,6 +31,7 @@ __all__ = [
     "DEFAULT_BACKOFF_BASE",
     "DEFAULT_BACKOFF_CAP",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SETTLE_TIME",
     "DEFAULT_TRIP_AFTER",
     "Connector",
     "Upkeep",
@@ -41,6 +46,11 @@ DEFAULT_BACKOFF_BASE: Final = 0.05
 DEFAULT_BACKOFF_CAP: Final = 2.0
 #: Seconds allowed to connect and run the handshake.
 DEFAULT_CONNECT_TIMEOUT: Final = 2.0
+#: A connection that closes sooner than this after its handshake counts as a failed
+#: attempt (backoff, quiet logs). Well under Redis's shortest idle timeout (an idle
+#: client is closed more than 1 s after its last command), well over the milliseconds
+#: a proxy or a CLIENT KILL loop takes to drop a new client.
+DEFAULT_SETTLE_TIME: Final = 0.5
 #: Consecutive timeouts after which a server's circuit opens ("a hung server
 #: costs at most one deadline").
 DEFAULT_TRIP_AFTER: Final = 1
@@ -56,6 +66,8 @@ class Upkeep:
         connect_timeout: Seconds allowed for a connect and its handshake.
         backoff_base: First reconnect delay bound, in seconds.
         backoff_cap: Largest reconnect delay bound, in seconds.
+        settle_time: Seconds a connection must last for the next reconnect to be
+            immediate (and its transitions logged as warnings).
         trip_after: Consecutive timeouts that open a server's circuit.
         probe_interval: Seconds a probe's PING may take.
         connector: Opens a connection; ``None`` uses :func:`connect` with the
@@ -74,6 +86,7 @@ class Upkeep:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        settle_time: float = DEFAULT_SETTLE_TIME,
         trip_after: int = DEFAULT_TRIP_AFTER,
         probe_interval: float = 0.5,
         connector: Connector | None = None,
@@ -87,6 +100,7 @@ class Upkeep:
         self.connect_timeout = connect_timeout
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.settle_time = settle_time
         self.trip_after = trip_after
         self.probe_interval = probe_interval
         self.random = random.Random()
@@ -113,6 +127,10 @@ class Upkeep:
     async def keep(self, server: Server) -> None:
         """Keep ``server`` connected until cancelled (one task per server)."""
         attempt = 0
+        # The last connection closed within settle_time (the server accepts clients,
+        # then drops them): its "is down" was logged once; the flaps that follow are
+        # logged at DEBUG, and "is back up" only once a connection lasts.
+        flapping = False
         while True:
             try:
                 with trio.fail_after(self.connect_timeout):
@@ -121,32 +139,78 @@ class Upkeep:
                 text = "connect timed out" if isinstance(exc, trio.TooSlowError) else str(exc)
                 if server.disconnected(text):
                     logger.warning("redis server %s is down: %s", server.label, text)
+                # A real outage: the connection that ends it is news at once.
+                flapping = False
                 self._on_change()
                 await trio.sleep(self.backoff(attempt))
                 attempt += 1
                 continue
-            attempt = 0
+            opened = trio.current_time()
             recovered = server.connected(conn)
             self._on_change()
-            if recovered:
+            if recovered and flapping:
+                logger.debug("reconnected to flapping redis server %s", server.label)
+            elif recovered:
                 logger.warning("redis server %s is back up", server.label)
             else:
                 logger.info("connected to redis server %s", server.label)
-            error: BaseException | str = "connection closed"
             try:
-                await conn.run()
-            except RedisHAError as exc:
-                error = exc
-            except BaseException:
-                # Only the pool's shutdown cancels this task. Calls that the
-                # connection's teardown is about to wake must see a closed pool.
-                self._on_stop()
-                raise
+                error = await self._run(conn, server, announce=recovered and flapping)
             finally:
                 conn.close_now()
+            lasted = trio.current_time() - opened >= self.settle_time
             if server.disconnected(error):
-                logger.warning("redis server %s is down: %s", server.label, error)
+                if flapping and not lasted:
+                    logger.debug("redis server %s dropped again: %s", server.label, error)
+                else:
+                    logger.warning("redis server %s is down: %s", server.label, error)
             self._on_change()
+            if lasted:
+                attempt = 0
+            elif flapping:
+                # Closed right after the handshake, again: count it as a failed attempt,
+                # or the task reconnects in a tight loop (hundreds of connects a second).
+                await trio.sleep(self.backoff(attempt))
+                attempt += 1
+            # Otherwise a drop is news: the first reconnect is immediate.
+            flapping = not lasted
+
+    async def _run(
+        self, conn: Connection, server: Server, *, announce: bool
+    ) -> BaseException | str:
+        """Run ``conn`` until it closes; return why it closed.
+
+        With ``announce``, log "is back up" once the connection has lasted
+        ``settle_time`` (the server was flapping: its reconnects were quiet).
+        """
+        if not announce:
+            return await self._run_until_closed(conn)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._announce_when_settled, server, conn)
+            try:
+                return await self._run_until_closed(conn)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _run_until_closed(self, conn: Connection) -> BaseException | str:
+        """Run ``conn``; return the error that broke it, or why it ended."""
+        try:
+            await conn.run()
+        except RedisHAError as exc:
+            return exc
+        except BaseException:
+            # Only the pool's shutdown cancels this task. Calls that the connection's
+            # teardown is about to wake must see a closed pool: mark it before any
+            # checkpoint lets them run.
+            self._on_stop()
+            raise
+        return "connection closed"
+
+    async def _announce_when_settled(self, server: Server, conn: Connection) -> None:
+        """Log that ``server`` is back up if ``conn`` is still its connection after settling."""
+        await trio.sleep(self.settle_time)
+        if server.conn is conn:
+            logger.warning("redis server %s is back up", server.label)
 
     def timed_out(self, server: Server, nursery: trio.Nursery | None) -> None:
         """Record a timeout; when it opens the circuit, start probing in ``nursery``."""
