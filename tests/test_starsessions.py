@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starsessions import SessionAutoloadMiddleware, regenerate_session_id
+from starsessions import SessionAutoloadMiddleware, get_session_metadata, regenerate_session_id
 from starsessions import SessionMiddleware as StarSessionMiddleware
 
 import trio_redisha
@@ -73,6 +73,11 @@ async def logout(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def metadata(request: Request) -> Response:
+    """What an application may log or show: starsessions' metadata of the session."""
+    return JSONResponse(get_session_metadata(request))
+
+
 async def kick(request: Request) -> Response:
     """An admin logging another user out: removes that user's session by its id."""
     await request.app.state.ha_store.remove(request.query_params["sid"])
@@ -102,6 +107,7 @@ async def serving(
                 Route("/logout", logout, methods=["POST"]),
                 Route("/flush", flush, methods=["POST"]),
                 Route("/kick", kick, methods=["POST"]),
+                Route("/metadata", metadata),
             ],
             middleware=[
                 *(outer or []),
@@ -156,6 +162,33 @@ async def test_forged_ids_are_not_adopted(redis_servers: list[RedisServer], cook
         assert sid != cookie
         assert visible(await store.load(sid)) == {"a": "1"}
         assert not await RedisHAStore(store).exists(cookie)
+
+
+async def test_the_metadata_the_app_sees_never_holds_the_session_id(
+    redis_servers: list[RedisServer],
+) -> None:
+    # read() put the id it read in clear in the metadata, for write(): an app
+    # logging get_session_metadata() (or returning it) leaked the bearer secret.
+    async with serving(redis_servers) as (base, store), httpx.AsyncClient(base_url=base) as client:
+        await client.post("/set", params={"cart": "book"})
+        sid = sid_of(client)
+        shown = await client.get("/metadata")
+        assert shown.status_code == 200 and "lifetime" in shown.json()
+        assert sid not in shown.text and sid[:12] not in shown.text
+        # The sealed id still does its work: a regenerated id deletes the old one.
+        await client.post("/login")
+        assert sid_of(client) != sid and await store.load(sid) == {}
+
+
+def test_a_sealed_id_is_read_back_only_by_this_process_unaltered() -> None:
+    from trio_redisha.starsessions import _seal, _unseal
+
+    sid = SessionStore.new_id()
+    token = _seal(sid)
+    assert _unseal(token) == sid and sid not in token and _seal(sid) != token
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert _unseal(tampered) is None
+    assert _unseal(sid) is None and _unseal(None) is None and _unseal("é") is None
 
 
 async def test_regenerated_id_deletes_the_old_one(redis_servers: list[RedisServer]) -> None:

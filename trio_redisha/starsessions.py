@@ -12,8 +12,9 @@ different fields, the later write puts back the other's old value.
 JSON by default) and keeps the session in a :class:`~trio_redisha.SessionStore`,
 one field per session key, so only the fields a request changed are written
 and the fields it removed are deleted. To know what changed, :meth:`read`
-hides a digest of each field it returned inside starsessions' own
-``__metadata__`` entry (which starsessions hands back to :meth:`write`
+hides a digest of each field it returned, and the id it read (sealed: the
+application sees the metadata, and must not see the id), inside starsessions'
+own ``__metadata__`` entry (which starsessions hands back to :meth:`write`
 untouched); :meth:`write` strips it before storing anything. It also fixes
 two things of starsessions' own design:
 
@@ -33,9 +34,13 @@ from Starlette, unless it has an exception handler for it).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import hashlib
+import hmac
 import re
+import secrets
 from typing import Any, Final
 
 try:
@@ -76,6 +81,55 @@ _ISSUED_ID: Final = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# The id read() hands to write() travels in the session's metadata, which the
+# application sees (and may log, or return): it travels sealed, under a key of
+# this process's own (read() and write() of a request run in one process), so
+# that it is neither readable nor forgeable there. A session id is a bearer secret.
+_SEAL_KEY: Final = secrets.token_bytes(32)
+_NONCE: Final = 16
+_TAG: Final = 16
+
+
+def _keystream(nonce: bytes, length: int) -> bytes:
+    blocks = []
+    for counter in range(-(-length // 64)):
+        blocks.append(
+            hashlib.blake2b(
+                nonce + counter.to_bytes(4, "big"), key=_SEAL_KEY, person=b"redisha-sid-key"
+            ).digest()
+        )
+    return b"".join(blocks)[:length]
+
+
+def _tag(nonce: bytes, sealed: bytes) -> bytes:
+    return hashlib.blake2b(
+        nonce + sealed, key=_SEAL_KEY, digest_size=_TAG, person=b"redisha-sid-tag"
+    ).digest()
+
+
+def _seal(sid: str) -> str:
+    """``sid`` encrypted and authenticated under this process's key, as text."""
+    data = sid.encode("ascii")
+    nonce = secrets.token_bytes(_NONCE)
+    sealed = bytes(a ^ b for a, b in zip(data, _keystream(nonce, len(data)), strict=True))
+    return base64.urlsafe_b64encode(nonce + _tag(nonce, sealed) + sealed).decode("ascii")
+
+
+def _unseal(token: object) -> str | None:
+    """The id :func:`_seal` sealed in ``token``; ``None`` if it is not one of ours."""
+    if not isinstance(token, str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return None
+    nonce, tag, sealed = raw[:_NONCE], raw[_NONCE : _NONCE + _TAG], raw[_NONCE + _TAG :]
+    if len(nonce) < _NONCE or not hmac.compare_digest(tag, _tag(nonce, sealed)):
+        return None
+    data = bytes(a ^ b for a, b in zip(sealed, _keystream(nonce, len(sealed)), strict=True))
+    return data.decode("ascii", "replace")
 
 
 class RedisHAStore(_StarSessionStore):
@@ -128,7 +182,7 @@ class RedisHAStore(_StarSessionStore):
         fields = {k: _digest(v) for k, v in session._loaded.items()}
         metadata = data.get(METADATA_KEY)
         metadata = dict(metadata) if isinstance(metadata, dict) else {}
-        metadata[_TOKEN] = {"sid": session_id, "fields": fields}
+        metadata[_TOKEN] = {"sid": _seal(session_id), "fields": fields}
         data[METADATA_KEY] = metadata
         return self.serializer.serialize(data)
 
@@ -152,7 +206,7 @@ class RedisHAStore(_StarSessionStore):
             metadata = dict(metadata)
             token = metadata.pop(_TOKEN, None)
             values[METADATA_KEY] = metadata
-        read_sid = token.get("sid") if isinstance(token, dict) else None
+        read_sid = _unseal(token.get("sid")) if isinstance(token, dict) else None
         fields = token.get("fields") if isinstance(token, dict) else None
         snapshot = None
         old: str | None = read_sid if isinstance(read_sid, str) else None
