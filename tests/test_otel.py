@@ -224,6 +224,26 @@ async def test_every_pool_on_one_provider_is_reported_and_a_closed_one_let_go(
     assert collect(reader).get("redisha.fanout.replies.expected") is None
 
 
+async def test_pools_opened_one_after_another_reuse_their_numbers(
+    redis_servers: list[RedisServer], reader: InMemoryMetricReader
+) -> None:
+    # Each pool took a new number: past the SDK's 2,000 attribute sets (about
+    # 134 pools' state gauges), a live pool's series merged into the overflow point.
+    provider = MeterProvider(metric_readers=[reader])
+    url = redis_servers[0].url
+    async with ready_pool(url, meter_provider=provider) as kept:
+        for _ in range(150):
+            async with ready_pool(url, meter_provider=provider):
+                pass
+        async with ready_pool(url, meter_provider=provider) as last:
+            await last.execute("PING")
+            await kept.execute("PING")
+            states = collect(reader)["redisha.server.state"]
+            pools = {p.attributes.get("redisha.pool") for p in states}
+            assert pools == {1, 2}  # the kept pool's, and the one reused by each pool since
+            assert len(states) == 2 * len(ServerState)  # no overflow point
+
+
 @pytest.mark.parametrize("wait_for", [2, 3], ids=["not-awaited", "awaited-to-the-deadline"])
 async def test_a_server_that_misses_the_deadline_is_measured_once(
     redis_servers: list[RedisServer], reader: InMemoryMetricReader, wait_for: int

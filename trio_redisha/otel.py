@@ -40,7 +40,6 @@ and gauges are observable instruments over totals the pool keeps anyway
 
 from __future__ import annotations
 
-import itertools
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -114,7 +113,6 @@ class _Instruments:
         # Readers may collect from their own thread (a periodic exporter does).
         self._lock = threading.Lock()
         self._pools: dict[int, weakref.ref[PoolMetrics]] = {}
-        self._numbers = itertools.count(1)
 
         def counter_callback(field: str) -> Any:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -144,22 +142,32 @@ class _Instruments:
 
     def add(self, metrics: PoolMetrics) -> int:
         """Report on ``metrics``' pool from now on; return its ``redisha.pool`` number."""
+        # The smallest number no open pool holds: the SDK keeps every attribute
+        # set it saw (up to its cardinality limit, 2,000 by default, past which
+        # series merge into one overflow point), so numbers that only grew made
+        # a process opening pools one after another lose its live pool's series.
         with self._lock:
-            number = next(self._numbers)
+            self._live_locked()
+            number = 1
+            while number in self._pools:
+                number += 1
             self._pools[number] = weakref.ref(metrics)
         return number
 
     def _live(self) -> list[tuple[PoolMetrics, Pool]]:
         """The pools still open (held for this collection); the others are forgotten."""
-        live = []
         with self._lock:
-            for number, ref in list(self._pools.items()):
-                metrics = ref()
-                pool = None if metrics is None else metrics.pool()
-                if metrics is None or pool is None or pool._closed:
-                    del self._pools[number]
-                else:
-                    live.append((metrics, pool))
+            return self._live_locked()
+
+    def _live_locked(self) -> list[tuple[PoolMetrics, Pool]]:
+        live = []
+        for number, ref in list(self._pools.items()):
+            metrics = ref()
+            pool = None if metrics is None else metrics.pool()
+            if metrics is None or pool is None or pool._closed:
+                del self._pools[number]
+            else:
+                live.append((metrics, pool))
         return live
 
     def _observe_states(self, options: Any) -> list[Any]:
