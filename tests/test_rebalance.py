@@ -18,10 +18,11 @@ import pytest
 import trio
 
 from tests.conftest import RedisFactory
-from tests.harness.helpers import urls
+from tests.harness.helpers import pttls, raw_hash, urls, wait_until
 from tests.test_pool import ready_pool
-from trio_redisha import Counter, HashMap, Pool
+from trio_redisha import Counter, HashMap, Pool, QuorumError, SessionStore, Set
 from trio_redisha.cli import main
+from trio_redisha.crdt import repair_key
 from trio_redisha.crdt._digest import TREE_PREFIX
 from trio_redisha.placement import PARTITIONS, Placement
 from trio_redisha.testing import RedisServer, decode_reply
@@ -172,3 +173,197 @@ async def test_shrink_from_nine_to_six_servers_under_live_traffic(
     await migrate(nine, nine[:6], nine)
     for s in nine[6:]:
         assert decode_reply(await s.acommand("DBSIZE")) == 0
+
+
+# ---------------------------------------- writes, expiry and reads of keys not moved yet
+#
+# Growing from two servers to four with replicas=2: a key whose new owners are the two
+# new servers is, until the walker moves it, only on its old owners (servers 0 and 1).
+
+
+@pytest.fixture
+def four(redis_factory: RedisFactory) -> list[RedisServer]:
+    """Four fresh servers: the old layout is the first two."""
+    return redis_factory.many(4)
+
+
+def on_new_servers_only(prefix: str, new: Sequence[str], count: int = 1) -> list[str]:
+    """``count`` names ``prefix + n`` whose owners (replicas=2) are servers 2 and 3 only."""
+    placement = Placement(list(new), 2)
+    found = [
+        name
+        for name in (f"{prefix}{n:06d}" for n in range(100_000))
+        if set(placement.owners(name)) == {2, 3}
+    ]
+    return found[:count]
+
+
+SID_PREFIX = "a" * 22  # session ids of 28 characters
+#: A migrating pool whose read repair budget is spent (a busy site): a read never
+#: copies a key to its new owners, so writes meet keys the walker has not moved yet.
+NO_REPAIR = {"repair_rate": 1e-6}
+
+
+def moved_sids(new: Sequence[str], count: int = 1) -> list[str]:
+    """Session ids whose key's new owners are servers 2 and 3 only."""
+    keys = on_new_servers_only("session:" + SID_PREFIX, new, count)
+    return [k.removeprefix("session:") for k in keys]
+
+
+async def test_save_during_a_migration_writes_into_a_session_only_the_old_owners_hold(
+    four: list[RedisServer],
+) -> None:
+    old, new = urls(four[:2]), urls(four)
+    live, deleted = moved_sids(new, 2)
+    async with ready_pool(*old, replicas=2, timeout=TIMEOUT) as before:
+        for sid in (live, deleted):
+            await SessionStore(before, ttl=600).save(sid, {"user": "alice", "cart": []})
+    async with ready_pool(*new, replicas=2, previous=old, timeout=TIMEOUT, **NO_REPAIR) as pool:
+        store = SessionStore(pool, ttl=600)
+        session = await store.load(live)
+        assert session == {"user": "alice", "cart": []}
+        session["cart"] = ["book"]
+        # The new owners hold nothing of it yet: the old ones say it is live.
+        assert await store.save(live, session) is True
+        assert await store.load(live) == {"user": "alice", "cart": ["book"]}
+        assert (await raw_hash(four[2], "session:" + live)) != {}  # written to the new owners
+        # A session deleted since it was loaded is still refused (the clear is on
+        # the new owners, the old copies still hold the data).
+        stale = await store.load(deleted)
+        await SessionStore(pool, ttl=600).delete(deleted)
+        stale["cart"] = ["book"]
+        assert await store.save(deleted, stale) is False
+        assert await store.load(deleted) == {}
+        # Once moved, with the old owners down, the new owners alone say it is live.
+        assert await repair_key(pool, "session:" + live)
+        session = await store.load(live)
+        for s in four[:2]:
+            await s.afreeze()
+        try:
+            session["cart"] = ["book", "pen"]
+            assert await store.save(live, session) is True
+            assert (await store.load(live))["cart"] == ["book", "pen"]
+        finally:
+            for s in four[:2]:
+                await s.athaw()
+
+
+async def test_save_during_a_migration_with_the_old_owners_down_is_no_logout(
+    four: list[RedisServer],
+) -> None:
+    old, new = urls(four[:2]), urls(four)
+    (sid,) = moved_sids(new)
+    async with ready_pool(*old, replicas=2, timeout=TIMEOUT) as before:
+        await SessionStore(before, ttl=600).save(sid, {"user": "alice"})
+    async with ready_pool(*new, replicas=2, previous=old, timeout=TIMEOUT, **NO_REPAIR) as pool:
+        store = SessionStore(pool, ttl=600)
+        session = await store.load(sid)
+        for s in four[:2]:
+            await s.afreeze()
+        try:
+            session["user"] = "bob"
+            # Nobody that could hold it said it is gone: not "deleted", a QuorumError.
+            with pytest.raises(QuorumError):
+                await store.save(sid, session)
+        finally:
+            for s in four[:2]:
+                await s.athaw()
+        await wait_until(lambda: pool.available == len(pool), what="old owners back")
+        assert await store.load(sid) == {"user": "alice"}
+
+
+async def test_writes_during_a_migration_refresh_the_expiry_of_the_old_copies(
+    four: list[RedisServer],
+) -> None:
+    old, new = urls(four[:2]), urls(four)
+    ck, sk, mk, fresh, plain = on_new_servers_only("k:", new, 5)
+    touched, saved = moved_sids(new, 2)
+    long = 5000.0  # the migrating pool's writes: far longer than the old layout's 1000 s
+    async with ready_pool(*old, replicas=2, timeout=TIMEOUT) as before:
+        await Counter(before, ck, ttl=1000).incr(10)
+        await Set(before, sk, ttl=1000).add("a", "b", "c")
+        await HashMap(before, mk, ttl=1000).set({"a": 1})
+        for sid in (touched, saved):
+            await SessionStore(before, ttl=1000).save(sid, {"user": "alice"})
+    await four[0].acommand("SET", plain, "not ours")  # a foreign value on an old owner
+    async with ready_pool(*new, replicas=2, previous=old, timeout=TIMEOUT, **NO_REPAIR) as pool:
+        store = SessionStore(pool, ttl=long)
+        await Counter(pool, ck, ttl=long).incr(1)
+        await Set(pool, sk, ttl=long).add("d")
+        await HashMap(pool, mk, ttl=long).set({"b": 2})
+        await Counter(pool, fresh, ttl=long).incr(1)  # on no old owner
+        await HashMap(pool, plain, ttl=long).set({"x": 1})
+        await store.touch(touched)
+        session = await store.load(saved)
+        session["cart"] = ["book"]
+        assert await store.save(saved, session) is True
+        keys = [ck, sk, mk, "session:" + touched, "session:" + saved]
+
+        async def refreshed() -> bool:
+            return all([min(await pttls(four[:2], k)) > 1000_000 for k in keys])
+
+        await wait_until(refreshed, what="the old copies' expiry refreshed")
+        await wait_until(lambda: pool._background == 0, what="background work done")
+        assert await pttls(four[:2], fresh) == [-2, -2]  # no key created there
+        assert await pttls(four[:1], plain) == [-1]  # a foreign value left as it is
+        assert await Counter(pool, ck).get() == 11
+        assert await Set(pool, sk).get() == {"a", "b", "c", "d"}
+        assert await HashMap(pool, mk).get() == {"a": 1, "b": 2}
+
+
+async def test_reads_during_a_migration_with_the_old_owners_down_raise(
+    four: list[RedisServer],
+) -> None:
+    old, new = urls(four[:2]), urls(four)
+    held, moved = moved_sids(new, 2)
+    (never,) = on_new_servers_only("never:", new)
+    async with ready_pool(*old, replicas=2, timeout=TIMEOUT) as before:
+        for sid in (held, moved):
+            await SessionStore(before).save(sid, {"user": "alice"})
+    async with ready_pool(*new, replicas=2, previous=old, timeout=TIMEOUT, **NO_REPAIR) as pool:
+        store = SessionStore(pool)
+        # Every owner answers: an absent key is absent.
+        assert await HashMap(pool, never).get() == {}
+        assert await HashMap(pool, never, read_quorum=2, hedged=True).get() == {}
+        assert await repair_key(pool, "session:" + moved)
+
+        async def gone_from_old() -> bool:
+            return await pttls(four[:2], "session:" + moved) == [-2, -2]
+
+        await wait_until(gone_from_old, what="the moved copy removed from the old owners")
+        for s in four[:2]:
+            await s.afreeze()
+        try:
+            # The new owners hold nothing of it, and nobody that may hold it answered.
+            with pytest.raises(QuorumError):
+                await store.load(held)
+            with pytest.raises(QuorumError):
+                await SessionStore(pool, hedged=True).load(held)
+            with pytest.raises(QuorumError):
+                await HashMap(pool, never).get()
+            # Moved: the new owners hold it, and count.
+            assert await store.load(moved) == {"user": "alice"}
+            assert await SessionStore(pool, read_quorum=2, hedged=True).load(moved) == {
+                "user": "alice"
+            }
+        finally:
+            for s in four[:2]:
+                await s.athaw()
+
+
+async def test_growing_from_one_server_an_absent_key_reads_absent_once_the_old_owner_answers(
+    four: list[RedisServer],
+) -> None:
+    old, new = urls(four[:1]), urls(four[:3])
+    placement = Placement(new, 2)
+    key = next(k for k in (f"none:{n}" for n in range(10_000)) if 0 not in placement.owners(k))
+    async with ready_pool(*new, replicas=2, previous=old, timeout=TIMEOUT, **NO_REPAIR) as pool:
+        # One old owner, read_quorum=2: the new owners' "no such key" counts once it answered.
+        assert await HashMap(pool, key, read_quorum=2).get() == {}
+        assert await HashMap(pool, key, read_quorum=2, hedged=True).get() == {}
+        await four[0].afreeze()
+        try:
+            with pytest.raises(QuorumError):
+                await HashMap(pool, key, read_quorum=2).get()
+        finally:
+            await four[0].athaw()

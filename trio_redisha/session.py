@@ -48,7 +48,8 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
-from .crdt._base import check_codec, check_pool, check_ttl
+from .crdt._base import check_codec, check_pool, check_ttl, refresh_soon
+from .crdt._storage import MAP
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError, RedisHAError
 from .replies import Replies
@@ -578,24 +579,30 @@ class SessionStore:
 
         Runs ``PEXPIRE`` on every server: each one holding the session gets the
         new expiry; the others are left as they are (a later read repairs
-        them). An invalid id is ignored.
+        them). During a migration (``previous=``), the session's old owners
+        that are not among them get it too, as after a save: sent in the
+        background, not counted towards the quorum. An invalid id is ignored.
 
         Raises:
             QuorumError: Fewer than ``write_quorum`` servers answered.
         """
         if not self.is_valid_id(sid):
             return
+        pool = self._pool
         quorum = self._write_quorum
         if quorum is None:
-            quorum = context_for(self._pool).write_quorum
+            quorum = context_for(pool).write_quorum
+        key = self._prefix + sid
+        pttl_ms = max(1, math.ceil(self._ttl * 1000))
+        if pool.previous is not None:
+            # A session the walker has not moved yet is only on its old owners:
+            # refreshing the new ones alone would let it expire there.
+            owners = pool._owner_indices(key)
+            old = tuple(i for i in pool._previous_owner_indices(key) if i not in owners)
+            if old:
+                refresh_soon(pool, key, MAP.marker, pttl_ms, old, self._timeout)
         # With placement, the quorum also routes: fallbacks stand in for owners down.
         await self._guarded(
             sid,
-            self._pool.execute(
-                "PEXPIRE",
-                self._prefix + sid,
-                max(1, math.ceil(self._ttl * 1000)),
-                timeout=self._timeout,
-                quorum=quorum,
-            ),
+            pool.execute("PEXPIRE", key, pttl_ms, timeout=self._timeout, quorum=quorum),
         )

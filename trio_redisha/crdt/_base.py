@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from .._util import finite_seconds
 from ..exceptions import ConfigurationError, RedisHAError, ReplyError
 from ..replies import Replies
+from ..scripts import Script
 from ._cache import key_name
 from ._context import context_for
 from ._digest import script_keys
@@ -368,12 +369,44 @@ class CRDTBase(Generic[S]):
         answered = set(snap.answered)
         return all(i in answered for i in owners) and bool(unheld_hints(self._pool, snap, owners))
 
-    def _script_servers(self) -> tuple[int, ...] | None:
+    def _script_servers(self, *, refresh: bool = True) -> tuple[int, ...] | None:
         """Where a write goes: ``None`` (every server) without placement, else the
-        key's owners, with fallbacks while fewer than ``write_quorum`` are usable."""
-        if self._pool.placement is None:
+        key's owners, with fallbacks while fewer than ``write_quorum`` are usable.
+
+        With ``refresh`` (every write but :meth:`_write_if_live`, which sees to
+        it itself), during a migration, also starts the expiry refresh of the
+        key's old owners that are not written (:meth:`_refresh_old_soon`).
+        """
+        pool = self._pool
+        if pool.placement is None:
             return None
-        return self._pool._write_targets(self._key, self.write_quorum)
+        servers = pool._write_targets(self._key, self.write_quorum)
+        if refresh and pool.previous is not None:
+            self._refresh_old_soon(self._old_only(servers))
+        return servers
+
+    def _old_only(self, servers: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The key's owners in the previous layout that are not among ``servers``."""
+        if servers is None or self._pool.previous is None:
+            return ()
+        return tuple(i for i in previous_owners(self._pool, self._key) if i not in servers)
+
+    def _refresh_old_soon(self, old: tuple[int, ...]) -> None:
+        """Give the copies on ``old`` (old owners not written) this object's expiry again.
+
+        A write refreshes the expiry where it lands, the new owners; a copy of a
+        key the walker has not moved yet is on the old owners only, and would
+        expire there with what it holds (an acknowledged write's earlier fields,
+        a counter's other totals). Sent in the pool's nursery as the write goes
+        out: it is not counted towards the write's quorum (and a write does not
+        wait for it, Counter's included, which routes through here). It never
+        creates a key nor touches anything but a copy of this type
+        (:data:`_REFRESH`). Nothing without a ``ttl``, nothing outside a migration.
+        """
+        if old and self._ttl is not None:
+            refresh_soon(
+                self._pool, self._key, self._kind.marker, self._pttl_ms, old, self._timeout
+            )
 
     # -- writing
 
@@ -411,11 +444,17 @@ class CRDTBase(Generic[S]):
         the write: only a cleared copy is scanned). With no
         ``fields``, a server holding a live register only gets the expiry.
 
+        During a migration (``previous=``), when no server written holds the
+        key, its old owners that were not written are asked too (nothing is
+        written there but the expiry, where the key is live): a key the walker
+        has not moved yet is only there.
+
         Returns:
             False if the key is gone: a server holds it cleared (a write that
             another server, one that missed the clear, took is then undone by
             a new clear), or no server wrote and at least ``write_quorum`` of
-            its owners hold no copy. Where some server wrote, or only
+            its owners hold no copy (during a migration, of its owners in each
+            layout). Where some server wrote or holds the key live, or only
             fallbacks (with placement) answered, those without the key are
             behind: they get the write as it is.
 
@@ -424,28 +463,51 @@ class CRDTBase(Generic[S]):
             QuorumError: Fewer than ``write_quorum`` servers wrote, and fewer
                 than ``write_quorum`` owners said the key is gone.
         """
-        replies = await self._run_script([_LIVE_GUARD, *fields], self._script_servers())
+        pool = self._pool
+        servers = self._script_servers(refresh=False)
+        replies = await self._run_script([_LIVE_GUARD, *fields], servers)
         gone = [i for i, r in enumerate(replies) if r in _GONE or r in _CLEARED]
+        old = self._old_only(servers)
         if not gone:
+            self._refresh_old_soon(old)
             self._check_write(replies)
             return True
         wrote = [
             i for i, r in enumerate(replies) if not isinstance(r, BaseException) and i not in gone
         ]
-        if any(replies[i] in _CLEARED for i in gone):
+        cleared = any(replies[i] in _CLEARED for i in gone)
+        seen: Replies | None = None  # the old owners' answers, if asked
+        if old and not wrote and not cleared:
+            # Nothing written holds it: a key the walker has not moved yet is
+            # only on its old owners. Ask them, without writing anything there
+            # (the guard alone refreshes the expiry of a live copy).
+            seen = await self._run_script([_LIVE_GUARD], old)
+            cleared = any(r in _CLEARED for r in seen)
+        elif wrote:
+            self._refresh_old_soon(old)
+        if cleared:
             # Deleted: a server applied the clear and took nothing since. A
             # server that missed it took this write, later than the clear:
             # a new clear, later still, undoes it everywhere.
             self._check_foreign(replies)
+            if seen is not None:
+                self._check_foreign(seen)
             if wrote:
                 ts = self._ctx.clock.check(self._ctx.clock.now())
                 await self._write([(CLEAR_FIELD, Entry(ts, self._actor, True).encode())])
             return False
-        owners = set(self._pool.owners(self._key))
+        live_old = seen is not None and any(
+            not isinstance(r, BaseException) and r not in _GONE for r in seen
+        )
+        if seen is not None:
+            self._check_foreign(seen)
+        owners = set(pool.owners(self._key))
         gone_owners = sum(1 for i in gone if replies.servers[i] in owners)
-        if not wrote:
+        if not wrote and not live_old:
             quorum = self.write_quorum
-            if gone_owners >= quorum or (gone_owners and gone_owners == len(owners)):
+            if _says_gone(gone_owners, len(owners), quorum) and self._old_say_gone(
+                replies, gone, seen, quorum
+            ):
                 self._check_foreign(replies)
                 return False
             if not gone_owners:  # only fallbacks, which hold no copy yet: a sloppy write
@@ -453,11 +515,12 @@ class CRDTBase(Generic[S]):
                 return True
         entries = list(replies)
         # Live elsewhere: a server without the key is behind (restarted empty,
-        # or a fallback standing in for an owner down, which holds no copy until
-        # a sloppy write). It gets the write as it is; a read repairs the rest.
-        sloppy = gone if wrote else []
+        # a fallback standing in for an owner down, which holds no copy until
+        # a sloppy write, or a new owner of a key not moved yet). It gets the
+        # write as it is; a read repair or the walker brings the rest.
+        sloppy = gone if wrote or live_old else []
         if sloppy:
-            labels = self._pool.servers
+            labels = pool.servers
             again = await self._run_script(
                 fields, tuple(labels.index(replies.servers[i]) for i in sloppy)
             )
@@ -472,6 +535,27 @@ class CRDTBase(Generic[S]):
         )
         self._check_write(shown)
         return True
+
+    def _old_say_gone(
+        self, replies: Replies, gone: list[int], seen: Replies | None, quorum: int
+    ) -> bool:
+        """Whether the key's owners in the previous layout say it is gone (True: no migration).
+
+        Counted: the old owners among the servers written that answered
+        :data:`_GONE`, and the old owners asked on their own (``seen``). A new
+        owner of a partition not moved yet holds nothing: only the old owners
+        know whether the key is live, and with them unreachable it is not
+        "gone" (a save would drop its changes) but unknown.
+        """
+        old = previous_owners(self._pool, self._key)
+        if not old:
+            return True
+        labels = self._pool.servers
+        mine = {labels[i] for i in old}
+        said = sum(1 for i in gone if replies.servers[i] in mine)
+        if seen is not None:
+            said += sum(1 for r in seen if r in _GONE)
+        return _says_gone(said, len(old), quorum)
 
     def _check_foreign(self, replies: Replies) -> None:
         cache = self._ctx.read_cache
@@ -540,6 +624,56 @@ async def _read_repair(
         await carry_out(pool, snap.kind, snap.key, plan, snap.holders, timeout)
     except RedisHAError as exc:
         logger.debug("read repair of %r failed: %s", snap.key, exc)
+
+
+def _says_gone(gone: int, owners: int, quorum: int) -> bool:
+    """Whether ``gone`` of ``owners`` owners answering "no live copy" make a key gone:
+    ``quorum`` of them, or all of them (fewer owners than the quorum)."""
+    return gone >= quorum or (gone > 0 and gone == owners)
+
+
+#: Set the expiry of a copy of ``KEYS[1]`` of the type whose marker is
+#: ``ARGV[1]`` to ``ARGV[2]`` ms; anything else (no key, a foreign value) is left.
+_REFRESH = Script(
+    r"""
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], '__redisha__') ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+)
+
+
+def refresh_soon(
+    pool: Pool,
+    key: str | bytes,
+    marker: bytes,
+    pttl_ms: int,
+    servers: tuple[int, ...],
+    timeout: float | None,
+) -> bool:
+    """Set the expiry of the copies of ``key`` on ``servers`` in the pool's nursery.
+
+    For a write during a migration: see :meth:`CRDTBase._refresh_old_soon`.
+    Returns whether it was started (not when the pool is closing).
+    """
+    return pool._start_background(_refresh, pool, key, marker, pttl_ms, servers, timeout)
+
+
+async def _refresh(
+    pool: Pool,
+    key: str | bytes,
+    marker: bytes,
+    pttl_ms: int,
+    servers: tuple[int, ...],
+    timeout: float | None,
+) -> None:
+    """:func:`refresh_soon`'s task: a server that fails keeps its expiry (not counted)."""
+    try:
+        await pool.execute_script(
+            _REFRESH, [key], [marker, pttl_ms], timeout=timeout, servers=servers
+        )
+    except RedisHAError as exc:
+        logger.debug("refreshing the expiry of %r on old owners failed: %s", key, exc)
 
 
 def previous_owners(pool: Pool, key: str | bytes) -> tuple[int, ...]:

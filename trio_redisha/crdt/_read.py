@@ -437,7 +437,11 @@ def _finish(
         answered.append((i, entry))
     counted = _counted(pool, key, answered)
     if counted < read_quorum:
-        also = "" if counted == len(answered) else " (fallbacks holding nothing do not count)"
+        also = (
+            ""
+            if counted == len(answered)
+            else " (fallbacks holding nothing do not count, nor during a migration new owners)"
+        )
         if any(isinstance(r, ReplyTooLarge) for r in replies):
             also += (
                 "; the key is too large for the pool's limits: give it larger ones,"
@@ -501,30 +505,51 @@ def _finish(
 def _counted(pool: Pool, key: str | bytes, answered: Sequence[tuple[int, list[Any]]]) -> int:
     """How many of the servers that answered count towards the read quorum.
 
-    With placement, an owner (or an owner of the previous layout) always counts,
-    and another server only if it holds the key: a fallback answering "no such
-    key" says nothing of what the owners hold. Counted, the fallbacks standing
-    in for owners that are down made a session read empty (a logout, its data
-    back once the owners returned).
+    With placement, an owner always counts, and another server only if it
+    holds the key: a fallback answering "no such key" says nothing of what the
+    owners hold. Counted, the fallbacks standing in for owners that are down
+    made a session read empty (a logout, its data back once the owners
+    returned). During a migration the owners that count are the old owners
+    (:func:`_always_counted`): a new owner of a partition the walker has not
+    moved yet holds nothing, as a fallback.
     """
     if pool.placement is None:
         return len(answered)
-    owners = {*pool._owner_indices(key), *pool._previous_owner_indices(key)}
+    owners = _always_counted(pool, key, {i for i, _ in answered})
     return sum(1 for i, entry in answered if i in owners or entry[1])
+
+
+def _always_counted(pool: Pool, key: str | bytes, answered: set[int] | None) -> set[int]:
+    """The servers whose answer counts towards the read quorum even without the key.
+
+    The key's owners; during a migration (``previous=``), its owners in the
+    previous layout only: those hold what was written before it, until the
+    walker moves it to the new owners, which hold the key from then on (and
+    count then as holders). A new owner that is no old owner counts without
+    the key once every old owner answered (``answered``, if known): with fewer
+    old owners than ``read_quorum`` (growing from fewer servers than N), their
+    answers alone could never make a key absent.
+    """
+    old = pool._previous_owner_indices(key)
+    if not old:
+        return set(pool._owner_indices(key))
+    if answered is not None and answered.issuperset(old):
+        return {*old, *pool._owner_indices(key)}
+    return set(old)
 
 
 def _uncounted(pool: Pool, key: str | bytes, targets: Sequence[int]) -> frozenset[int]:
     """The ``targets`` that count towards the read quorum only if they hold the key.
 
-    The servers that are neither owners nor owners of the previous layout:
-    fallbacks (:func:`_counted`). Their "no such key" is no success for the
-    read's waiter either (``Slot.needs_key``): a hedge of ``read_quorum``
-    replies stopped at the fast owner and an empty fallback, and the read then
-    failed its quorum while a second owner was still in time.
+    Fallbacks, and during a migration the new owners that are no old owners
+    (:func:`_counted`). Their "no such key" is no success for the read's waiter
+    either (``Slot.needs_key``): a hedge of ``read_quorum`` replies stopped at
+    the fast owner and an empty fallback, and the read then failed its quorum
+    while a second owner was still in time.
     """
     if pool.placement is None:
         return frozenset()
-    owners = {*pool._owner_indices(key), *pool._previous_owner_indices(key)}
+    owners = _always_counted(pool, key, None)
     return frozenset(i for i in targets if i not in owners)
 
 
