@@ -36,6 +36,7 @@ from trio_redisha.testing import (
     decode_reply,
     encode_command,
     find_redis_server,
+    free_port,
     live_servers,
     local_redis_servers,
     open_raw_connection,
@@ -658,3 +659,205 @@ def test_the_helpers_type_their_server_options() -> None:
     with pytest.raises(TypeError, match="unix_sockt"), local_redis_servers(1, unix_sockt=True):  # type: ignore[call-arg]
         pass
     assert group.servers == []
+
+
+# ------------------------------------------------------ defects found by review
+
+
+def test_a_port_held_by_a_password_protected_server_is_not_taken_for_ours(
+    redis_factory: RedisFactory,
+) -> None:
+    # The other server answers INFO with -NOAUTH: the start took that for its own
+    # server, returned, and every command then went to the other one.
+    other = redis_factory(password="other-secret")
+    server = redis_factory.new(port=other.port, start_timeout=0.5)
+    with pytest.raises(RedisStartError, match=f"port {other.port} is in use by another process"):
+        server.start()
+    assert not server.running and other.running
+    # The same on a restart, after another server took the port of a killed one.
+    mine = redis_factory(start_timeout=0.5)
+    mine.kill()
+    taker = redis_factory(password="other-secret", port=mine.port)
+    with pytest.raises(RedisStartError, match=f"port {mine.port} is in use by another process"):
+        mine.start()
+    assert not mine.running and taker.running
+
+
+def test_our_own_server_refusing_info_is_still_accepted(redis_factory: RedisFactory) -> None:
+    # Its INFO answer is an error, so only the listening socket tells it is ours.
+    server = redis_factory(acl_users=["default on nopass ~* +@all -info"])
+    assert server.command("INFO").startswith(b"-NOPERM")
+    assert server.command("PING") == b"+PONG\r\n"
+
+
+def test_a_wrapper_script_that_does_not_exec_is_managed_whole(
+    redis_factory: RedisFactory, redis_executable: str, tmp_path: Path
+) -> None:
+    # The server is the wrapper's child: its INFO pid is not the wrapper's, so the
+    # start was refused ("did not answer PING"), and signals reached the wrapper only,
+    # leaving the real server running after stop().
+    wrapper = tmp_path / "redis-server-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n"{redis_executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    server = redis_factory.new(executable=wrapper, start_timeout=2)
+    server.start()
+    child = int(server.info("server")["process_id"])
+    assert child != server.pid and os.getpgid(child) == server.pid
+    server.freeze()
+    assert server_module._proc_state(child) == "T"
+    with pytest.raises(TimeoutError):
+        server.command("PING", timeout=0.2)
+    server.thaw()
+    assert server.command("PING") == b"+PONG\r\n"
+    server.kill()
+    trio.run(wait_until, lambda: not pid_alive(child))
+    server.restart_empty()
+    child = int(server.info("server")["process_id"])
+    server.stop()
+    trio.run(wait_until, lambda: not pid_alive(child))
+
+
+def test_interrupted_run_tears_user_fixtures_down_before_the_safety_net(
+    pytester: pytest.Pytester,
+) -> None:
+    # On Ctrl-C, session fixtures are torn down in pytest_sessionfinish: the plugin's
+    # safety net ran first and SIGKILLed the servers the fixture was about to use.
+    pytester.makeconftest(
+        """
+        import pytest
+        from trio_redisha.testing import RedisServerGroup
+
+        @pytest.fixture(scope="session")
+        def cluster():
+            with RedisServerGroup() as group:
+                servers = group.many(2)
+                yield servers
+                for s in servers:
+                    try:
+                        print("TEARDOWN", s.running, s.command("GET", "k"))
+                    except OSError as exc:
+                        print("TEARDOWN", s.running, repr(exc))
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_a(cluster):
+            for s in cluster:
+                s.command("SET", "k", "v")
+            raise KeyboardInterrupt
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-s", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*TEARDOWN True b'$1\\r\\nv\\r\\n'"] * 2)
+
+
+def test_a_relative_directory_is_the_one_under_the_current_directory(
+    redis_factory: RedisFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was kept relative: the process ran in it and redis resolved --dir once more.
+    monkeypatch.chdir(tmp_path)
+    server = redis_factory(directory="redis-data", unix_socket=True)
+    assert server.directory == tmp_path / "redis-data"
+    assert server.unix_path == str(tmp_path / "redis-data" / "redis.sock")
+    assert decode_reply(server.command("CONFIG", "GET", "dir")) == [
+        b"dir",
+        str(tmp_path / "redis-data").encode(),
+    ]
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.connect(server.unix_path)
+        unix.sendall(encode_command("PING"))
+        assert unix.recv(100) == b"+PONG\r\n"
+
+
+def test_a_relative_executable_is_made_absolute(
+    redis_factory: RedisFactory,
+    redis_executable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It passed the check here, then was run from the server's own directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "redis-server").symlink_to(redis_executable)
+    expected = str(tmp_path / "bin" / "redis-server")
+    assert find_redis_server("bin/redis-server") == expected
+    monkeypatch.setenv(trio_redisha.testing.ENV_EXECUTABLE, "bin/redis-server")
+    assert find_redis_server() == expected
+    server = redis_factory.new(executable="bin/redis-server")
+    server.start()
+    assert server.command("PING") == b"+PONG\r\n"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"acl_users": ["alice on >Sup3rSecret #" + "ab" * 32 + " nopass-typo"]},
+        {"password": "Sup3rSecret", "extra_args": ["maxmemory", "10mb"]},
+    ],
+    ids=["acl-rule-typo", "option-without-dashes"],
+)
+def test_a_start_error_never_shows_a_password(
+    redis_factory: RedisFactory, options: server_module.RedisServerOptions
+) -> None:
+    # Redis quotes the config line it refuses, and the error quoted the log.
+    server = redis_factory.new(**options)
+    with pytest.raises(RedisStartError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "FATAL CONFIG FILE ERROR" in message  # the log is still there
+    assert "Sup3rSecret" not in message and "ab" * 32 not in message
+    assert "***" in message
+
+
+async def test_a_deeply_nested_reply_is_read_and_decoded(redis_server: RedisServer) -> None:
+    # Recursion per level: a real reply 1500 deep raised a bare RecursionError.
+    depth = 1500
+    script = "local t = 1 for i = 1, tonumber(ARGV[1]) do t = {t} end return t"
+    raw_reply = redis_server.command("EVAL", script, 0, depth)
+    assert raw_reply == b"*1\r\n" * depth + b":1\r\n"
+    value = decode_reply(raw_reply)
+    for _ in range(depth):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == 1
+    async with await open_raw_connection(redis_server.host, redis_server.port) as conn:
+        assert await conn.call("EVAL", script, 0, depth) == raw_reply
+    deeper = b"*2\r\n" * 100_000 + b":1\r\n" + b"$1\r\nx\r\n" * 100_000
+    assert reply_end(deeper) == len(deeper)
+    assert reply_end(deeper[:-1]) is None
+    assert reply_end(b"|1\r\n+a\r\n:1\r\n" * 3000 + b"+OK\r\n") == 3000 * 12 + 5
+    nested = decode_reply(deeper)
+    assert isinstance(nested, list) and nested[1] == b"x"
+
+
+def test_encode_command_sends_buffers_as_bytes_and_refuses_other_types(
+    redis_server: RedisServer,
+) -> None:
+    # It sent their repr: bytearray(b'v'), <memory at 0x...>, True, None.
+    expected = encode_command("SET", "k", b"value")
+    assert encode_command("SET", "k", bytearray(b"value")) == expected
+    assert encode_command("SET", "k", memoryview(b"value")) == expected
+    assert encode_command("SET", "k", memoryview(b"xvaluex")[1:-1]) == expected
+    assert encode_command("INCRBY", "k", 2**70, 1.5) == encode_command(
+        "INCRBY", "k", "1180591620717411303424", "1.5"
+    )
+    for bad in (True, None, object(), ["v"]):
+        with pytest.raises(TypeError, match=type(bad).__name__):
+            encode_command("SET", "k", bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            redis_server.command("SET", "k", bad)  # type: ignore[arg-type]
+    redis_server.command("SET", "k", bytearray(b"value"))
+    redis_server.command("SET", "m", memoryview(b"value"))
+    assert decode_reply(redis_server.command("MGET", "k", "m")) == [b"value", b"value"]
+
+
+async def test_a_fixed_port_of_the_group_cannot_be_shared_either(redis_executable: str) -> None:
+    # Only a port given to many() was checked: one of the group's defaults made the
+    # second server wait out its start timeout on a port the first one held.
+    group = RedisServerGroup(executable=redis_executable, port=free_port(), start_timeout=2)
+    with pytest.raises(ConfigurationError, match="fixed port cannot be shared"):
+        group.many(2)
+    with pytest.raises(ConfigurationError, match="fixed port cannot be shared"):
+        await group.amany(2)
+    assert group.servers == []  # refused before any was made

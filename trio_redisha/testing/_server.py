@@ -109,7 +109,7 @@ def find_redis_server(executable: str | os.PathLike[str] | None = None) -> str:
         executable: An explicit path, tried first.
 
     Returns:
-        The path of an executable file.
+        The absolute path of an executable file.
 
     Raises:
         RedisServerNotFoundError: None was found, or the one named is not an
@@ -118,7 +118,8 @@ def find_redis_server(executable: str | os.PathLike[str] | None = None) -> str:
     named = os.fspath(executable) if executable is not None else os.environ.get(ENV_EXECUTABLE)
     if named:
         if os.path.isfile(named) and os.access(named, os.X_OK):
-            return named
+            # Absolute: the server runs in its own directory, where a relative one is not.
+            return os.path.abspath(named)
         source = "executable=" if executable is not None else f"${ENV_EXECUTABLE}="
         raise RedisServerNotFoundError(
             f"{source}{named!r} is not an executable file: name an installed "
@@ -129,7 +130,7 @@ def find_redis_server(executable: str | os.PathLike[str] | None = None) -> str:
         raise RedisServerNotFoundError(
             f"redis-server not found on PATH: {_INSTALL} (or name the binary in ${ENV_EXECUTABLE})"
         )
-    return found
+    return os.path.abspath(found)  # a relative PATH entry, too
 
 
 def redis_server_version(executable: str | os.PathLike[str] | None = None) -> str:
@@ -311,6 +312,75 @@ def _proc_state(pid: int) -> str | None:
     return stat[stat.rindex(b")") + 2 :].split(b" ", 1)[0].decode()
 
 
+def _listening_inodes(port: int) -> set[str] | None:
+    """Inodes of the TCP sockets listening on ``port`` (IPv4 and IPv6), from /proc.
+
+    Returns:
+        The inodes, None where /proc cannot tell.
+    """
+    inodes: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            # sl local_address(HEXIP:HEXPORT) rem_address st(0A = LISTEN) ... inode
+            fields = row.split()
+            listens = len(fields) > 9 and fields[3] == "0A"
+            if listens and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes if readable else None
+
+
+def _socket_inodes(pid: int) -> set[str] | None:
+    """Inodes of the sockets process ``pid`` holds open, None where /proc cannot tell."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    found: set[str] = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                found.add(target[len("socket:[") : -1])
+    return found
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Pids of the processes in process group ``pgid`` (empty where /proc is missing)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found: list[int] = []
+    for entry in entries:
+        if entry.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if os.getpgid(int(entry)) == pgid:
+                    found.append(int(entry))
+    return found
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the process group a server process leads (``start_new_session``).
+
+    The whole group, because the executable may be a wrapper script that runs
+    redis-server as its child instead of exec'ing it.
+    """
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # not a group leader after all (setsid failed?): the child only
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
 def pid_alive(pid: int) -> bool:
     """Tell whether a process exists and is not a zombie.
 
@@ -387,8 +457,8 @@ class RedisServer:
             tls: Speak TLS only (``--tls-port N --port 0``) with these files.
             port: A fixed port instead of a free one picked at start.
             directory: The working directory (created if missing, left in place
-                by :meth:`stop`); a new temporary one, removed by :meth:`stop`,
-                when None.
+                by :meth:`stop`; a relative one is taken from the current directory
+                now); a new temporary one, removed by :meth:`stop`, when None.
             extra_args: More ``redis-server`` command-line arguments; they come
                 last, so they override the defaults (``"--bind", "127.0.0.1", "::1"``).
             executable: Path of ``redis-server``; see :func:`find_redis_server`.
@@ -409,7 +479,8 @@ class RedisServer:
         self.unix_path: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.pids: list[int] = []
-        self.directory: Path | None = Path(directory) if directory is not None else None
+        # Absolute now: the process runs in it, and would resolve a relative --dir again.
+        self.directory: Path | None = Path(directory).absolute() if directory is not None else None
         self.start_timeout = start_timeout
         self._own_directory = directory is None
         self._want_unix = unix_socket
@@ -420,6 +491,8 @@ class RedisServer:
         self._client_ssl: ssl.SSLContext | None = None
         self._own_ssl: ssl.SSLContext | None = None
         self._probe_timeout = PROBE_TIMEOUT
+        # The redis-server process itself: self.pid, or its child under a wrapper script.
+        self._server_pid: int | None = None
 
     # ------------------------------------------------------------------ info
 
@@ -550,7 +623,7 @@ class RedisServer:
         rc = self.process.poll()
         if rc is None:
             return False
-        log = self.log_text()
+        log = self._redact(self.log_text())
         last_spawn = log.rsplit("--- spawn", 1)[-1]
         bind_failed = any(m in last_spawn for m in _BIND_FAILURE_MARKERS)
         if bind_failed and time.monotonic() < deadline:
@@ -561,6 +634,23 @@ class RedisServer:
             raise self._port_in_use(log)
         raise RedisStartError(f"redis-server exited with code {rc} on port {self.port}:\n{log}")
 
+    def _redact(self, log: str) -> str:
+        """Hide the passwords in a log an error quotes (Redis quotes a refused config line).
+
+        Args:
+            log: The server's log.
+
+        Returns:
+            The log with ``password`` and every ACL password (``>pw``, ``<pw``) and
+            password hash (``#hash``, ``!hash``) of ``acl_users`` replaced by ``***``.
+        """
+        secrets = [self.password] if self.password else []
+        for rule in self.acl_users:
+            secrets += [token[1:] for token in rule.split() if token[:1] in "><#!" and token[1:]]
+        for secret in sorted(set(secrets), key=len, reverse=True):  # a secret inside another
+            log = log.replace(secret, "***")
+        return log
+
     def _port_in_use(self, log: str) -> RedisStartError:
         # A fixed port (restarts keep theirs) that something else holds.
         return RedisStartError(
@@ -569,7 +659,7 @@ class RedisServer:
         )
 
     def _fail_timeout(self) -> None:
-        log = self.log_text()
+        log = self._redact(self.log_text())
         self.kill()
         spawns = [part for part in log.split("--- spawn") if "\n" in part.strip()]
         if spawns and any(m in spawns[-1] for m in _BIND_FAILURE_MARKERS):
@@ -591,15 +681,45 @@ class RedisServer:
         if info.startswith(b"$"):
             for line in info.split(b"\r\n"):
                 if line.startswith(b"process_id:"):
-                    return int(line.split(b":", 1)[1]) == self.pid
-        # -NOAUTH etc.: someone answers RESP; trust it when our process is alive.
-        return self.running
+                    return self._is_ours(int(line.split(b":", 1)[1]))
+        # -NOAUTH, -NOPERM...: maybe ours (an ACL denying INFO), maybe another
+        # process's server on a fixed port while ours is failing to bind it.
+        return self._holds_port()
+
+    def _is_ours(self, pid: int) -> bool:
+        """Tell whether ``pid`` is our process, or one in its group (a wrapper's child)."""
+        try:
+            ours = pid == self.pid or os.getpgid(pid) == self.pid
+        except OSError:  # gone, or not visible from here
+            ours = False
+        if ours:
+            self._server_pid = pid
+        return ours
+
+    def _holds_port(self) -> bool:
+        """Tell whether the socket listening on our port belongs to our process.
+
+        Without /proc (not Linux) nothing tells: a live process is trusted, and a
+        failed bind shows once it exits.
+        """
+        listening = _listening_inodes(self.port)
+        held = _socket_inodes(self.pid) if listening is not None else None
+        if listening is None or held is None:
+            return self.running
+        if listening & held:
+            return self._is_ours(self.pid)
+        # A wrapper script's child (the wrapper holds no socket).
+        for pid in _group_pids(self.pid):
+            if pid != self.pid and listening & (_socket_inodes(pid) or set()):
+                return self._is_ours(pid)
+        return False
 
     def _begin_start(self) -> float:
         """Spawn the process; return the deadline for it to answer."""
         if self.running:
             raise RuntimeError(f"{self!r} is already running")
         self._probe_timeout = PROBE_TIMEOUT
+        self._server_pid = None
         self._spawn()
         return time.monotonic() + self.start_timeout
 
@@ -684,8 +804,7 @@ class RedisServer:
         proc = self.process
         if proc is None or proc.poll() is not None:
             return None
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _signal_group(proc, signal.SIGKILL)
         return proc
 
     def kill(self) -> None:
@@ -708,14 +827,17 @@ class RedisServer:
     def _send_signal(self, sig: signal.Signals) -> float:
         if not self.running:
             raise RuntimeError(f"{self!r} is not running")
-        os.kill(self.pid, sig)
+        assert self.process is not None
+        _signal_group(self.process, sig)
         return time.monotonic() + STOP_TIMEOUT
 
     def _state_reached(self, stopped: bool) -> bool:
-        state = _proc_state(self.pid)
-        if state is None:  # no /proc: trust the signal
-            return True
-        return (state == "T") == stopped
+        # Both the process we started and, under a wrapper script, the server itself.
+        for pid in {self.pid, self._server_pid or self.pid}:
+            state = _proc_state(pid)
+            if state is not None and (state == "T") != stopped:
+                return False
+        return True  # reached, or no /proc (trust the signal), or gone
 
     def freeze(self) -> None:
         """SIGSTOP the process and wait until the kernel reports it stopped.
@@ -799,9 +921,8 @@ class RedisServer:
         proc = self.process
         if proc is None or proc.poll() is not None:
             return None
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
-            proc.terminate()
+        _signal_group(proc, signal.SIGCONT)  # a frozen process cannot handle SIGTERM
+        _signal_group(proc, signal.SIGTERM)
         return proc
 
     def _finish_stop(self) -> None:
@@ -828,7 +949,7 @@ class RedisServer:
                 try:
                     proc.wait(timeout=STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    _signal_group(proc, signal.SIGKILL)
                     proc.wait()
         finally:
             self._finish_stop()
@@ -844,7 +965,7 @@ class RedisServer:
             deadline = time.monotonic() + STOP_TIMEOUT
             while proc is not None and proc.poll() is None:
                 if time.monotonic() > deadline:
-                    proc.kill()
+                    _signal_group(proc, signal.SIGKILL)
                     deadline = float("inf")
                 await trio.sleep(POLL_INTERVAL)
         finally:
@@ -938,6 +1059,7 @@ class RedisServer:
         Raises:
             OSError: The server is down (``ConnectionRefusedError``) or too slow
                 (``TimeoutError``).
+            TypeError: An argument is not an :data:`~trio_redisha.testing.Arg`.
         """
         prefix, skip = self._auth_prefix()
         return self._exchange_sync(prefix + encode_command(*args), skip + 1, timeout)[-1]
@@ -1269,7 +1391,7 @@ class RedisServerGroup:
     def _make(self, count: int, options: RedisServerOptions) -> list[RedisServer]:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigurationError(f"count must be an int >= 1, got {count!r}")
-        if count > 1 and options.get("port") is not None:
+        if count > 1 and {**self.defaults, **options}.get("port") is not None:
             raise ConfigurationError("a fixed port cannot be shared by several servers")
         return [self.new(**options) for _ in range(count)]
 

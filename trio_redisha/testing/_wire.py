@@ -30,8 +30,9 @@ __all__ = [
     "reply_end",
 ]
 
-#: One argument of a Redis command: str is UTF-8 encoded, numbers are formatted.
-Arg = str | bytes | int | float
+#: One argument of a Redis command: str is UTF-8 encoded, numbers are formatted,
+#: bytes-like ones are sent as they are. Any other type (bool and None too) is a TypeError.
+Arg = str | bytes | bytearray | memoryview | int | float
 
 #: Bytes read from a socket at a time.
 _CHUNK = 65536
@@ -42,17 +43,27 @@ def _to_bytes(arg: Arg) -> bytes:
         return arg
     if isinstance(arg, str):
         return arg.encode()
-    return repr(arg).encode() if isinstance(arg, float) else str(arg).encode()
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    # bool is an int, but True sent as "True" (or None as "None") is surely a mistake.
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return b"%d" % arg
+    if isinstance(arg, float):
+        return float.__repr__(arg).encode()
+    raise TypeError(f"a command argument must be str, bytes or a number, not {type(arg).__name__}")
 
 
 def encode_command(*args: Arg) -> bytes:
     """Encode one command as a RESP array of bulk strings.
 
     Args:
-        *args: The command name and its arguments.
+        *args: The command name and its arguments (see :data:`Arg`).
 
     Returns:
         The wire bytes, e.g. ``b"*1\\r\\n$4\\r\\nPING\\r\\n"`` for ``"PING"``.
+
+    Raises:
+        TypeError: An argument is not an :data:`Arg` (a bool or None, say).
     """
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -64,6 +75,9 @@ def encode_command(*args: Arg) -> bytes:
 def reply_end(buf: bytes | bytearray, pos: int = 0) -> int | None:
     """Find where the RESP (2 or 3) reply starting at ``pos`` ends.
 
+    Any nesting depth: the walk is iterative (a script can return a table nested
+    thousands deep).
+
     Args:
         buf: Received bytes.
         pos: Offset of the first byte of the reply.
@@ -74,34 +88,38 @@ def reply_end(buf: bytes | bytearray, pos: int = 0) -> int | None:
     Raises:
         ValueError: On bytes that are not RESP.
     """
-    eol = buf.find(b"\r\n", pos)
-    if eol < 0:
-        return None
-    kind = buf[pos : pos + 1]
-    after = eol + 2
-    if kind in (b"+", b"-", b":", b"_", b",", b"#", b"("):
-        return after
-    count = int(buf[pos + 1 : eol])
-    if kind in (b"$", b"!", b"="):
+    remaining = 1  # elements still to skip in the current aggregate
+    outer: list[int] = []  # the same count of each enclosing aggregate
+    while True:
+        while remaining == 0:
+            if not outer:
+                return pos
+            remaining = outer.pop()
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        kind = buf[pos : pos + 1]
+        after = eol + 2
+        remaining -= 1
+        if kind in (b"+", b"-", b":", b"_", b",", b"#", b"("):
+            pos = after
+            continue
+        if kind not in (b"$", b"!", b"=", b"*", b"~", b">", b"%", b"|"):
+            raise ValueError(f"not a RESP reply at offset {pos}: {bytes(buf[pos : pos + 20])!r}")
+        count = int(buf[pos + 1 : eol])
+        pos = after
         if count < 0:
-            return after
-        end = after + count + 2
-        return end if len(buf) >= end else None
-    if kind in (b"*", b"~", b">", b"%", b"|"):
-        if count < 0:
-            return after
-        items = count * 2 if kind in (b"%", b"|") else count
-        p: int | None = after
-        for _ in range(items):
-            assert p is not None
-            p = reply_end(buf, p)
-            if p is None:
+            continue
+        if kind in (b"$", b"!", b"="):
+            pos = after + count + 2
+            if len(buf) < pos:
                 return None
-        if kind == b"|":  # an attribute precedes the actual reply
-            assert p is not None
-            return reply_end(buf, p)
-        return p
-    raise ValueError(f"not a RESP reply at offset {pos}: {bytes(buf[pos : pos + 20])!r}")
+            continue
+        items = count * 2 if kind in (b"%", b"|") else count
+        if kind == b"|":  # an attribute precedes the actual reply: one element more
+            items += 1
+        outer.append(remaining)
+        remaining = items
 
 
 def decode_reply(raw: bytes) -> object:
@@ -110,7 +128,7 @@ def decode_reply(raw: bytes) -> object:
     Simple strings and bulk strings become bytes, integers int, nil None, arrays
     lists; an error reply becomes a :class:`~trio_redisha.ReplyError` instance
     (returned, not raised), so ``decode_reply(server.command("GET", "k"))`` reads
-    naturally in an assertion.
+    naturally in an assertion. Arrays may be nested to any depth.
 
     Args:
         raw: Exactly one reply, as returned by :meth:`RedisServer.command
@@ -122,36 +140,45 @@ def decode_reply(raw: bytes) -> object:
     Raises:
         ValueError: ``raw`` is not a RESP2 reply this decoder knows.
     """
-
-    def parse(pos: int) -> tuple[object, int]:
+    # Iterative, not recursive: a reply nested thousands deep is a real one.
+    open_arrays: list[tuple[list[object], int]] = []  # (items so far, length)
+    pos = 0
+    while True:
+        start = pos
         eol = raw.index(b"\r\n", pos)
         kind, line = raw[pos : pos + 1], raw[pos + 1 : eol]
+        pos = eol + 2
+        value: object
         if kind == b"+":
-            return line, eol + 2
-        if kind == b"-":
-            return ReplyError(line.decode(errors="replace")), eol + 2
-        if kind == b":":
-            return int(line), eol + 2
-        if kind == b"_":
-            return None, eol + 2
-        n = int(line)
-        if kind == b"$":
-            if n < 0:
-                return None, eol + 2
-            return raw[eol + 2 : eol + 2 + n], eol + 4 + n
-        if kind in (b"*", b"~", b">"):
-            if n < 0:
-                return None, eol + 2
-            items: list[object] = []
-            p = eol + 2
-            for _ in range(n):
-                item, p = parse(p)
-                items.append(item)
-            return items, p
-        raise ValueError(f"cannot decode {raw[pos : pos + 20]!r}")
-
-    value, _ = parse(0)
-    return value
+            value = line
+        elif kind == b"-":
+            value = ReplyError(line.decode(errors="replace"))
+        elif kind == b":":
+            value = int(line)
+        elif kind == b"_":
+            value = None
+        elif kind == b"$":
+            n = int(line)
+            value = None if n < 0 else raw[pos : pos + n]
+            if n >= 0:
+                pos += n + 2
+        elif kind in (b"*", b"~", b">"):
+            n = int(line)
+            if n > 0:
+                open_arrays.append(([], n))
+                continue
+            value = None if n < 0 else []
+        else:
+            raise ValueError(f"cannot decode {raw[start : start + 20]!r}")
+        while open_arrays:  # the value completes an array, which may complete its own
+            items, n = open_arrays[-1]
+            items.append(value)
+            if len(items) < n:
+                break
+            open_arrays.pop()
+            value = items
+        else:
+            return value
 
 
 def split_replies(buf: bytearray, count: int) -> list[bytes] | None:
@@ -194,6 +221,9 @@ class RawConnection:
 
         Args:
             *args: Command name and arguments.
+
+        Raises:
+            TypeError: An argument is not an :data:`Arg`.
         """
         await self.stream.send_all(encode_command(*args))
 

@@ -94,6 +94,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.stash[_BEFORE] = set(live_servers())
 
 
+# trylast: on an interrupted run pytest tears the session fixtures down in its own
+# pytest_sessionfinish; their teardown must still find their servers running.
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: stop every server this session started and did not stop."""
     before = session.stash.get(_BEFORE, set())
