@@ -800,6 +800,22 @@ async def test_the_librarys_debug_lines_never_show_a_session_id(
     assert other in text  # keys that are not sessions' are shown as they are
 
 
+@pytest.mark.parametrize("prefix", ["app\\sess:", "tenant\tsess:", "sessión:"])
+def test_ids_are_hidden_behind_prefixes_a_repr_escapes(
+    caplog: pytest.LogCaptureFixture, prefix: str
+) -> None:
+    # The lines show keys with %r, which escapes a backslash, a control or a
+    # non-ASCII character of the prefix: the filter, matching the raw prefix,
+    # let the whole id through.
+    store = SessionStore(trio_redisha.Pool("redis://127.0.0.1:1"), prefix=prefix)
+    sid = store.new_id()
+    caplog.set_level(logging.DEBUG, logger="trio_redisha")
+    log = logging.getLogger("trio_redisha.crdt")
+    log.debug("read repair of %r failed: %s", store.key(sid), "QuorumError")
+    log.debug("rehash of %r failed", store.key(sid).encode())
+    assert sid not in caplog.text and caplog.text.count("\u2026" + sid[-4:]) == 2
+
+
 def test_an_error_with_the_id_hidden_keeps_what_its_replies_say() -> None:
     # The copy of the replies made to hide the id dropped Replies.script: a
     # script's error reply then said its write could not have applied.

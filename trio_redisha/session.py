@@ -165,7 +165,14 @@ class _IdFilter(logging.Filter):
         if prefix in self._prefixes:
             return
         self._prefixes.add(prefix)
-        alternatives = "|".join(re.escape(p) for p in sorted(self._prefixes, key=len, reverse=True))
+        # Log lines show keys with %r too: a prefix with a backslash, a control
+        # or a non-ASCII character is escaped there, as a str or as bytes.
+        shown = {
+            form
+            for p in self._prefixes
+            for form in (p, repr(p)[1:-1], repr(p.encode("utf-8", "surrogateescape"))[2:-1])
+        }
+        alternatives = "|".join(re.escape(p) for p in sorted(shown, key=len, reverse=True))
         self._pattern = re.compile(
             rf"({alternatives})([A-Za-z0-9_-]{{{MIN_ID_LENGTH},{MAX_ID_LENGTH}}})"
         )
