@@ -363,6 +363,58 @@ async def test_a_counter_that_expired_counts_from_zero_again(
         assert await hot.get() == 5
 
 
+async def test_a_process_using_a_counter_per_window_does_not_keep_every_window_s_totals(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A rate limiter (one ttl counter per client and minute) kept each key's
+    # totals in the pool's context for the pool's life: about 200 bytes a key.
+    async with pool_on(*redis_servers) as pool:
+        ctx = context_for(pool)
+        for i in range(40):
+            await Counter(pool, f"rate:{i}", ttl=0.05).incr()
+        assert len(ctx.totals) == 40
+
+        windows = [f"rate:{i}" for i in range(40)]
+
+        async def expired() -> bool:
+            found = [decode_reply(await s.acommand("EXISTS", *windows)) for s in redis_servers]
+            return found == [0, 0, 0]
+
+        await eventually(expired, "the windows to expire everywhere")
+        for i in range(40, 50):  # the next windows' writes forget the old ones
+            await Counter(pool, f"rate:{i}", ttl=0.05).incr()
+        assert len(ctx.totals) <= 10 and len(ctx.sent) <= 10 and len(ctx.ttls) <= 10
+        assert await Counter(pool, "rate:45").get() == 1
+
+
+async def test_totals_forgotten_while_another_writer_kept_the_key_alive_still_count(
+    redis_servers: list[RedisServer],
+) -> None:
+    # This writer's totals start from zero again once forgotten: under new
+    # field names (p:<actor>.<generation>), or the server, keeping the larger
+    # total, would drop the increments sent after.
+    async with pool_on(*redis_servers) as a, pool_on(*redis_servers) as b:
+        ctx = context_for(a)
+        await Counter(a, "shared", ttl=0.05).incr(5)
+        keeper = Counter(b, "shared", ttl=30)
+        await keeper.incr()  # keeps it alive, for a long time
+        await Counter(a, "probe", ttl=0.05).incr()
+
+        async def probe_expired() -> bool:  # and so a's ttl passed since it wrote "shared"
+            found = [decode_reply(await s.acommand("EXISTS", "probe")) for s in redis_servers]
+            return found == [0, 0, 0]
+
+        await eventually(probe_expired, "a window of a's to expire")
+        for i in range(3):  # a's writes of other keys forget its totals of "shared"
+            await Counter(a, f"other:{i}", ttl=0.05).incr()
+        assert b"shared" not in ctx.totals and ctx.generation >= 1
+        await Counter(a, "shared", ttl=0.05).incr(2)
+        assert await keeper.get() == 5 + 1 + 2
+        fields = await raw_hash(redis_servers[0], "shared")
+        actor = ctx.actor
+        assert fields[b"p:" + actor] == b"5" and fields[b"p:%b.1" % actor] == b"2"
+
+
 @pytest.mark.parametrize("fault", ["refused", "lost"])
 async def test_a_counter_write_that_reached_no_server_does_not_keep_its_totals_alive(
     redis_server: RedisServer, fault: str

@@ -14,6 +14,7 @@ read in one place, :meth:`CRDTContext.from_pool`.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import weakref
 from typing import TYPE_CHECKING
@@ -27,7 +28,32 @@ from ._cache import ReadCache
 if TYPE_CHECKING:
     from ..pool import Pool
 
-__all__ = ["CRDTContext", "context_for"]
+__all__ = ["CRDTContext", "Totals", "context_for"]
+
+#: Keys :meth:`CRDTContext.forget_counters` looks at per call, at most.
+_FORGET_BATCH = 8
+
+
+class Totals:
+    """This writer's totals for one counter key, and the fields it stores them in.
+
+    Attributes:
+        actor: The writer's id in the fields' names: the context's actor, or,
+            for totals made after some were forgotten, that actor and the
+            context's generation (``<actor>.<n>``), so that totals starting
+            from zero again never meet the ones this writer stored before.
+        names: The fields, ``p:<actor>`` and ``n:<actor>``.
+        p: The total of the increments written or reserved.
+        n: The total of the decrements.
+    """
+
+    __slots__ = ("actor", "n", "names", "p")
+
+    def __init__(self, actor: bytes) -> None:
+        self.actor = actor
+        self.names = (b"p:" + actor, b"n:" + actor)
+        self.p = 0
+        self.n = 0
 
 
 class CRDTContext:
@@ -50,18 +76,22 @@ class CRDTContext:
         repair_rate: The read-repair rate limit, per second.
         read_cache: Large full copies read lately, validated by digests on
             every read (:class:`~._cache.ReadCache`).
-        totals: Per counter key, ``[P, N]``: the totals this writer has
-            written or reserved. Shared by every :class:`Counter` of the key,
-            so two objects never send the same total for different increments.
+        totals: Per counter key, the totals this writer has written or
+            reserved (:class:`Totals`). Shared by every :class:`Counter` of the
+            key, so two objects never send the same total for different increments.
         sent: Per counter key, a time (``trio.current_time()``) at or before
             which some server last had its expiry refreshed by this writer: the
             send time of its last acknowledged write (of its first write, or of
             a reset to zero, until one is). A counter with a ``ttl`` that long
             ago may have expired, and then must not send its totals again.
+            Ordered by that time, oldest first (see :meth:`forget_counters`).
+        ttls: Per counter key with a ``ttl``, that ``ttl``.
+        generation: How many times :meth:`forget_counters` forgot totals.
     """
 
-    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "read_cache", "rechecking",
-                 "rehashing", "repair_rate", "sent", "totals", "write_quorum")  # fmt: skip
+    __slots__ = ("_stamp", "_tokens", "actor", "actor_id", "clock", "generation", "read_cache",
+                 "rechecking", "rehashing", "repair_rate", "sent", "totals", "ttls",
+                 "write_quorum")  # fmt: skip
 
     def __init__(
         self,
@@ -84,8 +114,10 @@ class CRDTContext:
         self.clock = HybridLogicalClock() if clock is None else clock
         self.write_quorum = write_quorum
         self.repair_rate = repair_rate
-        self.totals: dict[bytes, list[int]] = {}
+        self.totals: dict[bytes, Totals] = {}
         self.sent: dict[bytes, float] = {}
+        self.ttls: dict[bytes, float] = {}
+        self.generation = 0
         #: Keys a read is giving their digest in the background (see _read.rehash_soon).
         self.rehashing: set[bytes] = set()
         #: Keys read again after a hedged read's late server differed (CRDTBase._recheck_soon).
@@ -102,6 +134,45 @@ class CRDTContext:
             repair_rate=pool._repair_rate,
             read_cache=pool._read_cache,
         )
+
+    def totals_of(self, name: bytes) -> Totals:
+        """The totals of the counter key ``name``, made on first use."""
+        totals = self.totals.get(name)
+        if totals is None:
+            actor = self.actor if not self.generation else b"%b.%d" % (self.actor, self.generation)
+            totals = self.totals[name] = Totals(actor)
+        return totals
+
+    def refreshed(self, name: bytes, when: float, ttl: float) -> None:
+        """Record that a write sent at ``when`` refreshed the expiry of counter ``name``."""
+        sent = self.sent
+        sent.pop(name, None)  # to the end: the oldest stamps first
+        sent[name] = when
+        self.ttls[name] = ttl
+
+    def forget_counters(self, now: float) -> None:
+        """Forget the totals of counters with a ``ttl`` whose last refresh is ``ttl`` old.
+
+        Without it a process using a counter per client or per minute (a rate
+        limiter) kept every key's totals for its life. Such a key has expired
+        on every server this writer refreshed, unless another writer kept it
+        alive; either way this writer's totals starting from zero would be
+        wrong only under its old field names, so totals made after this get
+        new ones (:class:`Totals`), and no read is needed. Looks at the oldest
+        few stamps only (they are ordered): keys of a long ``ttl`` hold back
+        those behind them until they expire too.
+        """
+        sent = self.sent
+        forgot = False
+        for name in list(itertools.islice(sent, _FORGET_BATCH)):
+            ttl = self.ttls.get(name)
+            if ttl is None or now - sent[name] < ttl:
+                break
+            del sent[name], self.ttls[name]
+            self.totals.pop(name, None)
+            forgot = True
+        if forgot:
+            self.generation += 1
 
     def repair_allowed(self) -> bool:
         """Take one token of the read-repair rate limit; False when exhausted."""

@@ -13,6 +13,7 @@ repaired rather than undone.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -28,6 +29,7 @@ from ..exceptions import (
     UnsupportedCommand,
 )
 from ._base import CRDTBase
+from ._context import Totals
 from ._state import CounterState, parse_total
 from ._storage import COUNTER, check_key
 
@@ -80,7 +82,7 @@ class Counter(CRDTBase[CounterState]):
     """
 
     _kind = COUNTER
-    __slots__ = ("_known", "_name", "_names")
+    __slots__ = ("_name",)
 
     def __init__(
         self,
@@ -102,11 +104,10 @@ class Counter(CRDTBase[CounterState]):
             timeout=timeout,
             hedged=hedged,
         )
-        # The totals this writer has written or reserved for the key, shared by
-        # every Counter of the pool's context (see CRDTContext.totals).
+        # The totals this writer has written or reserved for the key are shared
+        # by every Counter of the pool's context, looked up by each call (see
+        # CRDTContext.totals: a ttl counter's may be forgotten meanwhile).
         self._name = check_key(key)
-        self._known = self._ctx.totals.setdefault(self._name, [0, 0])
-        self._names = (b"p:" + self._actor, b"n:" + self._actor)  # this writer's fields
 
     async def get(self) -> int:
         """Return the counter's value, merged from every server that answered in time.
@@ -117,8 +118,9 @@ class Counter(CRDTBase[CounterState]):
             QuorumError: Fewer than ``read_quorum`` servers answered.
             ForeignValueError: The key holds something this library did not write.
         """
+        known = self._ctx.totals_of(self._name)
         state = await self._read()
-        self._learn(state.p.get(self._actor, 0), state.n.get(self._actor, 0))
+        _learn(known, state.p.get(known.actor, 0), state.n.get(known.actor, 0))
         return state.value
 
     async def incr(self, amount: int = 1) -> None:
@@ -163,14 +165,7 @@ class Counter(CRDTBase[CounterState]):
         if delta:
             await self.incr(delta)
 
-    def _learn(self, p: int, n: int) -> None:
-        known = self._known
-        if p > known[0]:
-            known[0] = p
-        if n > known[1]:
-            known[1] = n
-
-    async def _forget_if_expired(self) -> None:
+    async def _forget_if_expired(self, known: Totals) -> None:
         """With a ``ttl``: start from zero again if the key expired since our last write.
 
         This writer's totals are absolute: sent again to a key that expired,
@@ -181,56 +176,58 @@ class Counter(CRDTBase[CounterState]):
         server that did not answer expires its copy on its own clock, at about
         the same time.)
         """
-        known = self._known
         name = self._name
         sents = self._ctx.sent
         while True:
             sent = sents.get(name)
             if sent is None or trio.current_time() - sent < self._ttl:  # type: ignore[operator]
                 return
-            before = (known[0], known[1], sent)
+            before = (known.p, known.n, sent)
             snap = await self._read_snapshot()
-            if (known[0], known[1], sents.get(name)) == before:
+            if (known.p, known.n, sents.get(name)) == before:
                 break
             # Another call of ours changed the totals or had a write acknowledged
             # meanwhile: judge again from what it left (a write refused meanwhile
             # rolls its totals back, and then the key may still have expired).
         if not snap.holders:
-            known[0] = known[1] = 0
+            known.p = known.n = 0
             # Totals of zero bring nothing back, and every later increment is
             # sent from now on.
-            sents[name] = trio.current_time()
+            self._ctx.refreshed(name, trio.current_time(), self._ttl)  # type: ignore[arg-type]
         else:
             # Not a refresh: the key was alive at the read, but for how long
             # is unknown. The next acknowledged write stamps it; until then,
             # each write reads first.
-            self._learn(snap.merged.p.get(self._actor, 0), snap.merged.n.get(self._actor, 0))
+            merged = snap.merged
+            _learn(known, merged.p.get(known.actor, 0), merged.n.get(known.actor, 0))
 
     async def _add(self, dp: int, dn: int) -> None:
         # Trio's rule: a call that raises Cancelled did nothing. From a scope
         # already cancelled, nothing is reserved (below) and nothing is sent;
         # the pool checks the same before it sends, with no wait in between.
         await trio.lowlevel.checkpoint_if_cancelled()
-        known = self._known
-        if self._ttl is not None:
-            await self._forget_if_expired()
+        ctx = self._ctx
+        known = ctx.totals_of(self._name)
+        ttl = self._ttl
+        if ttl is not None:
+            await self._forget_if_expired(known)
         # Reserve the new totals before sending, synchronously: a total that may
         # have reached a server is never used again for another increment, even
         # if this call fails, is cancelled, or a replica that saw it restarts.
-        p, n = known[0] + dp, known[1] + dn
+        p, n = known.p + dp, known.n + dn
         if p >= _MAX_TOTAL or n >= _MAX_TOTAL:
             raise CodecError(f"counter {self._key!r}: totals beyond 19 digits cannot be stored")
-        known[0], known[1] = p, n
-        sents = self._ctx.sent
+        known.p, known.n = p, n
+        sents = ctx.sent
         started = trio.current_time()
-        if self._ttl is not None:
+        if ttl is not None and self._name not in sents:
             # Only an acknowledged write refreshes the expiry for sure (below).
             # But the first one may create the key without an acknowledgement:
             # from then on, ttl seconds without one mean a read first. (A stamp
             # too early costs a read; one too late brings expired totals back.)
-            sents.setdefault(self._name, started)
+            ctx.refreshed(self._name, started, ttl)
         pb, nb = b"%d" % p, b"%d" % n
-        pf, nf = self._names
+        pf, nf = known.names
         try:
             replies = await self._pool.execute_script(
                 COUNTER.script,
@@ -242,27 +239,29 @@ class Counter(CRDTBase[CounterState]):
         except _REFUSED:
             # Refused before anything was sent: the totals are free again, or the
             # next increment would carry this one.
-            if known[0] == p and known[1] == n:
-                known[0], known[1] = p - dp, n - dn
+            if known.p == p and known.n == n:
+                known.p, known.n = p - dp, n - dn
             raise
-        if self._ttl is not None and replies.ok_count and started > sents[self._name]:
-            # A server ran the script, so set the expiry at `started` or later.
-            # A write that reached no server, or whose outcome is unknown (it
-            # may have reached none), leaves the stamp as it was: the key
-            # expires when it would have, and a write after that reads first.
-            sents[self._name] = started
+        if ttl is not None and replies.ok_count:
+            if started > sents.get(self._name, -math.inf):
+                # A server ran the script, so set the expiry at `started` or later.
+                # A write that reached no server, or whose outcome is unknown (it
+                # may have reached none), leaves the stamp as it was: the key
+                # expires when it would have, and a write after that reads first.
+                ctx.refreshed(self._name, started, ttl)
+            ctx.forget_counters(started)
         for r in replies:
             # The script answers the stored totals; never go below them. (A
             # server answering what was sent, the usual case, teaches nothing.)
             if isinstance(r, list) and len(r) == 2 and (r[0] != pb or r[1] != nb):
-                self._learn(_total(r[0]), _total(r[1]))
+                _learn(known, _total(r[0]), _total(r[1]))
         try:
             self._check_write(replies)
         except RedisHAError as exc:
             if not replies.may_have_applied():
-                if known[0] == p and known[1] == n:
+                if known.p == p and known.n == n:
                     # Nobody can have it, and no later increment includes it.
-                    known[0], known[1] = p - dp, n - dn
+                    known.p, known.n = p - dp, n - dn
                 elif isinstance(exc, QuorumError):
                     # A later write of ours carries this total: it will count.
                     exc.may_have_applied = True
@@ -272,6 +271,14 @@ class Counter(CRDTBase[CounterState]):
 #: What the pool raises only before it sends anything (a bad argument). Not
 #: PoolClosed: a pool closing fails calls already sent with it too.
 _REFUSED: Final = (ConfigurationError, CommandEncodeError, UnsupportedCommand, CrossSlotError)
+
+
+def _learn(known: Totals, p: int, n: int) -> None:
+    """Never go below the totals a server holds of ours."""
+    if p > known.p:
+        known.p = p
+    if n > known.n:
+        known.n = n
 
 
 def _check_int(value: int) -> int:
