@@ -535,6 +535,15 @@ async def test_a_delete_that_cannot_win_raises_and_never_returns_as_done(
         assert await SessionStore(a).load(sid) == {"user": "alice"}  # nothing was written
         await SessionStore(a).delete(sid)  # a clock that sees the data deletes it
         assert await SessionStore(c).load(sid) == {}
+        await SessionStore(c).delete(sid)  # dead already: the clear ahead kills nothing
+        # Only what is live needs beating: C's data, with a key A removed.
+        sid = SessionStore.new_id()
+        await SessionStore(c).save(sid, {"user": "bob", "csrf": "x"})
+        session = await SessionStore(a).load(sid)
+        del session["csrf"]
+        await SessionStore(a).save(sid, session)  # a tombstone stamped ahead
+        await SessionStore(c).delete(sid)
+        assert await SessionStore(a).load(sid) == {} == await SessionStore(c).load(sid)
 
 
 async def test_load_raises_when_no_server_answers(redis_servers: list[RedisServer]) -> None:

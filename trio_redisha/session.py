@@ -575,10 +575,13 @@ class SessionStore:
         newest = 0
         with contextlib.suppress(QuorumError):
             snap = await self._guarded(sid, m._read_snapshot())
-            stamps = snap.stored.timestamps() if snap.stored is not None else None
-            if stamps is None:
-                stamps = snap.merged.timestamps()
-            newest = max(stamps, default=0)
+            stored = snap.stored
+            entries = stored.registers.values() if stored is not None else None
+            if entries is None:
+                entries = snap.merged.entries.values()
+            # Only what is live needs beating: a tombstone or an earlier clear
+            # stamped ahead kills nothing the clear must kill.
+            newest = max((e.ts for e in entries if e is not None and not e.deleted), default=0)
         await self._guarded(sid, m._clear(newest))
 
     async def touch(self, sid: str) -> None:
