@@ -10,6 +10,7 @@ plus a frozen server change nothing for the client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import traceback
 from collections.abc import AsyncIterator
@@ -175,6 +176,9 @@ async def test_the_metadata_the_app_sees_never_holds_the_session_id(
         shown = await client.get("/metadata")
         assert shown.status_code == 200 and "lifetime" in shown.json()
         assert sid not in shown.text and sid[:12] not in shown.text
+        # Nor a plain hash of a field (a short secret, a code, would be found).
+        fields = shown.json()["trio_redisha"]["fields"]
+        assert fields["cart"] != hashlib.blake2b(b'"book"', digest_size=16).hexdigest()
         # The sealed id still does its work: a regenerated id deletes the old one.
         await client.post("/login")
         assert sid_of(client) != sid and await store.load(sid) == {}

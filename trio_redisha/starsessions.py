@@ -79,15 +79,19 @@ _READ_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _ISSUED_ID: Final = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-# The id read() hands to write() travels in the session's metadata, which the
-# application sees (and may log, or return): it travels sealed, under a key of
-# this process's own (read() and write() of a request run in one process), so
-# that it is neither readable nor forgeable there. A session id is a bearer secret.
+# What read() hands to write() travels in the session's metadata, which the
+# application sees (and may log, or return): under a key of this process's own
+# (read() and write() of a request run in one process). The id read travels
+# sealed, neither readable nor forgeable there (a session id is a bearer
+# secret), and the digests of the fields are keyed (a plain hash of a short
+# secret, a reset code, gives the secret away).
 _SEAL_KEY: Final = secrets.token_bytes(32)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16, key=_SEAL_KEY, person=b"redisha-field").hexdigest()
+
+
 _NONCE: Final = 16
 _TAG: Final = 16
 
