@@ -233,8 +233,8 @@ async def test_pools_opened_one_after_another_reuse_their_numbers(
     url = redis_servers[0].url
     async with ready_pool(url, meter_provider=provider) as kept:
         for _ in range(150):
-            async with ready_pool(url, meter_provider=provider):
-                pass
+            async with ready_pool(url, meter_provider=provider) as passing:
+                await passing.execute("PING")
         async with ready_pool(url, meter_provider=provider) as last:
             await last.execute("PING")
             await kept.execute("PING")
@@ -242,6 +242,13 @@ async def test_pools_opened_one_after_another_reuse_their_numbers(
             pools = {p.attributes.get("redisha.pool") for p in states}
             assert pools == {1, 2}  # the kept pool's, and the one reused by each pool since
             assert len(states) == 2 * len(ServerState)  # no overflow point
+            # A reused number's counters go on from the closed pools' counts:
+            # never backwards.
+            expected = {
+                p.attributes["redisha.pool"]: p.value
+                for p in collect(reader)["redisha.fanout.replies.expected"]
+            }
+            assert expected == {1: 1, 2: 151}
 
 
 @pytest.mark.parametrize("wait_for", [2, 3], ids=["not-awaited", "awaited-to-the-deadline"])

@@ -53,7 +53,7 @@ from .exceptions import ReplyError
 from .pool._server import ServerState
 
 if TYPE_CHECKING:
-    from .pool import Pool
+    from .pool import Pool, PoolStats
 
 __all__ = ["DURATION_BUCKETS", "PoolMetrics"]
 
@@ -112,13 +112,22 @@ class _Instruments:
         self._Observation = Observation
         # Readers may collect from their own thread (a periodic exporter does).
         self._lock = threading.Lock()
-        self._pools: dict[int, weakref.ref[PoolMetrics]] = {}
+        # Each number's pool, and its stats (held strongly: the counts of a pool
+        # dropped before a collection saw it closed still go to its number's base).
+        self._pools: dict[int, tuple[weakref.ref[PoolMetrics], PoolStats]] = {}
+        # Per number, each counter's final counts of the pools that held it:
+        # a number's series goes on from them, never backwards.
+        self._base: dict[int, dict[str, int]] = {}
 
         def counter_callback(field: str) -> Any:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
+                base = self._base
                 return [
-                    Observation(getattr(pool.stats, field), metrics.pool_attributes)
-                    for metrics, pool in self._live()
+                    Observation(
+                        base.get(number, {}).get(field, 0) + getattr(pool.stats, field),
+                        metrics.pool_attributes,
+                    )
+                    for metrics, pool, number in self._live_numbered()
                 ]
 
             return callback
@@ -146,28 +155,38 @@ class _Instruments:
         # set it saw (up to its cardinality limit, 2,000 by default, past which
         # series merge into one overflow point), so numbers that only grew made
         # a process opening pools one after another lose its live pool's series.
+        # A number's counters go on from the counts of the pools that held it.
+        pool = metrics.pool()
+        assert pool is not None  # (made by the pool's own constructor)
         with self._lock:
             self._live_locked()
             number = 1
             while number in self._pools:
                 number += 1
-            self._pools[number] = weakref.ref(metrics)
+            self._pools[number] = (weakref.ref(metrics), pool.stats)
         return number
 
     def _live(self) -> list[tuple[PoolMetrics, Pool]]:
         """The pools still open (held for this collection); the others are forgotten."""
+        return [(metrics, pool) for metrics, pool, _ in self._live_numbered()]
+
+    def _live_numbered(self) -> list[tuple[PoolMetrics, Pool, int]]:
+        """:meth:`_live`, with each pool's number."""
         with self._lock:
             return self._live_locked()
 
-    def _live_locked(self) -> list[tuple[PoolMetrics, Pool]]:
+    def _live_locked(self) -> list[tuple[PoolMetrics, Pool, int]]:
         live = []
-        for number, ref in list(self._pools.items()):
+        for number, (ref, stats) in list(self._pools.items()):
             metrics = ref()
             pool = None if metrics is None else metrics.pool()
             if metrics is None or pool is None or pool._closed:
                 del self._pools[number]
+                base = self._base.setdefault(number, {})
+                for _, field, _, _ in _COUNTERS:
+                    base[field] = base.get(field, 0) + getattr(stats, field)
             else:
-                live.append((metrics, pool))
+                live.append((metrics, pool, number))
         return live
 
     def _observe_states(self, options: Any) -> list[Any]:
