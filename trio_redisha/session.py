@@ -44,11 +44,12 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
 from .crdt._base import check_codec, check_pool, check_ttl, refresh_soon
+from .crdt._state import Entry
 from .crdt._storage import MAP
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError, RedisHAError
@@ -576,9 +577,9 @@ class SessionStore:
         with contextlib.suppress(QuorumError):
             snap = await self._guarded(sid, m._read_snapshot())
             stored = snap.stored
-            entries = stored.registers.values() if stored is not None else None
-            if entries is None:
-                entries = snap.merged.entries.values()
+            entries: Iterable[Entry | None] = (
+                stored.registers.values() if stored is not None else snap.merged.entries.values()
+            )
             # Only what is live needs beating: a tombstone or an earlier clear
             # stamped ahead kills nothing the clear must kill.
             newest = max((e.ts for e in entries if e is not None and not e.deleted), default=0)
