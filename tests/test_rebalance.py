@@ -20,7 +20,7 @@ import trio
 from tests.conftest import RedisFactory
 from tests.harness.helpers import pttls, raw_hash, urls, wait_until
 from tests.test_pool import ready_pool
-from trio_redisha import Counter, HashMap, Pool, QuorumError, SessionStore, Set
+from trio_redisha import Counter, HashMap, Pool, QuorumError, ServerState, SessionStore, Set
 from trio_redisha.cli import main
 from trio_redisha.crdt import repair_key
 from trio_redisha.crdt._digest import TREE_PREFIX
@@ -348,6 +348,22 @@ async def test_reads_during_a_migration_with_the_old_owners_down_raise(
             }
         finally:
             for s in four[:2]:
+                await s.athaw()
+        await wait_until(
+            lambda: all(st.state is ServerState.UP for st in pool.status()), what="all up"
+        )
+        # The mirror: the new owners down. The old owners' "no such key" of the
+        # moved session said it was absent (a logout); the walker moved it away.
+        for s in four[2:]:
+            await s.afreeze()
+        try:
+            with pytest.raises(QuorumError):
+                await store.load(moved)
+            with pytest.raises(QuorumError):
+                await SessionStore(pool, hedged=True).load(moved)
+            assert await store.load(held) == {"user": "alice"}  # not moved: held there
+        finally:
+            for s in four[2:]:
                 await s.athaw()
 
 

@@ -440,7 +440,9 @@ def _finish(
         also = (
             ""
             if counted == len(answered)
-            else " (fallbacks holding nothing do not count, nor during a migration new owners)"
+            else (
+                " (fallbacks holding nothing do not count, nor during a migration one layout alone)"
+            )
         )
         if any(isinstance(r, ReplyTooLarge) for r in replies):
             also += (
@@ -509,9 +511,10 @@ def _counted(pool: Pool, key: str | bytes, answered: Sequence[tuple[int, list[An
     holds the key: a fallback answering "no such key" says nothing of what the
     owners hold. Counted, the fallbacks standing in for owners that are down
     made a session read empty (a logout, its data back once the owners
-    returned). During a migration the owners that count are the old owners
-    (:func:`_always_counted`): a new owner of a partition the walker has not
-    moved yet holds nothing, as a fallback.
+    returned). During a migration (``previous=``) of the key's partition, a
+    server's "no such key" counts only once both layouts answered
+    (:func:`_always_counted`): before the walker moves the key only its old
+    owners hold it, after it only its new owners.
     """
     if pool.placement is None:
         return len(answered)
@@ -522,26 +525,32 @@ def _counted(pool: Pool, key: str | bytes, answered: Sequence[tuple[int, list[An
 def _always_counted(pool: Pool, key: str | bytes, answered: set[int] | None) -> set[int]:
     """The servers whose answer counts towards the read quorum even without the key.
 
-    The key's owners; during a migration (``previous=``), its owners in the
-    previous layout only: those hold what was written before it, until the
-    walker moves it to the new owners, which hold the key from then on (and
-    count then as holders). A new owner that is no old owner counts without
-    the key once every old owner answered (``answered``, if known): with fewer
-    old owners than ``read_quorum`` (growing from fewer servers than N), their
-    answers alone could never make a key absent.
+    The key's owners. During a migration of its partition (owners in the
+    previous layout that are not owners now), the owners of both layouts, and
+    only once at least one owner of each answered (``answered``; ``None``:
+    not known yet, so none): a new owner holds nothing until the walker moves
+    the key, and an old one nothing after. With only one layout answering, a
+    key that layout lacks may be held by the other: only the servers holding
+    it count, and a read short of its quorum raises rather than returning an
+    empty value.
     """
+    owners = pool._owner_indices(key)
     old = pool._previous_owner_indices(key)
     if not old:
-        return set(pool._owner_indices(key))
-    if answered is not None and answered.issuperset(old):
-        return {*old, *pool._owner_indices(key)}
-    return set(old)
+        return set(owners)
+    both = {*old, *owners}
+    new_only = both.difference(old)
+    if not new_only:
+        return both
+    if answered is not None and not answered.isdisjoint(old) and not answered.isdisjoint(new_only):
+        return both
+    return set()
 
 
 def _uncounted(pool: Pool, key: str | bytes, targets: Sequence[int]) -> frozenset[int]:
     """The ``targets`` that count towards the read quorum only if they hold the key.
 
-    Fallbacks, and during a migration the new owners that are no old owners
+    Fallbacks, and during a migration of the key's partition every server
     (:func:`_counted`). Their "no such key" is no success for the read's waiter
     either (``Slot.needs_key``): a hedge of ``read_quorum`` replies stopped at
     the fast owner and an empty fallback, and the read then failed its quorum
