@@ -400,6 +400,29 @@ async def test_a_save_of_a_loaded_session_never_brings_a_deleted_one_back(
         assert await store.load(sid) == {"flash": "bye"}
 
 
+async def test_a_session_saved_anew_after_a_delete_survives_a_server_that_missed_it(
+    redis_servers: list[RedisServer],
+) -> None:
+    """The session is deleted everywhere, saved anew under its id while server 2
+    is cut off, then a loaded copy of it saved with a change: server 2, holding
+    the clear alone, was taken for a sign of a delete, and the undoing clear
+    killed the acknowledged new session everywhere."""
+    async with cluster(redis_servers) as c, pool_on(*c.urls, write_quorum=2) as pool:
+        store = SessionStore(pool, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"old": 1})
+        await store.delete(sid)
+        await partition(pool, c.proxies[2], 2)
+        assert await store.save(sid, {"a": 1}) is True  # a fresh session, on 0 and 1
+        session = await store.load(sid)
+        await heal(pool, c.proxies[2], 2)
+        session["b"] = 2
+        assert await store.save(sid, session) is True
+        assert await store.load(sid) == {"a": 1, "b": 2}
+        for server in redis_servers:  # server 2 got the write; the reads repair the rest
+            assert await load_alone(server, sid) in ({"a": 1, "b": 2}, {"b": 2})
+
+
 async def test_a_save_of_a_loaded_session_never_revives_an_expired_one(
     redis_servers: list[RedisServer],
 ) -> None:

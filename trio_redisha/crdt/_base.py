@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .._util import finite_seconds
@@ -485,6 +485,12 @@ class CRDTBase(Generic[S]):
             cleared = any(r in _CLEARED for r in seen)
         elif wrote:
             self._refresh_old_soon(old)
+        if cleared and wrote and await self._written_since_clear(fields):
+            # The servers that wrote hold registers later than the clear: the key
+            # was written again after it was deleted (a session saved anew under
+            # its id), and a server holding the clear alone missed that. It is
+            # behind, as one without the key: it gets the write (below).
+            cleared = False
         if cleared:
             # Deleted: a server applied the clear and took nothing since. A
             # server that missed it took this write, later than the clear:
@@ -535,6 +541,29 @@ class CRDTBase(Generic[S]):
         )
         self._check_write(shown)
         return True
+
+    async def _written_since_clear(self, fields: Fields) -> bool:
+        """Whether the key holds a live register later than its clear, not of ``fields``.
+
+        Read from every server, merged: the merge drops what the clear kills.
+        A register of this write does not count (it is later than the clear
+        wherever it went); any other live one was written after the clear.
+        If the read fails, False: the key is taken for deleted, as before.
+        """
+        ours = set()
+        for _, raw in fields:
+            entry = Entry.decode(raw)
+            if entry is not None:
+                ours.add((entry.ts, entry.actor))
+        try:
+            snap = await self._read_snapshot()
+        except RedisHAError:
+            return False
+        state = snap.merged
+        entries = getattr(state, "entries", None)
+        if not isinstance(entries, Mapping):
+            return False
+        return any(not e.deleted and (e.ts, e.actor) not in ours for e in entries.values())
 
     def _old_say_gone(
         self, replies: Replies, gone: list[int], seen: Replies | None, quorum: int
