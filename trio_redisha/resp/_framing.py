@@ -78,16 +78,25 @@ def _bulk_arrived(buf: bytes, end: int) -> bool:
 _BULK_HEADERS: Final = [b"$%d" % i for i in range(len(_SMALL_LENGTHS))]
 _BATCH_MIN: Final = 8  # shorter runs cost less element by element
 _BATCH_BYTES: Final = 256  # the fewest buffered bytes worth a batch of top-level replies
-# Bytes split in the first round: 32 per element expected, within these bounds
-# (each next round splits 4x more). The upper bound caps what one round costs when
-# an early element disagrees (a nil among the values of an MGET, after each hit),
-# so that any input stays linear with a small constant.
-_BATCH_WINDOW: Final = 256
-_BATCH_FIRST_MAX: Final = 1024
+# Bytes split in the first round of a run inside an aggregate: 128 per element
+# expected, within these bounds (each next round splits 4x more). The upper bound
+# caps what one round costs when its first element already disagrees, so that
+# input crafted to make every batch fail stays linear with a small constant.
+_BATCH_WINDOW: Final = 1024
+_BATCH_FIRST_MAX: Final = 8192
+# Top-level replies (next_bulks): the first round takes at most this many, its
+# window sized from the first two (pipelined misses, nils, may come every few).
+_TOP_FIRST: Final = 16
 
 
 def _bulk_batch(
-    buf: bytes, n: int, pos: int, left: int, max_bulk: int, items: list[Any] | None
+    buf: bytes,
+    n: int,
+    pos: int,
+    left: int,
+    max_bulk: int,
+    items: list[Any] | None,
+    size: int = 0,
 ) -> tuple[int, int]:
     """Take a run of small bulk strings in a few C-level passes over the bytes.
 
@@ -108,23 +117,13 @@ def _bulk_batch(
         left: How many elements the aggregate still expects.
         max_bulk: The largest bulk length allowed.
         items: Where to add the payloads, or None to only check and skip them.
+        size: The bytes split in the first round (0: from ``left``).
 
     Returns:
         Where the batch stopped, and how many elements the aggregate still expects.
     """
-    # The first two headers, checked at O(1): a run that cannot start, or
-    # stops after one element (nils and values alternating in an MGET), costs
-    # next to nothing, however often it is tried.
-    at = pos
-    for _ in range(2):
-        idx = buf.find(b"\r\n", at + 1, at + 22)
-        length = None if idx < 0 else _SMALL_LENGTHS.get(buf[at + 1 : idx])
-        if length is None:
-            return pos, left
-        at = idx + length + 4
-        if at >= n or buf[at] != 36:
-            return pos, left
-    size = min(max(_BATCH_WINDOW, 32 * left), _BATCH_FIRST_MAX)
+    if not size:
+        size = min(max(_BATCH_WINDOW, 128 * left), _BATCH_FIRST_MAX)
     headers = _BULK_HEADERS.__getitem__
     while left:
         window_end = pos + size
@@ -428,8 +427,23 @@ class _BufferedParser:
             or buf[pos] != 36  # $
         ):
             return []
+        # The first two replies, checked at O(1): a run that cannot start, or
+        # stops after one (pipelined GETs of present and missing keys: a nil,
+        # $-1, every other reply), costs next to nothing, however often it is
+        # tried; and they size the first round's window.
+        n = len(buf)
+        at = pos
+        for _ in range(2):
+            idx = buf.find(b"\r\n", at + 1, at + 22)
+            length = None if idx < 0 else _SMALL_LENGTHS.get(buf[at + 1 : idx])
+            if length is None:
+                return []
+            at = idx + length + 4
+            if at >= n or buf[at] != 36:
+                return []
+        size = min(max((at - pos) * min(limit, _TOP_FIRST) // 2, 128), _BATCH_FIRST_MAX)
         items: list[bytes] = []
-        end, _ = _bulk_batch(buf, len(buf), pos, limit, self._max_bulk, items)
+        end, _ = _bulk_batch(buf, n, pos, limit, self._max_bulk, items, size)
         self._pos = self._search = end
         return items
 
