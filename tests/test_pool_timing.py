@@ -332,13 +332,19 @@ async def test_first_calls_with_enough_replies_do_not_wait_for_a_first_connect(
         servers[LABELS[2]].connect_delay = 10.0  # hangs on connect
         async with open_pool(*LABELS, connector=memory_connector(servers), timeout=0.5) as pool:
             await until(lambda: pool.status()[0].state is ServerState.UP)
-            replies, took = await timed(pool.execute("PING", wait_for=1))
-            assert took == 0 and replies[0] == "PONG"
-            assert all(isinstance(r, ServerUnavailable) and not r.sent for r in replies[1:])
+            replies, took = await timed(pool.execute("ECHO", "a", wait_for=1))
+            assert took == 0 and replies[0] == b"a"
+            # Not awaited: still sent to each server once it connects (in time).
+            assert all(isinstance(r, ServerTimeout) and r.sent for r in replies[1:])
             # Two replies needed: it waits for the slow server, not the hung one.
-            replies, took = await timed(pool.execute("PING", wait_for=2))
-            assert replies[:2] == ["PONG", "PONG"] and isinstance(replies[2], ServerUnavailable)
+            replies, took = await timed(pool.execute("ECHO", "b", wait_for=2))
+            assert replies[:2] == [b"b", b"b"] and isinstance(replies[2], ServerTimeout)
             assert took == pytest.approx(0.2, abs=GRANULARITY)
+            await trio.sleep(0.5)  # past the first-connect window
+            echoed = [
+                sorted(c[1] for _, c in s.commands if c[0] == b"ECHO") for s in servers.values()
+            ]
+            assert echoed == [[b"a", b"b"], [b"a", b"b"], []]  # the hung one never connected
         nursery.cancel_scope.cancel()
 
 

@@ -1625,24 +1625,24 @@ class Pool:
         """Send to servers still on their first connect as each one connects.
 
         Fills the ``None`` entries of ``slots``. Once the replies in will do
-        (``wait_for``, a hedge, a cutoff), the servers still connecting are
-        not waited for: they are unavailable to this call, nothing is sent
-        to them.
+        (``wait_for``, a hedge, a cutoff), the servers still connecting are not
+        waited for: they get the command when they connect, in the background,
+        as servers a ``wait_for`` call did not wait for still get theirs; their
+        entries say so (:class:`ServerTimeout`, sent).
         """
         servers = self._servers
         limit = min(deadline, self._first_connect_until)
         waiting = [pos for pos, slot in enumerate(slots) if slot is None]
         while True:
             now = trio.current_time()
-            done = waiter.filled or waiter.ok >= waiter.need
             still = []
             for pos in waiting:
                 server = servers[targets[pos]]
-                if server.state is ServerState.CONNECTING and now < limit and not done:
+                if server.state is ServerState.CONNECTING and now < limit:
                     still.append(pos)
                     continue
                 conn = server.usable()
-                if conn is None or now >= deadline or done:
+                if conn is None or now >= deadline:
                     slots[pos] = server.unavailable_error()
                 else:
                     cmd = data if isinstance(data, bytes) else data[pos]
@@ -1651,6 +1651,20 @@ class Pool:
                     slots[pos] = slot
             waiting = still
             if not waiting:
+                return
+            if waiter.filled or waiter.ok >= waiter.need:
+                later = [
+                    (targets[pos], data if isinstance(data, bytes) else data[pos])
+                    for pos in waiting
+                ]
+                handed = self._start_background(self._send_when_connected, later, limit, deadline)
+                for pos in waiting:
+                    server = servers[targets[pos]]
+                    slots[pos] = (
+                        ServerTimeout(f"{server.label}: not awaited (still connecting)")
+                        if handed
+                        else server.unavailable_error()
+                    )
                 return
             # Woken by a server settling, or by the replies in being enough.
             event = waiter.early = trio.Event()
@@ -1663,6 +1677,35 @@ class Pool:
                 self._settle_waits.discard(event)
             if self._closing and not _IN_BACKGROUND.get():
                 raise _closed_during(slots)
+
+    async def _send_when_connected(
+        self, later: list[tuple[int, bytes]], limit: float, deadline: float
+    ) -> None:
+        """:meth:`_submit_when_connected`'s servers not waited for: each gets its
+        command once connected (before ``limit``); nobody waits for the replies."""
+        servers = self._servers
+        waiter = Waiter(len(later))  # read and dropped by the connections' readers
+        while later:
+            now = trio.current_time()
+            still = []
+            for idx, cmd in later:
+                server = servers[idx]
+                if server.state is ServerState.CONNECTING and now < limit:
+                    still.append((idx, cmd))
+                    continue
+                conn = server.usable()
+                if conn is not None and now < deadline:
+                    conn.submit(cmd, waiter, idx, now)
+            later = still
+            if not later:
+                return
+            event = trio.Event()
+            self._settle_waits.add(event)
+            try:
+                with trio.move_on_at(limit):
+                    await event.wait()
+            finally:
+                self._settle_waits.discard(event)
 
     def _watch_late(
         self,
