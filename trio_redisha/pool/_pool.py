@@ -1363,7 +1363,7 @@ class Pool:
         if hedge is not None and hedge[1] <= 0:
             need = min(need, hedge[0])
         waiter = Waiter(need)
-        slots: list[Slot | ServerUnavailable | None] = []
+        slots: list[Slot | ServerUnavailable | ServerTimeout | None] = []
         connecting = False
         early = now < self._first_connect_until
         datas: Iterable[bytes] = repeat(data) if isinstance(data, bytes) else data
@@ -1617,7 +1617,7 @@ class Pool:
         self,
         data: bytes | Sequence[bytes],
         targets: tuple[int, ...],
-        slots: list[Slot | ServerUnavailable | None],
+        slots: list[Slot | ServerUnavailable | ServerTimeout | None],
         waiter: Waiter,
         deadline: float,
         sparse: frozenset[int] = frozenset(),
