@@ -95,17 +95,31 @@ async def test_a_short_call_deadline_does_not_open_a_healthy_server_s_circuit(
         assert await pool.ping() == ["PONG", "PONG", "PONG"]
 
 
+async def short_call(pool: Pool, bound: str) -> None:
+    """A call bounded to 0.1 s by its own ``timeout=``, or by its scope (a request budget)."""
+    if bound == "timeout":
+        replies = await pool.ping(timeout=0.1)
+        assert isinstance(replies[2], ServerTimeout)
+    else:
+        with trio.move_on_after(0.1) as budget:
+            await pool.ping()
+        assert budget.cancelled_caught
+
+
+@pytest.mark.parametrize("bound", ["timeout", "cancelled"])
 async def test_a_server_missing_the_pool_s_timeout_is_judged_then_after_short_calls(
-    autojump_clock: Any,
+    autojump_clock: Any, bound: str
 ) -> None:
+    # Cancelled: a call its own scope cancelled left its missed replies
+    # unjudged, so the circuit never opened, and each call waited its whole
+    # budget on the hung server.
     async with memory_pool(timeout=0.5) as (pool, servers):
         servers[2].hang()
         start = trio.current_time()
         # Calls with a short deadline, one after another: the server is judged
         # at the first one's send plus the pool's timeout, and only once.
         while pool.status()[2].state is ServerState.UP:
-            replies = await pool.ping(timeout=0.1)
-            assert isinstance(replies[2], ServerTimeout)
+            await short_call(pool, bound)
             assert trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
         opened = trio.current_time() - start
         assert 0.5 <= opened <= 0.5 + 0.1 + GRANULARITY
@@ -114,25 +128,6 @@ async def test_a_server_missing_the_pool_s_timeout_is_judged_then_after_short_ca
         assert took == 0 and "circuit open" in str(replies[2])
         servers[2].unhang()
         await until(lambda: pool.status()[2].state is ServerState.UP)
-
-
-async def test_calls_their_own_scope_cancels_judge_a_hung_server_too(
-    autojump_clock: Any,
-) -> None:
-    # A request budget shorter than the pool's timeout (move_on_after) left
-    # every missed reply unjudged: the circuit never opened, and each call
-    # waited its whole budget on the hung server.
-    async with memory_pool(timeout=0.5) as (pool, servers):
-        servers[2].hang()
-        start = trio.current_time()
-        while pool.status()[2].state is ServerState.UP:
-            with trio.move_on_after(0.1) as budget:
-                await pool.ping()
-            assert budget.cancelled_caught
-            assert trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
-        assert 0.5 <= trio.current_time() - start <= 0.5 + 0.1 + GRANULARITY
-        replies, took = await timed(pool.ping())
-        assert took == 0 and "circuit open" in str(replies[2])
 
 
 async def test_a_cancelled_call_does_not_open_a_healthy_server_s_circuit(
@@ -303,22 +298,29 @@ async def test_reconnect_backoff_is_bounded_and_grows(autojump_clock: Any) -> No
         assert await pool.ping() == ["PONG", "PONG", "PONG"]
 
 
-async def test_first_calls_wait_for_a_first_connect_within_their_deadline(
-    autojump_clock: Any,
-) -> None:
+@asynccontextmanager
+async def slow_and_hung_to_connect() -> AsyncIterator[tuple[Pool, list[MemoryServer]]]:
+    """A pool on three servers: one fine, one slow to connect (0.2 s), one hanging."""
     async with trio.open_nursery() as nursery:
         servers = {label: MemoryServer(nursery, label) for label in LABELS}
         servers[LABELS[1]].connect_delay = 0.2  # slow to connect, then fine
         servers[LABELS[2]].connect_delay = 10.0  # hangs on connect
         async with open_pool(*LABELS, connector=memory_connector(servers), timeout=0.5) as pool:
-            replies, took = await timed(pool.ping())
-            assert replies[:2] == ["PONG", "PONG"]
-            assert isinstance(replies[2], ServerUnavailable)
-            assert took == pytest.approx(0.5, abs=GRANULARITY)
-            # After the first deadline a server not connected yet costs nothing.
-            replies, took = await timed(pool.ping())
-            assert took == 0 and isinstance(replies[2], ServerUnavailable)
+            yield pool, list(servers.values())
         nursery.cancel_scope.cancel()
+
+
+async def test_first_calls_wait_for_a_first_connect_within_their_deadline(
+    autojump_clock: Any,
+) -> None:
+    async with slow_and_hung_to_connect() as (pool, _):
+        replies, took = await timed(pool.ping())
+        assert replies[:2] == ["PONG", "PONG"]
+        assert isinstance(replies[2], ServerUnavailable)
+        assert took == pytest.approx(0.5, abs=GRANULARITY)
+        # After the first deadline a server not connected yet costs nothing.
+        replies, took = await timed(pool.ping())
+        assert took == 0 and isinstance(replies[2], ServerUnavailable)
 
 
 async def test_first_calls_with_enough_replies_do_not_wait_for_a_first_connect(
@@ -326,26 +328,19 @@ async def test_first_calls_with_enough_replies_do_not_wait_for_a_first_connect(
 ) -> None:
     # A wait_for= call (or a hedged read) with its replies in waited out the
     # first-connect window for a server whose connect hung.
-    async with trio.open_nursery() as nursery:
-        servers = {label: MemoryServer(nursery, label) for label in LABELS}
-        servers[LABELS[1]].connect_delay = 0.2  # slow to connect, then fine
-        servers[LABELS[2]].connect_delay = 10.0  # hangs on connect
-        async with open_pool(*LABELS, connector=memory_connector(servers), timeout=0.5) as pool:
-            await until(lambda: pool.status()[0].state is ServerState.UP)
-            replies, took = await timed(pool.execute("ECHO", "a", wait_for=1))
-            assert took == 0 and replies[0] == b"a"
-            # Not awaited: still sent to each server once it connects (in time).
-            assert all(isinstance(r, ServerTimeout) and r.sent for r in replies[1:])
-            # Two replies needed: it waits for the slow server, not the hung one.
-            replies, took = await timed(pool.execute("ECHO", "b", wait_for=2))
-            assert replies[:2] == [b"b", b"b"] and isinstance(replies[2], ServerTimeout)
-            assert took == pytest.approx(0.2, abs=GRANULARITY)
-            await trio.sleep(0.5)  # past the first-connect window
-            echoed = [
-                sorted(c[1] for _, c in s.commands if c[0] == b"ECHO") for s in servers.values()
-            ]
-            assert echoed == [[b"a", b"b"], [b"a", b"b"], []]  # the hung one never connected
-        nursery.cancel_scope.cancel()
+    async with slow_and_hung_to_connect() as (pool, servers):
+        await until(lambda: pool.status()[0].state is ServerState.UP)
+        replies, took = await timed(pool.execute("ECHO", "a", wait_for=1))
+        assert took == 0 and replies[0] == b"a"
+        # Not awaited: still sent to each server once it connects (in time).
+        assert all(isinstance(r, ServerTimeout) and r.sent for r in replies[1:])
+        # Two replies needed: it waits for the slow server, not the hung one.
+        replies, took = await timed(pool.execute("ECHO", "b", wait_for=2))
+        assert replies[:2] == [b"b", b"b"] and isinstance(replies[2], ServerTimeout)
+        assert took == pytest.approx(0.2, abs=GRANULARITY)
+        await trio.sleep(0.5)  # past the first-connect window
+        echoed = [sorted(c[1] for _, c in s.commands if c[0] == b"ECHO") for s in servers]
+        assert echoed == [[b"a", b"b"], [b"a", b"b"], []]  # the hung one never connected
 
 
 async def test_connect_timeout_bounds_a_hanging_connect(autojump_clock: Any) -> None:

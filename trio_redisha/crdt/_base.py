@@ -682,27 +682,20 @@ def refresh_soon(
 ) -> bool:
     """Set the expiry of the copies of ``key`` on ``servers`` in the pool's nursery.
 
-    For a write during a migration: see :meth:`CRDTBase._refresh_old_soon`.
+    For a write during a migration: see :meth:`CRDTBase._refresh_old_soon`. A
+    server that fails keeps its expiry (it is not counted).
     Returns whether it was started (not when the pool is closing).
     """
-    return pool._start_background(_refresh, pool, key, marker, pttl_ms, servers, timeout)
 
+    async def refresh_old_copies() -> None:
+        try:
+            await pool.execute_script(
+                _REFRESH, [key], [marker, pttl_ms], timeout=timeout, servers=servers
+            )
+        except RedisHAError as exc:
+            logger.debug("refreshing the expiry of %r on old owners failed: %s", key, exc)
 
-async def _refresh(
-    pool: Pool,
-    key: str | bytes,
-    marker: bytes,
-    pttl_ms: int,
-    servers: tuple[int, ...],
-    timeout: float | None,
-) -> None:
-    """:func:`refresh_soon`'s task: a server that fails keeps its expiry (not counted)."""
-    try:
-        await pool.execute_script(
-            _REFRESH, [key], [marker, pttl_ms], timeout=timeout, servers=servers
-        )
-    except RedisHAError as exc:
-        logger.debug("refreshing the expiry of %r on old owners failed: %s", key, exc)
+    return pool._start_background(refresh_old_copies)
 
 
 def previous_owners(pool: Pool, key: str | bytes) -> tuple[int, ...]:
