@@ -423,6 +423,36 @@ async def test_a_session_saved_anew_after_a_delete_survives_a_server_that_missed
             assert await load_alone(server, sid) in ({"a": 1, "b": 2}, {"b": 2})
 
 
+async def test_concurrent_saves_of_requests_loaded_before_a_logout_never_bring_it_back(
+    redis_servers: list[RedisServer],
+) -> None:
+    """The logout reached servers 0 and 1 only; two requests that loaded the
+    session before it save at once: each found the other's write on server 2,
+    later than the clear, took it for the session saved anew, and wrote it back."""
+    async with (
+        pool_on(*urls(redis_servers), write_quorum=2) as app,
+        pool_on(*urls(redis_servers)[:2], write_quorum=2) as logout,
+    ):
+        store = SessionStore(app, write_quorum=2)
+        sid = store.new_id()
+        await store.save(sid, {"user": "alice"})
+        first, second = await store.load(sid), await store.load(sid)
+        await SessionStore(logout, write_quorum=2).delete(sid)
+        first["a"], second["b"] = 1, 2
+        saved: list[bool] = []
+
+        async def save(session: Session) -> None:
+            saved.append(await store.save(sid, session))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(save, first)
+            nursery.start_soon(save, second)
+        assert saved == [False, False]
+        assert await store.load(sid) == {}
+        for server in redis_servers:
+            assert await load_alone(server, sid) == {}
+
+
 async def test_a_save_of_a_loaded_session_never_revives_an_expired_one(
     redis_servers: list[RedisServer],
 ) -> None:

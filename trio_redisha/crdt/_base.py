@@ -485,11 +485,11 @@ class CRDTBase(Generic[S]):
             cleared = any(r in _CLEARED for r in seen)
         elif wrote:
             self._refresh_old_soon(old)
-        if cleared and wrote and await self._written_since_clear(fields):
-            # The servers that wrote hold registers later than the clear: the key
-            # was written again after it was deleted (a session saved anew under
-            # its id), and a server holding the clear alone missed that. It is
-            # behind, as one without the key: it gets the write (below).
+        if cleared and wrote and await self._written_since_clear(fields, replies, wrote, gone):
+            # A server that wrote holds the clear and registers later than it:
+            # the key was written again after it was deleted (a session saved
+            # anew under its id), and a server holding the clear alone missed
+            # that. It is behind, as one without the key: it gets the write (below).
             cleared = False
         if cleared:
             # Deleted: a server applied the clear and took nothing since. A
@@ -542,13 +542,19 @@ class CRDTBase(Generic[S]):
         self._check_write(shown)
         return True
 
-    async def _written_since_clear(self, fields: Fields) -> bool:
-        """Whether the key holds a live register later than its clear, not of ``fields``.
+    async def _written_since_clear(
+        self, fields: Fields, replies: Replies, wrote: list[int], gone: list[int]
+    ) -> bool:
+        """Whether a server that ``wrote`` holds the clear and a register written after it.
 
-        Read from every server, merged: the merge drops what the clear kills.
-        A register of this write does not count (it is later than the clear
-        wherever it went); any other live one was written after the clear.
-        If the read fails, False: the key is taken for deleted, as before.
+        Read from every server. The clear is the latest one the ``gone``
+        servers hold; a server that wrote holding it (or a later one) and a
+        live register, not of ``fields``, took a write after the delete (the
+        key created again): those without it are behind. A server that wrote
+        without it missed the delete, and what it holds is older or a write
+        of a request that loaded the key before the delete (another one's
+        concurrent save): the key is deleted. If the read fails, False: the
+        key is taken for deleted, as before.
         """
         ours = set()
         for _, raw in fields:
@@ -559,11 +565,26 @@ class CRDTBase(Generic[S]):
             snap = await self._read_snapshot()
         except RedisHAError:
             return False
-        state = snap.merged
-        entries = getattr(state, "entries", None)
-        if not isinstance(entries, Mapping):
+        labels = self._pool.servers
+        wrote_at = {labels.index(replies.servers[i]) for i in wrote}
+        gone_at = {labels.index(replies.servers[i]) for i in gone}
+        stamps = [getattr(state, "cleared", None) for i, state in snap.states if i in gone_at]
+        clears = [c.order_key() for c in stamps if isinstance(c, Entry)]
+        if not clears:
             return False
-        return any(not e.deleted and (e.ts, e.actor) not in ours for e in entries.values())
+        latest = max(clears)
+        for i, state in snap.states:
+            cleared = getattr(state, "cleared", None)
+            entries = getattr(state, "entries", None)
+            if (
+                i in wrote_at
+                and isinstance(cleared, Entry)
+                and cleared.order_key() >= latest
+                and isinstance(entries, Mapping)
+                and any(not e.deleted and (e.ts, e.actor) not in ours for e in entries.values())
+            ):
+                return True
+        return False
 
     def _old_say_gone(
         self, replies: Replies, gone: list[int], seen: Replies | None, quorum: int
