@@ -415,6 +415,33 @@ async def test_totals_forgotten_while_another_writer_kept_the_key_alive_still_co
         assert fields[b"p:" + actor] == b"5" and fields[b"p:%b.1" % actor] == b"2"
 
 
+async def test_totals_forgotten_during_the_read_after_an_expiry_are_not_sent_again(
+    redis_servers: list[RedisServer],
+) -> None:
+    # A write of an expired ttl counter reads first; another counter's write
+    # forgetting its totals meanwhile left it with the old totals, sent again
+    # under the old fields: the expired count came back (5 + 1 read 6).
+    async with pool_on(*redis_servers) as pool:
+        ctx = context_for(pool)
+
+        class Racing(Counter):
+            async def _read_snapshot(self) -> Any:
+                snap = await super()._read_snapshot()
+                ctx.forget_counters(trio.current_time())  # another counter's write, meanwhile
+                return snap
+
+        hits = Racing(pool, "hits", ttl=0.05)
+        await hits.incr(5)
+
+        async def expired() -> bool:
+            found = [decode_reply(await s.acommand("EXISTS", "hits")) for s in redis_servers]
+            return found == [0, 0, 0]
+
+        await eventually(expired, "the counter to expire everywhere")
+        await hits.incr()
+        assert await Counter(pool, "hits").get() == 1
+
+
 @pytest.mark.parametrize("fault", ["refused", "lost"])
 async def test_a_counter_write_that_reached_no_server_does_not_keep_its_totals_alive(
     redis_server: RedisServer, fault: str

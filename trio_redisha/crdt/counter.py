@@ -178,12 +178,15 @@ class Counter(CRDTBase[CounterState]):
         """
         name = self._name
         sents = self._ctx.sent
+        totals = self._ctx.totals
         while True:
             sent = sents.get(name)
             if sent is None or trio.current_time() - sent < self._ttl:  # type: ignore[operator]
                 return
             before = (known.p, known.n, sent)
             snap = await self._read_snapshot()
+            if totals.get(name) is not known:
+                return  # forgotten meanwhile: the caller takes the new totals
             if (known.p, known.n, sents.get(name)) == before:
                 break
             # Another call of ours changed the totals or had a write acknowledged
@@ -211,6 +214,10 @@ class Counter(CRDTBase[CounterState]):
         ttl = self._ttl
         if ttl is not None:
             await self._forget_if_expired(known)
+            # Forgotten during that read (by another counter's write): the new
+            # totals, under new fields, start from zero, which is right whether
+            # the key expired or another writer kept it alive.
+            known = ctx.totals_of(self._name)
         # Reserve the new totals before sending, synchronously: a total that may
         # have reached a server is never used again for another increment, even
         # if this call fails, is cancelled, or a replica that saw it restarts.
