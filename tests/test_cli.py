@@ -807,7 +807,7 @@ def test_max_reply_elements_reads_a_key_over_the_default_limit(
     code, out, err = run(capsys, "exec", *one, "HLEN", "h")
     assert out == [f"{big.url}  (integer) {fields}"]
     code, out, err = run(capsys, "exec", *one, "HGETALL", "h")
-    assert code == 1 and "ReplyTooLarge" in out[0] + "".join(err)
+    assert code == 1 and "ReplyTooLarge" in out[0] and "--max-reply-elements N" in out[0]
     code, out, err = run(
         capsys, "exec", *one, "--max-reply-elements", str(4 * fields), "HGETALL", "h"
     )

@@ -38,6 +38,7 @@ from ..exceptions import (
     CommandEncodeError,
     ConfigurationError,
     RedisHAError,
+    ReplyTooLarge,
     UnsupportedCommand,
 )
 from ..resp import DEFAULT_LIMITS
@@ -274,7 +275,8 @@ def jsonable(value: Any) -> Any:
 
 
 def _describe_error(exc: BaseException) -> str:
-    return f"error: {type(exc).__name__}: {one_line(str(exc))}"
+    hint = " (raise it with --max-reply-elements N)" if isinstance(exc, ReplyTooLarge) else ""
+    return f"error: {type(exc).__name__}: {one_line(str(exc))}{hint}"
 
 
 def format_reply(value: Any) -> str:
