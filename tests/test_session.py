@@ -421,6 +421,19 @@ async def test_a_session_saved_anew_after_a_delete_survives_a_server_that_missed
         assert await store.load(sid) == {"a": 1, "b": 2}
         for server in redis_servers:  # server 2 got the write; the reads repair the rest
             assert await load_alone(server, sid) in ({"a": 1, "b": 2}, {"b": 2})
+        # The same when the change overwrites the only key written since the
+        # delete: nothing of the re-creation is left but its clear on the servers
+        # that wrote, and that is the proof.
+        sid = store.new_id()
+        await store.save(sid, {"old": 1})
+        await store.delete(sid)
+        await partition(pool, c.proxies[2], 2)
+        assert await store.save(sid, {"a": 1}) is True
+        session = await store.load(sid)
+        await heal(pool, c.proxies[2], 2)
+        session["a"] = 2
+        assert await store.save(sid, session) is True
+        assert await store.load(sid) == {"a": 2}
 
 
 async def test_concurrent_saves_of_requests_loaded_before_a_logout_never_bring_it_back(

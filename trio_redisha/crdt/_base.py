@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from .._util import finite_seconds
@@ -485,7 +485,7 @@ class CRDTBase(Generic[S]):
             cleared = any(r in _CLEARED for r in seen)
         elif wrote:
             self._refresh_old_soon(old)
-        if cleared and wrote and await self._written_since_clear(fields, replies, wrote, gone):
+        if cleared and wrote and await self._written_since_clear(replies, wrote, gone):
             # A server that wrote holds the clear and registers later than it:
             # the key was written again after it was deleted (a session saved
             # anew under its id), and a server holding the clear alone missed
@@ -543,24 +543,21 @@ class CRDTBase(Generic[S]):
         return True
 
     async def _written_since_clear(
-        self, fields: Fields, replies: Replies, wrote: list[int], gone: list[int]
+        self, replies: Replies, wrote: list[int], gone: list[int]
     ) -> bool:
-        """Whether a server that ``wrote`` holds the clear and a register written after it.
+        """Whether a server that ``wrote`` holds the latest clear the ``gone`` ones hold.
 
-        Read from every server. The clear is the latest one the ``gone``
-        servers hold; a server that wrote holding it (or a later one) and a
-        live register, not of ``fields``, took a write after the delete (the
-        key created again): those without it are behind. A server that wrote
-        without it missed the delete, and what it holds is older or a write
-        of a request that loaded the key before the delete (another one's
-        concurrent save): the key is deleted. If the read fails, False: the
-        key is taken for deleted, as before.
+        Read from every server. A server that wrote took the write because it
+        held a live register, one the clear it holds does not kill: if that
+        clear is the latest one of the cleared servers (or later), the register
+        was written after the delete (the key created again), whatever this
+        write has done to it since (overwritten, deleted). The servers without
+        it are behind. A server that wrote without it missed the delete: what
+        it holds is older, or the write of a request that loaded the key
+        before the delete (another one's concurrent save), and the key is
+        deleted. If the read fails, False: the key is taken for deleted, as
+        before.
         """
-        ours = set()
-        for _, raw in fields:
-            entry = Entry.decode(raw)
-            if entry is not None:
-                ours.add((entry.ts, entry.actor))
         try:
             snap = await self._read_snapshot()
         except RedisHAError:
@@ -568,23 +565,15 @@ class CRDTBase(Generic[S]):
         labels = self._pool.servers
         wrote_at = {labels.index(replies.servers[i]) for i in wrote}
         gone_at = {labels.index(replies.servers[i]) for i in gone}
-        stamps = [getattr(state, "cleared", None) for i, state in snap.states if i in gone_at]
-        clears = [c.order_key() for c in stamps if isinstance(c, Entry)]
-        if not clears:
+        clears = {
+            i: c.order_key()
+            for i, state in snap.states
+            if isinstance(c := getattr(state, "cleared", None), Entry)
+        }
+        latest = max((k for i, k in clears.items() if i in gone_at), default=None)
+        if latest is None:
             return False
-        latest = max(clears)
-        for i, state in snap.states:
-            cleared = getattr(state, "cleared", None)
-            entries = getattr(state, "entries", None)
-            if (
-                i in wrote_at
-                and isinstance(cleared, Entry)
-                and cleared.order_key() >= latest
-                and isinstance(entries, Mapping)
-                and any(not e.deleted and (e.ts, e.actor) not in ours for e in entries.values())
-            ):
-                return True
-        return False
+        return any(clears.get(i, ()) >= latest for i in wrote_at)
 
     def _old_say_gone(
         self, replies: Replies, gone: list[int], seen: Replies | None, quorum: int
