@@ -545,18 +545,19 @@ class CRDTBase(Generic[S]):
     async def _written_since_clear(
         self, replies: Replies, wrote: list[int], gone: list[int]
     ) -> bool:
-        """Whether a server that ``wrote`` holds the latest clear the ``gone`` ones hold.
+        """Whether a server that ``wrote`` holds the latest clear and a register after it.
 
-        Read from every server. A server that wrote took the write because it
-        held a live register, one the clear it holds does not kill: if that
-        clear is the latest one of the cleared servers (or later), the register
-        was written after the delete (the key created again), whatever this
-        write has done to it since (overwritten, deleted). The servers without
-        it are behind. A server that wrote without it missed the delete: what
-        it holds is older, or the write of a request that loaded the key
-        before the delete (another one's concurrent save), and the key is
-        deleted. If the read fails, False: the key is taken for deleted, as
-        before.
+        Read from every server. The clear is the latest one the ``gone``
+        servers hold. A server that wrote and holds it (or a later one) and a
+        register it does not kill, live or tombstone (this write's own
+        included: it could only land after that clear if the server held a
+        live register since), took writes after the delete (the key created
+        again): those without it are behind. A server that wrote without it
+        missed the delete: what it holds is older, or the write of a request
+        that loaded the key before the delete (another one's concurrent save),
+        and the key is deleted; so it is when the clear on the server that
+        wrote came after the write (another save's undoing clear) and killed
+        all. If the read fails, False: the key is taken for deleted, as before.
         """
         try:
             snap = await self._read_snapshot()
@@ -573,7 +574,10 @@ class CRDTBase(Generic[S]):
         latest = max((k for i, k in clears.items() if i in gone_at), default=None)
         if latest is None:
             return False
-        return any(clears.get(i, ()) >= latest for i in wrote_at)
+        return any(
+            i in wrote_at and clears.get(i, ()) >= latest and bool(getattr(state, "entries", None))
+            for i, state in snap.states
+        )
 
     def _old_say_gone(
         self, replies: Replies, gone: list[int], seen: Replies | None, quorum: int
