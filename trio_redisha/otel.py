@@ -127,7 +127,7 @@ class _Instruments:
                         base.get(number, {}).get(field, 0) + getattr(pool.stats, field),
                         metrics.pool_attributes,
                     )
-                    for metrics, pool, number in self._live_numbered()
+                    for metrics, pool, number in self._live()
                 ]
 
             return callback
@@ -166,12 +166,9 @@ class _Instruments:
             self._pools[number] = (weakref.ref(metrics), pool.stats)
         return number
 
-    def _live(self) -> list[tuple[PoolMetrics, Pool]]:
-        """The pools still open (held for this collection); the others are forgotten."""
-        return [(metrics, pool) for metrics, pool, _ in self._live_numbered()]
-
-    def _live_numbered(self) -> list[tuple[PoolMetrics, Pool, int]]:
-        """:meth:`_live`, with each pool's number."""
+    def _live(self) -> list[tuple[PoolMetrics, Pool, int]]:
+        """The pools still open (held for this collection), with their numbers;
+        the others are forgotten."""
         with self._lock:
             return self._live_locked()
 
@@ -191,7 +188,7 @@ class _Instruments:
 
     def _observe_states(self, options: Any) -> list[Any]:
         out = []
-        for metrics, pool in self._live():
+        for metrics, pool, _ in self._live():
             for attrs, status in zip(metrics.gauge_attributes, pool.status(), strict=True):
                 for state in ServerState:
                     out.append(
@@ -205,7 +202,7 @@ class _Instruments:
     def _observe_circuits(self, options: Any) -> list[Any]:
         return [
             self._Observation(int(status.state is ServerState.SUSPECT), attrs)
-            for metrics, pool in self._live()
+            for metrics, pool, _ in self._live()
             for attrs, status in zip(metrics.gauge_attributes, pool.status(), strict=True)
         ]
 

@@ -48,9 +48,8 @@ from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .crdt import DEFAULT_TOMBSTONE_GRACE, BytesCodec, Codec, HashMap, JSONCodec, context_for
-from .crdt._base import check_codec, check_pool, check_ttl, refresh_soon
+from .crdt._base import check_codec, check_pool, check_ttl
 from .crdt._state import Entry
-from .crdt._storage import MAP
 from .crdt.codecs import encode_value
 from .exceptions import CodecError, CodecTypeError, ConfigurationError, QuorumError, RedisHAError
 from .replies import Replies
@@ -604,16 +603,19 @@ class SessionStore:
         if quorum is None:
             quorum = context_for(pool).write_quorum
         key = self._prefix + sid
-        pttl_ms = max(1, math.ceil(self._ttl * 1000))
         if pool.previous is not None:
             # A session the walker has not moved yet is only on its old owners:
             # refreshing the new ones alone would let it expire there.
-            owners = pool._owner_indices(key)
-            old = tuple(i for i in pool._previous_owner_indices(key) if i not in owners)
-            if old:
-                refresh_soon(pool, key, MAP.marker, pttl_ms, old, self._timeout)
+            m = self._map(sid)
+            m._refresh_old_soon(m._old_only(pool._owner_indices(key)))
         # With placement, the quorum also routes: fallbacks stand in for owners down.
         await self._guarded(
             sid,
-            pool.execute("PEXPIRE", key, pttl_ms, timeout=self._timeout, quorum=quorum),
+            pool.execute(
+                "PEXPIRE",
+                key,
+                max(1, math.ceil(self._ttl * 1000)),
+                timeout=self._timeout,
+                quorum=quorum,
+            ),
         )

@@ -402,11 +402,20 @@ class CRDTBase(Generic[S]):
         wait for it, Counter's included, which routes through here). It never
         creates a key nor touches anything but a copy of this type
         (:data:`_REFRESH`). Nothing without a ``ttl``, nothing outside a migration.
+        A server that fails keeps its expiry (it is not counted).
         """
-        if old and self._ttl is not None:
-            refresh_soon(
-                self._pool, self._key, self._kind.marker, self._pttl_ms, old, self._timeout
-            )
+        if not old or self._ttl is None:
+            return
+        pool, key = self._pool, self._key
+        args = [self._kind.marker, self._pttl_ms]
+
+        async def refresh_old_copies() -> None:
+            try:
+                await pool.execute_script(_REFRESH, [key], args, timeout=self._timeout, servers=old)
+            except RedisHAError as exc:
+                logger.debug("refreshing the expiry of %r on old owners failed: %s", key, exc)
+
+        pool._start_background(refresh_old_copies)
 
     # -- writing
 
@@ -684,32 +693,6 @@ if redis.call('HGET', KEYS[1], '__redisha__') ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 )
-
-
-def refresh_soon(
-    pool: Pool,
-    key: str | bytes,
-    marker: bytes,
-    pttl_ms: int,
-    servers: tuple[int, ...],
-    timeout: float | None,
-) -> bool:
-    """Set the expiry of the copies of ``key`` on ``servers`` in the pool's nursery.
-
-    For a write during a migration: see :meth:`CRDTBase._refresh_old_soon`. A
-    server that fails keeps its expiry (it is not counted).
-    Returns whether it was started (not when the pool is closing).
-    """
-
-    async def refresh_old_copies() -> None:
-        try:
-            await pool.execute_script(
-                _REFRESH, [key], [marker, pttl_ms], timeout=timeout, servers=servers
-            )
-        except RedisHAError as exc:
-            logger.debug("refreshing the expiry of %r on old owners failed: %s", key, exc)
-
-    return pool._start_background(refresh_old_copies)
 
 
 def previous_owners(pool: Pool, key: str | bytes) -> tuple[int, ...]:

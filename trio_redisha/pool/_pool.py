@@ -1657,7 +1657,7 @@ class Pool:
                     (targets[pos], data if isinstance(data, bytes) else data[pos])
                     for pos in waiting
                 ]
-                handed = self._start_background(self._send_when_connected, later, limit, deadline)
+                handed = self._start_background(self._send_when_connected, later, deadline)
                 for pos in waiting:
                     server = servers[targets[pos]]
                     slots[pos] = (
@@ -1678,34 +1678,14 @@ class Pool:
             if self._closing and not _IN_BACKGROUND.get():
                 raise _closed_during(slots)
 
-    async def _send_when_connected(
-        self, later: list[tuple[int, bytes]], limit: float, deadline: float
-    ) -> None:
+    async def _send_when_connected(self, later: list[tuple[int, bytes]], deadline: float) -> None:
         """:meth:`_submit_when_connected`'s servers not waited for: each gets its
-        command once connected (before ``limit``); nobody waits for the replies."""
-        servers = self._servers
-        waiter = Waiter(len(later))  # read and dropped by the connections' readers
-        while later:
-            now = trio.current_time()
-            still = []
-            for idx, cmd in later:
-                server = servers[idx]
-                if server.state is ServerState.CONNECTING and now < limit:
-                    still.append((idx, cmd))
-                    continue
-                conn = server.usable()
-                if conn is not None and now < deadline:
-                    conn.submit(cmd, waiter, idx, now)
-            later = still
-            if not later:
-                return
-            event = trio.Event()
-            self._settle_waits.add(event)
-            try:
-                with trio.move_on_at(limit):
-                    await event.wait()
-            finally:
-                self._settle_waits.discard(event)
+        command once connected, in time; nobody waits for the replies (a waiter
+        of them all, which never ends the loop early)."""
+        targets = tuple(idx for idx, _ in later)
+        cmds = [cmd for _, cmd in later]
+        slots: list[Slot | ServerUnavailable | ServerTimeout | None] = [None] * len(later)
+        await self._submit_when_connected(cmds, targets, slots, Waiter(len(later)), deadline)
 
     def _watch_late(
         self,

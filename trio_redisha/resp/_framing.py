@@ -216,24 +216,21 @@ def _bulk_run(
         if idx < 0:
             break
         length = small(buf[pos + 1 : idx])
-        if length is None:
-            if idx != pos + 3 or buf[pos + 1] != 45 or buf[pos + 2] != 49:
-                break  # a large or invalid length: the general code decides
-            # "$-1": a nil (RESP2), a missing key of an MGET: None, in the run.
-            if append is not None:
-                append(None)
-            pos = idx + 2
-            left -= 1
-            if not left or pos >= n or buf[pos] != 36:
+        if length is not None:
+            start = idx + 2
+            end = start + length
+            if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
                 break
-            continue
-        start = idx + 2
-        end = start + length
-        if end + 2 > n or length > max_bulk or buf[end] != 13 or buf[end + 1] != 10:
-            break
+            value: bytes | None = buf[start:end]
+            pos = end + 2
+        elif idx == pos + 3 and buf[pos + 1] == 45 and buf[pos + 2] == 49:
+            # "$-1": a nil (RESP2), a missing key of an MGET: None, in the run.
+            value = None
+            pos = idx + 2
+        else:
+            break  # a large or invalid length: the general code decides
         if append is not None:
-            append(buf[start:end])
-        pos = end + 2
+            append(value)
         left -= 1
         if not left or pos >= n or buf[pos] != 36:
             break
